@@ -1,0 +1,285 @@
+//! What the agent hands back: the per-backup `metadata.json` (the audit trail, written last as the
+//! commit marker) and the small JSON summary it writes to the container's termination message,
+//! which the operator reads from the finished pod.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::backup_policy::AssetKind;
+
+/// Version of the `metadata.json` layout; readers refuse versions they do not know.
+pub const METADATA_SCHEMA_VERSION: u32 = 1;
+
+/// Version of the termination-message summary.
+pub const SUMMARY_VERSION: u32 = 1;
+
+/// Kubernetes keeps at most 4096 bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// The audit record of one asset's backup, stored as `<root>/<policy>/<id>/<asset>.metadata.json`.
+/// Never holds a secret: connection details are host, port and names only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupMetadata {
+    pub schema_version: u32,
+    pub backup_id: String,
+    pub policy: String,
+    pub asset: String,
+    pub kind: AssetKind,
+    /// The tool that captured the data (`pg_dump`, `redis-cli`, `rclone`, `lifeboat-agent`).
+    pub tool: ToolInfo,
+    pub agent_version: String,
+    /// Where the data came from, without credentials (`postgres://db:5432/shop`).
+    pub source: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    /// When the source was captured: what RPO is measured from.
+    pub snapshot_time: Timestamp,
+    pub artifacts: Vec<ArtifactInfo>,
+    pub compression: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+}
+
+impl BackupMetadata {
+    /// Stored bytes over all artifacts.
+    pub fn stored_bytes(&self) -> u64 {
+        self.artifacts.iter().map(|a| a.stored_bytes).sum()
+    }
+}
+
+/// Name and version of an external tool, as it reported itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ToolInfo {
+    pub name: String,
+    pub version: String,
+}
+
+/// One stored file of a backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArtifactInfo {
+    /// File name relative to the backup directory.
+    pub name: String,
+    /// Bytes the tool produced, before compression and encryption.
+    pub raw_bytes: u64,
+    /// Bytes stored.
+    pub stored_bytes: u64,
+    /// sha256 of the stored bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// Failure classes, each with its own exit code so scripts and the operator can tell them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorClass {
+    /// The configuration or the command line is wrong.
+    Config,
+    /// The source or target could not be reached.
+    SourceUnreachable,
+    /// Credentials were refused.
+    Auth,
+    /// A named backup, database or object does not exist.
+    NotFound,
+    /// The destination failed (full, read-only, unreachable, refused).
+    Storage,
+    /// A checksum, size or format check failed: the data is not trustworthy.
+    Integrity,
+    /// A deadline passed.
+    Timeout,
+    /// A validation check or an objective failed.
+    Validation,
+    /// A tool failed in a way not classified above.
+    ToolFailed,
+}
+
+impl ErrorClass {
+    /// Process exit code of the agent for this class (0 is success, 1 is left to panics and
+    /// the runtime, 2 to argument parsing).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorClass::Config => 3,
+            ErrorClass::SourceUnreachable => 4,
+            ErrorClass::Auth => 5,
+            ErrorClass::NotFound => 6,
+            ErrorClass::Storage => 7,
+            ErrorClass::Integrity => 8,
+            ErrorClass::Timeout => 9,
+            ErrorClass::Validation => 10,
+            ErrorClass::ToolFailed => 11,
+        }
+    }
+
+    /// The condition reason the operator reports for this class.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ErrorClass::Config => "InvalidConfig",
+            ErrorClass::SourceUnreachable => "SourceUnreachable",
+            ErrorClass::Auth => "AuthFailed",
+            ErrorClass::NotFound => "NotFound",
+            ErrorClass::Storage => "StorageFailed",
+            ErrorClass::Integrity => "IntegrityCheckFailed",
+            ErrorClass::Timeout => "Timeout",
+            ErrorClass::Validation => "ValidationFailed",
+            ErrorClass::ToolFailed => "ToolFailed",
+        }
+    }
+}
+
+/// The agent's verbs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Backup,
+    Restore,
+    Verify,
+    Prune,
+    List,
+    Drill,
+}
+
+/// The agent's result, small enough for a termination message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSummary {
+    pub version: u32,
+    pub verb: Verb,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl AgentSummary {
+    /// JSON that fits a termination message: the message is shortened (on a character boundary)
+    /// until the whole document is within [`TERMINATION_MESSAGE_LIMIT`].
+    pub fn to_termination_message(&self) -> serde_json::Result<String> {
+        let mut summary = self.clone();
+        loop {
+            let json = serde_json::to_string(&summary)?;
+            let over = json.len().saturating_sub(TERMINATION_MESSAGE_LIMIT);
+            let Some(message) = summary.message.as_mut().filter(|_| over > 0) else {
+                return Ok(json);
+            };
+            let mut keep = message.len().saturating_sub(over + 3);
+            while !message.is_char_boundary(keep) {
+                keep -= 1;
+            }
+            message.truncate(keep);
+            message.push('…');
+            if keep == 0 {
+                summary.message = None;
+            }
+        }
+    }
+
+    /// Parses a termination message; `None` for anything that is not a summary this operator
+    /// understands (a crashed agent, a foreign container, a newer version).
+    pub fn from_termination_message(text: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(text.trim())
+            .ok()
+            .filter(|s| s.version == SUMMARY_VERSION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(message: Option<String>) -> AgentSummary {
+        let t: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        AgentSummary {
+            version: SUMMARY_VERSION,
+            verb: Verb::Backup,
+            ok: false,
+            asset: Some("orders-db".into()),
+            backup_id: Some("20261124T100000Z".into()),
+            started_at: t,
+            finished_at: t,
+            snapshot_time: None,
+            stored_bytes: None,
+            sha256: None,
+            error_class: Some(ErrorClass::Storage),
+            message,
+        }
+    }
+
+    #[test]
+    fn long_messages_are_cut_to_fit_a_termination_message() {
+        for len in [10, 4000, 4096, 100_000] {
+            let s = summary(Some("é".repeat(len)));
+            let json = s.to_termination_message().unwrap();
+            assert!(
+                json.len() <= TERMINATION_MESSAGE_LIMIT,
+                "{len}: {}",
+                json.len()
+            );
+            let back = AgentSummary::from_termination_message(&json).unwrap();
+            assert_eq!(back.error_class, Some(ErrorClass::Storage));
+            assert_eq!(back.asset.as_deref(), Some("orders-db"));
+        }
+        let short = summary(Some("disk full".into()));
+        assert_eq!(
+            AgentSummary::from_termination_message(&short.to_termination_message().unwrap()),
+            Some(short)
+        );
+    }
+
+    #[test]
+    fn foreign_or_future_messages_are_ignored() {
+        assert_eq!(
+            AgentSummary::from_termination_message("Error: OOMKilled"),
+            None
+        );
+        let mut future = summary(None);
+        future.version = SUMMARY_VERSION + 1;
+        let json = serde_json::to_string(&future).unwrap();
+        assert_eq!(AgentSummary::from_termination_message(&json), None);
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_clear_of_reserved_codes() {
+        let all = [
+            ErrorClass::Config,
+            ErrorClass::SourceUnreachable,
+            ErrorClass::Auth,
+            ErrorClass::NotFound,
+            ErrorClass::Storage,
+            ErrorClass::Integrity,
+            ErrorClass::Timeout,
+            ErrorClass::Validation,
+            ErrorClass::ToolFailed,
+        ];
+        let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+        assert!(codes.iter().all(|c| *c > 2 && *c < 126));
+    }
+
+    #[test]
+    fn metadata_refuses_unknown_fields() {
+        let json = r#"{"schemaVersion":1,"backupId":"x","policy":"p","asset":"a","kind":"postgres",
+            "tool":{"name":"pg_dump","version":"15"},"agentVersion":"0.1.0","source":"postgres://h:5432/d",
+            "startedAt":"2026-11-24T10:00:00Z","finishedAt":"2026-11-24T10:01:00Z",
+            "snapshotTime":"2026-11-24T10:00:00Z","artifacts":[{"name":"a.dump.zst","rawBytes":10,
+            "storedBytes":5,"sha256":"00"}],"compression":"zstd:3"}"#;
+        let m: BackupMetadata = serde_json::from_str(json).unwrap();
+        assert_eq!(m.stored_bytes(), 5);
+        let tampered = json.replace("\"compression\"", "\"password\":\"x\",\"compression\"");
+        assert!(serde_json::from_str::<BackupMetadata>(&tampered).is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! `BackupPolicy`: which assets to back up, when, where to, for how long, and the RPO objective.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{
+    Destination, PodTemplateOverride, PostgresConnection, RedisConnection, S3Location,
+};
+use crate::duration::Duration;
+
+/// A backup plan for a set of application data assets: PostgreSQL databases, Redis, object
+/// storage and Kubernetes objects. The operator runs one CronJob per asset; each run writes an
+/// artifact and a `metadata.json` (written last, after every checksum) to the destination.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "lifeboat.dev",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    namespaced,
+    status = "BackupPolicyStatus",
+    shortname = "bp",
+    category = "lifeboat",
+    derive = "PartialEq",
+    doc = "A backup plan: assets, cron schedule, retention, destination and RPO objective.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(name = "Assets", type_ = "integer", json_path = ".status.assetCount"),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastBackupTime"
+    ),
+    printcolumn(name = "RPO", type_ = "string", json_path = ".status.rpo"),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.objectives.rpo"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicySpec {
+    /// The assets to back up; names must be unique (they name CronJobs and backup files).
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(min = 1, max = 32))]
+    pub assets: Vec<Asset>,
+    /// When to back up: five-field cron (`0 * * * *` is hourly) or a macro such as `@daily`.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(
+            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$"
+        )
+    )]
+    pub schedule: String,
+    /// IANA time zone of the schedule, e.g. `Europe/Paris`; UTC when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    )]
+    pub time_zone: Option<String>,
+    /// How long backups are kept.
+    pub retention: Retention,
+    /// Where backups are written.
+    pub destination: Destination,
+    /// Recovery objectives this policy is held to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objectives: Option<BackupObjectives>,
+    /// Pause scheduled backups (on-demand backups still run).
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Client-side encryption of artifacts before they leave the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Longest one backup run may take before it is stopped and reported failed.
+    #[serde(default = "default_backup_timeout")]
+    pub timeout: Duration,
+    /// Finished backup Jobs kept for inspection, per asset.
+    #[serde(default)]
+    pub history: JobHistory,
+    /// Settings of the agent pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverride>,
+}
+
+fn default_backup_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// One data asset and how to reach it. Exactly one kind is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("an asset needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
+pub struct Asset {
+    /// Short name, unique in the policy (DNS label, at most 40 characters).
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresAsset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisAsset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_storage: Option<ObjectStorageAsset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state: Option<KubernetesStateAsset>,
+}
+
+/// The kind of an asset, as recorded in metadata and labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AssetKind {
+    Postgres,
+    Redis,
+    ObjectStorage,
+    KubernetesState,
+}
+
+impl AssetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetKind::Postgres => "postgres",
+            AssetKind::Redis => "redis",
+            AssetKind::ObjectStorage => "objectStorage",
+            AssetKind::KubernetesState => "kubernetesState",
+        }
+    }
+}
+
+impl Asset {
+    /// The kind of the asset; `None` only for an object that skipped admission validation.
+    pub fn kind(&self) -> Option<AssetKind> {
+        match (
+            &self.postgres,
+            &self.redis,
+            &self.object_storage,
+            &self.kubernetes_state,
+        ) {
+            (Some(_), None, None, None) => Some(AssetKind::Postgres),
+            (None, Some(_), None, None) => Some(AssetKind::Redis),
+            (None, None, Some(_), None) => Some(AssetKind::ObjectStorage),
+            (None, None, None, Some(_)) => Some(AssetKind::KubernetesState),
+            _ => None,
+        }
+    }
+}
+
+/// A logical dump of PostgreSQL databases with `pg_dump`, restorable with `pg_restore`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresAsset {
+    #[serde(flatten)]
+    pub connection: PostgresConnection,
+    /// Databases to dump, one artifact each.
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub databases: Vec<String>,
+    #[serde(default)]
+    pub dump_options: PgDumpOptions,
+}
+
+/// Options passed to `pg_dump`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgDumpOptions {
+    /// Dump only these schemas (`--schema`); all when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<String>,
+    /// Leave out these schemas (`--exclude-schema`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_schemas: Vec<String>,
+    /// Leave out these tables' data and definitions (`--exclude-table`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tables: Vec<String>,
+    /// Do not dump ownership (`--no-owner`): restores into another role's database cleanly.
+    #[serde(default)]
+    pub no_owner: bool,
+}
+
+/// A point-in-time RDB snapshot of Redis via `redis-cli --rdb`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisAsset {
+    #[serde(flatten)]
+    pub connection: RedisConnection,
+    /// The server's data directory, where a restore places `dump.rdb` before Redis restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("dataDir must be an absolute path"))]
+    pub data_dir: Option<String>,
+}
+
+/// A copy of a bucket (or a prefix of it) on S3-compatible storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStorageAsset {
+    #[serde(flatten)]
+    pub source: S3Location,
+    /// Accept an empty source as a valid backup. Off by default: an empty or unmounted source
+    /// is far more often a fault than the truth, and a backup of nothing must not pass as good.
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+/// Kubernetes objects found by API discovery, stored restorable (server-managed fields removed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesStateAsset {
+    /// Namespaces to include; every namespace when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to include as `plural.group` (`deployments.apps`, `configmaps`); all listable
+    /// resources when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_resources: Vec<String>,
+    /// Only objects matching this label selector, e.g. `app.kubernetes.io/part-of=shop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<String>,
+    /// Also cluster-scoped objects (CRDs, ClusterRoles, ...).
+    #[serde(default)]
+    pub include_cluster_resources: bool,
+    /// Also Secrets. Off by default: a state dump is often read by more people than the Secrets.
+    #[serde(default)]
+    pub include_secrets: bool,
+}
+
+/// How long backups are kept. The newest good backup of each asset is never deleted, whatever
+/// the rules say.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keepLast) || has(self.maxAge)").message("retention needs keepLast, maxAge or both"))]
+#[x_kube(validation = Rule::new("!has(self.keepLast) || self.keepLast >= self.minKeep").message("keepLast must be at least minKeep"))]
+pub struct Retention {
+    /// Keep at most this many backups per asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub keep_last: Option<u32>,
+    /// Delete backups older than this, e.g. `7d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// The floor: always keep at least this many newest good backups per asset, even past maxAge.
+    #[serde(default = "default_min_keep")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_keep: u32,
+}
+
+fn default_min_keep() -> u32 {
+    1
+}
+
+/// Objectives a BackupPolicy is held to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupObjectives {
+    /// Recovery point objective: the newest good backup must never be older than this.
+    pub rpo: Duration,
+}
+
+/// Compression of artifacts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Compression {
+    #[serde(default)]
+    pub algorithm: CompressionAlgorithm,
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    #[serde(default = "default_zstd_level")]
+    #[schemars(range(min = 1, max = 19))]
+    pub level: u8,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            algorithm: CompressionAlgorithm::default(),
+            level: default_zstd_level(),
+        }
+    }
+}
+
+fn default_zstd_level() -> u8 {
+    3
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CompressionAlgorithm {
+    #[default]
+    Zstd,
+    None,
+}
+
+/// Client-side encryption with age: artifacts are encrypted to public recipients, so the backup
+/// pod needs no secret at all; restores read the identity (private key) from a Secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// age public keys (`age1...`) that can decrypt the artifacts.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(r, r.startsWith('age1'))").message("recipients must be age public keys starting with age1"))]
+    pub recipients: Vec<String>,
+    /// Secret key holding the age identity used by restores and verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<crate::common::SecretKeyRef>,
+}
+
+/// Finished Jobs kept per asset. Bounded: history that grows without limit is how operators
+/// run out of memory (CloudNativePG once accumulated ~17k Backup objects).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobHistory {
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 20))]
+    pub successful: u8,
+    #[serde(default = "default_history")]
+    #[schemars(range(min = 0, max = 20))]
+    pub failed: u8,
+}
+
+impl Default for JobHistory {
+    fn default() -> Self {
+        Self {
+            successful: default_history(),
+            failed: default_history(),
+        }
+    }
+}
+
+fn default_history() -> u8 {
+    3
+}
+
+/// What the operator observed of a BackupPolicy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicyStatus {
+    /// The generation the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `RPOMet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Number of assets in the spec (a printer column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asset_count: Option<u32>,
+    /// Per asset: the last good backup and the last failure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<AssetStatus>,
+    /// Snapshot time of the newest good backup of the worst-off asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<Time>,
+    /// Age of that backup when the status was written, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<i64>,
+    /// The same, for people (`12m30s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
+    /// The last `lifeboat.dev/backup-now` token acted upon (each token runs once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_now_token: Option<String>,
+}
+
+/// Backup state of one asset.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<BackupRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+    /// Failures since the last success.
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// A committed backup, as its metadata describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// Backup id: the timestamped directory name under the policy's prefix.
+    pub id: String,
+    /// When the source was captured: what RPO is measured from.
+    pub snapshot_time: Time,
+    pub started_at: Time,
+    pub finished_at: Time,
+    /// Bytes stored (after compression and encryption).
+    pub stored_bytes: u64,
+    /// sha256 of the stored artifact (of the manifest, for multi-file assets).
+    pub sha256: String,
+    pub duration_seconds: f64,
+}
+
+/// The last failed backup of an asset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupFailure {
+    pub time: Time,
+    /// Failure class, e.g. `SourceUnreachable`, `Auth`, `Storage`, `Integrity`, `Timeout`.
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+}

@@ -1,0 +1,330 @@
+//! Spec pieces shared by the three kinds: secret references, destinations, connections,
+//! validation checks, restore targets and the agent pod override.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// DNS-1123 label: what asset and check names become part of (Job names, labels, paths).
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A key in a Secret of the resource's own namespace. Secret values never appear in a spec,
+/// a status, an Event or a log line: the agent reads them from a mounted file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// Credentials of S3-compatible storage: a Secret holding an access key id and a secret key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3CredentialsRef {
+    /// Name of the Secret, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the access key id.
+    #[serde(default = "default_access_key_id_key")]
+    pub access_key_id_key: String,
+    /// Key of the secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+/// A bucket and prefix on S3-compatible object storage (AWS S3, MinIO, Ceph RGW, rclone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Location {
+    /// Endpoint URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://minio.storage:9000`.
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("endpoint must be an http:// or https:// URL"))]
+    #[schemars(length(min = 8, max = 2048))]
+    pub endpoint: String,
+    /// Bucket name.
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+    /// Key prefix inside the bucket (no leading slash).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("prefix must be relative (no leading '/') and must not contain '..'"))]
+    #[schemars(length(max = 512))]
+    pub prefix: String,
+    /// Region; most S3-compatible servers accept the default.
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Address buckets as `endpoint/bucket` rather than `bucket.endpoint` (MinIO and most
+    /// self-hosted servers want this).
+    #[serde(default)]
+    pub force_path_style: bool,
+    /// The Secret with the access keys.
+    pub credentials_secret: S3CredentialsRef,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+/// A PersistentVolumeClaim the agent mounts as its backup directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeDestination {
+    /// Name of the PersistentVolumeClaim, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Directory inside the volume (relative, no `..`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("subPath must be relative (no leading '/') and must not contain '..'"))]
+    #[schemars(length(max = 512))]
+    pub sub_path: String,
+}
+
+/// Where backups are written: a volume (the default choice) or S3-compatible object storage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.volume) != has(self.s3)").message("destination needs exactly one of volume or s3"))]
+pub struct Destination {
+    /// A PersistentVolumeClaim mounted into the agent pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeDestination>,
+    /// S3-compatible object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Location>,
+}
+
+/// TLS mode of a PostgreSQL connection (libpq's `sslmode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// How to reach a PostgreSQL server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresConnection {
+    /// Host name or address, e.g. `db.prod.svc`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    #[serde(default = "default_postgres_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Role to connect as.
+    #[schemars(length(min = 1, max = 63))]
+    pub user: String,
+    /// The role's password; omit for trust or certificate authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub ssl_mode: SslMode,
+}
+
+fn default_postgres_port() -> u16 {
+    5432
+}
+
+/// How to reach a Redis server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisConnection {
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    #[serde(default = "default_redis_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// ACL user name; omit for the default user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The password (`requirepass` or the ACL user's); never passed on a command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKeyRef>,
+    /// Connect with TLS.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+fn default_redis_port() -> u16 {
+    6379
+}
+
+/// An application check run after a restore: the playbook's `/health` step, generalised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.http), has(self.sql), has(self.redis)].filter(x, x).size() == 1").message("a check needs exactly one of http, sql or redis"))]
+pub struct ValidationCheck {
+    /// Name shown in status and reports.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisCheck>,
+}
+
+/// GET a URL and expect a status code, e.g. a service's `/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCheck {
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must be an http:// or https:// URL"))]
+    #[schemars(length(min = 8, max = 2048))]
+    pub url: String,
+    #[serde(default = "default_expected_status")]
+    #[schemars(range(min = 100, max = 599))]
+    pub expected_status: u16,
+    /// Time allowed for one attempt.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Run a query and compare the first column of the first row with `expect`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SqlCheck {
+    /// The restore target asset whose (possibly overridden) connection runs the query.
+    #[schemars(length(min = 1, max = 40))]
+    pub asset: String,
+    /// Database to connect to; defaults to the first database of the asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// A read-only query, e.g. `SELECT count(*) > 0 FROM orders`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Expected text of the first column of the first row, e.g. `t` or `42`.
+    pub expect: String,
+}
+
+/// Check that a key exists in the restored Redis (optionally with a value).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCheck {
+    /// The restore target asset whose connection is used.
+    #[schemars(length(min = 1, max = 40))]
+    pub asset: String,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 15))]
+    pub db: u8,
+    #[schemars(length(min = 1, max = 1024))]
+    pub key: String,
+    /// Expected string value; omit to check only that the key exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+/// Where one asset of a backup is restored to, when not to its original source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("a target needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
+pub struct RestoreTarget {
+    /// Name of the asset in the BackupPolicy.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub asset: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_storage: Option<S3Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state: Option<KubernetesStateTarget>,
+}
+
+/// A PostgreSQL server and database to restore into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresTarget {
+    #[serde(flatten)]
+    pub connection: PostgresConnection,
+    /// Database to restore into; defaults to the backed-up database's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Create the database when it does not exist.
+    #[serde(default)]
+    pub create_database: bool,
+}
+
+/// A Redis server to restore into: the RDB is placed in `dataDir` and Redis restarted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisTarget {
+    #[serde(flatten)]
+    pub connection: RedisConnection,
+    /// The Redis data directory the agent writes `dump.rdb` into (a volume it mounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("dataDir must be an absolute path"))]
+    pub data_dir: Option<String>,
+}
+
+/// Where Kubernetes objects are re-applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesStateTarget {
+    /// Rename namespaces on the way back, e.g. `{prod: prod-drill}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_mapping: BTreeMap<String, String>,
+}
+
+/// Settings of the agent pods a resource creates, merged over the operator's defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Service account of the agent pod (e.g. one bound to a cloud IAM role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Run on the node's network (local clusters and sources reachable only from the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_network: Option<bool>,
+    /// Extra labels on the pods (and their Jobs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on the pods (and their Jobs).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}

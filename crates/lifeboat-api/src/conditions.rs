@@ -1,0 +1,152 @@
+//! Status conditions, Kubernetes style: keyed by type, with `observedGeneration`, and a
+//! `lastTransitionTime` that moves only when the status really changes (kstatus, Flux and Argo CD
+//! read them that way).
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Condition types Lifeboat writes.
+pub mod types {
+    /// The resource is reconciled and its last operation went well (kstatus' readiness signal).
+    pub const READY: &str = "Ready";
+    /// The newest good backup is younger than the RPO objective.
+    pub const RPO_MET: &str = "RPOMet";
+    /// The last drill restored and validated within the RTO objective.
+    pub const RTO_MET: &str = "RTOMet";
+}
+
+/// The three condition statuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::True => "True",
+            Status::False => "False",
+            Status::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for Status {
+    fn from(b: bool) -> Self {
+        if b { Status::True } else { Status::False }
+    }
+}
+
+/// Builds a condition observed at `now` for `generation`.
+pub fn condition(
+    type_: &str,
+    status: Status,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    Condition {
+        type_: type_.to_owned(),
+        status: status.as_str().to_owned(),
+        reason: reason.to_owned(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: Time(now),
+    }
+}
+
+/// Puts `new` into `conditions`, replacing the one of the same type. The transition time of the
+/// old condition is kept when its status did not change, so re-asserting a condition is a no-op.
+/// Returns whether anything changed (callers skip the status write otherwise).
+pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> bool {
+    match conditions.iter_mut().find(|c| c.type_ == new.type_) {
+        Some(old) => {
+            if old.status == new.status {
+                new.last_transition_time = old.last_transition_time.clone();
+            }
+            if *old == new {
+                return false;
+            }
+            *old = new;
+            true
+        }
+        None => {
+            conditions.push(new);
+            true
+        }
+    }
+}
+
+/// The condition of `type_`, if present.
+pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of `type_` is present with status `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    find(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_status_change() {
+        let mut cs = Vec::new();
+        let t0 = at("2026-11-24T10:00:00Z");
+        let t1 = at("2026-11-24T11:00:00Z");
+        assert!(set_condition(
+            &mut cs,
+            condition(types::READY, Status::True, "Reconciled", "ok", Some(1), t0)
+        ));
+        // Same status and message later: nothing changes, no status write needed.
+        assert!(!set_condition(
+            &mut cs,
+            condition(types::READY, Status::True, "Reconciled", "ok", Some(1), t1)
+        ));
+        assert_eq!(cs[0].last_transition_time, Time(t0));
+        // New generation, same status: observedGeneration moves, transition time stays.
+        assert!(set_condition(
+            &mut cs,
+            condition(types::READY, Status::True, "Reconciled", "ok", Some(2), t1)
+        ));
+        assert_eq!(cs[0].observed_generation, Some(2));
+        assert_eq!(cs[0].last_transition_time, Time(t0));
+        // Status flips: transition time moves.
+        assert!(set_condition(
+            &mut cs,
+            condition(
+                types::READY,
+                Status::False,
+                "SecretMissing",
+                "x",
+                Some(2),
+                t1
+            )
+        ));
+        assert_eq!(cs[0].last_transition_time, Time(t1));
+        assert_eq!(cs.len(), 1);
+        assert!(!is_true(&cs, types::READY));
+        assert!(set_condition(
+            &mut cs,
+            condition(
+                types::RPO_MET,
+                Status::True,
+                "WithinObjective",
+                "",
+                Some(2),
+                t1
+            )
+        ));
+        assert!(is_true(&cs, types::RPO_MET));
+        assert_eq!(cs.len(), 2);
+    }
+}

@@ -1,0 +1,229 @@
+//! `DrillSchedule`: periodic backup → restore into staging → validate, with RTO and RPO measured
+//! against objectives. An untested backup is no backup; this is the resource that tests them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{PodTemplateOverride, RestoreTarget, SecretKeyRef};
+use crate::duration::Duration;
+use crate::restore_request::{CheckResult, Validation};
+
+/// A recurring disaster-recovery drill of a BackupPolicy's assets into a staging target.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "lifeboat.dev",
+    version = "v1alpha1",
+    kind = "DrillSchedule",
+    namespaced,
+    status = "DrillScheduleStatus",
+    shortname = "drill",
+    category = "lifeboat",
+    derive = "PartialEq",
+    doc = "A recurring backup-restore-validate drill with RTO and RPO objectives.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(
+        name = "Last Drill",
+        type_ = "date",
+        json_path = ".status.lastRun.startedAt"
+    ),
+    printcolumn(
+        name = "Verdict",
+        type_ = "string",
+        json_path = ".status.lastRun.verdict"
+    ),
+    printcolumn(name = "RTO", type_ = "string", json_path = ".status.lastRun.rto"),
+    printcolumn(name = "RPO", type_ = "string", json_path = ".status.lastRun.rpo"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.assets.all(a, self.staging.targets.exists(t, t.asset == a))").message("every drilled asset needs a staging target: a drill never restores over its source"))]
+#[serde(rename_all = "camelCase")]
+pub struct DrillScheduleSpec {
+    /// When to drill: five-field cron, e.g. `0 6 1 1,4,7,10 *` for quarterly.
+    #[schemars(
+        length(min = 1, max = 100),
+        regex(
+            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$"
+        )
+    )]
+    pub schedule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
+    )]
+    pub time_zone: Option<String>,
+    /// Pause scheduled drills (an on-demand drill still runs).
+    #[serde(default)]
+    pub suspend: bool,
+    /// The BackupPolicy drilled, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+    /// Assets drilled, restored in this order; each needs a staging target.
+    #[schemars(length(min = 1, max = 32))]
+    pub assets: Vec<String>,
+    /// Take a fresh backup at drill start (the simulated disaster), or use the latest one.
+    #[serde(default)]
+    pub backup: DrillBackupMode,
+    /// Where the drill restores to. Never the policy's own sources.
+    pub staging: Staging,
+    #[serde(default)]
+    pub validation: Validation,
+    /// The objectives the drill is judged against.
+    pub objectives: DrillObjectives,
+    /// Finished drills kept in status.
+    #[serde(default = "default_history_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: u8,
+    /// Longest a whole drill may take before it is stopped and failed.
+    #[serde(default = "default_drill_timeout")]
+    pub timeout: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverride>,
+}
+
+fn default_history_limit() -> u8 {
+    10
+}
+
+fn default_drill_timeout() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DrillBackupMode {
+    /// Back up the policy's assets at drill start, then restore that backup.
+    #[default]
+    Fresh,
+    /// Restore the newest existing backup: measures the RPO users would really get.
+    Latest,
+}
+
+/// The staging environment a drill restores into.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Staging {
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["asset".into()]))]
+    #[schemars(length(min = 1, max = 32))]
+    pub targets: Vec<RestoreTarget>,
+}
+
+/// Recovery objectives, e.g. the playbook's RTO 30 minutes and RPO 15 minutes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillObjectives {
+    /// Recovery time objective: drill start → restored and validated.
+    pub rto: Duration,
+    /// Recovery point objective: drill start − snapshot time of the restored data.
+    pub rpo: Duration,
+}
+
+/// Where drill results are announced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// Secret key holding a Slack-compatible incoming webhook URL (the URL is a credential).
+    pub webhook_secret: SecretKeyRef,
+    #[serde(default)]
+    pub on: NotifyOn,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NotifyOn {
+    /// A failed drill or a missed objective.
+    #[default]
+    Failure,
+    Always,
+}
+
+/// The verdict of one drill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DrillVerdict {
+    /// Restored, validated, and both objectives met.
+    Passed,
+    /// Restored and validated, but an objective was missed.
+    ObjectivesMissed,
+    /// The backup, the restore or a check failed.
+    Failed,
+}
+
+/// What the operator observed of a DrillSchedule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillScheduleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `RTOMet`, `RPOMet`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+    /// The drill in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<ActiveDrill>,
+    /// The last finished drill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<DrillRecord>,
+    /// Finished drills, newest first, at most `historyLimit`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<DrillRecord>,
+    /// The last `lifeboat.dev/drill-now` token acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_now_token: Option<String>,
+}
+
+/// A drill under way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveDrill {
+    pub id: String,
+    pub started_at: Time,
+    /// Backup, Restore or Validate.
+    pub step: String,
+    /// The RestoreRequest the drill owns, once created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_request: Option<String>,
+}
+
+/// One finished drill: the evidence an auditor asks for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillRecord {
+    pub id: String,
+    pub started_at: Time,
+    pub finished_at: Time,
+    pub verdict: DrillVerdict,
+    /// Achieved RTO in seconds (absent when the restore never completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
+    /// Achieved RPO in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
+    pub rto_met: bool,
+    pub rpo_met: bool,
+    /// Backups restored, per asset (`asset=id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    /// Why it failed or what was missed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}

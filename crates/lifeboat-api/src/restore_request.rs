@@ -1,0 +1,251 @@
+//! `RestoreRequest`: restore a backup (plan first, execute when asked), validate, roll back.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Destination, PodTemplateOverride, RestoreTarget, ValidationCheck};
+use crate::duration::Duration;
+
+/// A one-off restore. With `execute: false` (the default) the operator only resolves the backup
+/// and shows the plan in status, like the playbook's restore without `--execute`.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "lifeboat.dev",
+    version = "v1alpha1",
+    kind = "RestoreRequest",
+    namespaced,
+    status = "RestoreRequestStatus",
+    shortname = "rr",
+    category = "lifeboat",
+    derive = "PartialEq",
+    doc = "A restore of a backup into its source or another target, with validation and rollback.",
+    printcolumn(name = "Policy", type_ = "string", json_path = ".spec.source.policy"),
+    printcolumn(name = "Backup", type_ = "string", json_path = ".status.backupId"),
+    printcolumn(name = "Execute", type_ = "boolean", json_path = ".spec.execute"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "RTO", type_ = "string", json_path = ".status.rto"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!oldSelf.execute || self == oldSelf").message("the spec is frozen once execute is true; create a new RestoreRequest instead"))]
+#[x_kube(validation = Rule::new("!has(self.assets) || !has(self.targets) || self.targets.all(t, t.asset in self.assets)").message("every target must name an asset listed in assets"))]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequestSpec {
+    /// Which backup to restore.
+    pub source: RestoreSource,
+    /// Assets to restore, in this order; every asset of the backup when omitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub assets: Vec<String>,
+    /// Restore somewhere else than the original source (another host, database, namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["asset".into()]))]
+    #[schemars(length(max = 32))]
+    pub targets: Vec<RestoreTarget>,
+    /// Carry out the restore. While false, the operator only resolves and shows the plan.
+    #[serde(default)]
+    pub execute: bool,
+    /// Checks that must pass after the restore for it to count as done.
+    #[serde(default)]
+    pub validation: Validation,
+    /// Take a safety backup of each target first, and restore it if validation fails.
+    #[serde(default)]
+    pub rollback_on_failure: bool,
+    #[serde(default)]
+    pub options: RestoreOptions,
+    /// Longest the restore (without validation) may take.
+    #[serde(default = "default_restore_timeout")]
+    pub timeout: Duration,
+    /// Delete this request this long after it finished; kept when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_after_finished: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverride>,
+}
+
+fn default_restore_timeout() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// The backup to restore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSource {
+    /// The BackupPolicy whose backups are used (its name is also the backups' directory).
+    #[schemars(length(min = 1, max = 253))]
+    pub policy: String,
+    /// A backup id, or `latest` for the newest complete backup of each asset.
+    #[serde(default = "default_backup_id")]
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^(latest|[0-9A-Za-z][0-9A-Za-z._-]*)$")
+    )]
+    pub backup_id: String,
+    /// Read backups from here instead of the policy's destination (restore in another cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Destination>,
+}
+
+fn default_backup_id() -> String {
+    "latest".into()
+}
+
+/// Application checks after a restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 32))]
+    pub checks: Vec<ValidationCheck>,
+    /// How long the checks may keep retrying until they all pass.
+    #[serde(default = "default_validation_timeout")]
+    pub timeout: Duration,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Self {
+            checks: Vec::new(),
+            timeout: default_validation_timeout(),
+        }
+    }
+}
+
+fn default_validation_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// Tuning of the restore tools.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOptions {
+    /// Parallel jobs of `pg_restore`.
+    #[serde(default = "default_pg_jobs")]
+    #[schemars(range(min = 1, max = 16))]
+    pub postgres_jobs: u8,
+    /// Drop objects before recreating them (`pg_restore --clean --if-exists`).
+    #[serde(default = "default_true")]
+    pub clean: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        Self {
+            postgres_jobs: default_pg_jobs(),
+            clean: true,
+        }
+    }
+}
+
+fn default_pg_jobs() -> u8 {
+    2
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Where a RestoreRequest is. Phases only move forward; a finished request is never re-run.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum RestorePhase {
+    #[default]
+    Pending,
+    /// The backup is resolved and the plan is in status; waiting for `execute: true`.
+    Planned,
+    /// Taking the safety backup of the targets (rollback asked).
+    SafetyBackup,
+    Restoring,
+    Validating,
+    RollingBack,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+impl RestorePhase {
+    /// Whether the request is over and must never run again.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RestorePhase::Succeeded | RestorePhase::Failed | RestorePhase::RolledBack
+        )
+    }
+}
+
+/// What the operator observed of a RestoreRequest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreRequestStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub phase: RestorePhase,
+    /// The resolved backup id (`latest` resolved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// What will be (or was) restored where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedRestore>,
+    /// When the request was accepted for execution: the start of the RTO clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Achieved recovery time: accepted → validated, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto_seconds: Option<f64>,
+    /// The same, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rto: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    /// The safety backup taken before restoring (rollback asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup_id: Option<String>,
+}
+
+/// One asset's part of a restore plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRestore {
+    pub asset: String,
+    pub backup_id: String,
+    pub snapshot_time: Time,
+    pub stored_bytes: u64,
+    pub sha256: String,
+    /// Where it goes, without credentials (`postgres://host:5432/db`, `redis://host:6379`).
+    pub target: String,
+    /// Step state: Pending, Running, Done, Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+}
+
+/// The result of one validation check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub attempts: u32,
+    pub duration_seconds: f64,
+}
