@@ -177,10 +177,14 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
     cases.push(("BackupPolicy", p, "Duplicate value"));
     let mut p = policy("six-fields");
     p["spec"]["schedule"] = json!("0 0 0 * * *");
-    cases.push(("BackupPolicy", p, "spec.schedule"));
+    cases.push(("BackupPolicy", p, "schedule must be 5 cron fields"));
     let mut p = policy("bad-duration");
     p["spec"]["retention"]["maxAge"] = json!("7days");
-    cases.push(("BackupPolicy", p, "spec.retention.maxAge"));
+    cases.push((
+        "BackupPolicy",
+        p,
+        "must be a duration such as 90s, 15m, 1h30m or 7d",
+    ));
     let mut p = policy("two-destinations");
     p["spec"]["destination"]["s3"] =
         json!({"endpoint": "https://s3", "bucket": "bkt", "credentialsSecret": {"name": "s"}});
@@ -380,6 +384,29 @@ async fn kubectl_get_lifeboat_lists_all_three_kinds_with_their_columns() {
     if let Some(kc) = env.kubeconfig() {
         cmd.arg("--kubeconfig").arg(kc);
     }
+    // Go's YAML (what kubectl, Argo CD and Flux parse with) accepts every example too.
+    let examples = lifeboat_testenv::assets::repo_root().join("deploy/examples");
+    let mut dry_run = std::process::Command::new(lifeboat_testenv::kubectl().unwrap());
+    if let Some(kc) = env.kubeconfig() {
+        dry_run.arg("--kubeconfig").arg(kc);
+    }
+    let out = dry_run
+        .args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "-n",
+            &ns,
+            "-f",
+        ])
+        .arg(&examples)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl apply of the examples: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cmd.args(["get", "lifeboat", "-n", &ns]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -1,5 +1,9 @@
 //! `BackupPolicy`: which assets to back up, when, where to, for how long, and the RPO objective.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated `type_ = ...`
+// keys across them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -51,19 +55,13 @@ pub struct BackupPolicySpec {
     #[schemars(length(min = 1, max = 32))]
     pub assets: Vec<Asset>,
     /// When to back up: five-field cron (`0 * * * *` is hourly) or a macro such as `@daily`.
-    #[schemars(
-        length(min = 1, max = 100),
-        regex(
-            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$"
-        )
-    )]
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new(crate::schedule::SCHEDULE_RULE).message(crate::schedule::SCHEDULE_MESSAGE))]
     pub schedule: String,
     /// IANA time zone of the schedule, e.g. `Europe/Paris`; UTC when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
-    )]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(crate::schedule::TIME_ZONE_RULE).message(crate::schedule::TIME_ZONE_MESSAGE))]
     pub time_zone: Option<String>,
     /// How long backups are kept.
     pub retention: Retention,

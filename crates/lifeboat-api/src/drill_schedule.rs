@@ -1,6 +1,10 @@
 //! `DrillSchedule`: periodic backup → restore into staging → validate, with RTO and RPO measured
 //! against objectives. An untested backup is no backup; this is the resource that tests them.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated `type_ = ...`
+// keys across them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -50,18 +54,12 @@ use crate::restore_request::{CheckResult, Validation};
 #[serde(rename_all = "camelCase")]
 pub struct DrillScheduleSpec {
     /// When to drill: five-field cron, e.g. `0 6 1 1,4,7,10 *` for quarterly.
-    #[schemars(
-        length(min = 1, max = 100),
-        regex(
-            pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$"
-        )
-    )]
+    #[schemars(length(min = 1, max = 100))]
+    #[x_kube(validation = Rule::new(crate::schedule::SCHEDULE_RULE).message(crate::schedule::SCHEDULE_MESSAGE))]
     pub schedule: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$")
-    )]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(crate::schedule::TIME_ZONE_RULE).message(crate::schedule::TIME_ZONE_MESSAGE))]
     pub time_zone: Option<String>,
     /// Pause scheduled drills (an on-demand drill still runs).
     #[serde(default)]
@@ -136,8 +134,9 @@ pub struct DrillObjectives {
 pub struct Notification {
     /// Secret key holding a Slack-compatible incoming webhook URL (the URL is a credential).
     pub webhook_secret: SecretKeyRef,
+    /// When to notify. (Not named `on`: YAML 1.1 parsers, kubectl's among them, read `on` as `true`.)
     #[serde(default)]
-    pub on: NotifyOn,
+    pub when: NotifyOn,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -10,9 +10,11 @@ use std::str::FromStr;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The admission-time pattern: the same grammar as [`Duration::from_str`], minus the
-/// "greater than zero" rule that a regular expression cannot express cheaply.
-pub const DURATION_PATTERN: &str = r"^([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$";
+/// The admission-time rule: the same grammar as [`Duration::from_str`] (a CEL rule rather than
+/// a schema `pattern`, so the refusal explains itself instead of printing a regular expression).
+pub const DURATION_RULE: &str =
+    "self.matches('^([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?$') && self.matches('[1-9]')";
+const DURATION_MESSAGE: &str = "must be a duration such as 90s, 15m, 1h30m or 7d: whole numbers with units w, d, h, m, s, largest first, greater than zero";
 
 const UNITS: [(char, u64); 5] = [
     ('w', 7 * 24 * 3600),
@@ -179,9 +181,9 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": DURATION_PATTERN,
             "minLength": 2,
             "maxLength": 32,
+            "x-kubernetes-validations": [{"rule": DURATION_RULE, "message": DURATION_MESSAGE}],
             "description": "A duration: whole numbers with units w, d, h, m, s, largest first, e.g. 15m, 1h30m, 7d."
         })
     }

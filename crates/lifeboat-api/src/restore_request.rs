@@ -1,5 +1,9 @@
 //! `RestoreRequest`: restore a backup (plan first, execute when asked), validate, roll back.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy reads the repeated `type_ = ...`
+// keys across them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

@@ -11,12 +11,16 @@ use croner::parser::{CronParser, Seconds, Year};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-/// Admission-time shape of a schedule: a macro or exactly five whitespace-separated fields,
-/// with no `TZ=` prefix (time zones go in `timeZone`, as for CronJobs).
-pub const SCHEDULE_PATTERN: &str = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$";
+/// Admission-time shape of a schedule (a CEL rule rather than a schema `pattern`, so the refusal
+/// says what to write instead of printing a regular expression): a macro or exactly five
+/// space-separated fields, with no `TZ=` prefix (time zones go in `timeZone`, as for CronJobs).
+pub const SCHEDULE_RULE: &str = "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*?,/-]+( +[0-9A-Za-z*?,/-]+){4})$')";
+pub const SCHEDULE_MESSAGE: &str = "schedule must be 5 cron fields (minute hour day-of-month month day-of-week), e.g. '0 * * * *', or a macro such as @hourly or @daily; seconds are not supported and the time zone goes in timeZone";
 
 /// Admission-time shape of an IANA time zone name such as `Europe/Paris` or `UTC`.
-pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+pub const TIME_ZONE_RULE: &str = "self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$')";
+pub const TIME_ZONE_MESSAGE: &str =
+    "timeZone must be an IANA time zone name such as UTC or Europe/Paris";
 
 const MACROS: [(&str, &str); 7] = [
     ("@yearly", "0 0 1 1 *"),

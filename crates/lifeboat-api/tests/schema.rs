@@ -2,6 +2,8 @@
 //! rule fires on the input it exists for (evaluated client-side with kube's CEL validator; the
 //! same objects are sent to a real API server by tests/control_plane.rs).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use kube::core::cel::Validator;
@@ -392,5 +394,56 @@ fn cel_drill_needs_a_staging_target_per_asset() {
         &drill(),
         |d| d["spec"]["assets"] = json!(["db", "cache"]),
         "every drilled asset needs a staging target",
+    );
+}
+
+#[test]
+fn cel_schedules_time_zones_and_durations_explain_themselves() {
+    let schedule = "schedule must be 5 cron fields";
+    for bad in [
+        "0 0 0 * * *",
+        "* * * *",
+        "TZ=UTC 0 * * * *",
+        "@every 5m",
+        "",
+    ] {
+        assert_rejected(
+            "BackupPolicy",
+            &policy(),
+            |p| p["spec"]["schedule"] = json!(bad),
+            schedule,
+        );
+    }
+    assert_rejected(
+        "DrillSchedule",
+        &drill(),
+        |d| d["spec"]["schedule"] = json!("0 0 6 1 */3 *"),
+        schedule,
+    );
+    for good in ["@daily", "*/15 * * * *", "0 6 1 JAN,APR,JUL,OCT MON-FRI"] {
+        let mut p = policy();
+        p["spec"]["schedule"] = json!(good);
+        assert!(cel("BackupPolicy", &p, None).is_ok(), "{good}");
+    }
+    assert_rejected(
+        "BackupPolicy",
+        &policy(),
+        |p| p["spec"]["timeZone"] = json!("UTC+2 hours"),
+        "timeZone must be an IANA time zone name",
+    );
+    let duration = "must be a duration such as 90s, 15m, 1h30m or 7d";
+    for bad in ["7days", "15", "0m", "1.5h", "30m1h", "-5m"] {
+        assert_rejected(
+            "BackupPolicy",
+            &policy(),
+            |p| p["spec"]["retention"]["maxAge"] = json!(bad),
+            duration,
+        );
+    }
+    assert_rejected(
+        "DrillSchedule",
+        &drill(),
+        |d| d["spec"]["objectives"]["rto"] = json!("half an hour"),
+        duration,
     );
 }
