@@ -1,6 +1,7 @@
 //! Lifeboat's API: the `lifeboat.dev/v1alpha1` custom resources and the pure helpers the
 //! operator, the agent and the kubectl plugin share. No I/O lives here.
 
+pub mod agent_job;
 pub mod agent_result;
 pub mod backup_policy;
 pub mod common;

@@ -1,0 +1,405 @@
+//! Pure builders of a BackupPolicy's children: one CronJob per asset, and on-demand Jobs made from
+//! the same template. No I/O: unit-tested from the spec alone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use lifeboat_api::BackupPolicy;
+use lifeboat_api::agent_job::{AgentJob, JOB_ENV};
+use lifeboat_api::backup_policy::{Asset, AssetKind};
+use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
+
+use crate::config::AgentConfig;
+use crate::error::{Error, Result};
+use crate::names;
+use crate::pod::AgentPod;
+
+/// Missed schedules older than this are skipped rather than run late in a burst.
+const STARTING_DEADLINE_SECONDS: i64 = 600;
+
+/// The desired CronJob of every asset of `policy`.
+pub fn desired_cronjobs(policy: &BackupPolicy, agent: &AgentConfig) -> Result<Vec<CronJob>> {
+    policy
+        .spec
+        .assets
+        .iter()
+        .map(|asset| backup_cronjob(policy, asset, agent))
+        .collect()
+}
+
+fn backup_cronjob(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result<CronJob> {
+    let name = policy.name_any();
+    let spec = &policy.spec;
+    Ok(CronJob {
+        metadata: ObjectMeta {
+            name: Some(names::backup_cronjob(&name, &asset.name)),
+            namespace: policy.namespace(),
+            labels: Some(names::backup_labels(&name, &asset.name)),
+            annotations: Some(parent_annotation(&name)),
+            owner_references: Some(vec![
+                policy
+                    .controller_owner_ref(&())
+                    .ok_or(Error::MissingObjectKey("uid"))?,
+            ]),
+            ..Default::default()
+        },
+        spec: Some(CronJobSpec {
+            schedule: spec.schedule.clone(),
+            time_zone: spec.time_zone.clone(),
+            suspend: Some(spec.suspend),
+            concurrency_policy: Some("Forbid".into()),
+            starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
+            successful_jobs_history_limit: Some(i32::from(spec.history.successful)),
+            failed_jobs_history_limit: Some(i32::from(spec.history.failed)),
+            job_template: backup_job_template(policy, asset, agent)?,
+        }),
+        status: None,
+    })
+}
+
+/// The Job template shared by scheduled and on-demand backups of `asset`.
+pub fn backup_job_template(
+    policy: &BackupPolicy,
+    asset: &Asset,
+    agent: &AgentConfig,
+) -> Result<JobTemplateSpec> {
+    let name = policy.name_any();
+    let spec = &policy.spec;
+    let job = AgentJob {
+        namespace: policy
+            .namespace()
+            .ok_or(Error::MissingObjectKey("namespace"))?,
+        policy: name.clone(),
+        asset: asset.clone(),
+        destination: spec.destination.clone(),
+        compression: spec.compression.clone(),
+        encryption: spec.encryption.clone(),
+        retention: spec.retention.clone(),
+    };
+    let overrides = spec.pod_template.as_ref();
+    let mut labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
+    labels.extend(names::backup_labels(&name, &asset.name));
+    let mut annotations = overrides.map(|o| o.annotations.clone()).unwrap_or_default();
+    annotations.extend(parent_annotation(&name));
+    let pod = AgentPod {
+        config: agent,
+        args: vec!["backup".into()],
+        env: vec![EnvVar {
+            name: JOB_ENV.into(),
+            value: Some(serde_json::to_string(&job)?),
+            ..Default::default()
+        }],
+        secrets: referenced_secrets(asset, &spec.destination),
+        destination: &spec.destination,
+        overrides,
+        labels: names::backup_labels(&name, &asset.name),
+        annotations: parent_annotation(&name),
+        needs_api: asset.kind() == Some(AssetKind::KubernetesState),
+    };
+    Ok(JobTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..Default::default()
+        }),
+        spec: Some(JobSpec {
+            // One retry: a backup is committed only by its metadata, so a rerun is safe.
+            backoff_limit: Some(1),
+            active_deadline_seconds: i64::try_from(spec.timeout.as_secs()).ok(),
+            template: pod.template(),
+            ..Default::default()
+        }),
+    })
+}
+
+/// The Job of an on-demand backup of `asset`, named after `token` so that it runs once.
+pub fn on_demand_job(
+    policy: &BackupPolicy,
+    asset: &Asset,
+    token: &str,
+    agent: &AgentConfig,
+) -> Result<Job> {
+    let name = policy.name_any();
+    let template = backup_job_template(policy, asset, agent)?;
+    let mut metadata = template.metadata.unwrap_or_default();
+    metadata.name = Some(names::backup_now_job(&name, &asset.name, token));
+    metadata.namespace = policy.namespace();
+    metadata.owner_references = Some(vec![
+        policy
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("uid"))?,
+    ]);
+    Ok(Job {
+        metadata,
+        spec: template.spec,
+        status: None,
+    })
+}
+
+fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([(names::ANNOTATION_POLICY.to_owned(), policy.to_owned())])
+}
+
+/// Every Secret key a backup of `asset` to `destination` reads.
+pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
+    let mut out = Vec::new();
+    if let Some(pg) = &asset.postgres {
+        out.extend(pg.connection.password_secret.clone());
+    }
+    if let Some(redis) = &asset.redis {
+        out.extend(redis.connection.password_secret.clone());
+    }
+    if let Some(bucket) = &asset.object_storage {
+        out.extend(s3_keys(&bucket.source.credentials_secret));
+    }
+    if let Some(s3) = &destination.s3 {
+        out.extend(s3_keys(&s3.credentials_secret));
+    }
+    out
+}
+
+fn s3_keys(c: &S3CredentialsRef) -> [SecretKeyRef; 2] {
+    [
+        SecretKeyRef {
+            name: c.name.clone(),
+            key: c.access_key_id_key.clone(),
+        },
+        SecretKeyRef {
+            name: c.name.clone(),
+            key: c.secret_access_key_key.clone(),
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(spec: serde_json::Value) -> BackupPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "shop", "namespace": "prod", "uid": "1234", "generation": 1,
+                         "labels": {"argocd.argoproj.io/instance": "shop", "app.kubernetes.io/instance": "shop"}},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn spec() -> serde_json::Value {
+        json!({
+            "schedule": "0 * * * *", "timeZone": "Europe/Paris",
+            "assets": [
+                {"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"],
+                    "passwordSecret": {"name": "db-creds", "key": "password"}}},
+                {"name": "sessions", "redis": {"host": "cache", "passwordSecret": {"name": "redis", "key": "pw"}}}
+            ],
+            "retention": {"keepLast": 168, "maxAge": "7d"},
+            "destination": {"s3": {"endpoint": "http://s3:9000", "bucket": "backups",
+                                   "credentialsSecret": {"name": "s3-creds"}}},
+            "timeout": "45m",
+            "history": {"successful": 2, "failed": 5},
+            "podTemplate": {"labels": {"team": "shop"}, "nodeSelector": {"pool": "backup"},
+                            "serviceAccountName": "backup-sa"}
+        })
+    }
+
+    #[test]
+    fn one_cronjob_per_asset_with_the_policys_schedule_and_safe_defaults() {
+        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        assert_eq!(cjs.len(), 2);
+        let cj = &cjs[0];
+        assert_eq!(cj.metadata.name.as_deref(), Some("shop-orders-db"));
+        let owner = &cj.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("BackupPolicy", "1234", Some(true))
+        );
+        let s = cj.spec.as_ref().unwrap();
+        assert_eq!(s.schedule, "0 * * * *");
+        assert_eq!(s.time_zone.as_deref(), Some("Europe/Paris"));
+        assert_eq!(s.concurrency_policy.as_deref(), Some("Forbid"));
+        assert_eq!(s.suspend, Some(false));
+        assert_eq!(
+            (s.successful_jobs_history_limit, s.failed_jobs_history_limit),
+            (Some(2), Some(5))
+        );
+        assert!(s.starting_deadline_seconds.is_some());
+        let job = s.job_template.spec.as_ref().unwrap();
+        assert_eq!(job.active_deadline_seconds, Some(45 * 60));
+    }
+
+    #[test]
+    fn children_never_inherit_gitops_labels() {
+        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let text = serde_json::to_string(&cjs).unwrap();
+        assert!(!text.contains("argocd.argoproj.io"), "{text}");
+        assert!(!text.contains("app.kubernetes.io/instance"), "{text}");
+        // The user's explicit pod labels do reach the Jobs and pods.
+        let tpl = &cjs[0].spec.as_ref().unwrap().job_template;
+        assert_eq!(
+            tpl.metadata.as_ref().unwrap().labels.as_ref().unwrap()["team"],
+            "shop"
+        );
+    }
+
+    #[test]
+    fn agent_pods_meet_the_restricted_pod_security_standard() {
+        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        for cj in cjs {
+            let pod = cj
+                .spec
+                .unwrap()
+                .job_template
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap();
+            let psc = pod.security_context.unwrap();
+            assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+            assert_eq!(pod.host_network, None);
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            for c in pod.containers {
+                let sc = c.security_context.unwrap();
+                assert_eq!(sc.allow_privilege_escalation, Some(false));
+                assert_eq!(sc.read_only_root_filesystem, Some(true));
+                assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+                assert!(sc.privileged.is_none());
+            }
+            for v in pod.volumes.unwrap() {
+                assert!(v.host_path.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_are_mounted_files_never_values_or_arguments() {
+        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let pod = cjs[0]
+            .spec
+            .clone()
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(container.args.as_deref(), Some(&["backup".to_string()][..]));
+        for e in container.env.as_ref().unwrap() {
+            assert!(e.value_from.is_none(), "no secret through env: {}", e.name);
+        }
+        let mounts: Vec<&str> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(
+            mounts.contains(&"/var/run/lifeboat/secrets/db-creds"),
+            "{mounts:?}"
+        );
+        assert!(
+            mounts.contains(&"/var/run/lifeboat/secrets/s3-creds"),
+            "{mounts:?}"
+        );
+        let volumes = pod.volumes.unwrap();
+        let s3 = volumes
+            .iter()
+            .find_map(|v| {
+                v.secret
+                    .as_ref()
+                    .filter(|s| s.secret_name.as_deref() == Some("s3-creds"))
+            })
+            .unwrap();
+        let keys: Vec<&str> = s3
+            .items
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        // The job document names the secret references only.
+        let job: AgentJob = serde_json::from_str(
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == JOB_ENV)
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(job.policy, "shop");
+        assert_eq!(job.asset.name, "orders-db");
+        assert_eq!(pod.service_account_name.as_deref(), Some("backup-sa"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "backup");
+    }
+
+    #[test]
+    fn a_volume_destination_is_mounted_with_its_sub_path() {
+        let mut s = spec();
+        s["destination"] = json!({"volume": {"claimName": "backups", "subPath": "shop"}});
+        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default()).unwrap();
+        let pod = cjs[0]
+            .spec
+            .clone()
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let pvc = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.persistent_volume_claim)
+            .unwrap();
+        assert_eq!(pvc.claim_name, "backups");
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "backups")
+            .cloned()
+            .unwrap();
+        assert_eq!(mount.mount_path, lifeboat_api::agent_job::BACKUP_VOLUME_DIR);
+        assert_eq!(mount.sub_path.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn on_demand_jobs_share_the_template_and_are_owned_by_the_policy() {
+        let p = policy(spec());
+        let job = on_demand_job(&p, &p.spec.assets[1], "t1", &AgentConfig::default()).unwrap();
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(names::backup_now_job("shop", "sessions", "t1").as_str())
+        );
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "BackupPolicy"
+        );
+        assert_eq!(
+            job.metadata.labels.as_ref().unwrap()[names::LABEL_ASSET],
+            "sessions"
+        );
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_POLICY],
+            "shop"
+        );
+    }
+}

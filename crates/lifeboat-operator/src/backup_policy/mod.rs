@@ -1,0 +1,334 @@
+//! The BackupPolicy controller: one CronJob per asset; on-demand Jobs per `backup-now` token;
+//! status, RPO, conditions, Events and metrics from the Jobs' results.
+//!
+//! A reconcile reads (Jobs, their pods), decides (children and status, in pure functions), writes
+//! (server-side apply with one field manager) and reports (status only when it changed, an Event
+//! per transition).
+
+pub mod cronjob;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use lifeboat_api::BackupPolicy;
+use lifeboat_api::backup_policy::BackupPolicyStatus;
+use lifeboat_api::conditions::{self, types};
+use lifeboat_api::schedule::CronSchedule;
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::config::FIELD_MANAGER;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::jobs::{JobOutcome, outcome};
+use crate::names;
+use status::Problem;
+
+const KIND: &str = "BackupPolicy";
+
+#[instrument(skip_all, fields(namespace = policy.namespace().unwrap_or_default(), name = policy.name_any()))]
+pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+    let ns = policy
+        .namespace()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+
+    let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
+    let (problem, handled_token) = match apply_children(&policy, &ctx, &ns).await {
+        Ok(token) => (None, token),
+        Err(e @ (Error::InvalidSpec(_) | Error::SecretNotFound(_))) => (
+            Some(Problem {
+                reason: e.reason(),
+                message: e.to_string(),
+            }),
+            None,
+        ),
+        Err(e) => return Err(e),
+    };
+    let retry_soon = problem
+        .as_ref()
+        .is_some_and(|p| p.reason == "SecretNotFound");
+    let decision = status::decide(&policy, &outcomes, problem, handled_token, Timestamp::now());
+    if decision.changed {
+        write_status(&ctx, &policy, &ns, &decision.status).await?;
+        publish_transitions(&ctx, &policy, &decision.status).await;
+    }
+    update_metrics(&ctx, &policy, &ns, &decision.status);
+    let requeue = if retry_soon {
+        decision
+            .requeue_after
+            .min(std::time::Duration::from_secs(30))
+    } else {
+        decision.requeue_after
+    };
+    Ok(Action::requeue(requeue))
+}
+
+/// Backoff by error kind: a spec that needs an edit waits for it; API trouble retries soon.
+pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[KIND, error.reason()])
+        .inc();
+    warn!(namespace = policy.namespace(), name = policy.name_any(), reason = error.reason(), %error, "reconcile failed");
+    if error.needs_user() {
+        Action::requeue(status::RESYNC)
+    } else {
+        Action::requeue(std::time::Duration::from_secs(15))
+    }
+}
+
+/// Outcomes of the policy's finished Jobs (scheduled and on-demand), with their pods' reports.
+async fn read_outcomes(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<JobOutcome>> {
+    let selector = ListParams::default().labels(&names::backup_selector(policy));
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&selector)
+        .await?;
+    if jobs.items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&selector)
+        .await?;
+    let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+    for pod in pods {
+        if let Some(job) = pod
+            .labels()
+            .get("batch.kubernetes.io/job-name")
+            .or_else(|| pod.labels().get("job-name"))
+        {
+            by_job.entry(job.clone()).or_default().push(pod);
+        }
+    }
+    Ok(jobs
+        .iter()
+        .filter_map(|job| {
+            outcome(
+                job,
+                by_job
+                    .get(&job.name_any())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Applies the CronJobs, removes those of deleted assets, and runs on-demand Jobs. Returns the
+/// on-demand token acted upon, if a new one was.
+async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Option<String>> {
+    CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    check_secrets(policy, ctx, ns).await?;
+
+    let desired = cronjob::desired_cronjobs(policy, &ctx.agent)?;
+    let cronjobs = Api::<CronJob>::namespaced(ctx.client.clone(), ns);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    for cj in &desired {
+        cronjobs
+            .patch(&cj.name_any(), &apply, &Patch::Apply(cj))
+            .await?;
+    }
+    // Leftovers: CronJobs this policy owns that no asset asks for any more.
+    let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
+    let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    let existing = cronjobs
+        .list(&ListParams::default().labels(&names::backup_selector(&policy.name_any())))
+        .await?;
+    for cj in existing {
+        let ours = cj.owner_references().iter().any(|o| o.uid == uid);
+        if ours && !wanted.contains(&cj.name_any()) {
+            info!(
+                cronjob = cj.name_any(),
+                "deleting the CronJob of a removed asset"
+            );
+            match cronjobs
+                .delete(&cj.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let token = policy
+        .annotations()
+        .get(names::ANNOTATION_BACKUP_NOW)
+        .cloned();
+    let already = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.last_backup_now_token.as_ref());
+    match token {
+        Some(token) if Some(&token) != already && !token.is_empty() => {
+            let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
+            for asset in &policy.spec.assets {
+                let job = cronjob::on_demand_job(policy, asset, &token, &ctx.agent)?;
+                // Apply, not create: a restarted operator re-applies the same Job, never a second one.
+                jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                    .await?;
+            }
+            publish(
+                ctx,
+                policy,
+                EventType::Normal,
+                "BackupRequested",
+                format!("on-demand backup {token:?} started for every asset"),
+            )
+            .await;
+            Ok(Some(token))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Every referenced Secret must exist (its values are never read by the operator).
+async fn check_secrets(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<()> {
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
+    let names: BTreeSet<String> = policy
+        .spec
+        .assets
+        .iter()
+        .flat_map(|a| cronjob::referenced_secrets(a, &policy.spec.destination))
+        .map(|s| s.name)
+        .collect();
+    for name in names {
+        if secrets.get_metadata_opt(&name).await?.is_none() {
+            return Err(Error::SecretNotFound(name));
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    ns: &str,
+    status: &BackupPolicyStatus,
+) -> Result<()> {
+    let api = Api::<BackupPolicy>::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": BackupPolicy::api_version(&()),
+        "kind": BackupPolicy::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &policy.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// One Event per transition: a new good backup, a new failure, a condition that flipped.
+async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupPolicyStatus) {
+    let old = policy.status.clone().unwrap_or_default();
+    for asset in &new.assets {
+        let before = old.assets.iter().find(|a| a.name == asset.name);
+        if let Some(s) = &asset.last_success
+            && before
+                .and_then(|b| b.last_success.as_ref())
+                .is_none_or(|b| b.id != s.id)
+        {
+            let note = format!(
+                "asset {}: backup {} ({} bytes, sha256 {})",
+                asset.name, s.id, s.stored_bytes, s.sha256
+            );
+            publish(ctx, policy, EventType::Normal, "BackupSucceeded", note).await;
+        }
+        if let Some(f) = &asset.last_failure
+            && before
+                .and_then(|b| b.last_failure.as_ref())
+                .is_none_or(|b| b.time != f.time)
+        {
+            let note = format!("asset {}: {}: {}", asset.name, f.reason, f.message);
+            publish(ctx, policy, EventType::Warning, "BackupFailed", note).await;
+        }
+    }
+    for type_ in [types::READY, types::RPO_MET] {
+        let Some(c) = conditions::find(&new.conditions, type_) else {
+            continue;
+        };
+        let was = conditions::find(&old.conditions, type_);
+        if was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
+            let kind = if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            publish(
+                ctx,
+                policy,
+                kind,
+                &c.reason,
+                format!("{type_}={}: {}", c.status, c.message),
+            )
+            .await;
+        }
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
+        warn!(error = %e, "publishing an Event");
+    }
+}
+
+fn update_metrics(ctx: &Context, policy: &BackupPolicy, ns: &str, status: &BackupPolicyStatus) {
+    let name = policy.name_any();
+    let m = &ctx.metrics;
+    if let Some(o) = &policy.spec.objectives {
+        m.rpo_objective
+            .with_label_values(&[ns, &name])
+            .set(o.rpo.as_secs() as f64);
+    }
+    for a in &status.assets {
+        let labels = [ns, name.as_str(), a.name.as_str()];
+        m.backup_consecutive_failures
+            .with_label_values(&labels)
+            .set(f64::from(a.consecutive_failures));
+        if let Some(s) = &a.last_success {
+            m.backup_last_success
+                .with_label_values(&labels)
+                .set(s.finished_at.0.as_second() as f64);
+            m.backup_snapshot
+                .with_label_values(&labels)
+                .set(s.snapshot_time.0.as_second() as f64);
+            m.backup_bytes
+                .with_label_values(&labels)
+                .set(s.stored_bytes as f64);
+            m.backup_duration
+                .with_label_values(&labels)
+                .set(s.duration_seconds);
+        }
+    }
+}

@@ -1,0 +1,509 @@
+//! The status of a BackupPolicy, computed from its previous status and the outcomes of the Jobs
+//! still visible. Pure: the reconcile reads, this decides, the reconcile writes.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use lifeboat_api::BackupPolicy;
+use lifeboat_api::backup_policy::{AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord};
+use lifeboat_api::conditions::{Status, condition, set_condition, types};
+
+use crate::jobs::JobOutcome;
+
+/// How often a policy is looked at when nothing else asks for it.
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// A problem found before any Job result mattered (invalid spec, missing Secret, API error).
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The computed status and when the policy should be looked at again.
+pub struct Decision {
+    pub status: BackupPolicyStatus,
+    /// Whether `status` differs from what is stored (else no write: one write per change).
+    pub changed: bool,
+    pub requeue_after: Duration,
+}
+
+/// Computes the next status. `handled_token` is the on-demand token acted upon in this pass.
+pub fn decide(
+    policy: &BackupPolicy,
+    outcomes: &[JobOutcome],
+    problem: Option<Problem>,
+    handled_token: Option<String>,
+    now: Timestamp,
+) -> Decision {
+    let old = policy.status.clone().unwrap_or_default();
+    let generation = policy.metadata.generation;
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    status.asset_count = u32::try_from(policy.spec.assets.len()).ok();
+    if handled_token.is_some() {
+        status.last_backup_now_token = handled_token;
+    }
+    status.assets = policy
+        .spec
+        .assets
+        .iter()
+        .map(|a| {
+            let previous = old.assets.iter().find(|s| s.name == a.name).cloned();
+            asset_status(&a.name, previous, outcomes)
+        })
+        .collect();
+
+    // Worst-off asset: the oldest newest-good-backup, or one with none at all.
+    let newest: Vec<Option<Timestamp>> = status
+        .assets
+        .iter()
+        .map(|a| a.last_success.as_ref().map(|s| s.snapshot_time.0))
+        .collect();
+    let worst = if newest.iter().any(Option::is_none) {
+        None
+    } else {
+        newest.iter().flatten().min().copied()
+    };
+    status.last_backup_time = worst.map(Time);
+
+    let ready = match &problem {
+        Some(p) => condition(
+            types::READY,
+            Status::False,
+            p.reason,
+            p.message.clone(),
+            generation,
+            now,
+        ),
+        None => ready_from_assets(&status.assets, generation, now),
+    };
+    set_condition(&mut status.conditions, ready);
+
+    let mut requeue_after = RESYNC;
+    match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
+        Some(objective) => {
+            let (met, reason, message) = match worst {
+                None => (
+                    false,
+                    "NoBackupYet",
+                    "an asset has no good backup yet".to_owned(),
+                ),
+                Some(t) => {
+                    let age = seconds_between(t, now);
+                    if age <= objective {
+                        let crossing = objective.saturating_sub(age) + 1;
+                        requeue_after = requeue_after.min(Duration::from_secs(crossing));
+                        (
+                            true,
+                            "WithinObjective",
+                            format!(
+                                "newest good backup is {} old; objective {}",
+                                human(age),
+                                human(objective)
+                            ),
+                        )
+                    } else {
+                        (
+                            false,
+                            "ObjectiveMissed",
+                            format!(
+                                "newest good backup is {} old; objective {}",
+                                human(age),
+                                human(objective)
+                            ),
+                        )
+                    }
+                }
+            };
+            // The message carries the age at the last transition only: rewriting it as time
+            // passes would be a status write per reconcile.
+            let keep_message = old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == types::RPO_MET)
+                .filter(|c| c.status == Status::from(met).as_str() && c.reason == reason)
+                .map(|c| c.message.clone());
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    types::RPO_MET,
+                    Status::from(met),
+                    reason,
+                    keep_message.unwrap_or(message),
+                    generation,
+                    now,
+                ),
+            );
+        }
+        None => status.conditions.retain(|c| c.type_ != types::RPO_MET),
+    }
+
+    // rpoSeconds is the age when the status is written; refreshing it alone is not a change.
+    status.rpo_seconds = old.rpo_seconds;
+    status.rpo = old.rpo.clone();
+    let changed = status != old;
+    if changed || (worst.is_some() && old.rpo_seconds.is_none()) {
+        let age = worst.map(|t| seconds_between(t, now));
+        status.rpo_seconds = age.and_then(|a| i64::try_from(a).ok());
+        status.rpo = age.map(human);
+    }
+    let changed = status != old;
+    Decision {
+        status,
+        changed,
+        requeue_after,
+    }
+}
+
+fn asset_status(name: &str, previous: Option<AssetStatus>, outcomes: &[JobOutcome]) -> AssetStatus {
+    let mut status = previous.unwrap_or_else(|| AssetStatus {
+        name: name.to_owned(),
+        ..Default::default()
+    });
+    let mut mine: Vec<&JobOutcome> = outcomes.iter().filter(|o| o.asset == name).collect();
+    mine.sort_by_key(|o| o.finished_at);
+    let mut new_success = false;
+    for o in &mine {
+        match &o.result {
+            Ok(s) => {
+                let newer = status
+                    .last_success
+                    .as_ref()
+                    .is_none_or(|l| o.finished_at > l.finished_at.0);
+                if newer {
+                    status.last_success = Some(BackupRecord {
+                        id: s.backup_id.clone().unwrap_or_default(),
+                        snapshot_time: Time(s.snapshot_time.unwrap_or(s.started_at)),
+                        started_at: Time(s.started_at),
+                        finished_at: Time(o.finished_at),
+                        stored_bytes: s.stored_bytes.unwrap_or_default(),
+                        sha256: s.sha256.clone().unwrap_or_default(),
+                        duration_seconds: seconds_between(s.started_at, s.finished_at) as f64,
+                    });
+                    new_success = true;
+                }
+            }
+            Err(f) => {
+                let newer = status
+                    .last_failure
+                    .as_ref()
+                    .is_none_or(|l| o.finished_at > l.time.0);
+                if newer {
+                    status.last_failure = Some(BackupFailure {
+                        time: Time(o.finished_at),
+                        reason: f.reason.clone(),
+                        message: f.message.clone(),
+                        job_name: Some(o.job.clone()),
+                    });
+                }
+            }
+        }
+    }
+    let since = status.last_success.as_ref().map(|s| s.finished_at.0);
+    let visible = mine
+        .iter()
+        .filter(|o| o.result.is_err() && since.is_none_or(|t| o.finished_at > t))
+        .count();
+    let visible = u32::try_from(visible).unwrap_or(u32::MAX);
+    // Failed Jobs are garbage-collected by the history limit; never count down without a success.
+    status.consecutive_failures = if new_success {
+        visible
+    } else {
+        status.consecutive_failures.max(visible)
+    };
+    status
+}
+
+fn ready_from_assets(
+    assets: &[AssetStatus],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    let failing: Vec<String> = assets
+        .iter()
+        .filter_map(|a| {
+            let f = a.last_failure.as_ref()?;
+            let failed_last = a
+                .last_success
+                .as_ref()
+                .is_none_or(|s| f.time.0 > s.finished_at.0);
+            failed_last.then(|| format!("{}: {}: {}", a.name, f.reason, f.message))
+        })
+        .collect();
+    if !failing.is_empty() {
+        return condition(
+            types::READY,
+            Status::False,
+            "BackupFailing",
+            failing.join("; "),
+            generation,
+            now,
+        );
+    }
+    if assets.iter().any(|a| a.last_success.is_none()) {
+        return condition(
+            types::READY,
+            Status::True,
+            "Scheduled",
+            "backups scheduled; waiting for the first of every asset",
+            generation,
+            now,
+        );
+    }
+    condition(
+        types::READY,
+        Status::True,
+        "BackupsSucceeding",
+        "the latest backup of every asset succeeded",
+        generation,
+        now,
+    )
+}
+
+fn seconds_between(earlier: Timestamp, later: Timestamp) -> u64 {
+    u64::try_from(later.as_second() - earlier.as_second()).unwrap_or(0)
+}
+
+/// `754` → `12m34s`.
+pub fn human(seconds: u64) -> String {
+    lifeboat_api::Duration::from_secs(seconds).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::JobFailure;
+    use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+    use lifeboat_api::conditions::find;
+    use serde_json::json;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn policy(rpo: Option<&str>) -> BackupPolicy {
+        let mut spec = json!({
+            "schedule": "0 * * * *",
+            "assets": [
+                {"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["app"]}},
+                {"name": "cache", "redis": {"host": "cache"}}
+            ],
+            "retention": {"maxAge": "7d"},
+            "destination": {"volume": {"claimName": "b"}}
+        });
+        if let Some(rpo) = rpo {
+            spec["objectives"] = json!({"rpo": rpo});
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "p", "namespace": "n", "generation": 3}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn ok(asset: &str, snapshot: &str, finished: &str) -> JobOutcome {
+        JobOutcome {
+            job: format!("{asset}-{finished}"),
+            asset: asset.into(),
+            finished_at: at(finished),
+            result: Ok(AgentSummary {
+                version: SUMMARY_VERSION,
+                verb: Verb::Backup,
+                ok: true,
+                asset: Some(asset.into()),
+                backup_id: Some(format!("id-{snapshot}")),
+                started_at: at(snapshot),
+                finished_at: at(finished),
+                snapshot_time: Some(at(snapshot)),
+                stored_bytes: Some(1000),
+                sha256: Some("abc".into()),
+                error_class: None,
+                message: None,
+            }),
+        }
+    }
+
+    fn failed(asset: &str, finished: &str) -> JobOutcome {
+        JobOutcome {
+            job: format!("{asset}-{finished}"),
+            asset: asset.into(),
+            finished_at: at(finished),
+            result: Err(JobFailure {
+                reason: "StorageFailed".into(),
+                message: "no space left on device".into(),
+            }),
+        }
+    }
+
+    fn with_status(mut p: BackupPolicy, d: &Decision) -> BackupPolicy {
+        p.status = Some(d.status.clone());
+        p
+    }
+
+    #[test]
+    fn rpo_is_the_age_of_the_worst_assets_newest_good_backup() {
+        let p = policy(Some("15m"));
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok("db", "2026-11-24T10:10:00Z", "2026-11-24T10:11:00Z"),
+            ok("cache", "2026-11-24T10:05:00Z", "2026-11-24T10:05:10Z"),
+        ];
+        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:17:00Z"));
+        assert!(d.changed);
+        assert_eq!(
+            d.status.rpo_seconds,
+            Some(12 * 60),
+            "cache's 10:05 snapshot is the worst"
+        );
+        assert_eq!(d.status.rpo.as_deref(), Some("12m"));
+        assert_eq!(
+            d.status.last_backup_time,
+            Some(Time(at("2026-11-24T10:05:00Z")))
+        );
+        assert_eq!(d.status.observed_generation, Some(3));
+        assert_eq!(
+            d.status.assets[0].last_success.as_ref().unwrap().id,
+            "id-2026-11-24T10:10:00Z"
+        );
+        let rpo = find(&d.status.conditions, types::RPO_MET).unwrap();
+        assert_eq!(
+            (rpo.status.as_str(), rpo.reason.as_str()),
+            ("True", "WithinObjective")
+        );
+        // Requeued just after the objective would be crossed (10:05 + 15m = 10:20).
+        assert_eq!(d.requeue_after, Duration::from_secs(3 * 60 + 1));
+    }
+
+    #[test]
+    fn rpo_met_turns_false_when_time_passes_without_a_backup() {
+        let p = policy(Some("15m"));
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
+        ];
+        let first = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let p = with_status(p, &first);
+        // Nothing new, still within the objective: no status write.
+        let again = decide(&p, &outcomes, None, None, at("2026-11-24T10:10:00Z"));
+        assert!(
+            !again.changed,
+            "re-asserting the same state is not a change"
+        );
+        // Past the objective: RPOMet flips, and that is a change.
+        let late = decide(&p, &outcomes, None, None, at("2026-11-24T10:16:00Z"));
+        assert!(late.changed);
+        let c = find(&late.status.conditions, types::RPO_MET).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ObjectiveMissed")
+        );
+        assert_eq!(late.status.rpo_seconds, Some(16 * 60));
+    }
+
+    #[test]
+    fn no_backup_yet_is_not_within_the_objective() {
+        let d = decide(
+            &policy(Some("1h")),
+            &[ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z")],
+            None,
+            None,
+            at("2026-11-24T10:02:00Z"),
+        );
+        let c = find(&d.status.conditions, types::RPO_MET).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NoBackupYet")
+        );
+        assert_eq!(d.status.rpo_seconds, None);
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Scheduled")
+        );
+        // Without an objective there is no RPOMet condition at all.
+        let d = decide(&policy(None), &[], None, None, at("2026-11-24T10:02:00Z"));
+        assert!(find(&d.status.conditions, types::RPO_MET).is_none());
+    }
+
+    #[test]
+    fn a_failure_after_the_last_success_makes_the_policy_not_ready() {
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
+            failed("db", "2026-11-24T11:01:00Z"),
+            failed("db", "2026-11-24T12:01:00Z"),
+        ];
+        let d = decide(
+            &policy(None),
+            &outcomes,
+            None,
+            None,
+            at("2026-11-24T12:02:00Z"),
+        );
+        let db = &d.status.assets[0];
+        assert_eq!(db.consecutive_failures, 2);
+        assert_eq!(db.last_failure.as_ref().unwrap().reason, "StorageFailed");
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "BackupFailing")
+        );
+        assert!(
+            ready
+                .message
+                .contains("db: StorageFailed: no space left on device"),
+            "{}",
+            ready.message
+        );
+        // The failed Jobs are garbage-collected: the count does not go down without a success.
+        let p = with_status(policy(None), &d);
+        let d = decide(&p, &outcomes[..2], None, None, at("2026-11-24T12:03:00Z"));
+        assert_eq!(d.status.assets[0].consecutive_failures, 2);
+        // A later success resets it and makes the policy ready again.
+        let mut later = outcomes[..2].to_vec();
+        later.push(ok("db", "2026-11-24T13:00:00Z", "2026-11-24T13:01:00Z"));
+        let d = decide(
+            &with_status(policy(None), &d),
+            &later,
+            None,
+            None,
+            at("2026-11-24T13:02:00Z"),
+        );
+        assert_eq!(d.status.assets[0].consecutive_failures, 0);
+        assert_eq!(
+            find(&d.status.conditions, types::READY).unwrap().status,
+            "True"
+        );
+    }
+
+    #[test]
+    fn a_problem_is_reported_without_losing_what_is_known() {
+        let p = policy(Some("1h"));
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
+        ];
+        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let problem = Problem {
+            reason: "SecretNotFound",
+            message: "Secret \"db-creds\" not found".into(),
+        };
+        let d = decide(
+            &with_status(p, &d),
+            &[],
+            Some(problem),
+            None,
+            at("2026-11-24T10:03:00Z"),
+        );
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        assert!(
+            d.status.assets[0].last_success.is_some(),
+            "known backups stay in status"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! Settings of the operator process that shape what it creates.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use std::collections::BTreeMap;
+
+/// The field manager of every server-side apply: one manager owns every field Lifeboat writes.
+pub const FIELD_MANAGER: &str = "lifeboat-operator";
+
+/// How agent pods are built.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The agent image, e.g. `ghcr.io/lifeboat-dev/lifeboat-agent:0.1.0`.
+    pub image: String,
+    /// `IfNotPresent` by default; `Always` for mutable tags.
+    pub image_pull_policy: String,
+    /// Service account of agent pods unless a resource overrides it.
+    pub service_account: String,
+    /// Requests and limits unless a resource overrides them.
+    pub resources: ResourceRequirements,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let q = |s: &str| Quantity(s.to_owned());
+        Self {
+            image: format!(
+                "ghcr.io/lifeboat-dev/lifeboat-agent:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            image_pull_policy: "IfNotPresent".into(),
+            service_account: "lifeboat-agent".into(),
+            // The agent streams: its memory does not grow with the size of the data.
+            resources: ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".into(), q("100m")),
+                    ("memory".into(), q("64Mi")),
+                ])),
+                limits: Some(BTreeMap::from([("memory".into(), q("256Mi"))])),
+                ..Default::default()
+            },
+        }
+    }
+}

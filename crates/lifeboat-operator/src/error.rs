@@ -1,0 +1,39 @@
+//! Errors of a reconcile, each with the reason shown in conditions and Events.
+
+/// What can go wrong while reconciling. Variants are named after the failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec passed admission but cannot work (e.g. a schedule croner refuses).
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// A Secret the spec references does not exist (yet).
+    #[error("Secret {0:?} not found in the namespace")]
+    SecretNotFound(String),
+    /// The object lacks a name, namespace or uid (never for objects read from the API).
+    #[error("object has no {0}")]
+    MissingObjectKey(&'static str),
+    #[error("serializing the agent's job: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// The condition and Event reason for this error (CamelCase, a fixed set).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SecretNotFound(_) => "SecretNotFound",
+            Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::Serialize(_) => "SerializeFailed",
+            Error::Kube(_) => "KubernetesApiError",
+        }
+    }
+
+    /// Whether waiting for the user's edit is the only cure (no fast retry).
+    pub fn needs_user(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_) | Error::MissingObjectKey(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

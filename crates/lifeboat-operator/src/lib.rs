@@ -1,0 +1,66 @@
+//! Lifeboat's operator: controllers that turn BackupPolicy, RestoreRequest and DrillSchedule
+//! resources into CronJobs and Jobs running the agent, and write what happened back to status.
+//! The operator never touches backup data itself: that is the agent's job, inside the Jobs.
+
+pub mod backup_policy;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod jobs;
+pub mod metrics;
+pub mod names;
+pub mod pod;
+pub mod server;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, ResourceExt};
+use lifeboat_api::BackupPolicy;
+use tracing::{debug, warn};
+
+use crate::context::Context;
+
+/// Runs the BackupPolicy controller until `shutdown` resolves.
+pub async fn run_backup_policies(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let selector = format!(
+        "{}={},{}=backup",
+        names::LABEL_MANAGED_BY,
+        names::MANAGED_BY,
+        names::LABEL_ROLE
+    );
+    Controller::new(
+        Api::<BackupPolicy>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        Api::<CronJob>::all(client.clone()),
+        watcher::Config::default().labels(&selector),
+    )
+    // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
+    .watches(
+        Api::<Job>::all(client),
+        watcher::Config::default().labels(&selector),
+        |job| {
+            let ns = job.namespace()?;
+            let policy = job.annotations().get(names::ANNOTATION_POLICY)?;
+            Some(ObjectRef::<BackupPolicy>::new(policy).within(&ns))
+        },
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(backup_policy::reconcile, backup_policy::error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => debug!(policy = %obj, "reconciled"),
+            Err(e) => warn!(error = %e, "BackupPolicy controller"),
+        }
+    })
+    .await;
+}

@@ -1,0 +1,115 @@
+//! The operator binary.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use lifeboat_operator::config::AgentConfig;
+use lifeboat_operator::context::Context;
+use lifeboat_operator::metrics::Metrics;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Lifeboat operator: backups, restores and disaster-recovery drills for Kubernetes"
+)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "LIFEBOAT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Image of the agent that runs inside backup and restore Jobs.
+    #[arg(long, env = "LIFEBOAT_AGENT_IMAGE")]
+    agent_image: Option<String>,
+    #[arg(
+        long,
+        env = "LIFEBOAT_AGENT_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    agent_image_pull_policy: String,
+    /// Service account of agent pods unless a resource names another.
+    #[arg(
+        long,
+        env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT",
+        default_value = "lifeboat-agent"
+    )]
+    agent_service_account: String,
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, env = "LIFEBOAT_LOG_JSON")]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new()?;
+    let mut agent = AgentConfig::default();
+    if let Some(image) = args.agent_image {
+        agent.image = image;
+    }
+    agent.image_pull_policy = args.agent_image_pull_policy;
+    agent.service_account = args.agent_service_account;
+    let ctx = Arc::new(Context::new(client, metrics.clone(), agent));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ready = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(lifeboat_operator::server::serve(
+        args.metrics_addr,
+        metrics,
+        ready.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    let controllers = tokio::spawn(lifeboat_operator::run_backup_policies(
+        ctx,
+        stopped(stop_rx),
+    ));
+    ready.store(true, Ordering::Relaxed);
+    info!(metrics = %args.metrics_addr, "operator started");
+
+    shutdown_signal().await;
+    info!("shutting down");
+    let _ = stop_tx.send(true);
+    controllers.await?;
+    server.await??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
