@@ -14,8 +14,10 @@ pub struct AgentConfig {
     pub image: String,
     /// `IfNotPresent` by default; `Always` for mutable tags.
     pub image_pull_policy: String,
-    /// Service account of agent pods unless a resource overrides it.
-    pub service_account: String,
+    /// Service account of agent pods unless a resource overrides it; the namespace's `default`
+    /// when unset (agent pods run in the resource's namespace, where an operator-wide account
+    /// does not exist; their token is not mounted unless the asset needs the Kubernetes API).
+    pub service_account: Option<String>,
     /// Requests and limits unless a resource overrides them.
     pub resources: ResourceRequirements,
 }
@@ -29,7 +31,7 @@ impl Default for AgentConfig {
                 env!("CARGO_PKG_VERSION")
             ),
             image_pull_policy: "IfNotPresent".into(),
-            service_account: "lifeboat-agent".into(),
+            service_account: None,
             // The agent streams: its memory does not grow with the size of the data.
             resources: ResourceRequirements {
                 requests: Some(BTreeMap::from([

@@ -24,9 +24,11 @@ use tracing::{debug, warn};
 
 use crate::context::Context;
 
-/// Runs the BackupPolicy controller until `shutdown` resolves.
+/// Runs the BackupPolicy controller until `shutdown` resolves, over every namespace or only
+/// `namespace` (a namespace-scoped install needs a Role, not a ClusterRole).
 pub async fn run_backup_policies(
     ctx: Arc<Context>,
+    namespace: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -37,16 +39,16 @@ pub async fn run_backup_policies(
         names::LABEL_ROLE
     );
     Controller::new(
-        Api::<BackupPolicy>::all(client.clone()),
+        scoped::<BackupPolicy>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
     .owns(
-        Api::<CronJob>::all(client.clone()),
+        scoped::<CronJob>(&client, &namespace),
         watcher::Config::default().labels(&selector),
     )
     // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
     .watches(
-        Api::<Job>::all(client),
+        scoped::<Job>(&client, &namespace),
         watcher::Config::default().labels(&selector),
         |job| {
             let ns = job.namespace()?;
@@ -63,4 +65,14 @@ pub async fn run_backup_policies(
         }
     })
     .await;
+}
+
+fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }

@@ -30,13 +30,13 @@ struct Args {
         default_value = "IfNotPresent"
     )]
     agent_image_pull_policy: String,
-    /// Service account of agent pods unless a resource names another.
-    #[arg(
-        long,
-        env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT",
-        default_value = "lifeboat-agent"
-    )]
-    agent_service_account: String,
+    /// Service account of agent pods unless a resource names another (default: the namespace's
+    /// `default` account, with no token mounted).
+    #[arg(long, env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT")]
+    agent_service_account: Option<String>,
+    /// Watch only this namespace (install with a Role instead of a ClusterRole).
+    #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
+    namespace: Option<String>,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "LIFEBOAT_LOG_JSON")]
     log_json: bool,
@@ -86,6 +86,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     ));
     let controllers = tokio::spawn(lifeboat_operator::run_backup_policies(
         ctx,
+        args.namespace,
         stopped(stop_rx),
     ));
     ready.store(true, Ordering::Relaxed);

@@ -118,11 +118,10 @@ impl AgentPod<'_> {
             }),
             spec: Some(PodSpec {
                 restart_policy: Some("Never".into()),
-                service_account_name: Some(
-                    o.service_account_name
-                        .clone()
-                        .unwrap_or_else(|| self.config.service_account.clone()),
-                ),
+                service_account_name: o
+                    .service_account_name
+                    .clone()
+                    .or_else(|| self.config.service_account.clone()),
                 automount_service_account_token: Some(self.needs_api),
                 host_network: o.host_network,
                 node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),

@@ -188,6 +188,7 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
                 policy,
                 EventType::Normal,
                 "BackupRequested",
+                format!("BackupNow/{}", names::short_hash(&token, 4)),
                 format!("on-demand backup {token:?} started for every asset"),
             )
             .await;
@@ -250,7 +251,15 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
                 "asset {}: backup {} ({} bytes, sha256 {})",
                 asset.name, s.id, s.stored_bytes, s.sha256
             );
-            publish(ctx, policy, EventType::Normal, "BackupSucceeded", note).await;
+            publish(
+                ctx,
+                policy,
+                EventType::Normal,
+                "BackupSucceeded",
+                format!("Backup/{}", asset.name),
+                note,
+            )
+            .await;
         }
         if let Some(f) = &asset.last_failure
             && before
@@ -258,7 +267,15 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
                 .is_none_or(|b| b.time != f.time)
         {
             let note = format!("asset {}: {}: {}", asset.name, f.reason, f.message);
-            publish(ctx, policy, EventType::Warning, "BackupFailed", note).await;
+            publish(
+                ctx,
+                policy,
+                EventType::Warning,
+                "BackupFailed",
+                format!("Backup/{}", asset.name),
+                note,
+            )
+            .await;
         }
     }
     for type_ in [types::READY, types::RPO_MET] {
@@ -277,6 +294,7 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
                 policy,
                 kind,
                 &c.reason,
+                format!("Condition/{type_}"),
                 format!("{type_}={}: {}", c.status, c.message),
             )
             .await;
@@ -284,18 +302,22 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
     }
 }
 
+/// Publishes an Event. `action` names what the Event is about (`Backup/orders-db`): the recorder
+/// folds repeats of the same type, reason and action into one series, so distinct subjects need
+/// distinct actions to stay distinct Events.
 async fn publish(
     ctx: &Context,
     policy: &BackupPolicy,
     type_: EventType,
     reason: &str,
+    action: String,
     note: String,
 ) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
-        action: "Reconcile".into(),
+        action,
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {

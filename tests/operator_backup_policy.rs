@@ -1,0 +1,482 @@
+//! The BackupPolicy controller on the real control plane: CronJobs appear as specified, a Job
+//! finished the way a kubelet would finish it turns into status, RPO, conditions and Events;
+//! assets removed take their CronJob with them; on-demand backups run once per token; specs that
+//! pass admission but cannot work are reported, never a panic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use lifeboat_api::BackupPolicy;
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::conditions::{find, types};
+use lifeboat_operator::config::AgentConfig;
+use lifeboat_operator::context::Context;
+use lifeboat_operator::metrics::Metrics;
+use serde_json::{Value, json};
+
+struct Harness {
+    client: Client,
+    ns: String,
+    metrics: Metrics,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A namespace with the controller running, scoped to it.
+async fn harness(prefix: &str) -> Harness {
+    let env = lifeboat_testenv::shared().expect("control plane");
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, prefix).await.unwrap();
+    let metrics = Metrics::new().unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        AgentConfig::default(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lifeboat_operator::run_backup_policies(
+        ctx,
+        Some(ns.clone()),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Harness {
+        client,
+        ns,
+        metrics,
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    async fn secret(&self, name: &str) {
+        let s: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {"password": "s3cr3t-value"}}),
+        )
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+
+    async fn apply_policy(&self, name: &str, spec: Value) {
+        let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": name}, "spec": spec});
+        self.api::<BackupPolicy>()
+            .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
+            .await
+            .unwrap();
+    }
+
+    async fn policy_until(
+        &self,
+        name: &str,
+        what: &str,
+        f: impl Fn(&BackupPolicy) -> bool,
+    ) -> BackupPolicy {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.api::<BackupPolicy>().get_opt(name).await.unwrap()
+                && f(&p)
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.api::<BackupPolicy>().get(name).await.unwrap().status
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn until<T>(&self, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// What `kubectl create job --from=cronjob/NAME` does: a Job from the CronJob's template.
+    async fn run_cronjob(&self, cronjob: &str, job: &str) {
+        let cj = self.api::<CronJob>().get(cronjob).await.unwrap();
+        let owner = cj.controller_owner_ref(&()).unwrap();
+        let template = cj.spec.unwrap().job_template;
+        let j = Job {
+            metadata: kube::api::ObjectMeta {
+                name: Some(job.into()),
+                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                annotations: template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.clone()),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            spec: template.spec,
+            status: None,
+        };
+        self.api::<Job>()
+            .create(&PostParams::default(), &j)
+            .await
+            .unwrap();
+    }
+
+    /// Finishes the Job's pods as a kubelet would: the agent container terminated with `summary`
+    /// as its termination message. Retried pods (the backoff limit) are finished the same way
+    /// until the Job controller concludes the Job.
+    async fn finish_job(&self, job: &str, summary: &AgentSummary) {
+        let pods = self.api::<Pod>();
+        let jobs = self.api::<Job>();
+        let selector = format!("batch.kubernetes.io/job-name={job}");
+        let (phase, code, reason) = if summary.ok {
+            ("Succeeded", 0, "Completed")
+        } else {
+            ("Failed", summary.error_class.unwrap().exit_code(), "Error")
+        };
+        let message = summary.to_termination_message().unwrap();
+        self.until("the Job controller to conclude the Job", async || {
+            let done = jobs.get(job).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
+            if done.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True") {
+                return Some(());
+            }
+            for pod in pods.list(&ListParams::default().labels(&selector)).await.unwrap() {
+                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) {
+                    continue;
+                }
+                let now = Timestamp::now().to_string();
+                let status = json!({"status": {
+                    "phase": phase,
+                    "startTime": now,
+                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+                    "containerStatuses": [{
+                        "name": "agent", "image": "lifeboat-agent", "imageID": "", "ready": false,
+                        "restartCount": 0, "started": false,
+                        "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now,
+                                                 "finishedAt": now, "message": message}}
+                    }]
+                }});
+                pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+            }
+            None
+        })
+        .await;
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        self.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}
+
+fn spec() -> Value {
+    json!({
+        "schedule": "0 * * * *",
+        "timeZone": "Europe/Paris",
+        "assets": [
+            {"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"],
+                                              "passwordSecret": {"name": "db-creds", "key": "password"}}},
+            {"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}
+        ],
+        "retention": {"keepLast": 24, "maxAge": "7d"},
+        "destination": {"volume": {"claimName": "backups", "subPath": "shop"}},
+        "objectives": {"rpo": "15m"}
+    })
+}
+
+fn summary(asset: &str, ok: bool, snapshot: Timestamp) -> AgentSummary {
+    AgentSummary {
+        version: SUMMARY_VERSION,
+        verb: Verb::Backup,
+        ok,
+        asset: Some(asset.into()),
+        backup_id: ok.then(|| format!("{asset}-{}", snapshot.as_second())),
+        started_at: snapshot,
+        finished_at: Timestamp::now(),
+        snapshot_time: ok.then_some(snapshot),
+        stored_bytes: ok.then_some(4096),
+        sha256: ok
+            .then(|| "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
+        error_class: (!ok).then_some(ErrorClass::Storage),
+        message: (!ok).then(|| "no space left on device".into()),
+    }
+}
+
+fn condition(p: &BackupPolicy, type_: &str) -> Option<(String, String)> {
+    let s = p.status.as_ref()?;
+    find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_events() {
+    let h = harness("bp-flow").await;
+    h.secret("db-creds").await;
+    h.apply_policy("shop", spec()).await;
+
+    let cronjobs = h.api::<CronJob>();
+    let cj = h
+        .until("two CronJobs", async || {
+            let l = cronjobs.list(&ListParams::default()).await.unwrap().items;
+            (l.len() == 2).then_some(l)
+        })
+        .await;
+    let db = cj
+        .iter()
+        .find(|c| c.name_any() == "shop-orders-db")
+        .expect("deterministic name");
+    let s = db.spec.as_ref().unwrap();
+    assert_eq!(
+        (s.schedule.as_str(), s.time_zone.as_deref()),
+        ("0 * * * *", Some("Europe/Paris"))
+    );
+    assert_eq!(s.concurrency_policy.as_deref(), Some("Forbid"));
+    assert_eq!(db.owner_references()[0].kind, "BackupPolicy");
+
+    let p = h
+        .policy_until("shop", "a first status", |p| {
+            condition(p, types::READY).is_some()
+        })
+        .await;
+    assert_eq!(
+        condition(&p, types::READY),
+        Some(("True".into(), "Scheduled".into()))
+    );
+    assert_eq!(
+        condition(&p, types::RPO_MET),
+        Some(("False".into(), "NoBackupYet".into()))
+    );
+    assert_eq!(
+        p.status.as_ref().unwrap().observed_generation,
+        p.metadata.generation
+    );
+
+    // The scheduled run of each asset, finished with the agent's report.
+    let snapshot = Timestamp::now() - jiff::SignedDuration::from_secs(120);
+    h.run_cronjob("shop-orders-db", "shop-orders-db-1").await;
+    h.finish_job("shop-orders-db-1", &summary("orders-db", true, snapshot))
+        .await;
+    h.run_cronjob("shop-sessions", "shop-sessions-1").await;
+    h.finish_job("shop-sessions-1", &summary("sessions", true, snapshot))
+        .await;
+
+    let p = h
+        .policy_until("shop", "RPOMet=True", |p| {
+            condition(p, types::RPO_MET).is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    let status = p.status.unwrap();
+    let db = &status.assets[0];
+    let last = db.last_success.as_ref().unwrap();
+    assert_eq!(last.id, format!("orders-db-{}", snapshot.as_second()));
+    assert_eq!(last.stored_bytes, 4096);
+    assert_eq!(last.snapshot_time.0.as_second(), snapshot.as_second());
+    let rpo = status.rpo_seconds.unwrap();
+    assert!((120..180).contains(&rpo), "rpo {rpo}");
+    assert_eq!(status.asset_count, Some(2));
+    assert_eq!(h.events("BackupSucceeded").await.len(), 2);
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_backup_bytes{asset=\"orders-db\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_rpo_objective_seconds"),
+        "{metrics}"
+    );
+
+    // A failed run: Ready turns False with the agent's failure class; the good backup stays.
+    h.run_cronjob("shop-orders-db", "shop-orders-db-2").await;
+    h.finish_job(
+        "shop-orders-db-2",
+        &summary("orders-db", false, Timestamp::now()),
+    )
+    .await;
+    let p = h
+        .policy_until("shop", "Ready=False", |p| {
+            condition(p, types::READY).is_some_and(|c| c.0 == "False")
+        })
+        .await;
+    assert_eq!(condition(&p, types::READY).unwrap().1, "BackupFailing");
+    let db = &p.status.as_ref().unwrap().assets[0];
+    assert_eq!(db.last_failure.as_ref().unwrap().reason, "StorageFailed");
+    assert_eq!(db.consecutive_failures, 1);
+    assert!(db.last_success.is_some());
+    let warnings = h.events("BackupFailed").await;
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
+    // No secret value anywhere the controller writes.
+    let everything = format!(
+        "{:?}{:?}{:?}",
+        p,
+        cronjobs.list(&ListParams::default()).await.unwrap(),
+        h.api::<Event>().list(&ListParams::default()).await.unwrap()
+    );
+    assert!(!everything.contains("s3cr3t-value"));
+
+    // Removing an asset removes its CronJob; deleting the policy collects the rest.
+    let mut one = spec();
+    one["assets"].as_array_mut().unwrap().pop();
+    h.apply_policy("shop", one).await;
+    h.until("the sessions CronJob to go", async || {
+        cronjobs
+            .get_opt("shop-sessions")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(cronjobs.get_opt("shop-orders-db").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn an_on_demand_backup_runs_once_per_token() {
+    let h = harness("bp-now").await;
+    h.secret("db-creds").await;
+    h.apply_policy("shop", spec()).await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    let policies = h.api::<BackupPolicy>();
+    let annotate = |token: &'static str| {
+        let policies = policies.clone();
+        async move {
+            policies
+                .patch(
+                    "shop",
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": token}}}),
+                    ),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    annotate("first").await;
+    h.policy_until("shop", "the token recorded", |p| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.last_backup_now_token.as_deref())
+            == Some("first")
+    })
+    .await;
+    let jobs = h.api::<Job>();
+    let listed = jobs.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 2, "one Job per asset");
+    assert!(
+        listed
+            .iter()
+            .all(|j| j.owner_references()[0].kind == "BackupPolicy")
+    );
+    // Reconciles after the token was handled create nothing more.
+    h.apply_policy("shop", {
+        let mut s = spec();
+        s["suspend"] = json!(true);
+        s
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        jobs.list(&ListParams::default()).await.unwrap().items.len(),
+        2
+    );
+    annotate("second").await;
+    h.until("two more Jobs", async || {
+        (jobs.list(&ListParams::default()).await.unwrap().items.len() == 4).then_some(())
+    })
+    .await;
+    assert_eq!(h.events("BackupRequested").await.len(), 2);
+    // suspend reached the CronJobs.
+    let cj = h.api::<CronJob>().get("shop-orders-db").await.unwrap();
+    assert_eq!(cj.spec.unwrap().suspend, Some(true));
+}
+
+#[tokio::test]
+async fn specs_that_pass_admission_but_cannot_work_are_reported_not_fatal() {
+    let h = harness("bp-bad").await;
+    // The Secret is missing: Ready=False, SecretNotFound, and no CronJob yet.
+    h.apply_policy("needs-secret", spec()).await;
+    let p = h
+        .policy_until("needs-secret", "SecretNotFound", |p| {
+            condition(p, types::READY).is_some_and(|c| c.1 == "SecretNotFound")
+        })
+        .await;
+    let ready = find(&p.status.as_ref().unwrap().conditions, types::READY).unwrap();
+    assert!(ready.message.contains("db-creds"), "{}", ready.message);
+    assert!(
+        h.api::<CronJob>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Creating it lets the policy converge without any edit.
+    h.secret("db-creds").await;
+    h.policy_until("needs-secret", "Ready=True after the Secret appears", |p| {
+        condition(p, types::READY).is_some_and(|c| c.0 == "True")
+    })
+    .await;
+
+    // A schedule of the right shape that no cron accepts: InvalidSpec, nothing created.
+    let mut s = spec();
+    s["schedule"] = json!("61 * * * *");
+    h.apply_policy("bad-minute", s).await;
+    let p = h
+        .policy_until("bad-minute", "InvalidSpec", |p| {
+            condition(p, types::READY).is_some_and(|c| c.1 == "InvalidSpec")
+        })
+        .await;
+    let message = &find(&p.status.as_ref().unwrap().conditions, types::READY)
+        .unwrap()
+        .message;
+    assert!(message.contains("61 * * * *"), "{message}");
+    assert!(
+        h.api::<CronJob>()
+            .get_opt("bad-minute-orders-db")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(!h.events("InvalidSpec").await.is_empty());
+
+    // Deleting a policy garbage-collects its CronJobs (owner references).
+    h.api::<BackupPolicy>()
+        .delete("needs-secret", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    let cronjobs = h.api::<CronJob>();
+    h.until("the CronJobs to be collected", async || {
+        cronjobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+}
