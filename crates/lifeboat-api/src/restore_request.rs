@@ -230,9 +230,14 @@ pub struct RestoreRequestStatus {
 pub struct PlannedRestore {
     pub asset: String,
     pub backup_id: String,
-    pub snapshot_time: Time,
-    pub stored_bytes: u64,
-    pub sha256: String,
+    /// Snapshot time, size and checksum, when the operator knows the backup (the policy's latest
+    /// good one); the agent verifies the checksum before it touches the target either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Where it goes, without credentials (`postgres://host:5432/db`, `redis://host:6379`).
     pub target: String,
     /// Step state: Pending, Running, Done, Failed.

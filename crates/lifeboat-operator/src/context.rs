@@ -1,7 +1,9 @@
 //! What every reconcile is handed: the client, the Event recorder, metrics and settings.
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tracing::warn;
 
 use crate::config::AgentConfig;
 use crate::metrics::Metrics;
@@ -24,6 +26,32 @@ impl Context {
             client,
             metrics,
             agent,
+        }
+    }
+}
+
+impl Context {
+    /// Publishes an Event about `regarding`. `action` names what the Event is about
+    /// (`Backup/orders-db`): the recorder folds repeats of the same type, reason and action into
+    /// one series, so distinct subjects need distinct actions to stay distinct Events. A failure
+    /// to publish is logged, never fatal.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: String,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action,
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, regarding).await {
+            warn!(error = %e, reason, "publishing an Event");
         }
     }
 }

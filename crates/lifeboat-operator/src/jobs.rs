@@ -26,6 +26,8 @@ pub struct JobFailure {
     /// CamelCase reason: the agent's error class, or the Job's/container's own reason.
     pub reason: String,
     pub message: String,
+    /// Validation check results the agent reported, if any.
+    pub checks: Vec<lifeboat_api::restore_request::CheckResult>,
 }
 
 /// `Some((succeeded, finished_at, reason, message))` once the Job has finished.
@@ -85,11 +87,13 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> Option<JobOutcome> {
                 .map_or("AgentFailed", |c| c.reason())
                 .to_owned(),
             message: s.message.unwrap_or_default(),
+            checks: s.checks,
         }),
         (true, None) => Err(JobFailure {
             reason: "NoAgentReport".into(),
             message: "the Job completed but the agent left no result: not counted as a backup"
                 .into(),
+            checks: Vec::new(),
         }),
         (false, None) => Err(JobFailure {
             reason: container_reason
@@ -102,6 +106,7 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> Option<JobOutcome> {
                     }
                 }),
             message: job_message,
+            checks: Vec::new(),
         }),
     };
     Some(JobOutcome {
@@ -156,6 +161,7 @@ mod tests {
             sha256: Some("ab".into()),
             error_class: (!ok).then_some(ErrorClass::Auth),
             message: (!ok).then(|| "password authentication failed".into()),
+            checks: Vec::new(),
         }
     }
 

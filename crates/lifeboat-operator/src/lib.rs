@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod names;
 pub mod pod;
+pub mod restore_request;
 pub mod server;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use lifeboat_api::BackupPolicy;
+use lifeboat_api::{BackupPolicy, RestoreRequest};
 use tracing::{debug, warn};
 
 use crate::context::Context;
@@ -65,6 +66,62 @@ pub async fn run_backup_policies(
         }
     })
     .await;
+}
+
+/// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').
+pub async fn run_restore_requests(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let selector = format!(
+        "{}={},lifeboat.dev/restore",
+        names::LABEL_MANAGED_BY,
+        names::MANAGED_BY
+    );
+    Controller::new(
+        scoped::<RestoreRequest>(&client, &namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        scoped::<Job>(&client, &namespace),
+        watcher::Config::default().labels(&selector),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        restore_request::reconcile,
+        restore_request::error_policy,
+        ctx,
+    )
+    .for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => debug!(restore = %obj, "reconciled"),
+            Err(e) => warn!(error = %e, "RestoreRequest controller"),
+        }
+    })
+    .await;
+}
+
+/// Runs every controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let relay = tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    futures::join!(
+        run_backup_policies(ctx.clone(), namespace.clone(), stopped(rx.clone())),
+        run_restore_requests(ctx, namespace, stopped(rx)),
+    );
+    relay.abort();
 }
 
 fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>

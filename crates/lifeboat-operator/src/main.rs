@@ -84,7 +84,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ready.clone(),
         stopped(stop_rx.clone()),
     ));
-    let controllers = tokio::spawn(lifeboat_operator::run_backup_policies(
+    let controllers = tokio::spawn(lifeboat_operator::run(
         ctx,
         args.namespace,
         stopped(stop_rx),

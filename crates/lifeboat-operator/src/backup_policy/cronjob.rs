@@ -161,7 +161,7 @@ pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<Secre
     out
 }
 
-fn s3_keys(c: &S3CredentialsRef) -> [SecretKeyRef; 2] {
+pub(crate) fn s3_keys(c: &S3CredentialsRef) -> [SecretKeyRef; 2] {
     [
         SecretKeyRef {
             name: c.name.clone(),

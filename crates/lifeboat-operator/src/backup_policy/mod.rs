@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
@@ -183,9 +183,8 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
                 jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
                     .await?;
             }
-            publish(
-                ctx,
-                policy,
+            ctx.publish(
+                &policy.object_ref(&()),
                 EventType::Normal,
                 "BackupRequested",
                 format!("BackupNow/{}", names::short_hash(&token, 4)),
@@ -251,9 +250,8 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
                 "asset {}: backup {} ({} bytes, sha256 {})",
                 asset.name, s.id, s.stored_bytes, s.sha256
             );
-            publish(
-                ctx,
-                policy,
+            ctx.publish(
+                &policy.object_ref(&()),
                 EventType::Normal,
                 "BackupSucceeded",
                 format!("Backup/{}", asset.name),
@@ -267,9 +265,8 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
                 .is_none_or(|b| b.time != f.time)
         {
             let note = format!("asset {}: {}: {}", asset.name, f.reason, f.message);
-            publish(
-                ctx,
-                policy,
+            ctx.publish(
+                &policy.object_ref(&()),
                 EventType::Warning,
                 "BackupFailed",
                 format!("Backup/{}", asset.name),
@@ -289,9 +286,8 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
             } else {
                 EventType::Warning
             };
-            publish(
-                ctx,
-                policy,
+            ctx.publish(
+                &policy.object_ref(&()),
                 kind,
                 &c.reason,
                 format!("Condition/{type_}"),
@@ -299,29 +295,6 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
             )
             .await;
         }
-    }
-}
-
-/// Publishes an Event. `action` names what the Event is about (`Backup/orders-db`): the recorder
-/// folds repeats of the same type, reason and action into one series, so distinct subjects need
-/// distinct actions to stay distinct Events.
-async fn publish(
-    ctx: &Context,
-    policy: &BackupPolicy,
-    type_: EventType,
-    reason: &str,
-    action: String,
-    note: String,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action,
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &policy.object_ref(&())).await {
-        warn!(error = %e, "publishing an Event");
     }
 }
 

@@ -320,6 +320,7 @@ mod tests {
                 sha256: Some("abc".into()),
                 error_class: None,
                 message: None,
+                checks: Vec::new(),
             }),
         }
     }
@@ -332,6 +333,7 @@ mod tests {
             result: Err(JobFailure {
                 reason: "StorageFailed".into(),
                 message: "no space left on device".into(),
+                checks: Vec::new(),
             }),
         }
     }

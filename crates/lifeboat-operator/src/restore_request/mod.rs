@@ -1,0 +1,323 @@
+//! The RestoreRequest controller: resolve the backup and show the plan; with `execute: true` run
+//! one restore Job per asset in order, then the validation Job; record the achieved RTO. Phases
+//! only move forward and a finished request never runs again.
+
+pub mod children;
+pub mod plan;
+pub mod progress;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use lifeboat_api::conditions::{Status, condition, set_condition, types};
+use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
+use lifeboat_api::{BackupPolicy, RestoreRequest};
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use crate::config::FIELD_MANAGER;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::jobs::{JobOutcome, outcome};
+use progress::Next;
+
+const KIND: &str = "RestoreRequest";
+/// How often a running restore is looked at besides Job events.
+const POLL: Duration = Duration::from_secs(30);
+
+#[instrument(skip_all, fields(namespace = rr.namespace().unwrap_or_default(), name = rr.name_any()))]
+pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+    let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let old = rr.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+    let generation = rr.metadata.generation;
+
+    if old.phase.is_finished() {
+        return expire(&rr, &ctx, &ns, &old, now).await;
+    }
+
+    let policies = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns);
+    let Some(policy) = policies.get_opt(&rr.spec.source.policy).await? else {
+        let message = format!("BackupPolicy {:?} not found in {ns}", rr.spec.source.policy);
+        return report_problem(&rr, &ctx, &ns, old, "PolicyNotFound", message).await;
+    };
+    let steps = match plan::resolve(&rr, &policy) {
+        Ok(steps) => steps,
+        Err(e) => return report_problem(&rr, &ctx, &ns, old, e.reason(), e.to_string()).await,
+    };
+
+    let mut status = old.clone();
+    status.observed_generation = generation;
+    status.backup_id = Some(rr.spec.source.backup_id.clone())
+        .filter(|id| id != "latest")
+        .or_else(|| {
+            let ids: BTreeSet<&str> = steps.iter().map(|s| s.backup_id.as_str()).collect();
+            Some(ids.into_iter().collect::<Vec<_>>().join(","))
+        });
+    if !rr.spec.execute {
+        status.phase = RestorePhase::Planned;
+        status.plan = steps.iter().map(|s| s.planned.clone()).collect();
+        set_condition(
+            &mut status.conditions,
+            condition(
+                types::READY,
+                Status::True,
+                "Planned",
+                "plan resolved; set execute: true to restore",
+                generation,
+                now,
+            ),
+        );
+        write_if_changed(&rr, &ctx, &ns, &old, &status).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+
+    // Executing: read the Jobs this request owns.
+    let selector = format!(
+        "lifeboat.dev/restore={}",
+        crate::names::label_value(&rr.name_any())
+    );
+    let lp = ListParams::default().labels(&selector);
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+    let owned: Vec<Job> = jobs
+        .list(&lp)
+        .await?
+        .into_iter()
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == rr.uid().as_ref())
+        })
+        .collect();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&lp)
+        .await?;
+    let existing: BTreeSet<String> = owned.iter().map(ResourceExt::name_any).collect();
+    let outcomes: BTreeMap<String, JobOutcome> = owned
+        .iter()
+        .filter_map(|j| {
+            let mine: Vec<Pod> = pods
+                .iter()
+                .filter(|p| p.labels().get("batch.kubernetes.io/job-name") == Some(&j.name_any()))
+                .cloned()
+                .collect();
+            outcome(j, &mine).map(|o| (o.job.clone(), o))
+        })
+        .collect();
+
+    let has_checks = !rr.spec.validation.checks.is_empty();
+    let advanced = progress::advance(
+        &rr.name_any(),
+        &status,
+        &steps,
+        has_checks,
+        &existing,
+        &outcomes,
+        now,
+    );
+    let mut status = advanced.status;
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    match advanced.next {
+        Next::Restore(i) => {
+            let job = children::restore_job(&rr, &policy, &steps[i], &ctx.agent)?;
+            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                .await?;
+            ctx.publish(
+                &rr.object_ref(&()),
+                EventType::Normal,
+                "RestoreStarted",
+                format!("Restore/{}", steps[i].asset.name),
+                format!(
+                    "restoring asset {} from backup {} into {}",
+                    steps[i].asset.name, steps[i].backup_id, steps[i].planned.target
+                ),
+            )
+            .await;
+        }
+        Next::Validate => {
+            let job = children::validate_job(&rr, &policy, &steps, &ctx.agent)?;
+            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                .await?;
+            ctx.publish(
+                &rr.object_ref(&()),
+                EventType::Normal,
+                "ValidationStarted",
+                "Validate".into(),
+                format!(
+                    "running {} validation checks",
+                    rr.spec.validation.checks.len()
+                ),
+            )
+            .await;
+        }
+        Next::Wait | Next::Done => {}
+    }
+    let ready = match (&advanced.failure, status.phase) {
+        (Some((reason, message)), _) => condition(
+            types::READY,
+            Status::False,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        ),
+        (None, RestorePhase::Succeeded) => condition(
+            types::READY,
+            Status::True,
+            "Succeeded",
+            format!(
+                "restored and validated in {}",
+                status.rto.clone().unwrap_or_default()
+            ),
+            generation,
+            now,
+        ),
+        (None, phase) => condition(
+            types::READY,
+            Status::False,
+            "InProgress",
+            format!("{phase:?}"),
+            generation,
+            now,
+        ),
+    };
+    set_condition(&mut status.conditions, ready);
+    if status.phase.is_finished() && !old.phase.is_finished() {
+        let (kind, reason) = if status.phase == RestorePhase::Succeeded {
+            (EventType::Normal, "RestoreSucceeded")
+        } else {
+            (EventType::Warning, "RestoreFailed")
+        };
+        let note = advanced.failure.as_ref().map_or_else(
+            || {
+                format!(
+                    "restored and validated; RTO {}",
+                    status.rto.clone().unwrap_or_default()
+                )
+            },
+            |(r, m)| format!("{r}: {m}"),
+        );
+        ctx.publish(&rr.object_ref(&()), kind, reason, "Finish".into(), note)
+            .await;
+    }
+    write_if_changed(&rr, &ctx, &ns, &old, &status).await?;
+    if status.phase.is_finished() {
+        return expire(&rr, &ctx, &ns, &status, now).await;
+    }
+    Ok(Action::requeue(POLL))
+}
+
+pub fn error_policy(rr: Arc<RestoreRequest>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[KIND, error.reason()])
+        .inc();
+    warn!(namespace = rr.namespace(), name = rr.name_any(), reason = error.reason(), %error, "reconcile failed");
+    Action::requeue(if error.needs_user() {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(15)
+    })
+}
+
+/// A request that cannot go on yet (no policy, no backup): `Pending` with the reason; retried.
+async fn report_problem(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    old: RestoreRequestStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let mut status = old.clone();
+    status.observed_generation = rr.metadata.generation;
+    let changed = set_condition(
+        &mut status.conditions,
+        condition(
+            types::READY,
+            Status::False,
+            reason,
+            message.clone(),
+            rr.metadata.generation,
+            Timestamp::now(),
+        ),
+    );
+    if changed {
+        ctx.publish(
+            &rr.object_ref(&()),
+            EventType::Warning,
+            reason,
+            "Plan".into(),
+            message,
+        )
+        .await;
+    }
+    write_if_changed(rr, ctx, ns, &old, &status).await?;
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Deletes a finished request once its TTL has passed.
+async fn expire(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    status: &RestoreRequestStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let (Some(ttl), Some(finished)) = (&rr.spec.ttl_after_finished, &status.finished_at) else {
+        return Ok(Action::await_change());
+    };
+    let due = finished
+        .0
+        .as_second()
+        .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    if now.as_second() >= due {
+        let api = Api::<RestoreRequest>::namespaced(ctx.client.clone(), ns);
+        match api
+            .delete(&rr.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(Action::await_change());
+    }
+    Ok(Action::requeue(Duration::from_secs(
+        u64::try_from(due - now.as_second()).unwrap_or(1).max(1),
+    )))
+}
+
+async fn write_if_changed(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    old: &RestoreRequestStatus,
+    new: &RestoreRequestStatus,
+) -> Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": RestoreRequest::api_version(&()), "kind": RestoreRequest::kind(&()), "status": new});
+    Api::<RestoreRequest>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            &rr.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! A namespace with Lifeboat's controllers running in-process against the shared control plane,
+//! and the kubelet's part of a Job's life played by hand (no node runs pods here).
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use lifeboat_api::BackupPolicy;
+use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_operator::config::AgentConfig;
+use lifeboat_operator::context::Context;
+use lifeboat_operator::metrics::Metrics;
+use serde_json::{Value, json};
+
+pub struct Harness {
+    pub client: Client,
+    pub ns: String,
+    pub metrics: Metrics,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A namespace with the controller running, scoped to it.
+pub async fn harness(prefix: &str) -> Harness {
+    // RUST_LOG=lifeboat_operator=debug shows the controllers' logs in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let env = lifeboat_testenv::shared().expect("control plane");
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, prefix).await.unwrap();
+    let metrics = Metrics::new().unwrap();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        AgentConfig::default(),
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(lifeboat_operator::run(ctx, Some(ns.clone()), async move {
+        let _ = stopped.await;
+    }));
+    Harness {
+        client,
+        ns,
+        metrics,
+        _stop: stop,
+    }
+}
+
+impl Harness {
+    pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub async fn secret(&self, name: &str) {
+        let s: Secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "stringData": {"password": "s3cr3t-value"}}),
+        )
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+
+    pub async fn apply_policy(&self, name: &str, spec: Value) {
+        let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy", "metadata": {"name": name}, "spec": spec});
+        self.api::<BackupPolicy>()
+            .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
+            .await
+            .unwrap();
+    }
+
+    pub async fn policy_until(
+        &self,
+        name: &str,
+        what: &str,
+        f: impl Fn(&BackupPolicy) -> bool,
+    ) -> BackupPolicy {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(p) = self.api::<BackupPolicy>().get_opt(name).await.unwrap()
+                && f(&p)
+            {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:#?}",
+                self.api::<BackupPolicy>().get(name).await.unwrap().status
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn until<T>(&self, what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(v) = f().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// What `kubectl create job --from=cronjob/NAME` does: a Job from the CronJob's template.
+    pub async fn run_cronjob(&self, cronjob: &str, job: &str) {
+        let cj = self.api::<CronJob>().get(cronjob).await.unwrap();
+        let owner = cj.controller_owner_ref(&()).unwrap();
+        let template = cj.spec.unwrap().job_template;
+        let j = Job {
+            metadata: kube::api::ObjectMeta {
+                name: Some(job.into()),
+                labels: template.metadata.as_ref().and_then(|m| m.labels.clone()),
+                annotations: template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.annotations.clone()),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            spec: template.spec,
+            status: None,
+        };
+        self.api::<Job>()
+            .create(&PostParams::default(), &j)
+            .await
+            .unwrap();
+    }
+
+    /// Finishes the Job's pods as a kubelet would: the agent container terminated with `summary`
+    /// as its termination message. Retried pods (the backoff limit) are finished the same way
+    /// until the Job controller concludes the Job.
+    pub async fn finish_job(&self, job: &str, summary: &AgentSummary) {
+        let pods = self.api::<Pod>();
+        let jobs = self.api::<Job>();
+        let selector = format!("batch.kubernetes.io/job-name={job}");
+        let (phase, code, reason) = if summary.ok {
+            ("Succeeded", 0, "Completed")
+        } else {
+            ("Failed", summary.error_class.unwrap().exit_code(), "Error")
+        };
+        let message = summary.to_termination_message().unwrap();
+        self.until("the Job controller to conclude the Job", async || {
+            let done = jobs.get(job).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
+            if done.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True") {
+                return Some(());
+            }
+            for pod in pods.list(&ListParams::default().labels(&selector)).await.unwrap() {
+                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(phase) {
+                    continue;
+                }
+                let now = Timestamp::now().to_string();
+                let status = json!({"status": {
+                    "phase": phase,
+                    "startTime": now,
+                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+                    "containerStatuses": [{
+                        "name": "agent", "image": "lifeboat-agent", "imageID": "", "ready": false,
+                        "restartCount": 0, "started": false,
+                        "state": {"terminated": {"exitCode": code, "reason": reason, "startedAt": now,
+                                                 "finishedAt": now, "message": message}}
+                    }]
+                }});
+                pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+            }
+            None
+        })
+        .await;
+    }
+
+    pub async fn events(&self, reason: &str) -> Vec<Event> {
+        self.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}

@@ -1,0 +1,351 @@
+//! The RestoreRequest controller on the real control plane: `latest` resolves to the policy's
+//! newest good backups and the plan shows in status; with `execute: true` one restore Job per
+//! asset runs in order, then the validation Job; the achieved RTO lands in status; a finished
+//! request never runs again; what cannot work yet is reported with a reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use harness::{Harness, harness};
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use lifeboat_api::RestoreRequest;
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::conditions::{find, types};
+use lifeboat_api::restore_request::{CheckResult, RestorePhase};
+use serde_json::{Value, json};
+
+fn policy_spec() -> Value {
+    json!({
+        "schedule": "0 * * * *",
+        "assets": [
+            {"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}},
+            {"name": "sessions", "redis": {"host": "cache"}}
+        ],
+        "retention": {"maxAge": "7d"},
+        "destination": {"volume": {"claimName": "backups"}}
+    })
+}
+
+fn summary(verb: Verb, asset: &str, ok: bool, checks: Vec<CheckResult>) -> AgentSummary {
+    let t = Timestamp::now();
+    AgentSummary {
+        version: SUMMARY_VERSION,
+        verb,
+        ok,
+        asset: Some(asset.into()),
+        backup_id: (verb == Verb::Backup).then(|| format!("20261124T0900{asset}")),
+        started_at: t,
+        finished_at: t,
+        snapshot_time: (verb == Verb::Backup).then_some(t),
+        stored_bytes: Some(2048),
+        sha256: Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into()),
+        error_class: (!ok).then_some(ErrorClass::Validation),
+        message: (!ok).then(|| "1 of 1 checks failed".into()),
+        checks,
+    }
+}
+
+/// A policy with a good backup of each asset, made the way production makes one.
+async fn policy_with_backups(h: &Harness) {
+    h.apply_policy("shop", policy_spec()).await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    for asset in ["orders-db", "sessions"] {
+        let job = lifeboat_operator::names::backup_now_job("shop", asset, "seed");
+        h.until("the on-demand Job", async || {
+            h.api::<Job>().get_opt(&job).await.unwrap()
+        })
+        .await;
+        h.finish_job(&job, &summary(Verb::Backup, asset, true, vec![]))
+            .await;
+    }
+    h.policy_until("shop", "both backups in status", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
+    })
+    .await;
+}
+
+async fn apply_restore(h: &Harness, name: &str, spec: Value) {
+    let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": name}, "spec": spec});
+    h.api::<RestoreRequest>()
+        .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+}
+
+async fn restore_until(
+    h: &Harness,
+    what: &str,
+    name: &str,
+    f: impl Fn(&RestoreRequest) -> bool,
+) -> RestoreRequest {
+    let api = h.api::<RestoreRequest>();
+    h.until(what, async || {
+        api.get_opt(name).await.unwrap().filter(|r| f(r))
+    })
+    .await
+}
+
+fn phase(r: &RestoreRequest) -> RestorePhase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+fn restore_spec(execute: bool) -> Value {
+    json!({
+        "source": {"policy": "shop", "backupId": "latest"},
+        "targets": [{"asset": "orders-db", "postgres": {"host": "staging-db", "user": "restore", "database": "orders_copy"}}],
+        "execute": execute,
+        "validation": {"checks": [{"name": "orders-present", "sql": {"asset": "orders-db", "query": "SELECT count(*) > 0 FROM orders", "expect": "t"}}]}
+    })
+}
+
+#[tokio::test]
+async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
+    let h = harness("rr-flow").await;
+    policy_with_backups(&h).await;
+
+    apply_restore(&h, "to-staging", restore_spec(false)).await;
+    let rr = restore_until(&h, "the plan", "to-staging", |r| {
+        phase(r) == RestorePhase::Planned
+    })
+    .await;
+    let status = rr.status.unwrap();
+    assert_eq!(
+        status.plan.len(),
+        2,
+        "every asset of the policy, in its order"
+    );
+    assert_eq!(status.plan[0].asset, "orders-db");
+    assert_eq!(
+        status.plan[0].backup_id, "20261124T0900orders-db",
+        "latest resolved from the policy"
+    );
+    assert_eq!(
+        status.plan[0].target,
+        "postgres://staging-db:5432/orders_copy"
+    );
+    assert!(status.plan[0].sha256.is_some());
+    assert!(
+        status.plan[1]
+            .target
+            .starts_with("original source redis://cache:6379")
+    );
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/restore"))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "plan only: no Job"
+    );
+
+    apply_restore(&h, "to-staging", restore_spec(true)).await;
+    let first =
+        lifeboat_operator::restore_request::progress::restore_job_name("to-staging", "orders-db");
+    let second =
+        lifeboat_operator::restore_request::progress::restore_job_name("to-staging", "sessions");
+    let jobs = h.api::<Job>();
+    let job = h
+        .until("the first restore Job", async || {
+            jobs.get_opt(&first).await.unwrap()
+        })
+        .await;
+    assert_eq!(job.owner_references()[0].kind, "RestoreRequest");
+    let args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args, ["restore", "--execute"]);
+    assert!(
+        jobs.get_opt(&second).await.unwrap().is_none(),
+        "assets are restored one after the other"
+    );
+    let r = h.api::<RestoreRequest>().get("to-staging").await.unwrap();
+    assert_eq!(phase(&r), RestorePhase::Restoring);
+
+    h.finish_job(&first, &summary(Verb::Restore, "orders-db", true, vec![]))
+        .await;
+    h.until("the second restore Job", async || {
+        jobs.get_opt(&second).await.unwrap()
+    })
+    .await;
+    h.finish_job(&second, &summary(Verb::Restore, "sessions", true, vec![]))
+        .await;
+    let validate = lifeboat_operator::restore_request::progress::validate_job_name("to-staging");
+    h.until("the validation Job", async || {
+        jobs.get_opt(&validate).await.unwrap()
+    })
+    .await;
+    let passed = CheckResult {
+        name: "orders-present".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.1,
+    };
+    h.finish_job(
+        &validate,
+        &summary(Verb::Restore, "validation", true, vec![passed]),
+    )
+    .await;
+
+    let rr = restore_until(&h, "Succeeded", "to-staging", |r| {
+        phase(r) == RestorePhase::Succeeded
+    })
+    .await;
+    let status = rr.status.unwrap();
+    let rto = status.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 120.0, "rto {rto}");
+    assert!(status.started_at.is_some() && status.finished_at.is_some());
+    assert_eq!(status.checks.len(), 1);
+    assert!(status.checks[0].passed);
+    assert!(
+        status
+            .plan
+            .iter()
+            .all(|p| p.state.as_deref() == Some("Done"))
+    );
+    let ready = find(&status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Succeeded")
+    );
+    assert_eq!(h.events("RestoreSucceeded").await.len(), 1);
+
+    // Finished means finished: its Jobs deleted, nothing runs again.
+    jobs.delete(&first, &DeleteParams::background())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    h.api::<RestoreRequest>()
+        .patch(
+            "to-staging",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        jobs.get_opt(&first)
+            .await
+            .unwrap()
+            .is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+    );
+    assert_eq!(
+        phase(&h.api::<RestoreRequest>().get("to-staging").await.unwrap()),
+        RestorePhase::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn a_failing_check_fails_the_request_with_the_check_named() {
+    let h = harness("rr-check").await;
+    policy_with_backups(&h).await;
+    let mut spec = restore_spec(true);
+    spec["assets"] = json!(["orders-db"]);
+    apply_restore(&h, "bad-data", spec).await;
+    let jobs = h.api::<Job>();
+    let restore =
+        lifeboat_operator::restore_request::progress::restore_job_name("bad-data", "orders-db");
+    h.until("the restore Job", async || {
+        jobs.get_opt(&restore).await.unwrap()
+    })
+    .await;
+    h.finish_job(&restore, &summary(Verb::Restore, "orders-db", true, vec![]))
+        .await;
+    let validate = lifeboat_operator::restore_request::progress::validate_job_name("bad-data");
+    h.until("the validation Job", async || {
+        jobs.get_opt(&validate).await.unwrap()
+    })
+    .await;
+    let failed = CheckResult {
+        name: "orders-present".into(),
+        passed: false,
+        message: "expected t, got f".into(),
+        attempts: 5,
+        duration_seconds: 300.0,
+    };
+    h.finish_job(
+        &validate,
+        &summary(Verb::Restore, "validation", false, vec![failed]),
+    )
+    .await;
+    let rr = restore_until(&h, "Failed", "bad-data", |r| {
+        phase(r) == RestorePhase::Failed
+    })
+    .await;
+    let status = rr.status.unwrap();
+    let ready = find(&status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ValidationFailed")
+    );
+    assert!(
+        ready.message.contains("orders-present: expected t, got f"),
+        "{}",
+        ready.message
+    );
+    assert!(
+        status.rto_seconds.is_some(),
+        "a failed restore still records how long it took"
+    );
+    assert_eq!(h.events("RestoreFailed").await.len(), 1);
+}
+
+#[tokio::test]
+async fn what_cannot_be_restored_yet_is_reported_with_a_reason() {
+    let h = harness("rr-wait").await;
+    apply_restore(&h, "no-policy", restore_spec(true)).await;
+    let rr = restore_until(&h, "PolicyNotFound", "no-policy", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "PolicyNotFound")
+    })
+    .await;
+    assert_eq!(phase(&rr), RestorePhase::Pending);
+    // The policy exists but has never backed up: NoBackupYet, and no Job.
+    h.apply_policy("shop", policy_spec()).await;
+    restore_until(&h, "NoBackupYet", "no-policy", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "NoBackupYet")
+    })
+    .await;
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/restore"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
