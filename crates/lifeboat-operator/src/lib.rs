@@ -5,6 +5,7 @@
 pub mod backup_policy;
 pub mod config;
 pub mod context;
+pub mod drill_schedule;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
@@ -20,7 +21,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use lifeboat_api::{BackupPolicy, RestoreRequest};
+use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
 use tracing::{debug, warn};
 
 use crate::context::Context;
@@ -103,6 +104,37 @@ pub async fn run_restore_requests(
     .await;
 }
 
+/// Runs the DrillSchedule controller until `shutdown` resolves (scoped like the policies').
+pub async fn run_drill_schedules(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let selector = format!(
+        "{}={},lifeboat.dev/drill",
+        names::LABEL_MANAGED_BY,
+        names::MANAGED_BY
+    );
+    Controller::new(
+        scoped::<DrillSchedule>(&client, &namespace),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        scoped::<RestoreRequest>(&client, &namespace),
+        watcher::Config::default().labels(&selector),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((obj, _)) => debug!(drill = %obj, "reconciled"),
+            Err(e) => warn!(error = %e, "DrillSchedule controller"),
+        }
+    })
+    .await;
+}
+
 /// Runs every controller until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -119,7 +151,8 @@ pub async fn run(
     });
     futures::join!(
         run_backup_policies(ctx.clone(), namespace.clone(), stopped(rx.clone())),
-        run_restore_requests(ctx, namespace, stopped(rx)),
+        run_restore_requests(ctx.clone(), namespace.clone(), stopped(rx.clone())),
+        run_drill_schedules(ctx, namespace, stopped(rx)),
     );
     relay.abort();
 }

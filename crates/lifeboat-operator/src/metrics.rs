@@ -16,6 +16,10 @@ pub struct Metrics {
     pub backup_duration: GaugeVec,
     pub backup_consecutive_failures: GaugeVec,
     pub rpo_objective: GaugeVec,
+    pub drill_rto: GaugeVec,
+    pub drill_rpo: GaugeVec,
+    pub drill_objective_met: GaugeVec,
+    pub drill_last_run: GaugeVec,
 }
 
 impl Metrics {
@@ -84,6 +88,34 @@ impl Metrics {
                 ),
                 &["namespace", "policy"],
             )?,
+            drill_rto: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_rto_seconds",
+                    "Achieved RTO of the last drill that restored",
+                ),
+                &["namespace", "drill"],
+            )?,
+            drill_rpo: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_rpo_seconds",
+                    "Achieved RPO of the last drill that restored",
+                ),
+                &["namespace", "drill"],
+            )?,
+            drill_objective_met: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_objective_met",
+                    "1 when the last drill met the objective (rto or rpo), else 0",
+                ),
+                &["namespace", "drill", "objective"],
+            )?,
+            drill_last_run: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_last_run_timestamp_seconds",
+                    "When the last drill finished, with its verdict",
+                ),
+                &["namespace", "drill", "verdict"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.reconciles.clone()))?;
@@ -98,6 +130,11 @@ impl Metrics {
         m.registry
             .register(Box::new(m.backup_consecutive_failures.clone()))?;
         m.registry.register(Box::new(m.rpo_objective.clone()))?;
+        m.registry.register(Box::new(m.drill_rto.clone()))?;
+        m.registry.register(Box::new(m.drill_rpo.clone()))?;
+        m.registry
+            .register(Box::new(m.drill_objective_met.clone()))?;
+        m.registry.register(Box::new(m.drill_last_run.clone()))?;
         Ok(m)
     }
 

@@ -1,0 +1,407 @@
+//! The DrillSchedule controller: at each due time (its cron evaluated here, never on creation
+//! unless asked) back up the policy's assets, restore them into staging through a RestoreRequest
+//! the drill owns, validate, and record the achieved RTO and RPO against the objectives.
+
+pub mod decide;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use lifeboat_api::conditions::{Status, condition, set_condition, types};
+use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
+use lifeboat_api::restore_request::RestoreRequestSpec;
+use lifeboat_api::schedule::CronSchedule;
+use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
+use serde_json::json;
+use tracing::{instrument, warn};
+
+use crate::backup_policy::cronjob::on_demand_job;
+use crate::config::FIELD_MANAGER;
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::jobs::outcome;
+use crate::names;
+use decide::{Next, Observed};
+
+const KIND: &str = "DrillSchedule";
+/// Asks for a drill now; each distinct value runs once.
+pub const ANNOTATION_DRILL_NOW: &str = "lifeboat.dev/drill-now";
+/// How often an active drill is looked at besides the events of what it owns.
+const POLL: Duration = Duration::from_secs(10);
+
+#[instrument(skip_all, fields(namespace = ds.namespace().unwrap_or_default(), name = ds.name_any()))]
+pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[KIND])
+        .start_timer();
+    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+    let ns = ds.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let old = ds.status.clone().unwrap_or_default();
+    let now = Timestamp::now();
+
+    let schedule = match CronSchedule::parse(&ds.spec.schedule, ds.spec.time_zone.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return report_problem(&ds, &ctx, &ns, &old, "InvalidSpec", e.to_string()).await,
+    };
+    let Some(policy) = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&ds.spec.policy)
+        .await?
+    else {
+        let message = format!("BackupPolicy {:?} not found in {ns}", ds.spec.policy);
+        return report_problem(&ds, &ctx, &ns, &old, "PolicyNotFound", message).await;
+    };
+    if let Err(message) = check_scope(&ds, &policy) {
+        return report_problem(&ds, &ctx, &ns, &old, "InvalidSpec", message).await;
+    }
+
+    // Never fire on creation: the first due time is the first one after the resource appeared.
+    let reference = old
+        .last_run
+        .as_ref()
+        .map(|r| r.started_at.0)
+        .or_else(|| ds.creation_timestamp().map(|t| t.0))
+        .unwrap_or(now);
+    let due = schedule.next_after(reference);
+    let token = ds
+        .annotations()
+        .get(ANNOTATION_DRILL_NOW)
+        .filter(|t| !t.is_empty());
+    let run_now = token
+        .filter(|t| old.last_drill_now_token.as_ref() != Some(t))
+        .map(String::as_str);
+
+    let restores = Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns);
+    let mut seen = Observed {
+        policy: policy.status.as_ref(),
+        ..Default::default()
+    };
+    let mut restore = None;
+    if let Some(active) = &old.active {
+        seen.backups = backup_outcomes(&ctx, &ns, &ds, &active.id).await?;
+        restore = restores.get_opt(&active.id).await?.and_then(|r| r.status);
+    }
+    seen.restore = restore.as_ref();
+    let decision = decide::advance(&ds, due, run_now, &seen, now);
+    let mut status = decision.status;
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let active_id = status.active.as_ref().map(|a| a.id.clone());
+    match (&decision.next, &active_id) {
+        (Next::Backup, Some(id)) => {
+            let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+            for asset in policy
+                .spec
+                .assets
+                .iter()
+                .filter(|a| ds.spec.assets.contains(&a.name))
+            {
+                let job = on_demand_job(&policy, asset, id, &ctx.agent)?;
+                jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                    .await?;
+            }
+            let note = format!(
+                "drill {id}: backing up {} as the simulated disaster",
+                ds.spec.assets.join(", ")
+            );
+            ctx.publish(
+                &ds.object_ref(&()),
+                EventType::Normal,
+                "DrillStarted",
+                format!("Drill/{id}"),
+                note,
+            )
+            .await;
+        }
+        (Next::Restore, Some(id)) => {
+            let rr = restore_request(&ds, id)?;
+            restores.patch(id, &apply, &Patch::Apply(&rr)).await?;
+            if let Some(a) = status.active.as_mut() {
+                a.restore_request = Some(id.clone());
+            }
+            if ds.spec.backup == lifeboat_api::drill_schedule::DrillBackupMode::Latest {
+                let note = format!("drill {id}: restoring the latest backups into staging");
+                ctx.publish(
+                    &ds.object_ref(&()),
+                    EventType::Normal,
+                    "DrillStarted",
+                    format!("Drill/{id}"),
+                    note,
+                )
+                .await;
+            }
+        }
+        (Next::Finished, _) => {
+            if let Some(record) = &status.last_run {
+                let (kind, reason) = match record.verdict {
+                    DrillVerdict::Passed => (EventType::Normal, "DrillPassed"),
+                    DrillVerdict::ObjectivesMissed => (EventType::Warning, "DrillObjectivesMissed"),
+                    DrillVerdict::Failed => (EventType::Warning, "DrillFailed"),
+                };
+                let note = format!(
+                    "drill {}: RTO {} (objective {}), RPO {} (objective {}){}",
+                    record.id,
+                    record.rto.clone().unwrap_or_else(|| "not measured".into()),
+                    ds.spec.objectives.rto,
+                    record.rpo.clone().unwrap_or_else(|| "not measured".into()),
+                    ds.spec.objectives.rpo,
+                    if record.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", record.message)
+                    }
+                );
+                ctx.publish(
+                    &ds.object_ref(&()),
+                    kind,
+                    reason,
+                    format!("Drill/{}", record.id),
+                    note,
+                )
+                .await;
+            }
+        }
+        _ => {}
+    }
+    update_metrics(&ctx, &ds, &ns, &status);
+    if status != old {
+        write_status(&ctx, &ds, &ns, &status).await?;
+    }
+    status.active.as_ref().map_or_else(
+        || {
+            let wait = due.map_or(3600, |d| (d.as_second() - now.as_second()).clamp(1, 3600));
+            Ok(Action::requeue(Duration::from_secs(
+                u64::try_from(wait).unwrap_or(3600),
+            )))
+        },
+        |_| Ok(Action::requeue(POLL)),
+    )
+}
+
+pub fn error_policy(ds: Arc<DrillSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[KIND, error.reason()])
+        .inc();
+    warn!(namespace = ds.namespace(), name = ds.name_any(), reason = error.reason(), %error, "reconcile failed");
+    Action::requeue(if error.needs_user() {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(15)
+    })
+}
+
+/// The drill's RestoreRequest: `latest` (the fresh backups, once the policy recorded them) into
+/// the staging targets, executed at once, with the drill's checks; owned by the drill.
+fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
+    let spec = RestoreRequestSpec {
+        source: lifeboat_api::restore_request::RestoreSource {
+            policy: ds.spec.policy.clone(),
+            backup_id: "latest".into(),
+            location: None,
+        },
+        assets: ds.spec.assets.clone(),
+        targets: ds.spec.staging.targets.clone(),
+        execute: true,
+        validation: ds.spec.validation.clone(),
+        rollback_on_failure: false,
+        options: Default::default(),
+        timeout: ds.spec.timeout.clone(),
+        ttl_after_finished: None,
+        pod_template: ds.spec.pod_template.clone(),
+    };
+    let mut rr = RestoreRequest::new(id, spec);
+    rr.metadata.namespace = ds.namespace();
+    rr.metadata.labels = Some(BTreeMap::from([
+        (
+            names::LABEL_MANAGED_BY.to_owned(),
+            names::MANAGED_BY.to_owned(),
+        ),
+        (
+            "lifeboat.dev/drill".to_owned(),
+            names::label_value(&ds.name_any()),
+        ),
+    ]));
+    rr.metadata.owner_references = Some(vec![
+        ds.controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("uid"))?,
+    ]);
+    Ok(rr)
+}
+
+/// Outcomes of the drill's fresh backup Jobs (named after the drill id, one per asset).
+async fn backup_outcomes(
+    ctx: &Context,
+    ns: &str,
+    ds: &DrillSchedule,
+    id: &str,
+) -> Result<Vec<crate::jobs::JobOutcome>> {
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    let mut out = Vec::new();
+    for asset in &ds.spec.assets {
+        let name = names::backup_now_job(&ds.spec.policy, asset, id);
+        let Some(job) = jobs.get_opt(&name).await? else {
+            continue;
+        };
+        let mine = pods
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+            .await?;
+        out.extend(outcome(&job, &mine.items));
+    }
+    Ok(out)
+}
+
+/// A drill never restores over its source: every drilled asset needs a staging target, and no
+/// target may be the asset's own source.
+fn check_scope(ds: &DrillSchedule, policy: &BackupPolicy) -> std::result::Result<(), String> {
+    for name in &ds.spec.assets {
+        let asset = policy
+            .spec
+            .assets
+            .iter()
+            .find(|a| &a.name == name)
+            .ok_or_else(|| format!("asset {name:?} is not in BackupPolicy {:?}", ds.spec.policy))?;
+        let target = ds
+            .spec
+            .staging
+            .targets
+            .iter()
+            .find(|t| &t.asset == name)
+            .ok_or_else(|| format!("asset {name:?} has no staging target"))?;
+        let same = match (
+            &asset.postgres,
+            &target.postgres,
+            &asset.redis,
+            &target.redis,
+        ) {
+            (Some(src), Some(dst), _, _) => {
+                let db = dst.database.clone();
+                src.connection.host == dst.connection.host
+                    && src.connection.port == dst.connection.port
+                    && db.is_none_or(|d| src.databases.contains(&d))
+            }
+            (_, _, Some(src), Some(dst)) => {
+                src.connection.host == dst.connection.host
+                    && src.connection.port == dst.connection.port
+            }
+            _ => match (
+                &asset.object_storage,
+                &target.object_storage,
+                &asset.kubernetes_state,
+                &target.kubernetes_state,
+            ) {
+                (Some(src), Some(dst), _, _) => {
+                    src.source.endpoint == dst.endpoint
+                        && src.source.bucket == dst.bucket
+                        && src.source.prefix == dst.prefix
+                }
+                (_, _, Some(_), Some(dst)) => dst.namespace_mapping.is_empty(),
+                _ => {
+                    return Err(format!(
+                        "the staging target of {name:?} is not of the asset's kind"
+                    ));
+                }
+            },
+        };
+        if same {
+            return Err(format!(
+                "the staging target of {name:?} is its own source: a drill never restores over its source"
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn report_problem(
+    ds: &DrillSchedule,
+    ctx: &Context,
+    ns: &str,
+    old: &DrillScheduleStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action> {
+    let mut status = old.clone();
+    status.observed_generation = ds.metadata.generation;
+    let changed = set_condition(
+        &mut status.conditions,
+        condition(
+            types::READY,
+            Status::False,
+            reason,
+            message.clone(),
+            ds.metadata.generation,
+            Timestamp::now(),
+        ),
+    );
+    if changed {
+        ctx.publish(
+            &ds.object_ref(&()),
+            EventType::Warning,
+            reason,
+            "Validate".into(),
+            message,
+        )
+        .await;
+    }
+    if &status != old {
+        write_status(ctx, ds, ns, &status).await?;
+    }
+    Ok(Action::requeue(if reason == "InvalidSpec" {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(30)
+    }))
+}
+
+async fn write_status(
+    ctx: &Context,
+    ds: &DrillSchedule,
+    ns: &str,
+    status: &DrillScheduleStatus,
+) -> Result<()> {
+    let patch = json!({"apiVersion": DrillSchedule::api_version(&()), "kind": DrillSchedule::kind(&()), "status": status});
+    Api::<DrillSchedule>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            &ds.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}
+
+fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillScheduleStatus) {
+    let Some(run) = &status.last_run else { return };
+    let name = ds.name_any();
+    let m = &ctx.metrics;
+    if let Some(rto) = run.rto_seconds {
+        m.drill_rto.with_label_values(&[ns, &name]).set(rto);
+    }
+    if let Some(rpo) = run.rpo_seconds {
+        m.drill_rpo.with_label_values(&[ns, &name]).set(rpo);
+    }
+    m.drill_objective_met
+        .with_label_values(&[ns, &name, "rto"])
+        .set(f64::from(u8::from(run.rto_met)));
+    m.drill_objective_met
+        .with_label_values(&[ns, &name, "rpo"])
+        .set(f64::from(u8::from(run.rpo_met)));
+    let verdict = format!("{:?}", run.verdict);
+    for v in ["Passed", "ObjectivesMissed", "Failed"] {
+        if v != verdict {
+            let _ = m.drill_last_run.remove_label_values(&[ns, &name, v]);
+        }
+    }
+    m.drill_last_run
+        .with_label_values(&[ns, &name, &verdict])
+        .set(run.finished_at.0.as_second() as f64);
+}

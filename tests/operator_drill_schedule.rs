@@ -1,0 +1,343 @@
+//! The DrillSchedule controller on the real control plane: nothing fires on creation; a drill
+//! (asked for with `lifeboat.dev/drill-now`) backs the policy up, restores into staging through a
+//! RestoreRequest it owns, validates, and records the achieved RTO and RPO against its objectives,
+//! with conditions, Events, history and metrics; a drill that would restore over its source is
+//! refused; a failed fresh backup fails the drill without measuring anything.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use harness::{Harness, harness};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::batch::v1::Job;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use lifeboat_api::DrillSchedule;
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::conditions::{find, types};
+use lifeboat_api::drill_schedule::DrillVerdict;
+use lifeboat_api::restore_request::CheckResult;
+use lifeboat_operator::names::backup_now_job;
+use lifeboat_operator::restore_request::progress::{restore_job_name, validate_job_name};
+use serde_json::{Value, json};
+
+fn policy_spec() -> Value {
+    json!({
+        "schedule": "0 * * * *",
+        "assets": [
+            {"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}},
+            {"name": "sessions", "redis": {"host": "cache"}}
+        ],
+        "retention": {"maxAge": "7d"},
+        "destination": {"volume": {"claimName": "backups"}}
+    })
+}
+
+fn drill_spec() -> Value {
+    json!({
+        "schedule": "0 6 1 1,4,7,10 *",
+        "policy": "shop",
+        "assets": ["orders-db", "sessions"],
+        "staging": {"targets": [
+            {"asset": "orders-db", "postgres": {"host": "staging-db", "user": "restore", "database": "orders"}},
+            {"asset": "sessions", "redis": {"host": "staging-cache"}}
+        ]},
+        "validation": {"checks": [{"name": "orders-present", "sql": {"asset": "orders-db", "query": "SELECT 1", "expect": "1"}}]},
+        "objectives": {"rto": "30m", "rpo": "15m"}
+    })
+}
+
+async fn apply_drill(h: &Harness, name: &str, spec: Value) {
+    let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule", "metadata": {"name": name}, "spec": spec});
+    h.api::<DrillSchedule>()
+        .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+}
+
+async fn drill_until(
+    h: &Harness,
+    what: &str,
+    name: &str,
+    f: impl Fn(&DrillSchedule) -> bool,
+) -> DrillSchedule {
+    let api = h.api::<DrillSchedule>();
+    h.until(what, async || {
+        api.get_opt(name).await.unwrap().filter(|d| f(d))
+    })
+    .await
+}
+
+async fn drill_now(h: &Harness, name: &str, token: &str) {
+    h.api::<DrillSchedule>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": token}}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn summary(
+    verb: Verb,
+    asset: &str,
+    ok: bool,
+    snapshot: Timestamp,
+    checks: Vec<CheckResult>,
+) -> AgentSummary {
+    AgentSummary {
+        version: SUMMARY_VERSION,
+        verb,
+        ok,
+        asset: Some(asset.into()),
+        backup_id: (verb == Verb::Backup).then(|| format!("{asset}-{}", snapshot.as_second())),
+        started_at: snapshot,
+        finished_at: Timestamp::now(),
+        snapshot_time: (verb == Verb::Backup).then_some(snapshot),
+        stored_bytes: Some(1024),
+        sha256: Some("ab".repeat(32)),
+        error_class: (!ok).then_some(ErrorClass::SourceUnreachable),
+        message: (!ok).then(|| "connection refused".into()),
+        checks,
+    }
+}
+
+#[tokio::test]
+async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_rpo() {
+    let h = harness("drill-flow").await;
+    h.apply_policy("shop", policy_spec()).await;
+    apply_drill(&h, "quarterly", drill_spec()).await;
+
+    // Nothing fires on creation: the next run is the next quarter.
+    let d = drill_until(&h, "a first status", "quarterly", |d| d.status.is_some()).await;
+    let status = d.status.unwrap();
+    assert!(status.active.is_none() && status.history.is_empty());
+    assert!(status.next_run_time.unwrap().0 > Timestamp::now());
+    let ready = find(&status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Scheduled")
+    );
+
+    drill_now(&h, "quarterly", "audit-2026-q4").await;
+    let d = drill_until(&h, "an active drill", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.active.is_some())
+    })
+    .await;
+    let active = d.status.unwrap().active.unwrap();
+    let start = active.started_at.0;
+
+    // The fresh backups: the policy's own on-demand Jobs, so the policy records them too.
+    for asset in ["orders-db", "sessions"] {
+        let job = backup_now_job("shop", asset, &active.id);
+        let j = h
+            .until("the drill's backup Job", async || {
+                h.api::<Job>().get_opt(&job).await.unwrap()
+            })
+            .await;
+        assert_eq!(j.owner_references()[0].kind, "BackupPolicy");
+        let snapshot = start + SignedDuration::from_secs(2);
+        h.finish_job(&job, &summary(Verb::Backup, asset, true, snapshot, vec![]))
+            .await;
+    }
+    // Then a RestoreRequest the drill owns restores into staging, asset by asset, and validates.
+    let rr = h
+        .until("the drill's RestoreRequest", async || {
+            h.api::<lifeboat_api::RestoreRequest>()
+                .get_opt(&active.id)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(rr.owner_references()[0].kind, "DrillSchedule");
+    assert!(rr.spec.execute);
+    assert_eq!(rr.spec.targets.len(), 2);
+    for asset in ["orders-db", "sessions"] {
+        let job = restore_job_name(&active.id, asset);
+        h.until("a restore Job", async || {
+            h.api::<Job>().get_opt(&job).await.unwrap()
+        })
+        .await;
+        h.finish_job(
+            &job,
+            &summary(Verb::Restore, asset, true, Timestamp::now(), vec![]),
+        )
+        .await;
+    }
+    let validate = validate_job_name(&active.id);
+    h.until("the validation Job", async || {
+        h.api::<Job>().get_opt(&validate).await.unwrap()
+    })
+    .await;
+    let check = CheckResult {
+        name: "orders-present".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.2,
+    };
+    h.finish_job(
+        &validate,
+        &summary(
+            Verb::Restore,
+            "validation",
+            true,
+            Timestamp::now(),
+            vec![check],
+        ),
+    )
+    .await;
+
+    let d = drill_until(&h, "the drill record", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    let status = d.status.unwrap();
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
+    let rto = run.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 300.0, "rto {rto}");
+    assert_eq!(
+        run.rpo_seconds,
+        Some(0.0),
+        "the fresh backup was taken after the simulated disaster"
+    );
+    assert!(run.rto_met && run.rpo_met);
+    assert_eq!(run.checks.len(), 1);
+    assert_eq!(run.backups.len(), 2);
+    assert!(status.active.is_none());
+    assert_eq!(status.history.len(), 1);
+    assert_eq!(
+        status.last_drill_now_token.as_deref(),
+        Some("audit-2026-q4")
+    );
+    for (type_, reason) in [
+        (types::READY, "DrillPassed"),
+        (types::RTO_MET, "WithinObjective"),
+        (types::RPO_MET, "WithinObjective"),
+    ] {
+        let c = find(&status.conditions, type_).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reason),
+            "{type_}"
+        );
+    }
+    assert_eq!(h.events("DrillStarted").await.len(), 1);
+    assert_eq!(h.events("DrillPassed").await.len(), 1);
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_drill_rto_seconds{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_drill_objective_met{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    // The policy recorded the drill's fresh backups as its newest good ones.
+    let policy = h
+        .api::<lifeboat_api::BackupPolicy>()
+        .get("shop")
+        .await
+        .unwrap();
+    assert!(
+        policy
+            .status
+            .unwrap()
+            .assets
+            .iter()
+            .all(|a| a.last_success.is_some())
+    );
+}
+
+#[tokio::test]
+async fn a_drill_never_restores_over_its_source() {
+    let h = harness("drill-scope").await;
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["staging"]["targets"][0]["postgres"] =
+        json!({"host": "db", "user": "restore", "database": "orders"});
+    apply_drill(&h, "over-prod", spec).await;
+    let d = drill_until(&h, "InvalidSpec", "over-prod", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "InvalidSpec")
+    })
+    .await;
+    let message = find(&d.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("is its own source"), "{message}");
+    drill_now(&h, "over-prod", "try-anyway").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let d = h.api::<DrillSchedule>().get("over-prod").await.unwrap();
+    assert!(
+        d.status.unwrap().active.is_none(),
+        "no drill starts against its own source"
+    );
+    assert!(
+        h.api::<Job>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_fresh_backup_fails_the_drill_without_measuring() {
+    let h = harness("drill-fail").await;
+    h.apply_policy("shop", policy_spec()).await;
+    apply_drill(&h, "quarterly", drill_spec()).await;
+    drill_until(&h, "a first status", "quarterly", |d| d.status.is_some()).await;
+    drill_now(&h, "quarterly", "t1").await;
+    let d = drill_until(&h, "an active drill", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.active.is_some())
+    })
+    .await;
+    let id = d.status.unwrap().active.unwrap().id;
+    let job = backup_now_job("shop", "orders-db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &job,
+        &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
+    )
+    .await;
+    let d = drill_until(&h, "the failed record", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    let status = d.status.unwrap();
+    let run = status.last_run.unwrap();
+    assert_eq!(run.verdict, DrillVerdict::Failed);
+    assert!(
+        run.message
+            .contains("the fresh backup of orders-db failed: SourceUnreachable"),
+        "{}",
+        run.message
+    );
+    assert_eq!((run.rto_seconds, run.rpo_seconds), (None, None));
+    let rto = find(&status.conditions, types::RTO_MET).unwrap();
+    assert_eq!(
+        (rto.status.as_str(), rto.reason.as_str()),
+        ("False", "NotMeasured")
+    );
+    assert!(
+        h.api::<lifeboat_api::RestoreRequest>()
+            .get_opt(&id)
+            .await
+            .unwrap()
+            .is_none(),
+        "no restore of a failed backup"
+    );
+    assert_eq!(h.events("DrillFailed").await.len(), 1);
+}
