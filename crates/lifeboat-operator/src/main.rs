@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
+use kube::Api;
 use lifeboat_operator::config::AgentConfig;
 use lifeboat_operator::context::Context;
+use lifeboat_operator::leader::{LeaderElector, LeaseConfig};
 use lifeboat_operator::metrics::Metrics;
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -37,6 +39,12 @@ struct Args {
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Act only while holding the Lease `lifeboat-operator` (run two replicas for availability).
+    #[arg(long, env = "LIFEBOAT_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "LIFEBOAT_LOG_JSON")]
     log_json: bool,
@@ -84,20 +92,55 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ready.clone(),
         stopped(stop_rx.clone()),
     ));
+    ready.store(true, Ordering::Relaxed);
+    info!(metrics = %args.metrics_addr, "operator started");
+
+    let elector = args.leader_election.then(|| {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+        LeaderElector::new(
+            Api::namespaced(ctx.client.clone(), &args.leader_election_namespace),
+            "lifeboat-operator",
+            &identity,
+            LeaseConfig::default(),
+        )
+    });
+    if let Some(elector) = &elector {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown_signal() => {
+                let _ = stop_tx.send(true);
+                server.await??;
+                return Ok(());
+            }
+        }
+    }
     let controllers = tokio::spawn(lifeboat_operator::run(
         ctx,
         args.namespace,
         stopped(stop_rx),
     ));
-    ready.store(true, Ordering::Relaxed);
-    info!(metrics = %args.metrics_addr, "operator started");
-
-    shutdown_signal().await;
+    let lost = async {
+        match &elector {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        _ = lost => Err("lost the leader lease; exiting so that only one replica acts".into()),
+    };
     info!("shutting down");
     let _ = stop_tx.send(true);
     controllers.await?;
     server.await??;
-    Ok(())
+    result
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "lifeboat-operator".into())
 }
 
 async fn shutdown_signal() {
