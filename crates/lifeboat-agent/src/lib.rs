@@ -1,0 +1,13 @@
+//! Lifeboat's agent: the data path. It runs inside the Jobs the operator creates (configured by
+//! the `LIFEBOAT_JOB` document and mounted Secret files) and on a laptop (configured by the same
+//! custom resources as YAML files), with the playbook toolkit's verbs.
+
+pub mod drill;
+pub mod error;
+pub mod jobs;
+pub mod layout;
+pub mod local;
+pub mod postgres;
+pub mod redis;
+pub mod stream;
+pub mod tools;

@@ -1,0 +1,242 @@
+//! Throw-away PostgreSQL and Redis servers on loopback, for the local drill (the README's main
+//! job) and the tests. PostgreSQL refuses to run as root, so as root the server runs as the
+//! `postgres` user through `setpriv`, which execs (no intermediate process to orphan it).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::error::{AgentError, Result};
+use crate::{postgres, redis, tools};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| AgentError::config(format!("no free port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| AgentError::config(format!("no free port: {e}")))
+}
+
+fn is_root() -> bool {
+    // The real uid, without libc: /proc/self/status has "Uid: real effective ...".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A command run as the `postgres` user when we are root.
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        if Instant::now() > deadline {
+            return Err(AgentError::new(
+                lifeboat_api::agent_result::ErrorClass::SourceUnreachable,
+                format!("{what} did not become ready within {timeout:?}"),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A PostgreSQL server in a temporary directory, trust authentication on 127.0.0.1.
+pub struct LocalPostgres {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalPostgres {
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-pg-")
+            .tempdir()
+            .map_err(|e| AgentError::storage("temporary directory", e))?;
+        let data = dir.path().join("data");
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| AgentError::config(format!("chown: {e}")))?;
+            if !status.success() {
+                return Err(AgentError::config(
+                    "cannot hand the PostgreSQL directory to the postgres user",
+                ));
+            }
+        }
+        let out = as_postgres(&tools::find("initdb")?)
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "lifeboat",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+                "--locale=C",
+            ])
+            .output()
+            .map_err(|e| AgentError::config(format!("initdb: {e}")))?;
+        if !out.status.success() {
+            return Err(AgentError::config(format!(
+                "initdb failed: {}",
+                tools::tail(&String::from_utf8_lossy(&out.stderr))
+            )));
+        }
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("postgres.log"))
+            .map_err(|e| AgentError::storage("postgres log", e))?;
+        let child = as_postgres(&tools::find("postgres")?)
+            .arg("-D")
+            .arg(&data)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-k")
+            .arg(dir.path())
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=30",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| AgentError::config(format!("postgres: {e}")))?;
+        let mut pg = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let conn = pg.conn();
+        wait_until("PostgreSQL", Duration::from_secs(30), || {
+            postgres::query(&conn, "postgres", "SELECT 1").is_ok()
+        })?;
+        if let Ok(Some(status)) = pg.child.try_wait() {
+            return Err(AgentError::config(format!("postgres exited: {status}")));
+        }
+        Ok(pg)
+    }
+
+    pub fn conn(&self) -> postgres::Conn {
+        postgres::Conn {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            user: "lifeboat".into(),
+            password: None,
+            sslmode: "disable".into(),
+        }
+    }
+}
+
+impl Drop for LocalPostgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Redis server on 127.0.0.1 with its data directory (no automatic saves).
+pub struct LocalRedis {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LocalRedis {
+    /// A server with an empty, temporary data directory.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-redis-")
+            .tempdir()
+            .map_err(|e| AgentError::storage("temporary directory", e))?;
+        let path = dir.path().to_path_buf();
+        Self::start_in(&path, Some(dir))
+    }
+
+    /// A server on `data_dir`, loading `dump.rdb` from it if present (what a restart after a
+    /// restore does).
+    pub fn start_in(data_dir: &Path, owned: Option<tempfile::TempDir>) -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(tools::find("redis-server")?)
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--dir")
+            .arg(data_dir)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
+            // Diskless replication waits 5 s by default before a transfer: `--rdb` would too.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| AgentError::config(format!("redis-server: {e}")))?;
+        let r = Self {
+            port,
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _dir: owned,
+        };
+        let conn = r.conn();
+        wait_until("Redis", Duration::from_secs(20), || {
+            conn.run(0, &["PING"]).is_ok_and(|s| s == "PONG")
+        })?;
+        Ok(r)
+    }
+
+    pub fn conn(&self) -> redis::Conn {
+        redis::Conn {
+            host: "127.0.0.1".into(),
+            port: self.port,
+            username: None,
+            password: None,
+            tls: false,
+        }
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

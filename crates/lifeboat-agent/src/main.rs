@@ -1,0 +1,451 @@
+//! `lifeboat-agent`: backup, restore, verify, list and drill.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use jiff::Timestamp;
+use lifeboat_agent::error::{AgentError, Result};
+use lifeboat_agent::jobs::{self, Env};
+use lifeboat_agent::layout::Repo;
+use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::common::Destination;
+use lifeboat_api::{BackupPolicy, Duration};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL and Redis",
+    long_about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL and Redis.\n\n\
+Inside a Job the operator passes a LIFEBOAT_JOB document and mounts Secrets as files. On a laptop, \
+point it at the same resources as YAML files (--policy-file) and a backup directory (--dir).\n\n\
+Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 7 storage, \
+8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up the assets of a BackupPolicy (metadata is written last, after every checksum).
+    Backup {
+        /// A BackupPolicy YAML file (ignored when LIFEBOAT_JOB is set).
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
+        /// Only these assets (all by default).
+        #[arg(long = "asset")]
+        assets: Vec<String>,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Restore a backup; shows the plan unless --execute. Checksums are verified first.
+    Restore {
+        #[arg(long)]
+        policy_file: Option<PathBuf>,
+        #[arg(long)]
+        asset: Option<String>,
+        /// A backup id, or latest.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// A RestoreTarget YAML (another host or database); the asset's own source otherwise.
+        #[arg(long)]
+        target_file: Option<PathBuf>,
+        /// Carry out the restore (without it, only the plan is shown).
+        #[arg(long)]
+        execute: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Recompute the checksums of stored backups.
+    Verify {
+        #[arg(long)]
+        policy: String,
+        /// One backup id (all by default).
+        #[arg(long)]
+        backup: Option<String>,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// List complete backups.
+    List {
+        #[arg(long)]
+        policy: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// A disaster-recovery drill: back up, lose the traffic after it, restore, validate, and
+    /// report the achieved RPO and RTO against the objectives.
+    Drill {
+        /// Use the embedded default: PostgreSQL and Redis with sample data on loopback.
+        #[arg(long)]
+        demo: bool,
+        #[arg(long, default_value = "30m")]
+        rto: Duration,
+        #[arg(long, default_value = "15m")]
+        rpo: Duration,
+        /// Writes between the backup and the simulated disaster, in seconds.
+        #[arg(long, default_value_t = 3)]
+        traffic_seconds: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+}
+
+#[derive(clap::Args)]
+struct Place {
+    /// Backup directory (a volume inside Jobs).
+    #[arg(long, env = "LIFEBOAT_BACKUP_DIR")]
+    dir: Option<PathBuf>,
+    /// Where Secret keys are found as <dir>/<secret>/<key>.
+    #[arg(long, env = "LIFEBOAT_SECRETS_DIR", default_value = SECRETS_DIR)]
+    secrets_dir: PathBuf,
+}
+
+impl Place {
+    fn env(&self, destination: Option<&Destination>) -> Result<Env> {
+        if destination.is_some_and(|d| d.s3.is_some()) {
+            return Err(AgentError::config(
+                "S3 destinations are not supported by this agent build yet; use a volume",
+            ));
+        }
+        let in_job = std::env::var_os(JOB_ENV).is_some();
+        let root = self.dir.clone().unwrap_or_else(|| {
+            if in_job {
+                PathBuf::from(BACKUP_VOLUME_DIR)
+            } else {
+                PathBuf::from("./backups")
+            }
+        });
+        Ok(Env {
+            repo: Repo::new(root),
+            secrets_dir: self.secrets_dir.clone(),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let started = Timestamp::now();
+    let verb = match &cli.command {
+        Command::Backup { .. } => Verb::Backup,
+        Command::Restore { .. } => Verb::Restore,
+        Command::Verify { .. } => Verb::Verify,
+        Command::List { .. } => Verb::List,
+        Command::Drill { .. } => Verb::Drill,
+    };
+    let outcome = run(cli.command);
+    let mut summary = AgentSummary {
+        version: SUMMARY_VERSION,
+        verb,
+        ok: outcome.is_ok(),
+        asset: None,
+        backup_id: None,
+        started_at: started,
+        finished_at: Timestamp::now(),
+        snapshot_time: None,
+        stored_bytes: None,
+        sha256: None,
+        error_class: None,
+        message: None,
+        checks: Vec::new(),
+    };
+    let code = match outcome {
+        Ok(Some(result)) => {
+            summary.asset = Some(result.asset);
+            summary.backup_id = Some(result.backup_id);
+            summary.snapshot_time = result.snapshot_time;
+            summary.stored_bytes = result.stored_bytes;
+            summary.sha256 = result.sha256;
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => {
+            eprintln!("lifeboat-agent: {e}");
+            summary.error_class = Some(e.class);
+            summary.message = Some(e.message.clone());
+            e.class.exit_code()
+        }
+    };
+    write_termination_message(&summary);
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// What a backup or restore reports to the operator.
+struct Done {
+    asset: String,
+    backup_id: String,
+    snapshot_time: Option<Timestamp>,
+    stored_bytes: Option<u64>,
+    sha256: Option<String>,
+}
+
+/// The summary goes to the termination-message file the operator reads (when there is one).
+fn write_termination_message(summary: &AgentSummary) {
+    let Some(path) = std::env::var_os("LIFEBOAT_TERMINATION_LOG") else {
+        return;
+    };
+    if let Ok(text) = summary.to_termination_message()
+        && let Err(e) = std::fs::write(&path, text)
+    {
+        eprintln!("lifeboat-agent: cannot write the termination message: {e}");
+    }
+}
+
+fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?;
+    serde_json::from_value(
+        serde_json::to_value(
+            serde_yaml_ng(&text)
+                .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?,
+        )
+        .map_err(|e| AgentError::config(e.to_string()))?,
+    )
+    .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))
+}
+
+/// YAML to JSON through serde_json's data model (the resources are plain YAML documents).
+fn serde_yaml_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
+    serde_yaml::from_str(text).map_err(|e| e.to_string())
+}
+
+fn job_document<T: serde::de::DeserializeOwned>() -> Result<Option<T>> {
+    match std::env::var(JOB_ENV) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| AgentError::config(format!("{JOB_ENV}: {e}"))),
+        Err(_) => Ok(None),
+    }
+}
+
+fn run(command: Command) -> Result<Option<Done>> {
+    match command {
+        Command::Backup {
+            policy_file,
+            assets,
+            place,
+        } => {
+            let job = match job_document::<AgentJob>()? {
+                Some(job) => job,
+                None => {
+                    let path = policy_file.ok_or_else(|| {
+                        AgentError::config("give --policy-file (or LIFEBOAT_JOB inside a Job)")
+                    })?;
+                    let policy: BackupPolicy = read_yaml(&path)?;
+                    let name = policy
+                        .metadata
+                        .name
+                        .clone()
+                        .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
+                    let mut last = None;
+                    let env = place.env(Some(&policy.spec.destination))?;
+                    let (id, dir) = env.repo.claim(&name, Timestamp::now())?;
+                    for asset in policy
+                        .spec
+                        .assets
+                        .iter()
+                        .filter(|a| assets.is_empty() || assets.contains(&a.name))
+                    {
+                        let m =
+                            jobs::backup(&env, &name, &id, &dir, asset, &policy.spec.compression)?;
+                        println!(
+                            "{}: backup {} of {} committed ({} bytes)",
+                            m.asset,
+                            m.backup_id,
+                            m.source,
+                            m.stored_bytes()
+                        );
+                        last = Some(m);
+                    }
+                    return Ok(last.map(done));
+                }
+            };
+            if job.encryption.is_some() {
+                return Err(AgentError::config(
+                    "client-side encryption is not supported by this agent build yet; refusing to store unencrypted",
+                ));
+            }
+            let env = place.env(Some(&job.destination))?;
+            let (id, dir) = env.repo.claim(&job.policy, Timestamp::now())?;
+            let m = jobs::backup(&env, &job.policy, &id, &dir, &job.asset, &job.compression)?;
+            println!(
+                "{}: backup {} of {} committed ({} bytes)",
+                m.asset,
+                m.backup_id,
+                m.source,
+                m.stored_bytes()
+            );
+            Ok(Some(done(m)))
+        }
+        Command::Restore {
+            policy_file,
+            asset,
+            backup,
+            target_file,
+            execute,
+            place,
+        } => {
+            let job = match job_document::<AgentRestoreJob>()? {
+                Some(job) => job,
+                None => {
+                    let path = policy_file.ok_or_else(|| {
+                        AgentError::config(
+                            "give --policy-file and --asset (or LIFEBOAT_JOB inside a Job)",
+                        )
+                    })?;
+                    let policy: BackupPolicy = read_yaml(&path)?;
+                    let name = asset.ok_or_else(|| AgentError::config("give --asset"))?;
+                    let a = policy
+                        .spec
+                        .assets
+                        .iter()
+                        .find(|a| a.name == name)
+                        .cloned()
+                        .ok_or_else(|| {
+                            AgentError::not_found(format!("no asset {name:?} in the policy"))
+                        })?;
+                    AgentRestoreJob {
+                        namespace: String::new(),
+                        policy: policy.metadata.name.clone().unwrap_or_default(),
+                        backup_id: backup,
+                        asset: a,
+                        target: target_file.as_ref().map(read_yaml).transpose()?,
+                        location: policy.spec.destination.clone(),
+                        options: Default::default(),
+                        identity_secret: None,
+                    }
+                }
+            };
+            let env = place.env(Some(&job.location))?;
+            let listed = env
+                .repo
+                .find(&job.policy, &job.backup_id, &job.asset.name)?;
+            jobs::verify(&listed)?;
+            let plan = format!(
+                "{} backup {} ({}), checksums verified",
+                job.asset.name, listed.id, listed.metadata.source
+            );
+            if !execute {
+                println!("plan: restore {plan}; run again with --execute to restore");
+                return Ok(None);
+            }
+            let into = jobs::restore(&env, &listed, &job.asset, job.target.as_ref(), &job.options)?;
+            println!("restored {plan} into {into}");
+            Ok(Some(done(listed.metadata)))
+        }
+        Command::Verify {
+            policy,
+            backup,
+            place,
+        } => {
+            let env = place.env(None)?;
+            let all = env.repo.list(&policy)?;
+            let chosen: Vec<_> = all
+                .iter()
+                .filter(|l| backup.as_ref().is_none_or(|b| &l.id == b))
+                .collect();
+            if chosen.is_empty() {
+                return Err(AgentError::not_found(format!(
+                    "no complete backup to verify for policy {policy:?}"
+                )));
+            }
+            for l in &chosen {
+                jobs::verify(l)?;
+                println!(
+                    "ok {} {} ({} artifacts)",
+                    l.id,
+                    l.metadata.asset,
+                    l.metadata.artifacts.len()
+                );
+            }
+            Ok(None)
+        }
+        Command::List {
+            policy,
+            json,
+            place,
+        } => {
+            let env = place.env(None)?;
+            let all = env.repo.list(&policy)?;
+            if json {
+                let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ms)
+                        .map_err(|e| AgentError::config(e.to_string()))?
+                );
+            } else {
+                println!(
+                    "{:<22} {:<16} {:<10} {:>12}  SNAPSHOT",
+                    "BACKUP", "ASSET", "KIND", "BYTES"
+                );
+                for l in &all {
+                    let m = &l.metadata;
+                    println!(
+                        "{:<22} {:<16} {:<10} {:>12}  {}",
+                        l.id,
+                        m.asset,
+                        m.kind.as_str(),
+                        m.stored_bytes(),
+                        m.snapshot_time
+                    );
+                }
+            }
+            Ok(None)
+        }
+        Command::Drill {
+            demo,
+            rto,
+            rpo,
+            traffic_seconds,
+            json,
+            place,
+        } => {
+            if !demo {
+                return Err(AgentError::config(
+                    "only the embedded default is available here: run `lifeboat-agent drill --demo` (drills of your own resources run as DrillSchedules)",
+                ));
+            }
+            let dir = place.dir.unwrap_or_else(|| PathBuf::from("./backups"));
+            let report = lifeboat_agent::drill::run(
+                &dir,
+                &rto,
+                &rpo,
+                std::time::Duration::from_secs(traffic_seconds),
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| AgentError::config(e.to_string()))?
+                );
+            } else {
+                print!("{}", report.text());
+            }
+            if !report.passed {
+                return Err(AgentError::new(
+                    ErrorClass::Validation,
+                    "the drill failed a check or missed an objective",
+                ));
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn done(m: lifeboat_api::agent_result::BackupMetadata) -> Done {
+    Done {
+        stored_bytes: Some(m.stored_bytes()),
+        sha256: m.artifacts.first().map(|a| a.sha256.clone()),
+        snapshot_time: Some(m.snapshot_time),
+        backup_id: m.backup_id,
+        asset: m.asset,
+    }
+}
