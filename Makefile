@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds crds-check testenv testenv-up bench-testenv demo ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds testenv testenv-up bench-testenv demo demo-cluster ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -43,7 +43,12 @@ testenv-up: testenv ## Run a local control plane with the CRDs installed until C
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10
 
-demo: testenv ## Lifeboat's main job on an embedded default (see README)
+demo: ## Lifeboat's main job on an embedded default: a local drill with PostgreSQL and Redis (see README)
+	bash hack/install-deps.sh >/dev/null
+	$(CARGO) build -q -p lifeboat-agent
+	./target/debug/lifeboat-agent drill --demo --dir ./backups
+
+demo-cluster: testenv ## The operator on a local control plane: CronJobs, on-demand Jobs, status
 	bash hack/demo.sh
 
 ci: ## What CI runs on a fresh clone
