@@ -1,8 +1,10 @@
 //! What every reconcile is handed: the client, the Event recorder, metrics and settings.
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::Client;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::config::AgentConfig;
@@ -53,5 +55,28 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             warn!(error = %e, reason, "publishing an Event");
         }
+    }
+}
+
+impl Context {
+    /// Writes `status` to `obj`'s status subresource by server-side apply, with the operator's
+    /// one field manager (the same for every kind).
+    pub async fn apply_status<K>(
+        &self,
+        obj: &K,
+        status: &impl serde::Serialize,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+        let api = Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
+        let params = PatchParams::apply(crate::config::FIELD_MANAGER).force();
+        api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
+            .await?;
+        Ok(())
     }
 }

@@ -22,7 +22,6 @@ use lifeboat_api::BackupPolicy;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
 use lifeboat_api::conditions::{self, types};
 use lifeboat_api::schedule::CronSchedule;
-use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::config::FIELD_MANAGER;
@@ -63,7 +62,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .is_some_and(|p| p.reason == "SecretNotFound");
     let decision = status::decide(&policy, &outcomes, problem, handled_token, Timestamp::now());
     if decision.changed {
-        write_status(&ctx, &policy, &ns, &decision.status).await?;
+        ctx.apply_status(policy.as_ref(), &decision.status).await?;
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
     update_metrics(&ctx, &policy, &ns, &decision.status);
@@ -212,27 +211,6 @@ async fn check_secrets(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result
             return Err(Error::SecretNotFound(name));
         }
     }
-    Ok(())
-}
-
-async fn write_status(
-    ctx: &Context,
-    policy: &BackupPolicy,
-    ns: &str,
-    status: &BackupPolicyStatus,
-) -> Result<()> {
-    let api = Api::<BackupPolicy>::namespaced(ctx.client.clone(), ns);
-    let patch = json!({
-        "apiVersion": BackupPolicy::api_version(&()),
-        "kind": BackupPolicy::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &policy.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
     Ok(())
 }
 

@@ -20,7 +20,6 @@ use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
-use serde_json::json;
 use tracing::{instrument, warn};
 
 use crate::backup_policy::cronjob::on_demand_job;
@@ -51,17 +50,17 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
 
     let schedule = match CronSchedule::parse(&ds.spec.schedule, ds.spec.time_zone.as_deref()) {
         Ok(s) => s,
-        Err(e) => return report_problem(&ds, &ctx, &ns, &old, "InvalidSpec", e.to_string()).await,
+        Err(e) => return report_problem(&ds, &ctx, &old, "InvalidSpec", e.to_string()).await,
     };
     let Some(policy) = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&ds.spec.policy)
         .await?
     else {
         let message = format!("BackupPolicy {:?} not found in {ns}", ds.spec.policy);
-        return report_problem(&ds, &ctx, &ns, &old, "PolicyNotFound", message).await;
+        return report_problem(&ds, &ctx, &old, "PolicyNotFound", message).await;
     };
     if let Err(message) = check_scope(&ds, &policy) {
-        return report_problem(&ds, &ctx, &ns, &old, "InvalidSpec", message).await;
+        return report_problem(&ds, &ctx, &old, "InvalidSpec", message).await;
     }
 
     // Never fire on creation: the first due time is the first one after the resource appeared.
@@ -173,7 +172,7 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     }
     update_metrics(&ctx, &ds, &ns, &status);
     if status != old {
-        write_status(&ctx, &ds, &ns, &status).await?;
+        ctx.apply_status(ds.as_ref(), &status).await?;
     }
     status.active.as_ref().map_or_else(
         || {
@@ -324,7 +323,6 @@ fn check_scope(ds: &DrillSchedule, policy: &BackupPolicy) -> std::result::Result
 async fn report_problem(
     ds: &DrillSchedule,
     ctx: &Context,
-    ns: &str,
     old: &DrillScheduleStatus,
     reason: &str,
     message: String,
@@ -353,30 +351,13 @@ async fn report_problem(
         .await;
     }
     if &status != old {
-        write_status(ctx, ds, ns, &status).await?;
+        ctx.apply_status(ds, &status).await?;
     }
     Ok(Action::requeue(if reason == "InvalidSpec" {
         Duration::from_secs(300)
     } else {
         Duration::from_secs(30)
     }))
-}
-
-async fn write_status(
-    ctx: &Context,
-    ds: &DrillSchedule,
-    ns: &str,
-    status: &DrillScheduleStatus,
-) -> Result<()> {
-    let patch = json!({"apiVersion": DrillSchedule::api_version(&()), "kind": DrillSchedule::kind(&()), "status": status});
-    Api::<DrillSchedule>::namespaced(ctx.client.clone(), ns)
-        .patch_status(
-            &ds.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
 }
 
 fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillScheduleStatus) {

@@ -20,7 +20,6 @@ use kube::{Api, Resource, ResourceExt};
 use lifeboat_api::conditions::{Status, condition, set_condition, types};
 use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
 use lifeboat_api::{BackupPolicy, RestoreRequest};
-use serde_json::json;
 use tracing::{instrument, warn};
 
 use crate::config::FIELD_MANAGER;
@@ -53,11 +52,11 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
     let policies = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns);
     let Some(policy) = policies.get_opt(&rr.spec.source.policy).await? else {
         let message = format!("BackupPolicy {:?} not found in {ns}", rr.spec.source.policy);
-        return report_problem(&rr, &ctx, &ns, old, "PolicyNotFound", message).await;
+        return report_problem(&rr, &ctx, old, "PolicyNotFound", message).await;
     };
     let steps = match plan::resolve(&rr, &policy) {
         Ok(steps) => steps,
-        Err(e) => return report_problem(&rr, &ctx, &ns, old, e.reason(), e.to_string()).await,
+        Err(e) => return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await,
     };
 
     let mut status = old.clone();
@@ -82,7 +81,9 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
                 now,
             ),
         );
-        write_if_changed(&rr, &ctx, &ns, &old, &status).await?;
+        if old != status {
+            ctx.apply_status(rr.as_ref(), &status).await?;
+        }
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
@@ -214,7 +215,9 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
         ctx.publish(&rr.object_ref(&()), kind, reason, "Finish".into(), note)
             .await;
     }
-    write_if_changed(&rr, &ctx, &ns, &old, &status).await?;
+    if old != status {
+        ctx.apply_status(rr.as_ref(), &status).await?;
+    }
     if status.phase.is_finished() {
         return expire(&rr, &ctx, &ns, &status, now).await;
     }
@@ -238,7 +241,6 @@ pub fn error_policy(rr: Arc<RestoreRequest>, error: &Error, ctx: Arc<Context>) -
 async fn report_problem(
     rr: &RestoreRequest,
     ctx: &Context,
-    ns: &str,
     old: RestoreRequestStatus,
     reason: &str,
     message: String,
@@ -266,7 +268,9 @@ async fn report_problem(
         )
         .await;
     }
-    write_if_changed(rr, ctx, ns, &old, &status).await?;
+    if old != status {
+        ctx.apply_status(rr, &status).await?;
+    }
     Ok(Action::requeue(Duration::from_secs(30)))
 }
 
@@ -299,25 +303,4 @@ async fn expire(
     Ok(Action::requeue(Duration::from_secs(
         u64::try_from(due - now.as_second()).unwrap_or(1).max(1),
     )))
-}
-
-async fn write_if_changed(
-    rr: &RestoreRequest,
-    ctx: &Context,
-    ns: &str,
-    old: &RestoreRequestStatus,
-    new: &RestoreRequestStatus,
-) -> Result<()> {
-    if old == new {
-        return Ok(());
-    }
-    let patch = json!({"apiVersion": RestoreRequest::api_version(&()), "kind": RestoreRequest::kind(&()), "status": new});
-    Api::<RestoreRequest>::namespaced(ctx.client.clone(), ns)
-        .patch_status(
-            &rr.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
 }
