@@ -11,3 +11,4 @@ pub mod postgres;
 pub mod redis;
 pub mod stream;
 pub mod tools;
+pub mod validate;

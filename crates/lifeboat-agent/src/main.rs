@@ -78,6 +78,14 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Run the validation checks of a LIFEBOAT_JOB document (the operator's validation Job).
+    Validate {
+        /// Accepted for symmetry with restore: checks only read.
+        #[arg(long)]
+        execute: bool,
+        #[command(flatten)]
+        place: Place,
+    },
     /// A disaster-recovery drill: back up, lose the traffic after it, restore, validate, and
     /// report the achieved RPO and RTO against the objectives.
     Drill {
@@ -139,8 +147,10 @@ fn main() -> ExitCode {
         Command::Verify { .. } => Verb::Verify,
         Command::List { .. } => Verb::List,
         Command::Drill { .. } => Verb::Drill,
+        Command::Validate { .. } => Verb::Restore,
     };
-    let outcome = run(cli.command);
+    let mut checks = Vec::new();
+    let outcome = run(cli.command, &mut checks);
     let mut summary = AgentSummary {
         version: SUMMARY_VERSION,
         verb,
@@ -154,7 +164,7 @@ fn main() -> ExitCode {
         sha256: None,
         error_class: None,
         message: None,
-        checks: Vec::new(),
+        checks,
     };
     let code = match outcome {
         Ok(Some(result)) => {
@@ -225,7 +235,10 @@ fn job_document<T: serde::de::DeserializeOwned>() -> Result<Option<T>> {
     }
 }
 
-fn run(command: Command) -> Result<Option<Done>> {
+fn run(
+    command: Command,
+    checks: &mut Vec<lifeboat_api::restore_request::CheckResult>,
+) -> Result<Option<Done>> {
     match command {
         Command::Backup {
             policy_file,
@@ -397,6 +410,35 @@ fn run(command: Command) -> Result<Option<Done>> {
                         m.snapshot_time
                     );
                 }
+            }
+            Ok(None)
+        }
+        Command::Validate { execute: _, place } => {
+            let job =
+                job_document::<lifeboat_api::agent_job::AgentValidateJob>()?.ok_or_else(|| {
+                    AgentError::config("validate runs the checks of a LIFEBOAT_JOB document")
+                })?;
+            let env = place.env(None)?;
+            *checks = lifeboat_agent::validate::run(&env, &job);
+            for c in checks.iter() {
+                let note = if c.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", c.message)
+                };
+                println!(
+                    "{} {} ({} attempts){note}",
+                    if c.passed { "ok  " } else { "FAIL" },
+                    c.name,
+                    c.attempts
+                );
+            }
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            if failed > 0 {
+                return Err(AgentError::new(
+                    ErrorClass::Validation,
+                    format!("{failed} of {} checks failed", checks.len()),
+                ));
             }
             Ok(None)
         }

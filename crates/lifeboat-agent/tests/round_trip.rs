@@ -408,3 +408,79 @@ fn the_local_drill_reports_rpo_and_rto_against_objectives() {
     assert_eq!(out.status.code(), Some(10));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL RPO achieved"));
 }
+
+#[test]
+fn validate_runs_sql_and_redis_checks_against_the_restore_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = LocalPostgres::start().unwrap();
+    let redis = LocalRedis::start().unwrap();
+    postgres::query(&pg.conn(), "postgres", "CREATE DATABASE staging").unwrap();
+    postgres::query(
+        &pg.conn(),
+        "staging",
+        "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)",
+    )
+    .unwrap();
+    redis
+        .conn()
+        .run(0, &["SET", "lifeboat:canary", "here"])
+        .unwrap();
+    let job = |expect: &str| {
+        serde_json::json!({
+            "namespace": "n",
+            "timeout": "3s",
+            "checks": [
+                {"name": "orders", "sql": {"asset": "db", "query": "SELECT count(*) > 0 FROM orders", "expect": expect}},
+                {"name": "canary", "redis": {"asset": "cache", "key": "lifeboat:canary", "expect": "here"}}
+            ],
+            "assets": [
+                {"namespace": "n", "policy": "p", "backupId": "x",
+                 "asset": {"name": "db", "postgres": {"host": "prod", "user": "u", "databases": ["orders"]}},
+                 "target": {"asset": "db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "database": "staging"}},
+                 "location": {"volume": {"claimName": "b"}}, "options": {}},
+                {"namespace": "n", "policy": "p", "backupId": "x",
+                 "asset": {"name": "cache", "redis": {"host": "prod"}},
+                 "target": {"asset": "cache", "redis": {"host": "127.0.0.1", "port": redis.port}},
+                 "location": {"volume": {"claimName": "b"}}, "options": {}}
+            ]
+        })
+        .to_string()
+    };
+    let term = dir.path().join("term");
+    let run = |doc: String| {
+        agent()
+            .env("LIFEBOAT_JOB", doc)
+            .env("LIFEBOAT_TERMINATION_LOG", &term)
+            .args(["validate", "--execute", "--dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = run(job("t"));
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let summary = lifeboat_api::agent_result::AgentSummary::from_termination_message(
+        &std::fs::read_to_string(&term).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary.checks.len(), 2);
+    assert!(summary.checks.iter().all(|c| c.passed));
+    // A check that cannot pass is retried until the timeout, then fails the run with its reason.
+    let bad = run(job("f"));
+    assert_eq!(bad.status.code(), Some(10));
+    let summary = lifeboat_api::agent_result::AgentSummary::from_termination_message(
+        &std::fs::read_to_string(&term).unwrap(),
+    )
+    .unwrap();
+    let orders = summary.checks.iter().find(|c| c.name == "orders").unwrap();
+    assert!(!orders.passed && orders.attempts >= 2, "{orders:?}");
+    assert!(
+        orders.message.contains("expected \"f\", got \"t\""),
+        "{}",
+        orders.message
+    );
+}
