@@ -316,3 +316,44 @@ pub fn restore(
         ))),
     }
 }
+
+/// Applies `rules` to the backups of `asset`: returns the ids deleted (or, without `execute`,
+/// that would be). A listing that fails aborts everything: an unreadable history is never
+/// permission to delete.
+pub fn prune(
+    env: &Env,
+    policy: &str,
+    asset: &str,
+    rules: &lifeboat_api::backup_policy::Retention,
+    execute: bool,
+    allow_mass_delete: bool,
+) -> Result<Vec<String>> {
+    let listed: Vec<Listed> = env
+        .repo
+        .list(policy)?
+        .into_iter()
+        .filter(|l| l.metadata.asset == asset)
+        .collect();
+    let candidates: Vec<crate::retention::Candidate> = listed
+        .iter()
+        .map(|l| crate::retention::Candidate {
+            id: l.id.clone(),
+            snapshot_time: l.metadata.snapshot_time,
+        })
+        .collect();
+    let doomed = crate::retention::select(
+        asset,
+        &candidates,
+        rules,
+        Timestamp::now(),
+        50,
+        allow_mass_delete,
+    )
+    .map_err(|e| AgentError::config(e.to_string()))?;
+    if execute {
+        for l in listed.iter().filter(|l| doomed.contains(&l.id)) {
+            env.repo.remove(l)?;
+        }
+    }
+    Ok(doomed)
+}

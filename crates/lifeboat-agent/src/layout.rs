@@ -170,3 +170,24 @@ pub fn read_metadata(path: &Path) -> Result<BackupMetadata> {
     }
     Ok(m)
 }
+
+impl Repo {
+    /// Deletes one asset's backup: its metadata first (so a half-deleted backup is never listed
+    /// as complete), then its artifacts, then the directory if nothing else is left in it.
+    pub fn remove(&self, listed: &Listed) -> Result<()> {
+        let meta = listed
+            .dir
+            .join(format!("{}{METADATA_SUFFIX}", listed.metadata.asset));
+        fs::remove_file(&meta).map_err(|e| AgentError::storage(meta.display(), e))?;
+        for a in &listed.metadata.artifacts {
+            let path = listed.dir.join(&a.name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(AgentError::storage(path.display(), e)),
+            }
+        }
+        let _ = fs::remove_dir(&listed.dir); // only succeeds when empty
+        Ok(())
+    }
+}

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod local;
 pub mod postgres;
 pub mod redis;
+pub mod retention;
 pub mod stream;
 pub mod tools;
 pub mod validate;

@@ -59,6 +59,22 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Apply a policy's retention: dry run unless --execute. The newest backups (minKeep) are
+    /// never deleted, and a pass deleting more than half of an asset's backups is refused.
+    Prune {
+        #[arg(long)]
+        policy_file: PathBuf,
+        /// Only these assets (all by default).
+        #[arg(long = "asset")]
+        assets: Vec<String>,
+        #[arg(long)]
+        execute: bool,
+        /// Allow a pass that deletes more than half of an asset's backups.
+        #[arg(long)]
+        allow_mass_delete: bool,
+        #[command(flatten)]
+        place: Place,
+    },
     /// Recompute the checksums of stored backups.
     Verify {
         #[arg(long)]
@@ -148,6 +164,7 @@ fn main() -> ExitCode {
         Command::List { .. } => Verb::List,
         Command::Drill { .. } => Verb::Drill,
         Command::Validate { .. } => Verb::Restore,
+        Command::Prune { .. } => Verb::Prune,
     };
     let mut checks = Vec::new();
     let outcome = run(cli.command, &mut checks);
@@ -173,6 +190,7 @@ fn main() -> ExitCode {
             summary.snapshot_time = result.snapshot_time;
             summary.stored_bytes = result.stored_bytes;
             summary.sha256 = result.sha256;
+            summary.message = result.note;
             0
         }
         Ok(None) => 0,
@@ -189,6 +207,8 @@ fn main() -> ExitCode {
 
 /// What a backup or restore reports to the operator.
 struct Done {
+    /// Something the operator should surface although the verb succeeded.
+    note: Option<String>,
     asset: String,
     backup_id: String,
     snapshot_time: Option<Timestamp>,
@@ -295,7 +315,27 @@ fn run(
                 m.source,
                 m.stored_bytes()
             );
-            Ok(Some(done(m)))
+            // Retention after each success, inside this policy's own directory only. A refusal
+            // (mass deletion) does not undo the good backup: it is reported in the summary.
+            let mut result = done(m);
+            match jobs::prune(
+                &env,
+                &job.policy,
+                &job.asset.name,
+                &job.retention,
+                true,
+                false,
+            ) {
+                Ok(ids) if !ids.is_empty() => {
+                    println!("{}: retention deleted {}", job.asset.name, ids.join(", "))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("lifeboat-agent: retention: {e}");
+                    result.note = Some(format!("retention not applied: {e}"));
+                }
+            }
+            Ok(Some(result))
         }
         Command::Restore {
             policy_file,
@@ -413,6 +453,47 @@ fn run(
             }
             Ok(None)
         }
+        Command::Prune {
+            policy_file,
+            assets,
+            execute,
+            allow_mass_delete,
+            place,
+        } => {
+            let policy: BackupPolicy = read_yaml(&policy_file)?;
+            let name = policy
+                .metadata
+                .name
+                .clone()
+                .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
+            let env = place.env(Some(&policy.spec.destination))?;
+            for asset in policy
+                .spec
+                .assets
+                .iter()
+                .filter(|a| assets.is_empty() || assets.contains(&a.name))
+            {
+                let ids = jobs::prune(
+                    &env,
+                    &name,
+                    &asset.name,
+                    &policy.spec.retention,
+                    execute,
+                    allow_mass_delete,
+                )?;
+                let verb = if execute { "deleted" } else { "would delete" };
+                if ids.is_empty() {
+                    println!("{}: nothing to delete", asset.name);
+                }
+                for id in ids {
+                    println!("{}: {verb} {id}", asset.name);
+                }
+            }
+            if !execute {
+                println!("dry run: rerun with --execute to delete");
+            }
+            Ok(None)
+        }
         Command::Validate { execute: _, place } => {
             let job =
                 job_document::<lifeboat_api::agent_job::AgentValidateJob>()?.ok_or_else(|| {
@@ -484,6 +565,7 @@ fn run(
 
 fn done(m: lifeboat_api::agent_result::BackupMetadata) -> Done {
     Done {
+        note: None,
         stored_bytes: Some(m.stored_bytes()),
         sha256: m.artifacts.first().map(|a| a.sha256.clone()),
         snapshot_time: Some(m.snapshot_time),

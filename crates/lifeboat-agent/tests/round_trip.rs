@@ -484,3 +484,111 @@ fn validate_runs_sql_and_redis_checks_against_the_restore_targets() {
         orders.message
     );
 }
+
+#[test]
+fn prune_applies_retention_dry_run_first_and_refuses_a_mass_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let pg = LocalPostgres::start().unwrap();
+    let redis = LocalRedis::start().unwrap();
+    redis.conn().run(0, &["SET", "k", "v"]).unwrap();
+    let policy = write_policy(dir.path(), &pg, &redis);
+    for _ in 0..4 {
+        let out = agent()
+            .args(["backup", "--asset", "sessions", "--policy-file"])
+            .arg(&policy)
+            .arg("--dir")
+            .arg(&backups)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let count = || {
+        let list = agent()
+            .args(["list", "--policy", "shop", "--json", "--dir"])
+            .arg(&backups)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&list.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count(), 4);
+    let with_retention = |r: &str| {
+        let text = std::fs::read_to_string(&policy).unwrap();
+        let start = text.find("  retention:").unwrap();
+        let end = start + text[start..].find('\n').unwrap();
+        std::fs::write(
+            &policy,
+            format!("{}  retention: {r}{}", &text[..start], &text[end..]),
+        )
+        .unwrap();
+    };
+    with_retention("{keepLast: 2}");
+    let dry = agent()
+        .args(["prune", "--policy-file"])
+        .arg(&policy)
+        .arg("--dir")
+        .arg(&backups)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(text.matches("sessions: would delete").count(), 2, "{text}");
+    assert_eq!(count(), 4, "a dry run deletes nothing");
+    let run = agent()
+        .args(["prune", "--execute", "--policy-file"])
+        .arg(&policy)
+        .arg("--dir")
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    assert_eq!(count(), 2);
+    assert!(
+        agent()
+            .args(["verify", "--policy", "shop", "--dir"])
+            .arg(&backups)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Two more backups, then a rule that would delete 3 of 4: refused, nothing deleted.
+    for _ in 0..2 {
+        assert!(
+            agent()
+                .args(["backup", "--asset", "sessions", "--policy-file"])
+                .arg(&policy)
+                .arg("--dir")
+                .arg(&backups)
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    with_retention("{keepLast: 1}");
+    let refused = agent()
+        .args(["prune", "--execute", "--policy-file"])
+        .arg(&policy)
+        .arg("--dir")
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("refusing to delete 3 of 4"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(count(), 4);
+}

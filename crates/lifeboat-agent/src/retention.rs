@@ -1,0 +1,200 @@
+//! Which backups retention deletes. Pure. The rules every peer's users wished theirs had: the
+//! newest `minKeep` backups of an asset are never deleted, whatever their age (so a stalled
+//! schedule never ages out the last good backup); a pass that would delete more than a share of an
+//! asset's backups is refused unless explicitly allowed (a retention edit or a clock jump is not
+//! permission to wipe a history); backups dated in the future are kept.
+
+use jiff::Timestamp;
+use lifeboat_api::backup_policy::Retention;
+
+/// One backup, as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub snapshot_time: Timestamp,
+}
+
+/// Why a pass was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to delete {delete} of {total} backups of asset {asset} in one pass (more than {limit}%); check the retention rules and the clock, then rerun with --allow-mass-delete"
+)]
+pub struct MassDeletion {
+    pub asset: String,
+    pub delete: usize,
+    pub total: usize,
+    pub limit: u32,
+}
+
+/// The ids to delete among `backups` of `asset`, newest kept first.
+pub fn select(
+    asset: &str,
+    backups: &[Candidate],
+    rules: &Retention,
+    now: Timestamp,
+    max_delete_percent: u32,
+    allow_mass_delete: bool,
+) -> Result<Vec<String>, MassDeletion> {
+    let mut newest_first: Vec<&Candidate> = backups.iter().collect();
+    newest_first.sort_by(|a, b| {
+        b.snapshot_time
+            .cmp(&a.snapshot_time)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    let floor = usize::try_from(rules.min_keep.max(1)).unwrap_or(usize::MAX);
+    let keep_last = rules.keep_last.and_then(|k| usize::try_from(k).ok());
+    let max_age = rules
+        .max_age
+        .as_ref()
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let delete: Vec<String> = newest_first
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| {
+            if *i < floor {
+                return false;
+            }
+            let beyond_count = keep_last.is_some_and(|k| *i >= k);
+            let age = now.as_second() - b.snapshot_time.as_second();
+            let too_old = max_age.is_some_and(|m| age > m);
+            beyond_count || too_old
+        })
+        .map(|(_, b)| b.id.clone())
+        .collect();
+    let total = backups.len();
+    if !allow_mass_delete
+        && total > 0
+        && delete.len() * 100 > total * max_delete_percent as usize
+        && delete.len() > 1
+    {
+        return Err(MassDeletion {
+            asset: asset.to_owned(),
+            delete: delete.len(),
+            total,
+            limit: max_delete_percent,
+        });
+    }
+    Ok(delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    /// `n` hourly backups ending at `last`.
+    fn hourly(n: i64, last: &str) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| {
+                let t = at(last) - jiff::SignedDuration::from_hours(i);
+                Candidate {
+                    id: t.strftime("%Y%m%dT%H%M%SZ").to_string(),
+                    snapshot_time: t,
+                }
+            })
+            .collect()
+    }
+
+    fn rules(keep_last: Option<u32>, max_age: Option<&str>, min_keep: u32) -> Retention {
+        Retention {
+            keep_last,
+            max_age: max_age.map(|m| m.parse().unwrap()),
+            min_keep,
+        }
+    }
+
+    #[test]
+    fn keep_last_and_max_age_delete_the_oldest() {
+        let b = hourly(10, "2026-11-24T10:00:00Z");
+        let now = at("2026-11-24T10:30:00Z");
+        let d = select("db", &b, &rules(Some(8), None, 1), now, 50, false).unwrap();
+        assert_eq!(d, vec![b[8].id.clone(), b[9].id.clone()]);
+        let d = select("db", &b, &rules(None, Some("5h"), 1), now, 50, false).unwrap();
+        assert_eq!(
+            d.len(),
+            5,
+            "backups older than 5h (05:00 and before): {d:?}"
+        );
+    }
+
+    #[test]
+    fn the_floor_keeps_the_newest_backups_even_when_every_rule_would_delete_them() {
+        // The schedule stalled for a month: every backup is older than maxAge.
+        let b = hourly(3, "2026-10-01T00:00:00Z");
+        let now = at("2026-11-24T10:00:00Z");
+        let d = select("db", &b, &rules(None, Some("7d"), 1), now, 100, false).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(!d.contains(&b[0].id), "the newest good backup survives");
+        let d = select("db", &b, &rules(None, Some("7d"), 3), now, 100, false).unwrap();
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_mass_deletion_is_refused_unless_allowed() {
+        let b = hourly(30, "2026-11-24T10:00:00Z");
+        let now = at("2026-11-24T10:30:00Z");
+        let e = select("db", &b, &rules(Some(7), None, 1), now, 50, false).unwrap_err();
+        assert_eq!((e.delete, e.total), (23, 30));
+        assert!(e.to_string().contains("--allow-mass-delete"));
+        assert_eq!(
+            select("db", &b, &rules(Some(7), None, 1), now, 50, true)
+                .unwrap()
+                .len(),
+            23
+        );
+        // Steady state (one new backup, one out) is far below the limit.
+        let b = hourly(8, "2026-11-24T10:00:00Z");
+        assert_eq!(
+            select("db", &b, &rules(Some(7), None, 1), now, 50, false)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn clock_skew_never_deletes_the_newest_backup() {
+        let b = hourly(5, "2026-11-24T10:00:00Z");
+        // The clock jumped a day ahead: everything looks old, the floor still holds.
+        let d = select(
+            "db",
+            &b,
+            &rules(None, Some("1h"), 1),
+            at("2026-11-25T10:00:00Z"),
+            100,
+            false,
+        )
+        .unwrap();
+        assert!(!d.contains(&b[0].id));
+        // The clock is a day behind: backups are "in the future", none is too old.
+        let d = select(
+            "db",
+            &b,
+            &rules(None, Some("1h"), 1),
+            at("2026-11-23T10:00:00Z"),
+            100,
+            false,
+        )
+        .unwrap();
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn nothing_listed_means_nothing_deleted() {
+        assert!(
+            select(
+                "db",
+                &[],
+                &rules(Some(1), Some("1h"), 1),
+                at("2026-11-24T10:00:00Z"),
+                50,
+                false
+            )
+            .unwrap()
+            .is_empty()
+        );
+    }
+}
