@@ -349,3 +349,78 @@ async fn what_cannot_be_restored_yet_is_reported_with_a_reason() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_restarted_operator_converges_without_duplicating_work() {
+    // First operator: starts the restore; it is stopped while the first restore Job runs.
+    let h = harness("rr-restart").await;
+    policy_with_backups(&h).await;
+    apply_restore(&h, "mid-flight", restore_spec(true)).await;
+    let first =
+        lifeboat_operator::restore_request::progress::restore_job_name("mid-flight", "orders-db");
+    let jobs = h.api::<Job>();
+    let job = h
+        .until("the first restore Job", async || {
+            jobs.get_opt(&first).await.unwrap()
+        })
+        .await;
+    let uid = job.uid().unwrap();
+    let h2 = h.restart().await;
+    // The second operator finds the same Job (same name, same uid: not recreated) and goes on.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(jobs.get(&first).await.unwrap().uid().unwrap(), uid);
+    h2.finish_job(&first, &summary(Verb::Restore, "orders-db", true, vec![]))
+        .await;
+    let second =
+        lifeboat_operator::restore_request::progress::restore_job_name("mid-flight", "sessions");
+    h2.until("the second restore Job", async || {
+        jobs.get_opt(&second).await.unwrap()
+    })
+    .await;
+    h2.finish_job(&second, &summary(Verb::Restore, "sessions", true, vec![]))
+        .await;
+    let validate = lifeboat_operator::restore_request::progress::validate_job_name("mid-flight");
+    h2.until("the validation Job", async || {
+        jobs.get_opt(&validate).await.unwrap()
+    })
+    .await;
+    let check = CheckResult {
+        name: "orders-present".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.1,
+    };
+    h2.finish_job(
+        &validate,
+        &summary(Verb::Restore, "validation", true, vec![check]),
+    )
+    .await;
+    let rr = restore_until(&h2, "Succeeded", "mid-flight", |r| {
+        phase(r) == RestorePhase::Succeeded
+    })
+    .await;
+    assert!(rr.status.unwrap().rto_seconds.is_some());
+    let restore_jobs = jobs
+        .list(&ListParams::default().labels("lifeboat.dev/restore"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        restore_jobs.len(),
+        3,
+        "two restores and one validation, none twice"
+    );
+    // A third start after the end changes nothing: a finished request never runs again.
+    let h3 = h2.restart().await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        jobs.list(&ListParams::default().labels("lifeboat.dev/restore"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
+    assert_eq!(h3.events("RestoreSucceeded").await.len(), 1);
+}

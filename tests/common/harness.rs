@@ -54,6 +54,33 @@ pub async fn harness(prefix: &str) -> Harness {
 }
 
 impl Harness {
+    /// Stops this harness's controllers and starts new ones on the same namespace: an operator
+    /// restart (kill and start) without losing the cluster's state.
+    pub async fn restart(self) -> Harness {
+        let Harness {
+            client, ns, _stop, ..
+        } = self;
+        drop(_stop);
+        // Let the old controllers see the shutdown before the new ones start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let metrics = Metrics::new().unwrap();
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            AgentConfig::default(),
+        ));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(lifeboat_operator::run(ctx, Some(ns.clone()), async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            client,
+            ns,
+            metrics,
+            _stop: stop,
+        }
+    }
+
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
         &self,
     ) -> Api<K> {
