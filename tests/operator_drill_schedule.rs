@@ -341,3 +341,102 @@ async fn a_failed_fresh_backup_fails_the_drill_without_measuring() {
     );
     assert_eq!(h.events("DrillFailed").await.len(), 1);
 }
+
+/// A webhook receiver on loopback: returns its URL and the first request body it receives.
+async fn receiver() -> (String, tokio::sync::oneshot::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/services/T000/B000/secret-token",
+        listener.local_addr().unwrap()
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            req.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&req).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    let _ = tx.send(body.to_owned());
+                    return;
+                }
+            }
+            if n == 0 {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test]
+async fn a_failed_drill_notifies_the_webhook_and_keeps_its_url_secret() {
+    let h = harness("drill-notify").await;
+    let (url, body) = receiver().await;
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "slack"}, "stringData": {"url": url}}))
+            .unwrap();
+    h.api::<k8s_openapi::api::core::v1::Secret>()
+        .create(&Default::default(), &secret)
+        .await
+        .unwrap();
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["notification"] = json!({"webhookSecret": {"name": "slack", "key": "url"}});
+    apply_drill(&h, "quarterly", spec).await;
+    drill_until(&h, "a first status", "quarterly", |d| d.status.is_some()).await;
+    drill_now(&h, "quarterly", "t1").await;
+    let d = drill_until(&h, "an active drill", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.active.is_some())
+    })
+    .await;
+    let id = d.status.unwrap().active.unwrap().id;
+    let job = backup_now_job("shop", "orders-db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &job,
+        &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
+    )
+    .await;
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), body)
+        .await
+        .unwrap()
+        .unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let message = payload["text"].as_str().unwrap();
+    assert!(
+        message.contains("DrillFailed") && message.contains(&id),
+        "{message}"
+    );
+    assert!(message.contains("SourceUnreachable"), "{message}");
+    h.until("NotificationSent", async || {
+        (!h.events("NotificationSent").await.is_empty()).then_some(())
+    })
+    .await;
+    let d = h.api::<DrillSchedule>().get("quarterly").await.unwrap();
+    let events = h
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&Default::default())
+        .await
+        .unwrap();
+    let visible = format!("{d:?}{events:?}");
+    assert!(!visible.contains("secret-token"), "the webhook URL leaked");
+}

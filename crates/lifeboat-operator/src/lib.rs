@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod pod;
 pub mod restore_request;
 pub mod server;

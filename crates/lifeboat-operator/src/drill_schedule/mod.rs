@@ -20,6 +20,7 @@ use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
+use serde_json::json;
 use tracing::{instrument, warn};
 
 use crate::backup_policy::cronjob::on_demand_job;
@@ -163,7 +164,15 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                     kind,
                     reason,
                     format!("Drill/{}", record.id),
-                    note,
+                    note.clone(),
+                )
+                .await;
+                notify(
+                    &ctx,
+                    &ds,
+                    &ns,
+                    record.verdict,
+                    &format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any()),
                 )
                 .await;
             }
@@ -358,6 +367,54 @@ async fn report_problem(
     } else {
         Duration::from_secs(30)
     }))
+}
+
+/// Sends the drill's result to its webhook when the spec asks for it (on failure or a missed
+/// objective by default). A failed notification is a Warning Event, never a failed drill.
+async fn notify(ctx: &Context, ds: &DrillSchedule, ns: &str, verdict: DrillVerdict, text: &str) {
+    let Some(n) = &ds.spec.notification else {
+        return;
+    };
+    if verdict == DrillVerdict::Passed && n.when == lifeboat_api::drill_schedule::NotifyOn::Failure
+    {
+        return;
+    }
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), ns);
+    let url = match secrets.get_opt(&n.webhook_secret.name).await {
+        Ok(Some(secret)) => secret
+            .data
+            .and_then(|d| d.get(&n.webhook_secret.key).cloned())
+            .and_then(|b| String::from_utf8(b.0).ok())
+            .map(|u| u.trim().to_owned()),
+        _ => None,
+    };
+    let result = match url {
+        None => Err(format!(
+            "Secret key {}/{} not found",
+            n.webhook_secret.name, n.webhook_secret.key
+        )),
+        Some(url) => {
+            crate::notify::post_json(&url, &json!({ "text": text }), Duration::from_secs(10))
+                .await
+                .and_then(|code| {
+                    if (200..300).contains(&code) {
+                        Ok(())
+                    } else {
+                        Err(format!("the webhook answered {code}"))
+                    }
+                })
+        }
+    };
+    let (kind, reason, note) = match result {
+        Ok(()) => (
+            EventType::Normal,
+            "NotificationSent",
+            "drill result sent to the webhook".to_owned(),
+        ),
+        Err(e) => (EventType::Warning, "NotificationFailed", e),
+    };
+    ctx.publish(&ds.object_ref(&()), kind, reason, "Notify".into(), note)
+        .await;
 }
 
 fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillScheduleStatus) {
