@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::{AgentError, Result};
 use crate::jobs::{self, Env};
-use crate::layout::Repo;
+use crate::layout::{Store, local_dir};
 use crate::local::{LocalPostgres, LocalRedis};
 use crate::postgres;
 
@@ -60,7 +60,7 @@ pub fn run(
 ) -> Result<Report> {
     let drill_started_at = Timestamp::now();
     let env = Env {
-        repo: Repo::new(dir),
+        store: Store::Local(dir.to_path_buf()),
         secrets_dir: PathBuf::from("/nonexistent"),
     };
     eprintln!("drill: starting PostgreSQL and Redis on loopback with sample data");
@@ -122,17 +122,12 @@ pub fn run(
     let expected_keys = rconn.run(0, &["DBSIZE"])?;
 
     eprintln!("drill: backing up to {}", dir.display());
-    let (id, backup_dir) = env.repo.claim(POLICY, Timestamp::now())?;
+    let slot = env.store.claim(POLICY, Timestamp::now())?;
+    let id = slot.id.clone();
+    let backup_dir = local_dir(dir, &slot);
     let mut snapshot = Timestamp::now();
     for asset in &assets {
-        let m = jobs::backup(
-            &env,
-            POLICY,
-            &id,
-            &backup_dir,
-            asset,
-            &Compression::default(),
-        )?;
+        let m = jobs::backup(&env, &slot, asset, &Compression::default())?;
         snapshot = snapshot.min(m.snapshot_time);
         eprintln!(
             "drill:   {} -> {} ({} bytes stored, sha256 {})",
@@ -159,7 +154,7 @@ pub fn run(
 
     eprintln!("drill: restoring into scratch targets");
     let restore = |asset: &Asset, target: Option<RestoreTarget>| -> Result<String> {
-        let listed = env.repo.find(POLICY, &id, &asset.name)?;
+        let listed = env.store.find(POLICY, &id, &asset.name)?;
         jobs::restore(
             &env,
             &listed,

@@ -10,13 +10,12 @@ use lifeboat_api::common::{PostgresConnection, RedisConnection, RestoreTarget, S
 use lifeboat_api::restore_request::RestoreOptions;
 
 use crate::error::{AgentError, Result};
-use crate::layout::{Listed, Repo};
+use crate::layout::{Listed, Slot, Store};
 use crate::{postgres, redis, stream};
 
 /// Where secrets are read from and backups written to.
-#[derive(Clone, Debug)]
 pub struct Env {
-    pub repo: Repo,
+    pub store: Store,
     /// Secret `name`/`key` is the file `<secrets_dir>/<name>/<key>`.
     pub secrets_dir: PathBuf,
 }
@@ -85,29 +84,24 @@ fn suffix(c: &Compression) -> &'static str {
 /// metadata last. On failure the asset's partial files are removed: nothing half-written stays.
 pub fn backup(
     env: &Env,
-    policy: &str,
-    id: &str,
-    dir: &Path,
+    slot: &Slot,
     asset: &Asset,
     compression: &Compression,
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
-    let mut created: Vec<PathBuf> = Vec::new();
-    let result = backup_artifacts(env, dir, asset, compression, &mut created);
+    let mut created: Vec<String> = Vec::new();
+    let result = backup_artifacts(env, slot, asset, compression, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
         Ok(v) => v,
         Err(e) => {
-            for f in &created {
-                let _ = std::fs::remove_file(f);
-            }
-            let _ = std::fs::remove_dir(dir); // only if empty: other assets may share it
+            env.store.discard(slot, &created);
             return Err(e);
         }
     };
     let metadata = BackupMetadata {
         schema_version: METADATA_SCHEMA_VERSION,
-        backup_id: id.to_owned(),
-        policy: policy.to_owned(),
+        backup_id: slot.id.clone(),
+        policy: slot.policy.clone(),
         asset: asset.name.clone(),
         kind: asset
             .kind()
@@ -125,7 +119,7 @@ pub fn backup(
         },
         encryption: None,
     };
-    env.repo.commit(dir, &metadata)?;
+    env.store.commit(slot, &metadata)?;
     Ok(metadata)
 }
 
@@ -133,10 +127,10 @@ type Artifacts = (Vec<ArtifactInfo>, Timestamp, ToolInfo, String);
 
 fn backup_artifacts(
     env: &Env,
-    dir: &Path,
+    slot: &Slot,
     asset: &Asset,
     compression: &Compression,
-    created: &mut Vec<PathBuf>,
+    created: &mut Vec<String>,
 ) -> Result<Artifacts> {
     let lvl = level(compression);
     match asset.kind() {
@@ -163,9 +157,10 @@ fn backup_artifacts(
             let mut snapshot: Option<Timestamp> = None;
             for db in &pg.databases {
                 let name = format!("{}.{db}.pgdump{}", asset.name, suffix(compression));
-                let path = dir.join(&name);
-                created.push(path.clone());
-                let (stored, at) = postgres::backup(&conn, db, &extra, &path, lvl)?;
+                created.push(name.clone());
+                let (stored, at) = postgres::backup(&conn, db, &extra, &mut |r| {
+                    env.store.put(slot, &name, r, lvl)
+                })?;
                 snapshot = Some(snapshot.map_or(at, |s| s.min(at)));
                 artifacts.push(ArtifactInfo {
                     name,
@@ -194,9 +189,8 @@ fn backup_artifacts(
                 .ok_or_else(|| AgentError::config("redis asset without settings"))?;
             let conn = env.redis(&r.connection)?;
             let name = format!("{}.rdb{}", asset.name, suffix(compression));
-            let path = dir.join(&name);
-            created.push(path.clone());
-            let (stored, at) = redis::backup(&conn, &path, lvl)?;
+            created.push(name.clone());
+            let (stored, at) = redis::backup(&conn, &mut |r| env.store.put(slot, &name, r, lvl))?;
             let artifact = ArtifactInfo {
                 name,
                 raw_bytes: stored.raw_bytes,
@@ -222,12 +216,13 @@ fn backup_artifacts(
     }
 }
 
-/// Checks every artifact of a listed backup against its metadata.
-pub fn verify(listed: &Listed) -> Result<()> {
+/// Checks every artifact of a listed backup against its metadata; returns the local copy.
+pub fn verify(env: &Env, listed: &Listed) -> Result<crate::layout::Local> {
+    let local = env.store.local(listed)?;
     for a in &listed.metadata.artifacts {
-        stream::verify(&listed.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
+        stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
     }
-    Ok(())
+    Ok(local)
 }
 
 /// Restores `listed` (a backup of `asset`) into `target`, or into the asset's own source when
@@ -239,7 +234,7 @@ pub fn restore(
     target: Option<&RestoreTarget>,
     options: &RestoreOptions,
 ) -> Result<String> {
-    verify(listed)?;
+    let local = verify(env, listed)?;
     let compressed = listed.metadata.compression.starts_with("zstd");
     match asset.kind() {
         Some(AssetKind::Postgres) => {
@@ -267,7 +262,7 @@ pub fn restore(
                 let into = rename.clone().unwrap_or_else(|| db.to_owned());
                 postgres::restore(
                     &conn,
-                    &listed.dir.join(&a.name),
+                    &local.dir.join(&a.name),
                     compressed,
                     &into,
                     create,
@@ -299,7 +294,7 @@ pub fn restore(
                 .first()
                 .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
             redis::restore(
-                &listed.dir.join(&artifact.name),
+                &local.dir.join(&artifact.name),
                 compressed,
                 Path::new(&data_dir),
                 "dump.rdb",
@@ -329,7 +324,7 @@ pub fn prune(
     allow_mass_delete: bool,
 ) -> Result<Vec<String>> {
     let listed: Vec<Listed> = env
-        .repo
+        .store
         .list(policy)?
         .into_iter()
         .filter(|l| l.metadata.asset == asset)
@@ -352,7 +347,7 @@ pub fn prune(
     .map_err(|e| AgentError::config(e.to_string()))?;
     if execute {
         for l in listed.iter().filter(|l| doomed.contains(&l.id)) {
-            env.repo.remove(l)?;
+            env.store.remove(l)?;
         }
     }
     Ok(doomed)

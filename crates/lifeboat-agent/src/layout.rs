@@ -1,56 +1,158 @@
-//! The backup directory hierarchy, as the playbook describes it: `<root>/<policy>/<backup-id>/`
+//! Where backups live, as the playbook describes the hierarchy: `<root>/<policy>/<backup-id>/`
 //! with one artifact per asset (and database) and `<asset>.metadata.json`, written last, as the
-//! commit marker. A directory without metadata is an unfinished backup: never listed, never
-//! restored.
+//! commit marker. A backup without metadata is unfinished: never listed, never restored.
+//!
+//! Two stores: a local directory (a volume inside Jobs) and S3-compatible object storage, through
+//! object_store (multipart uploads stream; a PUT of the metadata object is atomic). The agent is
+//! synchronous; the S3 store drives object_store on a small runtime of its own.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use lifeboat_api::agent_result::{BackupMetadata, METADATA_SCHEMA_VERSION};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{AgentError, Result};
+use crate::stream::{self, Stored};
 
 const METADATA_SUFFIX: &str = ".metadata.json";
 
-/// A local (or mounted) backup root.
+/// Where backups are stored.
+pub enum Store {
+    Local(PathBuf),
+    S3(S3Store),
+}
+
+/// A claimed backup directory (`<policy>/<id>`).
 #[derive(Clone, Debug)]
-pub struct Repo {
-    root: PathBuf,
+pub struct Slot {
+    pub id: String,
+    pub policy: String,
 }
 
 /// One committed backup of one asset.
 #[derive(Clone, Debug)]
 pub struct Listed {
     pub id: String,
-    pub dir: PathBuf,
+    pub slot: Slot,
     pub metadata: BackupMetadata,
 }
 
-impl Repo {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+/// A backup's artifacts as local files (the directory itself, or a downloaded copy).
+pub struct Local {
+    pub dir: PathBuf,
+    _download: Option<tempfile::TempDir>,
+}
+
+pub struct S3Store {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    rt: tokio::runtime::Runtime,
+    what: String,
+}
+
+/// Settings of an S3-compatible store, credentials already read from their files.
+pub struct S3Settings {
+    pub endpoint: String,
+    pub bucket: String,
+    pub prefix: String,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl S3Store {
+    pub fn new(s: S3Settings) -> Result<Self> {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&s.endpoint)
+            .with_bucket_name(&s.bucket)
+            .with_region(&s.region)
+            .with_access_key_id(&s.access_key_id)
+            .with_secret_access_key(&s.secret_access_key)
+            .with_allow_http(s.endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(!s.path_style)
+            .build()
+            .map_err(|e| {
+                AgentError::config(format!("S3 store {} at {}: {e}", s.bucket, s.endpoint))
+            })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AgentError::config(format!("runtime: {e}")))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: s.prefix.trim_matches('/').to_owned(),
+            rt,
+            what: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')),
+        })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    fn policy_dir(&self, policy: &str) -> Result<PathBuf> {
-        if policy.is_empty() || policy.contains('/') || policy.starts_with('.') {
-            return Err(AgentError::config(format!(
-                "invalid policy name {policy:?}"
-            )));
+    fn key(&self, parts: &[&str]) -> ObjectPath {
+        let mut all: Vec<&str> = Vec::new();
+        if !self.prefix.is_empty() {
+            all.push(&self.prefix);
         }
-        Ok(self.root.join(policy))
+        all.extend(parts);
+        ObjectPath::from(all.join("/"))
     }
 
-    /// Claims a new backup directory named after `at` (`20261124T101500Z`, with a suffix when
-    /// taken): `create_dir` is atomic, so two runs never share one by accident.
-    pub fn claim(&self, policy: &str, at: Timestamp) -> Result<(String, PathBuf)> {
-        let parent = self.policy_dir(policy)?;
-        fs::create_dir_all(&parent).map_err(|e| AgentError::storage(parent.display(), e))?;
+    fn err(&self, e: impl std::fmt::Display) -> AgentError {
+        let text = e.to_string();
+        let class = if text.contains("NotFound") || text.contains("not found") {
+            lifeboat_api::agent_result::ErrorClass::NotFound
+        } else if text.contains("403")
+            || text.contains("Forbidden")
+            || text.contains("InvalidAccessKeyId")
+            || text.contains("SignatureDoesNotMatch")
+        {
+            lifeboat_api::agent_result::ErrorClass::Auth
+        } else {
+            lifeboat_api::agent_result::ErrorClass::Storage
+        };
+        AgentError::new(class, format!("{}: {text}", self.what))
+    }
+
+    fn keys_under(&self, parts: &[&str]) -> Result<Vec<ObjectPath>> {
+        let prefix = self.key(parts);
+        self.rt
+            .block_on(
+                self.store
+                    .list(Some(&prefix))
+                    .map_ok(|m| m.location)
+                    .try_collect::<Vec<_>>(),
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// A synchronous `Write` over object_store's streaming multipart writer.
+struct UploadWriter<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    inner: object_store::buffered::BufWriter,
+}
+
+impl Write for UploadWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncWriteExt;
+        self.rt.block_on(self.inner.write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Claims a new backup named after `at` (`20261124T101500Z`, with a suffix when taken).
+    pub fn claim(&self, policy: &str, at: Timestamp) -> Result<Slot> {
+        check_name(policy)?;
         let base = at.strftime("%Y%m%dT%H%M%SZ").to_string();
         for n in 1..1000 {
             let id = if n == 1 {
@@ -58,65 +160,172 @@ impl Repo {
             } else {
                 format!("{base}-{n}")
             };
-            let dir = parent.join(&id);
-            match fs::create_dir(&dir) {
-                Ok(()) => return Ok((id, dir)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(AgentError::storage(dir.display(), e)),
+            let free = match self {
+                // create_dir is atomic: two runs never share a directory by accident.
+                Store::Local(root) => {
+                    let parent = root.join(policy);
+                    fs::create_dir_all(&parent)
+                        .map_err(|e| AgentError::storage(parent.display(), e))?;
+                    match fs::create_dir(parent.join(&id)) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(AgentError::storage(parent.join(&id).display(), e)),
+                    }
+                }
+                Store::S3(s3) => s3.keys_under(&[policy, &id])?.is_empty(),
+            };
+            if free {
+                return Ok(Slot {
+                    id,
+                    policy: policy.to_owned(),
+                });
             }
         }
         Err(AgentError::config(format!("too many backups named {base}")))
     }
 
-    /// Writes the metadata of `asset` into `dir` atomically: temporary file, fsync, rename,
-    /// fsync of the directory. Until the rename, the backup does not exist.
-    pub fn commit(&self, dir: &Path, metadata: &BackupMetadata) -> Result<()> {
+    /// Streams `source` into artifact `name` of `slot`.
+    pub fn put(
+        &self,
+        slot: &Slot,
+        name: &str,
+        source: &mut dyn Read,
+        level: Option<i32>,
+    ) -> Result<Stored> {
+        match self {
+            Store::Local(root) => stream::store(
+                source,
+                &root.join(&slot.policy).join(&slot.id).join(name),
+                level,
+            ),
+            Store::S3(s3) => {
+                let key = s3.key(&[&slot.policy, &slot.id, name]);
+                let writer = UploadWriter {
+                    rt: &s3.rt,
+                    inner: object_store::buffered::BufWriter::new(s3.store.clone(), key),
+                };
+                let (stored, mut writer) = stream::store_into(source, writer, level, &s3.what)?;
+                use tokio::io::AsyncWriteExt;
+                s3.rt
+                    .block_on(writer.inner.shutdown())
+                    .map_err(|e| s3.err(e))?;
+                Ok(stored)
+            }
+        }
+    }
+
+    /// Writes the metadata of an asset last: until it exists, the backup does not.
+    pub fn commit(&self, slot: &Slot, metadata: &BackupMetadata) -> Result<()> {
         let json = serde_json::to_vec_pretty(metadata)
             .map_err(|e| AgentError::config(format!("serializing metadata: {e}")))?;
         let name = format!("{}{METADATA_SUFFIX}", metadata.asset);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        let path = dir.join(&name);
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| AgentError::storage(path.display(), e))
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(&slot.policy).join(&slot.id);
+                let tmp = dir.join(format!(".{name}.tmp"));
+                let path = dir.join(&name);
+                let write = || -> std::io::Result<()> {
+                    let mut f = fs::File::create(&tmp)?;
+                    f.write_all(&json)?;
+                    f.sync_all()?;
+                    fs::rename(&tmp, &path)?;
+                    fs::File::open(&dir)?.sync_all()
+                };
+                write().map_err(|e| AgentError::storage(path.display(), e))
+            }
+            Store::S3(s3) => {
+                let key = s3.key(&[&slot.policy, &slot.id, &name]);
+                s3.rt
+                    .block_on(s3.store.put(&key, PutPayload::from(json)))
+                    .map(|_| ())
+                    .map_err(|e| s3.err(e))
+            }
+        }
     }
 
-    /// Every committed backup of `policy`, oldest first. An unreadable or malformed metadata
-    /// file is an error, not a silent skip: a listing that hides damage would let retention or a
-    /// restore act on a wrong picture.
-    pub fn list(&self, policy: &str) -> Result<Vec<Listed>> {
-        let parent = self.policy_dir(policy)?;
-        let entries = match fs::read_dir(&parent) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(AgentError::storage(parent.display(), e)),
-        };
-        let mut out = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
-            let dir = entry.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let files = fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))?;
-            for file in files {
-                let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
-                let name = file.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
-                    continue;
+    /// Removes the files of a backup that failed before its metadata was written.
+    pub fn discard(&self, slot: &Slot, names: &[String]) {
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(&slot.policy).join(&slot.id);
+                for n in names {
+                    let _ = fs::remove_file(dir.join(n));
                 }
-                let metadata = read_metadata(&file.path())?;
-                out.push(Listed {
-                    id: id.clone(),
-                    dir: dir.clone(),
-                    metadata,
-                });
+                let _ = fs::remove_dir(&dir); // only when empty: other assets may share it
+            }
+            Store::S3(s3) => {
+                for n in names {
+                    let _ = s3
+                        .rt
+                        .block_on(s3.store.delete(&s3.key(&[&slot.policy, &slot.id, n])));
+                }
+            }
+        }
+    }
+
+    /// Every committed backup of `policy`, oldest first. Unreadable or malformed metadata is an
+    /// error, not a silent skip: retention or a restore must never act on a wrong picture.
+    pub fn list(&self, policy: &str) -> Result<Vec<Listed>> {
+        check_name(policy)?;
+        let mut out = Vec::new();
+        match self {
+            Store::Local(root) => {
+                let parent = root.join(policy);
+                let entries = match fs::read_dir(&parent) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(AgentError::storage(parent.display(), e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
+                    let dir = entry.path();
+                    if !dir.is_dir() {
+                        continue;
+                    }
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    for file in
+                        fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))?
+                    {
+                        let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
+                        let name = file.file_name().to_string_lossy().into_owned();
+                        if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
+                            continue;
+                        }
+                        let bytes = fs::read(file.path())
+                            .map_err(|e| AgentError::storage(file.path().display(), e))?;
+                        let metadata = parse_metadata(&bytes, &file.path().display().to_string())?;
+                        out.push(Listed {
+                            id: id.clone(),
+                            slot: Slot {
+                                id: id.clone(),
+                                policy: policy.to_owned(),
+                            },
+                            metadata,
+                        });
+                    }
+                }
+            }
+            Store::S3(s3) => {
+                for key in s3.keys_under(&[policy])? {
+                    let parts: Vec<&str> = key.as_ref().rsplit('/').take(2).collect();
+                    let [name, id] = parts[..] else { continue };
+                    if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
+                        continue;
+                    }
+                    let bytes = s3
+                        .rt
+                        .block_on(async { s3.store.get(&key).await?.bytes().await })
+                        .map_err(|e| s3.err(e))?;
+                    let metadata = parse_metadata(&bytes, key.as_ref())?;
+                    out.push(Listed {
+                        id: id.to_owned(),
+                        slot: Slot {
+                            id: id.to_owned(),
+                            policy: policy.to_owned(),
+                        },
+                        metadata,
+                    });
+                }
             }
         }
         out.sort_by(|a, b| {
@@ -139,31 +348,118 @@ impl Repo {
         };
         found.ok_or_else(|| {
             AgentError::not_found(format!(
-                "no complete backup {id:?} of asset {asset:?} in {}",
-                self.root.join(policy).display()
+                "no complete backup {id:?} of asset {asset:?} for policy {policy:?}"
             ))
         })
     }
+
+    /// The artifacts of `listed` as local files: the backup directory itself, or a download.
+    pub fn local(&self, listed: &Listed) -> Result<Local> {
+        match self {
+            Store::Local(root) => Ok(Local {
+                dir: root.join(&listed.slot.policy).join(&listed.slot.id),
+                _download: None,
+            }),
+            Store::S3(s3) => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("lifeboat-download-")
+                    .tempdir()
+                    .map_err(|e| AgentError::storage("temporary directory", e))?;
+                for a in &listed.metadata.artifacts {
+                    let key = s3.key(&[&listed.slot.policy, &listed.slot.id, &a.name]);
+                    let path = tmp.path().join(&a.name);
+                    let mut file = fs::File::create(&path)
+                        .map_err(|e| AgentError::storage(path.display(), e))?;
+                    s3.rt
+                        .block_on(async {
+                            let mut chunks = s3.store.get(&key).await?.into_stream();
+                            while let Some(chunk) = chunks.next().await {
+                                file.write_all(&chunk?).map_err(|e| {
+                                    object_store::Error::Generic {
+                                        store: "local",
+                                        source: Box::new(e),
+                                    }
+                                })?;
+                            }
+                            Ok::<(), object_store::Error>(())
+                        })
+                        .map_err(|e| s3.err(e))?;
+                }
+                let dir = tmp.path().to_path_buf();
+                Ok(Local {
+                    dir,
+                    _download: Some(tmp),
+                })
+            }
+        }
+    }
+
+    /// Deletes one asset's backup: its metadata first (so a half-deleted backup is never listed
+    /// as complete), then its artifacts.
+    pub fn remove(&self, listed: &Listed) -> Result<()> {
+        let meta = format!("{}{METADATA_SUFFIX}", listed.metadata.asset);
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(&listed.slot.policy).join(&listed.slot.id);
+                fs::remove_file(dir.join(&meta))
+                    .map_err(|e| AgentError::storage(dir.join(&meta).display(), e))?;
+                for a in &listed.metadata.artifacts {
+                    match fs::remove_file(dir.join(&a.name)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(AgentError::storage(dir.join(&a.name).display(), e)),
+                    }
+                }
+                let _ = fs::remove_dir(&dir);
+                Ok(())
+            }
+            Store::S3(s3) => {
+                let key = |n: &str| s3.key(&[&listed.slot.policy, &listed.slot.id, n]);
+                s3.rt
+                    .block_on(s3.store.delete(&key(&meta)))
+                    .map_err(|e| s3.err(e))?;
+                for a in &listed.metadata.artifacts {
+                    s3.rt
+                        .block_on(s3.store.delete(&key(&a.name)))
+                        .map_err(|e| s3.err(e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// For messages: where a backup is.
+    pub fn describe(&self, slot: &Slot) -> String {
+        match self {
+            Store::Local(root) => root.join(&slot.policy).join(&slot.id).display().to_string(),
+            Store::S3(s3) => format!("{}/{}/{}", s3.what, slot.policy, slot.id),
+        }
+    }
 }
 
-/// Reads and checks one metadata file.
-pub fn read_metadata(path: &Path) -> Result<BackupMetadata> {
-    let text = fs::read(path).map_err(|e| AgentError::storage(path.display(), e))?;
-    let m: BackupMetadata = serde_json::from_slice(&text).map_err(|e| {
-        AgentError::integrity(format!("{}: malformed metadata: {e}", path.display()))
-    })?;
+fn check_name(policy: &str) -> Result<()> {
+    if policy.is_empty() || policy.contains('/') || policy.starts_with('.') {
+        return Err(AgentError::config(format!(
+            "invalid policy name {policy:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses and checks one metadata document.
+pub fn parse_metadata(bytes: &[u8], what: &str) -> Result<BackupMetadata> {
+    let m: BackupMetadata = serde_json::from_slice(bytes)
+        .map_err(|e| AgentError::integrity(format!("{what}: malformed metadata: {e}")))?;
     if m.schema_version != METADATA_SCHEMA_VERSION {
         return Err(AgentError::integrity(format!(
-            "{}: metadata schema version {} is not {METADATA_SCHEMA_VERSION}",
-            path.display(),
+            "{what}: metadata schema version {} is not {METADATA_SCHEMA_VERSION}",
             m.schema_version
         )));
     }
     for a in &m.artifacts {
         if a.name.contains('/') || a.name.starts_with('.') {
             return Err(AgentError::integrity(format!(
-                "{}: artifact name {:?} escapes the backup",
-                path.display(),
+                "{what}: artifact name {:?} escapes the backup",
                 a.name
             )));
         }
@@ -171,23 +467,7 @@ pub fn read_metadata(path: &Path) -> Result<BackupMetadata> {
     Ok(m)
 }
 
-impl Repo {
-    /// Deletes one asset's backup: its metadata first (so a half-deleted backup is never listed
-    /// as complete), then its artifacts, then the directory if nothing else is left in it.
-    pub fn remove(&self, listed: &Listed) -> Result<()> {
-        let meta = listed
-            .dir
-            .join(format!("{}{METADATA_SUFFIX}", listed.metadata.asset));
-        fs::remove_file(&meta).map_err(|e| AgentError::storage(meta.display(), e))?;
-        for a in &listed.metadata.artifacts {
-            let path = listed.dir.join(&a.name);
-            match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(AgentError::storage(path.display(), e)),
-            }
-        }
-        let _ = fs::remove_dir(&listed.dir); // only succeeds when empty
-        Ok(())
-    }
+/// For a local store: the directory of a backup.
+pub fn local_dir(root: &Path, slot: &Slot) -> PathBuf {
+    root.join(&slot.policy).join(&slot.id)
 }

@@ -7,10 +7,11 @@ use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use lifeboat_agent::error::{AgentError, Result};
 use lifeboat_agent::jobs::{self, Env};
-use lifeboat_agent::layout::Repo;
+use lifeboat_agent::layout::{S3Settings, S3Store, Store};
 use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::common::Destination;
+use lifeboat_api::common::SecretKeyRef;
 use lifeboat_api::{BackupPolicy, Duration};
 
 #[derive(Parser)]
@@ -133,11 +134,32 @@ struct Place {
 }
 
 impl Place {
+    /// The store of `destination`: its S3 bucket (credentials from the mounted Secret files), or
+    /// the backup directory (`--dir`; the mounted volume inside Jobs; `./backups` on a laptop).
     fn env(&self, destination: Option<&Destination>) -> Result<Env> {
-        if destination.is_some_and(|d| d.s3.is_some()) {
-            return Err(AgentError::config(
-                "S3 destinations are not supported by this agent build yet; use a volume",
-            ));
+        let secrets = Env {
+            store: Store::Local(PathBuf::new()),
+            secrets_dir: self.secrets_dir.clone(),
+        };
+        if let Some(s3) = destination.and_then(|d| d.s3.as_ref()) {
+            let c = &s3.credentials_secret;
+            let key = |k: &str| SecretKeyRef {
+                name: c.name.clone(),
+                key: k.to_owned(),
+            };
+            let settings = S3Settings {
+                endpoint: s3.endpoint.clone(),
+                bucket: s3.bucket.clone(),
+                prefix: s3.prefix.clone(),
+                region: s3.region.clone(),
+                path_style: s3.force_path_style,
+                access_key_id: secrets.secret(&key(&c.access_key_id_key))?,
+                secret_access_key: secrets.secret(&key(&c.secret_access_key_key))?,
+            };
+            return Ok(Env {
+                store: Store::S3(S3Store::new(settings)?),
+                secrets_dir: self.secrets_dir.clone(),
+            });
         }
         let in_job = std::env::var_os(JOB_ENV).is_some();
         let root = self.dir.clone().unwrap_or_else(|| {
@@ -148,7 +170,7 @@ impl Place {
             }
         });
         Ok(Env {
-            repo: Repo::new(root),
+            store: Store::Local(root),
             secrets_dir: self.secrets_dir.clone(),
         })
     }
@@ -279,15 +301,14 @@ fn run(
                         .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
                     let mut last = None;
                     let env = place.env(Some(&policy.spec.destination))?;
-                    let (id, dir) = env.repo.claim(&name, Timestamp::now())?;
+                    let slot = env.store.claim(&name, Timestamp::now())?;
                     for asset in policy
                         .spec
                         .assets
                         .iter()
                         .filter(|a| assets.is_empty() || assets.contains(&a.name))
                     {
-                        let m =
-                            jobs::backup(&env, &name, &id, &dir, asset, &policy.spec.compression)?;
+                        let m = jobs::backup(&env, &slot, asset, &policy.spec.compression)?;
                         println!(
                             "{}: backup {} of {} committed ({} bytes)",
                             m.asset,
@@ -306,8 +327,8 @@ fn run(
                 ));
             }
             let env = place.env(Some(&job.destination))?;
-            let (id, dir) = env.repo.claim(&job.policy, Timestamp::now())?;
-            let m = jobs::backup(&env, &job.policy, &id, &dir, &job.asset, &job.compression)?;
+            let slot = env.store.claim(&job.policy, Timestamp::now())?;
+            let m = jobs::backup(&env, &slot, &job.asset, &job.compression)?;
             println!(
                 "{}: backup {} of {} committed ({} bytes)",
                 m.asset,
@@ -378,9 +399,9 @@ fn run(
             };
             let env = place.env(Some(&job.location))?;
             let listed = env
-                .repo
+                .store
                 .find(&job.policy, &job.backup_id, &job.asset.name)?;
-            jobs::verify(&listed)?;
+            jobs::verify(&env, &listed)?;
             let plan = format!(
                 "{} backup {} ({}), checksums verified",
                 job.asset.name, listed.id, listed.metadata.source
@@ -399,7 +420,7 @@ fn run(
             place,
         } => {
             let env = place.env(None)?;
-            let all = env.repo.list(&policy)?;
+            let all = env.store.list(&policy)?;
             let chosen: Vec<_> = all
                 .iter()
                 .filter(|l| backup.as_ref().is_none_or(|b| &l.id == b))
@@ -410,7 +431,7 @@ fn run(
                 )));
             }
             for l in &chosen {
-                jobs::verify(l)?;
+                jobs::verify(&env, l)?;
                 println!(
                     "ok {} {} ({} artifacts)",
                     l.id,
@@ -426,7 +447,7 @@ fn run(
             place,
         } => {
             let env = place.env(None)?;
-            let all = env.repo.list(&policy)?;
+            let all = env.store.list(&policy)?;
             if json {
                 let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
                 println!(

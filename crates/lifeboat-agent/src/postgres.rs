@@ -60,8 +60,7 @@ pub fn backup(
     conn: &Conn,
     database: &str,
     extra: &[String],
-    out: &Path,
-    level: Option<i32>,
+    sink: &mut dyn FnMut(&mut dyn Read) -> Result<Stored>,
 ) -> Result<(Stored, Timestamp)> {
     let mut cmd = Command::new(tools::find("pg_dump")?);
     let _pass = conn.env(&mut cmd)?;
@@ -93,7 +92,7 @@ pub fn backup(
         .take()
         .ok_or_else(|| AgentError::config("pg_dump: no stdout"))?;
     let mut magic = MagicCheck::new(stdout, b"PGDMP");
-    let stored = stream::store(&mut magic, out, level);
+    let stored = sink(&mut magic);
     let status = child
         .wait()
         .map_err(|e| AgentError::config(format!("pg_dump: {e}")))?;

@@ -69,7 +69,10 @@ impl Conn {
 }
 
 /// Takes an RDB snapshot and stores it in `out`.
-pub fn backup(conn: &Conn, out: &Path, level: Option<i32>) -> Result<(Stored, Timestamp)> {
+pub fn backup(
+    conn: &Conn,
+    sink: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Stored>,
+) -> Result<(Stored, Timestamp)> {
     let scratch = tempfile::tempdir().map_err(|e| AgentError::storage("temporary directory", e))?;
     let rdb = scratch.path().join("dump.rdb");
     let snapshot = Timestamp::now();
@@ -92,8 +95,8 @@ pub fn backup(conn: &Conn, out: &Path, level: Option<i32>) -> Result<(Stored, Ti
         ));
     }
     check_rdb(&rdb)?;
-    let file = std::fs::File::open(&rdb).map_err(|e| AgentError::storage(rdb.display(), e))?;
-    let stored = stream::store(file, out, level)?;
+    let mut file = std::fs::File::open(&rdb).map_err(|e| AgentError::storage(rdb.display(), e))?;
+    let stored = sink(&mut file)?;
     Ok((stored, snapshot))
 }
 

@@ -42,14 +42,36 @@ pub struct Stored {
 
 /// Copies `source` into a new file at `path` (compressed with zstd at `level`, or as is when
 /// `level` is `None`), fsyncs it, and returns sizes and the sha256 of the stored bytes.
-pub fn store(mut source: impl Read, path: &Path, level: Option<i32>) -> Result<Stored> {
+pub fn store(source: impl Read, path: &Path, level: Option<i32>) -> Result<Stored> {
     let file = File::create(path).map_err(|e| AgentError::storage(path.display(), e))?;
+    let (stored, writer) = store_into(
+        source,
+        BufWriter::with_capacity(BUF, file),
+        level,
+        &path.display().to_string(),
+    )?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| AgentError::storage(path.display(), e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| AgentError::storage(path.display(), e))?;
+    Ok(stored)
+}
+
+/// Copies `source` into `sink` (compressed when `level` is set), counting and hashing the bytes
+/// that reach the sink. Returns the sink for the caller to finish (fsync, complete an upload).
+pub fn store_into<W: Write>(
+    mut source: impl Read,
+    sink: W,
+    level: Option<i32>,
+    what: &str,
+) -> Result<(Stored, W)> {
     let hashing = HashingWriter {
-        inner: BufWriter::with_capacity(BUF, file),
+        inner: sink,
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let io_err = |e: io::Error| AgentError::storage(path.display(), e);
+    let io_err = |e: io::Error| AgentError::storage(what, e);
     let (raw_bytes, hashing) = match level {
         Some(level) => {
             let mut encoder = zstd::stream::Encoder::new(hashing, level).map_err(io_err)?;
@@ -63,17 +85,19 @@ pub fn store(mut source: impl Read, path: &Path, level: Option<i32>) -> Result<S
         }
     };
     let HashingWriter {
-        inner,
+        mut inner,
         hasher,
         bytes,
     } = hashing;
-    let file = inner.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)?;
-    Ok(Stored {
-        raw_bytes,
-        stored_bytes: bytes,
-        sha256: hex(&hasher.finalize()),
-    })
+    inner.flush().map_err(io_err)?;
+    Ok((
+        Stored {
+            raw_bytes,
+            stored_bytes: bytes,
+            sha256: hex(&hasher.finalize()),
+        },
+        inner,
+    ))
 }
 
 /// sha256 and size of the file at `path`.
