@@ -1,0 +1,191 @@
+//! Backups to S3-compatible storage, as the operator runs them (a LIFEBOAT_JOB document and
+//! Secret keys as files), against a real S3 server on loopback (`rclone serve s3`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lifeboat_agent::local::{LocalPostgres, free_port};
+use lifeboat_agent::postgres;
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass};
+use serde_json::json;
+
+struct S3Server {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("backups")).unwrap();
+        let port = free_port().unwrap();
+        let child = Command::new("rclone")
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--auth-key",
+                "lifeboat-ak,lifeboat-sk-0123456789",
+                "--config",
+                "/dev/null",
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone (installed by hack/install-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server { child, port, root }
+    }
+
+    fn bucket(&self) -> PathBuf {
+        self.root.path().join("backups")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn secrets(dir: &Path, secret_key: &str) -> PathBuf {
+    let s = dir.join("secrets/s3-creds");
+    std::fs::create_dir_all(&s).unwrap();
+    std::fs::write(s.join("AWS_ACCESS_KEY_ID"), "lifeboat-ak\n").unwrap();
+    std::fs::write(s.join("AWS_SECRET_ACCESS_KEY"), secret_key).unwrap();
+    dir.join("secrets")
+}
+
+fn destination(s3: &S3Server) -> serde_json::Value {
+    json!({"s3": {"endpoint": format!("http://127.0.0.1:{}", s3.port), "bucket": "backups", "prefix": "lifeboat",
+                  "forcePathStyle": true, "credentialsSecret": {"name": "s3-creds"}}})
+}
+
+fn run(
+    doc: serde_json::Value,
+    verb: &[&str],
+    secrets: &Path,
+    term: &Path,
+) -> (std::process::Output, Option<AgentSummary>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        .env("LIFEBOAT_JOB", doc.to_string())
+        .env("LIFEBOAT_SECRETS_DIR", secrets)
+        .env("LIFEBOAT_TERMINATION_LOG", term)
+        .args(verb)
+        .output()
+        .unwrap();
+    let summary = std::fs::read_to_string(term)
+        .ok()
+        .and_then(|t| AgentSummary::from_termination_message(&t));
+    (out, summary)
+}
+
+const FINGERPRINT: &str =
+    "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
+
+#[test]
+fn backup_to_s3_then_restore_from_it_and_refuse_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let conn = pg.conn();
+    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+    // Several MB of poorly compressible rows, so the upload is multipart.
+    postgres::query(&conn, "shop", "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 200) g, generate_series(1, 3000) i GROUP BY i").unwrap();
+    let expected = postgres::query(&conn, "shop", FINGERPRINT).unwrap();
+    let secrets_dir = secrets(dir.path(), "lifeboat-sk-0123456789\n");
+    let term = dir.path().join("term");
+    let asset = json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}});
+    let job = json!({"namespace": "n", "policy": "shop", "asset": asset, "destination": destination(&s3),
+                     "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+
+    let (out, summary) = run(job.clone(), &["backup"], &secrets_dir, &term);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = summary.unwrap();
+    assert!(summary.ok);
+    let id = summary.backup_id.clone().unwrap();
+    let object_dir = s3.bucket().join("lifeboat/shop").join(&id);
+    assert!(
+        object_dir.join("orders-db.metadata.json").is_file(),
+        "metadata committed in the bucket"
+    );
+    let artifact = object_dir.join("orders-db.shop.pgdump.zst");
+    assert!(
+        std::fs::metadata(&artifact).unwrap().len() > 5 * 1024 * 1024,
+        "a multipart-sized upload"
+    );
+    assert_eq!(
+        summary.stored_bytes,
+        Some(std::fs::metadata(&artifact).unwrap().len())
+    );
+
+    // Restore from the bucket into another database.
+    let restore = json!({"namespace": "n", "policy": "shop", "backupId": "latest", "asset": asset,
+        "target": {"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "database": "shop_copy", "createDatabase": true}},
+        "location": destination(&s3), "options": {}});
+    let (out, _) = run(
+        restore.clone(),
+        &["restore", "--execute"],
+        &secrets_dir,
+        &term,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        postgres::query(&conn, "shop_copy", FINGERPRINT).unwrap(),
+        expected
+    );
+
+    // A flipped byte in the bucket: refused before the target is touched.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&artifact, bytes).unwrap();
+    let mut into_new = restore.clone();
+    into_new["target"]["postgres"]["database"] = json!("shop_never");
+    let (out, summary) = run(into_new, &["restore", "--execute"], &secrets_dir, &term);
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Integrity.exit_code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Integrity));
+    assert!(
+        postgres::query(&conn, "shop_never", "SELECT 1").is_err(),
+        "the target was never created"
+    );
+
+    // Wrong credentials: an auth failure, and nothing new in the bucket.
+    let bad = secrets(&dir.path().join("bad"), "not-the-key");
+    let (out, summary) = run(job, &["backup"], &bad, &term);
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Auth.exit_code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Auth));
+    assert_eq!(
+        std::fs::read_dir(s3.bucket().join("lifeboat/shop"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
