@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use jiff::Timestamp;
+use lifeboat_api::agent_result::ErrorClass;
 
 use crate::error::{AgentError, Result};
 use crate::stream::{self, Stored};
@@ -93,18 +94,33 @@ pub fn backup(
         .ok_or_else(|| AgentError::config("pg_dump: no stdout"))?;
     let mut magic = MagicCheck::new(stdout, b"PGDMP");
     let stored = sink(&mut magic);
+    let matched = magic.matched();
+    // Close our end of the pipe before waiting: when the store failed (a full destination),
+    // pg_dump is still writing and would block on the full pipe forever.
+    drop(magic);
+    if stored.is_err() {
+        let _ = child.kill();
+    }
     let status = child
         .wait()
         .map_err(|e| AgentError::config(format!("pg_dump: {e}")))?;
     let stderr = errors.join().unwrap_or_default();
     if !status.success() {
+        let class = tools::classify(&stderr);
+        // A failed store makes pg_dump fail too (killed, or a broken pipe): then the store's
+        // error is the cause, unless pg_dump names one of its own (auth, a missing database).
+        if let Err(e) = stored
+            && class == ErrorClass::ToolFailed
+        {
+            return Err(e);
+        }
         return Err(AgentError::new(
-            tools::classify(&stderr),
+            class,
             format!("pg_dump of {database} failed: {}", tools::tail(&stderr)),
         ));
     }
     let stored = stored?;
-    if !magic.matched() {
+    if !matched {
         return Err(AgentError::integrity(format!(
             "pg_dump of {database} produced no custom-format archive"
         )));
