@@ -173,7 +173,9 @@ pub fn run(
     }))
     .map_err(|e| AgentError::config(e.to_string()))?;
     let redis_target: RestoreTarget = serde_json::from_value(serde_json::json!({
-        "asset": "sessions", "redis": {"host": "127.0.0.1", "dataDir": scratch_redis_dir.path()}
+        // The scratch server starts on the restored file afterwards: nothing listens on this
+        // port yet (never the default 6379, which may be someone's real Redis).
+        "asset": "sessions", "redis": {"host": "127.0.0.1", "port": crate::local::free_port()?, "dataDir": scratch_redis_dir.path()}
     }))
     .map_err(|e| AgentError::config(e.to_string()))?;
     eprintln!(

@@ -293,7 +293,12 @@ pub fn restore(
                 .artifacts
                 .first()
                 .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
+            let conn = match target.and_then(|t| t.redis.as_ref()) {
+                Some(t) => env.redis(&t.connection)?,
+                None => env.redis(&r.connection)?,
+            };
             redis::restore(
+                &conn,
                 &local.dir.join(&artifact.name),
                 compressed,
                 Path::new(&data_dir),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use jiff::Timestamp;
+use lifeboat_api::agent_result::ErrorClass;
 
 use crate::error::{AgentError, Result};
 use crate::stream::{self, Stored};
@@ -118,18 +119,130 @@ pub fn check_rdb(rdb: &Path) -> Result<()> {
     }
 }
 
-/// Places the RDB at `artifact` (verified by the caller) as `<data_dir>/<file_name>`, atomically.
-pub fn restore(artifact: &Path, compressed: bool, data_dir: &Path, file_name: &str) -> Result<()> {
+/// Places the RDB at `artifact` (verified by the caller) as `<data_dir>/<file_name>`, atomically,
+/// for the server behind `conn` to load at its next start. The server is made ready first (see
+/// [`prepare_restart`]); on failure its settings are put back and no partial file is left.
+pub fn restore(
+    conn: &Conn,
+    artifact: &Path,
+    compressed: bool,
+    data_dir: &Path,
+    file_name: &str,
+) -> Result<()> {
+    let prepared = prepare_restart(conn, data_dir)?;
+    let placed = place(artifact, compressed, data_dir, file_name);
+    if placed.is_err()
+        && let Some(p) = prepared
+    {
+        p.undo();
+    }
+    placed
+}
+
+fn place(artifact: &Path, compressed: bool, data_dir: &Path, file_name: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(|e| AgentError::storage(data_dir.display(), e))?;
     let tmp = data_dir.join(format!(".{file_name}.lifeboat-tmp"));
-    let file = std::fs::File::create(&tmp).map_err(|e| AgentError::storage(tmp.display(), e))?;
-    stream::unpack(artifact, compressed, std::io::BufWriter::new(&file))?;
-    file.sync_all()
-        .map_err(|e| AgentError::storage(tmp.display(), e))?;
-    if let Err(e) = check_rdb(&tmp) {
+    let write = || -> Result<()> {
+        let file =
+            std::fs::File::create(&tmp).map_err(|e| AgentError::storage(tmp.display(), e))?;
+        stream::unpack(artifact, compressed, std::io::BufWriter::new(&file))?;
+        file.sync_all()
+            .map_err(|e| AgentError::storage(tmp.display(), e))?;
+        check_rdb(&tmp)
+    };
+    if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     let dest = data_dir.join(file_name);
-    std::fs::rename(&tmp, &dest).map_err(|e| AgentError::storage(dest.display(), e))
+    std::fs::rename(&tmp, &dest).map_err(|e| AgentError::storage(dest.display(), e))?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AgentError::storage(data_dir.display(), e))
+}
+
+/// A running target whose saving was switched off for a restore.
+pub struct Prepared {
+    conn: Conn,
+    save: String,
+}
+
+impl Prepared {
+    /// Puts the save points back (the restore did not happen).
+    fn undo(&self) {
+        let _ = self.conn.run(0, &["CONFIG", "SET", "save", &self.save]);
+    }
+}
+
+/// The playbook's "copy dump.rdb, restart Redis" loses the restore on a real server in two ways,
+/// both silent: a running Redis with save points writes its own dataset over `dump.rdb` when it
+/// is stopped (SIGTERM, what a pod restart sends), or a background save finishing later renames
+/// its file over it; and a Redis with AOF on loads its append-only file at start, not `dump.rdb`.
+/// So: AOF on is refused before anything is touched; a running server gets `save ""` (in memory
+/// only: the restart brings back its configured save points) and any background save is waited
+/// out. A server that is not running cannot save; an AOF in its directory is refused then too.
+pub fn prepare_restart(conn: &Conn, data_dir: &Path) -> Result<Option<Prepared>> {
+    let where_ = format!("Redis at {}:{}", conn.host, conn.port);
+    let appendonly = match config_get(conn, "appendonly") {
+        Ok(v) => v,
+        Err(e) if e.class == ErrorClass::SourceUnreachable => {
+            if let Some(aof) = ["appendonlydir", "appendonly.aof"]
+                .iter()
+                .map(|n| data_dir.join(n))
+                .find(|p| p.exists())
+            {
+                return Err(AgentError::config(format!(
+                    "{where_} is not running and {} exists: with appendonly on, Redis loads it instead of dump.rdb; move it away (or start Redis with appendonly no) and restore again",
+                    aof.display()
+                )));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    if appendonly == "yes" {
+        return Err(AgentError::config(format!(
+            "{where_} has appendonly yes: at its restart it loads its append-only file and ignores dump.rdb; turn AOF off (appendonly no) for the restore, restart, then turn it back on"
+        )));
+    }
+    let save = config_get(conn, "save")?;
+    conn.run(0, &["CONFIG", "SET", "save", ""])?;
+    let prepared = Prepared {
+        conn: conn.clone(),
+        save,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let info = conn.run(0, &["INFO", "persistence"]);
+        match info {
+            Ok(text) if !text.contains("rdb_bgsave_in_progress:1") => return Ok(Some(prepared)),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Ok(_) => {
+                prepared.undo();
+                return Err(AgentError::new(
+                    ErrorClass::Timeout,
+                    format!("{where_}: a background save is still running after 120s"),
+                ));
+            }
+            Err(e) => {
+                prepared.undo();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// One configuration value (`CONFIG GET` answers the name, then the value).
+fn config_get(conn: &Conn, name: &str) -> Result<String> {
+    let out = conn.run(0, &["CONFIG", "GET", name])?;
+    let mut lines = out.lines();
+    if lines.next() != Some(name) {
+        return Err(AgentError::config(format!(
+            "Redis at {}:{} did not answer CONFIG GET {name} (renamed or disabled?): {out}",
+            conn.host, conn.port
+        )));
+    }
+    Ok(lines.next().unwrap_or_default().trim().to_owned())
 }
