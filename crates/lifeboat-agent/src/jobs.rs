@@ -317,9 +317,10 @@ pub fn restore(
     }
 }
 
-/// Applies `rules` to the backups of `asset`: returns the ids deleted (or, without `execute`,
-/// that would be). A listing that fails aborts everything: an unreadable history is never
-/// permission to delete.
+/// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
+/// they have been idle for [`crate::retention::STALE_AFTER`]: returns what was deleted (or,
+/// without `execute`, would be). A listing that fails aborts everything: an unreadable history
+/// is never permission to delete.
 pub fn prune(
     env: &Env,
     policy: &str,
@@ -350,10 +351,28 @@ pub fn prune(
         allow_mass_delete,
     )
     .map_err(|e| AgentError::config(e.to_string()))?;
+    // Unfinished backups (no metadata) of this asset, once idle for a day: never one in progress.
+    let now = Timestamp::now();
+    let stale: Vec<_> = env
+        .store
+        .leftovers(policy, asset)?
+        .into_iter()
+        .filter(|l| crate::retention::is_stale(l.newest, now, crate::retention::STALE_AFTER))
+        .collect();
     if execute {
         for l in listed.iter().filter(|l| doomed.contains(&l.id)) {
             env.store.remove(l)?;
         }
+        for l in &stale {
+            env.store.discard(&l.slot, &l.files);
+        }
     }
-    Ok(doomed)
+    Ok(doomed
+        .into_iter()
+        .chain(
+            stale
+                .iter()
+                .map(|l| format!("{} (unfinished: {})", l.slot.id, l.files.join(", "))),
+        )
+        .collect())
 }

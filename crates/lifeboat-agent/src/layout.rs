@@ -43,6 +43,15 @@ pub struct Listed {
     pub metadata: BackupMetadata,
 }
 
+/// What an unfinished backup left of one asset.
+#[derive(Clone, Debug)]
+pub struct Leftover {
+    pub slot: Slot,
+    pub files: Vec<String>,
+    /// The newest modification of anything in that backup (all assets).
+    pub newest: Timestamp,
+}
+
 /// A backup's artifacts as local files (the directory itself, or a downloaded copy).
 pub struct Local {
     pub dir: PathBuf,
@@ -426,6 +435,93 @@ impl Store {
                 Ok(())
             }
         }
+    }
+
+    /// The files `asset` left in backups of `policy` that never got its metadata (a crash, a
+    /// killed Job), with the newest modification time of anything in that backup: another
+    /// database of the same run may still be writing next to them.
+    pub fn leftovers(&self, policy: &str, asset: &str) -> Result<Vec<Leftover>> {
+        check_name(policy)?;
+        let meta = format!("{asset}{METADATA_SUFFIX}");
+        let ours = |name: &str| {
+            name != meta
+                && (name.starts_with(&format!("{asset}."))
+                    || name.starts_with(&format!(".{asset}.")))
+        };
+        // id -> (file names, newest modification)
+        let mut by_id: std::collections::BTreeMap<String, (Vec<String>, Option<Timestamp>, bool)> =
+            Default::default();
+        let mut note = |id: &str, name: &str, modified: Timestamp| {
+            let e = by_id.entry(id.to_owned()).or_default();
+            e.1 = Some(e.1.map_or(modified, |m: Timestamp| m.max(modified)));
+            if name == meta {
+                e.2 = true;
+            } else if ours(name) {
+                e.0.push(name.to_owned());
+            }
+        };
+        match self {
+            Store::Local(root) => {
+                let parent = root.join(policy);
+                let entries = match fs::read_dir(&parent) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(AgentError::storage(parent.display(), e)),
+                };
+                for entry in entries {
+                    let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
+                    let dir = entry.path();
+                    if !dir.is_dir() {
+                        continue;
+                    }
+                    let id = entry.file_name().to_string_lossy().into_owned();
+                    for file in
+                        fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))?
+                    {
+                        let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
+                        let modified = file
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .map_err(|e| AgentError::storage(file.path().display(), e))?;
+                        let modified = Timestamp::try_from(modified).map_err(|e| {
+                            AgentError::storage(
+                                file.path().display(),
+                                std::io::Error::other(e.to_string()),
+                            )
+                        })?;
+                        note(&id, &file.file_name().to_string_lossy(), modified);
+                    }
+                }
+            }
+            Store::S3(s3) => {
+                let prefix = s3.key(&[policy]);
+                let objects = s3
+                    .rt
+                    .block_on(s3.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+                    .map_err(|e| s3.err(e))?;
+                for o in objects {
+                    let parts: Vec<&str> = o.location.as_ref().rsplit('/').take(2).collect();
+                    let [name, id] = parts[..] else { continue };
+                    let modified = Timestamp::from_millisecond(o.last_modified.timestamp_millis())
+                        .map_err(|e| s3.err(e))?;
+                    note(id, name, modified);
+                }
+            }
+        }
+        Ok(by_id
+            .into_iter()
+            .filter(|(_, (files, _, committed))| !committed && !files.is_empty())
+            .filter_map(|(id, (files, newest, _))| {
+                Some(Leftover {
+                    slot: Slot {
+                        id,
+                        policy: policy.to_owned(),
+                    },
+                    files,
+                    newest: newest?,
+                })
+            })
+            .collect())
     }
 
     /// For messages: where a backup is.

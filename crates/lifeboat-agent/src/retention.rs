@@ -77,6 +77,17 @@ pub fn select(
     Ok(delete)
 }
 
+/// How long a backup without metadata must have been idle before prune deletes it: far above any
+/// backup Job's deadline, so a backup still being written (its files still changing) is never
+/// taken for a dead one.
+pub const STALE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// Whether an unfinished backup whose newest file was written at `newest` is abandoned. A time
+/// in the future (clock skew) is never stale.
+pub fn is_stale(newest: Timestamp, now: Timestamp, stale_after: jiff::SignedDuration) -> bool {
+    now.duration_since(newest) > stale_after
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +206,25 @@ mod tests {
             )
             .unwrap()
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_long_idle_leftovers_are_stale() {
+        let now = at("2026-11-24T10:00:00Z");
+        let day = jiff::SignedDuration::from_hours(24);
+        assert!(is_stale(at("2026-11-22T10:00:00Z"), now, day));
+        assert!(
+            !is_stale(at("2026-11-24T09:59:00Z"), now, day),
+            "a backup being written"
+        );
+        assert!(
+            !is_stale(at("2026-11-23T10:00:00Z"), now, day),
+            "exactly a day"
+        );
+        assert!(
+            !is_stale(at("2026-11-30T10:00:00Z"), now, day),
+            "the clock is behind: not stale"
         );
     }
 }
