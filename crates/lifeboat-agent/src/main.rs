@@ -224,6 +224,16 @@ fn main() -> ExitCode {
         }
     };
     write_termination_message(&summary);
+    if std::env::var_os("LIFEBOAT_REPORT_PEAK_RSS").is_some() {
+        // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            eprintln!(
+                "lifeboat-agent: peak RSS {}",
+                line.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
