@@ -248,10 +248,23 @@ struct Done {
     sha256: Option<String>,
 }
 
-/// The summary goes to the termination-message file the operator reads (when there is one).
+/// Writes the summary where the operator reads it: `LIFEBOAT_TERMINATION_LOG`, else Kubernetes'
+/// default path if the kubelet created it (an existing, writable file). Never created elsewhere,
+/// so a laptop run leaves nothing in /dev.
 fn write_termination_message(summary: &AgentSummary) {
-    let Some(path) = std::env::var_os("LIFEBOAT_TERMINATION_LOG") else {
-        return;
+    let path = match std::env::var_os("LIFEBOAT_TERMINATION_LOG") {
+        Some(path) => PathBuf::from(path),
+        None => {
+            let default = PathBuf::from("/dev/termination-log");
+            if std::fs::OpenOptions::new()
+                .append(true)
+                .open(&default)
+                .is_err()
+            {
+                return;
+            }
+            default
+        }
     };
     if let Ok(text) = summary.to_termination_message()
         && let Err(e) = std::fs::write(&path, text)
