@@ -126,12 +126,14 @@ fn postgres_and_redis_round_trip_through_the_cli() {
     );
 
     // Redis: the RDB placed in a data directory, then a real restart finds every key, type, TTL.
+    // The target names a free port: nothing runs there (the restore checks a running target).
     let data = tempfile::tempdir().unwrap();
     let rtarget = dir.path().join("rtarget.yaml");
+    let stopped_port = lifeboat_agent::local::free_port().unwrap();
     std::fs::write(
         &rtarget,
         format!(
-            "asset: sessions\nredis: {{host: 127.0.0.1, dataDir: {}}}\n",
+            "asset: sessions\nredis: {{host: 127.0.0.1, port: {stopped_port}, dataDir: {}}}\n",
             data.path().display()
         ),
     )
