@@ -278,42 +278,24 @@ impl Store {
         check_name(policy)?;
         let mut out = Vec::new();
         match self {
-            Store::Local(root) => {
-                let parent = root.join(policy);
-                let entries = match fs::read_dir(&parent) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(AgentError::storage(parent.display(), e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
-                    let dir = entry.path();
-                    if !dir.is_dir() {
-                        continue;
-                    }
-                    let id = entry.file_name().to_string_lossy().into_owned();
-                    for file in
-                        fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))?
-                    {
-                        let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
-                        let name = file.file_name().to_string_lossy().into_owned();
-                        if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
-                            continue;
-                        }
-                        let bytes = fs::read(file.path())
-                            .map_err(|e| AgentError::storage(file.path().display(), e))?;
-                        let metadata = parse_metadata(&bytes, &file.path().display().to_string())?;
-                        out.push(Listed {
-                            id: id.clone(),
-                            slot: Slot {
-                                id: id.clone(),
-                                policy: policy.to_owned(),
-                            },
-                            metadata,
-                        });
-                    }
+            Store::Local(root) => walk_local(root, policy, |id, file| {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
+                    return Ok(());
                 }
-            }
+                let bytes = fs::read(file.path())
+                    .map_err(|e| AgentError::storage(file.path().display(), e))?;
+                let metadata = parse_metadata(&bytes, &file.path().display().to_string())?;
+                out.push(Listed {
+                    id: id.to_owned(),
+                    slot: Slot {
+                        id: id.to_owned(),
+                        policy: policy.to_owned(),
+                    },
+                    metadata,
+                });
+                Ok(())
+            })?,
             Store::S3(s3) => {
                 for key in s3.keys_under(&[policy])? {
                     let parts: Vec<&str> = key.as_ref().rsplit('/').take(2).collect();
@@ -461,38 +443,17 @@ impl Store {
             }
         };
         match self {
-            Store::Local(root) => {
-                let parent = root.join(policy);
-                let entries = match fs::read_dir(&parent) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-                    Err(e) => return Err(AgentError::storage(parent.display(), e)),
-                };
-                for entry in entries {
-                    let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
-                    let dir = entry.path();
-                    if !dir.is_dir() {
-                        continue;
-                    }
-                    let id = entry.file_name().to_string_lossy().into_owned();
-                    for file in
-                        fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))?
-                    {
-                        let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
-                        let modified = file
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .map_err(|e| AgentError::storage(file.path().display(), e))?;
-                        let modified = Timestamp::try_from(modified).map_err(|e| {
-                            AgentError::storage(
-                                file.path().display(),
-                                std::io::Error::other(e.to_string()),
-                            )
-                        })?;
-                        note(&id, &file.file_name().to_string_lossy(), modified);
-                    }
-                }
-            }
+            Store::Local(root) => walk_local(root, policy, |id, file| {
+                let modified = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .map_err(|e| AgentError::storage(file.path().display(), e))?;
+                let modified = Timestamp::try_from(modified).map_err(|e| {
+                    AgentError::storage(file.path().display(), std::io::Error::other(e.to_string()))
+                })?;
+                note(id, &file.file_name().to_string_lossy(), modified);
+                Ok(())
+            })?,
             Store::S3(s3) => {
                 let prefix = s3.key(&[policy]);
                 let objects = s3
@@ -531,6 +492,33 @@ impl Store {
             Store::S3(s3) => format!("{}/{}/{}", s3.what, slot.policy, slot.id),
         }
     }
+}
+
+/// Calls `visit(id, file)` for every file in every backup directory of `policy` under `root`.
+fn walk_local(
+    root: &Path,
+    policy: &str,
+    mut visit: impl FnMut(&str, &fs::DirEntry) -> Result<()>,
+) -> Result<()> {
+    let parent = root.join(policy);
+    let entries = match fs::read_dir(&parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(AgentError::storage(parent.display(), e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
+        let dir = entry.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let id = entry.file_name().to_string_lossy().into_owned();
+        for file in fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))? {
+            let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
+            visit(&id, &file)?;
+        }
+    }
+    Ok(())
 }
 
 fn check_name(policy: &str) -> Result<()> {
