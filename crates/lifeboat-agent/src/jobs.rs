@@ -234,7 +234,6 @@ pub fn restore(
     target: Option<&RestoreTarget>,
     options: &RestoreOptions,
 ) -> Result<String> {
-    let local = verify(env, listed)?;
     let compressed = listed.metadata.compression.starts_with("zstd");
     match asset.kind() {
         Some(AssetKind::Postgres) => {
@@ -250,7 +249,10 @@ pub fn restore(
                 ),
                 None => (env.pg(&pg.connection)?, None, false),
             };
-            let mut done = Vec::new();
+            // Every database's dump is decompressed and verified (one read of the stored bytes)
+            // before the first pg_restore: a corrupt artifact never touches a target.
+            let local = env.store.local(listed)?;
+            let mut dumps = Vec::new();
             for a in &listed.metadata.artifacts {
                 let db = a
                     .name
@@ -259,11 +261,24 @@ pub fn restore(
                     .ok_or_else(|| {
                         AgentError::integrity(format!("unexpected artifact name {}", a.name))
                     })?;
-                let into = rename.clone().unwrap_or_else(|| db.to_owned());
-                postgres::restore(
-                    &conn,
+                // pg_restore --jobs needs a seekable file, so the dump is staged in TMPDIR.
+                let scratch = tempfile::NamedTempFile::new()
+                    .map_err(|e| AgentError::storage("temporary file", e))?;
+                stream::unpack_verified(
                     &local.dir.join(&a.name),
                     compressed,
+                    &a.sha256,
+                    a.stored_bytes,
+                    std::io::BufWriter::with_capacity(256 * 1024, scratch.as_file()),
+                )?;
+                dumps.push((db.to_owned(), scratch));
+            }
+            let mut done = Vec::new();
+            for (db, dump) in &dumps {
+                let into = rename.clone().unwrap_or_else(|| db.clone());
+                postgres::restore(
+                    &conn,
+                    dump.path(),
                     &into,
                     create,
                     options.postgres_jobs,
@@ -293,6 +308,7 @@ pub fn restore(
                 .artifacts
                 .first()
                 .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
+            let local = verify(env, listed)?;
             let conn = match target.and_then(|t| t.redis.as_ref()) {
                 Some(t) => env.redis(&t.connection)?,
                 None => env.redis(&r.connection)?,

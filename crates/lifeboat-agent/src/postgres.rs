@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use lifeboat_api::agent_result::ErrorClass;
 
 use crate::error::{AgentError, Result};
-use crate::stream::{self, Stored};
+use crate::stream::Stored;
 use crate::tools;
 
 /// A connection, with the password already read from its file.
@@ -129,10 +129,11 @@ pub fn backup(
 }
 
 /// Restores the archive at `artifact` (verified by the caller) into `database`.
+/// Restores the custom-format dump at `dump` (decompressed and verified by the caller) into
+/// `database`, in parallel.
 pub fn restore(
     conn: &Conn,
-    artifact: &Path,
-    compressed: bool,
+    dump: &Path,
     database: &str,
     create: bool,
     jobs: u8,
@@ -141,14 +142,6 @@ pub fn restore(
     if create {
         create_database(conn, database)?;
     }
-    // pg_restore --jobs needs a seekable file: decompress next to the temp dir, then restore.
-    let scratch =
-        tempfile::NamedTempFile::new().map_err(|e| AgentError::storage("temporary file", e))?;
-    stream::unpack(
-        artifact,
-        compressed,
-        std::io::BufWriter::new(scratch.as_file()),
-    )?;
     let mut cmd = Command::new(tools::find("pg_restore")?);
     let _pass = conn.env(&mut cmd)?;
     cmd.args(["--no-password", "--no-owner", "--exit-on-error"])
@@ -159,7 +152,7 @@ pub fn restore(
         cmd.args(["--clean", "--if-exists"]);
     }
     let out = cmd
-        .arg(scratch.path())
+        .arg(dump)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| AgentError::config(format!("pg_restore: {e}")))?;

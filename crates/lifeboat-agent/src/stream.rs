@@ -159,6 +159,67 @@ pub fn unpack(path: &Path, compressed: bool, mut out: impl Write) -> Result<u64>
     Ok(n)
 }
 
+/// Counts and hashes what is read through it.
+struct HashingReader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Decompresses (or copies) the artifact at `path` into `out` while checking it against the
+/// expected size and sha256, in one read of the stored bytes. The caller must discard `out` on
+/// error: nothing reaches a restore target before this returns `Ok`.
+pub fn unpack_verified(
+    path: &Path,
+    compressed: bool,
+    sha256: &str,
+    size: u64,
+    mut out: impl Write,
+) -> Result<u64> {
+    let file = File::open(path).map_err(|e| AgentError::storage(path.display(), e))?;
+    let mut reader = HashingReader {
+        inner: BufReader::with_capacity(BUF, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let corrupt = |e: io::Error| AgentError::integrity(format!("{}: {e}", path.display()));
+    let written = if compressed {
+        let mut decoder = zstd::stream::Decoder::new(&mut reader).map_err(corrupt)?;
+        let n = io::copy(&mut decoder, &mut out).map_err(corrupt)?;
+        // Hash whatever the decoder left unread, so the checksum covers the whole stored file.
+        io::copy(&mut decoder.finish(), &mut io::sink()).map_err(corrupt)?;
+        n
+    } else {
+        io::copy(&mut reader, &mut out).map_err(|e| AgentError::storage(path.display(), e))?
+    };
+    out.flush()
+        .map_err(|e| AgentError::storage("restore output", e))?;
+    let actual = hex(&reader.hasher.finalize());
+    if reader.bytes != size {
+        return Err(AgentError::integrity(format!(
+            "{}: {} bytes stored, metadata says {size}: the artifact is truncated or was replaced",
+            path.display(),
+            reader.bytes
+        )));
+    }
+    if actual != sha256 {
+        return Err(AgentError::integrity(format!(
+            "{}: sha256 {actual} does not match the metadata's {sha256}: the artifact is corrupt",
+            path.display()
+        )));
+    }
+    Ok(written)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -189,6 +250,30 @@ mod tests {
         let mut out = Vec::new();
         unpack(&path, true, &mut out).unwrap();
         assert_eq!(out, data);
+    }
+
+    #[test]
+    fn unpack_verified_checks_while_it_decompresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.zst");
+        let data = b"the whole dump, the whole dump, the whole dump".repeat(1000);
+        let stored = store(&data[..], &path, Some(3)).unwrap();
+        let mut out = Vec::new();
+        unpack_verified(&path, true, &stored.sha256, stored.stored_bytes, &mut out).unwrap();
+        assert_eq!(out, data);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x80;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = unpack_verified(
+            &path,
+            true,
+            &stored.sha256,
+            stored.stored_bytes,
+            std::io::sink(),
+        )
+        .unwrap_err();
+        assert_eq!(e.class, lifeboat_api::agent_result::ErrorClass::Integrity);
     }
 
     #[test]
