@@ -80,3 +80,39 @@ impl Context {
         Ok(())
     }
 }
+
+impl Context {
+    /// Sets `Ready=False` with `reason` in `conditions` and, when that is a change, publishes a
+    /// Warning Event about `regarding`. Returns whether the conditions changed.
+    pub async fn report_not_ready(
+        &self,
+        regarding: &ObjectReference,
+        conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        generation: Option<i64>,
+        reason: &str,
+        message: String,
+        action: &str,
+    ) -> bool {
+        use lifeboat_api::conditions::{Status, condition, set_condition, types};
+        let new = condition(
+            types::READY,
+            Status::False,
+            reason,
+            message.clone(),
+            generation,
+            jiff::Timestamp::now(),
+        );
+        let changed = set_condition(conditions, new);
+        if changed {
+            self.publish(
+                regarding,
+                EventType::Warning,
+                reason,
+                action.to_owned(),
+                message,
+            )
+            .await;
+        }
+        changed
+    }
+}

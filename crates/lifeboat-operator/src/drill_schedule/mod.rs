@@ -15,7 +15,6 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use lifeboat_api::conditions::{Status, condition, set_condition, types};
 use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
@@ -338,27 +337,15 @@ async fn report_problem(
 ) -> Result<Action> {
     let mut status = old.clone();
     status.observed_generation = ds.metadata.generation;
-    let changed = set_condition(
+    ctx.report_not_ready(
+        &ds.object_ref(&()),
         &mut status.conditions,
-        condition(
-            types::READY,
-            Status::False,
-            reason,
-            message.clone(),
-            ds.metadata.generation,
-            Timestamp::now(),
-        ),
-    );
-    if changed {
-        ctx.publish(
-            &ds.object_ref(&()),
-            EventType::Warning,
-            reason,
-            "Validate".into(),
-            message,
-        )
-        .await;
-    }
+        ds.metadata.generation,
+        reason,
+        message,
+        "Validate",
+    )
+    .await;
     if &status != old {
         ctx.apply_status(ds, &status).await?;
     }

@@ -247,27 +247,15 @@ async fn report_problem(
 ) -> Result<Action> {
     let mut status = old.clone();
     status.observed_generation = rr.metadata.generation;
-    let changed = set_condition(
+    ctx.report_not_ready(
+        &rr.object_ref(&()),
         &mut status.conditions,
-        condition(
-            types::READY,
-            Status::False,
-            reason,
-            message.clone(),
-            rr.metadata.generation,
-            Timestamp::now(),
-        ),
-    );
-    if changed {
-        ctx.publish(
-            &rr.object_ref(&()),
-            EventType::Warning,
-            reason,
-            "Plan".into(),
-            message,
-        )
-        .await;
-    }
+        rr.metadata.generation,
+        reason,
+        message,
+        "Plan",
+    )
+    .await;
     if old != status {
         ctx.apply_status(rr, &status).await?;
     }
