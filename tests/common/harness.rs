@@ -35,6 +35,11 @@ pub async fn harness(prefix: &str) -> Harness {
     let env = lifeboat_testenv::shared().expect("control plane");
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, prefix).await.unwrap();
+    start_operator(client, ns)
+}
+
+/// The operator's controllers on `ns`, in this test's runtime, until the Harness is dropped.
+fn start_operator(client: Client, ns: String) -> Harness {
     let metrics = Metrics::new().unwrap();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -63,22 +68,7 @@ impl Harness {
         drop(_stop);
         // Let the old controllers see the shutdown before the new ones start.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let metrics = Metrics::new().unwrap();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            AgentConfig::default(),
-        ));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(lifeboat_operator::run(ctx, Some(ns.clone()), async move {
-            let _ = stopped.await;
-        }));
-        Harness {
-            client,
-            ns,
-            metrics,
-            _stop: stop,
-        }
+        start_operator(client, ns)
     }
 
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
