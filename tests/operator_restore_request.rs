@@ -424,3 +424,198 @@ async fn a_restarted_operator_converges_without_duplicating_work() {
     );
     assert_eq!(h3.events("RestoreSucceeded").await.len(), 1);
 }
+
+fn job_document(job: &Job) -> Value {
+    let env = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let doc = env.iter().find(|e| e.name == "LIFEBOAT_JOB").unwrap();
+    serde_json::from_str(doc.value.as_deref().unwrap()).unwrap()
+}
+
+fn job_args(job: &Job) -> Vec<String> {
+    job.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_validation_rolls_the_target_back_to_its_safety_backup() {
+    use lifeboat_operator::restore_request::progress::{
+        restore_job_name, rollback_job_name, safety_job_name, validate_job_name,
+    };
+    let h = harness("rr-rollback").await;
+    policy_with_backups(&h).await;
+    let mut spec = restore_spec(true);
+    spec["assets"] = json!(["orders-db"]);
+    spec["rollbackOnFailure"] = json!(true);
+    apply_restore(&h, "careful", spec).await;
+    let jobs = h.api::<Job>();
+
+    // First a backup of what is in the target now, before anything touches it.
+    let safety_name = safety_job_name("careful", "orders-db");
+    let safety = h
+        .until("the safety backup Job", async || {
+            jobs.get_opt(&safety_name).await.unwrap()
+        })
+        .await;
+    assert_eq!(job_args(&safety), ["backup"]);
+    let doc = job_document(&safety);
+    assert_eq!(
+        doc["policy"], "shop_safety",
+        "never mixed with the policy's own backups"
+    );
+    assert_eq!(
+        doc["asset"]["postgres"]["host"], "staging-db",
+        "the target, not the source"
+    );
+    assert_eq!(
+        doc["asset"]["postgres"]["databases"],
+        json!(["orders_copy"])
+    );
+    assert!(
+        jobs.get_opt(&restore_job_name("careful", "orders-db"))
+            .await
+            .unwrap()
+            .is_none(),
+        "no restore before the safety backup is done"
+    );
+    restore_until(&h, "phase SafetyBackup", "careful", |r| {
+        phase(r) == RestorePhase::SafetyBackup
+    })
+    .await;
+    let mut safety_summary = summary(Verb::Backup, "orders-db", true, vec![]);
+    safety_summary.backup_id = Some("20261124T1000safety".into());
+    h.finish_job(&safety_name, &safety_summary).await;
+
+    let restore = restore_job_name("careful", "orders-db");
+    h.until("the restore Job", async || {
+        jobs.get_opt(&restore).await.unwrap()
+    })
+    .await;
+    h.finish_job(&restore, &summary(Verb::Restore, "orders-db", true, vec![]))
+        .await;
+    let validate = validate_job_name("careful");
+    h.until("the validation Job", async || {
+        jobs.get_opt(&validate).await.unwrap()
+    })
+    .await;
+    let failed = CheckResult {
+        name: "orders-present".into(),
+        passed: false,
+        message: "expected t, got f".into(),
+        attempts: 3,
+        duration_seconds: 30.0,
+    };
+    h.finish_job(
+        &validate,
+        &summary(Verb::Restore, "validation", false, vec![failed]),
+    )
+    .await;
+
+    // Validation failed: the safety backup goes back into the target.
+    let rollback_name = rollback_job_name("careful", "orders-db");
+    let rollback = h
+        .until("the rollback Job", async || {
+            jobs.get_opt(&rollback_name).await.unwrap()
+        })
+        .await;
+    assert_eq!(job_args(&rollback), ["restore", "--execute"]);
+    let doc = job_document(&rollback);
+    assert_eq!(doc["policy"], "shop_safety");
+    assert_eq!(doc["backupId"], "20261124T1000safety");
+    assert_eq!(doc["asset"]["postgres"]["host"], "staging-db");
+    assert!(
+        doc["target"].is_null(),
+        "the safety asset's source is the target"
+    );
+    assert_eq!(doc["options"]["clean"], true);
+    restore_until(&h, "phase RollingBack", "careful", |r| {
+        phase(r) == RestorePhase::RollingBack
+    })
+    .await;
+    h.finish_job(
+        &rollback_name,
+        &summary(Verb::Restore, "orders-db", true, vec![]),
+    )
+    .await;
+
+    let rr = restore_until(&h, "RolledBack", "careful", |r| {
+        phase(r) == RestorePhase::RolledBack
+    })
+    .await;
+    let status = rr.status.unwrap();
+    assert_eq!(status.safety_backups.as_deref(), Some("shop_safety"));
+    assert_eq!(
+        status.plan[0].safety_backup_id.as_deref(),
+        Some("20261124T1000safety")
+    );
+    assert_eq!(status.plan[0].rollback.as_deref(), Some("Done"));
+    let ready = find(&status.conditions, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "RolledBack")
+    );
+    assert!(
+        ready.message.contains("orders-present: expected t, got f"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(h.events("RestoreRolledBack").await.len(), 1);
+    assert_eq!(h.events("RollbackStarted").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_rollback_of_kubernetes_state_is_refused_with_a_reason() {
+    let h = harness("rr-norollback").await;
+    let mut spec = policy_spec();
+    spec["assets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "objects", "kubernetesState": {"namespaces": ["shop"]}}));
+    h.apply_policy("shop", spec).await;
+    apply_restore(
+        &h,
+        "objects-back",
+        json!({"source": {"policy": "shop", "backupId": "20261124T090000Z"}, "assets": ["objects"],
+               "execute": true, "rollbackOnFailure": true}),
+    )
+    .await;
+    let rr = restore_until(&h, "RollbackUnsupported", "objects-back", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "RollbackUnsupported")
+    })
+    .await;
+    let ready = find(&rr.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert!(ready.message.contains("objects"), "{}", ready.message);
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/restore"))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing started"
+    );
+}

@@ -219,9 +219,10 @@ pub struct RestoreRequestStatus {
     pub rto: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
-    /// The safety backup taken before restoring (rollback asked).
+    /// Where the safety backups of the targets are kept (rollback asked): a directory next to
+    /// the policy's own, `<policy>_safety`, that the policy's retention never prunes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub safety_backup_id: Option<String>,
+    pub safety_backups: Option<String>,
 }
 
 /// One asset's part of a restore plan.
@@ -245,6 +246,12 @@ pub struct PlannedRestore {
     pub state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// The backup of the target taken before it was touched (rollback asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup_id: Option<String>,
+    /// Step state of the rollback, when one ran: Running, Done, Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// The result of one validation check.

@@ -4,12 +4,14 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use lifeboat_api::agent_job::{AgentRestoreJob, AgentValidateJob, JOB_ENV};
+use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV};
+use lifeboat_api::backup_policy::Retention;
 use lifeboat_api::common::{Destination, RestoreTarget, SecretKeyRef};
+use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
-use super::plan::Step;
-use super::progress::{restore_job_name, validate_job_name};
+use super::plan::{Step, safety_asset, safety_policy};
+use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
 use crate::backup_policy::cronjob::s3_keys;
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
@@ -63,12 +65,124 @@ pub fn restore_job(
         rr,
         &restore_job_name(&rr.name_any(), &step.asset.name),
         &step.asset.name,
-        "restore",
+        Role::Restore,
         serde_json::to_string(&doc)?,
         secrets,
         &doc.location,
         agent,
     )
+}
+
+/// The safety backup of `step`'s target, taken before the restore touches it (rollback asked):
+/// the policy's own backup settings, into `<policy>_safety` at the backup location.
+pub fn safety_job(
+    rr: &RestoreRequest,
+    policy: &BackupPolicy,
+    step: &Step,
+    agent: &AgentConfig,
+) -> Result<Job> {
+    let asset = safety_asset(&step.asset, step.target.as_ref())
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let location = location(rr, policy);
+    let doc = AgentJob {
+        namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
+        policy: safety_policy(&rr.spec.source.policy),
+        asset,
+        destination: location.clone(),
+        compression: policy.spec.compression.clone(),
+        encryption: policy.spec.encryption.clone(),
+        // Keep every safety backup: they are deleted by people, not by a rule.
+        retention: Retention {
+            keep_last: None,
+            max_age: None,
+            min_keep: 1,
+        },
+    };
+    let mut secrets = target_secrets(step);
+    secrets.extend(location_secrets(&location));
+    job(
+        rr,
+        &safety_job_name(&rr.name_any(), &step.asset.name),
+        &step.asset.name,
+        Role::SafetyBackup,
+        serde_json::to_string(&doc)?,
+        secrets,
+        &location,
+        agent,
+    )
+}
+
+/// The restore of `step`'s safety backup `backup_id` into the target it was taken from.
+pub fn rollback_job(
+    rr: &RestoreRequest,
+    policy: &BackupPolicy,
+    step: &Step,
+    backup_id: &str,
+    agent: &AgentConfig,
+) -> Result<Job> {
+    let asset = safety_asset(&step.asset, step.target.as_ref())
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let doc = AgentRestoreJob {
+        namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
+        policy: safety_policy(&rr.spec.source.policy),
+        backup_id: backup_id.to_owned(),
+        asset,
+        // The safety asset's source *is* the target.
+        target: None,
+        location: location(rr, policy),
+        options: RestoreOptions {
+            // What the failed restore created must go, whatever the request asked.
+            clean: true,
+            ..rr.spec.options.clone()
+        },
+        identity_secret: policy
+            .spec
+            .encryption
+            .as_ref()
+            .and_then(|e| e.identity_secret.clone()),
+    };
+    let mut secrets = target_secrets(step);
+    secrets.extend(location_secrets(&doc.location));
+    secrets.extend(doc.identity_secret.clone());
+    job(
+        rr,
+        &rollback_job_name(&rr.name_any(), &step.asset.name),
+        &step.asset.name,
+        Role::Rollback,
+        serde_json::to_string(&doc)?,
+        secrets,
+        &doc.location,
+        agent,
+    )
+}
+
+/// What a Job of a RestoreRequest does: its agent verb and its `lifeboat.dev/role` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    SafetyBackup,
+    Restore,
+    Validate,
+    Rollback,
+}
+
+impl Role {
+    fn label(self) -> &'static str {
+        match self {
+            Role::SafetyBackup => "safety-backup",
+            Role::Restore => "restore",
+            Role::Validate => "validate",
+            Role::Rollback => "rollback",
+        }
+    }
+
+    fn args(self) -> Vec<String> {
+        let args: &[&str] = match self {
+            Role::SafetyBackup => &["backup"],
+            Role::Restore | Role::Rollback => &["restore", "--execute"],
+            Role::Validate => &["validate", "--execute"],
+        };
+        args.iter().map(|a| (*a).to_owned()).collect()
+    }
 }
 
 pub fn validate_job(
@@ -97,7 +211,7 @@ pub fn validate_job(
         rr,
         &validate_job_name(&rr.name_any()),
         VALIDATION,
-        "validate",
+        Role::Validate,
         serde_json::to_string(&doc)?,
         secrets,
         &no_location,
@@ -110,7 +224,7 @@ fn job(
     rr: &RestoreRequest,
     name: &str,
     asset: &str,
-    verb: &str,
+    role: Role,
     document: String,
     secrets: Vec<SecretKeyRef>,
     location: &Destination,
@@ -128,14 +242,14 @@ fn job(
             names::label_value(&rr_name),
         ),
         (names::LABEL_ASSET.to_owned(), asset.to_owned()),
-        (names::LABEL_ROLE.to_owned(), verb.to_owned()),
+        (names::LABEL_ROLE.to_owned(), role.label().to_owned()),
     ]);
     let overrides = rr.spec.pod_template.as_ref();
     let mut job_labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
     job_labels.extend(labels.clone());
     let pod = AgentPod {
         config: agent,
-        args: vec![verb.to_owned(), "--execute".to_owned()],
+        args: role.args(),
         env: vec![EnvVar {
             name: JOB_ENV.into(),
             value: Some(document),

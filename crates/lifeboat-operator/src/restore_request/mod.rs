@@ -1,6 +1,7 @@
 //! The RestoreRequest controller: resolve the backup and show the plan; with `execute: true` run
-//! one restore Job per asset in order, then the validation Job; record the achieved RTO. Phases
-//! only move forward and a finished request never runs again.
+//! one restore Job per asset in order, then the validation Job, and record the achieved RTO. With
+//! rollback asked, each target is backed up first and restored from that safety backup if a
+//! restore or a check fails. Phases only move forward and a finished request never runs again.
 
 pub mod children;
 pub mod plan;
@@ -120,19 +121,61 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
         })
         .collect();
 
-    let has_checks = !rr.spec.validation.checks.is_empty();
-    let advanced = progress::advance(
-        &rr.name_any(),
-        &status,
-        &steps,
-        has_checks,
-        &existing,
-        &outcomes,
-        now,
-    );
+    status.safety_backups = rr
+        .spec
+        .rollback_on_failure
+        .then(|| plan::safety_policy(&rr.spec.source.policy));
+    let name = rr.name_any();
+    let observed = progress::Observed {
+        rr: &name,
+        steps: &steps,
+        has_checks: !rr.spec.validation.checks.is_empty(),
+        rollback: rr.spec.rollback_on_failure,
+        existing: &existing,
+        outcomes: &outcomes,
+    };
+    let advanced = progress::advance(&observed, &status, now);
     let mut status = advanced.status;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     match advanced.next {
+        Next::SafetyBackup(i) => {
+            let job = children::safety_job(&rr, &policy, &steps[i], &ctx.agent)?;
+            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                .await?;
+            ctx.publish(
+                &rr.object_ref(&()),
+                EventType::Normal,
+                "SafetyBackupStarted",
+                format!("SafetyBackup/{}", steps[i].asset.name),
+                format!(
+                    "backing up {} before restoring into it, to roll back to if the restore fails",
+                    steps[i].planned.target
+                ),
+            )
+            .await;
+        }
+        Next::Rollback(i) => {
+            let id = status.plan[i].safety_backup_id.clone().ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "no safety backup recorded for asset {}",
+                    steps[i].asset.name
+                ))
+            })?;
+            let job = children::rollback_job(&rr, &policy, &steps[i], &id, &ctx.agent)?;
+            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                .await?;
+            ctx.publish(
+                &rr.object_ref(&()),
+                EventType::Warning,
+                "RollbackStarted",
+                format!("Rollback/{}", steps[i].asset.name),
+                format!(
+                    "restoring safety backup {id} into {}",
+                    steps[i].planned.target
+                ),
+            )
+            .await;
+        }
         Next::Restore(i) => {
             let job = children::restore_job(&rr, &policy, &steps[i], &ctx.agent)?;
             jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
@@ -198,10 +241,10 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
     };
     set_condition(&mut status.conditions, ready);
     if status.phase.is_finished() && !old.phase.is_finished() {
-        let (kind, reason) = if status.phase == RestorePhase::Succeeded {
-            (EventType::Normal, "RestoreSucceeded")
-        } else {
-            (EventType::Warning, "RestoreFailed")
+        let (kind, reason) = match status.phase {
+            RestorePhase::Succeeded => (EventType::Normal, "RestoreSucceeded"),
+            RestorePhase::RolledBack => (EventType::Warning, "RestoreRolledBack"),
+            _ => (EventType::Warning, "RestoreFailed"),
         };
         let note = advanced.failure.as_ref().map_or_else(
             || {

@@ -1,7 +1,7 @@
 //! Resolving what a RestoreRequest restores: which assets, which backup of each (`latest` comes
 //! from the policy's own record of its newest good backups), and where to. Pure.
 
-use lifeboat_api::backup_policy::Asset;
+use lifeboat_api::backup_policy::{Asset, ObjectStorageAsset, PostgresAsset, RedisAsset};
 use lifeboat_api::common::RestoreTarget;
 use lifeboat_api::restore_request::PlannedRestore;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
@@ -24,12 +24,17 @@ pub enum PlanError {
     NoBackupYet(String),
     #[error("check {0:?} refers to asset {1:?}, which this request does not restore")]
     UnknownCheckAsset(String, String),
+    #[error(
+        "asset {0:?}: rollbackOnFailure needs a safety backup of the target, which Lifeboat does not take for {1} assets; restore without rollback or leave this asset out"
+    )]
+    RollbackUnsupported(String, &'static str),
 }
 
 impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::UnknownAsset(..) | PlanError::UnknownCheckAsset(..) => "InvalidSpec",
+            PlanError::RollbackUnsupported(..) => "RollbackUnsupported",
             PlanError::NoBackupYet(_) => "NoBackupYet",
         }
     }
@@ -67,6 +72,9 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
             (id, known)
         };
         let target = spec.targets.iter().find(|t| &t.asset == name).cloned();
+        if spec.rollback_on_failure {
+            safety_asset(asset, target.as_ref())?;
+        }
         steps.push(Step {
             planned: PlannedRestore {
                 asset: name.clone(),
@@ -77,6 +85,8 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
                 target: describe_target(asset, target.as_ref()),
                 state: None,
                 duration_seconds: None,
+                safety_backup_id: None,
+                rollback: None,
             },
             asset: asset.clone(),
             backup_id,
@@ -99,6 +109,65 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
         }
     }
     Ok(steps)
+}
+
+/// The directory of a policy's safety backups: `_` cannot appear in a Kubernetes name, so it
+/// never collides with another policy's directory, and the policy's retention (which prunes
+/// only its own directory) never deletes a safety backup.
+pub fn safety_policy(policy: &str) -> String {
+    format!("{policy}_safety")
+}
+
+/// What is in the restore target right now, as an asset the agent can back up: the safety
+/// backup of a rollback. With no target, the target is the asset's own source.
+pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Asset, PlanError> {
+    let unsupported = |kind: &'static str| PlanError::RollbackUnsupported(asset.name.clone(), kind);
+    let mut safety = Asset {
+        name: asset.name.clone(),
+        postgres: None,
+        redis: None,
+        object_storage: None,
+        kubernetes_state: None,
+    };
+    match target {
+        None => {
+            if asset.kubernetes_state.is_some() {
+                return Err(unsupported("kubernetesState"));
+            }
+            return Ok(asset.clone());
+        }
+        Some(t) => {
+            if let Some(pg) = &t.postgres {
+                let databases = match &pg.database {
+                    Some(db) => vec![db.clone()],
+                    None => asset
+                        .postgres
+                        .as_ref()
+                        .map(|p| p.databases.clone())
+                        .unwrap_or_default(),
+                };
+                safety.postgres = Some(PostgresAsset {
+                    connection: pg.connection.clone(),
+                    databases,
+                    dump_options: Default::default(),
+                });
+            } else if let Some(r) = &t.redis {
+                safety.redis = Some(RedisAsset {
+                    connection: r.connection.clone(),
+                    data_dir: r.data_dir.clone(),
+                });
+            } else if let Some(s3) = &t.object_storage {
+                // An empty target bucket is a fine thing to return to.
+                safety.object_storage = Some(ObjectStorageAsset {
+                    source: s3.clone(),
+                    allow_empty: true,
+                });
+            } else {
+                return Err(unsupported("kubernetesState"));
+            }
+        }
+    }
+    Ok(safety)
 }
 
 /// Where an asset goes, for people, without credentials.
@@ -157,4 +226,39 @@ pub fn describe_target(asset: &Asset, target: Option<&RestoreTarget>) -> String 
         "kubernetes (original namespaces)".into()
     };
     format!("original source {original}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asset(json: serde_json::Value) -> Asset {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_safety_asset_is_the_target_not_the_original_source() {
+        let orders = asset(serde_json::json!({
+            "name": "orders", "postgres": {"host": "prod-db", "user": "u", "databases": ["orders"]}
+        }));
+        let target: RestoreTarget = serde_json::from_value(serde_json::json!({
+            "asset": "orders", "postgres": {"host": "staging-db", "user": "s", "database": "orders_copy"}
+        }))
+        .unwrap();
+        let safety = safety_asset(&orders, Some(&target)).unwrap();
+        let pg = safety.postgres.unwrap();
+        assert_eq!(pg.connection.host, "staging-db");
+        assert_eq!(pg.databases, ["orders_copy"]);
+        // Without a target, the target is the source itself.
+        assert_eq!(safety_asset(&orders, None).unwrap(), orders);
+    }
+
+    #[test]
+    fn kubernetes_state_cannot_be_rolled_back_and_says_so() {
+        let state = asset(serde_json::json!({"name": "objects", "kubernetesState": {}}));
+        let e = safety_asset(&state, None).unwrap_err();
+        assert_eq!(e.reason(), "RollbackUnsupported");
+        assert!(e.to_string().contains("objects"), "{e}");
+        assert_eq!(safety_policy("shop"), "shop_safety");
+    }
 }
