@@ -24,8 +24,8 @@ lint: ## rustfmt and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ from the Rust types
-	$(CARGO) run -q -p lifeboat-api --bin crdgen -- crds/
+crds: ## Regenerate crds/ and docs/api-reference.md from the Rust types
+	$(CARGO) run -q -p lifeboat-api --bin crdgen -- crds/ docs/api-reference.md
 
 unit: ## Fast tests: no servers, no cluster
 	$(CARGO) test --workspace --lib --bins

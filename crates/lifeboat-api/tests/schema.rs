@@ -36,6 +36,18 @@ fn committed_crds_match_the_rust_types() {
 }
 
 #[test]
+fn committed_api_reference_matches_the_crds() {
+    let crds: Vec<_> = lifeboat_api::crds().into_iter().map(|(_, c)| c).collect();
+    let path = repo().join("docs/api-reference.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == lifeboat_api::reference::markdown(&crds),
+        "{} differs from what the CRDs render; run `make crds` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn crds_are_namespaced_with_status_and_a_lifeboat_category() {
     for (_, crd) in lifeboat_api::crds() {
         assert_eq!(crd.spec.group, "lifeboat.dev");

@@ -1,11 +1,20 @@
 //! Writes the CRDs generated from the Rust types into a directory (crds/ by `make crds`), or
-//! prints them as one multi-document stream when no directory is given.
+//! prints them as one multi-document stream when no directory is given. With a second argument,
+//! also writes the API reference rendered from them there (docs/api-reference.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let out = std::env::args_os().nth(1).map(PathBuf::from);
+    if let Some(path) = std::env::args_os().nth(2).map(PathBuf::from) {
+        let crds: Vec<_> = lifeboat_api::crds().into_iter().map(|(_, c)| c).collect();
+        if let Err(e) = std::fs::write(&path, lifeboat_api::reference::markdown(&crds)) {
+            eprintln!("crdgen: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", path.display());
+    }
     for (file, crd) in lifeboat_api::crds() {
         let yaml = match lifeboat_api::crd_yaml(&crd) {
             Ok(y) => y,
