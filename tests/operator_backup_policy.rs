@@ -126,7 +126,7 @@ async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_event
     let rpo = status.rpo_seconds.unwrap();
     assert!((120..180).contains(&rpo), "rpo {rpo}");
     assert_eq!(status.asset_count, Some(2));
-    assert_eq!(h.events("BackupSucceeded").await.len(), 2);
+    h.expect_events("BackupSucceeded", 2).await;
     let metrics = h.metrics.render();
     assert!(
         metrics.contains("lifeboat_backup_bytes{asset=\"orders-db\""),
@@ -136,6 +136,19 @@ async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_event
         metrics.contains("lifeboat_rpo_objective_seconds"),
         "{metrics}"
     );
+    let metric = |name: &str| {
+        let m = h.metrics.render();
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let rpo_metric = metric("lifeboat_rpo_seconds{asset=\"orders-db\"").unwrap();
+    assert!(
+        (120.0..180.0).contains(&rpo_metric),
+        "rpo metric {rpo_metric}"
+    );
+    assert_eq!(metric("lifeboat_rpo_objective_met{"), Some(1.0));
 
     // A failed run: Ready turns False with the agent's failure class; the good backup stays.
     h.run_cronjob("shop-orders-db", "shop-orders-db-2").await;
@@ -238,7 +251,7 @@ async fn an_on_demand_backup_runs_once_per_token() {
         (jobs.list(&ListParams::default()).await.unwrap().items.len() == 4).then_some(())
     })
     .await;
-    assert_eq!(h.events("BackupRequested").await.len(), 2);
+    h.expect_events("BackupRequested", 2).await;
     // suspend reached the CronJobs.
     let cj = h.api::<CronJob>().get("shop-orders-db").await.unwrap();
     assert_eq!(cj.spec.unwrap().suspend, Some(true));

@@ -226,8 +226,8 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
             "{type_}"
         );
     }
-    assert_eq!(h.events("DrillStarted").await.len(), 1);
-    assert_eq!(h.events("DrillPassed").await.len(), 1);
+    h.expect_events("DrillStarted", 1).await;
+    h.expect_events("DrillPassed", 1).await;
     let metrics = h.metrics.render();
     assert!(
         metrics.contains("lifeboat_drill_rto_seconds{drill=\"quarterly\""),
@@ -339,7 +339,7 @@ async fn a_failed_fresh_backup_fails_the_drill_without_measuring() {
             .is_none(),
         "no restore of a failed backup"
     );
-    assert_eq!(h.events("DrillFailed").await.len(), 1);
+    h.expect_events("DrillFailed", 1).await;
 }
 
 /// A webhook receiver on loopback: returns its URL and the first request body it receives.

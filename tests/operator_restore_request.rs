@@ -236,7 +236,7 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Succeeded")
     );
-    assert_eq!(h.events("RestoreSucceeded").await.len(), 1);
+    h.expect_events("RestoreSucceeded", 1).await;
 
     // Finished means finished: its Jobs deleted, nothing runs again.
     jobs.delete(&first, &DeleteParams::background())
@@ -316,7 +316,7 @@ async fn a_failing_check_fails_the_request_with_the_check_named() {
         status.rto_seconds.is_some(),
         "a failed restore still records how long it took"
     );
-    assert_eq!(h.events("RestoreFailed").await.len(), 1);
+    h.expect_events("RestoreFailed", 1).await;
 }
 
 #[tokio::test]
@@ -578,8 +578,8 @@ async fn a_failed_validation_rolls_the_target_back_to_its_safety_backup() {
         "{}",
         ready.message
     );
-    assert_eq!(h.events("RestoreRolledBack").await.len(), 1);
-    assert_eq!(h.events("RollbackStarted").await.len(), 1);
+    h.expect_events("RestoreRolledBack", 1).await;
+    h.expect_events("RollbackStarted", 1).await;
 }
 
 #[tokio::test]

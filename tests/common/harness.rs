@@ -195,6 +195,18 @@ impl Harness {
         .await;
     }
 
+    /// Waits until exactly `n` Events with `reason` exist, and still `n` a moment later: Events
+    /// are published after the status write a test waits for, so they are awaited too, and a
+    /// duplicate arriving late still fails.
+    pub async fn expect_events(&self, reason: &str, n: usize) {
+        self.until(&format!("{n} {reason} Events"), async || {
+            (self.events(reason).await.len() == n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(self.events(reason).await.len(), n, "{reason} Events");
+    }
+
     pub async fn events(&self, reason: &str) -> Vec<Event> {
         self.api::<Event>()
             .list(&ListParams::default())

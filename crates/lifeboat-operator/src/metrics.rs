@@ -16,6 +16,8 @@ pub struct Metrics {
     pub backup_duration: GaugeVec,
     pub backup_consecutive_failures: GaugeVec,
     pub rpo_objective: GaugeVec,
+    pub rpo: GaugeVec,
+    pub rpo_objective_met: GaugeVec,
     pub drill_rto: GaugeVec,
     pub drill_rpo: GaugeVec,
     pub drill_objective_met: GaugeVec,
@@ -88,6 +90,20 @@ impl Metrics {
                 ),
                 &["namespace", "policy"],
             )?,
+            rpo: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_rpo_seconds",
+                    "Age of the newest good backup's snapshot of an asset, as of the policy's last reconcile (live: time() - lifeboat_backup_snapshot_timestamp_seconds)",
+                ),
+                asset,
+            )?,
+            rpo_objective_met: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_rpo_objective_met",
+                    "1 while every asset of the policy is within its RPO objective (the RPOMet condition), else 0",
+                ),
+                &["namespace", "policy"],
+            )?,
             drill_rto: GaugeVec::new(
                 Opts::new(
                     "lifeboat_drill_rto_seconds",
@@ -130,6 +146,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.backup_consecutive_failures.clone()))?;
         m.registry.register(Box::new(m.rpo_objective.clone()))?;
+        m.registry.register(Box::new(m.rpo.clone()))?;
+        m.registry.register(Box::new(m.rpo_objective_met.clone()))?;
         m.registry.register(Box::new(m.drill_rto.clone()))?;
         m.registry.register(Box::new(m.drill_rpo.clone()))?;
         m.registry

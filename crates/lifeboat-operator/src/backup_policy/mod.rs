@@ -60,12 +60,13 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let retry_soon = problem
         .as_ref()
         .is_some_and(|p| p.reason == "SecretNotFound");
-    let decision = status::decide(&policy, &outcomes, problem, handled_token, Timestamp::now());
+    let now = Timestamp::now();
+    let decision = status::decide(&policy, &outcomes, problem, handled_token, now);
     if decision.changed {
         ctx.apply_status(policy.as_ref(), &decision.status).await?;
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
-    update_metrics(&ctx, &policy, &ns, &decision.status);
+    update_metrics(&ctx, &policy, &ns, &decision.status, now);
     let requeue = if retry_soon {
         decision
             .requeue_after
@@ -276,13 +277,24 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
     }
 }
 
-fn update_metrics(ctx: &Context, policy: &BackupPolicy, ns: &str, status: &BackupPolicyStatus) {
+fn update_metrics(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    ns: &str,
+    status: &BackupPolicyStatus,
+    now: Timestamp,
+) {
     let name = policy.name_any();
     let m = &ctx.metrics;
     if let Some(o) = &policy.spec.objectives {
         m.rpo_objective
             .with_label_values(&[ns, &name])
             .set(o.rpo.as_secs() as f64);
+    }
+    if let Some(c) = conditions::find(&status.conditions, types::RPO_MET) {
+        m.rpo_objective_met
+            .with_label_values(&[ns, &name])
+            .set(if c.status == "True" { 1.0 } else { 0.0 });
     }
     for a in &status.assets {
         let labels = [ns, name.as_str(), a.name.as_str()];
@@ -296,6 +308,9 @@ fn update_metrics(ctx: &Context, policy: &BackupPolicy, ns: &str, status: &Backu
             m.backup_snapshot
                 .with_label_values(&labels)
                 .set(s.snapshot_time.0.as_second() as f64);
+            m.rpo
+                .with_label_values(&labels)
+                .set((now.as_second() - s.snapshot_time.0.as_second()).max(0) as f64);
             m.backup_bytes
                 .with_label_values(&labels)
                 .set(s.stored_bytes as f64);
