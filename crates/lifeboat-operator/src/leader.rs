@@ -26,10 +26,18 @@ pub struct LeaseConfig {
 
 impl Default for LeaseConfig {
     fn default() -> Self {
+        Self::with_duration(Duration::from_secs(15))
+    }
+}
+
+impl LeaseConfig {
+    /// A Lease of `duration`, renewed every third of it (two renewals may fail before it
+    /// lapses), and retried by candidates often enough to take over soon after it does.
+    pub fn with_duration(duration: Duration) -> Self {
         Self {
-            duration: Duration::from_secs(15),
-            renew_every: Duration::from_secs(5),
-            retry_every: Duration::from_secs(2),
+            duration,
+            renew_every: duration / 3,
+            retry_every: (duration / 7).min(Duration::from_secs(2)),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 use kube::Api;
@@ -45,6 +46,15 @@ struct Args {
     /// Namespace of the Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
+    /// How long the Lease holds without renewal: the longest a dead leader delays its successor.
+    /// The leader renews every third of it.
+    #[arg(
+        long,
+        env = "LIFEBOAT_LEASE_DURATION_SECONDS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(2..=300)
+    )]
+    lease_duration_seconds: u64,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "LIFEBOAT_LOG_JSON")]
     log_json: bool,
@@ -102,7 +112,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Api::namespaced(ctx.client.clone(), &args.leader_election_namespace),
             "lifeboat-operator",
             &identity,
-            LeaseConfig::default(),
+            LeaseConfig::with_duration(Duration::from_secs(args.lease_duration_seconds)),
         )
     });
     if let Some(elector) = &elector {
