@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds testenv testenv-up bench-testenv demo demo-cluster ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench-testenv demo demo-cluster ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -13,6 +13,12 @@ deps: ## Install what a fresh machine lacks (PostgreSQL 15, Redis, rclone); idem
 
 build: ## Build every crate
 	$(CARGO) build --workspace --all-targets
+
+manifests: ## Render the chart into deploy/generated/ (what `kubectl apply -k deploy/` installs)
+	bash hack/render-manifests.sh
+
+helm: ## Build (or reuse) helm from its Go module into target/tools/
+	bash hack/tools/helm.sh
 
 testenv: ## Build (or reuse) the test control plane: etcd, kube-apiserver, kube-controller-manager, kubectl
 	bash hack/testenv/build.sh
@@ -24,17 +30,18 @@ lint: ## rustfmt and clippy, warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ and docs/api-reference.md from the Rust types
+crds: ## Regenerate crds/, the chart's copy and docs/api-reference.md from the Rust types
 	$(CARGO) run -q -p lifeboat-api --bin crdgen -- crds/ docs/api-reference.md
+	cp crds/*.yaml charts/lifeboat/files/crds/
 
 unit: ## Fast tests: no servers, no cluster
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p lifeboat-api --tests
 
-integration: testenv ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
+integration: testenv helm ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
 	$(CARGO) test --workspace
 
-test: deps testenv lint ## The whole suite: lint, unit and integration tests (what .ci/run runs)
+test: deps testenv helm lint ## The whole suite: lint, unit and integration tests (what .ci/run runs)
 	$(CARGO) test --workspace
 
 testenv-up: testenv ## Run a local control plane with the CRDs installed until Ctrl-C

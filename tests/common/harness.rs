@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 pub struct Harness {
     pub client: Client,
+    /// The operator's client: the chart's ServiceAccount, impersonated.
+    pub operator: Client,
     pub ns: String,
     pub metrics: Metrics,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -35,14 +37,85 @@ pub async fn harness(prefix: &str) -> Harness {
     let env = lifeboat_testenv::shared().expect("control plane");
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, prefix).await.unwrap();
-    start_operator(client, ns)
+    install_chart_rbac(&client).await;
+    let operator = env
+        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
+        .await
+        .unwrap();
+    start_operator(client, operator, ns)
+}
+
+/// Where `kubectl apply -k deploy/` (and the chart with the same release) puts the operator.
+pub const CHART_NAMESPACE: &str = "lifeboat-system";
+pub const CHART_SERVICE_ACCOUNT: &str = "lifeboat";
+
+/// Applies the ServiceAccount and RBAC the chart renders (deploy/generated/lifeboat.yaml, kept
+/// equal to `helm template` by tests/helm_chart.rs). Every operator test then runs the
+/// controllers as that account, so a permission the chart lacks fails the tests that need it.
+pub async fn install_chart_rbac(admin: &Client) {
+    use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let pp = PatchParams::apply("lifeboat-tests").force();
+    let ns =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CHART_NAMESPACE}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(CHART_NAMESPACE, &pp, &Patch::Apply(&ns))
+        .await
+        .unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/generated/lifeboat.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let obj: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let namespaced = |c: &Client| (c.clone(), CHART_NAMESPACE);
+        match obj["kind"].as_str() {
+            Some("ServiceAccount") => {
+                let (c, ns) = namespaced(admin);
+                Api::<ServiceAccount>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            Some("ClusterRole") => Api::<ClusterRole>::all(admin.clone())
+                .patch(&name, &pp, &Patch::Apply(&obj))
+                .await
+                .map(|_| ()),
+            Some("ClusterRoleBinding") => Api::<ClusterRoleBinding>::all(admin.clone())
+                .patch(&name, &pp, &Patch::Apply(&obj))
+                .await
+                .map(|_| ()),
+            Some("Role") => {
+                let (c, ns) = namespaced(admin);
+                Api::<Role>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            Some("RoleBinding") => {
+                let (c, ns) = namespaced(admin);
+                Api::<RoleBinding>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            _ => Ok(()),
+        }
+        .unwrap();
+    }
 }
 
 /// The operator's controllers on `ns`, in this test's runtime, until the Harness is dropped.
-fn start_operator(client: Client, ns: String) -> Harness {
+/// `client` is the test's own (admin, playing the kubelet); `operator` is the controllers'.
+fn start_operator(client: Client, operator: Client, ns: String) -> Harness {
     let metrics = Metrics::new().unwrap();
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        operator.clone(),
         metrics.clone(),
         AgentConfig::default(),
     ));
@@ -52,6 +125,7 @@ fn start_operator(client: Client, ns: String) -> Harness {
     }));
     Harness {
         client,
+        operator,
         ns,
         metrics,
         _stop: stop,
@@ -63,12 +137,16 @@ impl Harness {
     /// restart (kill and start) without losing the cluster's state.
     pub async fn restart(self) -> Harness {
         let Harness {
-            client, ns, _stop, ..
+            client,
+            operator,
+            ns,
+            _stop,
+            ..
         } = self;
         drop(_stop);
         // Let the old controllers see the shutdown before the new ones start.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        start_operator(client, ns)
+        start_operator(client, operator, ns)
     }
 
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(

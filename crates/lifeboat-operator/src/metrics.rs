@@ -134,26 +134,45 @@ impl Metrics {
             )?,
             registry,
         };
-        m.registry.register(Box::new(m.reconciles.clone()))?;
-        m.registry.register(Box::new(m.reconcile_errors.clone()))?;
-        m.registry
-            .register(Box::new(m.reconcile_duration.clone()))?;
-        m.registry
-            .register(Box::new(m.backup_last_success.clone()))?;
-        m.registry.register(Box::new(m.backup_snapshot.clone()))?;
-        m.registry.register(Box::new(m.backup_bytes.clone()))?;
-        m.registry.register(Box::new(m.backup_duration.clone()))?;
-        m.registry
-            .register(Box::new(m.backup_consecutive_failures.clone()))?;
-        m.registry.register(Box::new(m.rpo_objective.clone()))?;
-        m.registry.register(Box::new(m.rpo.clone()))?;
-        m.registry.register(Box::new(m.rpo_objective_met.clone()))?;
-        m.registry.register(Box::new(m.drill_rto.clone()))?;
-        m.registry.register(Box::new(m.drill_rpo.clone()))?;
-        m.registry
-            .register(Box::new(m.drill_objective_met.clone()))?;
-        m.registry.register(Box::new(m.drill_last_run.clone()))?;
+        for c in m.collectors() {
+            m.registry.register(c)?;
+        }
         Ok(m)
+    }
+
+    /// Every metric family, registered once by `new`.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.reconciles.clone()),
+            Box::new(self.reconcile_errors.clone()),
+            Box::new(self.reconcile_duration.clone()),
+            Box::new(self.backup_last_success.clone()),
+            Box::new(self.backup_snapshot.clone()),
+            Box::new(self.backup_bytes.clone()),
+            Box::new(self.backup_duration.clone()),
+            Box::new(self.backup_consecutive_failures.clone()),
+            Box::new(self.rpo_objective.clone()),
+            Box::new(self.rpo.clone()),
+            Box::new(self.rpo_objective_met.clone()),
+            Box::new(self.drill_rto.clone()),
+            Box::new(self.drill_rpo.clone()),
+            Box::new(self.drill_objective_met.clone()),
+            Box::new(self.drill_last_run.clone()),
+        ]
+    }
+
+    /// The names of every metric family the operator exports (histograms as their base name),
+    /// with their label names: what dashboards and alert rules may refer to.
+    pub fn families(&self) -> Vec<(String, Vec<String>)> {
+        self.collectors()
+            .iter()
+            .flat_map(|c| {
+                c.desc()
+                    .into_iter()
+                    .map(|d| (d.fq_name.clone(), d.variable_labels.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// The text exposition of every metric.

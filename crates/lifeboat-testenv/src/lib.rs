@@ -84,6 +84,33 @@ impl TestEnv {
         }
     }
 
+    /// A client that acts as `namespace`/`name`, a ServiceAccount, by impersonation: what that
+    /// account's RBAC allows and nothing more (the admin may impersonate anyone).
+    pub async fn client_as_service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Client, Error> {
+        let kube_err = |e: &dyn std::fmt::Display| Error::Kube(e.to_string());
+        let mut config = match self {
+            TestEnv::Local(cp) => {
+                let kubeconfig = kube::config::Kubeconfig::read_from(cp.kubeconfig())
+                    .map_err(|e| kube_err(&e))?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .map_err(|e| kube_err(&e))?
+            }
+            TestEnv::Existing => kube::Config::infer().await.map_err(|e| kube_err(&e))?,
+        };
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{name}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{namespace}"),
+            "system:authenticated".into(),
+        ]);
+        Client::try_from(config).map_err(|e| Error::Kube(e.to_string()))
+    }
+
     /// The kubeconfig to hand to processes under test (the operator, kubectl).
     pub fn kubeconfig(&self) -> Option<PathBuf> {
         match self {

@@ -1,0 +1,354 @@
+//! The Helm chart and the kustomize base, checked the way users install them: `helm lint`, the
+//! values schema, then the rendered manifests and `kubectl apply -k deploy/` sent to the real API
+//! server with a server-side dry-run (admission, schemas, RBAC validation). The chart's RBAC is
+//! what every operator test runs as (see `install_chart_rbac`); here, what it must not allow.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use harness::{CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, install_chart_rbac};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use lifeboat_api::BackupPolicy;
+use serde_json::json;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// helm, built from its Go module by hack/tools/helm.sh (cached in target/tools).
+fn helm() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("hack/tools/helm.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn template(namespace: &str, set: &[&str]) -> Output {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "lifeboat"])
+        .arg(repo().join("charts/lifeboat"))
+        .args(["--namespace", namespace]);
+    for s in set {
+        cmd.args(["--set", s]);
+    }
+    run(&mut cmd)
+}
+
+fn kubectl() -> Command {
+    let env = lifeboat_testenv::shared().unwrap();
+    let mut cmd = Command::new(lifeboat_testenv::kubectl().unwrap());
+    if let Some(k) = env.kubeconfig() {
+        cmd.env("KUBECONFIG", k);
+    }
+    cmd
+}
+
+/// `kubectl apply --server-side --dry-run=server` of `manifests`.
+fn dry_run_apply(manifests: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("manifests.yaml");
+    std::fs::write(&file, manifests).unwrap();
+    ok(&run(kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+        ])
+        .args(["--field-manager", "lifeboat-chart-test", "-f"])
+        .arg(&file)))
+}
+
+#[test]
+fn the_chart_lints_strictly() {
+    ok(&run(Command::new(helm())
+        .args(["lint", "--strict"])
+        .arg(repo().join("charts/lifeboat"))));
+}
+
+#[test]
+fn the_values_schema_refuses_what_cannot_work() {
+    for (set, expect) in [
+        ("replicaCount=0", "replicaCount"),
+        (
+            "leaderElection.leaseDurationSeconds=1",
+            "leaseDurationSeconds",
+        ),
+        ("agent.image.pullPolicy=Sometimes", "pullPolicy"),
+        ("watchNamespace=Not_A_Namespace", "watchNamespace"),
+        ("typoedKey=1", "typoedKey"),
+    ] {
+        let out = template("lifeboat-system", &[set]);
+        assert!(!out.status.success(), "{set} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{set}: {err}");
+    }
+}
+
+#[test]
+fn deploy_generated_is_the_chart_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("lifeboat.yaml");
+    ok(&run(Command::new("bash")
+        .arg(repo().join("hack/render-manifests.sh"))
+        .arg(&fresh)
+        .env("HELM", helm())));
+    let committed = std::fs::read_to_string(repo().join("deploy/generated/lifeboat.yaml")).unwrap();
+    assert!(
+        std::fs::read_to_string(&fresh).unwrap() == committed,
+        "deploy/generated/lifeboat.yaml differs from the chart; run `make manifests` and commit"
+    );
+}
+
+#[test]
+fn the_rendered_chart_is_least_privilege_and_restricted() {
+    let text = ok(&template("lifeboat-system", &[]));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let mut roles = 0;
+    for doc in docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+    {
+        roles += 1;
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["verbs", "resources", "apiGroups"] {
+                assert!(
+                    !rule[field].as_array().unwrap().iter().any(|v| v == "*"),
+                    "wildcard {field} in {rule}"
+                );
+            }
+            let resources = rule["resources"].as_array().unwrap();
+            if resources.iter().any(|r| r == "secrets") {
+                assert_eq!(
+                    rule["verbs"],
+                    json!(["get"]),
+                    "secrets: get only, never list"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        roles, 2,
+        "the operator's ClusterRole and the leader-election Role"
+    );
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--leader-election"), "{args:?}");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+}
+
+#[test]
+fn alert_rules_refer_only_to_metrics_the_operator_exports() {
+    let text = ok(&template(
+        "lifeboat-system",
+        &["metrics.prometheusRule.enabled=true"],
+    ));
+    let exported: Vec<String> = lifeboat_operator::metrics::Metrics::new()
+        .unwrap()
+        .families()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut used = 0;
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("lifeboat_") {
+            used += 1;
+            assert!(
+                exported.iter().any(|e| e == word),
+                "{word} is not exported: {exported:?}"
+            );
+        }
+    }
+    assert!(used >= 5, "the rules use the operator's metrics");
+    for alert in [
+        "LifeboatRPOObjectiveMissed",
+        "LifeboatBackupsFailing",
+        "LifeboatDrillFailed",
+    ] {
+        assert!(text.contains(alert), "{alert}");
+    }
+}
+
+#[tokio::test]
+async fn the_chart_and_the_kustomize_base_pass_the_api_servers_dry_run() {
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    // Cluster-wide (the default), and watching one namespace (a Role instead).
+    let ns = env.namespace(&client, "chart").await.unwrap();
+    let out = dry_run_apply(&ok(&template(&ns, &[])));
+    assert!(
+        out.contains("deployment.apps/lifeboat serverside-applied (server dry run)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("clusterrole.rbac.authorization.k8s.io/lifeboat"),
+        "{out}"
+    );
+    let out = dry_run_apply(&ok(&template(&ns, &[&format!("watchNamespace={ns}")])));
+    assert!(
+        out.contains("role.rbac.authorization.k8s.io/lifeboat "),
+        "{out}"
+    );
+    let out = dry_run_apply(&ok(&template(
+        &ns,
+        &[
+            "crds.install=false",
+            "replicaCount=1",
+            "leaderElection.enabled=false",
+        ],
+    )));
+    assert!(!out.contains("customresourcedefinition"), "{out}");
+
+    // kubectl apply -k deploy/: the namespace must exist for the dry-run of what goes in it.
+    install_chart_rbac(&client).await;
+    let out = ok(&run(kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-k",
+        ])
+        .arg(repo().join("deploy"))));
+    assert!(out.contains("namespace/lifeboat-system"), "{out}");
+    assert!(out.contains("deployment.apps/lifeboat"), "{out}");
+    // The examples apply cleanly on top.
+    let out = ok(&run(kubectl()
+        .args(["apply", "--dry-run=server", "-n", CHART_NAMESPACE, "-f"])
+        .arg(repo().join("deploy/examples"))));
+    assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+#[tokio::test]
+async fn the_operators_account_cannot_do_what_it_does_not_need() {
+    let env = lifeboat_testenv::shared().unwrap();
+    let admin = env.client().await.unwrap();
+    install_chart_rbac(&admin).await;
+    let ns = env.namespace(&admin, "rbac").await.unwrap();
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": "shop"},
+        "spec": {"schedule": "@daily", "assets": [{"name": "cache", "redis": {"host": "cache"}}],
+                 "retention": {"keepLast": 3}, "destination": {"volume": {"claimName": "backups"}}}});
+    Api::<BackupPolicy>::namespaced(admin.clone(), &ns)
+        .patch(
+            "shop",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap();
+
+    let sa = env
+        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
+        .await
+        .unwrap();
+    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    };
+    // What it needs works (so the 403s below are RBAC, not a broken client).
+    let secrets = Api::<Secret>::namespaced(sa.clone(), &ns);
+    assert!(secrets.get_metadata_opt("db").await.unwrap().is_some());
+    let policies = Api::<BackupPolicy>::namespaced(sa.clone(), &ns);
+    assert_eq!(
+        policies
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    forbidden(
+        secrets.list(&ListParams::default()).await.map(|_| ()),
+        "list secrets",
+    );
+    forbidden(
+        policies
+            .delete("shop", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "delete a BackupPolicy",
+    );
+    forbidden(
+        policies
+            .patch(
+                "shop",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": true}})),
+            )
+            .await
+            .map(|_| ()),
+        "change a BackupPolicy's spec",
+    );
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "x"},
+        "spec": {"containers": [{"name": "x", "image": "busybox"}]}}))
+    .unwrap();
+    forbidden(
+        Api::<Pod>::namespaced(sa.clone(), &ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .map(|_| ()),
+        "create a Pod",
+    );
+    forbidden(
+        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(sa)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+        "read RBAC",
+    );
+}
