@@ -33,6 +33,7 @@ fmt: ## Format the code
 crds: ## Regenerate crds/, the chart's copy and docs/api-reference.md from the Rust types
 	$(CARGO) run -q -p lifeboat-api --bin crdgen -- crds/ docs/api-reference.md
 	cp crds/*.yaml charts/lifeboat/files/crds/
+	bash hack/render-manifests.sh
 
 unit: ## Fast tests: no servers, no cluster
 	$(CARGO) test --workspace --lib --bins
