@@ -213,6 +213,96 @@ fn alert_rules_refer_only_to_metrics_the_operator_exports() {
     }
 }
 
+/// Every `lifeboat_*` series a query names, with the label names its selectors and `by (...)`
+/// clauses use. Hand-written: PromQL has no Rust parser worth a dependency for this check.
+fn series_in(expr: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("lifeboat_") {
+        let start = i + at;
+        let end = start
+            + expr[start..]
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(expr.len() - start);
+        let mut labels = Vec::new();
+        if bytes.get(end) == Some(&b'{') {
+            let close = end + expr[end..].find('}').unwrap();
+            for m in expr[end + 1..close].split(',') {
+                let name = m.split(['=', '!', '~']).next().unwrap().trim();
+                if !name.is_empty() {
+                    labels.push(name.to_owned());
+                }
+            }
+        }
+        out.push((expr[start..end].to_owned(), labels));
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_queries_only_metrics_and_labels_the_operator_exports() {
+    let path = repo().join("charts/lifeboat/files/dashboards/lifeboat.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let families = lifeboat_operator::metrics::Metrics::new()
+        .unwrap()
+        .families();
+    let mut exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    exprs.extend(
+        dash["templating"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["type"] == "query")
+            .map(|v| v["query"].as_str().unwrap().to_owned()),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for (name, labels) in series_in(expr) {
+            // Histograms expose <name>_bucket, _sum and _count.
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| families.iter().any(|(f, _)| f == b))
+                .unwrap_or(&name);
+            let (_, known) = families
+                .iter()
+                .find(|(f, _)| f == base)
+                .unwrap_or_else(|| panic!("{name} (in {expr}) is not exported"));
+            for l in labels {
+                assert!(known.contains(&l), "{name} has no label {l} (in {expr})");
+            }
+            seen.insert(base.to_owned());
+        }
+    }
+    for needed in [
+        "lifeboat_backup_snapshot_timestamp_seconds",
+        "lifeboat_rpo_objective_seconds",
+        "lifeboat_backup_duration_seconds",
+        "lifeboat_backup_bytes",
+        "lifeboat_drill_rto_seconds",
+        "lifeboat_drill_rpo_seconds",
+        "lifeboat_backup_consecutive_failures",
+    ] {
+        assert!(seen.contains(needed), "the dashboard shows {needed}");
+    }
+    // And the chart ships it.
+    let text = ok(&template(
+        "lifeboat-system",
+        &["grafanaDashboard.enabled=true"],
+    ));
+    assert!(text.contains("grafana_dashboard: \"1\""), "{text}");
+    assert!(text.contains("lifeboat-overview"));
+}
+
 #[tokio::test]
 async fn the_chart_and_the_kustomize_base_pass_the_api_servers_dry_run() {
     let env = lifeboat_testenv::shared().unwrap();
