@@ -427,3 +427,103 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     );
     assert!(files(&s3.bucket("untouched")).is_empty());
 }
+
+#[test]
+fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity() {
+    use age::secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = BTreeMap::new();
+    let s3 = S3Server::start(|root| expected = fill_source(root));
+    let secrets = secrets(dir.path(), SK);
+    let mut private = Vec::new();
+    let mut public = String::new();
+    for name in ["age-key", "other-key"] {
+        let key = age::x25519::Identity::generate();
+        let text = key.to_string().expose_secret().to_owned();
+        std::fs::create_dir_all(secrets.join(name)).unwrap();
+        std::fs::write(secrets.join(name).join("identity"), format!("{text}\n")).unwrap();
+        if public.is_empty() {
+            public = key.to_public().to_string();
+        }
+        private.push(text);
+    }
+    let mut job = backup_job(
+        &s3,
+        "data",
+        json!({"volume": {"claimName": "backups"}}),
+        false,
+    );
+    job["encryption"] = json!({"recipients": [public]});
+    let (out, _) = run(&job, &["backup"], &secrets, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let meta = metadata(dir.path());
+    let names: Vec<&str> = meta.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "assets.objects.tar.zst.age",
+            "assets.manifest.jsonl.zst.age"
+        ]
+    );
+    assert_eq!(
+        meta.encryption.as_ref().unwrap().recipients,
+        [public.clone()]
+    );
+    let backup_dir = dir.path().join("backups/media").join(&meta.backup_id);
+    for a in &meta.artifacts {
+        let bytes = std::fs::read(backup_dir.join(&a.name)).unwrap();
+        assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "{}", a.name);
+        for plain in ["<html>shop</html>", "empty.txt", "index.html"] {
+            assert!(
+                !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+                "{} holds {plain:?} in the clear",
+                a.name
+            );
+        }
+    }
+    let everything = format!(
+        "{}{}",
+        text(&out),
+        std::fs::read_to_string(backup_dir.join("assets.metadata.json")).unwrap()
+    );
+    assert!(!everything.contains("AGE-SECRET-KEY"), "{everything}");
+    let verified = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        .env_remove("LIFEBOAT_JOB")
+        .env("LIFEBOAT_SECRETS_DIR", "/nonexistent")
+        .args(["verify", "--policy", "media", "--dir"])
+        .arg(dir.path().join("backups"))
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
+
+    let restore = |identity: &str| {
+        let mut doc = restore_job(&job, Some(s3.location("untouched", "enc", "src-creds")));
+        doc["identitySecret"] = json!({"name": identity, "key": "identity"});
+        doc
+    };
+    let (out, summary) = run(
+        &restore("other-key"),
+        &["restore", "--execute"],
+        &secrets,
+        dir.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Auth.exit_code()),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Auth));
+    assert!(files(&s3.bucket("untouched")).is_empty(), "target touched");
+    for p in &private {
+        assert!(!text(&out).contains(&p[15..]));
+    }
+    let (out, _) = run(
+        &restore("age-key"),
+        &["restore", "--execute"],
+        &secrets,
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(files(&s3.bucket("untouched/enc")), expected);
+}
