@@ -151,6 +151,8 @@ fn fill_source(root: &Path) -> BTreeMap<String, Vec<u8>> {
     }
     // Outside the prefix: never backed up.
     std::fs::write(root.join("source/outside.txt"), b"not in the prefix").unwrap();
+    std::fs::create_dir_all(root.join("source/data-sibling")).unwrap();
+    std::fs::write(root.join("source/data-sibling/x.txt"), b"a sibling prefix").unwrap();
     std::fs::create_dir_all(root.join("source/nothing-here")).unwrap();
     // The restore targets, one with an object the restore must leave alone.
     std::fs::create_dir_all(root.join("restored/copy/keep")).unwrap();
