@@ -534,3 +534,40 @@ fn for_each_line(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_attributes_survive_the_manifest_and_storage_classes_do_not() {
+        let map = BTreeMap::from([
+            ("cacheControl".to_owned(), "max-age=60".to_owned()),
+            (
+                "contentType".to_owned(),
+                "text/html; charset=utf-8".to_owned(),
+            ),
+            ("meta:owner".to_owned(), "shop".to_owned()),
+        ]);
+        assert_eq!(attributes_to_manifest(&attributes_from_manifest(&map)), map);
+        let mut with_class = attributes_from_manifest(&map);
+        with_class.insert(Attribute::StorageClass, "GLACIER".into());
+        assert_eq!(attributes_to_manifest(&with_class), map);
+    }
+
+    #[test]
+    fn manifest_lines_are_objects_or_vanished_and_nothing_else() {
+        let object =
+            r#"{"key":"a/b","size":3,"sha256":"00","lastModified":"2026-11-24T10:00:00Z"}"#;
+        assert!(matches!(
+            serde_json::from_str::<Line>(object).unwrap(),
+            Line::Object(o) if o.key == "a/b" && o.size == 3
+        ));
+        assert!(matches!(
+            serde_json::from_str::<Line>(r#"{"vanished":"dir"}"#).unwrap(),
+            Line::Vanished(_)
+        ));
+        assert!(serde_json::from_str::<Line>(r#"{"key":"a","size":1}"#).is_err());
+        assert!(serde_json::from_str::<Line>(r#"{"vanished":"a","extra":1}"#).is_err());
+    }
+}
