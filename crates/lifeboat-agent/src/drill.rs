@@ -127,7 +127,7 @@ pub fn run(
     let backup_dir = local_dir(dir, &slot);
     let mut snapshot = Timestamp::now();
     for asset in &assets {
-        let m = jobs::backup(&env, &slot, asset, &Compression::default())?;
+        let m = jobs::backup(&env, &slot, asset, &Compression::default(), None)?;
         snapshot = snapshot.min(m.snapshot_time);
         eprintln!(
             "drill:   {} -> {} ({} bytes stored, sha256 {})",
@@ -161,6 +161,7 @@ pub fn run(
             asset,
             target.as_ref(),
             &RestoreOptions::default(),
+            None,
         )
     };
     let scratch_redis_dir = tempfile::Builder::new()

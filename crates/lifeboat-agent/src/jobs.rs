@@ -5,13 +5,19 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
-use lifeboat_api::backup_policy::{Asset, AssetKind, Compression, CompressionAlgorithm};
-use lifeboat_api::common::{PostgresConnection, RedisConnection, RestoreTarget, SecretKeyRef};
+use lifeboat_api::backup_policy::{
+    Asset, AssetKind, Compression, CompressionAlgorithm, Encryption,
+};
+use lifeboat_api::common::{
+    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef,
+};
 use lifeboat_api::restore_request::RestoreOptions;
 
+use crate::crypto::{Identities, Recipients};
 use crate::error::{AgentError, Result};
-use crate::layout::{Listed, Slot, Store};
-use crate::{postgres, redis, stream};
+use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Slot, Store};
+use crate::stream::{Decoding, Encoding};
+use crate::{bucket, postgres, redis, stream};
 
 /// Where secrets are read from and backups written to.
 pub struct Env {
@@ -32,6 +38,30 @@ impl Env {
             ))
         })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
+
+    /// A client of the bucket at `loc`, its keys read from the Secret files.
+    pub fn s3(&self, loc: &S3Location, role: S3Role) -> Result<S3Store> {
+        let c = &loc.credentials_secret;
+        let key = |k: &str| SecretKeyRef {
+            name: c.name.clone(),
+            key: k.to_owned(),
+        };
+        S3Store::new(S3Settings {
+            endpoint: loc.endpoint.clone(),
+            bucket: loc.bucket.clone(),
+            prefix: loc.prefix.clone(),
+            region: loc.region.clone(),
+            path_style: loc.force_path_style,
+            access_key_id: self.secret(&key(&c.access_key_id_key))?,
+            secret_access_key: self.secret(&key(&c.secret_access_key_key))?,
+            role,
+        })
+    }
+
+    /// The age identities in Secret key `r`.
+    pub fn identities(&self, r: &SecretKeyRef) -> Result<Identities> {
+        Identities::parse(&self.secret(r)?, &format!("Secret {}/{}", r.name, r.key))
     }
 
     pub fn pg(&self, c: &PostgresConnection) -> Result<postgres::Conn> {
@@ -73,24 +103,38 @@ fn level(c: &Compression) -> Option<i32> {
     }
 }
 
-fn suffix(c: &Compression) -> &'static str {
-    match c.algorithm {
-        CompressionAlgorithm::Zstd => ".zst",
-        CompressionAlgorithm::None => "",
+/// The file name suffix of an encoding: `.zst` when compressed, then `.age` when encrypted, so
+/// a person with only the files knows how to read them (`age -d | zstd -d`).
+fn suffix(e: &Encoding) -> String {
+    let mut s = String::new();
+    if e.level.is_some() {
+        s.push_str(".zst");
     }
+    if e.recipients.is_some() {
+        s.push_str(".age");
+    }
+    s
 }
 
 /// Backs up `asset` into the backup directory `dir` (already claimed as `id`) and commits its
-/// metadata last. On failure the asset's partial files are removed: nothing half-written stays.
+/// metadata last. With `encryption`, every artifact is encrypted to its recipients after
+/// compression. On failure the asset's partial files are removed: nothing half-written stays.
 pub fn backup(
     env: &Env,
     slot: &Slot,
     asset: &Asset,
     compression: &Compression,
+    encryption: Option<&Encryption>,
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
+    let encoding = Encoding {
+        level: level(compression),
+        recipients: encryption
+            .map(|e| Recipients::parse(&e.recipients))
+            .transpose()?,
+    };
     let mut created: Vec<String> = Vec::new();
-    let result = backup_artifacts(env, slot, asset, compression, &mut created);
+    let result = backup_artifacts(env, slot, asset, &encoding, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -117,7 +161,7 @@ pub fn backup(
             CompressionAlgorithm::Zstd => format!("zstd:{}", compression.level),
             CompressionAlgorithm::None => "none".into(),
         },
-        encryption: None,
+        encryption: encoding.recipients.as_ref().map(Recipients::info),
     };
     env.store.commit(slot, &metadata)?;
     Ok(metadata)
@@ -129,10 +173,10 @@ fn backup_artifacts(
     env: &Env,
     slot: &Slot,
     asset: &Asset,
-    compression: &Compression,
+    encoding: &Encoding,
     created: &mut Vec<String>,
 ) -> Result<Artifacts> {
-    let lvl = level(compression);
+    let suffix = suffix(encoding);
     match asset.kind() {
         Some(AssetKind::Postgres) => {
             let pg = asset
@@ -156,10 +200,10 @@ fn backup_artifacts(
             let mut artifacts = Vec::new();
             let mut snapshot: Option<Timestamp> = None;
             for db in &pg.databases {
-                let name = format!("{}.{db}.pgdump{}", asset.name, suffix(compression));
+                let name = format!("{}.{db}.pgdump{suffix}", asset.name);
                 created.push(name.clone());
                 let (stored, at) = postgres::backup(&conn, db, &extra, &mut |r| {
-                    env.store.put(slot, &name, r, lvl)
+                    env.store.put(slot, &name, r, encoding)
                 })?;
                 snapshot = Some(snapshot.map_or(at, |s| s.min(at)));
                 artifacts.push(ArtifactInfo {
@@ -188,9 +232,10 @@ fn backup_artifacts(
                 .as_ref()
                 .ok_or_else(|| AgentError::config("redis asset without settings"))?;
             let conn = env.redis(&r.connection)?;
-            let name = format!("{}.rdb{}", asset.name, suffix(compression));
+            let name = format!("{}.rdb{suffix}", asset.name);
             created.push(name.clone());
-            let (stored, at) = redis::backup(&conn, &mut |r| env.store.put(slot, &name, r, lvl))?;
+            let (stored, at) =
+                redis::backup(&conn, &mut |r| env.store.put(slot, &name, r, encoding))?;
             let artifact = ArtifactInfo {
                 name,
                 raw_bytes: stored.raw_bytes,
@@ -205,8 +250,25 @@ fn backup_artifacts(
                 source,
             ))
         }
+        Some(AssetKind::ObjectStorage) => {
+            let b = asset
+                .object_storage
+                .as_ref()
+                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
+            let (artifacts, at) =
+                bucket::backup(env, slot, &asset.name, b, encoding, &suffix, created)?;
+            Ok((
+                artifacts,
+                at,
+                ToolInfo {
+                    name: "lifeboat-agent".into(),
+                    version: format!("{} (object_store)", env!("CARGO_PKG_VERSION")),
+                },
+                bucket::describe(&b.source),
+            ))
+        }
         Some(kind) => Err(AgentError::config(format!(
-            "{} assets are not supported by this agent build yet (PostgreSQL and Redis are)",
+            "{} assets are not supported by this agent build yet (PostgreSQL, Redis and objectStorage are)",
             kind.as_str()
         ))),
         None => Err(AgentError::config(format!(
@@ -225,16 +287,60 @@ pub fn verify(env: &Env, listed: &Listed) -> Result<crate::layout::Local> {
     Ok(local)
 }
 
+/// How the artifacts of `listed` (its files in `local`) are read back. For an encrypted backup
+/// the identity in Secret key `identity` is read and tried on every artifact's age header: a
+/// missing identity (Config) or a wrong one (Auth) is found before anything is touched.
+pub fn decoding(
+    env: &Env,
+    listed: &Listed,
+    local: &Local,
+    identity: Option<&SecretKeyRef>,
+) -> Result<Decoding> {
+    let compressed = listed.metadata.compression.starts_with("zstd");
+    let Some(info) = &listed.metadata.encryption else {
+        return Ok(Decoding {
+            compressed,
+            identities: None,
+        });
+    };
+    if info.algorithm != "age" {
+        return Err(AgentError::config(format!(
+            "backup {} is encrypted with {:?}, which this agent cannot decrypt",
+            listed.id, info.algorithm
+        )));
+    }
+    let r = identity.ok_or_else(|| {
+        AgentError::config(format!(
+            "backup {} of {} is encrypted with age (to {}): restoring it needs the identity, set encryption.identitySecret",
+            listed.id,
+            listed.metadata.asset,
+            info.recipients.join(", ")
+        ))
+    })?;
+    let identities = env.identities(r)?;
+    for a in &listed.metadata.artifacts {
+        stream::check_identity(&local.dir.join(&a.name), &identities)?;
+    }
+    Ok(Decoding {
+        compressed,
+        identities: Some(identities),
+    })
+}
+
 /// Restores `listed` (a backup of `asset`) into `target`, or into the asset's own source when
-/// there is no target. Checksums are verified first: a corrupt backup never touches the target.
+/// there is no target; an encrypted backup is decrypted with the age identity in Secret key
+/// `identity`. Checksums (and the identity) are checked first: a corrupt backup or a wrong key
+/// never touches the target.
 pub fn restore(
     env: &Env,
     listed: &Listed,
     asset: &Asset,
     target: Option<&RestoreTarget>,
     options: &RestoreOptions,
+    identity: Option<&SecretKeyRef>,
 ) -> Result<String> {
-    let compressed = listed.metadata.compression.starts_with("zstd");
+    let local = env.store.local(listed)?;
+    let decoding = decoding(env, listed, &local, identity)?;
     match asset.kind() {
         Some(AssetKind::Postgres) => {
             let pg = asset
@@ -249,9 +355,8 @@ pub fn restore(
                 ),
                 None => (env.pg(&pg.connection)?, None, false),
             };
-            // Every database's dump is decompressed and verified (one read of the stored bytes)
+            // Every database's dump is decoded and verified (one read of the stored bytes)
             // before the first pg_restore: a corrupt artifact never touches a target.
-            let local = env.store.local(listed)?;
             let mut dumps = Vec::new();
             for a in &listed.metadata.artifacts {
                 let db = a
@@ -266,7 +371,7 @@ pub fn restore(
                     .map_err(|e| AgentError::storage("temporary file", e))?;
                 stream::unpack_verified(
                     &local.dir.join(&a.name),
-                    compressed,
+                    &decoding,
                     &a.sha256,
                     a.stored_bytes,
                     std::io::BufWriter::with_capacity(256 * 1024, scratch.as_file()),
@@ -308,7 +413,9 @@ pub fn restore(
                 .artifacts
                 .first()
                 .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
-            let local = verify(env, listed)?;
+            for a in &listed.metadata.artifacts {
+                stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
+            }
             let conn = match target.and_then(|t| t.redis.as_ref()) {
                 Some(t) => env.redis(&t.connection)?,
                 None => env.redis(&r.connection)?,
@@ -316,11 +423,27 @@ pub fn restore(
             redis::restore(
                 &conn,
                 &local.dir.join(&artifact.name),
-                compressed,
+                &decoding,
                 Path::new(&data_dir),
                 "dump.rdb",
             )?;
             Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
+        }
+        Some(AssetKind::ObjectStorage) => {
+            let b = asset
+                .object_storage
+                .as_ref()
+                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
+            let into = match target {
+                None => &b.source,
+                Some(t) => t.object_storage.as_ref().ok_or_else(|| {
+                    AgentError::config(format!(
+                        "the restore target of {} is not a bucket (objectStorage)",
+                        asset.name
+                    ))
+                })?,
+            };
+            bucket::restore(env, listed, &local, &decoding, into)
         }
         Some(kind) => Err(AgentError::config(format!(
             "{} restores are not supported by this agent build yet",

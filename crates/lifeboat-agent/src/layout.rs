@@ -18,7 +18,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::error::{AgentError, Result};
-use crate::stream::{self, Stored};
+use crate::stream::{self, Encoding, Stored};
 
 const METADATA_SUFFIX: &str = ".metadata.json";
 
@@ -59,10 +59,21 @@ pub struct Local {
 }
 
 pub struct S3Store {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     prefix: String,
-    rt: tokio::runtime::Runtime,
-    what: String,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) what: String,
+    role: S3Role,
+}
+
+/// What a bucket is to the agent, which decides what an unreachable endpoint means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Role {
+    /// Where backups are stored: failing to reach it is a Storage failure.
+    Backups,
+    /// An asset's data (a source to back up, a target to restore into): failing to reach it is
+    /// SourceUnreachable, like a database that does not answer.
+    Data,
 }
 
 /// Settings of an S3-compatible store, credentials already read from their files.
@@ -74,6 +85,7 @@ pub struct S3Settings {
     pub path_style: bool,
     pub access_key_id: String,
     pub secret_access_key: String,
+    pub role: S3Role,
 }
 
 impl S3Store {
@@ -99,7 +111,13 @@ impl S3Store {
             prefix: s.prefix.trim_matches('/').to_owned(),
             rt,
             what: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')),
+            role: s.role,
         })
+    }
+
+    /// The key prefix inside the bucket, without slashes at either end ("" for the whole bucket).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn key(&self, parts: &[&str]) -> ObjectPath {
@@ -111,20 +129,40 @@ impl S3Store {
         ObjectPath::from(all.join("/"))
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> AgentError {
+    /// An object_store error, classified from its text (object_store does not expose the HTTP
+    /// status or the transport error kind in a stable way).
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> AgentError {
+        use lifeboat_api::agent_result::ErrorClass;
         let text = e.to_string();
+        let unreachable = [
+            "Connection refused",
+            "tcp connect error",
+            "dns error",
+            "No route to host",
+        ];
         let class = if text.contains("NotFound") || text.contains("not found") {
-            lifeboat_api::agent_result::ErrorClass::NotFound
+            ErrorClass::NotFound
         } else if text.contains("403")
             || text.contains("Forbidden")
             || text.contains("InvalidAccessKeyId")
             || text.contains("SignatureDoesNotMatch")
         {
-            lifeboat_api::agent_result::ErrorClass::Auth
+            ErrorClass::Auth
+        } else if self.role == S3Role::Data && unreachable.iter().any(|u| text.contains(u)) {
+            ErrorClass::SourceUnreachable
         } else {
-            lifeboat_api::agent_result::ErrorClass::Storage
+            ErrorClass::Storage
         };
         AgentError::new(class, format!("{}: {text}", self.what))
+    }
+
+    /// A streaming upload of `key` (a multipart upload once it outgrows one part; nothing is
+    /// visible in the bucket until [`UploadWriter::finish`]).
+    pub(crate) fn upload(&self, key: ObjectPath) -> UploadWriter<'_> {
+        UploadWriter {
+            rt: &self.rt,
+            inner: object_store::buffered::BufWriter::new(self.store.clone(), key),
+        }
     }
 
     fn keys_under(&self, parts: &[&str]) -> Result<Vec<ObjectPath>> {
@@ -141,9 +179,29 @@ impl S3Store {
 }
 
 /// A synchronous `Write` over object_store's streaming multipart writer.
-struct UploadWriter<'a> {
+pub(crate) struct UploadWriter<'a> {
     rt: &'a tokio::runtime::Runtime,
     inner: object_store::buffered::BufWriter,
+}
+
+impl UploadWriter<'_> {
+    pub(crate) fn with_attributes(self, attributes: object_store::Attributes) -> Self {
+        Self {
+            rt: self.rt,
+            inner: self.inner.with_attributes(attributes),
+        }
+    }
+
+    /// Completes the upload: the object appears.
+    pub(crate) fn finish(mut self) -> std::result::Result<(), std::io::Error> {
+        use tokio::io::AsyncWriteExt;
+        self.rt.block_on(self.inner.shutdown())
+    }
+
+    /// Abandons the upload: the object never appears.
+    pub(crate) fn abort(mut self) {
+        let _ = self.rt.block_on(self.inner.abort());
+    }
 }
 
 impl Write for UploadWriter<'_> {
@@ -199,25 +257,46 @@ impl Store {
         slot: &Slot,
         name: &str,
         source: &mut dyn Read,
-        level: Option<i32>,
+        encoding: &Encoding,
+    ) -> Result<Stored> {
+        let what = format!("{}/{name}", self.describe(slot));
+        self.put_with(slot, name, encoding, &mut |w| {
+            stream::copy_from(source, w, &what)
+        })
+    }
+
+    /// Artifact `name` of `slot`, written by `produce` (a tar builder, a copy) through the
+    /// encoding chain to the file or the upload.
+    pub fn put_with(
+        &self,
+        slot: &Slot,
+        name: &str,
+        encoding: &Encoding,
+        produce: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
     ) -> Result<Stored> {
         match self {
-            Store::Local(root) => stream::store(
-                source,
-                &root.join(&slot.policy).join(&slot.id).join(name),
-                level,
-            ),
+            Store::Local(root) => {
+                let path = root.join(&slot.policy).join(&slot.id).join(name);
+                let file =
+                    fs::File::create(&path).map_err(|e| AgentError::storage(path.display(), e))?;
+                let what = path.display().to_string();
+                let (stored, writer) = stream::store_with(
+                    std::io::BufWriter::with_capacity(256 * 1024, file),
+                    encoding,
+                    &what,
+                    produce,
+                )?;
+                let file = writer
+                    .into_inner()
+                    .map_err(|e| AgentError::storage(&what, e.into_error()))?;
+                file.sync_all().map_err(|e| AgentError::storage(&what, e))?;
+                Ok(stored)
+            }
             Store::S3(s3) => {
                 let key = s3.key(&[&slot.policy, &slot.id, name]);
-                let writer = UploadWriter {
-                    rt: &s3.rt,
-                    inner: object_store::buffered::BufWriter::new(s3.store.clone(), key),
-                };
-                let (stored, mut writer) = stream::store_into(source, writer, level, &s3.what)?;
-                use tokio::io::AsyncWriteExt;
-                s3.rt
-                    .block_on(writer.inner.shutdown())
-                    .map_err(|e| s3.err(e))?;
+                let writer = s3.upload(key);
+                let (stored, writer) = stream::store_with(writer, encoding, &s3.what, produce)?;
+                writer.finish().map_err(|e| s3.err(e))?;
                 Ok(stored)
             }
         }

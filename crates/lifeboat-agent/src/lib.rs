@@ -2,6 +2,8 @@
 //! the `LIFEBOAT_JOB` document and mounted Secret files) and on a laptop (configured by the same
 //! custom resources as YAML files), with the playbook toolkit's verbs.
 
+pub mod bucket;
+pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod jobs;

@@ -7,18 +7,17 @@ use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use lifeboat_agent::error::{AgentError, Result};
 use lifeboat_agent::jobs::{self, Env};
-use lifeboat_agent::layout::{S3Settings, S3Store, Store};
+use lifeboat_agent::layout::{S3Role, Store};
 use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::common::Destination;
-use lifeboat_api::common::SecretKeyRef;
 use lifeboat_api::{BackupPolicy, Duration};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL and Redis",
-    long_about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL and Redis.\n\n\
+    about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL, Redis and buckets",
+    long_about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL, Redis and S3 buckets.\n\n\
 Inside a Job the operator passes a LIFEBOAT_JOB document and mounts Secrets as files. On a laptop, \
 point it at the same resources as YAML files (--policy-file) and a backup directory (--dir).\n\n\
 Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 7 storage, \
@@ -142,22 +141,8 @@ impl Place {
             secrets_dir: self.secrets_dir.clone(),
         };
         if let Some(s3) = destination.and_then(|d| d.s3.as_ref()) {
-            let c = &s3.credentials_secret;
-            let key = |k: &str| SecretKeyRef {
-                name: c.name.clone(),
-                key: k.to_owned(),
-            };
-            let settings = S3Settings {
-                endpoint: s3.endpoint.clone(),
-                bucket: s3.bucket.clone(),
-                prefix: s3.prefix.clone(),
-                region: s3.region.clone(),
-                path_style: s3.force_path_style,
-                access_key_id: secrets.secret(&key(&c.access_key_id_key))?,
-                secret_access_key: secrets.secret(&key(&c.secret_access_key_key))?,
-            };
             return Ok(Env {
-                store: Store::S3(S3Store::new(settings)?),
+                store: Store::S3(secrets.s3(s3, S3Role::Backups)?),
                 secrets_dir: self.secrets_dir.clone(),
             });
         }
@@ -331,7 +316,13 @@ fn run(
                         .iter()
                         .filter(|a| assets.is_empty() || assets.contains(&a.name))
                     {
-                        let m = jobs::backup(&env, &slot, asset, &policy.spec.compression)?;
+                        let m = jobs::backup(
+                            &env,
+                            &slot,
+                            asset,
+                            &policy.spec.compression,
+                            policy.spec.encryption.as_ref(),
+                        )?;
                         println!(
                             "{}: backup {} of {} committed ({} bytes)",
                             m.asset,
@@ -344,14 +335,15 @@ fn run(
                     return Ok(last.map(done));
                 }
             };
-            if job.encryption.is_some() {
-                return Err(AgentError::config(
-                    "client-side encryption is not supported by this agent build yet; refusing to store unencrypted",
-                ));
-            }
             let env = place.env(Some(&job.destination))?;
             let slot = env.store.claim(&job.policy, Timestamp::now())?;
-            let m = jobs::backup(&env, &slot, &job.asset, &job.compression)?;
+            let m = jobs::backup(
+                &env,
+                &slot,
+                &job.asset,
+                &job.compression,
+                job.encryption.as_ref(),
+            )?;
             println!(
                 "{}: backup {} of {} committed ({} bytes)",
                 m.asset,
@@ -416,7 +408,11 @@ fn run(
                         target: target_file.as_ref().map(read_yaml).transpose()?,
                         location: policy.spec.destination.clone(),
                         options: Default::default(),
-                        identity_secret: None,
+                        identity_secret: policy
+                            .spec
+                            .encryption
+                            .as_ref()
+                            .and_then(|e| e.identity_secret.clone()),
                     }
                 }
             };
@@ -424,16 +420,28 @@ fn run(
             let listed = env
                 .store
                 .find(&job.policy, &job.backup_id, &job.asset.name)?;
-            jobs::verify(&env, &listed)?;
-            let plan = format!(
+            let local = jobs::verify(&env, &listed)?;
+            let mut plan = format!(
                 "{} backup {} ({}), checksums verified",
                 job.asset.name, listed.id, listed.metadata.source
             );
             if !execute {
+                if listed.metadata.encryption.is_some() {
+                    jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
+                    plan.push_str(", the identity decrypts it");
+                }
                 println!("plan: restore {plan}; run again with --execute to restore");
                 return Ok(None);
             }
-            let into = jobs::restore(&env, &listed, &job.asset, job.target.as_ref(), &job.options)?;
+            drop(local);
+            let into = jobs::restore(
+                &env,
+                &listed,
+                &job.asset,
+                job.target.as_ref(),
+                &job.options,
+                job.identity_secret.as_ref(),
+            )?;
             println!("restored {plan} into {into}");
             Ok(Some(done(listed.metadata)))
         }

@@ -10,7 +10,7 @@ use jiff::Timestamp;
 use lifeboat_api::agent_result::ErrorClass;
 
 use crate::error::{AgentError, Result};
-use crate::stream::{self, Stored};
+use crate::stream::{self, Decoding, Stored};
 use crate::tools;
 
 #[derive(Clone, Debug)]
@@ -125,12 +125,12 @@ pub fn check_rdb(rdb: &Path) -> Result<()> {
 pub fn restore(
     conn: &Conn,
     artifact: &Path,
-    compressed: bool,
+    decoding: &Decoding,
     data_dir: &Path,
     file_name: &str,
 ) -> Result<()> {
     let prepared = prepare_restart(conn, data_dir)?;
-    let placed = place(artifact, compressed, data_dir, file_name);
+    let placed = place(artifact, decoding, data_dir, file_name);
     if placed.is_err()
         && let Some(p) = prepared
     {
@@ -139,13 +139,13 @@ pub fn restore(
     placed
 }
 
-fn place(artifact: &Path, compressed: bool, data_dir: &Path, file_name: &str) -> Result<()> {
+fn place(artifact: &Path, decoding: &Decoding, data_dir: &Path, file_name: &str) -> Result<()> {
     std::fs::create_dir_all(data_dir).map_err(|e| AgentError::storage(data_dir.display(), e))?;
     let tmp = data_dir.join(format!(".{file_name}.lifeboat-tmp"));
     let write = || -> Result<()> {
         let file =
             std::fs::File::create(&tmp).map_err(|e| AgentError::storage(tmp.display(), e))?;
-        stream::unpack(artifact, compressed, std::io::BufWriter::new(&file))?;
+        stream::unpack(artifact, decoding, std::io::BufWriter::new(&file))?;
         file.sync_all()
             .map_err(|e| AgentError::storage(tmp.display(), e))?;
         check_rdb(&tmp)

@@ -37,8 +37,20 @@ pub struct BackupMetadata {
     pub snapshot_time: Timestamp,
     pub artifacts: Vec<ArtifactInfo>,
     pub compression: String,
+    /// Set when the artifacts are encrypted: a restore then needs an identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub encryption: Option<String>,
+    pub encryption: Option<EncryptionInfo>,
+}
+
+/// How the artifacts of a backup were encrypted. Public keys only: enough to tell which
+/// identity a restore needs, nothing that decrypts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncryptionInfo {
+    /// `age` (age-encryption.org/v1, applied after compression).
+    pub algorithm: String,
+    /// The age public keys (`age1...`) the artifacts were encrypted to.
+    pub recipients: Vec<String>,
 }
 
 impl BackupMetadata {

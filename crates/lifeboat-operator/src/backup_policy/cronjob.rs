@@ -402,4 +402,56 @@ mod tests {
             "shop"
         );
     }
+
+    #[test]
+    fn a_bucket_backup_mounts_the_source_keys_and_carries_recipients_but_no_identity() {
+        let mut s = spec();
+        s["assets"] = json!([{"name": "media", "objectStorage": {"endpoint": "http://s3:9000",
+            "bucket": "media", "credentialsSecret": {"name": "src-creds"}, "allowEmpty": true}}]);
+        s["encryption"] = json!({"recipients": ["age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa"],
+                                 "identitySecret": {"name": "age-key", "key": "identity"}});
+        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default()).unwrap();
+        let pod = cjs[0]
+            .spec
+            .clone()
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let secrets: Vec<&str> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+            .collect();
+        assert_eq!(secrets, ["s3-creds", "src-creds"]);
+        let mounts: Vec<&str> = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(mounts.contains(&"/var/run/lifeboat/secrets/src-creds"));
+        let job: AgentJob = serde_json::from_str(
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == JOB_ENV)
+                .unwrap()
+                .value
+                .as_ref()
+                .unwrap(),
+        )
+        .unwrap();
+        let encryption = job.encryption.unwrap();
+        assert_eq!(encryption.recipients.len(), 1);
+        assert!(job.asset.object_storage.unwrap().allow_empty);
+    }
 }

@@ -321,3 +321,157 @@ fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
         .map(|s| s3_keys(&s.credentials_secret).to_vec())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use lifeboat_api::restore_request::PlannedRestore;
+    use serde_json::json;
+
+    use super::*;
+
+    fn policy() -> BackupPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "media", "namespace": "prod", "uid": "p-1"},
+            "spec": {
+                "schedule": "@daily",
+                "assets": [{"name": "assets", "objectStorage": {"endpoint": "http://s3:9000", "bucket": "media",
+                    "prefix": "public", "credentialsSecret": {"name": "src-creds"}}}],
+                "retention": {"keepLast": 7},
+                "destination": {"s3": {"endpoint": "http://s3:9000", "bucket": "backups",
+                                       "credentialsSecret": {"name": "s3-creds"}}},
+                "encryption": {"recipients": ["age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa"],
+                               "identitySecret": {"name": "age-key", "key": "identity"}}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn request() -> RestoreRequest {
+        serde_json::from_value(json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "back", "namespace": "prod", "uid": "r-1"},
+            "spec": {"source": {"policy": "media"}, "execute": true}
+        }))
+        .unwrap()
+    }
+
+    fn step(target: Option<RestoreTarget>) -> Step {
+        let p = policy();
+        Step {
+            asset: p.spec.assets[0].clone(),
+            backup_id: "20261124T100000Z".into(),
+            target,
+            planned: PlannedRestore {
+                asset: "assets".into(),
+                backup_id: "20261124T100000Z".into(),
+                snapshot_time: None,
+                stored_bytes: None,
+                sha256: None,
+                target: String::new(),
+                state: None,
+                duration_seconds: None,
+            },
+        }
+    }
+
+    /// Secret name → the keys projected from it, and where each Secret is mounted.
+    fn mounted(job: &Job) -> BTreeMap<String, Vec<String>> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let mounts: Vec<String> = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.clone())
+            .collect();
+        pod.volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.secret.as_ref())
+            .map(|s| {
+                let name = s.secret_name.clone().unwrap();
+                assert!(
+                    mounts.contains(&format!("/var/run/lifeboat/secrets/{name}")),
+                    "{name} not mounted: {mounts:?}"
+                );
+                let keys = s.items.as_ref().unwrap().iter().map(|i| i.key.clone());
+                (name, keys.collect())
+            })
+            .collect()
+    }
+
+    fn document(job: &Job) -> String {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == JOB_ENV)
+            .and_then(|e| e.value.clone())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bucket_restore_into_its_source_mounts_its_keys_the_backups_and_the_identity() {
+        let job = restore_job(&request(), &policy(), &step(None), &AgentConfig::default()).unwrap();
+        let s3 = vec![
+            "AWS_ACCESS_KEY_ID".to_owned(),
+            "AWS_SECRET_ACCESS_KEY".to_owned(),
+        ];
+        assert_eq!(
+            mounted(&job),
+            BTreeMap::from([
+                ("age-key".to_owned(), vec!["identity".to_owned()]),
+                ("s3-creds".to_owned(), s3.clone()),
+                ("src-creds".to_owned(), s3),
+            ])
+        );
+        let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
+        assert_eq!(
+            doc.identity_secret,
+            Some(SecretKeyRef {
+                name: "age-key".into(),
+                key: "identity".into()
+            })
+        );
+        assert!(doc.asset.object_storage.is_some());
+    }
+
+    #[test]
+    fn a_bucket_restore_into_another_bucket_mounts_that_bucket_s_keys_only() {
+        let target: RestoreTarget = serde_json::from_value(json!({"asset": "assets",
+            "objectStorage": {"endpoint": "http://staging:9000", "bucket": "staging",
+                              "credentialsSecret": {"name": "staging-creds", "accessKeyIdKey": "id", "secretAccessKeyKey": "key"}}}))
+        .unwrap();
+        let job = restore_job(
+            &request(),
+            &policy(),
+            &step(Some(target)),
+            &AgentConfig::default(),
+        )
+        .unwrap();
+        let secrets = mounted(&job);
+        assert_eq!(secrets["staging-creds"], ["id", "key"]);
+        assert!(!secrets.contains_key("src-creds"), "{secrets:?}");
+        assert!(secrets.contains_key("age-key"));
+    }
+
+    #[test]
+    fn validation_reads_no_backup_and_mounts_no_identity() {
+        let job = validate_job(
+            &request(),
+            &policy(),
+            &[step(None)],
+            &AgentConfig::default(),
+        )
+        .unwrap();
+        let secrets = mounted(&job);
+        assert!(!secrets.contains_key("age-key"), "{secrets:?}");
+        assert!(!secrets.contains_key("s3-creds"), "{secrets:?}");
+    }
+}
