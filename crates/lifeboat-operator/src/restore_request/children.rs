@@ -373,6 +373,8 @@ mod tests {
                 target: String::new(),
                 state: None,
                 duration_seconds: None,
+                safety_backup_id: None,
+                rollback: None,
             },
         }
     }
