@@ -22,6 +22,11 @@ use crate::stream::{self, Encoding, Stored};
 
 const METADATA_SUFFIX: &str = ".metadata.json";
 
+/// Size of one multipart-upload part.
+const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts uploading at once.
+const UPLOAD_PARTS_IN_FLIGHT: usize = 3;
+
 /// Where backups are stored.
 pub enum Store {
     Local(PathBuf),
@@ -158,10 +163,20 @@ impl S3Store {
 
     /// A streaming upload of `key` (a multipart upload once it outgrows one part; nothing is
     /// visible in the bucket until [`UploadWriter::finish`]).
+    ///
+    /// Memory is bounded by part size × parts in flight: object_store's default (10 MiB × 8)
+    /// would hold up to 90 MiB; 8 MiB parts (S3's minimum is 5 MiB), at most 3 uploading while the
+    /// next fills, keep the agent near 32 MiB of buffers whatever the artifact's size, and 3
+    /// parallel parts already saturate a loopback or in-region link.
     pub(crate) fn upload(&self, key: ObjectPath) -> UploadWriter<'_> {
         UploadWriter {
             rt: &self.rt,
-            inner: object_store::buffered::BufWriter::new(self.store.clone(), key),
+            inner: object_store::buffered::BufWriter::with_capacity(
+                self.store.clone(),
+                key,
+                UPLOAD_PART_BYTES,
+            )
+            .with_max_concurrency(UPLOAD_PARTS_IN_FLIGHT),
         }
     }
 
