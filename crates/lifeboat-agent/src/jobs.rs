@@ -1,6 +1,7 @@
 //! The work itself, shared by the CLI, the Jobs the operator creates and the local drill:
 //! back up an asset, restore one, verify and list what is stored.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
@@ -366,16 +367,38 @@ pub fn restore(
                     .ok_or_else(|| {
                         AgentError::integrity(format!("unexpected artifact name {}", a.name))
                     })?;
-                // pg_restore --jobs needs a seekable file, so the dump is staged in TMPDIR.
+                // pg_restore --jobs needs a seekable file, so the dump is staged in TMPDIR,
+                // indexed on the way so that its TOC gets the data offsets a streamed pg_dump
+                // could not write (see pgarchive).
                 let scratch = tempfile::NamedTempFile::new()
                     .map_err(|e| AgentError::storage("temporary file", e))?;
+                let tmp_err = |e| AgentError::storage("temporary file", e);
+                let mut out = crate::pgarchive::Indexing {
+                    inner: std::io::BufWriter::with_capacity(
+                        256 * 1024,
+                        scratch.reopen().map_err(tmp_err)?,
+                    ),
+                    indexer: crate::pgarchive::Indexer::new(),
+                };
                 stream::unpack_verified(
                     &local.dir.join(&a.name),
                     &decoding,
                     &a.sha256,
                     a.stored_bytes,
-                    std::io::BufWriter::with_capacity(256 * 1024, scratch.as_file()),
+                    &mut out,
                 )?;
+                out.inner.flush().map_err(tmp_err)?;
+                let mut indexer = out.indexer;
+                indexer.finish();
+                let patched = indexer
+                    .patch(&mut scratch.reopen().map_err(tmp_err)?)
+                    .map_err(tmp_err)?;
+                match indexer.failure() {
+                    None => eprintln!("{db}: {patched} data offsets written into the dump's TOC"),
+                    Some(why) => eprintln!(
+                        "{db}: dump not indexed ({why}); pg_restore will scan it for its data"
+                    ),
+                }
                 dumps.push((db.to_owned(), scratch));
             }
             let mut done = Vec::new();

@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod layout;
 pub mod local;
+pub mod pgarchive;
 pub mod postgres;
 pub mod redis;
 pub mod retention;
