@@ -420,12 +420,12 @@ fn run(
             let listed = env
                 .store
                 .find(&job.policy, &job.backup_id, &job.asset.name)?;
-            let local = jobs::verify(&env, &listed)?;
             let mut plan = format!(
                 "{} backup {} ({}), checksums verified",
                 job.asset.name, listed.id, listed.metadata.source
             );
             if !execute {
+                let local = jobs::verify(&env, &listed)?;
                 if listed.metadata.encryption.is_some() {
                     jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
                     plan.push_str(", the identity decrypts it");
@@ -433,7 +433,9 @@ fn run(
                 println!("plan: restore {plan}; run again with --execute to restore");
                 return Ok(None);
             }
-            drop(local);
+            // Each asset's restore verifies every checksum (in the one read that also decodes the
+            // artifact) before it touches the target: no separate verification pass (and, from
+            // S3, no second download) here.
             let into = jobs::restore(
                 &env,
                 &listed,
