@@ -323,3 +323,25 @@ async fn specs_that_pass_admission_but_cannot_work_are_reported_not_fatal() {
     })
     .await;
 }
+
+/// The namespaces of these tests enforce Pod Security "restricted" (see the harness), so every
+/// agent pod the operator's Jobs created above passed it; here, proof that the enforcement bites.
+#[tokio::test]
+async fn the_test_namespaces_refuse_pods_that_are_not_restricted() {
+    let h = harness("bp-pss").await;
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "lax"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    let err = h
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .create(&kube::api::PostParams::default(), &pod)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("violates PodSecurity \"restricted:latest\""),
+        "{err}"
+    );
+}

@@ -37,12 +37,28 @@ pub async fn harness(prefix: &str) -> Harness {
     let env = lifeboat_testenv::shared().expect("control plane");
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, prefix).await.unwrap();
+    enforce_restricted_pod_security(&client, &ns).await;
     install_chart_rbac(&client).await;
     let operator = env
         .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
         .await
         .unwrap();
     start_operator(client, operator, ns)
+}
+
+/// Labels `ns` so that the API server's PodSecurity admission refuses any pod that does not meet
+/// the "restricted" standard: every pod the Jobs of these tests create must pass it, or the test
+/// waiting for that pod fails.
+pub async fn enforce_restricted_pod_security(admin: &Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let labels = json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest"
+    }}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap();
 }
 
 /// Where `kubectl apply -k deploy/` (and the chart with the same release) puts the operator.
