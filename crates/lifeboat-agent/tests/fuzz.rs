@@ -1,0 +1,85 @@
+//! Property tests over what the agent reads from storage and from the operator, and over
+//! retention: 10,000 cases each. A malformed metadata.json or summary is an error, never a panic;
+//! retention never deletes the newest backup, whatever the rules, the history or a clock that is
+//! a day off either way.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use jiff::{SignedDuration, Timestamp};
+use lifeboat_agent::layout::parse_metadata;
+use lifeboat_agent::retention::{Candidate, select};
+use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_api::backup_policy::Retention;
+use proptest::prelude::*;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 10_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+const METADATA: &str = r#"{"schemaVersion":1,"backupId":"20261124T100000Z","policy":"shop","asset":"db","kind":"postgres","tool":{"name":"pg_dump","version":"15.18"},"agentVersion":"0.1.0","source":"postgres://db:5432/shop","startedAt":"2026-11-24T10:00:00Z","finishedAt":"2026-11-24T10:00:05Z","snapshotTime":"2026-11-24T10:00:00Z","artifacts":[{"name":"db.shop.pgdump.zst","rawBytes":10,"storedBytes":8,"sha256":"ab"}],"compression":"zstd:3"}"#;
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_bytes_are_never_valid_metadata_nor_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let e = parse_metadata(&bytes, "fuzz").unwrap_err();
+        prop_assert!(e.to_string().contains("fuzz"));
+    }
+
+    #[test]
+    fn edited_metadata_parses_or_is_an_integrity_error(at in 0usize..METADATA.len(), byte in any::<u8>(), cut in 0usize..METADATA.len()) {
+        let mut bytes = METADATA.as_bytes().to_vec();
+        bytes[at] = byte;
+        for candidate in [bytes.clone(), bytes[..cut].to_vec()] {
+            match parse_metadata(&candidate, "edited") {
+                Ok(m) => prop_assert!(m.artifacts.iter().all(|a| !a.name.contains('/'))),
+                Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
+            }
+        }
+    }
+
+    #[test]
+    fn summaries_from_a_termination_message_never_panic(s in ".{0,200}") {
+        let _ = serde_json::from_str::<AgentSummary>(&s);
+    }
+
+    #[test]
+    fn retention_never_deletes_the_newest_backup(
+        ages in prop::collection::vec(0i64..(400 * 86_400), 1..40),
+        keep_last in prop::option::of(1u32..10),
+        max_age_days in prop::option::of(0u64..30),
+        min_keep in 1u32..3,
+        skew_hours in -24i64..=24,
+        allow_mass_delete in any::<bool>(),
+    ) {
+        let now = Timestamp::from_second(1_790_000_000).unwrap();
+        let backups: Vec<Candidate> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, age)| Candidate {
+                id: format!("b{i}"),
+                snapshot_time: now - SignedDuration::from_secs(*age),
+            })
+            .collect();
+        let rules = Retention {
+            keep_last,
+            max_age: max_age_days.map(|d| lifeboat_api::Duration::from_secs(d * 86_400)),
+            min_keep,
+        };
+        let newest = backups.iter().max_by_key(|b| b.snapshot_time).unwrap();
+        let clock = now + SignedDuration::from_hours(skew_hours);
+        match select("db", &backups, &rules, clock, 50, allow_mass_delete) {
+            Ok(doomed) => {
+                prop_assert!(!doomed.contains(&newest.id), "deleted the newest: {doomed:?}");
+                prop_assert!(doomed.len() < backups.len());
+            }
+            // Refusing is always allowed; deleting the newest never is.
+            Err(e) => prop_assert!(!allow_mass_delete, "{e}"),
+        }
+    }
+}
