@@ -1,0 +1,164 @@
+//! Secret values never leave their Secrets: after a backup, a restore and a drill driven through
+//! the operator with recognisable secret values (database and Redis passwords, S3 keys, an age
+//! identity), none of them appears in any CronJob, Job or Pod spec, status, Event, condition or
+//! metric. (The agent's side — output, termination message, metadata, argv — is
+//! crates/lifeboat-agent/tests/auth.rs.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use harness::harness;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
+use serde_json::json;
+
+const VALUES: [&str; 5] = [
+    "pg-pass-7f3a9c21-canary",
+    "redis-pass-51be0d77-canary",
+    "AKIA-canary-0d6e",
+    "s3-secret-key-9a1f4e-canary",
+    "AGE-SECRET-KEY-1CANARY0QQQQ",
+];
+
+#[tokio::test]
+async fn no_secret_value_reaches_specs_status_events_or_metrics() {
+    let h = harness("secrets").await;
+    for (name, data) in [
+        ("pg", json!({"password": VALUES[0]})),
+        ("cache", json!({"password": VALUES[1]})),
+        (
+            "s3",
+            json!({"AWS_ACCESS_KEY_ID": VALUES[2], "AWS_SECRET_ACCESS_KEY": VALUES[3]}),
+        ),
+        ("age", json!({"identity": VALUES[4]})),
+    ] {
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        h.api::<Secret>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 * * * *",
+            "assets": [
+                {"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["shop"],
+                                           "passwordSecret": {"name": "pg", "key": "password"}}},
+                {"name": "cache", "redis": {"host": "cache", "passwordSecret": {"name": "cache", "key": "password"}}}
+            ],
+            "retention": {"keepLast": 3},
+            "destination": {"s3": {"endpoint": "http://s3:9000", "bucket": "backups", "forcePathStyle": true,
+                                   "credentialsSecret": {"name": "s3"}}},
+            "encryption": {"recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+                           "identitySecret": {"name": "age", "key": "identity"}},
+            "objectives": {"rpo": "15m"}
+        }),
+    )
+    .await;
+    h.policy_until("shop", "a status", |p| p.status.is_some())
+        .await;
+    h.api::<BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "t1"}}})),
+        )
+        .await
+        .unwrap();
+    for asset in ["db", "cache"] {
+        let job = lifeboat_operator::names::backup_now_job("shop", asset, "t1");
+        h.until("the on-demand Job", async || {
+            h.api::<Job>().get_opt(&job).await.unwrap()
+        })
+        .await;
+        let t = Timestamp::now();
+        let summary = AgentSummary {
+            version: SUMMARY_VERSION,
+            verb: Verb::Backup,
+            ok: true,
+            asset: Some(asset.into()),
+            backup_id: Some(format!("20261124T1000{asset}")),
+            started_at: t,
+            finished_at: t,
+            snapshot_time: Some(t),
+            stored_bytes: Some(10),
+            sha256: Some("ab".into()),
+            error_class: None,
+            message: None,
+            checks: vec![],
+        };
+        h.finish_job(&job, &summary).await;
+    }
+    h.policy_until("shop", "both backups", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
+    })
+    .await;
+    let restore = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "back"},
+        "spec": {"source": {"policy": "shop"}, "execute": true, "rollbackOnFailure": true,
+                 "targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u",
+                              "passwordSecret": {"name": "pg", "key": "password"}}}]}});
+    h.api::<RestoreRequest>()
+        .patch("back", &PatchParams::apply("test"), &Patch::Apply(&restore))
+        .await
+        .unwrap();
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+        "metadata": {"name": "weekly", "annotations": {"lifeboat.dev/drill-now": "d1"}},
+        "spec": {"schedule": "0 6 * * 1", "policy": "shop", "assets": ["db"],
+                 "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u",
+                              "passwordSecret": {"name": "pg", "key": "password"}}}]},
+                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+    h.api::<DrillSchedule>()
+        .patch("weekly", &PatchParams::apply("test"), &Patch::Apply(&drill))
+        .await
+        .unwrap();
+    // Wait until the restore's safety backup and the drill's fresh backups exist: every kind of
+    // Job the operator makes is then in the namespace.
+    let jobs = h.api::<Job>();
+    h.until("restore and drill Jobs", async || {
+        let names: Vec<String> = jobs
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|j| j.metadata.name)
+            .collect();
+        (names.iter().any(|n| n.starts_with("back-safety")) && names.len() >= 4).then_some(names)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let lp = ListParams::default();
+    let mut haystack = String::new();
+    haystack += &serde_json::to_string(&h.api::<CronJob>().list(&lp).await.unwrap().items).unwrap();
+    haystack += &serde_json::to_string(&jobs.list(&lp).await.unwrap().items).unwrap();
+    haystack += &serde_json::to_string(&h.api::<Pod>().list(&lp).await.unwrap().items).unwrap();
+    haystack += &serde_json::to_string(&h.api::<Event>().list(&lp).await.unwrap().items).unwrap();
+    haystack +=
+        &serde_json::to_string(&h.api::<BackupPolicy>().list(&lp).await.unwrap().items).unwrap();
+    haystack +=
+        &serde_json::to_string(&h.api::<RestoreRequest>().list(&lp).await.unwrap().items).unwrap();
+    haystack +=
+        &serde_json::to_string(&h.api::<DrillSchedule>().list(&lp).await.unwrap().items).unwrap();
+    haystack += &h.metrics.render();
+    assert!(haystack.len() > 10_000, "the haystack holds the objects");
+    assert!(
+        haystack.contains("\"secretName\":\"pg\"") || haystack.contains("\"name\":\"pg\""),
+        "the Secrets are referenced by name"
+    );
+    for v in VALUES {
+        assert!(!haystack.contains(v), "{v} leaked");
+    }
+}
