@@ -268,10 +268,38 @@ fn backup_artifacts(
                 bucket::describe(&b.source),
             ))
         }
-        Some(kind) => Err(AgentError::config(format!(
-            "{} assets are not supported by this agent build yet (PostgreSQL, Redis and objectStorage are)",
-            kind.as_str()
-        ))),
+        Some(AssetKind::KubernetesState) => {
+            let k = asset
+                .kubernetes_state
+                .as_ref()
+                .ok_or_else(|| AgentError::config("kubernetesState asset without settings"))?;
+            let (state, source) = crate::kubestate::backup(k)?;
+            // One document: a namespace's objects are megabytes, not gigabytes, so it is built
+            // in memory and streamed through the same encode path as every artifact.
+            let json = serde_json::to_vec(&state)
+                .map_err(|e| AgentError::config(format!("encoding the cluster state: {e}")))?;
+            let name = format!("{}.cluster_state.json{suffix}", asset.name);
+            created.push(name.clone());
+            let stored = env.store.put(slot, &name, &mut json.as_slice(), encoding)?;
+            Ok((
+                vec![ArtifactInfo {
+                    name,
+                    raw_bytes: stored.raw_bytes,
+                    stored_bytes: stored.stored_bytes,
+                    sha256: stored.sha256,
+                }],
+                state.captured_at,
+                ToolInfo {
+                    name: "lifeboat-agent".into(),
+                    version: format!(
+                        "{} (API discovery; kube-apiserver {})",
+                        env!("CARGO_PKG_VERSION"),
+                        state.server_version
+                    ),
+                },
+                source,
+            ))
+        }
         None => Err(AgentError::config(format!(
             "asset {} has no kind",
             asset.name
@@ -468,10 +496,9 @@ pub fn restore(
             };
             bucket::restore(env, listed, &local, &decoding, into)
         }
-        Some(kind) => Err(AgentError::config(format!(
-            "{} restores are not supported by this agent build yet",
-            kind.as_str()
-        ))),
+        Some(AssetKind::KubernetesState) => {
+            kubernetes_state(listed, &local, &decoding, target, true)
+        }
         None => Err(AgentError::config(format!(
             "asset {} has no kind",
             asset.name
@@ -537,4 +564,64 @@ pub fn prune(
                 .map(|l| format!("{} (unfinished: {})", l.slot.id, l.files.join(", "))),
         )
         .collect())
+}
+
+/// Applies a Kubernetes-state backup (a server-side dry run unless `execute`), after its checksum
+/// is verified in the one read that decodes it.
+fn kubernetes_state(
+    listed: &Listed,
+    local: &crate::layout::Local,
+    decoding: &stream::Decoding,
+    target: Option<&RestoreTarget>,
+    execute: bool,
+) -> Result<String> {
+    let artifact = listed
+        .metadata
+        .artifacts
+        .first()
+        .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
+    let mut plain = Vec::new();
+    stream::unpack_verified(
+        &local.dir.join(&artifact.name),
+        decoding,
+        &artifact.sha256,
+        artifact.stored_bytes,
+        &mut plain,
+    )?;
+    let state: crate::kubestate::ClusterState = serde_json::from_slice(&plain).map_err(|e| {
+        AgentError::integrity(format!("{}: not a cluster state: {e}", artifact.name))
+    })?;
+    let mapping = target.and_then(|t| t.kubernetes_state.as_ref());
+    let done = crate::kubestate::restore(&state, mapping, execute)?;
+    let pending = if done.pending > 0 {
+        format!(
+            ", {} more wait for a CRD or a namespace this restore creates (not dry-run)",
+            done.pending
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        "kubernetes: {} objects of {} kinds {}{pending}",
+        done.objects,
+        done.kinds,
+        if execute {
+            "applied (server-side apply)"
+        } else {
+            "accepted by a server-side dry run"
+        }
+    ))
+}
+
+/// The dry run of a Kubernetes-state restore: every object sent to the API server, which
+/// validates and admits it, with nothing changed.
+pub fn plan_kubernetes_state(
+    env: &Env,
+    listed: &Listed,
+    target: Option<&RestoreTarget>,
+    identity: Option<&SecretKeyRef>,
+) -> Result<String> {
+    let local = env.store.local(listed)?;
+    let decoding = decoding(env, listed, &local, identity)?;
+    kubernetes_state(listed, &local, &decoding, target, false)
 }

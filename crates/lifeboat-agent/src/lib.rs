@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod drill;
 pub mod error;
 pub mod jobs;
+pub mod kubestate;
 pub mod layout;
 pub mod local;
 pub mod pgarchive;

@@ -430,6 +430,16 @@ fn run(
                     jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
                     plan.push_str(", the identity decrypts it");
                 }
+                if job.asset.kind() == Some(lifeboat_api::backup_policy::AssetKind::KubernetesState)
+                {
+                    let dry = jobs::plan_kubernetes_state(
+                        &env,
+                        &listed,
+                        job.target.as_ref(),
+                        job.identity_secret.as_ref(),
+                    )?;
+                    plan.push_str(&format!("; {dry}"));
+                }
                 println!("plan: restore {plan}; run again with --execute to restore");
                 return Ok(None);
             }

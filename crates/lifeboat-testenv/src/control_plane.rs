@@ -14,10 +14,10 @@ use crate::pki::Pki;
 use crate::process::Supervised;
 
 /// Controllers the Lifeboat tests rely on: Jobs and CronJobs run, owners' deletion collects their
-/// children, namespaces are finalised, and every namespace gets its default ServiceAccount (pods
-/// are refused without it).
-pub const CONTROLLERS: &str =
-    "job,cronjob,garbagecollector,namespace,serviceaccount,serviceaccount-token";
+/// children, namespaces are finalised, every namespace gets its default ServiceAccount (pods are
+/// refused without it), and Deployments make ReplicaSets and Pods (controller-owned objects the
+/// Kubernetes-state dump must leave out).
+pub const CONTROLLERS: &str = "job,cronjob,garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset";
 
 /// A running control plane. Dropping it stops every process and removes its files.
 pub struct ControlPlane {

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV};
-use lifeboat_api::backup_policy::Retention;
+use lifeboat_api::backup_policy::{AssetKind, Retention};
 use lifeboat_api::common::{Destination, RestoreTarget, SecretKeyRef};
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
@@ -70,6 +70,8 @@ pub fn restore_job(
         secrets,
         &doc.location,
         agent,
+        // A Kubernetes-state restore applies objects through the API: its pod gets a token.
+        step.asset.kind() == Some(AssetKind::KubernetesState),
     )
 }
 
@@ -109,6 +111,7 @@ pub fn safety_job(
         secrets,
         &location,
         agent,
+        false,
     )
 }
 
@@ -153,6 +156,7 @@ pub fn rollback_job(
         secrets,
         &doc.location,
         agent,
+        false,
     )
 }
 
@@ -216,6 +220,7 @@ pub fn validate_job(
         secrets,
         &no_location,
         agent,
+        false,
     )
 }
 
@@ -229,6 +234,7 @@ fn job(
     secrets: Vec<SecretKeyRef>,
     location: &Destination,
     agent: &AgentConfig,
+    needs_api: bool,
 ) -> Result<Job> {
     let rr_name = rr.name_any();
     let labels = std::collections::BTreeMap::from([
@@ -260,7 +266,7 @@ fn job(
         overrides,
         labels,
         annotations: Default::default(),
-        needs_api: false,
+        needs_api,
     };
     Ok(Job {
         metadata: ObjectMeta {
@@ -475,5 +481,25 @@ mod tests {
         let secrets = mounted(&job);
         assert!(!secrets.contains_key("age-key"), "{secrets:?}");
         assert!(!secrets.contains_key("s3-creds"), "{secrets:?}");
+    }
+
+    #[test]
+    fn only_a_kubernetes_state_restore_gets_an_api_token() {
+        let policy = policy();
+        let token = |s: &Step| {
+            restore_job(&request(), &policy, s, &AgentConfig::default())
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .automount_service_account_token
+        };
+        let mut state = step(None);
+        state.asset =
+            serde_json::from_value(json!({"name": "objects", "kubernetesState": {}})).unwrap();
+        assert_eq!(token(&state), Some(true));
+        assert_eq!(token(&step(None)), Some(false));
     }
 }
