@@ -15,6 +15,62 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub agent: AgentConfig,
+    written: StatusMemo,
+    /// The metadata of every CronJob the policies own, kept by a watch (set by the BackupPolicy
+    /// controller): a reconcile reads it instead of listing CronJobs, which at thousands of
+    /// policies makes the API server filter every CronJob once per reconcile.
+    pub cronjobs: std::sync::OnceLock<CronJobIndex>,
+}
+
+/// CronJob metadata from a watch, and the generation of each CronJob right after this operator
+/// applied it: a different generation later means someone else changed the spec.
+pub struct CronJobIndex {
+    pub store: kube::runtime::reflector::Store<
+        kube::core::PartialObjectMeta<k8s_openapi::api::batch::v1::CronJob>,
+    >,
+    pub applied: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+/// The statuses this operator wrote in the last moments, by object uid. A reconcile triggered by
+/// the operator's own writes (its CronJobs appearing, its status landing) often sees the object
+/// from a cache that does not hold that status yet; without this it would write the same status
+/// again and publish the same transitions twice. An entry expires after [`StatusMemo::FOR`], so an
+/// outside edit of a status is corrected at the next reconcile after that.
+#[derive(Default)]
+struct StatusMemo {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (u64, std::time::Instant)>>,
+}
+
+impl StatusMemo {
+    const FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+    fn fingerprint(status: &[u8]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        status.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `status` is what was written for `uid` moments ago.
+    fn recent(&self, uid: &str, status: &[u8]) -> bool {
+        let Ok(entries) = self.entries.lock() else {
+            return false;
+        };
+        entries
+            .get(uid)
+            .is_some_and(|(f, at)| *f == Self::fingerprint(status) && at.elapsed() < Self::FOR)
+    }
+
+    fn record(&self, uid: &str, status: &[u8]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            let now = std::time::Instant::now();
+            // Bounded: stale entries go whenever the map has grown.
+            if entries.len() > 4096 {
+                entries.retain(|_, (_, at)| at.elapsed() < Self::FOR);
+            }
+            entries.insert(uid.to_owned(), (Self::fingerprint(status), now));
+        }
+    }
 }
 
 impl Context {
@@ -28,6 +84,8 @@ impl Context {
             client,
             metrics,
             agent,
+            written: StatusMemo::default(),
+            cronjobs: std::sync::OnceLock::new(),
         }
     }
 }
@@ -60,12 +118,13 @@ impl Context {
 
 impl Context {
     /// Writes `status` to `obj`'s status subresource by server-side apply, with the operator's
-    /// one field manager (the same for every kind).
+    /// one field manager (the same for every kind). Returns false, writing nothing, when this
+    /// exact status was written moments ago (the reconcile saw a cache that lags its own write).
     pub async fn apply_status<K>(
         &self,
         obj: &K,
         status: &impl serde::Serialize,
-    ) -> Result<(), kube::Error>
+    ) -> Result<bool, kube::Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -73,11 +132,21 @@ impl Context {
             + std::fmt::Debug,
     {
         let patch = serde_json::json!({"apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status});
+        let key = format!(
+            "{}/{}",
+            obj.uid().unwrap_or_default(),
+            obj.meta().generation.unwrap_or_default()
+        );
+        let body = serde_json::to_vec(&patch).map_err(kube::Error::SerdeError)?;
+        if self.written.recent(&key, &body) {
+            return Ok(false);
+        }
         let api = Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
         let params = PatchParams::apply(crate::config::FIELD_MANAGER).force();
         api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
             .await?;
-        Ok(())
+        self.written.record(&key, &body);
+        Ok(true)
     }
 }
 

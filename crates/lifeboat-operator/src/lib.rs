@@ -42,6 +42,22 @@ pub async fn run_backup_policies(
         names::MANAGED_BY,
         names::LABEL_ROLE
     );
+    // CronJob metadata for the reconciles (see Context::cronjobs); the Controller's own watch
+    // below only triggers reconciles and keeps nothing.
+    let (store, writer) = kube::runtime::reflector::store();
+    let _ = ctx.cronjobs.set(context::CronJobIndex {
+        store,
+        applied: Default::default(),
+    });
+    let index = kube::runtime::reflector(
+        writer,
+        watcher::watcher(
+            scoped::<kube::core::PartialObjectMeta<CronJob>>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        ),
+    )
+    .for_each(|_| futures::future::ready(()));
+    let index = tokio::spawn(index);
     Controller::new(
         scoped::<BackupPolicy>(&client, &namespace),
         watcher::Config::default().any_semantic(),
@@ -60,6 +76,7 @@ pub async fn run_backup_policies(
             Some(ObjectRef::<BackupPolicy>::new(policy).within(&ns))
         },
     )
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown)
     .run(backup_policy::reconcile, backup_policy::error_policy, ctx)
     .for_each(|result| async move {
@@ -69,6 +86,7 @@ pub async fn run_backup_policies(
         }
     })
     .await;
+    index.abort();
 }
 
 /// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').
@@ -91,6 +109,7 @@ pub async fn run_restore_requests(
         scoped::<Job>(&client, &namespace),
         watcher::Config::default().labels(&selector),
     )
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown)
     .run(
         restore_request::reconcile,
@@ -126,6 +145,7 @@ pub async fn run_drill_schedules(
         scoped::<RestoreRequest>(&client, &namespace),
         watcher::Config::default().labels(&selector),
     )
+    .with_config(controller_config())
     .graceful_shutdown_on(shutdown)
     .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
     .for_each(|result| async move {
@@ -157,6 +177,16 @@ pub async fn run(
         run_drill_schedules(ctx, namespace, stopped(rx)),
     );
     relay.abort();
+}
+
+/// Every controller: triggers arriving within half a second of each other (a policy created, its
+/// CronJobs appearing, its status landing) make one reconcile, not four; and at most 16 reconciles
+/// run at once, so a burst of thousands of objects costs bounded memory and spreads its API
+/// requests instead of queueing them all at the API server together.
+fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default()
+        .debounce(std::time::Duration::from_millis(500))
+        .concurrency(16)
 }
 
 fn scoped<K>(client: &kube::Client, namespace: &Option<String>) -> Api<K>

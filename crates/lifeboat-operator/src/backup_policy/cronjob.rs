@@ -20,14 +20,44 @@ use crate::pod::AgentPod;
 /// Missed schedules older than this are skipped rather than run late in a burst.
 const STARTING_DEADLINE_SECONDS: i64 = 600;
 
-/// The desired CronJob of every asset of `policy`.
+/// The annotation holding a digest of the CronJob as the operator built it.
+pub const SPEC_HASH: &str = "lifeboat.dev/spec-hash";
+
+/// The desired CronJob of every asset of `policy`, each annotated with [`SPEC_HASH`].
 pub fn desired_cronjobs(policy: &BackupPolicy, agent: &AgentConfig) -> Result<Vec<CronJob>> {
     policy
         .spec
         .assets
         .iter()
-        .map(|asset| backup_cronjob(policy, asset, agent))
+        .map(|asset| backup_cronjob(policy, asset, agent).and_then(with_spec_hash))
         .collect()
+}
+
+/// Adds a digest of everything the operator sets in `cj`: a reconcile whose CronJob already
+/// carries the same digest has nothing to apply (most reconciles are triggered by unrelated
+/// changes, and an apply per asset per reconcile is most of an idle operator's API traffic).
+pub fn with_spec_hash(mut cj: CronJob) -> Result<CronJob> {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&cj)?);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    cj.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(SPEC_HASH.to_owned(), hex);
+    Ok(cj)
+}
+
+/// Whether `existing` is the CronJob `desired` describes: built from the same spec, and with the
+/// fields people most often change by hand (schedule, time zone, suspend) not edited since — an
+/// edit of those is reverted at the next reconcile, as an apply would.
+pub fn up_to_date(existing: &CronJob, desired: &CronJob) -> bool {
+    let hash = |c: &CronJob| c.metadata.annotations.as_ref()?.get(SPEC_HASH).cloned();
+    let knobs = |c: &CronJob| {
+        c.spec
+            .as_ref()
+            .map(|s| (s.schedule.clone(), s.time_zone.clone(), s.suspend))
+    };
+    hash(desired).is_some() && hash(existing) == hash(desired) && knobs(existing) == knobs(desired)
 }
 
 fn backup_cronjob(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result<CronJob> {
@@ -453,5 +483,23 @@ mod tests {
         let encryption = job.encryption.unwrap();
         assert_eq!(encryption.recipients.len(), 1);
         assert!(job.asset.object_storage.unwrap().allow_empty);
+    }
+
+    #[test]
+    fn the_spec_hash_changes_with_the_spec_and_marks_a_cronjob_up_to_date() {
+        let agent = AgentConfig::default();
+        let mut p = policy(spec());
+        let a = desired_cronjobs(&p, &agent).unwrap();
+        let again = desired_cronjobs(&p, &agent).unwrap();
+        assert!(up_to_date(&again[0], &a[0]), "same spec, same digest");
+        p.spec.schedule = "5 * * * *".into();
+        let b = desired_cronjobs(&p, &agent).unwrap();
+        assert!(!up_to_date(&a[0], &b[0]), "a changed spec is applied");
+        let mut suspended_by_hand = a[0].clone();
+        suspended_by_hand.spec.as_mut().unwrap().suspend = Some(true);
+        assert!(
+            !up_to_date(&suspended_by_hand, &a[0]),
+            "a hand edit is reverted"
+        );
     }
 }

@@ -11,6 +11,8 @@ pub mod status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use futures::FutureExt;
+
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -62,8 +64,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .is_some_and(|p| p.reason == "SecretNotFound");
     let now = Timestamp::now();
     let decision = status::decide(&policy, &outcomes, problem, handled_token, now);
-    if decision.changed {
-        ctx.apply_status(policy.as_ref(), &decision.status).await?;
+    if decision.changed && ctx.apply_status(policy.as_ref(), &decision.status).await? {
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
     update_metrics(&ctx, &policy, &ns, &decision.status, now);
@@ -136,29 +137,33 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
 
     let desired = cronjob::desired_cronjobs(policy, &ctx.agent)?;
     let cronjobs = Api::<CronJob>::namespaced(ctx.client.clone(), ns);
+    let existing = existing_cronjobs(ctx, ns, &policy.name_any()).await?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     for cj in &desired {
-        cronjobs
+        let current = existing.iter().find(|e| e.name == cj.name_any());
+        if current.is_some_and(|c| c.up_to_date(cj)) {
+            continue;
+        }
+        let applied = cronjobs
             .patch(&cj.name_any(), &apply, &Patch::Apply(cj))
             .await?;
+        if let (Some(index), Some(uid), Some(generation)) = (
+            ctx.cronjobs.get(),
+            applied.uid(),
+            applied.metadata.generation,
+        ) && let Ok(mut m) = index.applied.lock()
+        {
+            m.insert(uid, generation);
+        }
     }
     // Leftovers: CronJobs this policy owns that no asset asks for any more.
     let wanted: BTreeSet<String> = desired.iter().map(ResourceExt::name_any).collect();
     let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
-    let existing = cronjobs
-        .list(&ListParams::default().labels(&names::backup_selector(&policy.name_any())))
-        .await?;
     for cj in existing {
-        let ours = cj.owner_references().iter().any(|o| o.uid == uid);
-        if ours && !wanted.contains(&cj.name_any()) {
-            info!(
-                cronjob = cj.name_any(),
-                "deleting the CronJob of a removed asset"
-            );
-            match cronjobs
-                .delete(&cj.name_any(), &DeleteParams::background())
-                .await
-            {
+        let ours = cj.owners.iter().any(|o| o == &uid);
+        if ours && !wanted.contains(&cj.name) {
+            info!(cronjob = cj.name, "deleting the CronJob of a removed asset");
+            match cronjobs.delete(&cj.name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e.into()),
@@ -195,6 +200,75 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
         }
         _ => Ok(None),
     }
+}
+
+/// What a reconcile needs to know of an existing CronJob.
+struct ExistingCronJob {
+    name: String,
+    owners: Vec<String>,
+    hash: Option<String>,
+    /// Whether its spec is still the one this operator applied (`None`: not known, e.g. after a
+    /// restart, or read by a list).
+    unchanged: Option<bool>,
+    /// From a list: the full object, compared field by field.
+    full: Option<CronJob>,
+}
+
+impl ExistingCronJob {
+    fn up_to_date(&self, desired: &CronJob) -> bool {
+        if let Some(full) = &self.full {
+            return cronjob::up_to_date(full, desired);
+        }
+        let wanted = desired
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(cronjob::SPEC_HASH));
+        self.unchanged == Some(true) && wanted.is_some() && self.hash.as_ref() == wanted
+    }
+}
+
+/// The policy's CronJobs: from the watched index once it has synced, else by a list.
+async fn existing_cronjobs(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<ExistingCronJob>> {
+    let policy_label = names::label_value(policy);
+    if let Some(index) = ctx.cronjobs.get()
+        && index.store.wait_until_ready().now_or_never().is_some()
+    {
+        let applied = index.applied.lock().map(|m| m.clone()).unwrap_or_default();
+        return Ok(index
+            .store
+            .state()
+            .iter()
+            .filter(|m| {
+                m.metadata.namespace.as_deref() == Some(ns)
+                    && m.labels().get(names::LABEL_POLICY) == Some(&policy_label)
+            })
+            .map(|m| {
+                let uid = m.uid().unwrap_or_default();
+                ExistingCronJob {
+                    name: m.name_any(),
+                    owners: m.owner_references().iter().map(|o| o.uid.clone()).collect(),
+                    hash: m.annotations().get(cronjob::SPEC_HASH).cloned(),
+                    unchanged: applied.get(&uid).map(|g| Some(*g) == m.metadata.generation),
+                    full: None,
+                }
+            })
+            .collect());
+    }
+    let list = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&names::backup_selector(policy)))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|c| ExistingCronJob {
+            name: c.name_any(),
+            owners: c.owner_references().iter().map(|o| o.uid.clone()).collect(),
+            hash: None,
+            unchanged: None,
+            full: Some(c),
+        })
+        .collect())
 }
 
 /// Every referenced Secret must exist (its values are never read by the operator).
