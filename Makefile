@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench-testenv demo demo-cluster ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv demo demo-cluster ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -47,6 +47,16 @@ test: deps testenv helm lint ## The whole suite: lint, unit and integration test
 
 testenv-up: testenv ## Run a local control plane with the CRDs installed until Ctrl-C
 	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --kubeconfig target/testenv/kubeconfig
+
+bench: bench-agent bench-operator ## Every benchmark in docs/performance.md (about 15 minutes)
+
+bench-agent: deps ## The agent against pg_dump/pg_restore/psql on a ~1 GB database, directory and S3
+	bash hack/bench/agent-postgres.sh 50 300
+
+bench-operator: testenv ## The operator reconciling 1,000 and 10,000 BackupPolicies at once
+	$(CARGO) build -q --release -p lifeboat-operator -p lifeboat-testenv --bin lifeboat-operator --bin bench-operator
+	./target/release/bench-operator --policies 1000
+	./target/release/bench-operator --policies 10000
 
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10
