@@ -1,0 +1,370 @@
+//! End to end on a real node (hack/node/): the agent image runs in real pods on a real kubelet,
+//! against PostgreSQL, Redis and an S3 server on loopback (the pods use the host's network). No
+//! pod status is played by hand here: what the operator reads is what the kubelet wrote.
+//!
+//! Runs only with `LIFEBOAT_E2E_NODE=1` (`make e2e-node`): it needs root, containerd and runc, and
+//! the images `hack/node/images.sh` assembles into target/node-images.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use lifeboat_agent::local::{LocalPostgres, LocalRedis, free_port};
+use lifeboat_agent::postgres;
+use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_testenv::{Node, NodeOptions};
+use serde_json::json;
+
+const AGENT_IMAGE: &str = concat!(
+    "ghcr.io/lifeboat-dev/lifeboat-agent:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// The shared node, or `None` (the test returns early, saying why) without LIFEBOAT_E2E_NODE=1.
+fn node() -> Option<&'static Node> {
+    if std::env::var("LIFEBOAT_E2E_NODE").as_deref() != Ok("1") {
+        eprintln!("skipped: set LIFEBOAT_E2E_NODE=1 (make e2e-node) to run pods on a local node");
+        return None;
+    }
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-images");
+    assert!(
+        images.join("agent.tar").is_file(),
+        "{} missing: run hack/node/images.sh (make e2e-node does)",
+        images.join("agent.tar").display()
+    );
+    let node = lifeboat_testenv::node::shared(&NodeOptions {
+        images: Some(images),
+    })
+    .expect("node");
+    if let Some(n) = node {
+        eprintln!("node {} Ready in {:?}", n.name(), n.start_time());
+    }
+    node
+}
+
+/// Waits for the pod to end; returns its phase and the agent container's termination message.
+async fn pod_outcome(pods: &Api<Pod>, name: &str, timeout: Duration) -> (String, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pod = pods.get(name).await.unwrap();
+        let status = pod.status.unwrap_or_default();
+        let phase = status.phase.clone().unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            let message = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|c| c.state?.terminated?.message)
+                .unwrap_or_default();
+            return (phase, message);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} still {phase}: {:#?}",
+            status.container_statuses
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The restricted security context the operator gives agent pods (crates/lifeboat-operator/src/pod.rs).
+fn agent_pod(
+    name: &str,
+    args: &[&str],
+    env: serde_json::Value,
+    volumes: serde_json::Value,
+    mounts: serde_json::Value,
+) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "agent", "image": AGENT_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "args": args, "env": env,
+                "terminationMessagePath": "/dev/termination-log",
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": mounts
+            }],
+            "volumes": volumes
+        }
+    }))
+    .unwrap()
+}
+
+const FINGERPRINT: &str =
+    "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
+
+fn sample_database(pg: &LocalPostgres) -> String {
+    let conn = pg.conn();
+    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+    postgres::query(
+        &conn,
+        "shop",
+        "CREATE TABLE t (id serial PRIMARY KEY, v text); \
+         INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, 5000) i",
+    )
+    .unwrap();
+    postgres::query(&conn, "shop", FINGERPRINT).unwrap()
+}
+
+fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_named(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_the_api() {
+    let Some(node) = node() else { return };
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "node-pod").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    // The image starts, and `kubectl logs` works (API server -> kubelet, client certificate).
+    let t0 = Instant::now();
+    pods.create(
+        &PostParams::default(),
+        &agent_pod("version", &["--version"], json!([]), json!([]), json!([])),
+    )
+    .await
+    .unwrap();
+    let (phase, _) = pod_outcome(&pods, "version", Duration::from_secs(60)).await;
+    let pod_start = t0.elapsed();
+    assert_eq!(phase, "Succeeded", "{}", node.log_tail(20));
+    let logs = pods.logs("version", &LogParams::default()).await.unwrap();
+    assert!(logs.starts_with("lifeboat-agent "), "{logs}");
+    eprintln!("pod create -> Succeeded: {pod_start:?}");
+
+    // A real backup of a real database, written to a directory of this machine.
+    let pg = LocalPostgres::start().unwrap();
+    let _fingerprint = sample_database(&pg);
+    let out = tempfile::tempdir().unwrap();
+    // The pod runs as 65532: let it write.
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let job = json!({"namespace": ns, "policy": "shop",
+        "asset": {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                                     "sslMode": "disable", "databases": ["shop"]}},
+        "destination": {"volume": {"claimName": "unused"}},
+        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+    let env_vars = json!([
+        {"name": "LIFEBOAT_JOB", "value": job.to_string()},
+        {"name": "LIFEBOAT_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "HOME", "value": "/tmp"}
+    ]);
+    let volumes = json!([
+        {"name": "backups", "hostPath": {"path": out.path(), "type": "Directory"}},
+        {"name": "tmp", "emptyDir": {}}
+    ]);
+    let mounts = json!([
+        {"name": "backups", "mountPath": "/var/lib/lifeboat/backups"},
+        {"name": "tmp", "mountPath": "/tmp"}
+    ]);
+    let t0 = Instant::now();
+    pods.create(
+        &PostParams::default(),
+        &agent_pod("backup", &["backup"], env_vars, volumes, mounts),
+    )
+    .await
+    .unwrap();
+    let (phase, message) = pod_outcome(&pods, "backup", Duration::from_secs(120)).await;
+    let logs = pods
+        .logs("backup", &LogParams::default())
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "{message}\n{logs}\n{}",
+        node.log_tail(20)
+    );
+    eprintln!("backup pod create -> Succeeded: {:?}", t0.elapsed());
+    let summary = AgentSummary::from_termination_message(&message)
+        .unwrap_or_else(|| panic!("an agent summary in the termination message: {message}"));
+    assert!(summary.ok, "{summary:?}");
+    let metadata = files_named(out.path(), "orders-db.metadata.json");
+    assert_eq!(metadata.len(), 1, "metadata.json on the host: {metadata:?}");
+    let artifact = files_named(out.path(), ".pgdump.zst");
+    assert_eq!(artifact.len(), 1, "{artifact:?}");
+    assert_eq!(
+        summary.stored_bytes,
+        Some(std::fs::metadata(&artifact[0]).unwrap().len())
+    );
+}
+
+/// `rclone serve s3` on loopback, as the agent's own tests use it.
+struct S3Server {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("backups")).unwrap();
+        let port = free_port().unwrap();
+        let child = Command::new("rclone")
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--auth-key",
+                "lifeboat-ak,lifeboat-sk-0123456789",
+                "--config",
+                "/dev/null",
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone (installed by hack/install-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server { child, port, root }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
+    let Some(node) = node() else { return };
+    let h = harness::harness("node-bp").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    sample_database(&pg);
+    let redis = LocalRedis::start().unwrap();
+    redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+    let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": "lifeboat-sk-0123456789"}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &creds)
+        .await
+        .unwrap();
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 3 * * *",
+            "assets": [
+                {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                                  "sslMode": "disable", "databases": ["shop"]}},
+                {"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}
+            ],
+            "retention": {"keepLast": 5},
+            "destination": {"s3": {"endpoint": format!("http://127.0.0.1:{}", s3.port), "bucket": "backups",
+                                   "prefix": "lifeboat", "forcePathStyle": true,
+                                   "credentialsSecret": {"name": "s3-creds"}}},
+            "objectives": {"rpo": "1h"},
+            "podTemplate": {"hostNetwork": true}
+        }),
+    )
+    .await;
+    let t0 = Instant::now();
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "e2e-1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let jobs = h.api::<Job>();
+    let pods = h.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let policy = loop {
+        let p = h
+            .api::<lifeboat_api::BackupPolicy>()
+            .get("shop")
+            .await
+            .unwrap();
+        let done = p.status.as_ref().is_some_and(|s| {
+            s.assets.len() == 2 && s.assets.iter().all(|a| a.last_success.is_some())
+        });
+        if done {
+            break p;
+        }
+        if Instant::now() > deadline {
+            let mut report = format!("status: {:#?}\n", p.status);
+            for j in jobs.list(&ListParams::default()).await.unwrap() {
+                report += &format!("job {}: {:?}\n", j.name_any(), j.status);
+            }
+            for pod in pods.list(&ListParams::default()).await.unwrap() {
+                let logs = pods
+                    .logs(&pod.name_any(), &LogParams::default())
+                    .await
+                    .unwrap_or_default();
+                report += &format!("pod {}: {:?}\n{logs}\n", pod.name_any(), pod.status);
+            }
+            panic!(
+                "backups not in status in time\n{report}\n{}",
+                node.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("backup-now -> both backups in status: {:?}", t0.elapsed());
+    let status = policy.status.unwrap();
+    assert!(status.rpo_seconds.is_some_and(|s| s < 600), "{status:?}");
+    for asset in &status.assets {
+        let id = asset.last_success.as_ref().unwrap().id.clone();
+        let dir = s3.root.path().join("backups/lifeboat/shop").join(&id);
+        assert!(
+            dir.join(format!("{}.metadata.json", asset.name)).is_file(),
+            "{} committed in the bucket",
+            dir.display()
+        );
+    }
+    // The pods really ran on the node (not finished by a test playing the kubelet).
+    for pod in pods.list(&ListParams::default()).await.unwrap() {
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(node.name())
+        );
+        assert_eq!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded")
+        );
+    }
+}
