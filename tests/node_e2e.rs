@@ -264,15 +264,8 @@ impl Drop for S3Server {
     }
 }
 
-#[tokio::test]
-async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
-    let Some(node) = node() else { return };
-    let h = harness::harness("node-bp").await;
-    let s3 = S3Server::start();
-    let pg = LocalPostgres::start().unwrap();
-    sample_database(&pg);
-    let redis = LocalRedis::start().unwrap();
-    redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+/// A BackupPolicy "shop" backing up `assets` to `s3`, its pods on the host's network.
+async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_json::Value) {
     let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
         "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": "lifeboat-sk-0123456789"}}))
     .unwrap();
@@ -284,11 +277,7 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
         "shop",
         json!({
             "schedule": "0 3 * * *",
-            "assets": [
-                {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
-                                                  "sslMode": "disable", "databases": ["shop"]}},
-                {"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}
-            ],
+            "assets": assets,
             "retention": {"keepLast": 5},
             "destination": {"s3": {"endpoint": format!("http://127.0.0.1:{}", s3.port), "bucket": "backups",
                                    "prefix": "lifeboat", "forcePathStyle": true,
@@ -298,54 +287,103 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
         }),
     )
     .await;
-    let t0 = Instant::now();
+}
+
+fn postgres_asset(pg: &LocalPostgres) -> serde_json::Value {
+    json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                            "sslMode": "disable", "databases": ["shop"]}})
+}
+
+/// The Jobs, pods (with their logs) and the node's log tail, for a failure message.
+async fn report(h: &harness::Harness, node: &Node) -> String {
+    let mut out = String::new();
+    for j in h.api::<Job>().list(&ListParams::default()).await.unwrap() {
+        out += &format!("job {}: {:?}\n", j.name_any(), j.status);
+    }
+    let pods = h.api::<Pod>();
+    for pod in pods.list(&ListParams::default()).await.unwrap() {
+        let logs = pods
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .unwrap_or_default();
+        out += &format!("pod {}: {:?}\n{logs}\n", pod.name_any(), pod.status);
+    }
+    out + &node.log_tail(30)
+}
+
+/// Asks for an on-demand backup and waits until every asset of the policy has a good one.
+async fn backup_now(h: &harness::Harness, node: &Node, token: &str) -> lifeboat_api::BackupPolicy {
     h.api::<lifeboat_api::BackupPolicy>()
         .patch(
             "shop",
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "e2e-1"}}}),
-            ),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": token}}})),
         )
         .await
         .unwrap();
-
-    let jobs = h.api::<Job>();
-    let pods = h.api::<Pod>();
     let deadline = Instant::now() + Duration::from_secs(180);
-    let policy = loop {
+    loop {
         let p = h
             .api::<lifeboat_api::BackupPolicy>()
             .get("shop")
             .await
             .unwrap();
         let done = p.status.as_ref().is_some_and(|s| {
-            s.assets.len() == 2 && s.assets.iter().all(|a| a.last_success.is_some())
+            !s.assets.is_empty() && s.assets.iter().all(|a| a.last_success.is_some())
         });
         if done {
-            break p;
+            return p;
         }
         if Instant::now() > deadline {
-            let mut report = format!("status: {:#?}\n", p.status);
-            for j in jobs.list(&ListParams::default()).await.unwrap() {
-                report += &format!("job {}: {:?}\n", j.name_any(), j.status);
-            }
-            for pod in pods.list(&ListParams::default()).await.unwrap() {
-                let logs = pods
-                    .logs(&pod.name_any(), &LogParams::default())
-                    .await
-                    .unwrap_or_default();
-                report += &format!("pod {}: {:?}\n{logs}\n", pod.name_any(), pod.status);
-            }
             panic!(
-                "backups not in status in time\n{report}\n{}",
-                node.log_tail(30)
+                "backups not in status in time: {:#?}\n{}",
+                p.status,
+                report(h, node).await
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    }
+}
+
+/// Every pod of the namespace ran on the node and succeeded: nothing was finished by hand.
+async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
+    let pods = h.api::<Pod>().list(&ListParams::default()).await.unwrap();
+    assert!(!pods.items.is_empty());
+    for pod in pods {
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(node.name())
+        );
+        assert_eq!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded"),
+            "{}",
+            pod.name_any()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
+    let Some(node) = node() else { return };
+    let h = harness::harness("node-bp").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    sample_database(&pg);
+    let redis = LocalRedis::start().unwrap();
+    redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([postgres_asset(&pg),
+               {"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}]),
+    )
+    .await;
+    let t0 = Instant::now();
+    let policy = backup_now(&h, node, "e2e-1").await;
     eprintln!("backup-now -> both backups in status: {:?}", t0.elapsed());
     let status = policy.status.unwrap();
+    assert_eq!(status.assets.len(), 2);
     assert!(status.rpo_seconds.is_some_and(|s| s < 600), "{status:?}");
     for asset in &status.assets {
         let id = asset.last_success.as_ref().unwrap().id.clone();
@@ -356,15 +394,164 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
             dir.display()
         );
     }
-    // The pods really ran on the node (not finished by a test playing the kubelet).
-    for pod in pods.list(&ListParams::default()).await.unwrap() {
-        assert_eq!(
-            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-            Some(node.name())
+    all_pods_ran_on(&h, node).await;
+}
+
+#[tokio::test]
+async fn a_restore_request_restores_into_a_second_database_validates_and_measures_the_rto() {
+    use lifeboat_api::RestoreRequest;
+    use lifeboat_api::restore_request::RestorePhase;
+    let Some(node) = node() else { return };
+    let h = harness::harness("node-rr").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let fingerprint = sample_database(&pg);
+    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+    backup_now(&h, node, "seed").await;
+
+    let t0 = Instant::now();
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+    "metadata": {"name": "to-copy"},
+    "spec": {
+        "source": {"policy": "shop", "backupId": "latest"},
+        "targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                                        "sslMode": "disable", "database": "shop_copy",
+                                                        "createDatabase": true}}],
+        "execute": true,
+        "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
+                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
+        "podTemplate": {"hostNetwork": true}
+    }});
+    let api = h.api::<RestoreRequest>();
+    api.patch(
+        "to-copy",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&rr),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let r = api.get("to-copy").await.unwrap();
+        let status = r.status.unwrap_or_default();
+        if status.phase.is_finished() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore still {:?}: {status:#?}\n{}",
+            status.phase,
+            report(&h, node).await
         );
-        assert_eq!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded")
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("RestoreRequest -> {:?}: {:?}", status.phase, t0.elapsed());
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    let rto = status.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 180.0, "rto {rto}");
+    assert_eq!(status.checks.len(), 1);
+    assert!(status.checks[0].passed, "{:?}", status.checks);
+    assert_eq!(
+        postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap(),
+        fingerprint,
+        "the second database holds the same rows"
+    );
+    all_pods_ran_on(&h, node).await;
+}
+
+#[tokio::test]
+async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_metrics_and_events() {
+    use lifeboat_api::DrillSchedule;
+    use lifeboat_api::drill_schedule::DrillVerdict;
+    let Some(node) = node() else { return };
+    let h = harness::harness("node-drill").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let fingerprint = sample_database(&pg);
+    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+    "metadata": {"name": "quarterly"},
+    "spec": {
+        "schedule": "0 6 1 1,4,7,10 *",
+        "policy": "shop",
+        "assets": ["orders-db"],
+        "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
+            "user": "lifeboat", "sslMode": "disable", "database": "shop_drill", "createDatabase": true}}]},
+        "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
+                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
+        "objectives": {"rto": "30m", "rpo": "15m"},
+        "podTemplate": {"hostNetwork": true}
+    }});
+    let api = h.api::<DrillSchedule>();
+    api.patch(
+        "quarterly",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&drill),
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    api.patch(
+        "quarterly",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "e2e"}}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let d = api.get("quarterly").await.unwrap();
+        let status = d.status.unwrap_or_default();
+        if status.last_run.is_some() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drill record: {status:#?}\n{}",
+            report(&h, node).await
         );
-    }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("drill-now -> drill record: {:?}", t0.elapsed());
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(
+        run.verdict,
+        DrillVerdict::Passed,
+        "{}\n{}",
+        run.message,
+        report(&h, node).await
+    );
+    let rto = run.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 240.0, "rto {rto}");
+    assert!(run.rpo_seconds.is_some());
+    assert!(run.rto_met && run.rpo_met, "{run:?}");
+    assert_eq!(run.backups.len(), 1);
+    eprintln!(
+        "drill: RTO {} ({rto:.1}s), RPO {}",
+        run.rto.clone().unwrap_or_default(),
+        run.rpo.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap(),
+        fingerprint,
+        "staging holds the backed-up rows"
+    );
+    h.expect_events("DrillStarted", 1).await;
+    h.expect_events("DrillPassed", 1).await;
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_drill_rto_seconds{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_drill_objective_met{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    all_pods_ran_on(&h, node).await;
 }
