@@ -2,8 +2,9 @@
 //! against PostgreSQL, Redis and an S3 server on loopback (the pods use the host's network). No
 //! pod status is played by hand here: what the operator reads is what the kubelet wrote.
 //!
-//! Runs only with `LIFEBOAT_E2E_NODE=1` (`make e2e-node`): it needs root, containerd and runc, and
-//! the images `hack/node/images.sh` assembles into target/node-images.
+//! Ignored by a plain `cargo test` (it needs root, containerd and runc, and the images
+//! `hack/node/images.sh` assembles into target/node-images): `make e2e-node` builds those and
+//! runs these tests with `--ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -29,12 +30,8 @@ const AGENT_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
-/// The shared node, or `None` (the test returns early, saying why) without LIFEBOAT_E2E_NODE=1.
-fn node() -> Option<&'static Node> {
-    if std::env::var("LIFEBOAT_E2E_NODE").as_deref() != Ok("1") {
-        eprintln!("skipped: set LIFEBOAT_E2E_NODE=1 (make e2e-node) to run pods on a local node");
-        return None;
-    }
+/// The node of the shared control plane, started on first use with the assembled images.
+fn node() -> &'static Node {
     let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-images");
     assert!(
         images.join("agent.tar").is_file(),
@@ -44,10 +41,9 @@ fn node() -> Option<&'static Node> {
     let node = lifeboat_testenv::node::shared(&NodeOptions {
         images: Some(images),
     })
-    .expect("node");
-    if let Some(n) = node {
-        eprintln!("node {} Ready in {:?}", n.name(), n.start_time());
-    }
+    .expect("node")
+    .expect("a node of our own: these tests do not run against an existing cluster");
+    eprintln!("node {} Ready in {:?}", node.name(), node.start_time());
     node
 }
 
@@ -140,8 +136,9 @@ fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
 async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_the_api() {
-    let Some(node) = node() else { return };
+    let node = node();
     let env = lifeboat_testenv::shared().unwrap();
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, "node-pod").await.unwrap();
@@ -364,8 +361,9 @@ async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
 }
 
 #[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
 async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
-    let Some(node) = node() else { return };
+    let node = node();
     let h = harness::harness("node-bp").await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
@@ -398,10 +396,11 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
 }
 
 #[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
 async fn a_restore_request_restores_into_a_second_database_validates_and_measures_the_rto() {
     use lifeboat_api::RestoreRequest;
     use lifeboat_api::restore_request::RestorePhase;
-    let Some(node) = node() else { return };
+    let node = node();
     let h = harness::harness("node-rr").await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
@@ -465,10 +464,11 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
 }
 
 #[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
 async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_metrics_and_events() {
     use lifeboat_api::DrillSchedule;
     use lifeboat_api::drill_schedule::DrillVerdict;
-    let Some(node) = node() else { return };
+    let node = node();
     let h = harness::harness("node-drill").await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();

@@ -10,9 +10,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-# shellcheck source=../testenv/versions.env
+# shellcheck source=hack/testenv/versions.env
 source "$repo/hack/testenv/versions.env"
-# shellcheck source=versions.env
+# shellcheck source=hack/node/versions.env
 source "$here/versions.env"
 out=${LIFEBOAT_TESTENV_BIN:-$repo/target/testenv/$KUBERNETES_VERSION/bin}
 
@@ -20,15 +20,15 @@ need_apt=()
 command -v containerd >/dev/null || need_apt+=(containerd)
 command -v runc >/dev/null || need_apt+=(runc)
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
-command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
+# pause is linked statically: gcc and glibc's static library.
+if ! command -v gcc >/dev/null || [ ! -f "$(gcc -print-file-name=libc.a)" ]; then need_apt+=(gcc libc6-dev); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "node: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # The node starts a containerd of its own (own root, state and socket); a distribution service
+  # that may be running is left alone.
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-  # The node starts its own containerd with its own configuration; not the distribution's service.
-  systemctl disable --now containerd >/dev/null 2>&1 || true
-  service containerd stop >/dev/null 2>&1 || true
 fi
 
 LIFEBOAT_TESTENV_BIN=$out LIFEBOAT_TESTENV_EXTRA_TOOLS="kube-scheduler kubelet" bash "$repo/hack/testenv/build.sh"

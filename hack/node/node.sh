@@ -18,7 +18,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-# shellcheck source=../testenv/versions.env
+# shellcheck source=hack/testenv/versions.env
 source "$repo/hack/testenv/versions.env"
 bin=${LIFEBOAT_TESTENV_BIN:-$repo/target/testenv/$KUBERNETES_VERSION/bin}
 
@@ -35,8 +35,10 @@ while [ $# -gt 0 ]; do
     *) echo "node: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[ -n "$server" ] && [ -n "$ca" ] && [ -n "$node_token" ] && [ -n "$scheduler_token" ] ||
-  { echo "node: --server, --ca, --node-token and --scheduler-token are required" >&2; exit 2; }
+if [ -z "$server" ] || [ -z "$ca" ] || [ -z "$node_token" ] || [ -z "$scheduler_token" ]; then
+  echo "node: --server, --ca, --node-token and --scheduler-token are required" >&2
+  exit 2
+fi
 for t in kubelet kube-scheduler crictl pause; do
   [ -x "$bin/$t" ] || { echo "node: $bin/$t missing: run hack/node/build.sh" >&2; exit 1; }
 done
@@ -86,6 +88,7 @@ teardown() {
   local h
   for h in /sys/fs/cgroup/*/; do
     [ -d "$h$cgroot" ] || continue
+    # shellcheck disable=SC2038 # the files hold PIDs, not names
     find "$h$cgroot" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
   done
   sleep 0.2
@@ -102,7 +105,8 @@ teardown() {
   done
   ip link del "$bridge" 2>/dev/null || true
   if [ -n "${LIFEBOAT_NODE_KEEP_LOGS:-}" ]; then
-    mkdir -p "$LIFEBOAT_NODE_KEEP_LOGS" && cp "$dir"/*.log "$LIFEBOAT_NODE_KEEP_LOGS"/ 2>/dev/null || true
+    mkdir -p "$LIFEBOAT_NODE_KEEP_LOGS"
+    cp "$dir"/*.log "$LIFEBOAT_NODE_KEEP_LOGS"/ 2>/dev/null || true
   fi
   rm -rf "$dir"
   log "down"
