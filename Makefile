@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv demo demo-cluster ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv node node-images node-up e2e-node demo demo-cluster ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -57,6 +57,19 @@ bench-operator: testenv ## The operator reconciling 1,000 and 10,000 BackupPolic
 	$(CARGO) build -q --release -p lifeboat-operator -p lifeboat-testenv --bin lifeboat-operator --bin bench-operator
 	./target/release/bench-operator --policies 1000
 	./target/release/bench-operator --policies 10000
+
+node: testenv ## Build (or reuse) the local node: containerd/runc/CNI (apt), kubelet, kube-scheduler, crictl, pause (needs root)
+	bash hack/node/build.sh
+
+node-images: ## Assemble the agent and operator images (OCI archives, no registry) into target/node-images/
+	bash hack/node/images.sh
+
+node-up: node node-images ## A control plane plus a real node that runs pods, until Ctrl-C (docs/node.md)
+	mkdir -p target/node
+	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --node --images target/node-images --kubeconfig target/node/kubeconfig
+
+e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule
+	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored --nocapture
 
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10

@@ -16,8 +16,12 @@ use crate::process::Supervised;
 /// Controllers the Lifeboat tests rely on: Jobs and CronJobs run, owners' deletion collects their
 /// children, namespaces are finalised, every namespace gets its default ServiceAccount (pods are
 /// refused without it), and Deployments make ReplicaSets and Pods (controller-owned objects the
-/// Kubernetes-state dump must leave out).
-pub const CONTROLLERS: &str = "job,cronjob,garbagecollector,namespace,serviceaccount,serviceaccount-token,deployment,replicaset";
+/// Kubernetes-state dump must leave out). For the local node (crate::node):
+/// `root-ca-cert-publisher` writes the `kube-root-ca.crt` ConfigMap every pod's API-access volume
+/// mounts, and `nodelifecycle` lifts the `not-ready` taint a new Node is created with once its
+/// kubelet reports Ready. Without a node both have nothing to do.
+pub const CONTROLLERS: &str = "job,cronjob,garbagecollector,namespace,serviceaccount,\
+     serviceaccount-token,deployment,replicaset,root-ca-cert-publisher,nodelifecycle";
 
 /// A running control plane. Dropping it stops every process and removes its files.
 pub struct ControlPlane {
@@ -26,8 +30,21 @@ pub struct ControlPlane {
     dir: PathBuf,
     kubeconfig: PathBuf,
     server: String,
+    node_credentials: NodeCredentials,
     /// Owns the directory when the control plane is not shared (the watchdog cleans up otherwise).
     _tempdir: Option<tempfile::TempDir>,
+}
+
+/// What a node needs to join this control plane (crate::node).
+#[derive(Clone, Debug)]
+pub struct NodeCredentials {
+    /// The CA that signed the API server's certificate and the client certificate it presents to
+    /// kubelets.
+    pub ca_cert: PathBuf,
+    /// Bearer token of `system:node:lifeboat-node` (group `system:nodes`).
+    pub node_token: String,
+    /// Bearer token of `system:kube-scheduler`.
+    pub scheduler_token: String,
 }
 
 /// How long start-up may take: `KUBEBUILDER_CONTROLPLANE_START_TIMEOUT` (`60s`, `2m`), default 90 s.
@@ -89,6 +106,11 @@ impl ControlPlane {
             dir: dir.clone(),
             kubeconfig,
             server,
+            node_credentials: NodeCredentials {
+                ca_cert: pki.ca_cert.clone(),
+                node_token: pki.node_token.clone(),
+                scheduler_token: pki.scheduler_token.clone(),
+            },
             _tempdir: tempdir,
         };
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -131,6 +153,13 @@ impl ControlPlane {
                 ),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--allow-privileged=true".into(),
+                // To the local node's kubelet (logs, exec): as system:masters, by its InternalIP.
+                format!(
+                    "--kubelet-client-certificate={}",
+                    pki.kubelet_client_cert.display()
+                ),
+                format!("--kubelet-client-key={}", pki.kubelet_client_key.display()),
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--enable-priority-and-fairness=false".into(),
                 "--profiling=false".into(),
                 "--v=1".into(),
@@ -189,6 +218,11 @@ impl ControlPlane {
 
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The credentials a local node joins with.
+    pub fn node_credentials(&self) -> &NodeCredentials {
+        &self.node_credentials
     }
 
     /// Stops every process (controller-manager first, etcd last).

@@ -16,6 +16,7 @@
 
 pub mod assets;
 pub mod control_plane;
+pub mod node;
 mod pki;
 mod process;
 
@@ -30,6 +31,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
 pub use control_plane::ControlPlane;
+pub use node::{Node, NodeOptions};
 
 /// What can go wrong while providing a control plane.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! Throw-away credentials for a test control plane: a CA, the API server's serving certificate,
-//! a service-account signing key and an admin bearer token.
+//! a service-account signing key, bearer tokens (the admin; a node and the scheduler, for the
+//! local node) and the client certificate the API server presents to kubelets.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -20,7 +21,17 @@ pub struct Pki {
     pub service_account_public_key: PathBuf,
     pub token_file: PathBuf,
     pub admin_token: String,
+    /// `system:node:<NODE_NAME>` in `system:nodes`: the local node's kubelet.
+    pub node_token: String,
+    /// `system:kube-scheduler`, bound by the API server's default RBAC.
+    pub scheduler_token: String,
+    /// What the API server presents to kubelets (logs, exec): in `system:masters`.
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
 }
+
+/// The local node's name (`hack/node/node.sh --name`), fixed: one node per control plane.
+pub const NODE_NAME: &str = "lifeboat-node";
 
 impl Pki {
     pub fn generate(dir: &Path) -> Result<Self, Error> {
@@ -53,6 +64,18 @@ impl Pki {
         let serving_cert = serving.signed_by(&serving_key, &issuer).map_err(pki)?;
         let sa_key = KeyPair::generate().map_err(pki)?;
 
+        let mut kubelet_client = CertificateParams::new(Vec::<String>::new()).map_err(pki)?;
+        kubelet_client
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+        kubelet_client
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        let kubelet_client_key = KeyPair::generate().map_err(pki)?;
+        let kubelet_client_cert = kubelet_client
+            .signed_by(&kubelet_client_key, &issuer)
+            .map_err(pki)?;
+
         let admin_token = random_hex(24)?;
 
         let out = Pki {
@@ -63,6 +86,10 @@ impl Pki {
             service_account_public_key: dir.join("sa.pub"),
             token_file: dir.join("tokens.csv"),
             admin_token,
+            node_token: random_hex(24)?,
+            scheduler_token: random_hex(24)?,
+            kubelet_client_cert: dir.join("kubelet-client.crt"),
+            kubelet_client_key: dir.join("kubelet-client.key"),
         };
         write(&out.ca_cert, &ca_cert.pem())?;
         write(&out.serving_cert, &serving_cert.pem())?;
@@ -70,12 +97,16 @@ impl Pki {
         write(&out.service_account_key, &sa_key.serialize_pem())?;
         // The API server reads verification keys as public keys, not from a PKCS#8 private key.
         write(&out.service_account_public_key, &sa_key.public_key_pem())?;
+        write(&out.kubelet_client_cert, &kubelet_client_cert.pem())?;
+        write(&out.kubelet_client_key, &kubelet_client_key.serialize_pem())?;
         // token,user,uid,"group1,group2": the admin is in system:masters, as kind's admin is.
         write(
             &out.token_file,
             &format!(
-                "{},lifeboat-admin,lifeboat-admin,\"system:masters\"\n",
-                out.admin_token
+                "{},lifeboat-admin,lifeboat-admin,\"system:masters\"\n\
+                 {},system:node:{NODE_NAME},system:node:{NODE_NAME},\"system:nodes\"\n\
+                 {},system:kube-scheduler,system:kube-scheduler\n",
+                out.admin_token, out.node_token, out.scheduler_token
             ),
         )?;
         Ok(out)

@@ -1,12 +1,13 @@
 //! Runs the test control plane outside the test suite: `up` for a local API server to try
-//! Lifeboat against, `bench` to measure its warm start (process spawn → CRDs Established).
+//! Lifeboat against (`up --node` adds a real node that runs pods), `bench` to measure its warm
+//! start (process spawn → CRDs Established).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use lifeboat_testenv::{ControlPlane, install_crds};
+use lifeboat_testenv::{ControlPlane, Node, NodeOptions, install_crds};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,13 @@ enum Command {
         /// Also write the admin kubeconfig here (it is written last, once everything is ready).
         #[arg(long)]
         kubeconfig: Option<PathBuf>,
+        /// Also start a node (containerd, kubelet, kube-scheduler) so pods run; needs root.
+        #[arg(long)]
+        node: bool,
+        /// OCI image archives (*.tar) to import into the node, e.g. target/node-images from
+        /// hack/node/images.sh.
+        #[arg(long, requires = "node")]
+        images: Option<PathBuf>,
     },
     /// Start and stop a control plane several times and report the start-up times.
     Bench {
@@ -37,7 +45,11 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up { kubeconfig } => up(kubeconfig).await,
+        Command::Up {
+            kubeconfig,
+            node,
+            images,
+        } => up(kubeconfig, node.then_some(NodeOptions { images })).await,
         Command::Bench { runs } => bench(runs).await,
     };
     match result {
@@ -57,8 +69,29 @@ async fn start() -> Result<(ControlPlane, Duration), lifeboat_testenv::Error> {
     Ok((cp, t0.elapsed()))
 }
 
-async fn up(kubeconfig: Option<PathBuf>) -> Result<(), lifeboat_testenv::Error> {
+async fn up(
+    kubeconfig: Option<PathBuf>,
+    node: Option<NodeOptions>,
+) -> Result<(), lifeboat_testenv::Error> {
     let (cp, took) = start().await?;
+    println!(
+        "control plane ready in {:.1}s at {}",
+        took.as_secs_f64(),
+        cp.server()
+    );
+    let node = match node {
+        Some(options) => {
+            let node = Node::start(&cp, &options).await?;
+            println!(
+                "node {} ready in {:.1}s (files in {})",
+                node.name(),
+                node.start_time().as_secs_f64(),
+                node.dir().display()
+            );
+            Some(node)
+        }
+        None => None,
+    };
     let path = match kubeconfig {
         Some(out) => {
             std::fs::copy(cp.kubeconfig(), &out)
@@ -67,11 +100,6 @@ async fn up(kubeconfig: Option<PathBuf>) -> Result<(), lifeboat_testenv::Error> 
         }
         None => cp.kubeconfig().to_path_buf(),
     };
-    println!(
-        "control plane ready in {:.1}s at {}",
-        took.as_secs_f64(),
-        cp.server()
-    );
     println!("export KUBECONFIG={}", path.display());
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| lifeboat_testenv::Error::Io("SIGTERM handler".into(), e))?;
@@ -80,6 +108,7 @@ async fn up(kubeconfig: Option<PathBuf>) -> Result<(), lifeboat_testenv::Error> 
         _ = term.recv() => {}
     }
     println!("stopping");
+    drop(node);
     drop(cp);
     Ok(())
 }

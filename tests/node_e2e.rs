@@ -1,0 +1,557 @@
+//! End to end on a real node (hack/node/): the agent image runs in real pods on a real kubelet,
+//! against PostgreSQL, Redis and an S3 server on loopback (the pods use the host's network). No
+//! pod status is played by hand here: what the operator reads is what the kubelet wrote.
+//!
+//! Ignored by a plain `cargo test` (it needs root, containerd and runc, and the images
+//! `hack/node/images.sh` assembles into target/node-images): `make e2e-node` builds those and
+//! runs these tests with `--ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "common/harness.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use lifeboat_agent::local::{LocalPostgres, LocalRedis, free_port};
+use lifeboat_agent::postgres;
+use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_testenv::{Node, NodeOptions};
+use serde_json::json;
+
+const AGENT_IMAGE: &str = concat!(
+    "ghcr.io/lifeboat-dev/lifeboat-agent:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// The node of the shared control plane, started on first use with the assembled images.
+fn node() -> &'static Node {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-images");
+    assert!(
+        images.join("agent.tar").is_file(),
+        "{} missing: run hack/node/images.sh (make e2e-node does)",
+        images.join("agent.tar").display()
+    );
+    let node = lifeboat_testenv::node::shared(&NodeOptions {
+        images: Some(images),
+    })
+    .expect("node")
+    .expect("a node of our own: these tests do not run against an existing cluster");
+    eprintln!("node {} Ready in {:?}", node.name(), node.start_time());
+    node
+}
+
+/// Waits for the pod to end; returns its phase and the agent container's termination message.
+async fn pod_outcome(pods: &Api<Pod>, name: &str, timeout: Duration) -> (String, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let pod = pods.get(name).await.unwrap();
+        let status = pod.status.unwrap_or_default();
+        let phase = status.phase.clone().unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            let message = status
+                .container_statuses
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|c| c.state?.terminated?.message)
+                .unwrap_or_default();
+            return (phase, message);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod {name} still {phase}: {:#?}",
+            status.container_statuses
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The restricted security context the operator gives agent pods (crates/lifeboat-operator/src/pod.rs).
+fn agent_pod(
+    name: &str,
+    args: &[&str],
+    env: serde_json::Value,
+    volumes: serde_json::Value,
+    mounts: serde_json::Value,
+) -> Pod {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "hostNetwork": true,
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "agent", "image": AGENT_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "args": args, "env": env,
+                "terminationMessagePath": "/dev/termination-log",
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": mounts
+            }],
+            "volumes": volumes
+        }
+    }))
+    .unwrap()
+}
+
+const FINGERPRINT: &str =
+    "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
+
+fn sample_database(pg: &LocalPostgres) -> String {
+    let conn = pg.conn();
+    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+    postgres::query(
+        &conn,
+        "shop",
+        "CREATE TABLE t (id serial PRIMARY KEY, v text); \
+         INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, 5000) i",
+    )
+    .unwrap();
+    postgres::query(&conn, "shop", FINGERPRINT).unwrap()
+}
+
+fn files_named(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_named(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_the_api() {
+    let node = node();
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "node-pod").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+
+    // The image starts, and `kubectl logs` works (API server -> kubelet, client certificate).
+    let t0 = Instant::now();
+    pods.create(
+        &PostParams::default(),
+        &agent_pod("version", &["--version"], json!([]), json!([]), json!([])),
+    )
+    .await
+    .unwrap();
+    let (phase, _) = pod_outcome(&pods, "version", Duration::from_secs(60)).await;
+    let pod_start = t0.elapsed();
+    assert_eq!(phase, "Succeeded", "{}", node.log_tail(20));
+    let logs = pods.logs("version", &LogParams::default()).await.unwrap();
+    assert!(logs.starts_with("lifeboat-agent "), "{logs}");
+    eprintln!("pod create -> Succeeded: {pod_start:?}");
+
+    // A real backup of a real database, written to a directory of this machine.
+    let pg = LocalPostgres::start().unwrap();
+    let _fingerprint = sample_database(&pg);
+    let out = tempfile::tempdir().unwrap();
+    // The pod runs as 65532: let it write.
+    std::fs::set_permissions(
+        out.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let job = json!({"namespace": ns, "policy": "shop",
+        "asset": {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                                     "sslMode": "disable", "databases": ["shop"]}},
+        "destination": {"volume": {"claimName": "unused"}},
+        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+    let env_vars = json!([
+        {"name": "LIFEBOAT_JOB", "value": job.to_string()},
+        {"name": "LIFEBOAT_TERMINATION_LOG", "value": "/dev/termination-log"},
+        {"name": "HOME", "value": "/tmp"}
+    ]);
+    let volumes = json!([
+        {"name": "backups", "hostPath": {"path": out.path(), "type": "Directory"}},
+        {"name": "tmp", "emptyDir": {}}
+    ]);
+    let mounts = json!([
+        {"name": "backups", "mountPath": "/var/lib/lifeboat/backups"},
+        {"name": "tmp", "mountPath": "/tmp"}
+    ]);
+    let t0 = Instant::now();
+    pods.create(
+        &PostParams::default(),
+        &agent_pod("backup", &["backup"], env_vars, volumes, mounts),
+    )
+    .await
+    .unwrap();
+    let (phase, message) = pod_outcome(&pods, "backup", Duration::from_secs(120)).await;
+    let logs = pods
+        .logs("backup", &LogParams::default())
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "{message}\n{logs}\n{}",
+        node.log_tail(20)
+    );
+    eprintln!("backup pod create -> Succeeded: {:?}", t0.elapsed());
+    let summary = AgentSummary::from_termination_message(&message)
+        .unwrap_or_else(|| panic!("an agent summary in the termination message: {message}"));
+    assert!(summary.ok, "{summary:?}");
+    let metadata = files_named(out.path(), "orders-db.metadata.json");
+    assert_eq!(metadata.len(), 1, "metadata.json on the host: {metadata:?}");
+    let artifact = files_named(out.path(), ".pgdump.zst");
+    assert_eq!(artifact.len(), 1, "{artifact:?}");
+    assert_eq!(
+        summary.stored_bytes,
+        Some(std::fs::metadata(&artifact[0]).unwrap().len())
+    );
+}
+
+/// `rclone serve s3` on loopback, as the agent's own tests use it.
+struct S3Server {
+    child: Child,
+    port: u16,
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    fn start() -> S3Server {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("backups")).unwrap();
+        let port = free_port().unwrap();
+        let child = Command::new("rclone")
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--auth-key",
+                "lifeboat-ak,lifeboat-sk-0123456789",
+                "--config",
+                "/dev/null",
+            ])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone (installed by hack/install-deps.sh)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        S3Server { child, port, root }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A BackupPolicy "shop" backing up `assets` to `s3`, its pods on the host's network.
+async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_json::Value) {
+    let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": "lifeboat-sk-0123456789"}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &creds)
+        .await
+        .unwrap();
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 3 * * *",
+            "assets": assets,
+            "retention": {"keepLast": 5},
+            "destination": {"s3": {"endpoint": format!("http://127.0.0.1:{}", s3.port), "bucket": "backups",
+                                   "prefix": "lifeboat", "forcePathStyle": true,
+                                   "credentialsSecret": {"name": "s3-creds"}}},
+            "objectives": {"rpo": "1h"},
+            "podTemplate": {"hostNetwork": true}
+        }),
+    )
+    .await;
+}
+
+fn postgres_asset(pg: &LocalPostgres) -> serde_json::Value {
+    json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                            "sslMode": "disable", "databases": ["shop"]}})
+}
+
+/// The Jobs, pods (with their logs) and the node's log tail, for a failure message.
+async fn report(h: &harness::Harness, node: &Node) -> String {
+    let mut out = String::new();
+    for j in h.api::<Job>().list(&ListParams::default()).await.unwrap() {
+        out += &format!("job {}: {:?}\n", j.name_any(), j.status);
+    }
+    let pods = h.api::<Pod>();
+    for pod in pods.list(&ListParams::default()).await.unwrap() {
+        let logs = pods
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .unwrap_or_default();
+        out += &format!("pod {}: {:?}\n{logs}\n", pod.name_any(), pod.status);
+    }
+    out + &node.log_tail(30)
+}
+
+/// Asks for an on-demand backup and waits until every asset of the policy has a good one.
+async fn backup_now(h: &harness::Harness, node: &Node, token: &str) -> lifeboat_api::BackupPolicy {
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": token}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let p = h
+            .api::<lifeboat_api::BackupPolicy>()
+            .get("shop")
+            .await
+            .unwrap();
+        let done = p.status.as_ref().is_some_and(|s| {
+            !s.assets.is_empty() && s.assets.iter().all(|a| a.last_success.is_some())
+        });
+        if done {
+            return p;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "backups not in status in time: {:#?}\n{}",
+                p.status,
+                report(h, node).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every pod of the namespace ran on the node and succeeded: nothing was finished by hand.
+async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
+    let pods = h.api::<Pod>().list(&ListParams::default()).await.unwrap();
+    assert!(!pods.items.is_empty());
+    for pod in pods {
+        assert_eq!(
+            pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+            Some(node.name())
+        );
+        assert_eq!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded"),
+            "{}",
+            pod.name_any()
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
+    let node = node();
+    let h = harness::harness("node-bp").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    sample_database(&pg);
+    let redis = LocalRedis::start().unwrap();
+    redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([postgres_asset(&pg),
+               {"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}]),
+    )
+    .await;
+    let t0 = Instant::now();
+    let policy = backup_now(&h, node, "e2e-1").await;
+    eprintln!("backup-now -> both backups in status: {:?}", t0.elapsed());
+    let status = policy.status.unwrap();
+    assert_eq!(status.assets.len(), 2);
+    assert!(status.rpo_seconds.is_some_and(|s| s < 600), "{status:?}");
+    for asset in &status.assets {
+        let id = asset.last_success.as_ref().unwrap().id.clone();
+        let dir = s3.root.path().join("backups/lifeboat/shop").join(&id);
+        assert!(
+            dir.join(format!("{}.metadata.json", asset.name)).is_file(),
+            "{} committed in the bucket",
+            dir.display()
+        );
+    }
+    all_pods_ran_on(&h, node).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_restore_request_restores_into_a_second_database_validates_and_measures_the_rto() {
+    use lifeboat_api::RestoreRequest;
+    use lifeboat_api::restore_request::RestorePhase;
+    let node = node();
+    let h = harness::harness("node-rr").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let fingerprint = sample_database(&pg);
+    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+    backup_now(&h, node, "seed").await;
+
+    let t0 = Instant::now();
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+    "metadata": {"name": "to-copy"},
+    "spec": {
+        "source": {"policy": "shop", "backupId": "latest"},
+        "targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
+                                                        "sslMode": "disable", "database": "shop_copy",
+                                                        "createDatabase": true}}],
+        "execute": true,
+        "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
+                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
+        "podTemplate": {"hostNetwork": true}
+    }});
+    let api = h.api::<RestoreRequest>();
+    api.patch(
+        "to-copy",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&rr),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let r = api.get("to-copy").await.unwrap();
+        let status = r.status.unwrap_or_default();
+        if status.phase.is_finished() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore still {:?}: {status:#?}\n{}",
+            status.phase,
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("RestoreRequest -> {:?}: {:?}", status.phase, t0.elapsed());
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    let rto = status.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 180.0, "rto {rto}");
+    assert_eq!(status.checks.len(), 1);
+    assert!(status.checks[0].passed, "{:?}", status.checks);
+    assert_eq!(
+        postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap(),
+        fingerprint,
+        "the second database holds the same rows"
+    );
+    all_pods_ran_on(&h, node).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_metrics_and_events() {
+    use lifeboat_api::DrillSchedule;
+    use lifeboat_api::drill_schedule::DrillVerdict;
+    let node = node();
+    let h = harness::harness("node-drill").await;
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let fingerprint = sample_database(&pg);
+    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+    "metadata": {"name": "quarterly"},
+    "spec": {
+        "schedule": "0 6 1 1,4,7,10 *",
+        "policy": "shop",
+        "assets": ["orders-db"],
+        "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
+            "user": "lifeboat", "sslMode": "disable", "database": "shop_drill", "createDatabase": true}}]},
+        "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
+                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
+        "objectives": {"rto": "30m", "rpo": "15m"},
+        "podTemplate": {"hostNetwork": true}
+    }});
+    let api = h.api::<DrillSchedule>();
+    api.patch(
+        "quarterly",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&drill),
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    api.patch(
+        "quarterly",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "e2e"}}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let d = api.get("quarterly").await.unwrap();
+        let status = d.status.unwrap_or_default();
+        if status.last_run.is_some() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drill record: {status:#?}\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!("drill-now -> drill record: {:?}", t0.elapsed());
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(
+        run.verdict,
+        DrillVerdict::Passed,
+        "{}\n{}",
+        run.message,
+        report(&h, node).await
+    );
+    let rto = run.rto_seconds.unwrap();
+    assert!(rto > 0.0 && rto < 240.0, "rto {rto}");
+    assert!(run.rpo_seconds.is_some());
+    assert!(run.rto_met && run.rpo_met, "{run:?}");
+    assert_eq!(run.backups.len(), 1);
+    eprintln!(
+        "drill: RTO {} ({rto:.1}s), RPO {}",
+        run.rto.clone().unwrap_or_default(),
+        run.rpo.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap(),
+        fingerprint,
+        "staging holds the backed-up rows"
+    );
+    h.expect_events("DrillStarted", 1).await;
+    h.expect_events("DrillPassed", 1).await;
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_drill_rto_seconds{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lifeboat_drill_objective_met{drill=\"quarterly\""),
+        "{metrics}"
+    );
+    all_pods_ran_on(&h, node).await;
+}
