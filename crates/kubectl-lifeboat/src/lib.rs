@@ -3,6 +3,7 @@
 
 pub mod report;
 pub mod status;
+pub mod wait;
 
 /// The annotation that asks a BackupPolicy for an on-demand backup (each value runs once).
 pub const BACKUP_NOW: &str = "lifeboat.dev/backup-now";

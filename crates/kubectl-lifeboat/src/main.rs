@@ -8,8 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
-use kubectl_lifeboat::{BACKUP_NOW, DRILL_NOW, FIELD_MANAGER, report, status};
+use kubectl_lifeboat::{BACKUP_NOW, DRILL_NOW, FIELD_MANAGER, report, status, wait};
 use lifeboat_api::common::RestoreTarget;
+use lifeboat_api::drill_schedule::DrillVerdict;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
 use serde_json::json;
 
@@ -80,13 +81,31 @@ enum Command {
 #[derive(Subcommand)]
 enum BackupCommand {
     /// Back up every asset of POLICY now (the scheduled CronJobs are unaffected).
-    Now { policy: String },
+    Now {
+        policy: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
 }
 
 #[derive(Subcommand)]
 enum DrillCommand {
     /// Run the DrillSchedule NAME now.
-    Run { name: String },
+    Run {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(clap::Args)]
+struct Wait {
+    /// Wait for the run to end, print its result, and exit non-zero if it failed.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits (`90s`, `15m`, `1h`).
+    #[arg(long, default_value = "15m")]
+    timeout: lifeboat_api::duration::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -103,6 +122,10 @@ enum Error {
     Input(String),
     #[error("writing {0}: {1}")]
     Write(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Failed(String),
+    #[error("no result within {0}; the run goes on: follow it with `kubectl lifeboat status`")]
+    Timeout(String),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -120,6 +143,23 @@ async fn main() -> ExitCode {
 /// A run-once token: the time, so that `kubectl get -o yaml` shows when it was asked.
 fn token() -> String {
     Timestamp::now().strftime("%Y%m%dT%H%M%SZ").to_string()
+}
+
+/// Polls `check` every second until it answers or `--timeout` passes.
+async fn poll<T>(
+    wait: &Wait,
+    mut check: impl AsyncFnMut() -> Result<Option<T>, Error>,
+) -> Result<T, Error> {
+    let deadline = tokio::time::Instant::now() + wait.timeout.as_std();
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::Timeout(wait.timeout.to_string()));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
@@ -152,9 +192,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             );
         }
         Command::Backup {
-            what: BackupCommand::Now { policy },
+            what: BackupCommand::Now { policy, wait },
         } => {
             let api: Api<BackupPolicy> = Api::namespaced(client, &ns);
+            let asked = Timestamp::now();
             let t = token();
             api.patch(
                 &policy,
@@ -162,14 +203,29 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 &Patch::Merge(json!({"metadata": {"annotations": {BACKUP_NOW: t}}})),
             )
             .await?;
-            println!(
-                "backup of {ns}/{policy} requested (token {t}); follow it with `kubectl lifeboat status`"
-            );
+            if !wait.wait {
+                println!(
+                    "backup of {ns}/{policy} requested (token {t}); follow it with `kubectl lifeboat status`"
+                );
+                return Ok(());
+            }
+            println!("backup of {ns}/{policy} requested (token {t}); waiting");
+            let outcome = poll(&wait, async || {
+                Ok(wait::backup_outcome(&api.get(&policy).await?, &t, asked))
+            })
+            .await?;
+            for o in &outcome {
+                println!("  {}", o.line());
+            }
+            if outcome.iter().any(wait::AssetOutcome::failed) {
+                return Err(Error::Failed(format!("backup of {ns}/{policy} failed")));
+            }
         }
         Command::Drill {
-            what: DrillCommand::Run { name },
+            what: DrillCommand::Run { name, wait },
         } => {
             let api: Api<DrillSchedule> = Api::namespaced(client, &ns);
+            let asked = Timestamp::now();
             let t = token();
             api.patch(
                 &name,
@@ -177,9 +233,50 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 &Patch::Merge(json!({"metadata": {"annotations": {DRILL_NOW: t}}})),
             )
             .await?;
+            if !wait.wait {
+                println!(
+                    "drill {ns}/{name} requested (token {t}); follow it with `kubectl get drill -n {ns} {name} -w`"
+                );
+                return Ok(());
+            }
+            println!("drill {ns}/{name} requested (token {t}); waiting");
+            let record = poll(&wait, async || {
+                Ok(wait::drill_outcome(&api.get(&name).await?, &t, asked).cloned())
+            })
+            .await?;
+            let objectives = api.get(&name).await?.spec.objectives;
+            println!("  verdict: {:?}", record.verdict);
             println!(
-                "drill {ns}/{name} requested (token {t}); follow it with `kubectl get drill -n {ns} {name} -w`"
+                "  RTO achieved: {} (objective {}) {}",
+                record.rto.as_deref().unwrap_or("-"),
+                objectives.rto,
+                if record.rto_met { "met" } else { "MISSED" }
             );
+            println!(
+                "  RPO achieved: {} (objective {}) {}",
+                record.rpo.as_deref().unwrap_or("-"),
+                objectives.rpo,
+                if record.rpo_met { "met" } else { "MISSED" }
+            );
+            for b in &record.backups {
+                println!("  restored: {b}");
+            }
+            for c in &record.checks {
+                println!(
+                    "  check {}: {}",
+                    c.name,
+                    if c.passed { "passed" } else { "FAILED" }
+                );
+            }
+            if !record.message.is_empty() {
+                println!("  {}", record.message);
+            }
+            if record.verdict != DrillVerdict::Passed {
+                return Err(Error::Failed(format!(
+                    "drill {ns}/{name}: {:?}",
+                    record.verdict
+                )));
+            }
         }
         Command::Restore {
             policy,
