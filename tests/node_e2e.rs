@@ -365,6 +365,7 @@ async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
 async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
     let node = node();
     let h = harness::harness("node-bp").await;
+    h.allow_host_network().await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
     sample_database(&pg);
@@ -402,6 +403,7 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     use lifeboat_api::restore_request::RestorePhase;
     let node = node();
     let h = harness::harness("node-rr").await;
+    h.allow_host_network().await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
     let fingerprint = sample_database(&pg);
@@ -470,6 +472,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     use lifeboat_api::drill_schedule::DrillVerdict;
     let node = node();
     let h = harness::harness("node-drill").await;
+    h.allow_host_network().await;
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
     let fingerprint = sample_database(&pg);
