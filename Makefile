@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv node node-images node-up e2e-node demo demo-cluster ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv node node-images node-up e2e-node demo demo-local ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -42,8 +42,12 @@ unit: ## Fast tests: no servers, no cluster
 integration: testenv helm ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
 	$(CARGO) test --workspace
 
-test: deps testenv helm lint ## The whole suite: lint, unit and integration tests (what .ci/run runs)
+test: deps testenv helm node node-images lint ## The whole suite: lint, unit, integration and the node's end-to-end tests (what .ci/run runs)
 	$(CARGO) test --workspace
+	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored
+	@echo "make demo (the README's main job; it fails when the backup or the drill fails)"
+	@bash hack/demo.sh >target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
+	@grep '^== Drill' target/demo.log
 
 testenv-up: testenv ## Run a local control plane with the CRDs installed until Ctrl-C
 	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --kubeconfig target/testenv/kubeconfig
@@ -74,13 +78,13 @@ e2e-node: deps node node-images ## End to end on the node: real agent pods, Back
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10
 
-demo: ## Lifeboat's main job on an embedded default: a local drill with PostgreSQL and Redis (see README)
+demo: deps node node-images helm ## Lifeboat's main job: a local cluster with a node, PostgreSQL, Redis, S3; helm install; a backup and a drill; RPO and RTO (root)
+	bash hack/demo.sh
+
+demo-local: ## The same drill without a cluster or root: the agent alone, against local PostgreSQL and Redis
 	bash hack/install-deps.sh >/dev/null
 	$(CARGO) build -q -p lifeboat-agent
 	./target/debug/lifeboat-agent drill --demo --dir ./backups
-
-demo-cluster: testenv ## The operator on a local control plane: CronJobs, on-demand Jobs, status
-	bash hack/demo.sh
 
 ci: ## What CI runs on a fresh clone
 	bash .ci/run

@@ -179,6 +179,41 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         .collect();
     assert!(args.contains(&"--leader-election"), "{args:?}");
     assert_eq!(deployment["spec"]["replicas"], 2);
+    assert!(
+        pod.get("hostNetwork").is_none(),
+        "host network only when asked"
+    );
+}
+
+#[test]
+fn host_network_and_extra_env_render_for_clusters_without_kube_proxy() {
+    // What `make demo` sets on its local node (hack/demo.sh).
+    let text = ok(&template(
+        "lifeboat-system",
+        &[
+            "hostNetwork=true",
+            "extraEnv[0].name=KUBERNETES_SERVICE_HOST",
+            "extraEnv[0].value=127.0.0.1",
+        ],
+    ));
+    let deployment: serde_json::Value = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_json::Value| d["kind"] == "Deployment")
+        .unwrap();
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    assert!(
+        env.contains(&json!({"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"})),
+        "{env:?}"
+    );
+    assert!(env.iter().any(|e| e["name"] == "POD_NAMESPACE"), "{env:?}");
+    let out = template("lifeboat-system", &["extraEnv[0].value=x"]);
+    assert!(
+        !out.status.success(),
+        "an env var without a name was accepted"
+    );
 }
 
 #[test]

@@ -33,6 +33,9 @@ enum Command {
         /// hack/node/images.sh.
         #[arg(long, requires = "node")]
         images: Option<PathBuf>,
+        /// Leave the CRDs out, for an install that brings its own (`helm install`).
+        #[arg(long)]
+        no_crds: bool,
     },
     /// Start and stop a control plane several times and report the start-up times.
     Bench {
@@ -49,7 +52,8 @@ async fn main() -> ExitCode {
             kubeconfig,
             node,
             images,
-        } => up(kubeconfig, node.then_some(NodeOptions { images })).await,
+            no_crds,
+        } => up(kubeconfig, node.then_some(NodeOptions { images }), !no_crds).await,
         Command::Bench { runs } => bench(runs).await,
     };
     match result {
@@ -61,19 +65,22 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Starts a control plane and installs the CRDs; returns it with the time taken.
-async fn start() -> Result<(ControlPlane, Duration), lifeboat_testenv::Error> {
+/// Starts a control plane, with the CRDs installed when `crds`; returns it with the time taken.
+async fn start(crds: bool) -> Result<(ControlPlane, Duration), lifeboat_testenv::Error> {
     let t0 = Instant::now();
     let cp = ControlPlane::start(true).await?;
-    install_crds(&cp.client().await?).await?;
+    if crds {
+        install_crds(&cp.client().await?).await?;
+    }
     Ok((cp, t0.elapsed()))
 }
 
 async fn up(
     kubeconfig: Option<PathBuf>,
     node: Option<NodeOptions>,
+    crds: bool,
 ) -> Result<(), lifeboat_testenv::Error> {
-    let (cp, took) = start().await?;
+    let (cp, took) = start(crds).await?;
     println!(
         "control plane ready in {:.1}s at {}",
         took.as_secs_f64(),
@@ -116,7 +123,7 @@ async fn up(
 async fn bench(runs: u32) -> Result<(), lifeboat_testenv::Error> {
     let mut times = Vec::new();
     for run in 1..=runs.max(1) {
-        let (cp, took) = start().await?;
+        let (cp, took) = start(true).await?;
         drop(cp);
         println!("run {run}: {:.2}s", took.as_secs_f64());
         times.push(took.as_secs_f64());
