@@ -225,6 +225,27 @@ impl ControlPlane {
         &self.node_credentials
     }
 
+    /// Stops one component (`etcd`, `kube-apiserver`, `kube-controller-manager`) and leaves it
+    /// stopped: an outage, for fault tests. [`ControlPlane::start_component`] ends it.
+    pub fn stop_component(&mut self, name: &str) -> Result<(), Error> {
+        self.component(name)?.stop();
+        Ok(())
+    }
+
+    /// Starts a stopped component again with its first arguments, on the same ports and data
+    /// (etcd's data directory survives), and waits until the API server answers `/readyz`.
+    pub async fn start_component(&mut self, name: &str) -> Result<(), Error> {
+        self.component(name)?.restart()?;
+        self.wait_ready(Instant::now() + start_timeout()).await
+    }
+
+    fn component(&mut self, name: &str) -> Result<&mut Supervised, Error> {
+        self.processes
+            .iter_mut()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| Error::Start(format!("no component {name}")))
+    }
+
     /// Stops every process (controller-manager first, etcd last).
     pub fn stop(&mut self) {
         while let Some(mut p) = self.processes.pop() {

@@ -33,6 +33,10 @@ pub struct Supervised {
     child: Child,
     stdin: Option<ChildStdin>,
     log: PathBuf,
+    /// How it was started, to start it again after [`Supervised::stop`] (fault tests).
+    program: PathBuf,
+    args: Vec<String>,
+    cleanup: Option<PathBuf>,
 }
 
 impl Supervised {
@@ -46,31 +50,35 @@ impl Supervised {
         cleanup: Option<&Path>,
     ) -> Result<Self, Error> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).map_err(|e| Error::Io(log.display().to_string(), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::Io(log.display().to_string(), e))?;
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(WATCHDOG)
-            .arg("lifeboat-testenv-watchdog")
-            .arg(program)
-            .args(args);
-        cmd.stdin(Stdio::piped()).stdout(out).stderr(err);
-        match cleanup {
-            Some(dir) => cmd.env("LIFEBOAT_TESTENV_CLEANUP", dir),
-            None => cmd.env_remove("LIFEBOAT_TESTENV_CLEANUP"),
-        };
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Error::Io(program.display().to_string(), e))?;
-        let stdin = child.stdin.take();
+        let (child, stdin) = launch(program, args, &log, cleanup)?;
         Ok(Self {
             name: name.to_owned(),
             child,
             stdin,
             log,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
+            cleanup: cleanup.map(Path::to_path_buf),
         })
+    }
+
+    /// Starts the program again, as it was first started, once it has been stopped; its log goes
+    /// on in the same file.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.stop();
+        let (child, stdin) = launch(
+            &self.program,
+            &self.args,
+            &self.log,
+            self.cleanup.as_deref(),
+        )?;
+        self.child = child;
+        self.stdin = stdin;
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Whether the watchdog (and so the program) has exited.
@@ -97,6 +105,38 @@ impl Supervised {
         drop(self.stdin.take());
         let _ = self.child.wait();
     }
+}
+
+fn launch(
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    cleanup: Option<&Path>,
+) -> Result<(Child, Option<ChildStdin>), Error> {
+    let out = File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::Io(log.display().to_string(), e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Error::Io(log.display().to_string(), e))?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(WATCHDOG)
+        .arg("lifeboat-testenv-watchdog")
+        .arg(program)
+        .args(args);
+    cmd.stdin(Stdio::piped()).stdout(out).stderr(err);
+    match cleanup {
+        Some(dir) => cmd.env("LIFEBOAT_TESTENV_CLEANUP", dir),
+        None => cmd.env_remove("LIFEBOAT_TESTENV_CLEANUP"),
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Io(program.display().to_string(), e))?;
+    let stdin = child.stdin.take();
+    Ok((child, stdin))
 }
 
 impl Drop for Supervised {
