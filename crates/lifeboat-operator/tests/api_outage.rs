@@ -1,0 +1,142 @@
+//! The API server restarted and etcd stopped under a running operator process: it must keep
+//! running, reconnect, relist and converge, with no crash loop and nothing done twice. On a
+//! control plane of its own (the shared one serves the other tests of the suite).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use lifeboat_testenv::ControlPlane;
+use serde_json::json;
+
+const NS: &str = "outage";
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn apply_policy(client: &Client, name: &str, schedule: &str) {
+    let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": name},
+        "spec": {"schedule": schedule,
+                 "assets": [{"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["app"]}}],
+                 "retention": {"keepLast": 3},
+                 "destination": {"volume": {"claimName": "backups"}}}});
+    Api::<lifeboat_api::BackupPolicy>::namespaced(client.clone(), NS)
+        .patch(name, &PatchParams::apply("test-user"), &Patch::Apply(&obj))
+        .await
+        .unwrap();
+}
+
+/// The CronJob of `policy`'s asset once its schedule is `schedule`; the operator must still run.
+async fn converged(client: &Client, op: &mut Operator, policy: &str, schedule: &str) -> String {
+    let api = Api::<CronJob>::namespaced(client.clone(), NS);
+    let name = format!("{policy}-db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            op.0.try_wait().unwrap().is_none(),
+            "the operator exited during the outage"
+        );
+        if let Ok(Some(cj)) = api.get_opt(&name).await
+            && cj.spec.as_ref().map(|s| s.schedule.as_str()) == Some(schedule)
+        {
+            return cj.uid().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not converge to {schedule:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_operator_rides_out_an_api_server_restart_and_an_etcd_outage() {
+    let mut cp = ControlPlane::start(true).await.unwrap();
+    let client = cp.client().await.unwrap();
+    lifeboat_testenv::install_crds(&client).await.unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .unwrap();
+    let mut op = Operator(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
+            .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("POD_NAME", "outage-test")
+            // LIFEBOAT_TEST_OPERATOR_LOG=FILE keeps the operator's log.
+            .stdout(match std::env::var_os("LIFEBOAT_TEST_OPERATOR_LOG") {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::null(),
+            })
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    apply_policy(&client, "before", "0 1 * * *").await;
+    let before = converged(&client, &mut op, "before", "0 1 * * *").await;
+
+    // The API server goes away for a few seconds (every watch breaks) and comes back.
+    cp.stop_component("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("kube-apiserver").await.unwrap();
+    let back = Instant::now();
+    let client = cp.client().await.unwrap();
+    // A policy made after the restart, and a change to one made before: both need live watches.
+    apply_policy(&client, "after-apiserver", "0 2 * * *").await;
+    converged(&client, &mut op, "after-apiserver", "0 2 * * *").await;
+    eprintln!(
+        "API server restart: a new policy reconciled {:?} after it answered again",
+        back.elapsed()
+    );
+    apply_policy(&client, "before", "0 3 * * *").await;
+    assert_eq!(
+        converged(&client, &mut op, "before", "0 3 * * *").await,
+        before,
+        "updated in place, not made again"
+    );
+
+    // etcd stops: the API server answers with errors until it is back.
+    cp.stop_component("etcd").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("etcd").await.unwrap();
+    let back = Instant::now();
+    apply_policy(&client, "after-etcd", "0 4 * * *").await;
+    converged(&client, &mut op, "after-etcd", "0 4 * * *").await;
+    eprintln!(
+        "etcd outage: a new policy reconciled {:?} after the API server was ready again",
+        back.elapsed()
+    );
+    // A CronJob edited behind the operator's back is put back: the CronJob watch is live too.
+    Api::<CronJob>::namespaced(client.clone(), NS)
+        .patch(
+            "before-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"schedule": "0 5 * * *"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        converged(&client, &mut op, "before", "0 3 * * *").await,
+        before
+    );
+
+    let all = Api::<CronJob>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(all.len(), 3, "one CronJob per policy, none twice");
+}
