@@ -46,6 +46,23 @@ pub async fn harness(prefix: &str) -> Harness {
     start_operator(client, operator, ns)
 }
 
+/// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
+/// operator as a process of its own (and kill it). The Harness still plays the kubelet.
+pub async fn without_operator(prefix: &str) -> Harness {
+    let env = lifeboat_testenv::shared().expect("control plane");
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, prefix).await.unwrap();
+    enforce_restricted_pod_security(&client, &ns).await;
+    let (stop, _) = tokio::sync::oneshot::channel::<()>();
+    Harness {
+        operator: client.clone(),
+        client,
+        ns,
+        metrics: Metrics::new().unwrap(),
+        _stop: stop,
+    }
+}
+
 /// Labels `ns` so that the API server's PodSecurity admission refuses any pod that does not meet
 /// the "restricted" standard: every pod the Jobs of these tests create must pass it, or the test
 /// waiting for that pod fails.
