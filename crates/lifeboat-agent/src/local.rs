@@ -108,43 +108,40 @@ impl LocalPostgres {
             )));
         }
         let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("postgres.log"))
-            .map_err(|e| AgentError::storage("postgres log", e))?;
-        let child = as_postgres(&tools::find("postgres")?)
-            .arg("-D")
-            .arg(&data)
-            .arg("-p")
-            .arg(port.to_string())
-            .arg("-k")
-            .arg(dir.path())
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=30",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| AgentError::config(format!("postgres: {e}")))?;
+        let child = spawn_postgres(dir.path(), port)?;
         let mut pg = Self {
             port,
             child,
             _dir: dir,
         };
-        let conn = pg.conn();
+        pg.wait_ready()?;
+        Ok(pg)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let conn = self.conn();
         wait_until("PostgreSQL", Duration::from_secs(30), || {
             postgres::query(&conn, "postgres", "SELECT 1").is_ok()
         })?;
-        if let Ok(Some(status)) = pg.child.try_wait() {
+        if let Ok(Some(status)) = self.child.try_wait() {
             return Err(AgentError::config(format!("postgres exited: {status}")));
         }
-        Ok(pg)
+        Ok(())
+    }
+
+    /// Restarts the server as an operator would (`pg_ctl restart -m fast`): every session is cut,
+    /// then it serves again on the same port and data (fault tests).
+    pub fn restart(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| AgentError::config(format!("kill: {e}")))?;
+        if !status.success() {
+            return Err(AgentError::config("cannot signal PostgreSQL"));
+        }
+        let _ = self.child.wait();
+        self.child = spawn_postgres(self._dir.path(), self.port)?;
+        self.wait_ready()
     }
 
     pub fn conn(&self) -> postgres::Conn {
@@ -156,6 +153,37 @@ impl LocalPostgres {
             sslmode: "disable".into(),
         }
     }
+}
+
+/// `postgres` on `dir/data`, its log appended to `dir/postgres.log`.
+fn spawn_postgres(dir: &Path, port: u16) -> Result<Child> {
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("postgres.log"))
+        .map_err(|e| AgentError::storage("postgres log", e))?;
+    as_postgres(&tools::find("postgres")?)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-k")
+        .arg(dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| AgentError::config(format!("postgres: {e}")))
 }
 
 impl Drop for LocalPostgres {

@@ -114,8 +114,25 @@ pub fn check_rdb(rdb: &Path) -> Result<()> {
         let text = String::from_utf8_lossy(&out.stdout);
         Err(AgentError::integrity(format!(
             "redis-check-rdb refused the snapshot: {}",
-            tools::tail(&text)
+            rdb_error(&text)
         )))
+    }
+}
+
+/// What went wrong, from redis-check-rdb's report: the lines after `RDB ERROR DETECTED` (the
+/// offset and the reason) rather than its closing key counts.
+fn rdb_error(report: &str) -> String {
+    let found: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.contains("RDB ERROR DETECTED"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("[info]"))
+        .map(str::trim)
+        .collect();
+    if found.is_empty() {
+        tools::tail(report)
+    } else {
+        found.join(" | ")
     }
 }
 
@@ -245,4 +262,16 @@ fn config_get(conn: &Conn, name: &str) -> Result<String> {
         )));
     }
     Ok(lines.next().unwrap_or_default().trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_rdb_error_is_the_reason_not_the_key_counts() {
+        let report = "[offset 0] Checking RDB file x.rdb\n--- RDB ERROR DETECTED ---\n[offset 9] Can't handle RDB format version 99\n[additional info] While doing: start\n[info] 0 keys read\n[info] 0 expires\n";
+        assert_eq!(
+            super::rdb_error(report),
+            "[offset 9] Can't handle RDB format version 99 | [additional info] While doing: start"
+        );
+    }
 }
