@@ -191,8 +191,7 @@ fn fake_master(payload: Vec<u8>, connections: usize) -> u16 {
             let mut seen = Vec::new();
             let mut answered = 0;
             let mut buf = [0u8; 4096];
-            loop {
-                let Ok(n) = c.read(&mut buf) else { break };
+            while let Ok(n) = c.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
