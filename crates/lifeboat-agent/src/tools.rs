@@ -73,6 +73,12 @@ pub fn classify(stderr: &str) -> ErrorClass {
         || s.contains("could not translate host name")
         || s.contains("timeout expired")
         || s.contains("no route to host")
+        // The source went away mid-run (a restart, a failover): retry later, nothing is wrong
+        // with the backup itself. Found by tests/source_faults.rs, which restarts PostgreSQL
+        // while pg_dump streams.
+        || s.contains("terminating connection due to administrator command")
+        || s.contains("server closed the connection unexpectedly")
+        || s.contains("connection reset by peer")
     {
         ErrorClass::SourceUnreachable
     } else if s.contains("does not exist") {
@@ -121,6 +127,12 @@ mod tests {
         );
         assert_eq!(
             c("Could not connect to Redis at 127.0.0.1:1: Connection refused"),
+            ErrorClass::SourceUnreachable
+        );
+        assert_eq!(
+            c(
+                "pg_dump: detail: Error message from server: FATAL:  terminating connection due to administrator command"
+            ),
             ErrorClass::SourceUnreachable
         );
         assert_eq!(c("something else"), ErrorClass::ToolFailed);
