@@ -26,6 +26,7 @@ testenv: ## Build (or reuse) the test control plane: etcd, kube-apiserver, kube-
 lint: ## rustfmt and clippy, warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p lifeboat-agent --features fault-injection --all-targets -- -D warnings
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -41,9 +42,11 @@ unit: ## Fast tests: no servers, no cluster
 
 integration: testenv helm ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
 	$(CARGO) test --workspace
+	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 
 test: deps testenv helm node node-images lint ## The whole suite: lint, unit, integration and the node's end-to-end tests (what .ci/run runs)
 	$(CARGO) test --workspace
+	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored
 	@echo "make demo (the README's main job; it fails when the backup or the drill fails)"
 	@bash hack/demo.sh >target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }

@@ -198,6 +198,7 @@ pub fn backup(
             header.set_mtime(u64::try_from(last_modified.as_second()).unwrap_or(0));
             header.set_entry_type(tar::EntryType::Regular);
             let mut body = Download::new(&src, got.into_stream());
+            crate::fault::point("bucket.object");
             let appended = tar.append_data(&mut header, rel, &mut body);
             if let Some(e) = body.failed.take() {
                 return Err(e);

@@ -143,6 +143,7 @@ pub fn backup(
             return Err(e);
         }
     };
+    crate::fault::point("backup.artifacts-stored");
     let metadata = BackupMetadata {
         schema_version: METADATA_SCHEMA_VERSION,
         backup_id: slot.id.clone(),
@@ -507,9 +508,9 @@ pub fn restore(
 }
 
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
-/// they have been idle for [`crate::retention::STALE_AFTER`]: returns what was deleted (or,
-/// without `execute`, would be). A listing that fails aborts everything: an unreadable history
-/// is never permission to delete.
+/// they have been idle for `stale_after` ([`crate::retention::STALE_AFTER`] after each backup):
+/// returns what was deleted (or, without `execute`, would be). A listing that fails aborts
+/// everything: an unreadable history is never permission to delete.
 pub fn prune(
     env: &Env,
     policy: &str,
@@ -517,6 +518,7 @@ pub fn prune(
     rules: &lifeboat_api::backup_policy::Retention,
     execute: bool,
     allow_mass_delete: bool,
+    stale_after: jiff::SignedDuration,
 ) -> Result<Vec<String>> {
     let listed: Vec<Listed> = env
         .store
@@ -546,7 +548,7 @@ pub fn prune(
         .store
         .leftovers(policy, asset)?
         .into_iter()
-        .filter(|l| crate::retention::is_stale(l.newest, now, crate::retention::STALE_AFTER))
+        .filter(|l| crate::retention::is_stale(l.newest, now, stale_after))
         .collect();
     if execute {
         for l in listed.iter().filter(|l| doomed.contains(&l.id)) {

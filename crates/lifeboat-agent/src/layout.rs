@@ -257,6 +257,7 @@ impl Store {
                 Store::S3(s3) => s3.keys_under(&[policy, &id])?.is_empty(),
             };
             if free {
+                crate::fault::point("backup.claimed");
                 return Ok(Slot {
                     id,
                     policy: policy.to_owned(),
@@ -331,6 +332,7 @@ impl Store {
                     let mut f = fs::File::create(&tmp)?;
                     f.write_all(&json)?;
                     f.sync_all()?;
+                    crate::fault::point("commit.tmp-written");
                     fs::rename(&tmp, &path)?;
                     fs::File::open(&dir)?.sync_all()
                 };
@@ -338,6 +340,7 @@ impl Store {
             }
             Store::S3(s3) => {
                 let key = s3.key(&[&slot.policy, &slot.id, &name]);
+                crate::fault::point("commit.before-put");
                 s3.rt
                     .block_on(s3.store.put(&key, PutPayload::from(json)))
                     .map(|_| ())

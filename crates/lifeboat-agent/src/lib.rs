@@ -6,6 +6,7 @@ pub mod bucket;
 pub mod crypto;
 pub mod drill;
 pub mod error;
+pub mod fault;
 pub mod jobs;
 pub mod kubestate;
 pub mod layout;

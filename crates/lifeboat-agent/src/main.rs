@@ -72,13 +72,17 @@ enum Command {
         /// Allow a pass that deletes more than half of an asset's backups.
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Clear what an unfinished backup left (a killed run) once idle this long. Shorter is
+        /// only safe when no backup of the policy can be running.
+        #[arg(long, default_value = "24h")]
+        stale_after: lifeboat_api::duration::Duration,
         #[command(flatten)]
         place: Place,
     },
     /// Recompute the checksums of stored backups.
     Verify {
-        #[arg(long)]
-        policy: String,
+        #[command(flatten)]
+        policy: PolicyRef,
         /// One backup id (all by default).
         #[arg(long)]
         backup: Option<String>,
@@ -87,8 +91,8 @@ enum Command {
     },
     /// List complete backups.
     List {
-        #[arg(long)]
-        policy: String,
+        #[command(flatten)]
+        policy: PolicyRef,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -120,6 +124,38 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+}
+
+/// Which policy's backups: by name in the backup directory, or from a policy file (its name and
+/// destination: a directory or an S3 bucket).
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct PolicyRef {
+    /// Policy name (backups in the backup directory).
+    #[arg(long)]
+    policy: Option<String>,
+    /// A BackupPolicy YAML file: its name and destination.
+    #[arg(long)]
+    policy_file: Option<PathBuf>,
+}
+
+impl PolicyRef {
+    /// The policy's name and the store its backups are in.
+    fn open(&self, place: &Place) -> Result<(String, Env)> {
+        match (&self.policy, &self.policy_file) {
+            (Some(name), _) => Ok((name.clone(), place.env(None)?)),
+            (None, Some(file)) => {
+                let policy: BackupPolicy = read_yaml(file)?;
+                let name = policy
+                    .metadata
+                    .name
+                    .clone()
+                    .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
+                Ok((name, place.env(Some(&policy.spec.destination))?))
+            }
+            (None, None) => Err(AgentError::config("--policy or --policy-file is required")),
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -361,6 +397,7 @@ fn run(
                 &job.retention,
                 true,
                 false,
+                lifeboat_agent::retention::STALE_AFTER,
             ) {
                 Ok(ids) if !ids.is_empty() => {
                     println!("{}: retention deleted {}", job.asset.name, ids.join(", "))
@@ -462,7 +499,7 @@ fn run(
             backup,
             place,
         } => {
-            let env = place.env(None)?;
+            let (policy, env) = policy.open(&place)?;
             let all = env.store.list(&policy)?;
             let chosen: Vec<_> = all
                 .iter()
@@ -489,7 +526,7 @@ fn run(
             json,
             place,
         } => {
-            let env = place.env(None)?;
+            let (policy, env) = policy.open(&place)?;
             let all = env.store.list(&policy)?;
             if json {
                 let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
@@ -522,6 +559,7 @@ fn run(
             assets,
             execute,
             allow_mass_delete,
+            stale_after,
             place,
         } => {
             let policy: BackupPolicy = read_yaml(&policy_file)?;
@@ -544,6 +582,8 @@ fn run(
                     &policy.spec.retention,
                     execute,
                     allow_mass_delete,
+                    jiff::SignedDuration::try_from(stale_after.as_std())
+                        .map_err(|e| AgentError::config(format!("--stale-after: {e}")))?,
                 )?;
                 let verb = if execute { "deleted" } else { "would delete" };
                 if ids.is_empty() {

@@ -95,6 +95,7 @@ pub fn backup(
             format!("redis-cli --rdb failed: {}", tools::tail(&text)),
         ));
     }
+    crate::fault::point("redis.rdb-fetched");
     check_rdb(&rdb)?;
     let mut file = std::fs::File::open(&rdb).map_err(|e| AgentError::storage(rdb.display(), e))?;
     let stored = sink(&mut file)?;

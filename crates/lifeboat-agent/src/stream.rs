@@ -24,6 +24,7 @@ impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.hasher.update(&buf[..n]);
+        crate::fault::bytes("store.bytes", self.bytes, self.bytes + n as u64);
         self.bytes += n as u64;
         Ok(n)
     }
