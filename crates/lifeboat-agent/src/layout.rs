@@ -145,7 +145,14 @@ impl S3Store {
             "dns error",
             "No route to host",
         ];
-        let class = if text.contains("NotFound") || text.contains("not found") {
+        let lower = text.to_ascii_lowercase();
+        // "404 Not Found" with NoSuchBucket is how a missing bucket answers a list (found by the
+        // missing-bucket case of tests/bucket.rs; it was reported as a Storage failure).
+        let class = if lower.contains("notfound")
+            || lower.contains("not found")
+            || text.contains("NoSuchBucket")
+            || text.contains("NoSuchKey")
+        {
             ErrorClass::NotFound
         } else if text.contains("403")
             || text.contains("Forbidden")

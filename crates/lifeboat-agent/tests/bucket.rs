@@ -379,6 +379,19 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     let leftovers = files(&dir.path().join("backups/media"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
+    // A bucket that does not exist: NotFound too, never an empty backup.
+    let mut missing = empty.clone();
+    missing["asset"]["objectStorage"]["bucket"] = json!("no-such-bucket");
+    missing["asset"]["objectStorage"]["allowEmpty"] = json!(true);
+    let (out, summary) = run(&missing, &["backup"], &secrets_ok, dir.path());
+    assert_eq!(
+        summary.map(|s| s.error_class),
+        Some(Some(ErrorClass::NotFound)),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(listed(dir.path()), 0);
+
     let allowed = backup_job(&s3, "nothing-here", volume.clone(), true);
     let (out, _) = run(&allowed, &["backup"], &secrets_ok, dir.path());
     assert!(out.status.success(), "{}", text(&out));
