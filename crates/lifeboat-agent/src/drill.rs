@@ -2,7 +2,10 @@
 //! no cloud. It starts PostgreSQL and Redis with sample data on loopback, backs them up to a local
 //! directory, keeps writing (the traffic a real outage would lose), declares the disaster,
 //! restores into scratch targets (a new database; a new Redis started on the restored RDB),
-//! validates the data, and reports the achieved RPO and RTO against the objectives.
+//! validates the data, and reports the achieved RPO and RTO against the objectives. Both assets
+//! write canary markers (crate::canary), and one more is written at the disaster: the RPO is
+//! also measured from the newest marker the restore holds. The evidence record
+//! (`<dir>/local-drill/drill-<id>.json`, lifeboat_api::evidence) is written last.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +13,10 @@ use jiff::Timestamp;
 use lifeboat_api::Duration;
 use lifeboat_api::backup_policy::{Asset, Compression, PostgresAsset, RedisAsset};
 use lifeboat_api::common::{PostgresConnection, RedisConnection, RestoreTarget, SslMode};
+use lifeboat_api::evidence::{
+    DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceArtifact, EvidenceCheck,
+    EvidenceObjectives, EvidenceRestore, EvidenceStep, EvidenceVerdict,
+};
 use lifeboat_api::restore_request::RestoreOptions;
 use serde::Serialize;
 
@@ -39,8 +46,12 @@ pub struct Report {
     pub rto_objective_seconds: u64,
     pub rpo_met: bool,
     pub rto_met: bool,
+    /// Disaster − the oldest of the newest canary markers the restored targets hold.
+    pub rpo_canary_seconds: Option<f64>,
     pub checks: Vec<Check>,
     pub passed: bool,
+    /// Where the evidence record was written.
+    pub evidence: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +111,7 @@ pub fn run(
             redis: None,
             object_storage: None,
             kubernetes_state: None,
+            canary: true,
         },
         Asset {
             name: "sessions".into(),
@@ -116,19 +128,23 @@ pub fn run(
             }),
             object_storage: None,
             kubernetes_state: None,
+            canary: true,
         },
     ];
     let expected_orders = postgres::query(&conn, "shop", FINGERPRINT_SQL)?;
-    let expected_keys = rconn.run(0, &["DBSIZE"])?;
 
     eprintln!("drill: backing up to {}", dir.display());
+    let mut steps = Steps::default();
+    steps.start("backup");
     let slot = env.store.claim(POLICY, Timestamp::now())?;
     let id = slot.id.clone();
     let backup_dir = local_dir(dir, &slot);
     let mut snapshot = Timestamp::now();
+    let mut backed_up = Vec::new();
     for asset in &assets {
         let m = jobs::backup(&env, &slot, asset, &Compression::default(), None)?;
         snapshot = snapshot.min(m.snapshot_time);
+        backed_up.push(m.clone());
         eprintln!(
             "drill:   {} -> {} ({} bytes stored, sha256 {})",
             asset.name,
@@ -138,7 +154,10 @@ pub fn run(
         );
     }
 
+    // What the restore must hold: the keys at the backup (the sample and the canary set).
+    let expected_keys = rconn.run(0, &["DBSIZE"])?;
     // Traffic after the backup: what the disaster will cost.
+    steps.start("traffic after the backup");
     eprintln!(
         "drill: {}s of traffic after the backup, then the simulated disaster",
         traffic.as_secs()
@@ -151,6 +170,11 @@ pub fn run(
     )?;
     rconn.run(0, &["SET", "session:late", "lost-in-the-disaster"])?;
     let disaster_at = Timestamp::now();
+    // The disaster's own marker: a restore that holds it would hold writes made after the backup.
+    let disaster_id = format!("disaster-{id}");
+    crate::canary::write_postgres(&conn, &["shop".to_owned()], &disaster_id, disaster_at)?;
+    crate::canary::write_redis(&rconn, &disaster_id, disaster_at)?;
+    steps.start("restore");
 
     eprintln!("drill: restoring into scratch targets");
     let restore = |asset: &Asset, target: Option<RestoreTarget>| -> Result<String> {
@@ -190,6 +214,7 @@ pub fn run(
     let restored_redis = LocalRedis::start_in(scratch_redis_dir.path(), None)?;
 
     eprintln!("drill: validating");
+    steps.start("validate");
     let restored_orders = postgres::query(&conn, "shop_restored", FINGERPRINT_SQL)?;
     let r = restored_redis.conn();
     let mut checks = vec![
@@ -233,16 +258,108 @@ pub fn run(
         passed: types_ok,
         detail: "list, hash, zset, set".into(),
     });
+    let found = [
+        crate::canary::newest_postgres(&conn, "shop_restored")?,
+        crate::canary::newest_redis(&r)?,
+    ];
+    for (asset, found) in assets.iter().zip(&found) {
+        checks.push(Check {
+            name: format!(
+                "{} canary: the backup's marker, not the disaster's",
+                asset.name
+            ),
+            passed: found.as_ref().is_some_and(|m| m.id == id),
+            detail: match found {
+                Some(m) => format!("newest marker {} written {}", m.id, m.written_at),
+                None => "no marker in the restore".into(),
+            },
+        });
+    }
     let validated_at = Timestamp::now();
+    steps.finish(validated_at);
 
     let secs = |a: Timestamp, b: Timestamp| {
         ((b.as_millisecond() - a.as_millisecond()) as f64 / 1000.0).max(0.0)
     };
     let rpo_seconds = secs(snapshot, disaster_at);
     let rto_seconds = secs(disaster_at, validated_at);
-    let rpo_met = rpo_seconds <= rpo.as_secs() as f64;
+    // The oldest of the newest markers: the asset that lost the most decides.
+    let rpo_canary_seconds = found
+        .iter()
+        .map(|m| m.as_ref().map(|m| secs(m.written_at, disaster_at)))
+        .collect::<Option<Vec<f64>>>()
+        .and_then(|v| v.into_iter().reduce(f64::max));
+    let rpo_met = rpo_seconds <= rpo.as_secs() as f64
+        && rpo_canary_seconds.is_none_or(|c| c <= rpo.as_secs() as f64);
     let rto_met = rto_seconds <= rto.as_secs() as f64;
     let passed = rpo_met && rto_met && checks.iter().all(|c| c.passed);
+
+    let evidence = DrillEvidence {
+        schema_version: EVIDENCE_SCHEMA_VERSION,
+        drill_id: id.clone(),
+        policy: POLICY.into(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        started_at: drill_started_at,
+        disaster_at,
+        finished_at: Timestamp::now(),
+        verdict: if !checks.iter().all(|c| c.passed) {
+            EvidenceVerdict::Failed
+        } else if rpo_met && rto_met {
+            EvidenceVerdict::Passed
+        } else {
+            EvidenceVerdict::ObjectivesMissed
+        },
+        objectives: EvidenceObjectives {
+            rto_seconds: rto.as_secs(),
+            rpo_seconds: rpo.as_secs(),
+        },
+        achieved: EvidenceAchieved {
+            rto_seconds,
+            rpo_seconds,
+            rpo_canary_seconds,
+            rto_met,
+            rpo_met,
+        },
+        restored: backed_up
+            .iter()
+            .zip(found)
+            .zip(["postgres://127.0.0.1/shop_restored", "redis scratch server"])
+            .map(|((m, found), target)| EvidenceRestore {
+                asset: m.asset.clone(),
+                backup_id: m.backup_id.clone(),
+                snapshot_time: m.snapshot_time,
+                target: target.into(),
+                artifacts: m
+                    .artifacts
+                    .iter()
+                    .map(|a| EvidenceArtifact {
+                        name: a.name.clone(),
+                        sha256: a.sha256.clone(),
+                        stored_bytes: a.stored_bytes,
+                    })
+                    .collect(),
+                canary_written: m.canary.clone(),
+                canary_found: found,
+            })
+            .collect(),
+        checks: checks
+            .iter()
+            .map(|c| EvidenceCheck {
+                name: c.name.clone(),
+                passed: c.passed,
+                detail: c.detail.clone(),
+            })
+            .collect(),
+        steps: steps.done,
+        message: checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let evidence_path = dir.join(POLICY).join(format!("drill-{id}.json"));
+    write_evidence(&evidence_path, &evidence)?;
     Ok(Report {
         backup_id: id,
         backup_dir,
@@ -256,9 +373,47 @@ pub fn run(
         rto_objective_seconds: rto.as_secs(),
         rpo_met,
         rto_met,
+        rpo_canary_seconds,
         checks,
         passed,
+        evidence: evidence_path,
     })
+}
+
+/// Step timings for the evidence record.
+#[derive(Default)]
+struct Steps {
+    done: Vec<EvidenceStep>,
+    current: Option<(String, Timestamp)>,
+}
+
+impl Steps {
+    fn start(&mut self, name: &str) {
+        let now = Timestamp::now();
+        self.finish(now);
+        self.current = Some((name.to_owned(), now));
+    }
+
+    fn finish(&mut self, now: Timestamp) {
+        if let Some((name, started_at)) = self.current.take() {
+            self.done.push(EvidenceStep {
+                name,
+                started_at,
+                seconds: (now.as_millisecond() - started_at.as_millisecond()).max(0) as f64
+                    / 1000.0,
+            });
+        }
+    }
+}
+
+/// Writes the evidence record atomically (a reader never sees half of it).
+fn write_evidence(path: &Path, evidence: &DrillEvidence) -> Result<()> {
+    let json = serde_json::to_vec_pretty(evidence)
+        .map_err(|e| AgentError::config(format!("serializing the evidence: {e}")))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| AgentError::storage(path.display(), e))
 }
 
 impl Report {
@@ -280,12 +435,21 @@ impl Report {
             self.rpo_seconds,
             Duration::from_secs(self.rpo_objective_seconds)
         ));
+        if let Some(c) = self.rpo_canary_seconds {
+            s.push_str(&format!(
+                "  {} RPO from canary markers {:.1}s: the newest marker the restore holds was written {:.1}s before the disaster\n",
+                mark(c <= self.rpo_objective_seconds as f64),
+                c,
+                c
+            ));
+        }
         s.push_str(&format!(
             "  {} RTO achieved {:.1}s (objective {}): disaster -> restored and validated\n",
             mark(self.rto_met),
             self.rto_seconds,
             Duration::from_secs(self.rto_objective_seconds)
         ));
+        s.push_str(&format!("  evidence   {}\n", self.evidence.display()));
         s
     }
 }

@@ -134,6 +134,11 @@ pub fn backup(
             .map(|e| Recipients::parse(&e.recipients))
             .transpose()?,
     };
+    let canary = if asset.canary {
+        Some(write_canary(env, asset, &slot.id)?)
+    } else {
+        None
+    };
     let mut created: Vec<String> = Vec::new();
     let result = backup_artifacts(env, slot, asset, &encoding, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
@@ -164,9 +169,28 @@ pub fn backup(
             CompressionAlgorithm::None => "none".into(),
         },
         encryption: encoding.recipients.as_ref().map(Recipients::info),
+        canary,
     };
     env.store.commit(slot, &metadata)?;
     Ok(metadata)
+}
+
+/// The canary marker of backup `id`, written into the asset's source just before it is captured.
+fn write_canary(
+    env: &Env,
+    asset: &Asset,
+    id: &str,
+) -> Result<lifeboat_api::agent_result::CanaryMarker> {
+    let now = Timestamp::now();
+    if let Some(pg) = &asset.postgres {
+        crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
+    } else if let Some(r) = &asset.redis {
+        crate::canary::write_redis(&env.redis(&r.connection)?, id, now)
+    } else {
+        Err(AgentError::config(
+            "canary markers are written into PostgreSQL and Redis sources only",
+        ))
+    }
 }
 
 type Artifacts = (Vec<ArtifactInfo>, Timestamp, ToolInfo, String);

@@ -3,6 +3,7 @@
 //! custom resources as YAML files), with the playbook toolkit's verbs.
 
 pub mod bucket;
+pub mod canary;
 pub mod crypto;
 pub mod drill;
 pub mod error;

@@ -40,6 +40,19 @@ pub struct BackupMetadata {
     /// Set when the artifacts are encrypted: a restore then needs an identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
+    /// The canary marker written into the source just before this backup, when the asset asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryMarker>,
+}
+
+/// A canary marker: what was written into a source (or read back from a restore) and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CanaryMarker {
+    /// The backup (or drill disaster) the marker was written for.
+    pub id: String,
+    /// When it was written, by the agent's clock.
+    pub written_at: Timestamp,
 }
 
 /// How the artifacts of a backup were encrypted. Public keys only: enough to tell which

@@ -8,6 +8,7 @@ pub mod common;
 pub mod conditions;
 pub mod drill_schedule;
 pub mod duration;
+pub mod evidence;
 pub mod reference;
 pub mod restore_request;
 pub mod schedule;

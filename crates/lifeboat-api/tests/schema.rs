@@ -52,6 +52,17 @@ fn committed_api_reference_matches_the_crds() {
 }
 
 #[test]
+fn committed_drill_evidence_schema_matches_the_rust_types() {
+    let path = repo().join("docs/drill-evidence.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == lifeboat_api::evidence::schema_json().unwrap(),
+        "{} differs from lifeboat_api::evidence; run `make crds` and commit the result",
+        path.display()
+    );
+}
+
+#[test]
 fn crds_are_namespaced_with_status_and_a_lifeboat_category() {
     for (_, crd) in lifeboat_api::crds() {
         assert_eq!(crd.spec.group, "lifeboat.dev");
@@ -270,6 +281,24 @@ fn cel_asset_needs_exactly_one_kind() {
         "BackupPolicy",
         &policy(),
         |p| p["spec"]["assets"][1] = json!({"name": "empty"}),
+        msg,
+    );
+}
+
+#[test]
+fn cel_canaries_only_for_postgres_and_redis() {
+    let msg = "canary markers are written into PostgreSQL and Redis sources only";
+    let mut ok = policy();
+    ok["spec"]["assets"][0]["canary"] = json!(true);
+    assert_eq!(cel("BackupPolicy", &ok, None), Ok(()));
+    assert_rejected(
+        "BackupPolicy",
+        &policy(),
+        |p| {
+            p["spec"]["assets"][0] = json!({"name": "media", "canary": true,
+                "objectStorage": {"endpoint": "https://s3.example.com", "bucket": "b",
+                                  "credentialsSecret": {"name": "s"}}})
+        },
         msg,
     );
 }

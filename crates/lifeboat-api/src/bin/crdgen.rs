@@ -14,6 +14,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
         println!("wrote {}", path.display());
+        // The drill evidence schema lives next to the API reference.
+        let schema_path = path.with_file_name("drill-evidence.schema.json");
+        let written = lifeboat_api::evidence::schema_json()
+            .map_err(|e| e.to_string())
+            .and_then(|text| std::fs::write(&schema_path, text).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("crdgen: cannot write {}: {e}", schema_path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("wrote {}", schema_path.display());
     }
     for (file, crd) in lifeboat_api::crds() {
         let yaml = match lifeboat_api::crd_yaml(&crd) {

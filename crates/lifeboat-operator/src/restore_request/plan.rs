@@ -128,13 +128,18 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
         redis: None,
         object_storage: None,
         kubernetes_state: None,
+        // A safety backup never writes a marker into what it is about to protect.
+        canary: false,
     };
     match target {
         None => {
             if asset.kubernetes_state.is_some() {
                 return Err(unsupported("kubernetesState"));
             }
-            return Ok(asset.clone());
+            return Ok(Asset {
+                canary: false,
+                ..asset.clone()
+            });
         }
         Some(t) => {
             if let Some(pg) = &t.postgres {
