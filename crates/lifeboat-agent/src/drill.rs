@@ -360,6 +360,22 @@ pub fn run(
     };
     let evidence_path = dir.join(POLICY).join(format!("drill-{id}.json"));
     write_evidence(&evidence_path, &evidence)?;
+    // Restored and validated: the strongest proof a backup can have, recorded for retention.
+    if evidence.verdict != EvidenceVerdict::Failed {
+        for asset in &assets {
+            let listed = env.store.find(POLICY, &id, &asset.name)?;
+            env.store.record_verification(
+                &listed,
+                &lifeboat_api::agent_result::VerificationRecord {
+                    backup_id: id.clone(),
+                    asset: asset.name.clone(),
+                    verified_at: Timestamp::now(),
+                    method: lifeboat_api::agent_result::VerificationMethod::Drill,
+                    drill_id: Some(id.clone()),
+                },
+            )?;
+        }
+    }
     Ok(Report {
         backup_id: id,
         backup_dir,

@@ -555,6 +555,7 @@ pub fn prune(
         .map(|l| crate::retention::Candidate {
             id: l.id.clone(),
             snapshot_time: l.metadata.snapshot_time,
+            verified: l.verified.is_some(),
         })
         .collect();
     let doomed = crate::retention::select(

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use lifeboat_api::agent_result::{BackupMetadata, METADATA_SCHEMA_VERSION};
+use lifeboat_api::agent_result::{BackupMetadata, METADATA_SCHEMA_VERSION, VerificationRecord};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
@@ -21,6 +21,8 @@ use crate::error::{AgentError, Result};
 use crate::stream::{self, Encoding, Stored};
 
 const METADATA_SUFFIX: &str = ".metadata.json";
+/// `<asset>.verified.json`: a [`VerificationRecord`], written after the metadata.
+const VERIFIED_SUFFIX: &str = ".verified.json";
 
 /// Size of one multipart-upload part.
 const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
@@ -46,6 +48,8 @@ pub struct Listed {
     pub id: String,
     pub slot: Slot,
     pub metadata: BackupMetadata,
+    /// Set once the backup has been proven readable (`verify --record`, a drill).
+    pub verified: Option<VerificationRecord>,
 }
 
 /// What an unfinished backup left of one asset.
@@ -381,9 +385,24 @@ impl Store {
     pub fn list(&self, policy: &str) -> Result<Vec<Listed>> {
         check_name(policy)?;
         let mut out = Vec::new();
+        // (id, asset) -> its verification record; attached once everything is read.
+        let mut verified: std::collections::HashMap<(String, String), VerificationRecord> =
+            Default::default();
+        let mut note_verified = |id: &str, bytes: &[u8], what: &str| -> Result<()> {
+            let record: VerificationRecord = serde_json::from_slice(bytes).map_err(|e| {
+                AgentError::integrity(format!("{what}: not a verification record: {e}"))
+            })?;
+            verified.insert((id.to_owned(), record.asset.clone()), record);
+            Ok(())
+        };
         match self {
             Store::Local(root) => walk_local(root, policy, |id, file| {
                 let name = file.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && name.ends_with(VERIFIED_SUFFIX) {
+                    let bytes = fs::read(file.path())
+                        .map_err(|e| AgentError::storage(file.path().display(), e))?;
+                    return note_verified(id, &bytes, &file.path().display().to_string());
+                }
                 if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
                     return Ok(());
                 }
@@ -397,6 +416,7 @@ impl Store {
                         policy: policy.to_owned(),
                     },
                     metadata,
+                    verified: None,
                 });
                 Ok(())
             })?,
@@ -404,13 +424,19 @@ impl Store {
                 for key in s3.keys_under(&[policy])? {
                     let parts: Vec<&str> = key.as_ref().rsplit('/').take(2).collect();
                     let [name, id] = parts[..] else { continue };
-                    if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
+                    let verification = !name.starts_with('.') && name.ends_with(VERIFIED_SUFFIX);
+                    if !verification && (name.starts_with('.') || !name.ends_with(METADATA_SUFFIX))
+                    {
                         continue;
                     }
                     let bytes = s3
                         .rt
                         .block_on(async { s3.store.get(&key).await?.bytes().await })
                         .map_err(|e| s3.err(e))?;
+                    if verification {
+                        note_verified(id, &bytes, key.as_ref())?;
+                        continue;
+                    }
                     let metadata = parse_metadata(&bytes, key.as_ref())?;
                     out.push(Listed {
                         id: id.to_owned(),
@@ -419,14 +445,42 @@ impl Store {
                             policy: policy.to_owned(),
                         },
                         metadata,
+                        verified: None,
                     });
                 }
             }
+        }
+        for l in &mut out {
+            l.verified = verified.remove(&(l.id.clone(), l.metadata.asset.clone()));
         }
         out.sort_by(|a, b| {
             (a.metadata.snapshot_time, &a.id).cmp(&(b.metadata.snapshot_time, &b.id))
         });
         Ok(out)
+    }
+
+    /// Records that `listed` was proven readable: `<asset>.verified.json`, replaced atomically.
+    pub fn record_verification(&self, listed: &Listed, record: &VerificationRecord) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| AgentError::config(format!("serializing the verification: {e}")))?;
+        let name = format!("{}{VERIFIED_SUFFIX}", listed.metadata.asset);
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(&listed.slot.policy).join(&listed.slot.id);
+                let tmp = dir.join(format!(".{name}.tmp"));
+                let path = dir.join(&name);
+                fs::write(&tmp, &json)
+                    .and_then(|()| fs::rename(&tmp, &path))
+                    .map_err(|e| AgentError::storage(path.display(), e))
+            }
+            Store::S3(s3) => {
+                let key = s3.key(&[&listed.slot.policy, &listed.slot.id, &name]);
+                s3.rt
+                    .block_on(s3.store.put(&key, PutPayload::from(json)))
+                    .map(|_| ())
+                    .map_err(|e| s3.err(e))
+            }
+        }
     }
 
     /// The backup `id` (or the newest, for `latest`) of `asset`.
@@ -493,11 +547,13 @@ impl Store {
     /// as complete), then its artifacts.
     pub fn remove(&self, listed: &Listed) -> Result<()> {
         let meta = format!("{}{METADATA_SUFFIX}", listed.metadata.asset);
+        let verified = format!("{}{VERIFIED_SUFFIX}", listed.metadata.asset);
         match self {
             Store::Local(root) => {
                 let dir = root.join(&listed.slot.policy).join(&listed.slot.id);
                 fs::remove_file(dir.join(&meta))
                     .map_err(|e| AgentError::storage(dir.join(&meta).display(), e))?;
+                let _ = fs::remove_file(dir.join(&verified));
                 for a in &listed.metadata.artifacts {
                     match fs::remove_file(dir.join(&a.name)) {
                         Ok(()) => {}
@@ -513,6 +569,7 @@ impl Store {
                 s3.rt
                     .block_on(s3.store.delete(&key(&meta)))
                     .map_err(|e| s3.err(e))?;
+                let _ = s3.rt.block_on(s3.store.delete(&key(&verified)));
                 for a in &listed.metadata.artifacts {
                     s3.rt
                         .block_on(s3.store.delete(&key(&a.name)))

@@ -86,6 +86,10 @@ enum Command {
         /// One backup id (all by default).
         #[arg(long)]
         backup: Option<String>,
+        /// Record each backup that verifies (`<asset>.verified.json`): retention then never
+        /// deletes the newest verified backup of an asset.
+        #[arg(long)]
+        record: bool,
         #[command(flatten)]
         place: Place,
     },
@@ -497,6 +501,7 @@ fn run(
         Command::Verify {
             policy,
             backup,
+            record,
             place,
         } => {
             let (policy, env) = policy.open(&place)?;
@@ -512,11 +517,24 @@ fn run(
             }
             for l in &chosen {
                 jobs::verify(&env, l)?;
+                if record {
+                    env.store.record_verification(
+                        l,
+                        &lifeboat_api::agent_result::VerificationRecord {
+                            backup_id: l.id.clone(),
+                            asset: l.metadata.asset.clone(),
+                            verified_at: Timestamp::now(),
+                            method: lifeboat_api::agent_result::VerificationMethod::Checksums,
+                            drill_id: None,
+                        },
+                    )?;
+                }
                 println!(
-                    "ok {} {} ({} artifacts)",
+                    "ok {} {} ({} artifacts){}",
                     l.id,
                     l.metadata.asset,
-                    l.metadata.artifacts.len()
+                    l.metadata.artifacts.len(),
+                    if record { ", recorded as verified" } else { "" }
                 );
             }
             Ok(None)
@@ -537,18 +555,21 @@ fn run(
                 );
             } else {
                 println!(
-                    "{:<22} {:<16} {:<10} {:>12}  SNAPSHOT",
-                    "BACKUP", "ASSET", "KIND", "BYTES"
+                    "{:<22} {:<16} {:<10} {:>12}  {:<32} VERIFIED",
+                    "BACKUP", "ASSET", "KIND", "BYTES", "SNAPSHOT"
                 );
                 for l in &all {
                     let m = &l.metadata;
+                    let verified = l.verified.as_ref().map_or("-".to_owned(), |v| {
+                        format!("{} ({:?})", v.verified_at, v.method)
+                    });
                     println!(
-                        "{:<22} {:<16} {:<10} {:>12}  {}",
+                        "{:<22} {:<16} {:<10} {:>12}  {:<32} {verified}",
                         l.id,
                         m.asset,
                         m.kind.as_str(),
                         m.stored_bytes(),
-                        m.snapshot_time
+                        m.snapshot_time.to_string()
                     );
                 }
             }

@@ -2,7 +2,9 @@
 //! newest `minKeep` backups of an asset are never deleted, whatever their age (so a stalled
 //! schedule never ages out the last good backup); a pass that would delete more than a share of an
 //! asset's backups is refused unless explicitly allowed (a retention edit or a clock jump is not
-//! permission to wipe a history); backups dated in the future are kept.
+//! permission to wipe a history); backups dated in the future are kept; the newest backup proven
+//! readable (verified by checksums or restored by a drill) is never deleted, whatever the rules
+//! say, because it is the one a recovery can count on.
 
 use jiff::Timestamp;
 use lifeboat_api::backup_policy::Retention;
@@ -12,6 +14,8 @@ use lifeboat_api::backup_policy::Retention;
 pub struct Candidate {
     pub id: String,
     pub snapshot_time: Timestamp,
+    /// Proven readable (a verification record): the newest such backup is never deleted.
+    pub verified: bool,
 }
 
 /// Why a pass was refused.
@@ -47,11 +51,12 @@ pub fn select(
         .max_age
         .as_ref()
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let newest_verified = newest_first.iter().position(|b| b.verified);
     let delete: Vec<String> = newest_first
         .iter()
         .enumerate()
         .filter(|(i, b)| {
-            if *i < floor {
+            if *i < floor || Some(*i) == newest_verified {
                 return false;
             }
             let beyond_count = keep_last.is_some_and(|k| *i >= k);
@@ -104,6 +109,7 @@ mod tests {
                 Candidate {
                     id: t.strftime("%Y%m%dT%H%M%SZ").to_string(),
                     snapshot_time: t,
+                    verified: false,
                 }
             })
             .collect()
@@ -207,6 +213,29 @@ mod tests {
             .unwrap()
             .is_empty()
         );
+    }
+
+    #[test]
+    fn the_newest_verified_backup_survives_rules_that_would_delete_it() {
+        let mut backups = hourly(10, "2026-11-24T10:00:00Z");
+        // Only the sixth newest has been proven readable; an older one was too, once.
+        backups[5].verified = true;
+        backups[8].verified = true;
+        let doomed = select(
+            "db",
+            &backups,
+            &rules(Some(2), Some("1h"), 1),
+            at("2026-11-24T10:30:00Z"),
+            100,
+            false,
+        )
+        .unwrap();
+        assert!(!doomed.contains(&backups[5].id), "{doomed:?}");
+        assert!(
+            doomed.contains(&backups[8].id),
+            "only the newest verified is protected"
+        );
+        assert_eq!(doomed.len(), 8, "all but the newest (the floor) and the newest verified");
     }
 
     #[test]

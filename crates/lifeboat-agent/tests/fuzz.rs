@@ -56,6 +56,7 @@ proptest! {
         min_keep in 1u32..3,
         skew_hours in -24i64..=24,
         allow_mass_delete in any::<bool>(),
+        verified in prop::collection::btree_set(0usize..40, 0..4),
     ) {
         let now = Timestamp::from_second(1_790_000_000).unwrap();
         let backups: Vec<Candidate> = ages
@@ -64,6 +65,7 @@ proptest! {
             .map(|(i, age)| Candidate {
                 id: format!("b{i}"),
                 snapshot_time: now - SignedDuration::from_secs(*age),
+                verified: verified.contains(&i),
             })
             .collect();
         let rules = Retention {
@@ -76,6 +78,13 @@ proptest! {
         match select("db", &backups, &rules, clock, 50, allow_mass_delete) {
             Ok(doomed) => {
                 prop_assert!(!doomed.contains(&newest.id), "deleted the newest: {doomed:?}");
+                if let Some(v) = backups
+                    .iter()
+                    .filter(|b| b.verified)
+                    .max_by_key(|b| (b.snapshot_time, b.id.clone()))
+                {
+                    prop_assert!(!doomed.contains(&v.id), "deleted the newest verified: {doomed:?}");
+                }
                 prop_assert!(doomed.len() < backups.len());
             }
             // Refusing is always allowed; deleting the newest never is.

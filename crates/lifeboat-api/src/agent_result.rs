@@ -45,6 +45,29 @@ pub struct BackupMetadata {
     pub canary: Option<CanaryMarker>,
 }
 
+/// The record that a backup was proven readable, stored as `<asset>.verified.json` beside its
+/// metadata: by `verify --record` (every checksum re-read) or by a drill (restored and
+/// validated). Retention never deletes an asset's newest verified backup.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerificationRecord {
+    pub backup_id: String,
+    pub asset: String,
+    pub verified_at: Timestamp,
+    pub method: VerificationMethod,
+    /// The drill that restored it, for `Drill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VerificationMethod {
+    /// Every artifact re-read against its checksum.
+    Checksums,
+    /// Restored and validated by a drill: the stronger proof.
+    Drill,
+}
+
 /// A canary marker: what was written into a source (or read back from a restore) and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
