@@ -291,6 +291,72 @@ async fn a_drill_never_restores_over_its_source() {
 }
 
 #[tokio::test]
+async fn a_drill_refuses_a_target_outside_its_staging_scope() {
+    let h = harness("drill-out-of-scope").await;
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["staging"]["scope"] = json!({"hosts": ["*.drills.svc"]});
+    // staging-db and staging-cache are not in *.drills.svc.
+    apply_drill(&h, "scoped", spec.clone()).await;
+    let reason_is = |reason: &'static str| {
+        move |d: &DrillSchedule| {
+            d.status
+                .as_ref()
+                .and_then(|s| find(&s.conditions, types::READY))
+                .is_some_and(|c| c.reason == reason)
+        }
+    };
+    let d = drill_until(
+        &h,
+        "OutOfStagingScope",
+        "scoped",
+        reason_is("OutOfStagingScope"),
+    )
+    .await;
+    let message = find(&d.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        message.contains("host staging-db")
+            && message.contains("outside the drill's staging scope"),
+        "{message}"
+    );
+    drill_now(&h, "scoped", "try-anyway").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let d = h.api::<DrillSchedule>().get("scoped").await.unwrap();
+    assert!(
+        d.status.unwrap().active.is_none(),
+        "no drill starts out of scope"
+    );
+    assert!(
+        h.api::<Job>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing ran"
+    );
+    // Targets moved inside the scope: the refusal is lifted (and the drill asked for while it
+    // was refused starts now: its token was never handled).
+    spec["staging"]["targets"][0]["postgres"]["host"] = json!("pg.drills.svc");
+    spec["staging"]["targets"][1]["redis"]["host"] = json!("cache.drills.svc");
+    apply_drill(&h, "scoped", spec).await;
+    let d = drill_until(&h, "the refusal lifted", "scoped", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.status == "True")
+    })
+    .await;
+    assert!(
+        d.status.unwrap().active.is_some(),
+        "the pending drill-now runs"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_fresh_backup_fails_the_drill_without_measuring() {
     let h = harness("drill-fail").await;
     h.apply_policy("shop", policy_spec()).await;

@@ -235,7 +235,11 @@ mod tests {
             doomed.contains(&backups[8].id),
             "only the newest verified is protected"
         );
-        assert_eq!(doomed.len(), 8, "all but the newest (the floor) and the newest verified");
+        assert_eq!(
+            doomed.len(),
+            8,
+            "all but the newest (the floor) and the newest verified"
+        );
     }
 
     #[test]

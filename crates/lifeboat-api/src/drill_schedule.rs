@@ -116,6 +116,45 @@ pub struct Staging {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["asset".into()]))]
     #[schemars(length(min = 1, max = 32))]
     pub targets: Vec<RestoreTarget>,
+    /// Where this drill may write, declared once: every target must be inside it, or no drill
+    /// runs (condition `OutOfStagingScope`). Without it, only the asset's own source is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<StagingScope>,
+}
+
+/// The staging scope of a drill.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagingScope {
+    /// Hosts a PostgreSQL or Redis target (or an object-storage endpoint) may name: exact
+    /// (`staging-db.drills.svc`) or a suffix pattern (`*.drills.svc`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub hosts: Vec<String>,
+    /// Buckets an object-storage target may name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub buckets: Vec<String>,
+    /// Namespaces a Kubernetes-state target may map into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub namespaces: Vec<String>,
+}
+
+impl StagingScope {
+    /// Whether `host` is one of [`StagingScope::hosts`].
+    pub fn allows_host(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.hosts.iter().any(|p| {
+            let p = p.to_ascii_lowercase();
+            match p.strip_prefix("*.") {
+                Some(suffix) => {
+                    host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"))
+                }
+                None => host == p,
+            }
+        })
+    }
 }
 
 /// Recovery objectives, e.g. the playbook's RTO 30 minutes and RPO 15 minutes.

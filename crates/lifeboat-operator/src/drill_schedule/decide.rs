@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lifeboat_api::DrillSchedule;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
-use lifeboat_api::conditions::{Status, condition, set_condition, types};
+use lifeboat_api::conditions::{Status, condition, find, set_condition, types};
 use lifeboat_api::drill_schedule::{
     ActiveDrill, DrillBackupMode, DrillRecord, DrillScheduleStatus, DrillVerdict,
 };
@@ -42,6 +42,9 @@ pub struct Observed<'a> {
     pub restore: Option<&'a RestoreRequestStatus>,
 }
 
+/// Ready reasons of the spec checks made before `advance` (drill_schedule/mod.rs).
+pub const SPEC_PROBLEMS: [&str; 3] = ["InvalidSpec", "PolicyNotFound", "OutOfStagingScope"];
+
 pub struct Decision {
     pub status: DrillScheduleStatus,
     pub next: Next,
@@ -62,6 +65,10 @@ pub fn advance(
     status.observed_generation = generation;
     status.next_run_time = due.map(Time);
 
+    // `advance` runs only once the spec checks pass: a Ready=False left by one of them is lifted
+    // here (it stayed False through the next drill, found by the staging-scope test).
+    let lifted = find(&status.conditions, types::READY)
+        .is_some_and(|c| SPEC_PROBLEMS.contains(&c.reason.as_str()));
     let Some(active) = status.active.clone() else {
         let start = run_now.is_some() || (!spec.suspend && due.is_some_and(|d| d <= now));
         if !start {
@@ -73,13 +80,26 @@ pub fn advance(
                 generation,
                 now,
             );
-            if status.last_run.is_none() {
+            if status.last_run.is_none() || lifted {
                 set_condition(&mut status.conditions, ready);
             }
             return Decision {
                 status,
                 next: Next::Sleep,
             };
+        }
+        if lifted {
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    types::READY,
+                    Status::True,
+                    "DrillRunning",
+                    "a drill is running",
+                    generation,
+                    now,
+                ),
+            );
         }
         if let Some(token) = run_now {
             status.last_drill_now_token = Some(token.to_owned());

@@ -62,6 +62,9 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     if let Err(message) = check_scope(&ds, &policy) {
         return report_problem(&ds, &ctx, &old, "InvalidSpec", message).await;
     }
+    if let Err(message) = check_staging_scope(&ds) {
+        return report_problem(&ds, &ctx, &old, "OutOfStagingScope", message).await;
+    }
 
     // Never fire on creation: the first due time is the first one after the resource appeared.
     let reference = old
@@ -328,6 +331,65 @@ fn check_scope(ds: &DrillSchedule, policy: &BackupPolicy) -> std::result::Result
     Ok(())
 }
 
+/// Every staging target inside the scope the drill declares (when it declares one): a drill
+/// never writes anywhere else. Checked before anything runs, on every reconcile.
+pub fn check_staging_scope(ds: &DrillSchedule) -> std::result::Result<(), String> {
+    let Some(scope) = &ds.spec.staging.scope else {
+        return Ok(());
+    };
+    for t in &ds.spec.staging.targets {
+        let out = |what: String| {
+            Err(format!(
+                "the staging target of {:?} ({what}) is outside the drill's staging scope",
+                t.asset
+            ))
+        };
+        if let Some(pg) = &t.postgres
+            && !scope.allows_host(&pg.connection.host)
+        {
+            return out(format!("host {}", pg.connection.host));
+        }
+        if let Some(r) = &t.redis
+            && !scope.allows_host(&r.connection.host)
+        {
+            return out(format!("host {}", r.connection.host));
+        }
+        if let Some(s3) = &t.object_storage {
+            let host = endpoint_host(&s3.endpoint);
+            if !scope.allows_host(host) {
+                return out(format!("endpoint {}", s3.endpoint));
+            }
+            if !scope.buckets.contains(&s3.bucket) {
+                return out(format!("bucket {}", s3.bucket));
+            }
+        }
+        if let Some(k) = &t.kubernetes_state {
+            if k.namespace_mapping.is_empty() {
+                return out("no namespace mapping: the original namespaces".into());
+            }
+            if let Some(ns) = k
+                .namespace_mapping
+                .values()
+                .find(|ns| !scope.namespaces.contains(ns))
+            {
+                return out(format!("namespace {ns}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host of an endpoint URL (`https://s3.example.com:9000/x` → `s3.example.com`).
+fn endpoint_host(endpoint: &str) -> &str {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.split(':').next().unwrap_or(authority),
+    }
+}
+
 async fn report_problem(
     ds: &DrillSchedule,
     ctx: &Context,
@@ -429,4 +491,103 @@ fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillSch
     m.drill_last_run
         .with_label_values(&[ns, &name, &verdict])
         .set(run.finished_at.0.as_second() as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn drill(staging: serde_json::Value) -> DrillSchedule {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+            "metadata": {"name": "q", "namespace": "shop"},
+            "spec": {"schedule": "0 6 1 * *", "policy": "shop", "assets": ["db", "cache", "media", "state"],
+                     "staging": staging, "objectives": {"rto": "30m", "rpo": "15m"}}
+        }))
+        .unwrap()
+    }
+
+    fn targets(pg_host: &str, endpoint: &str, ns: &str) -> serde_json::Value {
+        serde_json::json!([
+            {"asset": "db", "postgres": {"host": pg_host, "user": "u", "database": "d"}},
+            {"asset": "cache", "redis": {"host": "cache.drills.svc"}},
+            {"asset": "media", "objectStorage": {"endpoint": endpoint, "bucket": "drill-media",
+                                                  "credentialsSecret": {"name": "s"}}},
+            {"asset": "state", "kubernetesState": {"namespaceMapping": {"prod": ns}}}
+        ])
+    }
+
+    fn scope() -> serde_json::Value {
+        serde_json::json!({"hosts": ["*.drills.svc", "minio.drills.example.com"],
+                           "buckets": ["drill-media"], "namespaces": ["prod-drill"]})
+    }
+
+    #[test]
+    fn every_target_inside_the_declared_scope_passes() {
+        let d = drill(serde_json::json!({"targets": targets("pg.drills.svc",
+            "https://minio.drills.example.com:9000", "prod-drill"), "scope": scope()}));
+        assert_eq!(check_staging_scope(&d), Ok(()));
+        // Without a scope only the own-source rule applies.
+        let d = drill(
+            serde_json::json!({"targets": targets("prod-db", "https://s3.amazonaws.com", "prod")}),
+        );
+        assert_eq!(check_staging_scope(&d), Ok(()));
+    }
+
+    #[test]
+    fn a_target_outside_the_scope_is_refused_with_what_is_outside() {
+        for (pg, endpoint, ns, expect) in [
+            (
+                "prod-db.shop.svc",
+                "https://minio.drills.example.com",
+                "prod-drill",
+                "host prod-db.shop.svc",
+            ),
+            // A suffix pattern does not match the bare suffix or a lookalike.
+            (
+                "drills.svc",
+                "https://minio.drills.example.com",
+                "prod-drill",
+                "host drills.svc",
+            ),
+            (
+                "pg.evil-drills.svc",
+                "https://minio.drills.example.com",
+                "prod-drill",
+                "host pg.evil-drills.svc",
+            ),
+            (
+                "pg.drills.svc",
+                "https://s3.amazonaws.com",
+                "prod-drill",
+                "endpoint https://s3.amazonaws.com",
+            ),
+            (
+                "pg.drills.svc",
+                "https://minio.drills.example.com",
+                "prod",
+                "namespace prod",
+            ),
+        ] {
+            let d =
+                drill(serde_json::json!({"targets": targets(pg, endpoint, ns), "scope": scope()}));
+            let err = check_staging_scope(&d).unwrap_err();
+            assert!(
+                err.contains(expect) && err.contains("outside the drill's staging scope"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_hosts() {
+        assert_eq!(
+            endpoint_host("https://s3.example.com:9000/x"),
+            "s3.example.com"
+        );
+        assert_eq!(endpoint_host("http://[::1]:9000"), "::1");
+        assert_eq!(endpoint_host("s3.example.com"), "s3.example.com");
+    }
 }
