@@ -197,6 +197,12 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     .await;
     let status = d.status.unwrap();
     let run = status.last_run.clone().unwrap();
+    // One fast drill: the early warning is written, and does not fire.
+    let risk = find(&status.conditions, types::RTO_AT_RISK).unwrap();
+    assert_eq!(
+        (risk.status.as_str(), risk.reason.as_str()),
+        ("False", "WithinMargin")
+    );
     assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");

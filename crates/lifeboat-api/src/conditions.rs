@@ -13,6 +13,8 @@ pub mod types {
     pub const RPO_MET: &str = "RPOMet";
     /// The last drill restored and validated within the RTO objective.
     pub const RTO_MET: &str = "RTOMet";
+    /// The recent drills' RTO is close to the objective: a warning before a drill misses it.
+    pub const RTO_AT_RISK: &str = "RTOAtRisk";
 }
 
 /// The three condition statuses.

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub drill_rpo: GaugeVec,
     pub drill_objective_met: GaugeVec,
     pub drill_last_run: GaugeVec,
+    pub drill_rto_at_risk: GaugeVec,
 }
 
 impl Metrics {
@@ -132,6 +133,13 @@ impl Metrics {
                 ),
                 &["namespace", "drill", "verdict"],
             )?,
+            drill_rto_at_risk: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_rto_at_risk",
+                    "1 while the last 3 drills all took over 80% of the RTO objective (the RTOAtRisk condition), else 0",
+                ),
+                &["namespace", "drill"],
+            )?,
             registry,
         };
         for c in m.collectors() {
@@ -158,6 +166,7 @@ impl Metrics {
             Box::new(self.drill_rpo.clone()),
             Box::new(self.drill_objective_met.clone()),
             Box::new(self.drill_last_run.clone()),
+            Box::new(self.drill_rto_at_risk.clone()),
         ]
     }
 

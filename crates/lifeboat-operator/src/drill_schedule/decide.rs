@@ -45,6 +45,28 @@ pub struct Observed<'a> {
 /// Ready reasons of the spec checks made before `advance` (drill_schedule/mod.rs).
 pub const SPEC_PROBLEMS: [&str; 3] = ["InvalidSpec", "PolicyNotFound", "OutOfStagingScope"];
 
+/// How many recent drills the early warning looks at, and the share of the objective their RTO
+/// must all exceed for it to fire (the "last three above 80%").
+pub const RTO_RISK_DRILLS: usize = 3;
+pub const RTO_RISK_SHARE: f64 = 0.8;
+
+/// Whether the RTO trends towards the objective: the newest [`RTO_RISK_DRILLS`] drills (newest
+/// first in `history`) all measured an RTO above [`RTO_RISK_SHARE`] of `objective_seconds`.
+/// Returns their RTOs when it does. A drill that measured nothing breaks the streak: a failure is
+/// already reported by its own condition.
+pub fn rto_at_risk(history: &[DrillRecord], objective_seconds: f64) -> Option<Vec<f64>> {
+    let recent: Vec<f64> = history
+        .iter()
+        .take(RTO_RISK_DRILLS)
+        .map_while(|r| r.rto_seconds)
+        .collect();
+    (recent.len() == RTO_RISK_DRILLS
+        && recent
+            .iter()
+            .all(|r| *r > RTO_RISK_SHARE * objective_seconds))
+    .then_some(recent)
+}
+
 pub struct Decision {
     pub status: DrillScheduleStatus,
     pub next: Next,
@@ -368,8 +390,81 @@ fn finish(
             spec.objectives.rpo.to_string(),
         ),
     );
+    let objective = spec.objectives.rto.as_secs() as f64;
+    let risk = match rto_at_risk(&status.history, objective) {
+        Some(rtos) => condition(
+            types::RTO_AT_RISK,
+            Status::True,
+            "RTOTrendingToObjective",
+            format!(
+                "the last {RTO_RISK_DRILLS} drills took {} of an RTO objective of {}: above {:.0}%",
+                rtos.iter()
+                    .map(|r| human(*r as u64))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                spec.objectives.rto,
+                RTO_RISK_SHARE * 100.0
+            ),
+            generation,
+            now,
+        ),
+        None => condition(
+            types::RTO_AT_RISK,
+            Status::False,
+            "WithinMargin",
+            format!(
+                "not every one of the last {RTO_RISK_DRILLS} drills took over {:.0}% of the RTO objective",
+                RTO_RISK_SHARE * 100.0
+            ),
+            generation,
+            now,
+        ),
+    };
+    set_condition(&mut status.conditions, risk);
     Decision {
         status,
         next: Next::Finished,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(rto: Option<f64>) -> DrillRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "d", "startedAt": "2026-11-24T06:00:00Z", "finishedAt": "2026-11-24T06:20:00Z",
+            "verdict": "Passed", "rtoSeconds": rto, "rtoMet": true, "rpoMet": true
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rto_is_at_risk_when_the_last_three_drills_all_took_over_80_percent() {
+        let objective = 1800.0; // 30 minutes: 80% is 24 minutes
+        let h = |rtos: &[Option<f64>]| rtos.iter().map(|r| record(*r)).collect::<Vec<_>>();
+        assert_eq!(
+            rto_at_risk(
+                &h(&[Some(1500.0), Some(1450.0), Some(1700.0), Some(100.0)]),
+                objective
+            ),
+            Some(vec![1500.0, 1450.0, 1700.0])
+        );
+        // One of the three within the margin: no warning.
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), Some(1400.0), Some(1700.0)]), objective),
+            None
+        );
+        // Fewer than three drills, or one that measured nothing: no warning.
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), Some(1500.0)]), objective),
+            None
+        );
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), None, Some(1500.0)]), objective),
+            None
+        );
     }
 }

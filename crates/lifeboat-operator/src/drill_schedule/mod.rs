@@ -15,6 +15,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
+use lifeboat_api::conditions::{find, types};
 use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
@@ -177,6 +178,22 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                     &format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any()),
                 )
                 .await;
+                // The early warning, once, when it starts to hold.
+                let risk = |s: &DrillScheduleStatus| {
+                    find(&s.conditions, types::RTO_AT_RISK)
+                        .filter(|c| c.status == "True")
+                        .map(|c| c.message.clone())
+                };
+                if let (Some(message), None) = (risk(&status), risk(&old)) {
+                    ctx.publish(
+                        &ds.object_ref(&()),
+                        EventType::Warning,
+                        "RTOAtRisk",
+                        format!("Drill/{}", record.id),
+                        message,
+                    )
+                    .await;
+                }
             }
         }
         _ => {}
@@ -491,6 +508,10 @@ fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillSch
     m.drill_last_run
         .with_label_values(&[ns, &name, &verdict])
         .set(run.finished_at.0.as_second() as f64);
+    let at_risk = find(&status.conditions, types::RTO_AT_RISK).is_some_and(|c| c.status == "True");
+    m.drill_rto_at_risk
+        .with_label_values(&[ns, &name])
+        .set(f64::from(u8::from(at_risk)));
 }
 
 #[cfg(test)]
