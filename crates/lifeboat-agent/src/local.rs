@@ -1,4 +1,4 @@
-//! Throw-away PostgreSQL and Redis servers on loopback, for the local drill (the README's main
+//! Throw-away PostgreSQL, Redis and S3 servers on loopback, for the local drill (the README's main
 //! job) and the tests. PostgreSQL refuses to run as root, so as root the server runs as the
 //! `postgres` user through `setpriv`, which execs (no intermediate process to orphan it).
 
@@ -263,6 +263,63 @@ impl LocalRedis {
 }
 
 impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An S3-compatible server on 127.0.0.1: `rclone serve s3` over a temporary directory whose
+/// subdirectories are the buckets. Keys [`LocalS3::ACCESS_KEY`] / [`LocalS3::SECRET_KEY`].
+pub struct LocalS3 {
+    pub port: u16,
+    child: Child,
+    root: tempfile::TempDir,
+}
+
+impl LocalS3 {
+    pub const ACCESS_KEY: &str = "lifeboat-ak";
+    pub const SECRET_KEY: &str = "lifeboat-sk-0123456789";
+
+    /// Serves a root that `fill` has populated first (rclone's directory cache would hide files
+    /// written behind its back later); `fill` creates at least the buckets.
+    pub fn start_with(fill: impl FnOnce(&Path)) -> Result<Self> {
+        let root = tempfile::Builder::new()
+            .prefix("lifeboat-s3-")
+            .tempdir()
+            .map_err(|e| AgentError::storage("temporary directory", e))?;
+        fill(root.path());
+        let port = free_port()?;
+        let child = Command::new(tools::find("rclone")?)
+            .args(["serve", "s3", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--auth-key")
+            .arg(format!("{},{}", Self::ACCESS_KEY, Self::SECRET_KEY))
+            .args(["--config", "/dev/null"])
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| AgentError::config(format!("rclone serve s3: {e}")))?;
+        let s3 = Self { port, child, root };
+        wait_until("rclone serve s3", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(s3)
+    }
+
+    /// The directory behind the buckets.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LocalS3 {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

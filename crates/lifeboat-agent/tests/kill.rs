@@ -14,29 +14,22 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lifeboat_agent::local::{LocalPostgres, LocalRedis, free_port};
+use lifeboat_agent::local::{LocalPostgres, LocalRedis, LocalS3};
 use lifeboat_agent::postgres;
 use serde_json::{Value, json};
 
-const AK: &str = "lifeboat-ak";
-const SK: &str = "lifeboat-sk-0123456789";
+const AK: &str = LocalS3::ACCESS_KEY;
+const SK: &str = LocalS3::SECRET_KEY;
 
-struct S3Server {
-    child: Child,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("backups")).unwrap();
-        // The bucket asset's source: 5 objects of 3 MiB that do not compress.
-        let data = root.path().join("source/media");
+/// The S3 server, with the bucket asset's source: 5 objects of 3 MiB that do not compress.
+fn s3_server() -> LocalS3 {
+    LocalS3::start_with(|root| {
+        std::fs::create_dir_all(root.join("backups")).unwrap();
+        let data = root.join("source/media");
         std::fs::create_dir_all(&data).unwrap();
         for i in 0..5u64 {
             std::fs::write(
@@ -45,35 +38,13 @@ impl S3Server {
             )
             .unwrap();
         }
-        let port = free_port().unwrap();
-        let child = Command::new("rclone")
-            .args(["serve", "s3", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--auth-key", &format!("{AK},{SK}"), "--config", "/dev/null"])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rclone (installed by hack/install-deps.sh)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        S3Server { child, port, root }
-    }
-
-    fn location(&self, bucket: &str, prefix: &str, secret: &str) -> Value {
-        json!({"endpoint": format!("http://127.0.0.1:{}", self.port), "bucket": bucket, "prefix": prefix,
-               "forcePathStyle": true, "credentialsSecret": {"name": secret}})
-    }
+    })
+    .unwrap()
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn location(s3: &LocalS3, bucket: &str, prefix: &str, secret: &str) -> Value {
+    json!({"endpoint": s3.endpoint(), "bucket": bucket, "prefix": prefix,
+           "forcePathStyle": true, "credentialsSecret": {"name": secret}})
 }
 
 /// Bytes of a xorshift sequence: zstd cannot shrink them.
@@ -98,7 +69,7 @@ enum Store {
 
 struct World {
     dir: tempfile::TempDir,
-    s3: S3Server,
+    s3: LocalS3,
     pg: LocalPostgres,
     redis: LocalRedis,
 }
@@ -122,7 +93,7 @@ impl World {
                 json!({"name": "sessions", "redis": {"host": "127.0.0.1", "port": self.redis.port}})
             }
             _ => {
-                json!({"name": "media", "objectStorage": self.s3.location("source", "media", "src-creds")})
+                json!({"name": "media", "objectStorage": location(&self.s3, "source", "media", "src-creds")})
             }
         }
     }
@@ -130,7 +101,7 @@ impl World {
     fn destination(&self, store: Store) -> Value {
         match store {
             Store::Dir => json!({"volume": {"claimName": "backups"}}),
-            Store::S3 => json!({"s3": self.s3.location("backups", "lifeboat", "s3-creds")}),
+            Store::S3 => json!({"s3": location(&self.s3, "backups", "lifeboat", "s3-creds")}),
         }
     }
 
@@ -138,7 +109,7 @@ impl World {
     fn policy_root(&self, store: Store, policy: &str) -> PathBuf {
         match store {
             Store::Dir => self.backups_dir().join(policy),
-            Store::S3 => self.s3.root.path().join("backups/lifeboat").join(policy),
+            Store::S3 => self.s3.root().join("backups/lifeboat").join(policy),
         }
     }
 
@@ -202,7 +173,7 @@ fn world() -> World {
         std::fs::write(s.join("AWS_ACCESS_KEY_ID"), AK).unwrap();
         std::fs::write(s.join("AWS_SECRET_ACCESS_KEY"), key).unwrap();
     }
-    let s3 = S3Server::start();
+    let s3 = s3_server();
     let pg = LocalPostgres::start().unwrap();
     let conn = pg.conn();
     postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();

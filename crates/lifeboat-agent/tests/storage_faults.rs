@@ -9,17 +9,17 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lifeboat_agent::local::{LocalRedis, free_port};
+use lifeboat_agent::local::{LocalRedis, LocalS3};
 use lifeboat_api::agent_result::ErrorClass;
 use serde_json::json;
 
-const AK: &str = "lifeboat-ak";
-const SK: &str = "lifeboat-sk-0123456789";
+const AK: &str = LocalS3::ACCESS_KEY;
+const SK: &str = LocalS3::SECRET_KEY;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Mode {
@@ -137,42 +137,6 @@ fn forward(client: TcpStream, upstream: u16, delay: Option<Duration>) {
     let _ = up.join();
 }
 
-struct S3Server {
-    child: Child,
-    port: u16,
-    root: tempfile::TempDir,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(root.path().join("backups")).unwrap();
-        let port = free_port().unwrap();
-        let child = Command::new("rclone")
-            .args(["serve", "s3", "--addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["--auth-key", &format!("{AK},{SK}"), "--config", "/dev/null"])
-            .arg(root.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("rclone (installed by hack/install-deps.sh)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "rclone serve s3 did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        S3Server { child, port, root }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     redis: LocalRedis,
@@ -276,7 +240,8 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn s3_refusing_erroring_flaky_or_slow_never_commits_a_bad_backup() {
     let setup = setup();
-    let s3 = S3Server::start();
+    let s3 =
+        LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
     let proxy = FaultProxy::start(s3.port);
     let destination = s3_destination(proxy.port);
     let direct = setup.policy_file(s3_destination(s3.port));
@@ -285,7 +250,7 @@ fn s3_refusing_erroring_flaky_or_slow_never_commits_a_bad_backup() {
     let (out, _) = setup.backup(&destination, None);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(setup.listed(&direct, None), 1);
-    let objects_before = std::fs::read_dir(s3.root.path().join("backups/lifeboat/shop"))
+    let objects_before = std::fs::read_dir(s3.root().join("backups/lifeboat/shop"))
         .unwrap()
         .count();
 
@@ -312,7 +277,7 @@ fn s3_refusing_erroring_flaky_or_slow_never_commits_a_bad_backup() {
         // Nothing committed, nothing left in the bucket; the earlier backup still verifies.
         assert_eq!(setup.listed(&direct, None), 1, "{name}");
         assert_eq!(
-            std::fs::read_dir(s3.root.path().join("backups/lifeboat/shop"))
+            std::fs::read_dir(s3.root().join("backups/lifeboat/shop"))
                 .unwrap()
                 .count(),
             objects_before,
