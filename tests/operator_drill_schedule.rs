@@ -203,6 +203,24 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         (risk.status.as_str(), risk.reason.as_str()),
         ("False", "WithinMargin")
     );
+    // The backups it restored are now proven restorable, in the policy's status.
+    let p = h
+        .policy_until("shop", "the drill's backups verified", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.last_verified_time.is_some())
+        })
+        .await;
+    for a in p.status.unwrap().assets {
+        let v = a.last_verified.unwrap();
+        assert!(
+            run.backups.contains(&format!("{}={}", a.name, v.id)),
+            "{}: {v:?} not in {:?}",
+            a.name,
+            run.backups
+        );
+        assert_eq!(v.drill, format!("quarterly/{}", run.id));
+    }
     assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");

@@ -38,6 +38,11 @@ use crate::duration::Duration;
     printcolumn(name = "RPO", type_ = "string", json_path = ".status.rpo"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.objectives.rpo"),
     printcolumn(
+        name = "Last-Verified",
+        type_ = "date",
+        json_path = ".status.lastVerifiedTime"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
@@ -376,6 +381,10 @@ pub struct BackupPolicyStatus {
     /// The last `lifeboat.dev/backup-now` token acted upon (each token runs once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup_now_token: Option<String>,
+    /// When the worst-off asset's newest verified backup was verified (restored and validated by
+    /// a drill); absent while an asset has never been. The `Last-Verified` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_time: Option<Time>,
 }
 
 /// Backup state of one asset.
@@ -390,6 +399,20 @@ pub struct AssetStatus {
     /// Failures since the last success.
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// The newest backup of this asset a drill restored and validated: proven restorable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<VerifiedBackup>,
+}
+
+/// A backup proven restorable by a drill.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedBackup {
+    pub id: String,
+    /// When the drill that restored it finished.
+    pub time: Time,
+    /// The DrillSchedule (same namespace) and its drill id.
+    pub drill: String,
 }
 
 /// A committed backup, as its metadata describes it.

@@ -20,6 +20,9 @@ pub struct Context {
     /// controller): a reconcile reads it instead of listing CronJobs, which at thousands of
     /// policies makes the API server filter every CronJob once per reconcile.
     pub cronjobs: std::sync::OnceLock<CronJobIndex>,
+    /// Every DrillSchedule in scope, kept by a watch (set by the BackupPolicy controller): a
+    /// policy's verified backups are read from its drills' records without a list per reconcile.
+    pub drills: std::sync::OnceLock<kube::runtime::reflector::Store<lifeboat_api::DrillSchedule>>,
 }
 
 /// CronJob metadata from a watch, and the generation of each CronJob right after this operator
@@ -86,6 +89,7 @@ impl Context {
             agent,
             written: StatusMemo::default(),
             cronjobs: std::sync::OnceLock::new(),
+            drills: std::sync::OnceLock::new(),
         }
     }
 }

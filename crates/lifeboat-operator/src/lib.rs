@@ -70,6 +70,20 @@ pub async fn run_backup_policies(
     )
     .for_each(|_| futures::future::ready(()));
     let index = tokio::spawn(index);
+    // DrillSchedules, for the verified backups their records prove (status.assets[].lastVerified).
+    let (drill_store, drill_writer) = kube::runtime::reflector::store();
+    let _ = ctx.drills.set(drill_store);
+    let drills = tokio::spawn(
+        kube::runtime::reflector(
+            drill_writer,
+            watcher::watcher(
+                scoped::<DrillSchedule>(&client, &namespace),
+                watcher::Config::default(),
+            )
+            .backoff(WatchBackoff::default()),
+        )
+        .for_each(|_| futures::future::ready(())),
+    );
     Controller::new(
         scoped::<BackupPolicy>(&client, &namespace),
         watcher::Config::default().any_semantic(),
@@ -77,6 +91,15 @@ pub async fn run_backup_policies(
     .owns(
         scoped::<CronJob>(&client, &namespace),
         watcher::Config::default().labels(&selector),
+    )
+    // A drill's new record may verify backups of its policy.
+    .watches(
+        scoped::<DrillSchedule>(&client, &namespace),
+        watcher::Config::default(),
+        |drill| {
+            let ns = drill.namespace()?;
+            Some(ObjectRef::<BackupPolicy>::new(&drill.spec.policy).within(&ns))
+        },
     )
     // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
     .watches(
@@ -100,6 +123,7 @@ pub async fn run_backup_policies(
     })
     .await;
     index.abort();
+    drills.abort();
 }
 
 /// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').

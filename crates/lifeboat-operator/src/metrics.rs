@@ -23,6 +23,7 @@ pub struct Metrics {
     pub drill_objective_met: GaugeVec,
     pub drill_last_run: GaugeVec,
     pub drill_rto_at_risk: GaugeVec,
+    pub backup_last_verified: GaugeVec,
 }
 
 impl Metrics {
@@ -133,6 +134,13 @@ impl Metrics {
                 ),
                 &["namespace", "drill", "verdict"],
             )?,
+            backup_last_verified: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_backup_last_verified_timestamp_seconds",
+                    "When a drill last restored and validated a backup of the asset (proven restorable)",
+                ),
+                &["namespace", "policy", "asset"],
+            )?,
             drill_rto_at_risk: GaugeVec::new(
                 Opts::new(
                     "lifeboat_drill_rto_at_risk",
@@ -167,6 +175,7 @@ impl Metrics {
             Box::new(self.drill_objective_met.clone()),
             Box::new(self.drill_last_run.clone()),
             Box::new(self.drill_rto_at_risk.clone()),
+            Box::new(self.backup_last_verified.clone()),
         ]
     }
 

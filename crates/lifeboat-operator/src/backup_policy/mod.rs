@@ -63,7 +63,17 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .as_ref()
         .is_some_and(|p| p.reason == "SecretNotFound");
     let now = Timestamp::now();
-    let decision = status::decide(&policy, &outcomes, problem, handled_token, now);
+    let mut decision = status::decide(&policy, &outcomes, problem, handled_token, now);
+    if let Some(drills) = ctx.drills.get() {
+        let mine: Vec<_> = drills
+            .state()
+            .into_iter()
+            .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
+            .collect();
+        let verified =
+            status::verified_backups(&policy.name_any(), mine.iter().map(|d| d.as_ref()));
+        decision.changed |= status::set_verified(&mut decision.status, &verified);
+    }
     if decision.changed && ctx.apply_status(policy.as_ref(), &decision.status).await? {
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
@@ -391,6 +401,11 @@ fn update_metrics(
             m.backup_duration
                 .with_label_values(&labels)
                 .set(s.duration_seconds);
+        }
+        if let Some(v) = &a.last_verified {
+            m.backup_last_verified
+                .with_label_values(&labels)
+                .set(v.time.0.as_second() as f64);
         }
     }
 }

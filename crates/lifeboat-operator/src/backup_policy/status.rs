@@ -509,3 +509,153 @@ mod tests {
         );
     }
 }
+
+/// Per asset of `policy`, the newest backup a drill of it restored and validated (a record whose
+/// verdict is not `Failed`), from the DrillSchedules of its namespace.
+pub fn verified_backups<'a>(
+    policy: &str,
+    drills: impl IntoIterator<Item = &'a lifeboat_api::DrillSchedule>,
+) -> std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup> {
+    use kube::ResourceExt;
+    use lifeboat_api::drill_schedule::DrillVerdict;
+    let mut out = std::collections::BTreeMap::new();
+    for drill in drills.into_iter().filter(|d| d.spec.policy == policy) {
+        let Some(status) = &drill.status else {
+            continue;
+        };
+        for record in status.history.iter().chain(status.last_run.iter()) {
+            if record.verdict == DrillVerdict::Failed {
+                continue;
+            }
+            for restored in &record.backups {
+                let Some((asset, id)) = restored.split_once('=') else {
+                    continue;
+                };
+                let newer =
+                    out.get(asset)
+                        .is_none_or(|v: &lifeboat_api::backup_policy::VerifiedBackup| {
+                            record.finished_at.0 > v.time.0
+                        });
+                if newer {
+                    out.insert(
+                        asset.to_owned(),
+                        lifeboat_api::backup_policy::VerifiedBackup {
+                            id: id.to_owned(),
+                            time: record.finished_at.clone(),
+                            drill: format!("{}/{}", drill.name_any(), record.id),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Puts `verified` into `status` (each asset's newest verified backup, and the worst-off asset's
+/// verification time); returns whether anything changed.
+pub fn set_verified(
+    status: &mut BackupPolicyStatus,
+    verified: &std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup>,
+) -> bool {
+    let before = status.clone();
+    for a in &mut status.assets {
+        a.last_verified = verified.get(&a.name).cloned();
+    }
+    let times: Vec<Option<Timestamp>> = status
+        .assets
+        .iter()
+        .map(|a| a.last_verified.as_ref().map(|v| v.time.0))
+        .collect();
+    status.last_verified_time = if times.is_empty() || times.iter().any(Option::is_none) {
+        None
+    } else {
+        times.iter().flatten().min().copied().map(Time)
+    };
+    *status != before
+}
+
+#[cfg(test)]
+mod verified_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn drill(policy: &str, records: serde_json::Value) -> lifeboat_api::DrillSchedule {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+            "metadata": {"name": "q", "namespace": "shop"},
+            "spec": {"schedule": "0 6 1 * *", "policy": policy, "assets": ["db"],
+                     "staging": {"targets": [{"asset": "db", "postgres": {"host": "s", "user": "u", "database": "d"}}]},
+                     "objectives": {"rto": "30m", "rpo": "15m"}},
+            "status": {"history": records}
+        }))
+        .unwrap()
+    }
+
+    fn rec(id: &str, at: &str, verdict: &str, backups: &[&str]) -> serde_json::Value {
+        serde_json::json!({"id": id, "startedAt": at, "finishedAt": at, "verdict": verdict,
+                           "rtoMet": true, "rpoMet": true, "backups": backups})
+    }
+
+    #[test]
+    fn the_newest_restored_and_validated_backup_of_each_asset_counts() {
+        let drills = [
+            drill(
+                "shop",
+                serde_json::json!([
+                    rec(
+                        "d3",
+                        "2026-11-03T06:00:00Z",
+                        "Failed",
+                        &["db=b3", "cache=c3"]
+                    ),
+                    rec("d2", "2026-11-02T06:00:00Z", "ObjectivesMissed", &["db=b2"]),
+                    rec(
+                        "d1",
+                        "2026-11-01T06:00:00Z",
+                        "Passed",
+                        &["db=b1", "cache=c1"]
+                    ),
+                ]),
+            ),
+            drill(
+                "other",
+                serde_json::json!([rec("x", "2026-11-05T06:00:00Z", "Passed", &["db=z"])]),
+            ),
+        ];
+        let v = verified_backups("shop", &drills);
+        assert_eq!(
+            v["db"].id, "b2",
+            "a missed objective still restored and validated"
+        );
+        assert_eq!(v["cache"].id, "c1", "a failed drill verifies nothing");
+        assert_eq!(v["db"].drill, "q/d2");
+
+        let mut status = BackupPolicyStatus {
+            assets: vec![
+                AssetStatus {
+                    name: "db".into(),
+                    ..Default::default()
+                },
+                AssetStatus {
+                    name: "cache".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        assert!(set_verified(&mut status, &v));
+        assert_eq!(
+            status.last_verified_time.clone().unwrap().0,
+            "2026-11-01T06:00:00Z".parse::<Timestamp>().unwrap(),
+            "the worst-off asset's"
+        );
+        assert!(!set_verified(&mut status, &v), "no change, no write");
+        // An asset never verified: no policy-wide time.
+        let only_db: std::collections::BTreeMap<_, _> =
+            v.into_iter().filter(|(k, _)| k == "db").collect();
+        assert!(set_verified(&mut status, &only_db));
+        assert!(status.last_verified_time.is_none());
+    }
+}
