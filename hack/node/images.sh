@@ -17,7 +17,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${LIFEBOAT_NODE_IMAGES:-$repo/target/node-images}
 profile=${LIFEBOAT_NODE_PROFILE:-release}
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | sed -n 1p)
 mkdir -p "$out"
 
 start=$(date +%s)

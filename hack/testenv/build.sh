@@ -48,6 +48,6 @@ for t in "${missing[@]}"; do
   mv "$out/$t.tmp" "$out/$t"
   echo "testenv: built $t in $(( $(date +%s) - start ))s"
 done
-"$out/etcd" --version | head -n1
+"$out/etcd" --version | sed -n 1p
 "$out/kube-apiserver" --version
 echo "testenv: done: $out"
