@@ -249,6 +249,7 @@ fn alert_rules_refer_only_to_metrics_the_operator_exports() {
         "LifeboatBackupsFailing",
         "LifeboatDrillFailed",
         "LifeboatDrillRTOAtRisk",
+        "LifeboatRetentionRefused",
     ] {
         assert!(text.contains(alert), "{alert}");
     }

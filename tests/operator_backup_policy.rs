@@ -52,6 +52,7 @@ fn summary(asset: &str, ok: bool, snapshot: Timestamp) -> AgentSummary {
         error_class: (!ok).then_some(ErrorClass::Storage),
         message: (!ok).then(|| "no space left on device".into()),
         checks: Vec::new(),
+        retention_refused: None,
     }
 }
 
@@ -193,6 +194,85 @@ async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_event
     })
     .await;
     assert!(cronjobs.get_opt("shop-orders-db").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_retention_pass_the_guard_refused_is_a_condition_an_event_and_a_metric() {
+    let h = harness("bp-guard").await;
+    h.secret("db-creds").await;
+    h.apply_policy("shop", spec()).await;
+    let gauge = || {
+        let m = h.metrics.render();
+        m.lines()
+            .find(|l| {
+                l.starts_with("lifeboat_retention_refused{")
+                    && l.contains("asset=\"orders-db\"")
+                    && l.contains("namespace=\"bp-guard")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+
+    let cronjobs = h.api::<CronJob>();
+    h.until("the orders-db CronJob", async || {
+        cronjobs
+            .get_opt("shop-orders-db")
+            .await
+            .unwrap()
+            .map(|_| ())
+    })
+    .await;
+    // The agent's summary of a good backup whose retention pass the guard refused.
+    let mut refused = summary("orders-db", true, Timestamp::now());
+    refused.retention_refused = Some(
+        "refusing to delete 23 of 30 backups of asset orders-db in one pass (more than 50%)".into(),
+    );
+    h.run_cronjob("shop-orders-db", "shop-orders-db-1").await;
+    h.finish_job("shop-orders-db-1", &refused).await;
+    let p = h
+        .policy_until("shop", "RetentionApplied=False", |p| {
+            condition(p, types::RETENTION_APPLIED).is_some_and(|c| c.0 == "False")
+        })
+        .await;
+    assert_eq!(
+        condition(&p, types::RETENTION_APPLIED).unwrap().1,
+        "MassDeletionRefused"
+    );
+    let status = p.status.unwrap();
+    assert!(status.assets[0].last_success.is_some(), "the backup counts");
+    assert_eq!(condition_of(&status, types::READY), "True");
+    h.expect_events("MassDeletionRefused", 1).await;
+    let event = &h.events("MassDeletionRefused").await[0];
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(
+        event
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("23 of 30"),
+        "{event:?}"
+    );
+    assert_eq!(gauge(), Some(1.0));
+
+    // The next backup's pass goes through: the condition turns True, one Event, gauge 0.
+    h.run_cronjob("shop-orders-db", "shop-orders-db-2").await;
+    h.finish_job(
+        "shop-orders-db-2",
+        &summary("orders-db", true, Timestamp::now()),
+    )
+    .await;
+    h.policy_until("shop", "RetentionApplied=True", |p| {
+        condition(p, types::RETENTION_APPLIED).is_some_and(|c| c.0 == "True")
+    })
+    .await;
+    h.expect_events("RetentionApplied", 1).await;
+    h.expect_events("MassDeletionRefused", 1).await;
+    assert_eq!(gauge(), Some(0.0));
+}
+
+fn condition_of(s: &lifeboat_api::backup_policy::BackupPolicyStatus, type_: &str) -> String {
+    find(&s.conditions, type_)
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -102,6 +102,7 @@ fn summary(
         error_class: (!ok).then_some(ErrorClass::SourceUnreachable),
         message: (!ok).then(|| "connection refused".into()),
         checks,
+        retention_refused: None,
     }
 }
 

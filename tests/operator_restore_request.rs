@@ -47,6 +47,7 @@ fn summary(verb: Verb, asset: &str, ok: bool, checks: Vec<CheckResult>) -> Agent
         error_class: (!ok).then_some(ErrorClass::Validation),
         message: (!ok).then(|| "1 of 1 checks failed".into()),
         checks,
+        retention_refused: None,
     }
 }
 

@@ -95,6 +95,7 @@ async fn no_secret_value_reaches_specs_status_events_or_metrics() {
             error_class: None,
             message: None,
             checks: vec![],
+            retention_refused: None,
         };
         h.finish_job(&job, &summary).await;
     }

@@ -563,7 +563,6 @@ pub fn prune(
         &candidates,
         rules,
         Timestamp::now(),
-        50,
         allow_mass_delete,
     )
     .map_err(|e| AgentError::config(e.to_string()))?;

@@ -60,7 +60,8 @@ enum Command {
         place: Place,
     },
     /// Apply a policy's retention: dry run unless --execute. The newest backups (minKeep) are
-    /// never deleted, and a pass deleting more than half of an asset's backups is refused.
+    /// never deleted, and a pass deleting more than the policy's maxDeletePercent (default
+    /// half) of an asset's backups is refused.
     Prune {
         #[arg(long)]
         policy_file: PathBuf,
@@ -69,7 +70,7 @@ enum Command {
         assets: Vec<String>,
         #[arg(long)]
         execute: bool,
-        /// Allow a pass that deletes more than half of an asset's backups.
+        /// Allow a pass that deletes more than maxDeletePercent of an asset's backups.
         #[arg(long)]
         allow_mass_delete: bool,
         /// Clear what an unfinished backup left (a killed run) once idle this long. Shorter is
@@ -229,6 +230,7 @@ fn main() -> ExitCode {
         error_class: None,
         message: None,
         checks,
+        retention_refused: None,
     };
     let code = match outcome {
         Ok(Some(result)) => {
@@ -237,7 +239,8 @@ fn main() -> ExitCode {
             summary.snapshot_time = result.snapshot_time;
             summary.stored_bytes = result.stored_bytes;
             summary.sha256 = result.sha256;
-            summary.message = result.note;
+            summary.message = result.retention_refused.clone();
+            summary.retention_refused = result.retention_refused;
             0
         }
         Ok(None) => 0,
@@ -264,8 +267,9 @@ fn main() -> ExitCode {
 
 /// What a backup or restore reports to the operator.
 struct Done {
-    /// Something the operator should surface although the verb succeeded.
-    note: Option<String>,
+    /// Why retention deleted nothing after this backup (the operator surfaces it as a
+    /// condition and an Event; the backup itself counts).
+    retention_refused: Option<String>,
     asset: String,
     backup_id: String,
     snapshot_time: Option<Timestamp>,
@@ -409,7 +413,7 @@ fn run(
                 Ok(_) => {}
                 Err(e) => {
                     eprintln!("lifeboat-agent: retention: {e}");
-                    result.note = Some(format!("retention not applied: {e}"));
+                    result.retention_refused = Some(e.to_string());
                 }
             }
             Ok(Some(result))
@@ -690,7 +694,7 @@ fn run(
 
 fn done(m: lifeboat_api::agent_result::BackupMetadata) -> Done {
     Done {
-        note: None,
+        retention_refused: None,
         stored_bytes: Some(m.stored_bytes()),
         sha256: m.artifacts.first().map(|a| a.sha256.clone()),
         snapshot_time: Some(m.snapshot_time),

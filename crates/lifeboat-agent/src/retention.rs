@@ -21,7 +21,7 @@ pub struct Candidate {
 /// Why a pass was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "refusing to delete {delete} of {total} backups of asset {asset} in one pass (more than {limit}%); check the retention rules and the clock, then rerun with --allow-mass-delete"
+    "refusing to delete {delete} of {total} backups of asset {asset} in one pass (more than {limit}%); check the retention rules and the clock; if it is meant, raise retention.maxDeletePercent or prune once with --allow-mass-delete"
 )]
 pub struct MassDeletion {
     pub asset: String,
@@ -36,9 +36,9 @@ pub fn select(
     backups: &[Candidate],
     rules: &Retention,
     now: Timestamp,
-    max_delete_percent: u32,
     allow_mass_delete: bool,
 ) -> Result<Vec<String>, MassDeletion> {
+    let max_delete_percent = rules.max_delete_percent;
     let mut newest_first: Vec<&Candidate> = backups.iter().collect();
     newest_first.sort_by(|a, b| {
         b.snapshot_time
@@ -120,16 +120,23 @@ mod tests {
             keep_last,
             max_age: max_age.map(|m| m.parse().unwrap()),
             min_keep,
+            max_delete_percent: 50,
         }
+    }
+
+    /// `r` with the mass-deletion guard at `percent`.
+    fn pct(mut r: Retention, percent: u32) -> Retention {
+        r.max_delete_percent = percent;
+        r
     }
 
     #[test]
     fn keep_last_and_max_age_delete_the_oldest() {
         let b = hourly(10, "2026-11-24T10:00:00Z");
         let now = at("2026-11-24T10:30:00Z");
-        let d = select("db", &b, &rules(Some(8), None, 1), now, 50, false).unwrap();
+        let d = select("db", &b, &pct(rules(Some(8), None, 1), 50), now, false).unwrap();
         assert_eq!(d, vec![b[8].id.clone(), b[9].id.clone()]);
-        let d = select("db", &b, &rules(None, Some("5h"), 1), now, 50, false).unwrap();
+        let d = select("db", &b, &pct(rules(None, Some("5h"), 1), 50), now, false).unwrap();
         assert_eq!(
             d.len(),
             5,
@@ -142,10 +149,10 @@ mod tests {
         // The schedule stalled for a month: every backup is older than maxAge.
         let b = hourly(3, "2026-10-01T00:00:00Z");
         let now = at("2026-11-24T10:00:00Z");
-        let d = select("db", &b, &rules(None, Some("7d"), 1), now, 100, false).unwrap();
+        let d = select("db", &b, &pct(rules(None, Some("7d"), 1), 100), now, false).unwrap();
         assert_eq!(d.len(), 2);
         assert!(!d.contains(&b[0].id), "the newest good backup survives");
-        let d = select("db", &b, &rules(None, Some("7d"), 3), now, 100, false).unwrap();
+        let d = select("db", &b, &pct(rules(None, Some("7d"), 3), 100), now, false).unwrap();
         assert!(d.is_empty());
     }
 
@@ -153,19 +160,26 @@ mod tests {
     fn a_mass_deletion_is_refused_unless_allowed() {
         let b = hourly(30, "2026-11-24T10:00:00Z");
         let now = at("2026-11-24T10:30:00Z");
-        let e = select("db", &b, &rules(Some(7), None, 1), now, 50, false).unwrap_err();
+        let e = select("db", &b, &pct(rules(Some(7), None, 1), 50), now, false).unwrap_err();
         assert_eq!((e.delete, e.total), (23, 30));
         assert!(e.to_string().contains("--allow-mass-delete"));
         assert_eq!(
-            select("db", &b, &rules(Some(7), None, 1), now, 50, true)
+            select("db", &b, &pct(rules(Some(7), None, 1), 50), now, true)
                 .unwrap()
                 .len(),
             23
         );
+        // The policy sets the share: 23 of 30 (77%) passes at 80%, is refused at 75%, and 100
+        // switches the guard off.
+        let ok = |p| select("db", &b, &pct(rules(Some(7), None, 1), p), now, false);
+        assert_eq!(ok(80).unwrap().len(), 23);
+        assert_eq!(ok(75).unwrap_err().limit, 75);
+        assert_eq!(ok(100).unwrap().len(), 23);
+        assert!(ok(100).is_ok_and(|d| !d.contains(&b[0].id)));
         // Steady state (one new backup, one out) is far below the limit.
         let b = hourly(8, "2026-11-24T10:00:00Z");
         assert_eq!(
-            select("db", &b, &rules(Some(7), None, 1), now, 50, false)
+            select("db", &b, &pct(rules(Some(7), None, 1), 50), now, false)
                 .unwrap()
                 .len(),
             1
@@ -179,9 +193,8 @@ mod tests {
         let d = select(
             "db",
             &b,
-            &rules(None, Some("1h"), 1),
+            &pct(rules(None, Some("1h"), 1), 100),
             at("2026-11-25T10:00:00Z"),
-            100,
             false,
         )
         .unwrap();
@@ -190,9 +203,8 @@ mod tests {
         let d = select(
             "db",
             &b,
-            &rules(None, Some("1h"), 1),
+            &pct(rules(None, Some("1h"), 1), 100),
             at("2026-11-23T10:00:00Z"),
-            100,
             false,
         )
         .unwrap();
@@ -205,9 +217,8 @@ mod tests {
             select(
                 "db",
                 &[],
-                &rules(Some(1), Some("1h"), 1),
+                &pct(rules(Some(1), Some("1h"), 1), 50),
                 at("2026-11-24T10:00:00Z"),
-                50,
                 false
             )
             .unwrap()
@@ -224,9 +235,8 @@ mod tests {
         let doomed = select(
             "db",
             &backups,
-            &rules(Some(2), Some("1h"), 1),
+            &pct(rules(Some(2), Some("1h"), 1), 100),
             at("2026-11-24T10:30:00Z"),
-            100,
             false,
         )
         .unwrap();

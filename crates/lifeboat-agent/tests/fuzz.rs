@@ -72,10 +72,11 @@ proptest! {
             keep_last,
             max_age: max_age_days.map(|d| lifeboat_api::Duration::from_secs(d * 86_400)),
             min_keep,
+            max_delete_percent: 50,
         };
         let newest = backups.iter().max_by_key(|b| b.snapshot_time).unwrap();
         let clock = now + SignedDuration::from_hours(skew_hours);
-        match select("db", &backups, &rules, clock, 50, allow_mass_delete) {
+        match select("db", &backups, &rules, clock, allow_mass_delete) {
             Ok(doomed) => {
                 prop_assert!(!doomed.contains(&newest.id), "deleted the newest: {doomed:?}");
                 if let Some(v) = backups

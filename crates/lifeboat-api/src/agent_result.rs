@@ -212,6 +212,10 @@ pub struct AgentSummary {
     /// Results of validation checks (`validate`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<crate::restore_request::CheckResult>,
+    /// Set when a backup succeeded but its retention pass deleted nothing: why (the
+    /// mass-deletion guard). The backup itself counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_refused: Option<String>,
 }
 
 impl AgentSummary {
@@ -266,6 +270,7 @@ mod tests {
             error_class: Some(ErrorClass::Storage),
             message,
             checks: Vec::new(),
+            retention_refused: None,
         }
     }
 

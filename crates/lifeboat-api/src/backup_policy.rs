@@ -265,10 +265,24 @@ pub struct Retention {
     #[serde(default = "default_min_keep")]
     #[schemars(range(min = 1, max = 1000))]
     pub min_keep: u32,
+    /// The mass-deletion guard: a pass that would delete more than this share (percent) of an
+    /// asset's backups deletes nothing, and the policy says so (condition RetentionApplied=False,
+    /// reason MassDeletionRefused, and an Event). A wrong clock or a mistyped maxAge then costs a
+    /// warning, not the history. 100 switches the guard off.
+    #[serde(default = "default_max_delete_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_delete_percent: u32,
 }
 
 fn default_min_keep() -> u32 {
     1
+}
+
+/// Half: a routine pass deletes one or two backups of many, never most of them.
+pub const DEFAULT_MAX_DELETE_PERCENT: u32 = 50;
+
+fn default_max_delete_percent() -> u32 {
+    DEFAULT_MAX_DELETE_PERCENT
 }
 
 /// Objectives a BackupPolicy is held to.
@@ -402,6 +416,10 @@ pub struct AssetStatus {
     /// The newest backup of this asset a drill restored and validated: proven restorable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified: Option<VerifiedBackup>,
+    /// Why retention deleted nothing after the newest good backup (the mass-deletion guard);
+    /// cleared by the next backup whose retention pass went through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_refused: Option<String>,
 }
 
 /// A backup proven restorable by a drill.

@@ -15,6 +15,9 @@ pub mod types {
     pub const RTO_MET: &str = "RTOMet";
     /// The recent drills' RTO is close to the objective: a warning before a drill misses it.
     pub const RTO_AT_RISK: &str = "RTOAtRisk";
+    /// The last retention pass of every asset went through (False: the mass-deletion guard
+    /// refused one, and nothing of that asset was deleted).
+    pub const RETENTION_APPLIED: &str = "RetentionApplied";
 }
 
 /// The three condition statuses.

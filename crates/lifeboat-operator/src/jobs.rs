@@ -162,6 +162,7 @@ mod tests {
             error_class: (!ok).then_some(ErrorClass::Auth),
             message: (!ok).then(|| "password authentication failed".into()),
             checks: Vec::new(),
+            retention_refused: None,
         }
     }
 

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub drill_last_run: GaugeVec,
     pub drill_rto_at_risk: GaugeVec,
     pub backup_last_verified: GaugeVec,
+    pub retention_refused: GaugeVec,
 }
 
 impl Metrics {
@@ -141,6 +142,13 @@ impl Metrics {
                 ),
                 &["namespace", "policy", "asset"],
             )?,
+            retention_refused: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_retention_refused",
+                    "1 while the mass-deletion guard refused the asset's last retention pass (nothing was deleted), else 0",
+                ),
+                &["namespace", "policy", "asset"],
+            )?,
             drill_rto_at_risk: GaugeVec::new(
                 Opts::new(
                     "lifeboat_drill_rto_at_risk",
@@ -176,6 +184,7 @@ impl Metrics {
             Box::new(self.drill_last_run.clone()),
             Box::new(self.drill_rto_at_risk.clone()),
             Box::new(self.backup_last_verified.clone()),
+            Box::new(self.retention_refused.clone()),
         ]
     }
 

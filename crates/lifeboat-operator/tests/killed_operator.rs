@@ -110,6 +110,7 @@ fn summary(verb: Verb, asset: &str, snapshot: Timestamp, checks: Vec<CheckResult
         error_class: None,
         message: None,
         checks,
+        retention_refused: None,
     }
 }
 

@@ -338,7 +338,7 @@ async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupP
             .await;
         }
     }
-    for type_ in [types::READY, types::RPO_MET] {
+    for type_ in [types::READY, types::RPO_MET, types::RETENTION_APPLIED] {
         let Some(c) = conditions::find(&new.conditions, type_) else {
             continue;
         };
@@ -402,6 +402,13 @@ fn update_metrics(
                 .with_label_values(&labels)
                 .set(s.duration_seconds);
         }
+        m.retention_refused
+            .with_label_values(&labels)
+            .set(if a.retention_refused.is_some() {
+                1.0
+            } else {
+                0.0
+            });
         if let Some(v) = &a.last_verified {
             m.backup_last_verified
                 .with_label_values(&labels)

@@ -79,6 +79,14 @@ pub fn decide(
         None => ready_from_assets(&status.assets, generation, now),
     };
     set_condition(&mut status.conditions, ready);
+    match retention_applied(&status.assets, generation, now) {
+        Some(c) => {
+            set_condition(&mut status.conditions, c);
+        }
+        None => status
+            .conditions
+            .retain(|c| c.type_ != types::RETENTION_APPLIED),
+    }
 
     let mut requeue_after = RESYNC;
     match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
@@ -181,6 +189,7 @@ fn asset_status(name: &str, previous: Option<AssetStatus>, outcomes: &[JobOutcom
                         sha256: s.sha256.clone().unwrap_or_default(),
                         duration_seconds: seconds_between(s.started_at, s.finished_at) as f64,
                     });
+                    status.retention_refused = s.retention_refused.clone();
                     new_success = true;
                 }
             }
@@ -261,6 +270,40 @@ fn ready_from_assets(
     )
 }
 
+/// RetentionApplied: False while the mass-deletion guard refused an asset's last retention pass
+/// (its backups stay until someone decides), True once every asset's last pass went through;
+/// absent before the first good backup, when no pass has run.
+fn retention_applied(
+    assets: &[AssetStatus],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let refused: Vec<String> = assets
+        .iter()
+        .filter_map(|a| Some(format!("{}: {}", a.name, a.retention_refused.as_ref()?)))
+        .collect();
+    if !refused.is_empty() {
+        return Some(condition(
+            types::RETENTION_APPLIED,
+            Status::False,
+            "MassDeletionRefused",
+            refused.join("; "),
+            generation,
+            now,
+        ));
+    }
+    assets.iter().any(|a| a.last_success.is_some()).then(|| {
+        condition(
+            types::RETENTION_APPLIED,
+            Status::True,
+            "RetentionApplied",
+            "the last retention pass of every backed-up asset went through",
+            generation,
+            now,
+        )
+    })
+}
+
 fn seconds_between(earlier: Timestamp, later: Timestamp) -> u64 {
     u64::try_from(later.as_second() - earlier.as_second()).unwrap_or(0)
 }
@@ -321,8 +364,18 @@ mod tests {
                 error_class: None,
                 message: None,
                 checks: Vec::new(),
+                retention_refused: None,
             }),
         }
+    }
+
+    /// A good backup whose retention pass the mass-deletion guard refused.
+    fn ok_refused(asset: &str, snapshot: &str, finished: &str) -> JobOutcome {
+        let mut o = ok(asset, snapshot, finished);
+        if let Ok(s) = &mut o.result {
+            s.retention_refused = Some("refusing to delete 23 of 30 backups".into());
+        }
+        o
     }
 
     fn failed(asset: &str, finished: &str) -> JobOutcome {
@@ -341,6 +394,53 @@ mod tests {
     fn with_status(mut p: BackupPolicy, d: &Decision) -> BackupPolicy {
         p.status = Some(d.status.clone());
         p
+    }
+
+    #[test]
+    fn a_refused_retention_pass_is_a_condition_until_a_later_pass_goes_through() {
+        let p = policy(None);
+        let d = decide(&p, &[], None, None, at("2026-11-24T10:00:00Z"));
+        assert!(
+            find(&d.status.conditions, types::RETENTION_APPLIED).is_none(),
+            "no backup, no pass yet"
+        );
+
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok_refused("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:10Z"),
+        ];
+        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "MassDeletionRefused")
+        );
+        assert_eq!(c.message, "cache: refusing to delete 23 of 30 backups");
+        assert!(d.status.assets[1].retention_refused.is_some());
+        // The backup itself counts: Ready stays True.
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(ready.status, "True");
+
+        // The refusal outlives its Job (garbage-collected) ...
+        let p = with_status(p, &d);
+        let d = decide(&p, &[], None, None, at("2026-11-24T10:30:00Z"));
+        let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
+        assert_eq!(c.reason, "MassDeletionRefused");
+        // ... until the next backup's pass goes through.
+        let p = with_status(p, &d);
+        let outcomes = [ok("cache", "2026-11-24T11:00:00Z", "2026-11-24T11:00:10Z")];
+        let d = decide(&p, &outcomes, None, None, at("2026-11-24T11:01:00Z"));
+        let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "RetentionApplied")
+        );
+        assert!(
+            d.status
+                .assets
+                .iter()
+                .all(|a| a.retention_refused.is_none())
+        );
     }
 
     #[test]

@@ -98,6 +98,7 @@ pub fn safety_job(
             keep_last: None,
             max_age: None,
             min_keep: 1,
+            max_delete_percent: lifeboat_api::backup_policy::DEFAULT_MAX_DELETE_PERCENT,
         },
     };
     let mut secrets = target_secrets(step);

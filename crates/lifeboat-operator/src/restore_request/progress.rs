@@ -314,6 +314,7 @@ mod tests {
             error_class: None,
             message: None,
             checks: vec![],
+            retention_refused: None,
         };
         let o = JobOutcome {
             job: job.into(),
