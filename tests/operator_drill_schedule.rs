@@ -31,7 +31,8 @@ fn policy_spec() -> Value {
             {"name": "sessions", "redis": {"host": "cache"}}
         ],
         "retention": {"maxAge": "7d"},
-        "destination": {"volume": {"claimName": "backups"}}
+        "destination": {"volume": {"claimName": "backups"}},
+        "objectives": {"rpo": "1h"}
     })
 }
 
@@ -122,6 +123,18 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         (ready.status.as_str(), ready.reason.as_str()),
         ("True", "Scheduled")
     );
+
+    // A drilled policy's RPO is measured from verified backups: none yet.
+    let rpo_met = |p: &lifeboat_api::BackupPolicy| {
+        p.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::RPO_MET))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    h.policy_until("shop", "RPOMet=False, nothing verified", |p| {
+        rpo_met(p).is_some_and(|c| c.1 == "NoVerifiedBackupYet")
+    })
+    .await;
 
     drill_now(&h, "quarterly", "audit-2026-q4").await;
     let d = drill_until(&h, "an active drill", "quarterly", |d| {
@@ -221,7 +234,25 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
             run.backups
         );
         assert_eq!(v.drill, format!("quarterly/{}", run.id));
+        assert!(v.snapshot_time.is_some(), "{v:?}");
     }
+    let p = h
+        .policy_until("shop", "RPOMet=True on verified backups", |p| {
+            rpo_met(p).is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    let (_, reason, message) = rpo_met(&p).unwrap();
+    assert_eq!(reason, "WithinObjective");
+    assert!(
+        message.starts_with("newest verified backup is"),
+        "{message}"
+    );
+    assert!(
+        h.metrics
+            .render()
+            .contains("lifeboat_backup_verified_snapshot_timestamp_seconds{asset=\"orders-db\""),
+        "the verified RPO is exported"
+    );
     assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");

@@ -291,6 +291,20 @@ fn default_max_delete_percent() -> u32 {
 pub struct BackupObjectives {
     /// Recovery point objective: the newest good backup must never be older than this.
     pub rpo: Duration,
+    /// Which backup RPOMet measures from: `Newest` (the newest good backup) or `Verified` (the
+    /// newest backup a drill restored and validated: data proven recoverable). Unset: `Verified`
+    /// once a DrillSchedule drills this policy, else `Newest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_basis: Option<RpoBasis>,
+}
+
+/// What the RPO objective is measured against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RpoBasis {
+    /// The newest backup whose metadata was committed (checksummed, never restored).
+    Newest,
+    /// The newest backup a drill restored and validated.
+    Verified,
 }
 
 /// Compression of artifacts.
@@ -429,6 +443,10 @@ pub struct VerifiedBackup {
     pub id: String,
     /// When the drill that restored it finished.
     pub time: Time,
+    /// When its data was captured, as the drill measured it (drill start minus achieved RPO,
+    /// the oldest restored asset's): the verified RPO is measured from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<Time>,
     /// The DrillSchedule (same namespace) and its drill id.
     pub drill: String,
 }

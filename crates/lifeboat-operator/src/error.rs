@@ -16,6 +16,9 @@ pub enum Error {
     Serialize(#[from] serde_json::Error),
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// A watch this reconcile reads from has not listed yet (the API server is slow or down).
+    #[error("the {0} watch has not synced yet")]
+    CacheNotReady(&'static str),
 }
 
 impl Error {
@@ -27,6 +30,7 @@ impl Error {
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Serialize(_) => "SerializeFailed",
             Error::Kube(_) => "KubernetesApiError",
+            Error::CacheNotReady(_) => "CacheNotReady",
         }
     }
 

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub drill_rto_at_risk: GaugeVec,
     pub backup_last_verified: GaugeVec,
     pub retention_refused: GaugeVec,
+    pub backup_verified_snapshot: GaugeVec,
 }
 
 impl Metrics {
@@ -142,6 +143,13 @@ impl Metrics {
                 ),
                 &["namespace", "policy", "asset"],
             )?,
+            backup_verified_snapshot: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_backup_verified_snapshot_timestamp_seconds",
+                    "Snapshot time of the asset's newest backup a drill restored and validated; verified RPO = time() - this",
+                ),
+                &["namespace", "policy", "asset"],
+            )?,
             retention_refused: GaugeVec::new(
                 Opts::new(
                     "lifeboat_retention_refused",
@@ -185,6 +193,7 @@ impl Metrics {
             Box::new(self.drill_rto_at_risk.clone()),
             Box::new(self.backup_last_verified.clone()),
             Box::new(self.retention_refused.clone()),
+            Box::new(self.backup_verified_snapshot.clone()),
         ]
     }
 

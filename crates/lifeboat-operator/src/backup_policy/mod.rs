@@ -63,17 +63,15 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .as_ref()
         .is_some_and(|p| p.reason == "SecretNotFound");
     let now = Timestamp::now();
-    let mut decision = status::decide(&policy, &outcomes, problem, handled_token, now);
-    if let Some(drills) = ctx.drills.get() {
-        let mine: Vec<_> = drills
-            .state()
-            .into_iter()
-            .filter(|d| d.namespace().as_deref() == Some(ns.as_str()))
-            .collect();
-        let verified =
-            status::verified_backups(&policy.name_any(), mine.iter().map(|d| d.as_ref()));
-        decision.changed |= status::set_verified(&mut decision.status, &verified);
-    }
+    let verification = verification(&ctx, &ns, &policy.name_any()).await?;
+    let decision = status::decide(
+        &policy,
+        &outcomes,
+        problem,
+        handled_token,
+        &verification,
+        now,
+    );
     if decision.changed && ctx.apply_status(policy.as_ref(), &decision.status).await? {
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
@@ -281,6 +279,31 @@ async fn existing_cronjobs(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<
         .collect())
 }
 
+/// What the DrillSchedules of `policy` prove, from the watch of every DrillSchedule. Waits for the
+/// watch's first list: a status computed from an empty cache would drop every `lastVerified` and
+/// flip a verified-basis RPOMet at each operator start.
+async fn verification(ctx: &Context, ns: &str, policy: &str) -> Result<status::Verification> {
+    let Some(drills) = ctx.drills.get() else {
+        return Ok(status::Verification::default());
+    };
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        drills.wait_until_ready(),
+    )
+    .await
+    .map_err(|_| Error::CacheNotReady("DrillSchedule"))?
+    .map_err(|_| Error::CacheNotReady("DrillSchedule"))?;
+    let mine: Vec<_> = drills
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(ns) && d.spec.policy == policy)
+        .collect();
+    Ok(status::Verification {
+        drilled: !mine.is_empty(),
+        backups: status::verified_backups(policy, mine.iter().map(|d| d.as_ref())),
+    })
+}
+
 /// Every referenced Secret must exist (its values are never read by the operator).
 async fn check_secrets(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<()> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
@@ -413,6 +436,11 @@ fn update_metrics(
             m.backup_last_verified
                 .with_label_values(&labels)
                 .set(v.time.0.as_second() as f64);
+            if let Some(t) = &v.snapshot_time {
+                m.backup_verified_snapshot
+                    .with_label_values(&labels)
+                    .set(t.0.as_second() as f64);
+            }
         }
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::backup_policy::{AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord};
+use lifeboat_api::backup_policy::{
+    AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis,
+};
 use lifeboat_api::conditions::{Status, condition, set_condition, types};
 
 use crate::jobs::JobOutcome;
@@ -28,12 +30,22 @@ pub struct Decision {
     pub requeue_after: Duration,
 }
 
+/// What the drills of a policy prove: each asset's newest verified backup, and whether any
+/// DrillSchedule drills the policy at all (then RPOMet measures from verified backups unless the
+/// policy says otherwise).
+#[derive(Clone, Debug, Default)]
+pub struct Verification {
+    pub drilled: bool,
+    pub backups: std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup>,
+}
+
 /// Computes the next status. `handled_token` is the on-demand token acted upon in this pass.
 pub fn decide(
     policy: &BackupPolicy,
     outcomes: &[JobOutcome],
     problem: Option<Problem>,
     handled_token: Option<String>,
+    verification: &Verification,
     now: Timestamp,
 ) -> Decision {
     let old = policy.status.clone().unwrap_or_default();
@@ -66,6 +78,7 @@ pub fn decide(
         newest.iter().flatten().min().copied()
     };
     status.last_backup_time = worst.map(Time);
+    set_verified(&mut status, &verification.backups);
 
     let ready = match &problem {
         Some(p) => condition(
@@ -91,12 +104,33 @@ pub fn decide(
     let mut requeue_after = RESYNC;
     match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
         Some(objective) => {
-            let (met, reason, message) = match worst {
-                None => (
-                    false,
-                    "NoBackupYet",
-                    "an asset has no good backup yet".to_owned(),
+            let basis = policy
+                .spec
+                .objectives
+                .as_ref()
+                .and_then(|o| o.rpo_basis)
+                .unwrap_or(if verification.drilled {
+                    RpoBasis::Verified
+                } else {
+                    RpoBasis::Newest
+                });
+            let (measured, what, none) = match basis {
+                RpoBasis::Newest => (
+                    worst,
+                    "newest good backup",
+                    ("NoBackupYet", "an asset has no good backup yet"),
                 ),
+                RpoBasis::Verified => (
+                    worst_verified(&status.assets),
+                    "newest verified backup",
+                    (
+                        "NoVerifiedBackupYet",
+                        "an asset has no backup a drill restored and validated yet",
+                    ),
+                ),
+            };
+            let (met, reason, message) = match measured {
+                None => (false, none.0, none.1.to_owned()),
                 Some(t) => {
                     let age = seconds_between(t, now);
                     if age <= objective {
@@ -106,7 +140,7 @@ pub fn decide(
                             true,
                             "WithinObjective",
                             format!(
-                                "newest good backup is {} old; objective {}",
+                                "{what} is {} old; objective {}",
                                 human(age),
                                 human(objective)
                             ),
@@ -116,7 +150,7 @@ pub fn decide(
                             false,
                             "ObjectiveMissed",
                             format!(
-                                "newest good backup is {} old; objective {}",
+                                "{what} is {} old; objective {}",
                                 human(age),
                                 human(objective)
                             ),
@@ -270,6 +304,25 @@ fn ready_from_assets(
     )
 }
 
+/// The snapshot time of the worst-off asset's newest verified backup; `None` while an asset has
+/// none (or a record without the drill's measurement).
+fn worst_verified(assets: &[AssetStatus]) -> Option<Timestamp> {
+    let times: Vec<Option<Timestamp>> = assets
+        .iter()
+        .map(|a| {
+            a.last_verified
+                .as_ref()?
+                .snapshot_time
+                .as_ref()
+                .map(|t| t.0)
+        })
+        .collect();
+    if times.is_empty() || times.iter().any(Option::is_none) {
+        return None;
+    }
+    times.into_iter().flatten().min()
+}
+
 /// RetentionApplied: False while the mass-deletion guard refused an asset's last retention pass
 /// (its backups stay until someone decides), True once every asset's last pass went through;
 /// absent before the first good backup, when no pass has run.
@@ -399,7 +452,14 @@ mod tests {
     #[test]
     fn a_refused_retention_pass_is_a_condition_until_a_later_pass_goes_through() {
         let p = policy(None);
-        let d = decide(&p, &[], None, None, at("2026-11-24T10:00:00Z"));
+        let d = decide(
+            &p,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:00:00Z"),
+        );
         assert!(
             find(&d.status.conditions, types::RETENTION_APPLIED).is_none(),
             "no backup, no pass yet"
@@ -409,7 +469,14 @@ mod tests {
             ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
             ok_refused("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:10Z"),
         ];
-        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -423,13 +490,27 @@ mod tests {
 
         // The refusal outlives its Job (garbage-collected) ...
         let p = with_status(p, &d);
-        let d = decide(&p, &[], None, None, at("2026-11-24T10:30:00Z"));
+        let d = decide(
+            &p,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:30:00Z"),
+        );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
         assert_eq!(c.reason, "MassDeletionRefused");
         // ... until the next backup's pass goes through.
         let p = with_status(p, &d);
         let outcomes = [ok("cache", "2026-11-24T11:00:00Z", "2026-11-24T11:00:10Z")];
-        let d = decide(&p, &outcomes, None, None, at("2026-11-24T11:01:00Z"));
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T11:01:00Z"),
+        );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -443,6 +524,117 @@ mod tests {
         );
     }
 
+    fn verified(assets: &[(&str, &str)]) -> Verification {
+        Verification {
+            drilled: true,
+            backups: assets
+                .iter()
+                .map(|(asset, snapshot)| {
+                    (
+                        (*asset).to_owned(),
+                        lifeboat_api::backup_policy::VerifiedBackup {
+                            id: format!("{asset}-v"),
+                            time: Time(at("2026-11-24T09:00:00Z")),
+                            snapshot_time: Some(Time(at(snapshot))),
+                            drill: "q/d1".into(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn rpo_met(d: &Decision) -> (String, String, String) {
+        let c = find(&d.status.conditions, types::RPO_MET).unwrap();
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_drilled_policy_measures_rpo_from_its_verified_backups_unless_it_says_otherwise() {
+        let p = policy(Some("1h"));
+        let fresh = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
+            ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
+        ];
+        let now = at("2026-11-24T10:10:00Z");
+        // Not drilled: the newest good backups count.
+        let d = decide(&p, &fresh, None, None, &Verification::default(), now);
+        assert_eq!(rpo_met(&d).0, "True");
+
+        // Drilled, but nothing restored yet: fresh backups prove nothing.
+        let none = Verification {
+            drilled: true,
+            ..Default::default()
+        };
+        let d = decide(&p, &fresh, None, None, &none, now);
+        assert_eq!(
+            rpo_met(&d),
+            (
+                "False".into(),
+                "NoVerifiedBackupYet".into(),
+                "an asset has no backup a drill restored and validated yet".into()
+            )
+        );
+        // Only one asset verified: still none for the policy.
+        let d = decide(
+            &p,
+            &fresh,
+            None,
+            None,
+            &verified(&[("db", "2026-11-24T09:30:00Z")]),
+            now,
+        );
+        assert_eq!(rpo_met(&d).1, "NoVerifiedBackupYet");
+
+        // Both verified; the worst-off asset's verified snapshot (09:20) is 50m old.
+        let v = verified(&[
+            ("db", "2026-11-24T09:30:00Z"),
+            ("cache", "2026-11-24T09:20:00Z"),
+        ]);
+        let d = decide(&p, &fresh, None, None, &v, now);
+        assert_eq!(
+            rpo_met(&d),
+            (
+                "True".into(),
+                "WithinObjective".into(),
+                "newest verified backup is 50m old; objective 1h".into()
+            )
+        );
+        assert_eq!(
+            d.status.rpo_seconds,
+            Some(10 * 60),
+            "rpo stays the newest backup's age"
+        );
+        assert_eq!(
+            d.status.last_verified_time,
+            Some(Time(at("2026-11-24T09:00:00Z")))
+        );
+        // Requeued as the verified snapshot crosses the objective (09:20 + 1h = 10:20).
+        let soon = decide(&p, &fresh, None, None, &v, at("2026-11-24T10:17:00Z"));
+        assert_eq!(soon.requeue_after, Duration::from_secs(3 * 60 + 1));
+        let d = decide(
+            &with_status(p.clone(), &d),
+            &fresh,
+            None,
+            None,
+            &v,
+            at("2026-11-24T10:21:00Z"),
+        );
+        assert_eq!(
+            rpo_met(&d).1,
+            "ObjectiveMissed",
+            "backups are fresh, the proof is old"
+        );
+
+        // The policy chooses the newest backup explicitly.
+        let mut newest = policy(Some("1h"));
+        newest.spec.objectives.as_mut().unwrap().rpo_basis =
+            Some(lifeboat_api::backup_policy::RpoBasis::Newest);
+        let d = decide(&newest, &fresh, None, None, &none, now);
+        assert_eq!(rpo_met(&d).1, "WithinObjective");
+        assert!(rpo_met(&d).2.starts_with("newest good backup"));
+    }
+
     #[test]
     fn rpo_is_the_age_of_the_worst_assets_newest_good_backup() {
         let p = policy(Some("15m"));
@@ -451,7 +643,14 @@ mod tests {
             ok("db", "2026-11-24T10:10:00Z", "2026-11-24T10:11:00Z"),
             ok("cache", "2026-11-24T10:05:00Z", "2026-11-24T10:05:10Z"),
         ];
-        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:17:00Z"));
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:17:00Z"),
+        );
         assert!(d.changed);
         assert_eq!(
             d.status.rpo_seconds,
@@ -484,16 +683,37 @@ mod tests {
             ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
             ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
         ];
-        let first = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let first = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
         let p = with_status(p, &first);
         // Nothing new, still within the objective: no status write.
-        let again = decide(&p, &outcomes, None, None, at("2026-11-24T10:10:00Z"));
+        let again = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:10:00Z"),
+        );
         assert!(
             !again.changed,
             "re-asserting the same state is not a change"
         );
         // Past the objective: RPOMet flips, and that is a change.
-        let late = decide(&p, &outcomes, None, None, at("2026-11-24T10:16:00Z"));
+        let late = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:16:00Z"),
+        );
         assert!(late.changed);
         let c = find(&late.status.conditions, types::RPO_MET).unwrap();
         assert_eq!(
@@ -510,6 +730,7 @@ mod tests {
             &[ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z")],
             None,
             None,
+            &Verification::default(),
             at("2026-11-24T10:02:00Z"),
         );
         let c = find(&d.status.conditions, types::RPO_MET).unwrap();
@@ -524,7 +745,14 @@ mod tests {
             ("True", "Scheduled")
         );
         // Without an objective there is no RPOMet condition at all.
-        let d = decide(&policy(None), &[], None, None, at("2026-11-24T10:02:00Z"));
+        let d = decide(
+            &policy(None),
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
         assert!(find(&d.status.conditions, types::RPO_MET).is_none());
     }
 
@@ -541,6 +769,7 @@ mod tests {
             &outcomes,
             None,
             None,
+            &Verification::default(),
             at("2026-11-24T12:02:00Z"),
         );
         let db = &d.status.assets[0];
@@ -560,7 +789,14 @@ mod tests {
         );
         // The failed Jobs are garbage-collected: the count does not go down without a success.
         let p = with_status(policy(None), &d);
-        let d = decide(&p, &outcomes[..2], None, None, at("2026-11-24T12:03:00Z"));
+        let d = decide(
+            &p,
+            &outcomes[..2],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T12:03:00Z"),
+        );
         assert_eq!(d.status.assets[0].consecutive_failures, 2);
         // A later success resets it and makes the policy ready again.
         let mut later = outcomes[..2].to_vec();
@@ -570,6 +806,7 @@ mod tests {
             &later,
             None,
             None,
+            &Verification::default(),
             at("2026-11-24T13:02:00Z"),
         );
         assert_eq!(d.status.assets[0].consecutive_failures, 0);
@@ -586,7 +823,14 @@ mod tests {
             ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:00Z"),
             ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
         ];
-        let d = decide(&p, &outcomes, None, None, at("2026-11-24T10:02:00Z"));
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
         let problem = Problem {
             reason: "SecretNotFound",
             message: "Secret \"db-creds\" not found".into(),
@@ -596,6 +840,7 @@ mod tests {
             &[],
             Some(problem),
             None,
+            &Verification::default(),
             at("2026-11-24T10:03:00Z"),
         );
         let ready = find(&d.status.conditions, types::READY).unwrap();
@@ -637,11 +882,19 @@ pub fn verified_backups<'a>(
                             record.finished_at.0 > v.time.0
                         });
                 if newer {
+                    // The drill measured its RPO from the oldest restored snapshot: conservative
+                    // for every asset it restored.
+                    let snapshot_time = record
+                        .rpo_seconds
+                        .and_then(|r| jiff::SignedDuration::try_from_secs_f64(r).ok())
+                        .and_then(|r| record.started_at.0.checked_sub(r).ok())
+                        .map(Time);
                     out.insert(
                         asset.to_owned(),
                         lifeboat_api::backup_policy::VerifiedBackup {
                             id: id.to_owned(),
                             time: record.finished_at.clone(),
+                            snapshot_time,
                             drill: format!("{}/{}", drill.name_any(), record.id),
                         },
                     );
@@ -695,7 +948,7 @@ mod verified_tests {
 
     fn rec(id: &str, at: &str, verdict: &str, backups: &[&str]) -> serde_json::Value {
         serde_json::json!({"id": id, "startedAt": at, "finishedAt": at, "verdict": verdict,
-                           "rtoMet": true, "rpoMet": true, "backups": backups})
+                           "rtoMet": true, "rpoMet": true, "backups": backups, "rpoSeconds": 90.5})
     }
 
     #[test]
@@ -731,6 +984,11 @@ mod verified_tests {
         );
         assert_eq!(v["cache"].id, "c1", "a failed drill verifies nothing");
         assert_eq!(v["db"].drill, "q/d2");
+        assert_eq!(
+            v["db"].snapshot_time.clone().unwrap().0,
+            "2026-11-02T05:58:29.5Z".parse::<Timestamp>().unwrap(),
+            "drill start minus its achieved RPO"
+        );
 
         let mut status = BackupPolicyStatus {
             assets: vec![
