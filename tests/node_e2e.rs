@@ -545,6 +545,56 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         fingerprint,
         "staging holds the backed-up rows"
     );
+    // The evidence Job ran on the node and left the record next to the backups in the bucket,
+    // completed from their metadata, and the restored backup is marked verified.
+    let evidence_job = format!("{}-evidence", run.id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = h
+            .api::<Job>()
+            .get_opt(&evidence_job)
+            .await
+            .unwrap()
+            .and_then(|j| j.status)
+            .is_some_and(|s| s.succeeded == Some(1));
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "evidence Job not done\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let policy_root = s3.root.path().join("backups/lifeboat/shop");
+    let record: lifeboat_api::evidence::DrillEvidence = serde_json::from_slice(
+        &std::fs::read(policy_root.join(format!("drill-{}.json", run.id))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        record.verdict,
+        lifeboat_api::evidence::EvidenceVerdict::Passed
+    );
+    assert_eq!(record.restored.len(), 1);
+    let restored = &record.restored[0];
+    assert!(!restored.artifacts.is_empty(), "{record:?}");
+    assert_eq!(record.checks.len(), 1);
+    assert!(
+        policy_root
+            .join(&restored.backup_id)
+            .join("orders-db.verified.json")
+            .exists()
+    );
+    eprintln!(
+        "evidence: {} steps {:?}",
+        run.evidence.clone().unwrap_or_default(),
+        record
+            .steps
+            .iter()
+            .map(|s| format!("{} {:.1}s", s.name, s.seconds))
+            .collect::<Vec<_>>()
+    );
     h.expect_events("DrillStarted", 1).await;
     h.expect_events("DrillPassed", 1).await;
     let metrics = h.metrics.render();

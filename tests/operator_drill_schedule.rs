@@ -254,6 +254,50 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         "the verified RPO is exported"
     );
     assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
+    // The evidence: a Job the drill owns has the agent write it next to the policy's backups.
+    assert_eq!(
+        run.evidence.as_deref(),
+        Some(format!("shop/drill-{}.json", run.id).as_str())
+    );
+    let evidence_job = h
+        .api::<Job>()
+        .get(&format!("{}-evidence", run.id))
+        .await
+        .unwrap();
+    assert_eq!(evidence_job.owner_references()[0].kind, "DrillSchedule");
+    let pod = evidence_job.spec.unwrap().template.spec.unwrap();
+    let doc = pod.containers[0]
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == "LIFEBOAT_JOB")
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let doc: lifeboat_api::agent_job::AgentEvidenceJob = serde_json::from_str(&doc).unwrap();
+    let e = &doc.evidence;
+    assert_eq!(
+        (e.drill_id.as_str(), e.policy.as_str()),
+        (run.id.as_str(), "shop")
+    );
+    assert_eq!(e.verdict, lifeboat_api::evidence::EvidenceVerdict::Passed);
+    assert_eq!(
+        e.restored
+            .iter()
+            .map(|r| r.asset.as_str())
+            .collect::<Vec<_>>(),
+        ["orders-db", "sessions"]
+    );
+    assert_eq!(
+        e.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        [
+            "backup",
+            "restore orders-db",
+            "restore sessions",
+            "validate"
+        ]
+    );
+    assert_eq!(e.checks.len(), 1);
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");
     assert_eq!(

@@ -483,6 +483,35 @@ impl Store {
         }
     }
 
+    /// Writes `name` (a plain file name) at the top of `policy`'s prefix, replacing it
+    /// atomically: drill evidence records sit next to the backups they are about. Never inside a
+    /// backup directory, so listing and retention never take it for a backup.
+    pub fn put_policy_file(&self, policy: &str, name: &str, bytes: Vec<u8>) -> Result<String> {
+        check_name(policy)?;
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(AgentError::config(format!("invalid file name {name:?}")));
+        }
+        match self {
+            Store::Local(root) => {
+                let dir = root.join(policy);
+                fs::create_dir_all(&dir).map_err(|e| AgentError::storage(dir.display(), e))?;
+                let tmp = dir.join(format!(".{name}.tmp"));
+                let path = dir.join(name);
+                fs::write(&tmp, &bytes)
+                    .and_then(|()| fs::rename(&tmp, &path))
+                    .map_err(|e| AgentError::storage(path.display(), e))?;
+                Ok(path.display().to_string())
+            }
+            Store::S3(s3) => {
+                let key = s3.key(&[policy, name]);
+                s3.rt
+                    .block_on(s3.store.put(&key, PutPayload::from(bytes)))
+                    .map_err(|e| s3.err(e))?;
+                Ok(format!("{}/{policy}/{name}", s3.what.trim_end_matches('/')))
+            }
+        }
+    }
+
     /// The backup `id` (or the newest, for `latest`) of `asset`.
     pub fn find(&self, policy: &str, id: &str, asset: &str) -> Result<Listed> {
         let all: Vec<Listed> = self

@@ -7,6 +7,7 @@ pub mod canary;
 pub mod crypto;
 pub mod drill;
 pub mod error;
+pub mod evidence;
 pub mod fault;
 pub mod jobs;
 pub mod kubestate;

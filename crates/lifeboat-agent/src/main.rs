@@ -111,6 +111,12 @@ enum Command {
         #[command(flatten)]
         place: Place,
     },
+    /// Write a finished drill's evidence record next to the backups it restored (the
+    /// `evidence` Job the operator runs; the record comes in LIFEBOAT_JOB).
+    Evidence {
+        #[command(flatten)]
+        place: Place,
+    },
     /// A disaster-recovery drill: back up, lose the traffic after it, restore, validate, and
     /// report the achieved RPO and RTO against the objectives.
     Drill {
@@ -213,6 +219,7 @@ fn main() -> ExitCode {
         Command::Drill { .. } => Verb::Drill,
         Command::Validate { .. } => Verb::Restore,
         Command::Prune { .. } => Verb::Prune,
+        Command::Evidence { .. } => Verb::Evidence,
     };
     let mut checks = Vec::new();
     let outcome = run(cli.command, &mut checks);
@@ -621,6 +628,19 @@ fn run(
             if !execute {
                 println!("dry run: rerun with --execute to delete");
             }
+            Ok(None)
+        }
+        Command::Evidence { place } => {
+            let job =
+                job_document::<lifeboat_api::agent_job::AgentEvidenceJob>()?.ok_or_else(|| {
+                    AgentError::config("evidence writes the record of a LIFEBOAT_JOB document")
+                })?;
+            let env = place.env(Some(&job.location))?;
+            let written = lifeboat_agent::evidence::write(&env, &job)?;
+            println!(
+                "drill {}: evidence written to {written}",
+                job.evidence.drill_id
+            );
             Ok(None)
         }
         Command::Validate { execute: _, place } => {

@@ -61,6 +61,21 @@ pub struct AgentRestoreJob {
     pub identity_secret: Option<SecretKeyRef>,
 }
 
+/// A finished drill's evidence record, to be written next to the backups it restored as
+/// `<policy>/drill-<id>.json` (`evidence`): the operator knows the timings, the verdict and the
+/// checks; the agent fills in each restored backup's artifacts, checksums, snapshot time and
+/// canary from its metadata, and records the backups as verified when the drill restored and
+/// validated them (retention then never deletes the newest of them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEvidenceJob {
+    pub namespace: String,
+    pub policy: String,
+    /// Where the policy's backups are.
+    pub location: Destination,
+    pub evidence: crate::evidence::DrillEvidence,
+}
+
 /// Application checks after a restore (`validate`), retried until they pass or time runs out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -184,6 +184,8 @@ pub enum Verb {
     Prune,
     List,
     Drill,
+    /// A drill's evidence record written next to its backups.
+    Evidence,
 }
 
 /// The agent's result, small enough for a termination message.

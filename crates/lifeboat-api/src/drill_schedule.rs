@@ -264,4 +264,8 @@ pub struct DrillRecord {
     /// Why it failed or what was missed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Where its evidence record is written, relative to the policy's destination
+    /// (`<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<String>,
 }

@@ -362,8 +362,13 @@ async fn killed_in_every_phase_of_a_drill_the_operator_converges_without_duplica
     let count = |prefix: &str| all.keys().filter(|k| k.starts_with(prefix)).count();
     assert_eq!(count("cronjob/"), 2, "{all:?}");
     assert_eq!(count("restorerequest/"), 1, "{all:?}");
-    // Two backups, two restores, one validation: nothing twice.
-    assert_eq!(count("job/"), 5, "{all:?}");
+    // Two backups, two restores, one validation, one evidence writer: nothing twice.
+    assert_eq!(count("job/"), 6, "{all:?}");
+    assert!(
+        all.keys()
+            .any(|k| k.starts_with("job/") && k.ends_with("-evidence")),
+        "{all:?}"
+    );
     let d = drills.get("quarterly").await.unwrap().status.unwrap();
     assert_eq!(d.history.len(), 1, "one drill recorded once");
     assert!(d.active.is_none());

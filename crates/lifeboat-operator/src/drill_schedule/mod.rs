@@ -3,6 +3,7 @@
 //! the drill owns, validate, and record the achieved RTO and RPO against the objectives.
 
 pub mod decide;
+pub mod evidence;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,6 +144,21 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
             }
         }
         (Next::Finished, _) => {
+            // The evidence first: a reconcile that dies after this finds the Job and does not
+            // make it again; one that dies before it leaves the status unwritten and repeats.
+            if let Some(record) = &status.last_run {
+                let e = evidence::evidence(&ds, record, seen.restore);
+                let job = evidence::evidence_job(&ds, &policy, e, &ctx.agent)?;
+                let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+                if jobs.get_metadata_opt(&job.name_any()).await?.is_none() {
+                    match jobs.create(&kube::api::PostParams::default(), &job).await {
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        other => {
+                            other?;
+                        }
+                    }
+                }
+            }
             if let Some(record) = &status.last_run {
                 let (kind, reason) = match record.verdict {
                     DrillVerdict::Passed => (EventType::Normal, "DrillPassed"),
