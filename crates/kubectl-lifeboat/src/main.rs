@@ -68,13 +68,21 @@ enum Command {
         #[command(subcommand)]
         what: DrillCommand,
     },
-    /// The recovery report: RPO per asset, drills' RTO/RPO against objectives, gaps.
+    /// The recovery report: RPO per asset, drills' RTO/RPO against objectives, gaps. With
+    /// --evidence, the drills over a period from their evidence records instead (no cluster).
     Report {
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// A directory holding drills' evidence records (`drill-*.json`, at any depth): the
+        /// backup volume, or a copy of the bucket (`rclone copy --include 'drill-*.json'`).
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// With --evidence: only drills started within this long before now (`90d` a quarter).
+        #[arg(long, requires = "evidence")]
+        since: Option<lifeboat_api::duration::Duration>,
     },
 }
 
@@ -163,6 +171,15 @@ async fn poll<T>(
 }
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    if let Command::Report {
+        format,
+        output,
+        evidence: Some(dir),
+        since,
+    } = &cli.command
+    {
+        return evidence_report(dir, since.as_ref(), *format, output.as_deref());
+    }
     let client = Client::try_default().await?;
     let ns = cli
         .namespace
@@ -326,7 +343,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 );
             }
         }
-        Command::Report { format, output } => {
+        Command::Report { format, output, .. } => {
             let (policies, drills) = scoped(&client);
             let p = policies.list(&ListParams::default()).await?.items;
             let d = drills.list(&ListParams::default()).await?.items;
@@ -348,6 +365,42 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 None => print!("{text}"),
             }
         }
+    }
+    Ok(())
+}
+
+/// The drills over a period, from their evidence records: needs no cluster.
+fn evidence_report(
+    dir: &std::path::Path,
+    since: Option<&lifeboat_api::duration::Duration>,
+    format: Format,
+    output: Option<&std::path::Path>,
+) -> Result<(), Error> {
+    use kubectl_lifeboat::evidence_report;
+    if matches!(format, Format::Html) {
+        return Err(Error::Input(
+            "--evidence writes Markdown only (--format markdown)".into(),
+        ));
+    }
+    let loaded = evidence_report::load(dir)
+        .map_err(|e| Error::Input(format!("reading {}: {e}", dir.display())))?;
+    let now = Timestamp::now();
+    let from = match since {
+        Some(d) => Some(
+            jiff::SignedDuration::try_from(d.as_std())
+                .ok()
+                .and_then(|d| now.checked_sub(d).ok())
+                .ok_or_else(|| Error::Input(format!("--since {d}: too long")))?,
+        ),
+        None => None,
+    };
+    let text = evidence_report::markdown(&evidence_report::summarize(loaded, from, now));
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| Error::Write(path.to_owned(), e))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }
