@@ -476,7 +476,10 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
     let fingerprint = sample_database(&pg);
-    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+    // Canary markers on: the drill reads its backup's marker back from staging.
+    let mut asset = postgres_asset(&pg);
+    asset["canary"] = json!(true);
+    apply_shop_policy(&h, &s3, json!([asset])).await;
 
     let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
     "metadata": {"name": "quarterly"},
@@ -579,7 +582,11 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     assert_eq!(record.restored.len(), 1);
     let restored = &record.restored[0];
     assert!(!restored.artifacts.is_empty(), "{record:?}");
-    assert_eq!(record.checks.len(), 1);
+    assert_eq!(record.checks.len(), 2, "the SQL check and the canary check");
+    let found = restored.canary_found.clone().expect("the marker read back");
+    assert_eq!(found.id, restored.backup_id, "the backup's own marker");
+    assert_eq!(restored.canary_written.as_ref(), Some(&found));
+    assert!(run.rpo_canary_seconds.is_some(), "{run:?}");
     assert!(
         policy_root
             .join(&restored.backup_id)

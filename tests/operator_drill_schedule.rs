@@ -27,7 +27,7 @@ fn policy_spec() -> Value {
     json!({
         "schedule": "0 * * * *",
         "assets": [
-            {"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}},
+            {"name": "orders-db", "canary": true, "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}},
             {"name": "sessions", "redis": {"host": "cache"}}
         ],
         "retention": {"maxAge": "7d"},
@@ -192,6 +192,24 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         message: String::new(),
         attempts: 1,
         duration_seconds: 0.2,
+        canary: None,
+    };
+    // The agent read the canary marker back from the restored orders-db: written 30 s before
+    // the simulated disaster (as a `latest`-mode drill would find it).
+    let marker = lifeboat_api::agent_result::CanaryMarker {
+        id: format!(
+            "orders-db-{}",
+            (start + SignedDuration::from_secs(2)).as_second()
+        ),
+        written_at: start - SignedDuration::from_secs(30),
+    };
+    let canary = CheckResult {
+        name: lifeboat_api::restore_request::canary_check_name("orders-db"),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.01,
+        canary: Some(marker.clone()),
     };
     h.finish_job(
         &validate,
@@ -200,7 +218,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
             "validation",
             true,
             Timestamp::now(),
-            vec![check],
+            vec![check, canary],
         ),
     )
     .await;
@@ -297,7 +315,13 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
             "validate"
         ]
     );
-    assert_eq!(e.checks.len(), 1);
+    assert_eq!(e.checks.len(), 2, "the declared check and the canary check");
+    assert_eq!(e.restored[0].canary_found.as_ref(), Some(&marker));
+    assert_eq!(
+        e.restored[1].canary_found, None,
+        "sessions writes no canaries"
+    );
+    assert_eq!(e.achieved.rpo_canary_seconds, run.rpo_canary_seconds);
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");
     assert_eq!(
@@ -306,7 +330,9 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         "the fresh backup was taken after the simulated disaster"
     );
     assert!(run.rto_met && run.rpo_met);
-    assert_eq!(run.checks.len(), 1);
+    assert_eq!(run.checks.len(), 2);
+    let canary_rpo = run.rpo_canary_seconds.expect("measured from the marker");
+    assert!((canary_rpo - 30.0).abs() < 0.01, "canary RPO {canary_rpo}");
     assert_eq!(run.backups.len(), 2);
     assert!(status.active.is_none());
     assert_eq!(status.history.len(), 1);

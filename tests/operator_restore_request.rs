@@ -209,6 +209,7 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         message: String::new(),
         attempts: 1,
         duration_seconds: 0.1,
+        canary: None,
     };
     h.finish_job(
         &validate,
@@ -292,6 +293,7 @@ async fn a_failing_check_fails_the_request_with_the_check_named() {
         message: "expected t, got f".into(),
         attempts: 5,
         duration_seconds: 300.0,
+        canary: None,
     };
     h.finish_job(
         &validate,
@@ -391,6 +393,7 @@ async fn a_restarted_operator_converges_without_duplicating_work() {
         message: String::new(),
         attempts: 1,
         duration_seconds: 0.1,
+        canary: None,
     };
     h2.finish_job(
         &validate,
@@ -524,6 +527,7 @@ async fn a_failed_validation_rolls_the_target_back_to_its_safety_backup() {
         message: "expected t, got f".into(),
         attempts: 3,
         duration_seconds: 30.0,
+        canary: None,
     };
     h.finish_job(
         &validate,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use lifeboat_api::agent_job::{AgentRestoreJob, AgentValidateJob};
 use lifeboat_api::common::{HttpCheck, RedisCheck, SqlCheck, ValidationCheck};
-use lifeboat_api::restore_request::CheckResult;
+use lifeboat_api::restore_request::{CheckResult, canary_check_name};
 
 use crate::error::{AgentError, Result};
 use crate::jobs::Env;
@@ -15,33 +15,56 @@ use crate::postgres;
 
 const RETRY: Duration = Duration::from_secs(2);
 
-/// Runs every check until all pass or `job.timeout` passes; returns each check's last result.
+/// What is checked: a declared check, or the canary marker of an asset that writes them.
+enum Probe<'a> {
+    Check(&'a ValidationCheck),
+    Canary(&'a AgentRestoreJob),
+}
+
+/// Runs every check, and for each restored asset that writes canary markers the canary check
+/// (`canary/<asset>`: the target must hold its backup's own marker), until all pass or
+/// `job.timeout` passes; returns each check's last result.
 pub fn run(env: &Env, job: &AgentValidateJob) -> Vec<CheckResult> {
     let deadline = Instant::now() + job.timeout.as_std();
-    let mut results: Vec<CheckResult> = job
+    let probes: Vec<(String, Probe)> = job
         .checks
         .iter()
-        .map(|c| CheckResult {
-            name: c.name.clone(),
+        .map(|c| (c.name.clone(), Probe::Check(c)))
+        .chain(
+            job.assets
+                .iter()
+                .filter(|a| a.asset.canary)
+                .map(|a| (canary_check_name(&a.asset.name), Probe::Canary(a))),
+        )
+        .collect();
+    let mut results: Vec<CheckResult> = probes
+        .iter()
+        .map(|(name, _)| CheckResult {
+            name: name.clone(),
             passed: false,
             message: String::new(),
             attempts: 0,
             duration_seconds: 0.0,
+            canary: None,
         })
         .collect();
     loop {
-        for (check, result) in job.checks.iter().zip(results.iter_mut()) {
+        for ((_, probe), result) in probes.iter().zip(results.iter_mut()) {
             if result.passed {
                 continue;
             }
             let t0 = Instant::now();
-            let outcome = one(env, &job.assets, check);
+            let outcome = match probe {
+                Probe::Check(check) => one(env, &job.assets, check).map(|()| None),
+                Probe::Canary(asset) => canary_check(env, asset).map(Some),
+            };
             result.attempts += 1;
             result.duration_seconds += t0.elapsed().as_secs_f64();
             match outcome {
-                Ok(()) => {
+                Ok(canary) => {
                     result.passed = true;
                     result.message.clear();
+                    result.canary = canary;
                 }
                 Err(e) => result.message = e.message,
             }
@@ -63,6 +86,60 @@ fn one(env: &Env, assets: &[AgentRestoreJob], check: &ValidationCheck) -> Result
             check.name
         ))),
     }
+}
+
+/// The newest canary marker in the restored target of `a` (the oldest over its databases):
+/// it must be the marker written just before the backup that was restored. None, or an older
+/// one, means the target does not hold that backup's data.
+fn canary_check(
+    env: &Env,
+    a: &AgentRestoreJob,
+) -> Result<lifeboat_api::agent_result::CanaryMarker> {
+    let fail = |m: String| AgentError::new(lifeboat_api::agent_result::ErrorClass::Validation, m);
+    let found = if let Some(source) = &a.asset.postgres {
+        let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
+        let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
+        let databases = match target.and_then(|t| t.database.clone()) {
+            Some(db) => vec![db],
+            None => source.databases.clone(),
+        };
+        let mut oldest: Option<lifeboat_api::agent_result::CanaryMarker> = None;
+        for db in &databases {
+            let Some(m) = crate::canary::newest_postgres(&conn, db)? else {
+                return Err(fail(format!(
+                    "database {db} holds no canary marker: the restore lacks the data written just before backup {}",
+                    a.backup_id
+                )));
+            };
+            if oldest.as_ref().is_none_or(|o| m.written_at < o.written_at) {
+                oldest = Some(m);
+            }
+        }
+        oldest
+    } else if let Some(source) = &a.asset.redis {
+        let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
+        crate::canary::newest_redis(
+            &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
+        )?
+    } else {
+        return Err(AgentError::config(format!(
+            "{}: canary markers are PostgreSQL and Redis only",
+            a.asset.name
+        )));
+    };
+    let found = found.ok_or_else(|| {
+        fail(format!(
+            "no canary marker in the restored target: it lacks the data written just before backup {}",
+            a.backup_id
+        ))
+    })?;
+    if found.id != a.backup_id {
+        return Err(fail(format!(
+            "the newest canary marker in the restored target is {:?} (written {}), not backup {}'s",
+            found.id, found.written_at, a.backup_id
+        )));
+    }
+    Ok(found)
 }
 
 fn restored<'a>(assets: &'a [AgentRestoreJob], name: &str) -> Result<&'a AgentRestoreJob> {

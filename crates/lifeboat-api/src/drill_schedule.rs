@@ -254,6 +254,10 @@ pub struct DrillRecord {
     pub rpo_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo: Option<String>,
+    /// RPO from the data itself: drill start minus the oldest canary marker read back from the
+    /// restored targets (assets that write canaries only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_canary_seconds: Option<f64>,
     pub rto_met: bool,
     pub rpo_met: bool,
     /// Backups restored, per asset (`asset=id`).

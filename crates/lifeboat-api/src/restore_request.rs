@@ -264,4 +264,14 @@ pub struct CheckResult {
     pub message: String,
     pub attempts: u32,
     pub duration_seconds: f64,
+    /// For the canary check of an asset that writes canaries (`canary/<asset>`): the newest
+    /// marker the restored target holds, which must be its backup's own. A drill measures its
+    /// RPO from the data itself with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::agent_result::CanaryMarker>,
+}
+
+/// The name of the canary check of `asset`.
+pub fn canary_check_name(asset: &str) -> String {
+    format!("canary/{asset}")
 }

@@ -309,6 +309,7 @@ async fn killed_in_every_phase_of_a_drill_the_operator_converges_without_duplica
         message: String::new(),
         attempts: 1,
         duration_seconds: 0.2,
+        canary: None,
     };
     h.finish_job(
         &validate,

@@ -259,6 +259,14 @@ fn finish(
         .then_some(())
         .and(oldest)
         .map(|s| ((started.as_millisecond() - s.as_millisecond()) as f64 / 1000.0).max(0.0));
+    // The same from the data: the oldest of the canary markers the restored targets hold.
+    let rpo_canary = rr
+        .iter()
+        .flat_map(|r| r.checks.iter())
+        .filter_map(|c| c.canary.as_ref().map(|m| m.written_at))
+        .min()
+        .filter(|_| restored)
+        .map(|w| ((started.as_millisecond() - w.as_millisecond()) as f64 / 1000.0).max(0.0));
     let rto_met = rto.is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
     let rpo_met = rpo.is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
     let rr_failure = rr.filter(|r| r.phase != RestorePhase::Succeeded).map(|r| {
@@ -306,6 +314,7 @@ fn finish(
         rto: rto.map(|r| human(r as u64)),
         rpo_seconds: rpo,
         rpo: rpo.map(|r| human(r as u64)),
+        rpo_canary_seconds: rpo_canary,
         rto_met,
         rpo_met,
         backups: rr

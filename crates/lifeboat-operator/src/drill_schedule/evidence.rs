@@ -17,7 +17,7 @@ use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceCheck, EvidenceObjectives,
     EvidenceRestore, EvidenceStep, EvidenceVerdict,
 };
-use lifeboat_api::restore_request::RestoreRequestStatus;
+use lifeboat_api::restore_request::{RestoreRequestStatus, canary_check_name};
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
 use crate::backup_policy::cronjob::s3_keys;
@@ -63,7 +63,11 @@ pub fn evidence(
             target: p.target.clone(),
             artifacts: Vec::new(),
             canary_written: None,
-            canary_found: None,
+            canary_found: record
+                .checks
+                .iter()
+                .find(|c| c.name == canary_check_name(&p.asset))
+                .and_then(|c| c.canary.clone()),
         })
         .collect();
 
@@ -142,7 +146,7 @@ pub fn evidence(
                 .rto_seconds
                 .unwrap_or_else(|| seconds(started, finished)),
             rpo_seconds: rpo,
-            rpo_canary_seconds: None,
+            rpo_canary_seconds: record.rpo_canary_seconds,
             rto_met: record.rto_met,
             rpo_met: record.rpo_met,
         },

@@ -129,7 +129,9 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
     let observed = progress::Observed {
         rr: &name,
         steps: &steps,
-        has_checks: !rr.spec.validation.checks.is_empty(),
+        // Assets that write canary markers are checked for their backup's marker even when no
+        // check is declared.
+        has_checks: !rr.spec.validation.checks.is_empty() || steps.iter().any(|s| s.asset.canary),
         rollback: rr.spec.rollback_on_failure,
         existing: &existing,
         outcomes: &outcomes,
