@@ -217,6 +217,70 @@ fn host_network_and_extra_env_render_for_clusters_without_kube_proxy() {
 }
 
 #[test]
+fn staging_namespace_permissions_are_rendered_only_when_asked() {
+    let by_default = ok(&template("lifeboat-system", &[]));
+    assert!(
+        !by_default.contains("resources: [namespaces]") && !by_default.contains("- namespaces"),
+        "no namespace permission by default"
+    );
+    let text = ok(&template(
+        "lifeboat-system",
+        &["drills.stagingNamespaces=true"],
+    ));
+    let role: serde_json::Value = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_json::Value| {
+            d["kind"] == "ClusterRole" && d["metadata"]["name"] == "lifeboat-staging"
+        })
+        .unwrap();
+    let rules: Vec<(String, Vec<String>)> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["resources"][0].as_str().unwrap().to_owned(),
+                r["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "namespaces".to_owned(),
+                vec!["get", "create", "patch", "delete"]
+                    .into_iter()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            ),
+            (
+                "networkpolicies".to_owned(),
+                vec!["create".to_owned(), "patch".to_owned()]
+            ),
+            (
+                "resourcequotas".to_owned(),
+                vec!["create".to_owned(), "patch".to_owned()]
+            ),
+        ]
+    );
+    let out = template(
+        "lifeboat-system",
+        &["drills.stagingNamespaces=true", "watchNamespace=shop"],
+    );
+    assert!(
+        !out.status.success(),
+        "a namespaced install cannot manage namespaces"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cluster-scoped"));
+}
+
+#[test]
 fn alert_rules_refer_only_to_metrics_the_operator_exports() {
     let rendered = ok(&template(
         "lifeboat-system",

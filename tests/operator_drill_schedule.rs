@@ -632,3 +632,185 @@ async fn a_failed_drill_notifies_the_webhook_and_keeps_its_url_secret() {
     let visible = format!("{d:?}{events:?}");
     assert!(!visible.contains("secret-token"), "the webhook URL leaked");
 }
+
+/// The chart's opt-in staging-namespace RBAC (`drills.stagingNamespaces=true`), rendered by helm.
+fn staging_rbac() -> Vec<Value> {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let helm = std::process::Command::new("bash")
+        .arg(repo.join("hack/tools/helm.sh"))
+        .output()
+        .unwrap();
+    assert!(helm.status.success());
+    let out = std::process::Command::new(String::from_utf8(helm.stdout).unwrap().trim())
+        .args(["template", "lifeboat"])
+        .arg(repo.join("charts/lifeboat"))
+        .args([
+            "--namespace",
+            harness::CHART_NAMESPACE,
+            "--set",
+            "drills.stagingNamespaces=true",
+            "--show-only",
+            "templates/rbac-staging.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_drill_gets_an_isolated_staging_namespace_that_goes_after_its_ttl() {
+    use k8s_openapi::api::core::v1::{Namespace, ResourceQuota};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::Api;
+
+    let h = harness("drill-staging").await;
+    let staging = format!("{}-staging", h.ns);
+    let rbac = staging_rbac();
+    let binding_name = rbac[1]["metadata"]["name"].as_str().unwrap().to_owned();
+    let bindings = Api::<ClusterRoleBinding>::all(h.client.clone());
+    // Without the opt-in permission (the chart's default) the drill says what is missing.
+    let _ = bindings.delete(&binding_name, &Default::default()).await;
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["staging"]["namespace"] = json!({"name": staging, "ttl": "3s",
+        "allowEgress": [{"cidr": "10.0.12.7/32", "ports": [5432]}],
+        "quota": {"pods": "5", "requests.cpu": "2"}});
+    apply_drill(&h, "quarterly", spec).await;
+    let d = drill_until(&h, "StagingNamespaceForbidden", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "StagingNamespaceForbidden")
+    })
+    .await;
+    let ready = find(&d.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert!(
+        ready.message.contains("drills.stagingNamespaces=true"),
+        "{}",
+        ready.message
+    );
+
+    // With it: a drill creates the namespace, isolated, ...
+    let pp = PatchParams::apply("lifeboat-tests").force();
+    Api::<ClusterRole>::all(h.client.clone())
+        .patch(
+            rbac[0]["metadata"]["name"].as_str().unwrap(),
+            &pp,
+            &Patch::Apply(&rbac[0]),
+        )
+        .await
+        .unwrap();
+    bindings
+        .patch(&binding_name, &pp, &Patch::Apply(&rbac[1]))
+        .await
+        .unwrap();
+    drill_now(&h, "quarterly", "t1").await;
+    let d = drill_until(&h, "an active drill", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.active.is_some())
+    })
+    .await;
+    let namespaces = Api::<Namespace>::all(h.client.clone());
+    let ns = h
+        .until("the staging namespace", async || {
+            namespaces.get_opt(&staging).await.unwrap()
+        })
+        .await;
+    assert_eq!(
+        ns.labels()["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let np = h
+        .until("its NetworkPolicy", async || {
+            Api::<NetworkPolicy>::namespaced(h.client.clone(), &staging)
+                .get_opt("lifeboat-staging")
+                .await
+                .unwrap()
+        })
+        .await;
+    let np = np.spec.unwrap();
+    assert_eq!(np.policy_types.unwrap(), ["Egress"]);
+    assert_eq!(
+        np.egress.unwrap().len(),
+        2,
+        "DNS and the staging database only"
+    );
+    let quota = h
+        .until("its ResourceQuota", async || {
+            Api::<ResourceQuota>::namespaced(h.client.clone(), &staging)
+                .get_opt("lifeboat-staging")
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "5");
+
+    // ... and deletes it 3 s after the drill ends (here: its fresh backup failed).
+    let id = d.status.unwrap().active.unwrap().id;
+    let job = backup_now_job("shop", "orders-db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &job,
+        &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
+    )
+    .await;
+    drill_until(&h, "the record", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    assert!(
+        namespaces.get_opt(&staging).await.unwrap().is_some(),
+        "kept for its TTL"
+    );
+    h.until("the staging namespace to go", async || {
+        namespaces
+            .get_opt(&staging)
+            .await
+            .unwrap()
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+
+    // A namespace it did not make is refused, never adopted or deleted.
+    let theirs = format!("{}-theirs", h.ns);
+    namespaces
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": theirs}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut spec = drill_spec();
+    spec["staging"]["namespace"] = json!({"name": theirs, "ttl": "1s"});
+    apply_drill(&h, "quarterly", spec).await;
+    let d = drill_until(&h, "StagingNamespaceConflict", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "StagingNamespaceConflict")
+    })
+    .await;
+    drill_now(&h, "quarterly", "t2").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let ns = namespaces.get(&theirs).await.unwrap();
+    assert!(ns.metadata.deletion_timestamp.is_none(), "not deleted");
+    assert!(
+        d.status.unwrap().active.is_none(),
+        "no drill runs against a namespace it does not own"
+    );
+    let _ = namespaces.delete(&theirs, &Default::default()).await;
+    let _ = bindings.delete(&binding_name, &Default::default()).await;
+}

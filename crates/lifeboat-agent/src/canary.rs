@@ -31,6 +31,12 @@ fn check_id(id: &str) -> Result<()> {
     }
 }
 
+/// `at` to the millisecond, the precision markers are read back with: the marker a backup's
+/// metadata records is then exactly the one a restore holds.
+fn stored_precision(at: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(at.as_millisecond()).unwrap_or(at)
+}
+
 /// Writes the marker `id` into every database of a PostgreSQL source.
 pub fn write_postgres(
     conn: &postgres::Conn,
@@ -39,6 +45,7 @@ pub fn write_postgres(
     at: Timestamp,
 ) -> Result<CanaryMarker> {
     check_id(id)?;
+    let at = stored_precision(at);
     for db in databases {
         postgres::query(
             conn,
@@ -59,6 +66,7 @@ pub fn write_postgres(
 /// Writes the marker `id` into a Redis source.
 pub fn write_redis(conn: &redis::Conn, id: &str, at: Timestamp) -> Result<CanaryMarker> {
     check_id(id)?;
+    let at = stored_precision(at);
     conn.run(
         0,
         &["ZADD", REDIS_KEY, &at.as_millisecond().to_string(), id],

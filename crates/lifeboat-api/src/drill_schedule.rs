@@ -120,6 +120,54 @@ pub struct Staging {
     /// runs (condition `OutOfStagingScope`). Without it, only the asset's own source is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<StagingScope>,
+    /// A namespace the drill creates for itself (the place for restored cluster state and
+    /// staging workloads): egress denied except DNS and what is listed, a ResourceQuota, and
+    /// deleted `ttl` after each drill. Needs the chart's `drills.stagingNamespaces` permission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<StagingNamespace>,
+}
+
+/// An isolated, self-cleaning staging namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagingNamespace {
+    /// Its name: a namespace that does not exist, or one this DrillSchedule created (any other is
+    /// refused with `StagingNamespaceConflict`, never adopted or deleted).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// How long after a drill ends the namespace is deleted (default `1h`: time to look around).
+    #[serde(default = "default_staging_ttl")]
+    pub ttl: Duration,
+    /// Egress allowed besides DNS; everything else leaving the namespace is denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub allow_egress: Vec<EgressAllowance>,
+    /// The ResourceQuota's hard limits (default `pods: "20"`), e.g. `requests.cpu: "4"`.
+    #[serde(default = "default_staging_quota")]
+    pub quota: std::collections::BTreeMap<String, String>,
+}
+
+/// Where pods in a staging namespace may connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressAllowance {
+    /// An IP block, e.g. `10.0.12.7/32` (the staging database).
+    #[schemars(length(min = 1, max = 64))]
+    pub cidr: String,
+    /// TCP ports; all ports when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+}
+
+fn default_staging_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_staging_quota() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::from([("pods".to_owned(), "20".to_owned())])
 }
 
 /// The staging scope of a drill.

@@ -43,7 +43,13 @@ pub struct Observed<'a> {
 }
 
 /// Ready reasons of the spec checks made before `advance` (drill_schedule/mod.rs).
-pub const SPEC_PROBLEMS: [&str; 3] = ["InvalidSpec", "PolicyNotFound", "OutOfStagingScope"];
+pub const SPEC_PROBLEMS: [&str; 5] = [
+    "InvalidSpec",
+    "PolicyNotFound",
+    "OutOfStagingScope",
+    "StagingNamespaceConflict",
+    "StagingNamespaceForbidden",
+];
 
 /// How many recent drills the early warning looks at, and the share of the objective their RTO
 /// must all exceed for it to fire (the "last three above 80%").

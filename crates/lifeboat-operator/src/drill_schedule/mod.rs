@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod evidence;
+pub mod staging;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -66,6 +68,34 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     }
     if let Err(message) = check_staging_scope(&ds) {
         return report_problem(&ds, &ctx, &old, "OutOfStagingScope", message).await;
+    }
+    // A staging namespace someone else made is never adopted (nor, later, deleted).
+    let mut staging_exists = false;
+    if let Some(sn) = &ds.spec.staging.namespace {
+        match Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&sn.name)
+            .await
+        {
+            Ok(Some(existing)) if !staging::made_by(&existing, &ds) => {
+                let message = format!(
+                    "namespace {:?} exists and was not made by this DrillSchedule: choose another staging.namespace.name",
+                    sn.name
+                );
+                return report_problem(&ds, &ctx, &old, "StagingNamespaceConflict", message).await;
+            }
+            Ok(found) => staging_exists = found.is_some(),
+            Err(e) if forbidden(&e) => {
+                return report_problem(
+                    &ds,
+                    &ctx,
+                    &old,
+                    "StagingNamespaceForbidden",
+                    STAGING_FORBIDDEN.into(),
+                )
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 
     // Never fire on creation: the first due time is the first one after the resource appeared.
@@ -214,6 +244,38 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
         }
         _ => {}
     }
+    // The staging namespace: there (with its isolation) while a drill runs, gone `ttl` after.
+    let mut staging_wait = None;
+    if let Some(sn) = &ds.spec.staging.namespace {
+        let result = if status.active.is_some() {
+            apply_staging(&ctx, &ds, sn).await.map(|()| None)
+        } else if staging_exists {
+            let finished = status.last_run.as_ref().map(|r| r.finished_at.0);
+            match staging::cleanup(finished, sn, now) {
+                staging::Cleanup::Delete => Api::<Namespace>::all(ctx.client.clone())
+                    .delete(&sn.name, &Default::default())
+                    .await
+                    .map(|_| None),
+                staging::Cleanup::Wait(s) => Ok(Some(s)),
+            }
+        } else {
+            Ok(None)
+        };
+        match result {
+            Ok(wait) => staging_wait = wait,
+            Err(e) if forbidden(&e) => {
+                return report_problem(
+                    &ds,
+                    &ctx,
+                    &old,
+                    "StagingNamespaceForbidden",
+                    STAGING_FORBIDDEN.into(),
+                )
+                .await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     update_metrics(&ctx, &ds, &ns, &status);
     if status != old {
         ctx.apply_status(ds.as_ref(), &status).await?;
@@ -221,12 +283,47 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     status.active.as_ref().map_or_else(
         || {
             let wait = due.map_or(3600, |d| (d.as_second() - now.as_second()).clamp(1, 3600));
+            let wait =
+                staging_wait.map_or(wait, |s| wait.min(i64::try_from(s).unwrap_or(wait)).max(1));
             Ok(Action::requeue(Duration::from_secs(
                 u64::try_from(wait).unwrap_or(3600),
             )))
         },
         |_| Ok(Action::requeue(POLL)),
     )
+}
+
+const STAGING_FORBIDDEN: &str = "the operator may not manage staging namespaces: install the chart with drills.stagingNamespaces=true, or drop staging.namespace";
+
+fn forbidden(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 403)
+}
+
+/// The staging namespace, its deny-egress NetworkPolicy and its ResourceQuota, applied.
+async fn apply_staging(
+    ctx: &Context,
+    ds: &DrillSchedule,
+    sn: &lifeboat_api::drill_schedule::StagingNamespace,
+) -> std::result::Result<(), kube::Error> {
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<Namespace>::all(ctx.client.clone())
+        .patch(&sn.name, &apply, &Patch::Apply(&staging::namespace(ds, sn)))
+        .await?;
+    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &sn.name)
+        .patch(
+            staging::STAGING_OBJECTS,
+            &apply,
+            &Patch::Apply(&staging::network_policy(sn)),
+        )
+        .await?;
+    Api::<ResourceQuota>::namespaced(ctx.client.clone(), &sn.name)
+        .patch(
+            staging::STAGING_OBJECTS,
+            &apply,
+            &Patch::Apply(&staging::resource_quota(sn)),
+        )
+        .await?;
+    Ok(())
 }
 
 pub fn error_policy(ds: Arc<DrillSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
