@@ -312,7 +312,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
             "backup",
             "restore orders-db",
             "restore sessions",
-            "validate"
+            "validate and Job start-up"
         ]
     );
     assert_eq!(e.checks.len(), 2, "the declared check and the canary check");

@@ -26,6 +26,9 @@ use crate::error::{Error, Result};
 use crate::names;
 use crate::pod::AgentPod;
 
+/// The last step's name: the checks, plus the Jobs' start-up the restore steps do not count.
+pub const VALIDATE_STEP: &str = "validate and Job start-up";
+
 /// Finished evidence Jobs are removed after a week; the record they wrote stays with the backups.
 const EVIDENCE_JOB_TTL_SECONDS: i32 = 7 * 24 * 3600;
 
@@ -72,8 +75,9 @@ pub fn evidence(
         .collect();
 
     // Steps in the order they ran: the fresh backups until the restore was accepted, each
-    // asset's restore (sequential, with the durations the RestoreRequest measured), then the
-    // checks until the restore request finished.
+    // asset's restore (sequential; the agent's own time, as the RestoreRequest measured it),
+    // then the rest until the restore request finished: the checks, and every agent pod's
+    // scheduling and start-up, which no step above counts.
     let mut steps = Vec::new();
     let restore_start = restore.and_then(|r| r.started_at.as_ref()).map(|t| t.0);
     let restore_end = restore.and_then(|r| r.finished_at.as_ref()).map(|t| t.0);
@@ -100,7 +104,7 @@ pub fn evidence(
         if !record.checks.is_empty() {
             let end = restore_end.unwrap_or(finished);
             steps.push(EvidenceStep {
-                name: "validate".into(),
+                name: VALIDATE_STEP.into(),
                 started_at: cursor.min(end),
                 seconds: seconds(cursor.min(end), end),
             });
@@ -318,7 +322,7 @@ mod tests {
                 ("backup", 40.0),
                 ("restore db", 200.0),
                 ("restore cache", 20.0),
-                ("validate", 40.0)
+                (VALIDATE_STEP, 40.0)
             ]
         );
         assert_eq!(
