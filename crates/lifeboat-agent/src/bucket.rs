@@ -157,6 +157,8 @@ pub fn backup(
     let objects_name = format!("{name}{OBJECTS}{suffix}");
     created.push(objects_name.clone());
     let (mut count, mut bytes, mut vanished) = (0u64, 0u64, 0u64);
+    // Objects besides canary markers: a source holding only its markers is empty.
+    let mut data_objects = 0u64;
     let objects = env.store.put_with(slot, &objects_name, encoding, &mut |w| {
         let mut tar = tar::Builder::new(w);
         while let Some(meta) = src.rt.block_on(listing.next()) {
@@ -225,6 +227,9 @@ pub fn backup(
                 },
             )?;
             count += 1;
+            if !rel.starts_with(&format!("{}/", crate::canary::BUCKET_DIR)) {
+                data_objects += 1;
+            }
             bytes += size;
         }
         tar.finish().map_err(|e| AgentError::storage(&objects_name, e))
@@ -233,6 +238,12 @@ pub fn backup(
         .flush()
         .map_err(|e| AgentError::storage("temporary manifest", e))?;
     drop(manifest);
+    if count > 0 && data_objects == 0 && !asset.allow_empty {
+        return Err(AgentError::not_found(format!(
+            "{}: no objects but canary markers: refusing to record an empty backup (set allowEmpty: true when an empty source is expected)",
+            describe(&asset.source)
+        )));
+    }
     if count == 0 && vanished > 0 && !asset.allow_empty {
         return Err(AgentError::not_found(format!(
             "{}: every listed object vanished before it was read: refusing an empty backup",

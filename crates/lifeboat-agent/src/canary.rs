@@ -6,11 +6,15 @@
 //!
 //! PostgreSQL: a row of `lifeboat_canary (id, written_at)` in each backed-up database.
 //! Redis: a member of the sorted set `lifeboat:canary` in database 0, scored by milliseconds.
+//! A bucket: an object `.lifeboat-canary/<milliseconds, 13 digits>-<id>` under the asset's
+//! prefix, so the newest is the last name in a listing and the restore copies it like any other.
 
 use jiff::Timestamp;
 use lifeboat_api::agent_result::{CanaryMarker, ErrorClass};
 
 use crate::error::{AgentError, Result};
+use object_store::ObjectStoreExt as _;
+
 use crate::{postgres, redis};
 
 const REDIS_KEY: &str = "lifeboat:canary";
@@ -96,6 +100,61 @@ pub fn newest_postgres(conn: &postgres::Conn, database: &str) -> Result<Option<C
 pub fn newest_redis(conn: &redis::Conn) -> Result<Option<CanaryMarker>> {
     let out = conn.run(0, &["ZREVRANGE", REDIS_KEY, "0", "0", "WITHSCORES"])?;
     parse(&out.lines().map(str::trim).collect::<Vec<_>>().join(" "))
+}
+
+/// Where bucket markers live under an asset's prefix.
+pub const BUCKET_DIR: &str = ".lifeboat-canary";
+
+/// Writes the marker `id` into a bucket (an S3 location, for a backup's source).
+pub fn write_bucket(
+    env: &crate::jobs::Env,
+    location: &lifeboat_api::common::S3Location,
+    id: &str,
+    at: Timestamp,
+) -> Result<CanaryMarker> {
+    check_id(id)?;
+    let at = stored_precision(at);
+    let s3 = env.s3(location, crate::layout::S3Role::Data)?;
+    let name = format!("{:013}-{id}", at.as_millisecond());
+    let key = s3.key(&[BUCKET_DIR, &name]);
+    let marker = CanaryMarker {
+        id: id.to_owned(),
+        written_at: at,
+    };
+    let body = serde_json::to_vec(&marker)
+        .map_err(|e| AgentError::config(format!("serializing the canary marker: {e}")))?;
+    s3.rt
+        .block_on(s3.store.put(&key, object_store::PutPayload::from(body)))
+        .map_err(|e| s3.err(e))?;
+    Ok(marker)
+}
+
+/// The newest marker in a bucket; `None` when it holds none.
+pub fn newest_bucket(
+    env: &crate::jobs::Env,
+    location: &lifeboat_api::common::S3Location,
+) -> Result<Option<CanaryMarker>> {
+    use futures::TryStreamExt as _;
+    use object_store::ObjectStore as _;
+    let s3 = env.s3(location, crate::layout::S3Role::Data)?;
+    let dir = s3.key(&[BUCKET_DIR]);
+    let listed: Vec<object_store::ObjectMeta> = s3
+        .rt
+        .block_on(s3.store.list(Some(&dir)).try_collect())
+        .map_err(|e| s3.err(e))?;
+    let newest = listed
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_owned))
+        .max();
+    newest
+        .map(|name| match name.split_once('-') {
+            Some((ms, id)) => parse(&format!("{id} {ms}")),
+            None => Err(AgentError::integrity(format!(
+                "unreadable canary marker {name:?}"
+            ))),
+        })
+        .transpose()
+        .map(Option::flatten)
 }
 
 /// `"<id> <milliseconds>"`, or nothing.

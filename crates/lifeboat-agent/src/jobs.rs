@@ -186,9 +186,11 @@ fn write_canary(
         crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
     } else if let Some(r) = &asset.redis {
         crate::canary::write_redis(&env.redis(&r.connection)?, id, now)
+    } else if let Some(b) = &asset.object_storage {
+        crate::canary::write_bucket(env, &b.source, id, now)
     } else {
         Err(AgentError::config(
-            "canary markers are written into PostgreSQL and Redis sources only",
+            "canary markers are written into PostgreSQL, Redis and bucket sources only",
         ))
     }
 }

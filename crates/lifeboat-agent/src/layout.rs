@@ -129,7 +129,7 @@ impl S3Store {
         &self.prefix
     }
 
-    fn key(&self, parts: &[&str]) -> ObjectPath {
+    pub(crate) fn key(&self, parts: &[&str]) -> ObjectPath {
         let mut all: Vec<&str> = Vec::new();
         if !self.prefix.is_empty() {
             all.push(&self.prefix);

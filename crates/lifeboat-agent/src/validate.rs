@@ -121,9 +121,12 @@ fn canary_check(
         crate::canary::newest_redis(
             &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
         )?
+    } else if let Some(source) = &a.asset.object_storage {
+        let target = a.target.as_ref().and_then(|t| t.object_storage.as_ref());
+        crate::canary::newest_bucket(env, target.unwrap_or(&source.source))?
     } else {
         return Err(AgentError::config(format!(
-            "{}: canary markers are PostgreSQL and Redis only",
+            "{}: canary markers are PostgreSQL, Redis and bucket only",
             a.asset.name
         )));
     };

@@ -117,3 +117,84 @@ fn the_restore_must_hold_its_backups_own_marker() {
         s.checks[0].message
     );
 }
+
+/// The same for a bucket: the marker is an object under `.lifeboat-canary/`, copied by the
+/// restore like any other; a source holding nothing but markers is still an empty source.
+#[test]
+fn a_restored_bucket_holds_its_backups_marker_object() {
+    use lifeboat_agent::local::LocalS3;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = LocalS3::start_with(|root| {
+        std::fs::create_dir_all(root.join("source/media")).unwrap();
+        std::fs::write(root.join("source/media/a.txt"), "a").unwrap();
+        std::fs::create_dir_all(root.join("staging")).unwrap();
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+    })
+    .unwrap();
+    let creds = dir.path().join("secrets/s3-creds");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("AWS_ACCESS_KEY_ID"), LocalS3::ACCESS_KEY).unwrap();
+    std::fs::write(creds.join("AWS_SECRET_ACCESS_KEY"), LocalS3::SECRET_KEY).unwrap();
+    let location = |bucket: &str, prefix: &str| {
+        json!({"endpoint": s3.endpoint(), "bucket": bucket, "prefix": prefix,
+               "forcePathStyle": true, "credentialsSecret": {"name": "s3-creds"}})
+    };
+    let run = |verb: &[&str], doc: &Value| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+            .env("LIFEBOAT_JOB", doc.to_string())
+            .env("LIFEBOAT_BACKUP_DIR", dir.path().join("backups"))
+            .env("LIFEBOAT_SECRETS_DIR", dir.path().join("secrets"))
+            .env("LIFEBOAT_TERMINATION_LOG", dir.path().join("term"))
+            .args(verb)
+            .output()
+            .unwrap();
+        let s = AgentSummary::from_termination_message(
+            &std::fs::read_to_string(dir.path().join("term")).unwrap(),
+        )
+        .unwrap();
+        (out.status.success(), s)
+    };
+    let asset = |bucket: &str| json!({"name": "media", "canary": true, "objectStorage": location(bucket, "media")});
+    let backup = |bucket: &str| {
+        run(
+            &["backup"],
+            &json!({"namespace": "n", "policy": "shop", "asset": asset(bucket),
+                "destination": {"volume": {"claimName": "backups"}},
+                "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 50}}),
+        )
+    };
+
+    let (ok, s) = backup("source");
+    assert!(ok, "{s:?}");
+    let id = s.backup_id.unwrap();
+    let restored = json!({"namespace": "n", "policy": "shop", "backupId": id, "asset": asset("source"),
+        "target": {"asset": "media", "objectStorage": location("staging", "media")},
+        "location": {"volume": {"claimName": "backups"}}, "options": {}});
+    let (ok, s) = run(&["restore", "--execute"], &restored);
+    assert!(ok, "{s:?}");
+    let (ok, s) = run(
+        &["validate", "--execute"],
+        &json!({"namespace": "n", "checks": [], "timeout": "3s", "assets": [restored]}),
+    );
+    assert!(ok, "{s:?}");
+    assert_eq!(
+        s.checks[0].canary.as_ref().map(|m| m.id.as_str()),
+        Some(id.as_str())
+    );
+    assert!(s3.root().join("staging/media/a.txt").exists());
+
+    // Nothing in the source but the marker the backup writes: refused as empty.
+    let (ok, s) = backup("empty");
+    assert!(!ok);
+    assert_eq!(
+        s.error_class,
+        Some(lifeboat_api::agent_result::ErrorClass::NotFound)
+    );
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no objects but canary markers"),
+        "{s:?}"
+    );
+}

@@ -102,7 +102,7 @@ fn default_backup_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("an asset needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
-#[x_kube(validation = Rule::new("!has(self.canary) || !self.canary || has(self.postgres) || has(self.redis)").message("canary markers are written into PostgreSQL and Redis sources only"))]
+#[x_kube(validation = Rule::new("!has(self.canary) || !self.canary || has(self.postgres) || has(self.redis) || has(self.objectStorage)").message("canary markers are written into PostgreSQL, Redis and bucket sources only"))]
 pub struct Asset {
     /// Short name, unique in the policy (DNS label, at most 40 characters).
     #[schemars(
@@ -120,7 +120,8 @@ pub struct Asset {
     pub kubernetes_state: Option<KubernetesStateAsset>,
     /// Write a canary marker into the source just before each backup: a row in a
     /// `lifeboat_canary` table of each database (PostgreSQL), a member of the `lifeboat:canary`
-    /// sorted set (Redis). A drill then measures RPO from the newest marker its restore holds,
+    /// sorted set (Redis), an object under `.lifeboat-canary/` (bucket). A drill then measures
+    /// RPO from the newest marker its restore holds,
     /// not from timestamps. Off by default: writing into a production source is the owner's call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub canary: bool,

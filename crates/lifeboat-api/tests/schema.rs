@@ -286,18 +286,23 @@ fn cel_asset_needs_exactly_one_kind() {
 }
 
 #[test]
-fn cel_canaries_only_for_postgres_and_redis() {
-    let msg = "canary markers are written into PostgreSQL and Redis sources only";
+fn cel_canaries_only_for_data_sources() {
+    let msg = "canary markers are written into PostgreSQL, Redis and bucket sources only";
     let mut ok = policy();
     ok["spec"]["assets"][0]["canary"] = json!(true);
     assert_eq!(cel("BackupPolicy", &ok, None), Ok(()));
+    let mut bucket = policy();
+    bucket["spec"]["assets"][0] = json!({"name": "media", "canary": true,
+        "objectStorage": {"endpoint": "https://s3.example.com", "bucket": "b",
+                          "credentialsSecret": {"name": "s"}}});
+    assert_eq!(cel("BackupPolicy", &bucket, None), Ok(()));
+    // Cluster state has nowhere to hold a marker.
     assert_rejected(
         "BackupPolicy",
         &policy(),
         |p| {
-            p["spec"]["assets"][0] = json!({"name": "media", "canary": true,
-                "objectStorage": {"endpoint": "https://s3.example.com", "bucket": "b",
-                                  "credentialsSecret": {"name": "s"}}})
+            p["spec"]["assets"][0] =
+                json!({"name": "cluster", "canary": true, "kubernetesState": {}})
         },
         msg,
     );
