@@ -110,6 +110,7 @@ spec:
   schedule: "*/15 * * * *"
   assets:
     - name: orders-db
+      canary: true
       postgres: {host: 127.0.0.1, port: $pg_port, user: lifeboat, sslMode: disable, databases: [shop]}
     - name: sessions
       redis: {host: 127.0.0.1, port: $redis_port}
@@ -186,6 +187,14 @@ read -r verdict rto rpo <<<"$run"
 step "Drill $verdict: achieved RTO $rto (objective 30m), achieved RPO $rpo (objective 15m)"
 kubectl lifeboat report -n shop -o "$demo/report.md"
 echo "The recovery report: target/demo/report.md"
+
+drill_id=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.id}')
+canary=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.rpoCanarySeconds}')
+step "The drill's evidence: written next to the backups by the Job $drill_id-evidence"
+k wait --for=condition=complete "job/$drill_id-evidence" -n shop --timeout 2m >/dev/null
+evidence="$demo/s3/backups/lifeboat/shop/drill-$drill_id.json"
+echo "s3://backups/lifeboat/shop/drill-$drill_id.json ($(wc -c <"$evidence") bytes); canary RPO ${canary:-?}s (the backup's own marker read back from shop_drill)"
+kubectl lifeboat report --evidence "$demo/s3/backups" --since 1d | sed -n '/## Summary/,/## Every drill/p' | sed '$d'
 
 if [[ ${LIFEBOAT_DEMO_KEEP:-} == 1 ]]; then
   echo "Still running: export KUBECONFIG=$kubeconfig; Ctrl-C stops everything."

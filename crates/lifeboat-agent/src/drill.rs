@@ -329,15 +329,7 @@ pub fn run(
                 backup_id: m.backup_id.clone(),
                 snapshot_time: m.snapshot_time,
                 target: target.into(),
-                artifacts: m
-                    .artifacts
-                    .iter()
-                    .map(|a| EvidenceArtifact {
-                        name: a.name.clone(),
-                        sha256: a.sha256.clone(),
-                        stored_bytes: a.stored_bytes,
-                    })
-                    .collect(),
+                artifacts: m.artifacts.iter().map(EvidenceArtifact::from).collect(),
                 canary_written: m.canary.clone(),
                 canary_found: found,
             })

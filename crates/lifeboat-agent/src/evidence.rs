@@ -45,15 +45,7 @@ pub fn write(env: &Env, job: &AgentEvidenceJob) -> Result<String> {
             .find(&job.policy, &restored.backup_id, &restored.asset)?;
         let m = &listed.metadata;
         restored.snapshot_time = m.snapshot_time;
-        restored.artifacts = m
-            .artifacts
-            .iter()
-            .map(|a| EvidenceArtifact {
-                name: a.name.clone(),
-                sha256: a.sha256.clone(),
-                stored_bytes: a.stored_bytes,
-            })
-            .collect();
+        restored.artifacts = m.artifacts.iter().map(EvidenceArtifact::from).collect();
         restored.canary_written = m.canary.clone();
         found.push(listed);
     }

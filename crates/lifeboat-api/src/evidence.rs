@@ -104,6 +104,17 @@ pub struct EvidenceArtifact {
     pub stored_bytes: u64,
 }
 
+impl From<&crate::agent_result::ArtifactInfo> for EvidenceArtifact {
+    /// What the evidence keeps of a stored artifact: its name, checksum and size.
+    fn from(a: &crate::agent_result::ArtifactInfo) -> Self {
+        Self {
+            name: a.name.clone(),
+            sha256: a.sha256.clone(),
+            stored_bytes: a.stored_bytes,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EvidenceCheck {

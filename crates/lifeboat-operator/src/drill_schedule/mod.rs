@@ -84,17 +84,7 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                 return report_problem(&ds, &ctx, &old, "StagingNamespaceConflict", message).await;
             }
             Ok(found) => staging_exists = found.is_some(),
-            Err(e) if forbidden(&e) => {
-                return report_problem(
-                    &ds,
-                    &ctx,
-                    &old,
-                    "StagingNamespaceForbidden",
-                    STAGING_FORBIDDEN.into(),
-                )
-                .await;
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
     }
 
@@ -263,17 +253,7 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
         };
         match result {
             Ok(wait) => staging_wait = wait,
-            Err(e) if forbidden(&e) => {
-                return report_problem(
-                    &ds,
-                    &ctx,
-                    &old,
-                    "StagingNamespaceForbidden",
-                    STAGING_FORBIDDEN.into(),
-                )
-                .await;
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
     }
     update_metrics(&ctx, &ds, &ns, &status);
@@ -295,8 +275,25 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
 
 const STAGING_FORBIDDEN: &str = "the operator may not manage staging namespaces: install the chart with drills.stagingNamespaces=true, or drop staging.namespace";
 
-fn forbidden(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 403)
+/// A refused staging-namespace call is the user's to fix (a condition); any other is retried.
+async fn staging_error(
+    ds: &DrillSchedule,
+    ctx: &Context,
+    old: &DrillScheduleStatus,
+    e: kube::Error,
+) -> Result<Action> {
+    if matches!(&e, kube::Error::Api(s) if s.code == 403) {
+        report_problem(
+            ds,
+            ctx,
+            old,
+            "StagingNamespaceForbidden",
+            STAGING_FORBIDDEN.into(),
+        )
+        .await
+    } else {
+        Err(e.into())
+    }
 }
 
 /// The staging namespace, its deny-egress NetworkPolicy and its ResourceQuota, applied.
