@@ -294,7 +294,7 @@ pub struct BackupObjectives {
     pub rpo: Duration,
     /// Which backup RPOMet measures from: `Newest` (the newest good backup) or `Verified` (the
     /// newest backup a drill restored and validated: data proven recoverable). Unset: `Verified`
-    /// once a DrillSchedule drills this policy, else `Newest`.
+    /// for the assets a DrillSchedule drills, `Newest` for the others.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo_basis: Option<RpoBasis>,
 }

@@ -299,7 +299,10 @@ async fn verification(ctx: &Context, ns: &str, policy: &str) -> Result<status::V
         .filter(|d| d.namespace().as_deref() == Some(ns) && d.spec.policy == policy)
         .collect();
     Ok(status::Verification {
-        drilled: !mine.is_empty(),
+        drilled: mine
+            .iter()
+            .flat_map(|d| d.spec.assets.iter().cloned())
+            .collect(),
         backups: status::verified_backups(policy, mine.iter().map(|d| d.as_ref())),
     })
 }

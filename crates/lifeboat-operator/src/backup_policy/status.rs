@@ -30,12 +30,12 @@ pub struct Decision {
     pub requeue_after: Duration,
 }
 
-/// What the drills of a policy prove: each asset's newest verified backup, and whether any
-/// DrillSchedule drills the policy at all (then RPOMet measures from verified backups unless the
-/// policy says otherwise).
+/// What the drills of a policy prove: each asset's newest verified backup, and which assets a
+/// DrillSchedule drills at all (RPOMet measures those from verified backups unless the policy
+/// says otherwise; an asset no drill covers is measured from its newest backup).
 #[derive(Clone, Debug, Default)]
 pub struct Verification {
-    pub drilled: bool,
+    pub drilled: std::collections::BTreeSet<String>,
     pub backups: std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup>,
 }
 
@@ -104,33 +104,59 @@ pub fn decide(
     let mut requeue_after = RESYNC;
     match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
         Some(objective) => {
-            let basis = policy
-                .spec
-                .objectives
-                .as_ref()
-                .and_then(|o| o.rpo_basis)
-                .unwrap_or(if verification.drilled {
-                    RpoBasis::Verified
-                } else {
-                    RpoBasis::Newest
-                });
-            let (measured, what, none) = match basis {
-                RpoBasis::Newest => (
-                    worst,
-                    "newest good backup",
-                    ("NoBackupYet", "an asset has no good backup yet"),
-                ),
-                RpoBasis::Verified => (
-                    worst_verified(&status.assets),
-                    "newest verified backup",
+            // Per asset, the snapshot its RPO is measured from, and whether a drill verified it.
+            let explicit = policy.spec.objectives.as_ref().and_then(|o| o.rpo_basis);
+            let points: Vec<(&str, Option<Timestamp>, bool)> = status
+                .assets
+                .iter()
+                .map(|a| {
+                    let verified = match explicit {
+                        Some(RpoBasis::Verified) => true,
+                        Some(RpoBasis::Newest) => false,
+                        None => verification.drilled.contains(&a.name),
+                    };
+                    let t = if verified {
+                        a.last_verified
+                            .as_ref()
+                            .and_then(|v| v.snapshot_time.as_ref())
+                            .map(|t| t.0)
+                    } else {
+                        a.last_success.as_ref().map(|s| s.snapshot_time.0)
+                    };
+                    (a.name.as_str(), t, verified)
+                })
+                .collect();
+            let missing = points.iter().find(|p| p.1.is_none());
+            let worst_point = points
+                .iter()
+                .filter_map(|(_, t, v)| t.map(|t| (t, *v)))
+                .min_by_key(|p| p.0);
+            let (measured, what, none) = match (missing, worst_point) {
+                (Some((name, _, true)), _) => (
+                    None,
+                    "",
                     (
                         "NoVerifiedBackupYet",
-                        "an asset has no backup a drill restored and validated yet",
+                        format!("asset {name} has no backup a drill restored and validated yet"),
                     ),
+                ),
+                (Some(_), _) | (None, None) => (
+                    None,
+                    "",
+                    ("NoBackupYet", "an asset has no good backup yet".to_owned()),
+                ),
+                (None, Some((t, verified))) => (
+                    Some(t),
+                    if verified {
+                        "newest verified backup"
+                    } else {
+                        "newest good backup"
+                    },
+                    ("", String::new()),
                 ),
             };
             let (met, reason, message) = match measured {
-                None => (false, none.0, none.1.to_owned()),
+                None => (false, none.0, none.1),
                 Some(t) => {
                     let age = seconds_between(t, now);
                     if age <= objective {
@@ -302,25 +328,6 @@ fn ready_from_assets(
         generation,
         now,
     )
-}
-
-/// The snapshot time of the worst-off asset's newest verified backup; `None` while an asset has
-/// none (or a record without the drill's measurement).
-fn worst_verified(assets: &[AssetStatus]) -> Option<Timestamp> {
-    let times: Vec<Option<Timestamp>> = assets
-        .iter()
-        .map(|a| {
-            a.last_verified
-                .as_ref()?
-                .snapshot_time
-                .as_ref()
-                .map(|t| t.0)
-        })
-        .collect();
-    if times.is_empty() || times.iter().any(Option::is_none) {
-        return None;
-    }
-    times.into_iter().flatten().min()
 }
 
 /// RetentionApplied: False while the mass-deletion guard refused an asset's last retention pass
@@ -524,9 +531,13 @@ mod tests {
         );
     }
 
+    fn drilled(assets: &[&str]) -> std::collections::BTreeSet<String> {
+        assets.iter().map(|a| (*a).to_owned()).collect()
+    }
+
     fn verified(assets: &[(&str, &str)]) -> Verification {
         Verification {
-            drilled: true,
+            drilled: drilled(&["db", "cache"]),
             backups: assets
                 .iter()
                 .map(|(asset, snapshot)| {
@@ -563,7 +574,7 @@ mod tests {
 
         // Drilled, but nothing restored yet: fresh backups prove nothing.
         let none = Verification {
-            drilled: true,
+            drilled: drilled(&["db", "cache"]),
             ..Default::default()
         };
         let d = decide(&p, &fresh, None, None, &none, now);
@@ -572,7 +583,7 @@ mod tests {
             (
                 "False".into(),
                 "NoVerifiedBackupYet".into(),
-                "an asset has no backup a drill restored and validated yet".into()
+                "asset db has no backup a drill restored and validated yet".into()
             )
         );
         // Only one asset verified: still none for the policy.
@@ -624,6 +635,18 @@ mod tests {
             rpo_met(&d).1,
             "ObjectiveMissed",
             "backups are fresh, the proof is old"
+        );
+
+        // A drill that covers only db: cache (fresh) is measured from its newest backup, db from
+        // its verified one (09:30, 40m old).
+        let only_db = Verification {
+            drilled: drilled(&["db"]),
+            ..verified(&[("db", "2026-11-24T09:30:00Z")])
+        };
+        let d = decide(&p, &fresh, None, None, &only_db, now);
+        assert_eq!(
+            rpo_met(&d).2,
+            "newest verified backup is 40m old; objective 1h"
         );
 
         // The policy chooses the newest backup explicitly.
