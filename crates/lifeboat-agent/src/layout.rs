@@ -141,35 +141,8 @@ impl S3Store {
     /// An object_store error, classified from its text (object_store does not expose the HTTP
     /// status or the transport error kind in a stable way).
     pub(crate) fn err(&self, e: impl std::fmt::Display) -> AgentError {
-        use lifeboat_api::agent_result::ErrorClass;
         let text = e.to_string();
-        let unreachable = [
-            "Connection refused",
-            "tcp connect error",
-            "dns error",
-            "No route to host",
-        ];
-        let lower = text.to_ascii_lowercase();
-        // "404 Not Found" with NoSuchBucket is how a missing bucket answers a list (found by the
-        // missing-bucket case of tests/bucket.rs; it was reported as a Storage failure).
-        let class = if lower.contains("notfound")
-            || lower.contains("not found")
-            || text.contains("NoSuchBucket")
-            || text.contains("NoSuchKey")
-        {
-            ErrorClass::NotFound
-        } else if text.contains("403")
-            || text.contains("Forbidden")
-            || text.contains("InvalidAccessKeyId")
-            || text.contains("SignatureDoesNotMatch")
-        {
-            ErrorClass::Auth
-        } else if self.role == S3Role::Data && unreachable.iter().any(|u| text.contains(u)) {
-            ErrorClass::SourceUnreachable
-        } else {
-            ErrorClass::Storage
-        };
-        AgentError::new(class, format!("{}: {text}", self.what))
+        AgentError::new(classify(&text, self.role), format!("{}: {text}", self.what))
     }
 
     /// A streaming upload of `key` (a multipart upload once it outgrows one part; nothing is
@@ -744,4 +717,65 @@ pub fn parse_metadata(bytes: &[u8], what: &str) -> Result<BackupMetadata> {
 /// For a local store: the directory of a backup.
 pub fn local_dir(root: &Path, slot: &Slot) -> PathBuf {
     root.join(&slot.policy).join(&slot.id)
+}
+
+/// The failure class of an object-store error, from its text (object_store reports S3's answers
+/// as text: the status line and the XML error code).
+fn classify(text: &str, role: S3Role) -> lifeboat_api::agent_result::ErrorClass {
+    use lifeboat_api::agent_result::ErrorClass;
+    let unreachable = [
+        "Connection refused",
+        "tcp connect error",
+        "dns error",
+        "No route to host",
+    ];
+    let lower = text.to_ascii_lowercase();
+    // "404 Not Found" with NoSuchBucket is how a missing bucket answers a list (found by the
+    // missing-bucket case of tests/bucket.rs; it was reported as a Storage failure).
+    if lower.contains("notfound")
+        || lower.contains("not found")
+        || text.contains("NoSuchBucket")
+        || text.contains("NoSuchKey")
+    {
+        ErrorClass::NotFound
+    } else if has_status(text, "403")
+        || text.contains("Forbidden")
+        || text.contains("AccessDenied")
+        || text.contains("InvalidAccessKeyId")
+        || text.contains("SignatureDoesNotMatch")
+    {
+        ErrorClass::Auth
+    } else if role == S3Role::Data && unreachable.iter().any(|u| text.contains(u)) {
+        ErrorClass::SourceUnreachable
+    } else {
+        ErrorClass::Storage
+    }
+}
+
+/// Whether `code` stands in `text` as a number of its own: a bare substring test took the
+/// "...434037s" of a retry duration for a 403 and called a run of 503s an authentication failure
+/// (tests/storage_faults.rs, once in a while).
+fn has_status(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(i, _)| {
+        let before = text[..i].chars().next_back();
+        let after = text[i + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit() || c == '.')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_api::agent_result::ErrorClass;
+
+    #[test]
+    fn a_number_that_contains_403_is_not_a_403() {
+        let slow_down = "Error performing GET http://127.0.0.1:40319/backups?list-type=2 in 6.393434037s, after 10 retries - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>";
+        assert_eq!(classify(slow_down, S3Role::Backups), ErrorClass::Storage);
+        let denied = "Server returned non-2xx status code: 403 Forbidden: <Error><Code>AccessDenied</Code></Error>";
+        assert_eq!(classify(denied, S3Role::Backups), ErrorClass::Auth);
+        assert!(has_status("status 403", "403"));
+        assert!(!has_status("port 40319, 1.403s, 94031", "403"));
+    }
 }
