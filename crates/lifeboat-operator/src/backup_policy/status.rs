@@ -131,33 +131,21 @@ pub fn decide(
                 .iter()
                 .filter_map(|(_, t, v)| t.map(|t| (t, *v)))
                 .min_by_key(|p| p.0);
-            let (measured, what, none) = match (missing, worst_point) {
-                (Some((name, _, true)), _) => (
-                    None,
-                    "",
-                    (
-                        "NoVerifiedBackupYet",
-                        format!("asset {name} has no backup a drill restored and validated yet"),
-                    ),
-                ),
-                (Some(_), _) | (None, None) => (
-                    None,
-                    "",
-                    ("NoBackupYet", "an asset has no good backup yet".to_owned()),
-                ),
-                (None, Some((t, verified))) => (
-                    Some(t),
-                    if verified {
-                        "newest verified backup"
-                    } else {
-                        "newest good backup"
-                    },
-                    ("", String::new()),
-                ),
+            // The snapshot measured from and what it is, or why there is none.
+            let measured: Result<(Timestamp, &str), (&str, String)> = match (missing, worst_point) {
+                (Some((name, _, true)), _) => Err((
+                    "NoVerifiedBackupYet",
+                    format!("asset {name} has no backup a drill restored and validated yet"),
+                )),
+                (Some(_), _) | (None, None) => {
+                    Err(("NoBackupYet", "an asset has no good backup yet".to_owned()))
+                }
+                (None, Some((t, true))) => Ok((t, "newest verified backup")),
+                (None, Some((t, false))) => Ok((t, "newest good backup")),
             };
             let (met, reason, message) = match measured {
-                None => (false, none.0, none.1),
-                Some(t) => {
+                Err((reason, message)) => (false, reason, message),
+                Ok((t, what)) => {
                     let age = seconds_between(t, now);
                     if age <= objective {
                         let crossing = objective.saturating_sub(age) + 1;
