@@ -169,13 +169,14 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
             if let Some(record) = &status.last_run {
                 let e = evidence::evidence(&ds, record, seen.restore);
                 let job = evidence::evidence_job(&ds, &policy, e, &ctx.agent)?;
-                let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
-                if jobs.get_metadata_opt(&job.name_any()).await?.is_none() {
-                    match jobs.create(&kube::api::PostParams::default(), &job).await {
-                        Err(kube::Error::Api(e)) if e.code == 409 => {}
-                        other => {
-                            other?;
-                        }
+                // Created, never applied: one that exists (409) is this drill's and stays as is.
+                match Api::<Job>::namespaced(ctx.client.clone(), &ns)
+                    .create(&kube::api::PostParams::default(), &job)
+                    .await
+                {
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    other => {
+                        other?;
                     }
                 }
             }
