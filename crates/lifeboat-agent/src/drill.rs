@@ -350,8 +350,13 @@ pub fn run(
             .collect::<Vec<_>>()
             .join("; "),
     };
-    let evidence_path = dir.join(POLICY).join(format!("drill-{id}.json"));
-    write_evidence(&evidence_path, &evidence)?;
+    let json = serde_json::to_vec_pretty(&evidence)
+        .map_err(|e| AgentError::config(format!("serializing the evidence: {e}")))?;
+    let evidence_path = PathBuf::from(env.store.put_policy_file(
+        POLICY,
+        &crate::evidence::file_name(&id),
+        json,
+    )?);
     // Restored and validated: the strongest proof a backup can have, recorded for retention.
     if evidence.verdict != EvidenceVerdict::Failed {
         for asset in &assets {
@@ -412,16 +417,6 @@ impl Steps {
             });
         }
     }
-}
-
-/// Writes the evidence record atomically (a reader never sees half of it).
-fn write_evidence(path: &Path, evidence: &DrillEvidence) -> Result<()> {
-    let json = serde_json::to_vec_pretty(evidence)
-        .map_err(|e| AgentError::config(format!("serializing the evidence: {e}")))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| AgentError::storage(path.display(), e))
 }
 
 impl Report {
