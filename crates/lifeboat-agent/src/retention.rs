@@ -2,9 +2,11 @@
 //! newest `minKeep` backups of an asset are never deleted, whatever their age (so a stalled
 //! schedule never ages out the last good backup); a pass that would delete more than a share of an
 //! asset's backups is refused unless explicitly allowed (a retention edit or a clock jump is not
-//! permission to wipe a history); backups dated in the future are kept; the newest backup proven
-//! readable (verified by checksums or restored by a drill) is never deleted, whatever the rules
-//! say, because it is the one a recovery can count on.
+//! permission to wipe a history); backups dated in the future are kept and do not count towards
+//! `keepLast` (one backup stamped by a skewed clock would otherwise sort first forever and push
+//! every later backup out); the backup a pass follows is never deleted by its own pass; the newest
+//! backup proven readable (verified by checksums or restored by a drill) is never deleted, whatever
+//! the rules say, because it is the one a recovery can count on.
 
 use jiff::Timestamp;
 use lifeboat_api::backup_policy::Retention;
@@ -16,6 +18,9 @@ pub struct Candidate {
     pub snapshot_time: Timestamp,
     /// Proven readable (a verification record): the newest such backup is never deleted.
     pub verified: bool,
+    /// The backup this pass follows (the one just committed): never deleted by it, whatever
+    /// the clock says of the others.
+    pub fresh: bool,
 }
 
 /// Why a pass was refused.
@@ -39,7 +44,11 @@ pub fn select(
     allow_mass_delete: bool,
 ) -> Result<Vec<String>, MassDeletion> {
     let max_delete_percent = rules.max_delete_percent;
-    let mut newest_first: Vec<&Candidate> = backups.iter().collect();
+    // Dated after `now`: written by a clock ahead of this one (or this clock is behind). Kept,
+    // and left out of the ranking: a backup from "the future" would otherwise be the newest
+    // forever, so `keepLast` would count it and delete each later backup as soon as it lands.
+    let mut newest_first: Vec<&Candidate> =
+        backups.iter().filter(|b| b.snapshot_time <= now).collect();
     newest_first.sort_by(|a, b| {
         b.snapshot_time
             .cmp(&a.snapshot_time)
@@ -56,7 +65,7 @@ pub fn select(
         .iter()
         .enumerate()
         .filter(|(i, b)| {
-            if *i < floor || Some(*i) == newest_verified {
+            if *i < floor || Some(*i) == newest_verified || b.fresh {
                 return false;
             }
             let beyond_count = keep_last.is_some_and(|k| *i >= k);
@@ -110,6 +119,7 @@ mod tests {
                     id: t.strftime("%Y%m%dT%H%M%SZ").to_string(),
                     snapshot_time: t,
                     verified: false,
+                    fresh: false,
                 }
             })
             .collect()
@@ -209,6 +219,34 @@ mod tests {
         )
         .unwrap();
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_backup_from_the_future_neither_counts_nor_pushes_later_backups_out() {
+        // One backup stamped two days ahead by a skewed clock, then three real hourly ones.
+        let mut b = hourly(3, "2026-11-24T10:00:00Z");
+        b.push(Candidate {
+            id: "20261126T100000Z".into(),
+            snapshot_time: at("2026-11-26T10:00:00Z"),
+            verified: false,
+            fresh: false,
+        });
+        b[0].fresh = true;
+        let now = at("2026-11-24T10:00:30Z");
+        let d = select("db", &b, &pct(rules(Some(1), None, 1), 100), now, false).unwrap();
+        // keepLast 1 keeps the newest real backup (the fresh one) and the future one.
+        assert_eq!(d, vec![b[1].id.clone(), b[2].id.clone()]);
+    }
+
+    #[test]
+    fn the_backup_a_pass_follows_is_never_its_victim() {
+        // The fresh backup is not the newest by the clock (another run landed after it, a second
+        // later): keepLast 1 would delete it, but its own pass never does.
+        let mut b = hourly(2, "2026-11-24T10:00:00Z");
+        b[1].fresh = true;
+        let now = at("2026-11-24T10:00:30Z");
+        let d = select("db", &b, &pct(rules(Some(1), None, 1), 100), now, false).unwrap();
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]

@@ -50,7 +50,9 @@ proptest! {
 
     #[test]
     fn retention_never_deletes_the_newest_backup(
-        ages in prop::collection::vec(0i64..(400 * 86_400), 1..40),
+        // Negative ages: backups stamped by a clock ahead of this one.
+        ages in prop::collection::vec(-(2 * 86_400i64)..(400 * 86_400), 1..40),
+        fresh in prop::option::of(0usize..40),
         keep_last in prop::option::of(1u32..10),
         max_age_days in prop::option::of(0u64..30),
         min_keep in 1u32..3,
@@ -66,6 +68,7 @@ proptest! {
                 id: format!("b{i}"),
                 snapshot_time: now - SignedDuration::from_secs(*age),
                 verified: verified.contains(&i),
+                fresh: fresh == Some(i),
             })
             .collect();
         let rules = Retention {
@@ -87,6 +90,23 @@ proptest! {
                     prop_assert!(!doomed.contains(&v.id), "deleted the newest verified: {doomed:?}");
                 }
                 prop_assert!(doomed.len() < backups.len());
+                for b in &backups {
+                    if b.snapshot_time > clock {
+                        prop_assert!(!doomed.contains(&b.id), "deleted {} from the future", b.id);
+                    }
+                    if b.fresh {
+                        prop_assert!(!doomed.contains(&b.id), "the pass deleted its own backup");
+                    }
+                }
+                // keepLast counts only backups dated up to now: without maxAge, the newest k of
+                // them survive.
+                if let (Some(k), None) = (keep_last, max_age_days) {
+                    let mut past: Vec<&Candidate> =
+                        backups.iter().filter(|b| b.snapshot_time <= clock).collect();
+                    past.sort_by(|a, b| b.snapshot_time.cmp(&a.snapshot_time).then_with(|| b.id.cmp(&a.id)));
+                    let kept = past.iter().filter(|b| !doomed.contains(&b.id)).count();
+                    prop_assert!(kept >= past.len().min(k as usize), "kept {kept} of {} with keepLast {k}", past.len());
+                }
             }
             // Refusing is always allowed; deleting the newest never is.
             Err(e) => prop_assert!(!allow_mass_delete, "{e}"),
