@@ -29,6 +29,28 @@ const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
 /// Parts uploading at once.
 const UPLOAD_PARTS_IN_FLIGHT: usize = 3;
 
+/// Every S3 request is bounded: a connection within this, an answer within
+/// [`S3_REQUEST_TIMEOUT`] (`LIFEBOAT_S3_REQUEST_TIMEOUT`), retries of a failed or unanswered
+/// request only until [`S3_RETRY_TIMEOUT`] after the first attempt (`LIFEBOAT_S3_RETRY_TIMEOUT`).
+/// An endpoint that accepts a connection and never answers thus fails the run in minutes, not at
+/// the Job's deadline. The values are object_store's own defaults, named here so the bound is
+/// the agent's decision and the platform team can move it (a part of 8 MiB must fit in one
+/// request's time on the slowest link).
+const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const S3_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// `var` as a duration (`30s`, `2m`), or `default` when unset.
+fn env_duration(var: &str, default: std::time::Duration) -> Result<std::time::Duration> {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse::<lifeboat_api::duration::Duration>()
+            .map(|d| d.as_std())
+            .map_err(|e| AgentError::config(format!("{var}={v:?}: {e}"))),
+        Err(_) => Ok(default),
+    }
+}
+
 /// Where backups are stored.
 pub enum Store {
     Local(PathBuf),
@@ -105,8 +127,21 @@ impl S3Store {
             .with_region(&s.region)
             .with_access_key_id(&s.access_key_id)
             .with_secret_access_key(&s.secret_access_key)
+            // Before with_allow_http, which sets a field of these options.
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(S3_CONNECT_TIMEOUT)
+                    .with_timeout(env_duration(
+                        "LIFEBOAT_S3_REQUEST_TIMEOUT",
+                        S3_REQUEST_TIMEOUT,
+                    )?),
+            )
             .with_allow_http(s.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(!s.path_style)
+            .with_retry(object_store::RetryConfig {
+                retry_timeout: env_duration("LIFEBOAT_S3_RETRY_TIMEOUT", S3_RETRY_TIMEOUT)?,
+                ..Default::default()
+            })
             .build()
             .map_err(|e| {
                 AgentError::config(format!("S3 store {} at {}: {e}", s.bucket, s.endpoint))
@@ -136,6 +171,16 @@ impl S3Store {
         }
         all.extend(parts);
         ObjectPath::from(all.join("/"))
+    }
+
+    /// `e` classified again from its text when the stream called it a Storage failure: errors
+    /// of the source keep their class.
+    pub(crate) fn reclassify(&self, e: AgentError) -> AgentError {
+        if e.class == lifeboat_api::agent_result::ErrorClass::Storage {
+            AgentError::new(classify(&e.message, self.role), e.message)
+        } else {
+            e
+        }
     }
 
     /// An object_store error, classified from its text (object_store does not expose the HTTP
@@ -295,7 +340,11 @@ impl Store {
             Store::S3(s3) => {
                 let key = s3.key(&[&slot.policy, &slot.id, name]);
                 let writer = s3.upload(key);
-                let (stored, writer) = stream::store_with(writer, encoding, &s3.what, produce)?;
+                // A failed upload surfaces as an I/O error of the writer, which the stream calls
+                // a Storage failure; the store's own answer decides (a 403 on a write is a
+                // permission the keys lack, AuthFailed, not a full or broken store).
+                let (stored, writer) = stream::store_with(writer, encoding, &s3.what, produce)
+                    .map_err(|e| s3.reclassify(e))?;
                 writer.finish().map_err(|e| s3.err(e))?;
                 Ok(stored)
             }
