@@ -77,8 +77,12 @@ pub const HOST_MESSAGE: &str = "host must be a DNS name (e.g. db.prod.svc) or an
 pub const REDIS_USER_RULE: &str = concat!("self.matches('", redis_user_pattern!(), "')");
 pub const REDIS_USER_MESSAGE: &str = "username must be 1-128 ASCII letters, digits, '_', '$', '.', '@' or '-', not starting with '-'";
 /// An S3 key prefix.
-pub const PREFIX_RULE: &str = concat!("self.matches('", prefix_pattern!(), "')");
-pub const PREFIX_MESSAGE: &str = "prefix must be relative segments of ASCII letters, digits, '_', '.' or '-' separated by single '/' (e.g. team-a/backups), each starting and ending with a letter, digit or '_': no leading '/', no '.' or '..' segments";
+pub const PREFIX_RULE: &str = concat!(
+    "size(self) <= 512 && self.matches('",
+    prefix_pattern!(),
+    "')"
+);
+pub const PREFIX_MESSAGE: &str = "prefix must be relative segments of ASCII letters, digits, '_', '.' or '-' separated by single '/' (e.g. team-a/backups), each starting and ending with a letter, digit or '_': no leading '/', no '.' or '..' segments, at most 512 characters";
 /// Every key and value of a namespace mapping.
 pub const NAMESPACE_MAPPING_RULE: &str = concat!(
     "self.all(k, k.matches('",
@@ -165,6 +169,7 @@ impl Ident {
         let matches = self.regex().as_ref().is_ok_and(|r| r.is_match(value));
         match self {
             Ident::Host => matches || value.parse::<std::net::IpAddr>().is_ok(),
+            Ident::S3Prefix => matches && value.len() <= 512,
             _ => matches,
         }
     }
@@ -370,13 +375,13 @@ mod tests {
             for name in HOSTILE {
                 assert!(kind.check(name).is_err(), "{kind:?} accepted {name:?}");
             }
-            assert!(kind.check(&"a".repeat(300)).is_err(), "{kind:?}: too long");
+            assert!(kind.check(&"a".repeat(600)).is_err(), "{kind:?}: too long");
         }
         // A prefix may be empty (the bucket's root) and has '/' between segments.
         for name in HOSTILE.iter().filter(|n| !["", "a/b"].contains(n)) {
             assert!(Ident::S3Prefix.check(name).is_err(), "prefix {name:?}");
         }
-        for bad in ["a//b", "a/./b", "a/../b", "/a", "a/.."] {
+        for bad in ["a//b", "a/./b", "a/../b", "/a", "a/..", &"a".repeat(600)] {
             assert!(Ident::S3Prefix.check(bad).is_err(), "prefix {bad:?}");
         }
     }
