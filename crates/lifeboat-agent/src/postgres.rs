@@ -199,8 +199,13 @@ fn bounded<T>(bound: Duration, what: &str, work: impl Future<Output = Result<T>>
 /// SQLSTATE and its condition name (a check's statement: messages echo data).
 fn driver_error(what: &str, e: &tokio_postgres::Error, with_message: bool) -> AgentError {
     let Some(db) = e.as_db_error() else {
-        // Not a server error: the connection failed or broke (no data in these messages).
-        let class = if e.to_string().contains("timeout") {
+        // Not a server error: the connection failed or broke, or the server asked for a
+        // password none was given for (no data in these messages; tokio-postgres exposes no
+        // kind for them, only its text).
+        let text = e.to_string();
+        let class = if text.contains("password missing") {
+            ErrorClass::Auth
+        } else if text.contains("timeout") {
             ErrorClass::Timeout
         } else {
             ErrorClass::SourceUnreachable
