@@ -202,15 +202,20 @@ fn driver_error(what: &str, e: &tokio_postgres::Error, with_message: bool) -> Ag
         // Not a server error: the connection failed or broke, or the server asked for a
         // password none was given for (no data in these messages; tokio-postgres exposes no
         // kind for them, only its text).
-        let text = e.to_string();
-        let class = if text.contains("password missing") {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(&format!(": {c}"));
+            cause = c.source();
+        }
+        let class = if text.contains("password missing") || text.contains("authentication error") {
             ErrorClass::Auth
         } else if text.contains("timeout") {
             ErrorClass::Timeout
         } else {
             ErrorClass::SourceUnreachable
         };
-        return AgentError::new(class, truncate(&format!("{what}: {e}")));
+        return AgentError::new(class, truncate(&format!("{what}: {text}")));
     };
     let code = db.code().code();
     let class = match code {
