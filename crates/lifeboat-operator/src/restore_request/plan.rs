@@ -267,8 +267,14 @@ mod tests {
         let pg = safety.postgres.unwrap();
         assert_eq!(pg.connection.host, "staging-db");
         assert_eq!(pg.databases, ["orders_copy"]);
-        // Without a target, the target is the source itself.
-        assert_eq!(safety_asset(&orders, None).unwrap(), orders);
+        assert!(pg.allow_empty, "an empty target is a state to return to");
+        // Without a target, the target is the source itself, empty or not.
+        let own = safety_asset(&orders, None).unwrap();
+        assert!(own.postgres.as_ref().unwrap().allow_empty);
+        assert_eq!(
+            own.postgres.unwrap().connection,
+            orders.postgres.unwrap().connection
+        );
     }
 
     #[test]
