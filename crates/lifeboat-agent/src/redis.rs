@@ -488,6 +488,62 @@ fn config_get(conn: &Conn, name: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+
+    /// A source that answers the PING and redis-cli's handshake, then never sends the RDB.
+    fn stalling_master() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut c in l.incoming().flatten() {
+                let mut seen = String::new();
+                let mut answered = 0;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if seen.ends_with("PING\r\n") {
+                        c.write_all(b"+PONG\r\n").unwrap();
+                    }
+                    let replconfs = seen.matches("REPLCONF").count();
+                    for _ in answered..replconfs {
+                        c.write_all(b"+OK\r\n").unwrap();
+                    }
+                    answered = replconfs;
+                    if seen.contains("SYNC\r\n") {
+                        break;
+                    }
+                }
+                held.push(c);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_transfer_that_stops_sending_is_stopped() {
+        let conn = super::Conn {
+            host: "127.0.0.1".into(),
+            port: stalling_master(),
+            username: None,
+            password: None,
+            tls: false,
+        };
+        let t0 = std::time::Instant::now();
+        let e = super::backup_with_stall(
+            &conn,
+            &mut |_| unreachable!("nothing was received"),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap_err();
+        assert_eq!(e.class, super::ErrorClass::Timeout, "{e}");
+        assert!(e.message.contains("no data for 2s"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     #[test]
     fn the_rdb_error_is_the_reason_not_the_key_counts() {
         let report = "[offset 0] Checking RDB file x.rdb\n--- RDB ERROR DETECTED ---\n[offset 9] Can't handle RDB format version 99\n[additional info] While doing: start\n[info] 0 keys read\n[info] 0 expires\n";
