@@ -284,6 +284,93 @@ async fn invalid_objects_are_refused_at_admission_with_a_message_that_names_the_
         .unwrap();
 }
 
+/// Identifiers are data and check URLs are what the agent sends: the API server refuses what
+/// the agent would refuse, with the rule's message (the same rules are evaluated client-side,
+/// over a longer table, in crates/lifeboat-api/tests/schema.rs).
+#[tokio::test]
+async fn hostile_identifiers_and_check_urls_are_refused_at_admission() {
+    let (client, ns) = setup("idents").await;
+    let policies = dynamic::<BackupPolicy>(&client, &ns);
+    let restores = dynamic::<RestoreRequest>(&client, &ns);
+    let database = "database names are 1-63 ASCII letters";
+    let host = "host must be a DNS name";
+    let url = "url must be an absolute http:// or https:// URL";
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    for (i, name) in [
+        "host=other dbname=payroll",
+        "-c",
+        "postgresql://x/y",
+        "a/b",
+        "..",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut p = policy(&format!("db-{i}"));
+        p["spec"]["assets"][0]["postgres"]["databases"] = json!([name]);
+        cases.push((p, database));
+    }
+    let mut p = policy("socket-host");
+    p["spec"]["assets"][0]["postgres"]["host"] = json!("/var/run/postgresql");
+    cases.push((p, host));
+    let mut p = policy("option-user");
+    p["spec"]["assets"][0]["postgres"]["user"] = json!("--help");
+    cases.push((p, "user must be"));
+    let mut p = policy("newline-pattern");
+    p["spec"]["assets"][0]["postgres"]["dumpOptions"] = json!({"excludeTables": ["a\nb"]});
+    cases.push((p, "schema and table patterns are"));
+    let mut p = policy("dot-prefix");
+    p["spec"]["destination"] = json!({"s3": {"endpoint": "http://s3:9000", "bucket": "bkt",
+        "prefix": "team/../other", "credentialsSecret": {"name": "s"}}});
+    cases.push((p, "prefix must be relative"));
+    for (i, bad) in [
+        "http://a/health\r\nX-Injected: 1",
+        "ftp://a/health",
+        "http://a/he alth",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = restore(&format!("url-{i}"));
+        r["spec"]["validation"] = json!({"checks": [{"name": "c", "http": {"url": bad}}]});
+        cases.push((r, url));
+    }
+    let mut r = restore("sql-database");
+    r["spec"]["validation"] = json!({"checks": [{"name": "c", "sql": {"asset": "db",
+        "database": "dbname=postgres", "query": "SELECT true", "expect": "t"}}]});
+    cases.push((r, database));
+    let mut r = restore("mapping");
+    r["spec"]["assets"] = json!(["state"]);
+    r["spec"]["targets"] = json!([{"asset": "state",
+        "kubernetesState": {"namespaceMapping": {"prod": "../kube-system"}}}]);
+    cases.push((r, "namespace names are DNS labels"));
+    for (obj, expected) in cases {
+        let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
+        let api = if obj["kind"] == "BackupPolicy" {
+            &policies
+        } else {
+            &restores
+        };
+        match create(api, obj).await {
+            Ok(_) => panic!("{name} was accepted; expected a refusal mentioning {expected:?}"),
+            Err(e) => assert!(
+                e.contains(expected),
+                "{name}: expected {expected:?} in: {e}"
+            ),
+        }
+    }
+    // What the rules allow: IP literals (IPv6 without brackets), https and IPv6 URLs.
+    let mut p = policy("addresses");
+    p["spec"]["assets"][0]["postgres"]["host"] = json!("fd00::5");
+    p["spec"]["assets"][1]["redis"]["host"] = json!("10.0.0.7");
+    create(&policies, p).await.unwrap();
+    let mut r = restore("urls");
+    r["spec"]["validation"] = json!({"checks": [
+        {"name": "tls", "http": {"url": "https://shop.staging.svc/health", "caSecret": {"name": "ca", "key": "ca.crt"}}},
+        {"name": "v6", "http": {"url": "http://[fd00::7]:8080/health"}}]});
+    create(&restores, r).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_restore_request_is_frozen_once_it_executes() {
     let (client, ns) = setup("frozen").await;

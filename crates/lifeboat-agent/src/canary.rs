@@ -17,7 +17,8 @@ use object_store::ObjectStoreExt as _;
 
 use crate::{postgres, redis};
 
-const REDIS_KEY: &str = "lifeboat:canary";
+/// The sorted set of Redis markers.
+pub(crate) const REDIS_KEY: &str = "lifeboat:canary";
 
 /// Ids go into SQL and commands as literals: only what backup ids are made of is accepted.
 fn check_id(id: &str) -> Result<()> {
@@ -81,12 +82,17 @@ pub fn write_redis(conn: &redis::Conn, id: &str, at: Timestamp) -> Result<Canary
     })
 }
 
-/// The newest marker in a PostgreSQL database; `None` when it holds none.
-pub fn newest_postgres(conn: &postgres::Conn, database: &str) -> Result<Option<CanaryMarker>> {
-    let row = match postgres::query(
+/// The newest marker in a PostgreSQL database, read within `bound`; `None` when it holds none.
+pub fn newest_postgres(
+    conn: &postgres::Conn,
+    database: &str,
+    bound: std::time::Duration,
+) -> Result<Option<CanaryMarker>> {
+    let row = match postgres::query_within(
         conn,
         database,
         "SELECT id || ' ' || (extract(epoch FROM written_at) * 1000)::bigint FROM lifeboat_canary ORDER BY written_at DESC LIMIT 1",
+        bound,
     ) {
         Ok(row) => row,
         // No table: no marker was ever restored here.
@@ -96,9 +102,12 @@ pub fn newest_postgres(conn: &postgres::Conn, database: &str) -> Result<Option<C
     parse(&row)
 }
 
-/// The newest marker in a Redis server; `None` when it holds none.
-pub fn newest_redis(conn: &redis::Conn) -> Result<Option<CanaryMarker>> {
-    let out = conn.run(0, &["ZREVRANGE", REDIS_KEY, "0", "0", "WITHSCORES"])?;
+/// The newest marker in a Redis server, read within `bound`; `None` when it holds none.
+pub fn newest_redis(
+    conn: &redis::Conn,
+    bound: std::time::Duration,
+) -> Result<Option<CanaryMarker>> {
+    let out = conn.run_within(0, &["ZREVRANGE", REDIS_KEY, "0", "0", "WITHSCORES"], bound)?;
     parse(&out.lines().map(str::trim).collect::<Vec<_>>().join(" "))
 }
 

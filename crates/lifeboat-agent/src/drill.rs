@@ -107,6 +107,7 @@ pub fn run(
                 },
                 databases: vec!["shop".into()],
                 dump_options: Default::default(),
+                allow_empty: false,
             }),
             redis: None,
             object_storage: None,
@@ -125,6 +126,7 @@ pub fn run(
                     tls: false,
                 },
                 data_dir: None,
+                allow_empty: false,
             }),
             object_storage: None,
             kubernetes_state: None,
@@ -259,8 +261,8 @@ pub fn run(
         detail: "list, hash, zset, set".into(),
     });
     let found = [
-        crate::canary::newest_postgres(&conn, "shop_restored")?,
-        crate::canary::newest_redis(&r)?,
+        crate::canary::newest_postgres(&conn, "shop_restored", std::time::Duration::from_secs(60))?,
+        crate::canary::newest_redis(&r, std::time::Duration::from_secs(60))?,
     ];
     for (asset, found) in assets.iter().zip(&found) {
         checks.push(Check {

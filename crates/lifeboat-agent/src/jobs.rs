@@ -75,10 +75,7 @@ impl Env {
                 .as_ref()
                 .map(|s| self.secret(s))
                 .transpose()?,
-            sslmode: serde_json::to_value(c.ssl_mode)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "prefer".into()),
+            ssl_mode: c.ssl_mode,
         })
     }
 
@@ -225,6 +222,11 @@ fn backup_artifacts(
             if pg.dump_options.no_owner {
                 extra.push("--no-owner".into());
             }
+            if !pg.allow_empty {
+                for db in &pg.databases {
+                    postgres::ensure_not_empty(&conn, db)?;
+                }
+            }
             let mut artifacts = Vec::new();
             let mut snapshot: Option<Timestamp> = None;
             for db in &pg.databases {
@@ -260,6 +262,9 @@ fn backup_artifacts(
                 .as_ref()
                 .ok_or_else(|| AgentError::config("redis asset without settings"))?;
             let conn = env.redis(&r.connection)?;
+            if !r.allow_empty {
+                redis::ensure_not_empty(&conn)?;
+            }
             let name = format!("{}.rdb{suffix}", asset.name);
             created.push(name.clone());
             let (stored, at) =

@@ -18,5 +18,6 @@ pub mod postgres;
 pub mod redis;
 pub mod retention;
 pub mod stream;
+pub mod tls;
 pub mod tools;
 pub mod validate;

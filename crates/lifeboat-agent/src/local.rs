@@ -150,7 +150,7 @@ impl LocalPostgres {
             port: self.port,
             user: "lifeboat".into(),
             password: None,
-            sslmode: "disable".into(),
+            ssl_mode: lifeboat_api::common::SslMode::Disable,
         }
     }
 }

@@ -11,6 +11,7 @@ use lifeboat_agent::layout::{S3Role, Store};
 use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::common::Destination;
+use lifeboat_api::ident::Identifiers;
 use lifeboat_api::{BackupPolicy, Duration};
 
 #[derive(Parser)]
@@ -327,11 +328,17 @@ fn serde_yaml_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
     serde_yaml::from_str(text).map_err(|e| e.to_string())
 }
 
-fn job_document<T: serde::de::DeserializeOwned>() -> Result<Option<T>> {
+/// The job document, its identifiers checked as admission checks them: a document that skipped
+/// admission fails here, before any tool runs or connection opens.
+fn job_document<T: serde::de::DeserializeOwned + Identifiers>() -> Result<Option<T>> {
     match std::env::var(JOB_ENV) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| AgentError::config(format!("{JOB_ENV}: {e}"))),
+        Ok(text) => {
+            let job: T = serde_json::from_str(&text)
+                .map_err(|e| AgentError::config(format!("{JOB_ENV}: {e}")))?;
+            job.check_identifiers()
+                .map_err(|e| AgentError::config(format!("{JOB_ENV}: {e}")))?;
+            Ok(Some(job))
+        }
         Err(_) => Ok(None),
     }
 }

@@ -2,16 +2,32 @@
 //! checked with `redis-check-rdb` before it is committed (corrupt RDBs went unnoticed for months
 //! in the field), then compressed and hashed. A restore places `dump.rdb` in the data directory
 //! for Redis to load at its next start. The password goes through `REDISCLI_AUTH`, never `-a`.
+//! Every other command (checks, canaries, restore preparation) goes through the `redis` crate,
+//! each argument one protocol argument, with connect and response timeouts.
 
+use std::io::Read as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
+use ::redis::{
+    ConnectionAddr, ConnectionInfo, IntoConnectionInfo as _, RedisConnectionInfo, Value,
+};
 use jiff::Timestamp;
 use lifeboat_api::agent_result::ErrorClass;
 
 use crate::error::{AgentError, Result};
 use crate::stream::{self, Decoding, Stored};
 use crate::tools;
+
+/// How long a connection may take to open, the handshake (AUTH, SELECT) included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bound of each of the agent's own commands (canaries, the empty-source test, restore
+/// preparation).
+const OWN_TIMEOUT: Duration = Duration::from_secs(60);
+/// `redis-cli --rdb` is stopped when its file has not grown for this long: a transfer takes as
+/// long as the dataset needs, but a server that stops sending is not waited for.
+const RDB_STALL: Duration = Duration::from_secs(600);
 
 #[derive(Clone, Debug)]
 pub struct Conn {
@@ -42,54 +58,259 @@ impl Conn {
         Ok(cmd)
     }
 
-    /// Runs one command and returns its output (validation checks).
-    pub fn run(&self, db: u8, args: &[&str]) -> Result<String> {
-        let out = self
-            .command()?
-            .arg("-n")
-            .arg(db.to_string())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| AgentError::config(format!("redis-cli: {e}")))?;
-        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success()
-            || stdout.starts_with("NOAUTH")
-            || stdout.starts_with("WRONGPASS")
-            || stdout.starts_with("ERR")
-        {
-            let text = format!("{stdout} {stderr}");
-            return Err(AgentError::new(
-                tools::classify(&text),
-                format!("redis-cli {}: {}", args.join(" "), tools::tail(&text)),
-            ));
+    fn info(&self, db: u8) -> Result<ConnectionInfo> {
+        let addr = if self.tls {
+            // The server's certificate is checked against the system's trust store, as
+            // redis-cli --tls does.
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(i64::from(db))
+            .set_skip_set_lib_name();
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
         }
-        Ok(stdout)
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        Ok(addr
+            .into_connection_info()
+            .map_err(|e| AgentError::config(format!("Redis connection settings: {e}")))?
+            .set_redis_settings(settings))
+    }
+
+    /// A connection to `db` whose every read and write gives up after `timeout`.
+    fn connect(&self, db: u8, timeout: Duration) -> Result<::redis::Connection> {
+        // redis' rustls needs a process-wide provider; installing it twice is harmless.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client =
+            ::redis::Client::open(self.info(db)?).map_err(|e| self.error("connecting", &e))?;
+        let con = client
+            .get_connection_with_timeout(timeout.min(CONNECT_TIMEOUT))
+            .map_err(|e| self.error("connecting", &e))?;
+        con.set_read_timeout(Some(timeout))
+            .and_then(|()| con.set_write_timeout(Some(timeout)))
+            .map_err(|e| self.error("connecting", &e))?;
+        Ok(con)
+    }
+
+    /// The class of a client error and a message without data: the server's error code
+    /// (`WRONGPASS`, `WRONGTYPE`), never its text, which may repeat arguments.
+    fn error(&self, what: &str, e: &::redis::RedisError) -> AgentError {
+        let class = if e.kind() == ::redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        {
+            ErrorClass::Auth
+        } else if e.is_timeout() {
+            ErrorClass::Timeout
+        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+            ErrorClass::SourceUnreachable
+        } else {
+            ErrorClass::ToolFailed
+        };
+        let why = match e.code() {
+            Some(code) => format!("the server answered {code}"),
+            None if e.is_timeout() => "no answer in time".to_owned(),
+            None => format!("{:?}", e.kind()),
+        };
+        AgentError::new(
+            class,
+            format!("Redis at {}:{}: {what}: {why}", self.host, self.port),
+        )
+    }
+
+    /// Runs one of the agent's own commands and returns its answer as redis-cli prints it
+    /// (an array one element a line, nil as nothing).
+    pub fn run(&self, db: u8, args: &[&str]) -> Result<String> {
+        self.run_within(db, args, OWN_TIMEOUT)
+    }
+
+    /// [`Conn::run`] with each step given up after `timeout`.
+    pub fn run_within(&self, db: u8, args: &[&str], timeout: Duration) -> Result<String> {
+        let (name, rest) = args
+            .split_first()
+            .ok_or_else(|| AgentError::config("an empty Redis command"))?;
+        let mut con = self.connect(db, timeout)?;
+        let mut cmd = ::redis::cmd(name);
+        for a in rest {
+            cmd.arg(*a);
+        }
+        let value: Value = cmd.query(&mut con).map_err(|e| self.error(name, &e))?;
+        Ok(text(&value))
+    }
+
+    /// A validation check: `key` exists in `db`, and holds `expect` when given; read with
+    /// EXISTS or GET only (the key one protocol argument), within `timeout` for the connection
+    /// and each answer. The error never carries the value read.
+    pub fn check(&self, db: u8, key: &str, expect: Option<&str>, timeout: Duration) -> Result<()> {
+        let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
+        let mut con = self.connect(db, timeout).map_err(|e| fail(e.message))?;
+        match expect {
+            None => {
+                let n: i64 = ::redis::cmd("EXISTS")
+                    .arg(key)
+                    .query(&mut con)
+                    .map_err(|e| fail(self.error("EXISTS", &e).message))?;
+                if n == 1 {
+                    Ok(())
+                } else {
+                    Err(fail(format!("key {key:?} does not exist in db {db}")))
+                }
+            }
+            Some(expect) => {
+                let got: Option<Vec<u8>> = ::redis::cmd("GET")
+                    .arg(key)
+                    .query(&mut con)
+                    .map_err(|e| fail(self.error("GET", &e).message))?;
+                match got {
+                    None => Err(fail(format!("key {key:?} does not exist in db {db}"))),
+                    Some(v) if v == expect.as_bytes() => Ok(()),
+                    Some(_) => Err(fail(format!(
+                        "key {key:?} does not hold the expected value"
+                    ))),
+                }
+            }
+        }
     }
 }
 
-/// Takes an RDB snapshot and stores it in `out`.
+/// A reply as text, the way redis-cli prints it outside a terminal.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Nil => String::new(),
+        Value::Int(i) => i.to_string(),
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Okay => "OK".into(),
+        Value::Array(items) | Value::Set(items) => {
+            items.iter().map(text).collect::<Vec<_>>().join("\n")
+        }
+        Value::Map(pairs) => pairs
+            .iter()
+            .flat_map(|(k, v)| [text(k), text(v)])
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Attribute { data, .. } => text(data),
+        Value::Double(d) => d.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Refuses a server without keys in any database (the canary set `lifeboat:canary` aside): an
+/// empty source is far more often a restarted cache or a wrong host than the truth.
+pub fn ensure_not_empty(conn: &Conn) -> Result<()> {
+    let keyspace = conn.run(0, &["INFO", "keyspace"])?;
+    // Lines `db0:keys=3,expires=0,avg_ttl=0`.
+    let keys: u64 = keyspace
+        .lines()
+        .filter_map(|l| l.split_once(":keys="))
+        .filter_map(|(_, rest)| rest.split(',').next()?.trim().parse::<u64>().ok())
+        .sum();
+    let only_canary = keys == 1 && conn.run(0, &["EXISTS", crate::canary::REDIS_KEY])? == "1";
+    if keys == 0 || only_canary {
+        return Err(AgentError::not_found(format!(
+            "Redis at {}:{} holds no keys (Lifeboat's lifeboat:canary aside): an empty source is refused; set allowEmpty: true if it is meant to be empty",
+            conn.host, conn.port
+        )));
+    }
+    Ok(())
+}
+
+/// Takes an RDB snapshot and stores it in `out`. The server must answer a PING first (within
+/// the connect timeout, so a host that accepts and never answers fails at once); the transfer
+/// then runs while it makes progress (see [`RDB_STALL`]).
 pub fn backup(
     conn: &Conn,
     sink: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Stored>,
 ) -> Result<(Stored, Timestamp)> {
+    backup_with_stall(conn, sink, RDB_STALL)
+}
+
+fn backup_with_stall(
+    conn: &Conn,
+    sink: &mut dyn FnMut(&mut dyn std::io::Read) -> Result<Stored>,
+    stall: Duration,
+) -> Result<(Stored, Timestamp)> {
+    {
+        let mut con = conn.connect(0, CONNECT_TIMEOUT)?;
+        ::redis::cmd("PING")
+            .query::<String>(&mut con)
+            .map_err(|e| conn.error("PING", &e))?;
+    }
     let scratch = tempfile::tempdir().map_err(|e| AgentError::storage("temporary directory", e))?;
     let rdb = scratch.path().join("dump.rdb");
     let snapshot = Timestamp::now();
-    let result = conn
+    let mut child = conn
         .command()?
         .arg("--rdb")
         .arg(&rdb)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| AgentError::config(format!("redis-cli: {e}")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&result.stdout),
-        String::from_utf8_lossy(&result.stderr)
-    );
-    if !result.status.success() || !rdb.is_file() {
+    let output = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = pipe.read_to_string(&mut s);
+            s
+        })
+    })
+    .collect::<Vec<_>>();
+    let mut size = 0;
+    let mut progress = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(e) => return Err(AgentError::config(format!("redis-cli: {e}"))),
+        }
+        let now = std::fs::metadata(&rdb).map_or(0, |m| m.len());
+        if now > size {
+            size = now;
+            progress = Instant::now();
+        } else if progress.elapsed() > stall {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text: String = output
+        .into_iter()
+        .map(|t| t.join().unwrap_or_default())
+        .collect();
+    let Some(status) = status else {
+        return Err(AgentError::new(
+            ErrorClass::Timeout,
+            format!(
+                "redis-cli --rdb from {}:{} stopped: no data for {stall:?}",
+                conn.host, conn.port
+            ),
+        ));
+    };
+    if !status.success() || !rdb.is_file() {
         return Err(AgentError::new(
             tools::classify(&text),
             format!("redis-cli --rdb failed: {}", tools::tail(&text)),
@@ -267,6 +488,62 @@ fn config_get(conn: &Conn, name: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+
+    /// A source that answers the PING and redis-cli's handshake, then never sends the RDB.
+    fn stalling_master() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut c in l.incoming().flatten() {
+                let mut seen = String::new();
+                let mut answered = 0;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = c.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if seen.ends_with("PING\r\n") {
+                        c.write_all(b"+PONG\r\n").unwrap();
+                    }
+                    let replconfs = seen.matches("REPLCONF").count();
+                    for _ in answered..replconfs {
+                        c.write_all(b"+OK\r\n").unwrap();
+                    }
+                    answered = replconfs;
+                    if seen.contains("SYNC\r\n") {
+                        break;
+                    }
+                }
+                held.push(c);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_transfer_that_stops_sending_is_stopped() {
+        let conn = super::Conn {
+            host: "127.0.0.1".into(),
+            port: stalling_master(),
+            username: None,
+            password: None,
+            tls: false,
+        };
+        let t0 = std::time::Instant::now();
+        let e = super::backup_with_stall(
+            &conn,
+            &mut |_| unreachable!("nothing was received"),
+            std::time::Duration::from_secs(2),
+        )
+        .unwrap_err();
+        assert_eq!(e.class, super::ErrorClass::Timeout, "{e}");
+        assert!(e.message.contains("no data for 2s"), "{e}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     #[test]
     fn the_rdb_error_is_the_reason_not_the_key_counts() {
         let report = "[offset 0] Checking RDB file x.rdb\n--- RDB ERROR DETECTED ---\n[offset 9] Can't handle RDB format version 99\n[additional info] While doing: start\n[info] 0 keys read\n[info] 0 expires\n";

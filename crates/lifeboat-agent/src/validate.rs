@@ -1,11 +1,17 @@
 //! Application checks after a restore (the playbook's `/health` step, generalised): SQL, Redis and
-//! HTTP checks against the restore targets, retried until they all pass or time runs out.
+//! HTTP checks against the restore targets, retried until they all pass or time runs out. Every
+//! attempt is bounded by its check's `timeout` and by what is left of the validation's: the
+//! deadline stops a check in progress, not only the next attempt.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use lifeboat_api::agent_job::{AgentRestoreJob, AgentValidateJob};
+use lifeboat_api::agent_result::ErrorClass;
 use lifeboat_api::common::{HttpCheck, RedisCheck, SqlCheck, ValidationCheck};
 use lifeboat_api::restore_request::{CheckResult, canary_check_name};
 
@@ -14,6 +20,8 @@ use crate::jobs::Env;
 use crate::postgres;
 
 const RETRY: Duration = Duration::from_secs(2);
+/// The bound of a canary read (it has no timeout of its own).
+const CANARY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What is checked: a declared check, or the canary marker of an asset that writes them.
 enum Probe<'a> {
@@ -53,10 +61,19 @@ pub fn run(env: &Env, job: &AgentValidateJob) -> Vec<CheckResult> {
             if result.passed {
                 continue;
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if result.message.is_empty() {
+                    result.message = "the validation timed out before this check ran".into();
+                }
+                continue;
+            }
             let t0 = Instant::now();
             let outcome = match probe {
-                Probe::Check(check) => one(env, &job.assets, check).map(|()| None),
-                Probe::Canary(asset) => canary_check(env, asset).map(Some),
+                Probe::Check(check) => one(env, &job.assets, check, left).map(|()| None),
+                Probe::Canary(asset) => {
+                    canary_check(env, asset, left.min(CANARY_TIMEOUT)).map(Some)
+                }
             };
             result.attempts += 1;
             result.duration_seconds += t0.elapsed().as_secs_f64();
@@ -76,11 +93,17 @@ pub fn run(env: &Env, job: &AgentValidateJob) -> Vec<CheckResult> {
     }
 }
 
-fn one(env: &Env, assets: &[AgentRestoreJob], check: &ValidationCheck) -> Result<()> {
+/// One attempt of `check`, given up after its own timeout or `left`, whichever comes first.
+fn one(
+    env: &Env,
+    assets: &[AgentRestoreJob],
+    check: &ValidationCheck,
+    left: Duration,
+) -> Result<()> {
     match (&check.sql, &check.redis, &check.http) {
-        (Some(sql), _, _) => sql_check(env, assets, sql),
-        (_, Some(redis), _) => redis_check(env, assets, redis),
-        (_, _, Some(http)) => http_check(http),
+        (Some(sql), _, _) => sql_check(env, assets, sql, left.min(sql.timeout.as_std())),
+        (_, Some(redis), _) => redis_check(env, assets, redis, left.min(redis.timeout.as_std())),
+        (_, _, Some(http)) => http_check(env, http, left.min(http.timeout.as_std())),
         _ => Err(AgentError::config(format!(
             "check {} has no kind",
             check.name
@@ -94,8 +117,9 @@ fn one(env: &Env, assets: &[AgentRestoreJob], check: &ValidationCheck) -> Result
 fn canary_check(
     env: &Env,
     a: &AgentRestoreJob,
+    bound: Duration,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
-    let fail = |m: String| AgentError::new(lifeboat_api::agent_result::ErrorClass::Validation, m);
+    let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
     let found = if let Some(source) = &a.asset.postgres {
         let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
         let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
@@ -105,7 +129,7 @@ fn canary_check(
         };
         let mut oldest: Option<lifeboat_api::agent_result::CanaryMarker> = None;
         for db in &databases {
-            let Some(m) = crate::canary::newest_postgres(&conn, db)? else {
+            let Some(m) = crate::canary::newest_postgres(&conn, db, bound)? else {
                 return Err(fail(format!(
                     "database {db} holds no canary marker: the restore lacks the data written just before backup {}",
                     a.backup_id
@@ -120,6 +144,7 @@ fn canary_check(
         let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
         crate::canary::newest_redis(
             &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
+            bound,
         )?
     } else if let Some(source) = &a.asset.object_storage {
         let target = a.target.as_ref().and_then(|t| t.object_storage.as_ref());
@@ -152,7 +177,12 @@ fn restored<'a>(assets: &'a [AgentRestoreJob], name: &str) -> Result<&'a AgentRe
         .ok_or_else(|| AgentError::config(format!("no restored asset named {name:?}")))
 }
 
-fn sql_check(env: &Env, assets: &[AgentRestoreJob], check: &SqlCheck) -> Result<()> {
+fn sql_check(
+    env: &Env,
+    assets: &[AgentRestoreJob],
+    check: &SqlCheck,
+    bound: Duration,
+) -> Result<()> {
     let a = restored(assets, &check.asset)?;
     let source =
         a.asset.postgres.as_ref().ok_or_else(|| {
@@ -166,18 +196,15 @@ fn sql_check(env: &Env, assets: &[AgentRestoreJob], check: &SqlCheck) -> Result<
         .or_else(|| target.and_then(|t| t.database.clone()))
         .or_else(|| source.databases.first().cloned())
         .unwrap_or_else(|| "postgres".into());
-    let got = postgres::query(&conn, &database, &check.query)?;
-    if got == check.expect {
-        Ok(())
-    } else {
-        Err(AgentError::new(
-            lifeboat_api::agent_result::ErrorClass::Validation,
-            format!("expected {:?}, got {got:?}", check.expect),
-        ))
-    }
+    postgres::check(&conn, &database, &check.query, &check.expect, bound)
 }
 
-fn redis_check(env: &Env, assets: &[AgentRestoreJob], check: &RedisCheck) -> Result<()> {
+fn redis_check(
+    env: &Env,
+    assets: &[AgentRestoreJob],
+    check: &RedisCheck,
+    bound: Duration,
+) -> Result<()> {
     let a = restored(assets, &check.asset)?;
     let source = a
         .asset
@@ -186,137 +213,127 @@ fn redis_check(env: &Env, assets: &[AgentRestoreJob], check: &RedisCheck) -> Res
         .ok_or_else(|| AgentError::config(format!("{} is not a Redis asset", check.asset)))?;
     let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
     let conn = env.redis(target.map_or(&source.connection, |t| &t.connection))?;
-    let fail = |m: String| AgentError::new(lifeboat_api::agent_result::ErrorClass::Validation, m);
-    match &check.expect {
-        Some(expect) => {
-            let got = conn.run(check.db, &["GET", &check.key])?;
-            if &got == expect {
-                Ok(())
-            } else {
-                Err(fail(format!(
-                    "{}: expected {expect:?}, got {got:?}",
-                    check.key
-                )))
-            }
-        }
-        None => {
-            let n = conn.run(check.db, &["EXISTS", &check.key])?;
-            if n == "1" {
-                Ok(())
-            } else {
-                Err(fail(format!("key {} does not exist", check.key)))
-            }
-        }
-    }
+    conn.check(check.db, &check.key, check.expect.as_deref(), bound)
 }
 
-/// A plain HTTP/1.1 GET: health endpoints inside a cluster are usually plain HTTP, and this keeps
-/// a TLS stack out of the agent until an HTTPS check needs one.
-fn http_check(check: &HttpCheck) -> Result<()> {
-    let fail = |m: String| AgentError::new(lifeboat_api::agent_result::ErrorClass::Validation, m);
-    let rest = check.url.strip_prefix("http://").ok_or_else(|| {
-        AgentError::config(format!(
-            "{}: only http:// checks are supported by this agent build",
-            check.url
-        ))
-    })?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let addr = if authority.contains(':') {
-        authority.to_owned()
-    } else {
-        format!("{authority}:80")
-    };
-    let timeout = check.timeout.as_std();
-    let socket = addr
-        .to_socket_addrs()
-        .map_err(|e| fail(format!("{}: {e}", check.url)))?
-        .next()
-        .ok_or_else(|| fail(format!("{}: no address", check.url)))?;
-    let mut stream = TcpStream::connect_timeout(&socket, timeout)
-        .map_err(|e| fail(format!("{}: {e}", check.url)))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| fail(e.to_string()))?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| fail(e.to_string()))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: lifeboat-agent\r\nConnection: close\r\n\r\n")
-        .map_err(|e| fail(format!("{}: {e}", check.url)))?;
-    // Read up to the end of the status line (it may arrive in pieces).
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
-        let n = stream
-            .read(&mut buf)
-            .map_err(|e| fail(format!("{}: {e}", check.url)))?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
+/// An HTTP check's URL as admission accepts it: printable ASCII (a space, a line break or a
+/// control character is refused, never sent), http or https, with a host.
+pub fn check_url(url: &str) -> Result<http::Uri> {
+    let refuse = |why: &str| AgentError::config(format!("the check's url {why}"));
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(refuse(
+            "holds a space, a line break, a control or a non-ASCII character (percent-encode it)",
+        ));
     }
-    let line = String::from_utf8_lossy(&head);
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| fail(format!("{}: not an HTTP response", check.url)))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| refuse(&format!("is not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(refuse("must start with http:// or https://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(refuse("has no host"));
+    }
+    Ok(uri)
+}
+
+/// One GET through hyper (http or https; TLS checked against `caSecret`, else the system's
+/// CAs), bounded in time from the connection to the status line. Redirects are not followed: a
+/// 3xx is the status compared.
+fn http_check(env: &Env, check: &HttpCheck, bound: Duration) -> Result<()> {
+    let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
+    let uri = check_url(&check.url)?;
+    let https = uri.scheme_str() == Some("https");
+    let roots = match (&check.ca_secret, https) {
+        (Some(r), _) => Some(crate::tls::pem_roots(
+            &env.secret(r)?,
+            &format!("caSecret {}/{}", r.name, r.key),
+        )?),
+        (None, true) => Some(crate::tls::system_roots()?),
+        (None, false) => None,
+    };
+    let verify = if roots.is_some() {
+        crate::tls::Verify::ChainAndName
+    } else {
+        // Plain http: the TLS settings are never used (a redirect to https is not followed).
+        crate::tls::Verify::Nothing
+    };
+    let mut tcp = HttpConnector::new();
+    tcp.set_connect_timeout(Some(bound));
+    tcp.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(crate::tls::client_config(verify, roots)?);
+    let connector = if https {
+        builder.https_only()
+    } else {
+        builder.https_or_http()
+    }
+    .enable_http1()
+    .wrap_connector(tcp);
+    let request = http::Request::get(uri)
+        .header(http::header::USER_AGENT, "lifeboat-agent")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| AgentError::config(format!("the check's request: {e}")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::config(format!("tokio runtime: {e}")))?;
+    let status = rt.block_on(async {
+        let client: Client<_, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        match tokio::time::timeout(bound, client.request(request)).await {
+            Ok(Ok(response)) => Ok(response.status().as_u16()),
+            Ok(Err(e)) => Err(fail(format!("the request failed: {}", innermost(&e)))),
+            Err(_) => Err(fail(format!("no response within {bound:?}"))),
+        }
+    })?;
     if status == check.expected_status {
         Ok(())
     } else {
         Err(fail(format!(
-            "{}: status {status}, expected {}",
-            check.url, check.expected_status
+            "status {status}, expected {}",
+            check.expected_status
         )))
     }
+}
+
+/// The root cause of an error (a refused connection, an unknown certificate issuer), cut short.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string().chars().take(160).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::TcpListener;
-
-    fn serve(status: &'static str) -> String {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = l.accept() {
-                // Read the whole request first: closing with unread bytes resets the connection.
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-            }
-        });
-        format!("http://{addr}/health")
-    }
-
-    fn check(url: String) -> HttpCheck {
-        serde_json::from_value(serde_json::json!({"url": url})).unwrap()
-    }
 
     #[test]
-    fn http_checks_compare_the_status() {
-        assert!(http_check(&check(serve("200 OK"))).is_ok());
-        let e = http_check(&check(serve("503 Service Unavailable"))).unwrap_err();
-        assert!(
-            e.message.contains("status 503, expected 200"),
-            "{}",
-            e.message
-        );
-        let closed = crate::local::free_port().unwrap();
-        assert!(http_check(&check(format!("http://127.0.0.1:{closed}/health"))).is_err());
-        assert_eq!(
-            http_check(&check("https://example.com/".into()))
-                .unwrap_err()
-                .class,
-            lifeboat_api::agent_result::ErrorClass::Config
-        );
+    fn urls_admission_refuses_are_refused_here_too() {
+        for bad in [
+            "http://a/health\r\nX-Injected: 1",
+            "http://a/he alth",
+            "http://a/\u{7f}",
+            "http://a/é",
+            "ftp://a/health",
+            "file:///etc/passwd",
+            "/health",
+            "http://",
+        ] {
+            assert_eq!(
+                check_url(bad).map_err(|e| e.class),
+                Err(ErrorClass::Config),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "http://shop.staging.svc:8080/health?full=1",
+            "https://shop.example/health",
+            "http://[::1]:8080/health",
+        ] {
+            assert!(check_url(good).is_ok(), "{good}");
+        }
     }
 }

@@ -75,7 +75,7 @@ impl World {
     fn backup(&self, retention: Value) -> String {
         let job = json!({"namespace": "n", "policy": "shop",
             "asset": {"name": "sessions", "canary": true,
-                      "redis": {"host": "127.0.0.1", "port": self.redis.port}},
+                      "redis": {"host": "127.0.0.1", "port": self.redis.port, "allowEmpty": true}},
             "destination": self.destination,
             "compression": {"algorithm": "zstd", "level": 3}, "retention": retention});
         self.run("backup", &job).backup_id.unwrap()

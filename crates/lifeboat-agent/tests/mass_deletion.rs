@@ -38,7 +38,7 @@ impl World {
     /// One backup Job of `policy` with `retention`: its summary, after asserting it succeeded.
     fn backup_job(&self, policy: &str, retention: Value) -> AgentSummary {
         let job = json!({"namespace": "n", "policy": policy,
-            "asset": {"name": "sessions", "redis": {"host": "127.0.0.1", "port": self.redis.port}},
+            "asset": {"name": "sessions", "redis": {"host": "127.0.0.1", "port": self.redis.port, "allowEmpty": true}},
             "destination": {"volume": {"claimName": "backups"}},
             "compression": {"algorithm": "zstd", "level": 3}, "retention": retention});
         let out = self

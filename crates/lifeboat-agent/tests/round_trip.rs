@@ -480,10 +480,10 @@ fn validate_runs_sql_and_redis_checks_against_the_restore_targets() {
     .unwrap();
     let orders = summary.checks.iter().find(|c| c.name == "orders").unwrap();
     assert!(!orders.passed && orders.attempts >= 2, "{orders:?}");
-    assert!(
-        orders.message.contains("expected \"f\", got \"t\""),
-        "{}",
-        orders.message
+    // The reason, never the value read (what a query returns may be a secret).
+    assert_eq!(
+        orders.message,
+        "the first column of the first row is not the expected value"
     );
 }
 

@@ -174,8 +174,9 @@ fn postgres_restarted_mid_dump_is_never_committed_and_the_next_backup_succeeds()
     );
 }
 
-/// A fake Redis master: answers the `REPLCONF`s of `redis-cli --rdb` with `+OK` and `SYNC` with
-/// `payload` as the RDB bulk, for `connections` connections.
+/// A fake Redis master: answers the agent's `PING` with `+PONG`, the `REPLCONF`s of
+/// `redis-cli --rdb` with `+OK` and `SYNC` with `payload` as the RDB bulk, for `connections`
+/// connections (a backup makes two: the PING, then redis-cli's).
 fn fake_master(payload: Vec<u8>, connections: usize) -> u16 {
     let port = free_port().unwrap();
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -193,6 +194,9 @@ fn fake_master(payload: Vec<u8>, connections: usize) -> u16 {
                 }
                 seen.extend_from_slice(&buf[..n]);
                 let text = String::from_utf8_lossy(&seen).into_owned();
+                if text.ends_with("PING\r\n") {
+                    c.write_all(b"+PONG\r\n").unwrap();
+                }
                 let replconfs = text.matches("REPLCONF").count();
                 for _ in answered..replconfs {
                     c.write_all(b"+OK\r\n").unwrap();
@@ -245,10 +249,12 @@ fn a_corrupt_or_truncated_rdb_from_the_source_is_never_committed() {
         ("a truncated tail", truncated),
         ("an unknown RDB version", wrong_version),
     ] {
-        let port = fake_master(payload, 1);
+        let port = fake_master(payload, 2);
         let policy = policy_file(
             dir.path(),
-            &format!("{{name: sessions, redis: {{host: 127.0.0.1, port: {port}}}}}"),
+            &format!(
+                "{{name: sessions, redis: {{host: 127.0.0.1, port: {port}, allowEmpty: true}}}}"
+            ),
         );
         let out = backup("sessions", &policy, &backups, &term)
             .output()
@@ -264,10 +270,10 @@ fn a_corrupt_or_truncated_rdb_from_the_source_is_never_committed() {
     }
 
     // The same fake source serving the undamaged RDB is committed: the refusals were the damage.
-    let port = fake_master(rdb, 1);
+    let port = fake_master(rdb, 2);
     let policy = policy_file(
         dir.path(),
-        &format!("{{name: sessions, redis: {{host: 127.0.0.1, port: {port}}}}}"),
+        &format!("{{name: sessions, redis: {{host: 127.0.0.1, port: {port}, allowEmpty: true}}}}"),
     );
     let out = backup("sessions", &policy, &backups, &term)
         .output()

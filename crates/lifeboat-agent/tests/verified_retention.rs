@@ -47,7 +47,7 @@ fn the_newest_verified_backup_outlives_every_rule_until_a_newer_one_is_verified(
     std::fs::write(
         &policy,
         format!(
-            "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: shop}}\nspec:\n  schedule: '@hourly'\n  assets:\n    - {{name: sessions, redis: {{host: 127.0.0.1, port: {}}}}}\n  retention: {{keepLast: 1}}\n  destination: {{volume: {{claimName: local}}}}\n",
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: shop}}\nspec:\n  schedule: '@hourly'\n  assets:\n    - {{name: sessions, redis: {{host: 127.0.0.1, port: {}, allowEmpty: true}}}}\n  retention: {{keepLast: 1}}\n  destination: {{volume: {{claimName: local}}}}\n",
             redis.port
         ),
     )

@@ -167,31 +167,43 @@ impl Asset {
 }
 
 /// A logical dump of PostgreSQL databases with `pg_dump`, restorable with `pg_restore`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresAsset {
     #[serde(flatten)]
     pub connection: PostgresConnection,
     /// Databases to dump, one artifact each.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 63)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(validation = Rule::new(crate::ident::DATABASES_RULE).message(crate::ident::DATABASE_MESSAGE))]
     pub databases: Vec<String>,
     #[serde(default)]
     pub dump_options: PgDumpOptions,
+    /// Accept a database without user tables (Lifeboat's own `lifeboat_canary` aside) as a
+    /// valid backup. Off by default: an empty database is far more often a fault (a wrong
+    /// database, a failed migration) than the truth, and a backup of nothing must not pass as good.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
-/// Options passed to `pg_dump`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Options passed to `pg_dump`, each as one `--option=value` argument.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PgDumpOptions {
     /// Dump only these schemas (`--schema`); all when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = Rule::new(crate::ident::DUMP_PATTERNS_RULE).message(crate::ident::DUMP_PATTERNS_MESSAGE))]
     pub schemas: Vec<String>,
     /// Leave out these schemas (`--exclude-schema`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = Rule::new(crate::ident::DUMP_PATTERNS_RULE).message(crate::ident::DUMP_PATTERNS_MESSAGE))]
     pub exclude_schemas: Vec<String>,
     /// Leave out these tables' data and definitions (`--exclude-table`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 255)))]
+    #[x_kube(validation = Rule::new(crate::ident::DUMP_PATTERNS_RULE).message(crate::ident::DUMP_PATTERNS_MESSAGE))]
     pub exclude_tables: Vec<String>,
     /// Do not dump ownership (`--no-owner`): restores into another role's database cleanly.
     #[serde(default)]
@@ -208,6 +220,10 @@ pub struct RedisAsset {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("dataDir must be an absolute path"))]
     pub data_dir: Option<String>,
+    /// Accept a server without keys (Lifeboat's own `lifeboat:canary` aside) as a valid
+    /// backup. Off by default, as for PostgreSQL and buckets.
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// A copy of a bucket (or a prefix of it) on S3-compatible storage.
@@ -223,13 +239,17 @@ pub struct ObjectStorageAsset {
 }
 
 /// Kubernetes objects found by API discovery, stored restorable (server-managed fields removed).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesStateAsset {
     /// Namespaces to include; every namespace when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new(crate::ident::NAMESPACES_RULE).message(crate::ident::NAMESPACE_MESSAGE))]
     pub namespaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new(crate::ident::NAMESPACES_RULE).message(crate::ident::NAMESPACE_MESSAGE))]
     pub exclude_namespaces: Vec<String>,
     /// Resources to include as `plural.group` (`deployments.apps`, `configmaps`); all listable
     /// resources when empty.

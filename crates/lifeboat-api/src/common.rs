@@ -63,9 +63,10 @@ pub struct S3Location {
         regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
     )]
     pub bucket: String,
-    /// Key prefix inside the bucket (no leading slash).
+    /// Key prefix inside the bucket: relative segments separated by single `/`, e.g.
+    /// `team-a/backups`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("prefix must be relative (no leading '/') and must not contain '..'"))]
+    #[x_kube(validation = Rule::new(crate::ident::PREFIX_RULE).message(crate::ident::PREFIX_MESSAGE))]
     #[schemars(length(max = 512))]
     pub prefix: String,
     /// Region; most S3-compatible servers accept the default.
@@ -124,21 +125,25 @@ pub enum SslMode {
 }
 
 /// How to reach a PostgreSQL server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresConnection {
-    /// Host name or address, e.g. `db.prod.svc`.
+    /// Host name or IP address, e.g. `db.prod.svc` (never a socket directory or a list).
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::ident::HOST_RULE).message(crate::ident::HOST_MESSAGE))]
     pub host: String,
     #[serde(default = "default_postgres_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Role to connect as.
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(crate::ident::ROLE_RULE).message(crate::ident::ROLE_MESSAGE))]
     pub user: String,
     /// The role's password; omit for trust or certificate authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKeyRef>,
+    /// TLS as libpq's `sslmode`: `require` encrypts without checking the certificate,
+    /// `verify-ca` and `verify-full` check it against the system's trust store.
     #[serde(default)]
     pub ssl_mode: SslMode,
 }
@@ -148,16 +153,20 @@ fn default_postgres_port() -> u16 {
 }
 
 /// How to reach a Redis server.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisConnection {
+    /// Host name or IP address.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(crate::ident::HOST_RULE).message(crate::ident::HOST_MESSAGE))]
     pub host: String,
     #[serde(default = "default_redis_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// ACL user name; omit for the default user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(crate::ident::REDIS_USER_RULE).message(crate::ident::REDIS_USER_MESSAGE))]
     pub username: Option<String>,
     /// The password (`requirepass` or the ACL user's); never passed on a command line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -190,20 +199,31 @@ pub struct ValidationCheck {
     pub redis: Option<RedisCheck>,
 }
 
-/// GET a URL and expect a status code, e.g. a service's `/health`.
+/// GET a URL and expect a status code, e.g. a service's `/health`. Redirects are not followed:
+/// a 3xx is the status compared with `expectedStatus`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpCheck {
-    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("url must be an http:// or https:// URL"))]
+    /// An absolute `http://` or `https://` URL, e.g. `http://shop.staging.svc:8080/health`.
+    #[x_kube(validation = Rule::new(HTTP_URL_RULE).message(HTTP_URL_MESSAGE))]
     #[schemars(length(min = 8, max = 2048))]
     pub url: String,
     #[serde(default = "default_expected_status")]
     #[schemars(range(min = 100, max = 599))]
     pub expected_status: u16,
-    /// Time allowed for one attempt.
+    /// Time allowed for one attempt, connection and TLS handshake included.
     #[serde(default = "default_check_timeout")]
     pub timeout: Duration,
+    /// A PEM bundle of the CAs an `https` server's certificate must chain to, instead of the
+    /// system's (a cluster-internal CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<SecretKeyRef>,
 }
+
+/// An HTTP check's URL at admission: absolute, http or https, printable ASCII only (a space,
+/// a line break or a control character would end a request line). The agent refuses the same.
+pub const HTTP_URL_RULE: &str = "self.matches('^[!-~]+$') && isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''";
+pub const HTTP_URL_MESSAGE: &str = "url must be an absolute http:// or https:// URL with a host, in printable ASCII: no spaces, line breaks or control characters (percent-encode them)";
 
 fn default_expected_status() -> u16 {
     200
@@ -222,12 +242,19 @@ pub struct SqlCheck {
     pub asset: String,
     /// Database to connect to; defaults to the first database of the asset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(crate::ident::DATABASE_RULE).message(crate::ident::DATABASE_MESSAGE))]
     pub database: Option<String>,
-    /// A read-only query, e.g. `SELECT count(*) > 0 FROM orders`.
+    /// One read-only statement, e.g. `SELECT count(*) > 0 FROM orders`: run in a read-only
+    /// transaction that is rolled back, within the check's `timeout` (at most 5 minutes).
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
-    /// Expected text of the first column of the first row, e.g. `t` or `42`.
+    /// Expected text of the first column of the first row as psql prints it, e.g. `t` or `42`.
+    #[schemars(length(max = 1024))]
     pub expect: String,
+    /// Time allowed for one attempt (the statement timeout too).
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
 }
 
 /// Check that a key exists in the restored Redis (optionally with a value).
@@ -244,7 +271,11 @@ pub struct RedisCheck {
     pub key: String,
     /// Expected string value; omit to check only that the key exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub expect: Option<String>,
+    /// Time allowed for one attempt, connection included.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
 }
 
 /// Where one asset of a backup is restored to, when not to its original source.
@@ -269,13 +300,15 @@ pub struct RestoreTarget {
 }
 
 /// A PostgreSQL server and database to restore into.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresTarget {
     #[serde(flatten)]
     pub connection: PostgresConnection,
     /// Database to restore into; defaults to the backed-up database's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(crate::ident::DATABASE_RULE).message(crate::ident::DATABASE_MESSAGE))]
     pub database: Option<String>,
     /// Create the database when it does not exist.
     #[serde(default)]
@@ -295,11 +328,13 @@ pub struct RedisTarget {
 }
 
 /// Where Kubernetes objects are re-applied.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesStateTarget {
     /// Rename namespaces on the way back, e.g. `{prod: prod-drill}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    #[x_kube(validation = Rule::new(crate::ident::NAMESPACE_MAPPING_RULE).message(crate::ident::NAMESPACE_MESSAGE))]
     pub namespace_mapping: BTreeMap<String, String>,
 }
 

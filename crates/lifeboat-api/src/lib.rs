@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod drill_schedule;
 pub mod duration;
 pub mod evidence;
+pub mod ident;
 pub mod reference;
 pub mod restore_request;
 pub mod schedule;

@@ -371,8 +371,187 @@ fn cel_paths_and_urls() {
         "RestoreRequest",
         &restore(),
         |r| r["spec"]["validation"]["checks"][0]["http"]["url"] = json!("app/health"),
-        "url must be an http:// or https:// URL",
+        "url must be an absolute http:// or https:// URL",
     );
+}
+
+/// Names that must never reach a tool or a connection as anything but data.
+const HOSTILE: [&str; 13] = [
+    "host=other dbname=payroll",
+    "postgresql://x/y",
+    "-c",
+    "--help",
+    "a/b",
+    "..",
+    "a\nb",
+    "a'b",
+    "a\"b",
+    "a=b",
+    "",
+    "/var/run/postgresql",
+    "a b",
+];
+
+/// Each hostile name, and one too long, in `field` of `base` is refused with `message`.
+fn refuses_hostile(kind: &str, base: &Value, field: &[&str], skip: &[&str], message: &str) {
+    let too_long = "a".repeat(600);
+    for name in HOSTILE.iter().copied().chain([too_long.as_str()]) {
+        if skip.contains(&name) {
+            continue;
+        }
+        assert_rejected(
+            kind,
+            base,
+            |obj| {
+                let mut at = &mut *obj;
+                for f in field {
+                    at = match f.parse::<usize>() {
+                        Ok(i) => &mut at[i],
+                        Err(_) => &mut at[*f],
+                    };
+                }
+                *at = json!(name);
+            },
+            message,
+        );
+    }
+}
+
+#[test]
+fn cel_identifiers_are_data() {
+    let p = policy();
+    let db = ["spec", "assets", "0", "postgres"];
+    let database = "database names are 1-63 ASCII letters";
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &[&db[..], &["databases", "0"]].concat(),
+        &[],
+        database,
+    );
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &[&db[..], &["user"]].concat(),
+        &[],
+        "user must be",
+    );
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &[&db[..], &["host"]].concat(),
+        &[],
+        "host must be a DNS name",
+    );
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &["spec", "assets", "1", "redis", "host"],
+        &[],
+        "host must be a DNS name",
+    );
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &["spec", "assets", "1", "redis", "username"],
+        &[],
+        "username must be",
+    );
+    let mut with_options = p.clone();
+    with_options["spec"]["assets"][0]["postgres"]["dumpOptions"] =
+        json!({"schemas": ["public"], "excludeTables": ["audit_*"]});
+    for list in ["schemas", "excludeTables"] {
+        refuses_hostile(
+            "BackupPolicy",
+            &with_options,
+            &[&db[..], &["dumpOptions", list, "0"]].concat(),
+            &[],
+            "schema and table patterns are",
+        );
+    }
+    refuses_hostile(
+        "BackupPolicy",
+        &p,
+        &["spec", "destination", "s3", "prefix"],
+        &["", "a/b"],
+        "prefix must be relative",
+    );
+    let mut r = restore();
+    r["spec"]["validation"]["checks"] = json!([{"name": "rows", "sql": {"asset": "db",
+        "database": "app", "query": "SELECT true", "expect": "t"}}]);
+    r["spec"]["targets"][0]["postgres"]["database"] = json!("app_staging");
+    refuses_hostile(
+        "RestoreRequest",
+        &r,
+        &["spec", "validation", "checks", "0", "sql", "database"],
+        &[],
+        database,
+    );
+    refuses_hostile(
+        "RestoreRequest",
+        &r,
+        &["spec", "targets", "0", "postgres", "database"],
+        &[],
+        database,
+    );
+    let mut k = restore();
+    k["spec"]["assets"] = json!(["state"]);
+    k["spec"]["targets"] = json!([{"asset": "state", "kubernetesState": {"namespaceMapping": {"prod": "prod-drill"}}}]);
+    refuses_hostile(
+        "RestoreRequest",
+        &k,
+        &[
+            "spec",
+            "targets",
+            "0",
+            "kubernetesState",
+            "namespaceMapping",
+            "prod",
+        ],
+        &[],
+        "namespace names are DNS labels",
+    );
+    assert_rejected(
+        "RestoreRequest",
+        &k,
+        |r| r["spec"]["targets"][0]["kubernetesState"]["namespaceMapping"] = json!({"../x": "y"}),
+        "namespace names are DNS labels",
+    );
+    // Ordinary names pass: IPv6 and IPv4 literals, DNS names, roles with '@'.
+    let mut ok = p.clone();
+    ok["spec"]["assets"][0]["postgres"]["host"] = json!("fd00::5");
+    ok["spec"]["assets"][0]["postgres"]["user"] = json!("app.user@server");
+    ok["spec"]["assets"][0]["postgres"]["databases"] = json!(["shop_2024-eu", "app"]);
+    ok["spec"]["assets"][1]["redis"]["host"] = json!("10.0.0.7");
+    ok["spec"]["destination"]["s3"]["prefix"] = json!("team-a/backups/");
+    assert_eq!(cel("BackupPolicy", &ok, None), Ok(()));
+}
+
+#[test]
+fn cel_http_check_urls_are_what_the_agent_sends() {
+    for bad in [
+        "http://app/health\r\nX-Injected: 1",
+        "http://app/he alth",
+        "http://app/\u{7f}",
+        "ftp://app/health",
+        "file:///etc/passwd",
+        "http://",
+    ] {
+        assert_rejected(
+            "RestoreRequest",
+            &restore(),
+            |r| r["spec"]["validation"]["checks"][0]["http"]["url"] = json!(bad),
+            "url must be an absolute http:// or https:// URL",
+        );
+    }
+    for good in [
+        "https://shop.staging.svc/health",
+        "http://[::1]:8080/health?full=1",
+    ] {
+        let mut r = restore();
+        r["spec"]["validation"]["checks"][0]["http"]["url"] = json!(good);
+        assert_eq!(cel("RestoreRequest", &r, None), Ok(()), "{good}");
+    }
 }
 
 #[test]

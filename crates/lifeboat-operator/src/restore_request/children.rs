@@ -206,7 +206,18 @@ pub fn validate_job(
         timeout: rr.spec.validation.timeout.clone(),
         assets,
     };
-    let secrets = steps.iter().flat_map(target_secrets).collect();
+    // The targets' credentials, and the CA bundles of HTTPS checks.
+    let secrets = steps
+        .iter()
+        .flat_map(target_secrets)
+        .chain(
+            rr.spec
+                .validation
+                .checks
+                .iter()
+                .filter_map(|c| c.http.as_ref()?.ca_secret.clone()),
+        )
+        .collect();
     // Checks need no backup location: mount none.
     let no_location = Destination {
         volume: None,
@@ -482,6 +493,19 @@ mod tests {
         let secrets = mounted(&job);
         assert!(!secrets.contains_key("age-key"), "{secrets:?}");
         assert!(!secrets.contains_key("s3-creds"), "{secrets:?}");
+    }
+
+    #[test]
+    fn validation_mounts_the_ca_bundle_of_an_https_check() {
+        let mut rr = request();
+        rr.spec.validation.checks = vec![
+            serde_json::from_value(json!({"name": "web", "http": {
+                "url": "https://shop.staging.svc/health",
+                "caSecret": {"name": "internal-ca", "key": "ca.crt"}}}))
+            .unwrap(),
+        ];
+        let job = validate_job(&rr, &policy(), &[step(None)], &AgentConfig::default()).unwrap();
+        assert_eq!(mounted(&job)["internal-ca"], ["ca.crt"]);
     }
 
     #[test]

@@ -136,10 +136,21 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
             if asset.kubernetes_state.is_some() {
                 return Err(unsupported("kubernetesState"));
             }
-            return Ok(Asset {
+            // An empty source is a fine thing to return to (it may be the disaster itself).
+            let mut own = Asset {
                 canary: false,
                 ..asset.clone()
-            });
+            };
+            if let Some(pg) = &mut own.postgres {
+                pg.allow_empty = true;
+            }
+            if let Some(r) = &mut own.redis {
+                r.allow_empty = true;
+            }
+            if let Some(b) = &mut own.object_storage {
+                b.allow_empty = true;
+            }
+            return Ok(own);
         }
         Some(t) => {
             if let Some(pg) = &t.postgres {
@@ -155,14 +166,16 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
                     connection: pg.connection.clone(),
                     databases,
                     dump_options: Default::default(),
+                    allow_empty: true,
                 });
             } else if let Some(r) = &t.redis {
                 safety.redis = Some(RedisAsset {
                     connection: r.connection.clone(),
                     data_dir: r.data_dir.clone(),
+                    allow_empty: true,
                 });
             } else if let Some(s3) = &t.object_storage {
-                // An empty target bucket is a fine thing to return to.
+                // An empty target is a fine thing to return to.
                 safety.object_storage = Some(ObjectStorageAsset {
                     source: s3.clone(),
                     allow_empty: true,
@@ -254,8 +267,14 @@ mod tests {
         let pg = safety.postgres.unwrap();
         assert_eq!(pg.connection.host, "staging-db");
         assert_eq!(pg.databases, ["orders_copy"]);
-        // Without a target, the target is the source itself.
-        assert_eq!(safety_asset(&orders, None).unwrap(), orders);
+        assert!(pg.allow_empty, "an empty target is a state to return to");
+        // Without a target, the target is the source itself, empty or not.
+        let own = safety_asset(&orders, None).unwrap();
+        assert!(own.postgres.as_ref().unwrap().allow_empty);
+        assert_eq!(
+            own.postgres.unwrap().connection,
+            orders.postgres.unwrap().connection
+        );
     }
 
     #[test]
