@@ -334,7 +334,9 @@ pub enum RpoBasis {
 pub struct Compression {
     #[serde(default)]
     pub algorithm: CompressionAlgorithm,
-    /// zstd level, 1 (fastest) to 19 (smallest).
+    /// zstd level, 1 (fastest) to 19 (smallest). The default, 1, keeps a backup at the
+    /// source's own speed on two cores (level 3 measured 1.2–1.7 × pg_dump's limit) and its
+    /// artifacts no larger than gzip's.
     #[serde(default = "default_zstd_level")]
     #[schemars(range(min = 1, max = 19))]
     pub level: u8,
@@ -350,7 +352,7 @@ impl Default for Compression {
 }
 
 fn default_zstd_level() -> u8 {
-    3
+    1
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

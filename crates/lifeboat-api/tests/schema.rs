@@ -192,7 +192,7 @@ fn defaults_fill_what_users_leave_out() {
     let pg = spec.assets[0].postgres.as_ref().unwrap();
     assert_eq!(pg.connection.port, 5432);
     assert_eq!(spec.retention.min_keep, 1);
-    assert_eq!(spec.compression.level, 3);
+    assert_eq!(spec.compression.level, 1);
     assert_eq!(spec.timeout.as_secs(), 3600);
     assert_eq!(spec.history.successful, 3);
     assert!(!spec.suspend);

@@ -1,14 +1,22 @@
 //! What every reconcile is handed: the client, the Event recorder, metrics and settings.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::EventType;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::warn;
 
 use crate::config::AgentConfig;
+use crate::events::{Event, Recorder, Reporter};
 use crate::metrics::Metrics;
+use crate::names;
 
 pub struct Context {
     pub client: Client,
@@ -16,22 +24,175 @@ pub struct Context {
     pub metrics: Metrics,
     pub agent: AgentConfig,
     written: StatusMemo,
-    /// The metadata of every CronJob the policies own, kept by a watch (set by the BackupPolicy
-    /// controller): a reconcile reads it instead of listing CronJobs, which at thousands of
-    /// policies makes the API server filter every CronJob once per reconcile.
-    pub cronjobs: std::sync::OnceLock<CronJobIndex>,
+    /// The policies' CronJobs, kept by a metadata-only watch (fed by the BackupPolicy
+    /// controller): a reconcile reads them here instead of listing CronJobs, which at thousands
+    /// of policies makes the API server filter every CronJob once per reconcile.
+    pub cronjobs: CronJobIndex,
+    /// The names of the policies' backup Jobs, kept by a metadata-only watch (fed by the
+    /// BackupPolicy controller): a reconcile lists Jobs and pods only for a policy that has
+    /// some, so a new policy costs no list.
+    pub jobs: ChildIndex<()>,
     /// Every DrillSchedule in scope, kept by a watch (set by the BackupPolicy controller): a
     /// policy's verified backups are read from its drills' records without a list per reconcile.
     pub drills: std::sync::OnceLock<kube::runtime::reflector::Store<lifeboat_api::DrillSchedule>>,
 }
 
-/// CronJob metadata from a watch, and the generation of each CronJob right after this operator
-/// applied it: a different generation later means someone else changed the spec.
+/// What a reconcile needs to know of an existing CronJob.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CronJobMeta {
+    pub uid: String,
+    pub owners: Vec<String>,
+    /// The digest of the spec it was applied with (`lifeboat.dev/spec-hash`).
+    pub hash: Option<String>,
+    pub generation: Option<i64>,
+}
+
+impl CronJobMeta {
+    pub fn of(cj: &PartialObjectMeta<CronJob>) -> Self {
+        Self {
+            uid: cj.uid().unwrap_or_default(),
+            owners: cj
+                .owner_references()
+                .iter()
+                .map(|o| o.uid.clone())
+                .collect(),
+            hash: cj
+                .annotations()
+                .get(crate::backup_policy::cronjob::SPEC_HASH)
+                .cloned(),
+            generation: cj.metadata.generation,
+        }
+    }
+}
+
+/// The CronJobs' index, and the generation of each CronJob right after this operator applied
+/// it: a different generation later means someone else changed the spec.
+#[derive(Default)]
 pub struct CronJobIndex {
-    pub store: kube::runtime::reflector::Store<
-        kube::core::PartialObjectMeta<k8s_openapi::api::batch::v1::CronJob>,
-    >,
-    pub applied: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    pub children: ChildIndex<CronJobMeta>,
+    pub applied: Mutex<HashMap<String, i64>>,
+}
+
+/// A namespace and a policy's `lifeboat.dev/policy` label value.
+type PolicyKey = (String, String);
+
+/// Children of the policies by policy, from the events of a metadata-only watch, each reduced
+/// to what a reconcile reads. kube-runtime's reflector store is keyed by object only: finding a
+/// policy's children there means a scan of every child, per reconcile (quadratic at thousands
+/// of policies); this index answers with one lookup and holds a few strings per child.
+pub struct ChildIndex<T> {
+    state: Mutex<IndexState<T>>,
+}
+
+struct IndexState<T> {
+    by_policy: HashMap<PolicyKey, BTreeMap<String, T>>,
+    /// The policy of each child, by namespace and name (a relabelled child moves).
+    policy_of: HashMap<(String, String), String>,
+    /// Children of a list in progress (a watch's start or restart), swapped in when it ends.
+    listing: Option<Vec<(String, String, String, T)>>,
+    /// Whether a first list has completed: before, the index knows nothing.
+    synced: bool,
+}
+
+impl<T> Default for ChildIndex<T> {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(IndexState {
+                by_policy: HashMap::new(),
+                policy_of: HashMap::new(),
+                listing: None,
+                synced: false,
+            }),
+        }
+    }
+}
+
+impl<T: Clone> ChildIndex<T> {
+    /// Applies one watch event; `entry` reduces a child to what is kept of it.
+    pub fn apply<K>(
+        &self,
+        event: &watcher::Event<PartialObjectMeta<K>>,
+        entry: impl Fn(&PartialObjectMeta<K>) -> T,
+    ) {
+        let key = |o: &PartialObjectMeta<K>| {
+            Some((
+                o.metadata.namespace.clone()?,
+                o.metadata.name.clone()?,
+                o.metadata
+                    .labels
+                    .as_ref()?
+                    .get(names::LABEL_POLICY)?
+                    .clone(),
+            ))
+        };
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        match event {
+            watcher::Event::Init => s.listing = Some(Vec::new()),
+            watcher::Event::InitApply(o) => {
+                if let (Some((ns, name, policy)), Some(listing)) = (key(o), s.listing.as_mut()) {
+                    listing.push((ns, name, policy, entry(o)));
+                }
+            }
+            watcher::Event::InitDone => {
+                let listed = s.listing.take().unwrap_or_default();
+                s.by_policy.clear();
+                s.policy_of.clear();
+                for (ns, name, policy, e) in listed {
+                    s.insert(ns, name, policy, e);
+                }
+                s.synced = true;
+            }
+            watcher::Event::Apply(o) => {
+                if let Some((ns, name, policy)) = key(o) {
+                    s.remove(&ns, &name);
+                    s.insert(ns, name, policy, entry(o));
+                }
+            }
+            watcher::Event::Delete(o) => {
+                if let (Some(ns), Some(name)) =
+                    (o.metadata.namespace.as_deref(), o.metadata.name.as_deref())
+                {
+                    s.remove(ns, name);
+                }
+            }
+        }
+    }
+
+    /// The children of `policy` in `ns` by name; `None` until the watch's first list is in.
+    pub fn get(&self, ns: &str, policy: &str) -> Option<BTreeMap<String, T>> {
+        let s = self.state.lock().ok()?;
+        if !s.synced {
+            return None;
+        }
+        let key = (ns.to_owned(), names::label_value(policy));
+        Some(s.by_policy.get(&key).cloned().unwrap_or_default())
+    }
+}
+
+impl<T> IndexState<T> {
+    fn insert(&mut self, ns: String, name: String, policy: String, entry: T) {
+        self.policy_of
+            .insert((ns.clone(), name.clone()), policy.clone());
+        self.by_policy
+            .entry((ns, policy))
+            .or_default()
+            .insert(name, entry);
+    }
+
+    fn remove(&mut self, ns: &str, name: &str) {
+        let Some(policy) = self.policy_of.remove(&(ns.to_owned(), name.to_owned())) else {
+            return;
+        };
+        let key = (ns.to_owned(), policy);
+        if let Some(children) = self.by_policy.get_mut(&key) {
+            children.remove(name);
+            if children.is_empty() {
+                self.by_policy.remove(&key);
+            }
+        }
+    }
 }
 
 /// The statuses this operator wrote in the last moments, by object uid. A reconcile triggered by
@@ -88,7 +249,8 @@ impl Context {
             metrics,
             agent,
             written: StatusMemo::default(),
-            cronjobs: std::sync::OnceLock::new(),
+            cronjobs: CronJobIndex::default(),
+            jobs: ChildIndex::default(),
             drills: std::sync::OnceLock::new(),
         }
     }
@@ -109,10 +271,9 @@ impl Context {
     ) {
         let event = Event {
             type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action,
-            secondary: None,
+            reason,
+            action: &action,
+            note,
         };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             warn!(error = %e, reason, "publishing an Event");
@@ -187,5 +348,97 @@ impl Context {
             .await;
         }
         changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cj(ns: &str, name: &str, policy: &str, hash: &str) -> PartialObjectMeta<CronJob> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {
+                "namespace": ns, "name": name, "uid": format!("uid-{name}"), "generation": 1,
+                "labels": {names::LABEL_POLICY: policy},
+                "annotations": {crate::backup_policy::cronjob::SPEC_HASH: hash}
+            }
+        }))
+        .unwrap()
+    }
+
+    fn names_of(index: &ChildIndex<CronJobMeta>, ns: &str, policy: &str) -> Option<Vec<String>> {
+        index
+            .get(ns, policy)
+            .map(|c| c.into_keys().collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_child_index_answers_by_policy_after_its_first_list() {
+        let index = ChildIndex::<CronJobMeta>::default();
+        let apply = |e: watcher::Event<PartialObjectMeta<CronJob>>| {
+            index.apply(&e, CronJobMeta::of);
+        };
+        assert_eq!(names_of(&index, "a", "shop"), None, "unknown before a list");
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(cj("a", "shop-db", "shop", "h1")));
+        assert_eq!(names_of(&index, "a", "shop"), None, "a list in progress");
+        apply(watcher::Event::InitApply(cj(
+            "a",
+            "shop-cache",
+            "shop",
+            "h1",
+        )));
+        apply(watcher::Event::InitApply(cj("b", "shop-db", "shop", "h1")));
+        apply(watcher::Event::InitDone);
+        assert_eq!(
+            names_of(&index, "a", "shop").unwrap(),
+            ["shop-cache", "shop-db"]
+        );
+        assert_eq!(names_of(&index, "b", "shop").unwrap(), ["shop-db"]);
+        assert_eq!(
+            names_of(&index, "a", "other").unwrap(),
+            Vec::<String>::new()
+        );
+
+        // A change replaces, a relabel moves, a deletion removes.
+        apply(watcher::Event::Apply(cj("a", "shop-db", "shop", "h2")));
+        let db = index.get("a", "shop").unwrap()["shop-db"].clone();
+        assert_eq!(db.hash.as_deref(), Some("h2"));
+        assert_eq!(db.uid, "uid-shop-db");
+        apply(watcher::Event::Apply(cj("a", "shop-cache", "other", "h1")));
+        assert_eq!(names_of(&index, "a", "shop").unwrap(), ["shop-db"]);
+        assert_eq!(names_of(&index, "a", "other").unwrap(), ["shop-cache"]);
+        apply(watcher::Event::Delete(cj("a", "shop-db", "shop", "h2")));
+        assert_eq!(names_of(&index, "a", "shop").unwrap(), Vec::<String>::new());
+
+        // A relist replaces everything: what it no longer lists is gone.
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(cj("a", "new-db", "new", "h1")));
+        assert_eq!(
+            names_of(&index, "a", "other").unwrap(),
+            ["shop-cache"],
+            "the old state answers until the relist is done"
+        );
+        apply(watcher::Event::InitDone);
+        assert_eq!(
+            names_of(&index, "a", "other").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(names_of(&index, "b", "shop").unwrap(), Vec::<String>::new());
+        assert_eq!(names_of(&index, "a", "new").unwrap(), ["new-db"]);
+    }
+
+    #[test]
+    fn the_child_index_finds_a_long_policy_name_by_its_label_value() {
+        let index = ChildIndex::<CronJobMeta>::default();
+        let long = "p".repeat(80);
+        index.apply(&watcher::Event::Init, CronJobMeta::of);
+        index.apply(
+            &watcher::Event::InitApply(cj("a", "c", &names::label_value(&long), "h")),
+            CronJobMeta::of,
+        );
+        index.apply(&watcher::Event::InitDone, CronJobMeta::of);
+        assert_eq!(names_of(&index, "a", &long).unwrap(), ["c"]);
     }
 }

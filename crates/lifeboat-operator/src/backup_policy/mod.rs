@@ -11,8 +11,6 @@ pub mod status;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use futures::FutureExt;
-
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -102,6 +100,11 @@ pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>)
 
 /// Outcomes of the policy's finished Jobs (scheduled and on-demand), with their pods' reports.
 async fn read_outcomes(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<JobOutcome>> {
+    // The watched index knows whether the policy has Jobs at all: most reconciles (a policy
+    // created, its CronJobs appearing) need no list then.
+    if ctx.jobs.get(ns, policy).is_some_and(|jobs| jobs.is_empty()) {
+        return Ok(Vec::new());
+    }
     let selector = ListParams::default().labels(&names::backup_selector(policy));
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns)
         .list(&selector)
@@ -155,11 +158,8 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
         let applied = cronjobs
             .patch(&cj.name_any(), &apply, &Patch::Apply(cj))
             .await?;
-        if let (Some(index), Some(uid), Some(generation)) = (
-            ctx.cronjobs.get(),
-            applied.uid(),
-            applied.metadata.generation,
-        ) && let Ok(mut m) = index.applied.lock()
+        if let (Some(uid), Some(generation)) = (applied.uid(), applied.metadata.generation)
+            && let Ok(mut m) = ctx.cronjobs.applied.lock()
         {
             m.insert(uid, generation);
         }
@@ -238,28 +238,19 @@ impl ExistingCronJob {
 
 /// The policy's CronJobs: from the watched index once it has synced, else by a list.
 async fn existing_cronjobs(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<ExistingCronJob>> {
-    let policy_label = names::label_value(policy);
-    if let Some(index) = ctx.cronjobs.get()
-        && index.store.wait_until_ready().now_or_never().is_some()
-    {
-        let applied = index.applied.lock().map(|m| m.clone()).unwrap_or_default();
-        return Ok(index
-            .store
-            .state()
-            .iter()
-            .filter(|m| {
-                m.metadata.namespace.as_deref() == Some(ns)
-                    && m.labels().get(names::LABEL_POLICY) == Some(&policy_label)
-            })
-            .map(|m| {
-                let uid = m.uid().unwrap_or_default();
-                ExistingCronJob {
-                    name: m.name_any(),
-                    owners: m.owner_references().iter().map(|o| o.uid.clone()).collect(),
-                    hash: m.annotations().get(cronjob::SPEC_HASH).cloned(),
-                    unchanged: applied.get(&uid).map(|g| Some(*g) == m.metadata.generation),
-                    full: None,
-                }
+    if let Some(children) = ctx.cronjobs.children.get(ns, policy) {
+        let applied = ctx.cronjobs.applied.lock().ok();
+        return Ok(children
+            .into_iter()
+            .map(|(name, m)| ExistingCronJob {
+                unchanged: applied
+                    .as_ref()
+                    .and_then(|a| a.get(&m.uid))
+                    .map(|g| Some(*g) == m.generation),
+                name,
+                owners: m.owners,
+                hash: m.hash,
+                full: None,
             })
             .collect());
     }
