@@ -326,13 +326,14 @@ impl Write for UploadWriter<'_> {
 }
 
 impl Store {
-    /// Claims a new backup of `scope` named after `at` and a random suffix
-    /// (`20261124T101500Z-3fa9c2d1`): unique by construction, so two runs in the same second
-    /// never share one even on a store that ignores conditional writes, and still sorted by
-    /// time. A directory is claimed by creating it (atomic); an S3 id by creating its marker
-    /// object only if absent, which a store that honours `If-None-Match` makes atomic too.
+    /// Claims a new backup of `scope` named after `at`, its milliseconds and a random suffix
+    /// (`20261124T101500Z-123-3fa9c2d1`): unique by construction, so two runs in the same
+    /// moment never share one even on a store that ignores conditional writes, and sorted by
+    /// time, ids of earlier agents (`20261124T101500Z`) among them. A directory is claimed by
+    /// creating it (atomic); an S3 id by creating its marker object only if absent, which a
+    /// store that honours `If-None-Match` makes atomic too.
     pub fn claim(&self, scope: &Scope, at: Timestamp) -> Result<Slot> {
-        let base = at.strftime("%Y%m%dT%H%M%SZ").to_string();
+        let base = at.strftime("%Y%m%dT%H%M%SZ-%3f").to_string();
         for _ in 0..8 {
             let mut suffix = [0u8; 4];
             getrandom::fill(&mut suffix)
@@ -360,14 +361,21 @@ impl Store {
                         mode: PutMode::Create,
                         ..Default::default()
                     };
+                    let key = s3.key(&parts);
                     let put = s3.rt.block_on(s3.store.put_opts(
-                        &s3.key(&parts),
+                        &key,
                         PutPayload::from_static(b"{}"),
                         opts,
                     ));
                     match put {
                         Ok(_) => true,
                         Err(object_store::Error::AlreadyExists { .. }) => false,
+                        // A store that refuses conditional writes outright: the random suffix
+                        // alone keeps ids apart, as on one that ignores them.
+                        Err(e) if not_implemented(&e.to_string()) => {
+                            s3.put_object(&key, b"{}".to_vec())?;
+                            true
+                        }
                         Err(e) => return Err(s3.err(e)),
                     }
                 }
@@ -1015,6 +1023,11 @@ fn classify(text: &str, role: S3Role) -> lifeboat_api::agent_result::ErrorClass 
     }
 }
 
+/// Whether an S3 error says the store does not implement what was asked (a conditional write).
+fn not_implemented(text: &str) -> bool {
+    has_status(text, "501") || text.contains("NotImplemented")
+}
+
 /// Whether `code` stands in `text` as a number of its own: a bare substring test took the
 /// "...434037s" of a retry duration for a 403 and called a run of 503s an authentication failure
 /// (tests/storage_faults.rs, once in a while).
@@ -1033,6 +1046,37 @@ mod tests {
     use lifeboat_api::agent_result::ErrorClass;
 
     #[test]
+    fn ids_are_the_time_to_the_millisecond_and_a_random_suffix_and_sort_by_time() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::Local(root.path().to_path_buf());
+        let scope = Scope::new("shop", "orders").unwrap();
+        let at: Timestamp = "2026-11-24T10:15:00.123Z".parse().unwrap();
+        let (a, b) = (
+            store.claim(&scope, at).unwrap(),
+            store.claim(&scope, at).unwrap(),
+        );
+        assert_ne!(a.id, b.id);
+        for id in [&a.id, &b.id] {
+            let (time, suffix) = id.rsplit_once('-').unwrap();
+            assert_eq!(time, "20261124T101500Z-123");
+            assert!(
+                suffix.len() == 8 && suffix.bytes().all(|c| c.is_ascii_hexdigit()),
+                "{id}"
+            );
+            assert!(root.path().join("shop/orders").join(id).is_dir());
+        }
+        let later = store
+            .claim(&scope, at + jiff::SignedDuration::from_millis(1))
+            .unwrap();
+        assert!(later.id > a.id && later.id > b.id);
+        // Ids of earlier agents (to the second) sort with them by time.
+        assert!("20261124T101500Z" < a.id.as_str() && a.id.as_str() < "20261124T101501Z");
+        assert!(Scope::new("Shop", "orders").is_err());
+        assert!(Scope::new("shop", "../x").is_err());
+        assert!(Scope::new("shop", "orders_safety").is_ok());
+    }
+
+    #[test]
     fn a_number_that_contains_403_is_not_a_403() {
         let slow_down = "Error performing GET http://127.0.0.1:40319/backups?list-type=2 in 6.393434037s, after 10 retries - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>";
         assert_eq!(classify(slow_down, S3Role::Backups), ErrorClass::Storage);
@@ -1040,5 +1084,9 @@ mod tests {
         assert_eq!(classify(denied, S3Role::Backups), ErrorClass::Auth);
         assert!(has_status("status 403", "403"));
         assert!(!has_status("port 40319, 1.403s, 94031", "403"));
+        assert!(not_implemented(
+            "Server returned non-2xx status code: 501 Not Implemented: <Code>NotImplemented</Code>"
+        ));
+        assert!(!not_implemented(slow_down));
     }
 }

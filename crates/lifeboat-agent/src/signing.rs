@@ -124,7 +124,8 @@ pub fn default_key_file() -> Option<PathBuf> {
 }
 
 /// Parses a metadata document and checks its signature (or, for an unsigned one, that `trust`
-/// accepts unsigned metadata). Where it lies is checked by the caller, which knows the place.
+/// accepts unsigned metadata); the signature stays in what is returned. Where it lies is
+/// checked by the caller, which knows the place.
 pub fn open(bytes: &[u8], what: &str, trust: Trust<'_>) -> Result<BackupMetadata> {
     let malformed = |e: &dyn std::fmt::Display| {
         AgentError::integrity(format!("{what}: malformed metadata: {e}"))
@@ -139,8 +140,12 @@ pub fn open(bytes: &[u8], what: &str, trust: Trust<'_>) -> Result<BackupMetadata
             version.map_or_else(|| "(none)".to_owned(), |v| v.to_string())
         )));
     }
-    let signature = value.as_object_mut().and_then(|o| o.remove("signature"));
-    match signature {
+    let signature = value
+        .as_object_mut()
+        .and_then(|o| o.remove("signature"))
+        .map(|s| serde_json::from_value::<MetadataSignature>(s).map_err(|e| malformed(&e)))
+        .transpose()?;
+    match &signature {
         None => {
             if trust.unsigned != Unsigned::Accept {
                 return Err(AgentError::integrity(format!(
@@ -149,8 +154,6 @@ pub fn open(bytes: &[u8], what: &str, trust: Trust<'_>) -> Result<BackupMetadata
             }
         }
         Some(signature) => {
-            let signature: MetadataSignature =
-                serde_json::from_value(signature).map_err(|e| malformed(&e))?;
             let key = trust.key.ok_or_else(|| {
                 AgentError::config(format!(
                     "{what}: the metadata is signed and no signing key was given to check it"
@@ -176,7 +179,7 @@ pub fn open(bytes: &[u8], what: &str, trust: Trust<'_>) -> Result<BackupMetadata
         }
     }
     let mut metadata: BackupMetadata = serde_json::from_value(value).map_err(|e| malformed(&e))?;
-    metadata.signature = None;
+    metadata.signature = signature;
     for a in &metadata.artifacts {
         if a.name.contains('/') || a.name.starts_with('.') {
             return Err(AgentError::integrity(format!(
@@ -285,7 +288,7 @@ mod tests {
         let mut m = metadata();
         k.sign(&mut m).unwrap();
         let bytes = serde_json::to_vec_pretty(&m).unwrap();
-        assert_eq!(open(&bytes, "m", trust(&k)).unwrap(), metadata());
+        assert_eq!(open(&bytes, "m", trust(&k)).unwrap(), m);
         let e = open(&bytes, "m", trust(&other)).unwrap_err();
         assert!(e.message.contains("another key"), "{}", e.message);
         // Key order and whitespace are not part of what is signed; content is.

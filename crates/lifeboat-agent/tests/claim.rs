@@ -48,6 +48,8 @@ fn two_runs_in_the_same_second_get_two_ids_and_two_good_backups() {
                 s.backup_id.unwrap()
             })
             .collect();
+        // `20261124T101500Z-123-3fa9c2d1`: the second comes first (an id of earlier agents,
+        // `20261124T101500Z`, is the second itself).
         let second = |id: &str| id.split('-').next().unwrap().to_owned();
         if second(&ids[0]) != second(&ids[1]) {
             eprintln!("attempt {attempt}: {ids:?} straddle a second, again");
