@@ -586,8 +586,12 @@ async fn the_master_signing_key_is_made_once_kept_on_upgrade_and_never_committed
     let env = lifeboat_testenv::shared().unwrap();
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, "master-key").await.unwrap();
+    // As the release's first install left it.
     let existing: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "lifeboat-signing-master-key"},
+        "metadata": {"name": "lifeboat-signing-master-key",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "lifeboat",
+                                     "meta.helm.sh/release-namespace": ns}},
         "data": {"key": k8s_openapi::ByteString(vec![9; 32])}
     }))
     .unwrap();
@@ -595,11 +599,14 @@ async fn the_master_signing_key_is_made_once_kept_on_upgrade_and_never_committed
         .create(&PostParams::default(), &existing)
         .await
         .unwrap();
+    // Nothing cluster-scoped (the shared control plane holds the CRDs and other tests' RBAC,
+    // which helm would refuse to take over).
     let mut upgrade = Command::new(helm());
     upgrade
         .args(["template", "lifeboat", "--dry-run=server"])
         .arg(repo().join("charts/lifeboat"))
-        .args(["--namespace", &ns]);
+        .args(["--namespace", &ns, "--set", "crds.install=false"])
+        .args(["--set", &format!("watchNamespace={ns}")]);
     if let Some(k) = env.kubeconfig() {
         upgrade.env("KUBECONFIG", k);
     }
