@@ -71,19 +71,6 @@ impl Scope {
         })
     }
 
-    /// The same namespace's directory of another policy (a request's `<policy>_safety`).
-    pub fn sibling(&self, policy: &str) -> Result<Self> {
-        check_policy(policy)?;
-        Ok(Self {
-            namespace: self.namespace.clone(),
-            policy: policy.to_owned(),
-        })
-    }
-
-    pub fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-
     pub fn policy(&self) -> &str {
         &self.policy
     }

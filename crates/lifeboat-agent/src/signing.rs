@@ -94,11 +94,6 @@ impl SigningKey {
         Self::read(path)
     }
 
-    /// Names the key without revealing it.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// Signs `metadata` (any signature it had is replaced).
     pub fn sign(&self, metadata: &mut BackupMetadata) -> Result<()> {
         metadata.signature = None;
@@ -207,7 +202,7 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Result<Vec<u8>> {
 /// The canonical JSON of `v`: object keys sorted, no whitespace. Written here rather than taken
 /// from a JCS crate because metadata holds only strings, integers, booleans and nesting, for
 /// which sorting keys and serde_json's own escaping are the whole canonical form.
-pub fn canonical(v: &Value) -> Vec<u8> {
+fn canonical(v: &Value) -> Vec<u8> {
     fn write(v: &Value, out: &mut Vec<u8>) {
         match v {
             Value::Object(map) => {
@@ -318,9 +313,9 @@ mod tests {
     fn short_keys_are_refused_and_ids_do_not_reveal_the_key() {
         assert!(SigningKey::from_bytes(vec![7; 31], "k").is_err());
         let k = key(0x41);
-        assert_eq!(k.id().len(), 16);
-        assert!(!k.id().contains("4141"));
-        assert_ne!(k.id(), key(0x42).id());
+        assert_eq!(k.id.len(), 16);
+        assert!(!k.id.contains("4141"));
+        assert_ne!(k.id, key(0x42).id);
     }
 
     #[test]

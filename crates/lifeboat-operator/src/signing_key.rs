@@ -33,14 +33,21 @@ pub struct MasterKeySecret {
     pub name: String,
 }
 
+/// Why a master key Secret cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// In the operator's own namespace a derived key would overwrite it.
+    #[error(
+        "the master key Secret cannot be named {SIGNING_KEY_SECRET}, the name of the derived keys"
+    )]
+    NamedLikeTheDerivedKeys,
+}
+
 impl MasterKeySecret {
-    /// The master key Secret `name` in the operator's namespace. Refused under the derived
-    /// keys' name: in that namespace the operator would overwrite it with a derived key.
-    pub fn new(namespace: &str, name: &str) -> std::result::Result<Self, String> {
+    /// The master key Secret `name` in the operator's namespace.
+    pub fn new(namespace: &str, name: &str) -> std::result::Result<Self, MasterKeyError> {
         if name == SIGNING_KEY_SECRET {
-            return Err(format!(
-                "the master key Secret cannot be named {SIGNING_KEY_SECRET}, the name of the derived keys"
-            ));
+            return Err(MasterKeyError::NamedLikeTheDerivedKeys);
         }
         Ok(Self {
             namespace: namespace.to_owned(),
@@ -60,7 +67,7 @@ pub fn derive(master: &[u8], namespace: &str) -> Result<Vec<u8>> {
 }
 
 /// The Secret holding `namespace`'s derived key.
-pub fn derived_secret(namespace: &str, key: Vec<u8>) -> Secret {
+fn derived_secret(namespace: &str, key: Vec<u8>) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(SIGNING_KEY_SECRET.to_owned()),
