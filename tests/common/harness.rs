@@ -118,8 +118,18 @@ pub const MASTER_KEY_SECRET: &str = "lifeboat-signing-master-key";
 /// The tests' master key: any 32 bytes or more.
 pub const MASTER_KEY: &[u8] = b"the lifeboat tests' master signing key, 32 bytes or more";
 
-/// Creates the master signing key Secret in `namespace` unless it is there.
+/// Creates the master signing key Secret in `namespace` (and the namespace) unless it is there.
 pub async fn install_master_key(admin: &Client, namespace: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            namespace,
+            &PatchParams::apply("lifeboat-tests"),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
     let s: Secret = serde_json::from_value(json!({
         "metadata": {"name": MASTER_KEY_SECRET},
         "data": {"key": k8s_openapi::ByteString(MASTER_KEY.to_vec())}
