@@ -242,13 +242,20 @@ fn canonical(v: &Value) -> Vec<u8> {
     out
 }
 
+/// Lowercase hex, as [`hex`] writes it, and nothing else: `from_str_radix` alone would also take
+/// a sign (`+f`), so one signature would have several spellings (found by tests/fuzz.rs).
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some(digit(*hi)? << 4 | digit(*lo)?),
+            _ => None,
+        })
         .collect()
 }
 
@@ -316,6 +323,14 @@ mod tests {
         assert_eq!(k.id.len(), 16);
         assert!(!k.id.contains("4141"));
         assert_ne!(k.id, key(0x42).id);
+    }
+
+    #[test]
+    fn signatures_are_lowercase_hex_only() {
+        assert_eq!(unhex("00ff7a"), Some(vec![0, 255, 0x7a]));
+        for bad in ["+f", "0", "0F", "zz", "-1"] {
+            assert_eq!(unhex(bad), None, "{bad}");
+        }
     }
 
     #[test]
