@@ -96,6 +96,9 @@ api_port=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}' | 
   --set 'extraEnv[1].name=KUBERNETES_SERVICE_PORT' --set-string "extraEnv[1].value=$api_port" \
   --wait --timeout 3m | sed -n '1,6p'
 k get pods -n lifeboat-system -o wide
+# The chart made the master signing key (kept on upgrade and uninstall); each namespace's backups
+# are signed with a key derived from it. In a real cluster, keep a copy outside it.
+echo "master signing key: Secret $(k get secret lifeboat-signing-master-key -n lifeboat-system -o name)"
 
 step "A BackupPolicy for PostgreSQL and Redis to S3, and a DrillSchedule (RTO 30m, RPO 15m)"
 k create namespace shop >/dev/null
@@ -154,7 +157,7 @@ step "kubectl lifeboat backup now shop --wait (one agent pod per asset)"
 kubectl lifeboat backup now shop -n shop --wait --timeout 5m
 k get pods -n shop -o wide -l lifeboat.dev/role=backup
 echo
-echo "In the bucket (each backup's metadata.json is written last, after every checksum):"
+echo "In the bucket, under <namespace>/<policy>/ (each backup's metadata.json is signed and written last, after every checksum):"
 (cd "$demo/s3/backups" && find . -type f | sort | sed 's|^\./|  s3://backups/|')
 
 step "kubectl lifeboat status"
@@ -192,8 +195,8 @@ drill_id=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.i
 canary=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.rpoCanarySeconds}')
 step "The drill's evidence: written next to the backups by the Job $drill_id-evidence"
 k wait --for=condition=complete "job/$drill_id-evidence" -n shop --timeout 2m >/dev/null
-evidence="$demo/s3/backups/lifeboat/shop/drill-$drill_id.json"
-echo "s3://backups/lifeboat/shop/drill-$drill_id.json ($(wc -c <"$evidence") bytes); canary RPO ${canary:-?}s (the backup's own marker read back from shop_drill)"
+evidence="$demo/s3/backups/lifeboat/shop/shop/drill-$drill_id.json"
+echo "s3://backups/lifeboat/shop/shop/drill-$drill_id.json ($(wc -c <"$evidence") bytes); canary RPO ${canary:-?}s (the backup's own marker read back from shop_drill)"
 kubectl lifeboat report --evidence "$demo/s3/backups" --since 1d | sed -n '/## Summary/,/## Every drill/p' | sed '$d'
 
 if [[ ${LIFEBOAT_DEMO_KEEP:-} == 1 ]]; then

@@ -148,17 +148,24 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
             }
             let resources = rule["resources"].as_array().unwrap();
             if resources.iter().any(|r| r == "secrets") {
-                assert_eq!(
-                    rule["verbs"],
-                    json!(["get"]),
-                    "secrets: get only, never list"
+                // Signing keys: `create` (RBAC cannot name what does not exist yet), and `get`
+                // or `patch` only of the Secrets named: never list, watch, update or delete.
+                let named = rule["resourceNames"]
+                    .as_array()
+                    .is_some_and(|n| !n.is_empty());
+                let verbs = rule["verbs"].as_array().unwrap();
+                assert!(
+                    verbs == &[json!("get")]
+                        || verbs == &[json!("create")]
+                        || (named && verbs.iter().all(|v| v == "get" || v == "patch")),
+                    "secrets: {rule}"
                 );
             }
         }
     }
     assert_eq!(
-        roles, 2,
-        "the operator's ClusterRole and the leader-election Role"
+        roles, 3,
+        "the operator's ClusterRole, the master key's Role and the leader-election Role"
     );
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
@@ -547,4 +554,73 @@ async fn the_operators_account_cannot_do_what_it_does_not_need() {
             .map(|_| ()),
         "read RBAC",
     );
+}
+
+/// The master signing key Secret in rendered manifests, if any.
+fn master_key_secret(text: &str) -> Option<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_json::Value| {
+            d["kind"] == "Secret" && d["metadata"]["name"] == "lifeboat-signing-master-key"
+        })
+}
+
+#[tokio::test]
+async fn the_master_signing_key_is_made_once_kept_on_upgrade_and_never_committed() {
+    // A first install: 32 random bytes, kept on uninstall, new in every fresh render.
+    let key = |s: &serde_json::Value| {
+        serde_json::from_value::<k8s_openapi::ByteString>(s["data"]["key"].clone())
+            .unwrap()
+            .0
+    };
+    let first = master_key_secret(&ok(&template("lifeboat-system", &[]))).unwrap();
+    assert_eq!(
+        first["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(key(&first).len(), 32);
+    let second = master_key_secret(&ok(&template("lifeboat-system", &[]))).unwrap();
+    assert_ne!(key(&first), key(&second), "random, never a fixed key");
+
+    // An upgrade keeps the key the cluster holds: helm's lookup, against the real API server.
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "master-key").await.unwrap();
+    // As the release's first install left it.
+    let existing: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lifeboat-signing-master-key",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "lifeboat",
+                                     "meta.helm.sh/release-namespace": ns}},
+        "data": {"key": k8s_openapi::ByteString(vec![9; 32])}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &existing)
+        .await
+        .unwrap();
+    // Nothing cluster-scoped (the shared control plane holds the CRDs and other tests' RBAC,
+    // which helm would refuse to take over).
+    let mut upgrade = Command::new(helm());
+    upgrade
+        .args(["template", "lifeboat", "--dry-run=server"])
+        .arg(repo().join("charts/lifeboat"))
+        .args(["--namespace", &ns, "--set", "crds.install=false"])
+        .args(["--set", &format!("watchNamespace={ns}")]);
+    if let Some(k) = env.kubeconfig() {
+        upgrade.env("KUBECONFIG", k);
+    }
+    let kept = master_key_secret(&ok(&run(&mut upgrade))).unwrap();
+    assert_eq!(key(&kept), vec![9; 32], "the cluster's key, not a new one");
+
+    // The plain manifests of deploy/ never hold a key (it would be every install's).
+    let committed = std::fs::read_to_string(repo().join("deploy/generated/lifeboat.yaml")).unwrap();
+    assert!(master_key_secret(&committed).is_none());
+    assert!(committed.contains("--signing-key-secret=lifeboat-signing-master-key"));
+    // The derived keys' name is not the master's.
+    let out = template(
+        "lifeboat-system",
+        &["signing.masterKeySecret=lifeboat-signing-key"],
+    );
+    assert!(!out.status.success(), "the derived keys' name was accepted");
 }

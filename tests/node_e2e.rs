@@ -169,11 +169,22 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
+    // The namespace's signing key, as the operator would keep it there.
+    let key: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lifeboat-signing-key"},
+        "data": {"key": k8s_openapi::ByteString(harness::namespace_key(&ns))}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &key)
+        .await
+        .unwrap();
     let job = json!({"namespace": ns, "policy": "shop",
         "asset": {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
                                                      "sslMode": "disable", "databases": ["shop"]}},
         "destination": {"volume": {"claimName": "unused"}},
-        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1},
+        "signingKey": {"name": "lifeboat-signing-key", "key": "key"}});
     let env_vars = json!([
         {"name": "LIFEBOAT_JOB", "value": job.to_string()},
         {"name": "LIFEBOAT_TERMINATION_LOG", "value": "/dev/termination-log"},
@@ -181,11 +192,13 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     ]);
     let volumes = json!([
         {"name": "backups", "hostPath": {"path": out.path(), "type": "Directory"}},
-        {"name": "tmp", "emptyDir": {}}
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "signing-key", "secret": {"secretName": "lifeboat-signing-key", "defaultMode": 0o440}}
     ]);
     let mounts = json!([
         {"name": "backups", "mountPath": "/var/lib/lifeboat/backups"},
-        {"name": "tmp", "mountPath": "/tmp"}
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "signing-key", "mountPath": "/var/run/lifeboat/secrets/lifeboat-signing-key", "readOnly": true}
     ]);
     let t0 = Instant::now();
     pods.create(
@@ -386,7 +399,13 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
     assert!(status.rpo_seconds.is_some_and(|s| s < 600), "{status:?}");
     for asset in &status.assets {
         let id = asset.last_success.as_ref().unwrap().id.clone();
-        let dir = s3.root.path().join("backups/lifeboat/shop").join(&id);
+        let dir = s3
+            .root
+            .path()
+            .join("backups/lifeboat")
+            .join(&h.ns)
+            .join("shop")
+            .join(&id);
         assert!(
             dir.join(format!("{}.metadata.json", asset.name)).is_file(),
             "{} committed in the bucket",
@@ -570,7 +589,12 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let policy_root = s3.root.path().join("backups/lifeboat/shop");
+    let policy_root = s3
+        .root
+        .path()
+        .join("backups/lifeboat")
+        .join(&h.ns)
+        .join("shop");
     let record: lifeboat_api::evidence::DrillEvidence = serde_json::from_slice(
         &std::fs::read(policy_root.join(format!("drill-{}.json", run.id))).unwrap(),
     )

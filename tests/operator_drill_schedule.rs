@@ -275,7 +275,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     // The evidence: a Job the drill owns has the agent write it next to the policy's backups.
     assert_eq!(
         run.evidence.as_deref(),
-        Some(format!("shop/drill-{}.json", run.id).as_str())
+        Some(format!("{}/shop/drill-{}.json", h.ns, run.id).as_str())
     );
     let evidence_job = h
         .api::<Job>()

@@ -162,4 +162,23 @@ async fn no_secret_value_reaches_specs_status_events_or_metrics() {
     for v in VALUES {
         assert!(!haystack.contains(v), "{v} leaked");
     }
+    // The signing keys: the master key and the namespace's derived key, in every form a leak
+    // would take (the text, base64 as in a Secret, hex); the derived key's Secret is referenced.
+    assert!(haystack.contains("\"secretName\":\"lifeboat-signing-key\""));
+    let derived = harness::namespace_key(&h.ns);
+    let master_text = String::from_utf8(harness::MASTER_KEY.to_vec()).unwrap();
+    assert!(
+        !haystack.contains(&master_text),
+        "the master signing key leaked"
+    );
+    for (what, key) in [
+        ("master", harness::MASTER_KEY.to_vec()),
+        ("derived", derived),
+    ] {
+        let base64 = serde_json::to_value(k8s_openapi::ByteString(key.clone())).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        for form in [base64.as_str().unwrap().to_owned(), hex] {
+            assert!(!haystack.contains(&form), "the {what} signing key leaked");
+        }
+    }
 }

@@ -39,6 +39,9 @@ echo "bench: database size $(( size / 1024 / 1024 )) MB" >&2
 # Wall seconds of a shell command, and peak RSS in KiB: the agent's own (it reports its VmHWM),
 # else the largest process of the command (GNU time).
 export LIFEBOAT_REPORT_PEAK_RSS=1
+# Backups are signed: a throw-away key for the bench's namespace ("default" for the policy file).
+head -c 32 /dev/urandom > "$work/signing.key"
+export LIFEBOAT_SIGNING_KEY_FILE=$work/signing.key
 measure() {
   local t0 t1 rss
   t0=$(date +%s.%N)
@@ -65,7 +68,7 @@ read -r t_fc m_fc < <(measure "pg_dump -Fc -Z0 shop > /dev/null")
 read -r t_gz m_gz < <(measure "pg_dump shop | gzip > $work/plain.sql.gz")
 read -r t_ag m_ag < <(measure "$agent backup --policy-file $work/policy.yaml --dir $work/backups")
 gz_size=$(stat -c %s "$work/plain.sql.gz")
-art=$(ls "$work"/backups/bench/*/db.shop.pgdump.zst)
+art=$(ls "$work"/backups/default/bench/*/db.shop.pgdump.zst)
 ag_size=$(stat -c %s "$art")
 
 # S3 on loopback

@@ -16,7 +16,8 @@ use lifeboat_api::restore_request::RestoreOptions;
 
 use crate::crypto::{Identities, Recipients};
 use crate::error::{AgentError, Result};
-use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Slot, Store};
+use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Scope, Slot, Store};
+use crate::signing::{SigningKey, Trust, Unsigned};
 use crate::stream::{Decoding, Encoding};
 use crate::{bucket, postgres, redis, stream};
 
@@ -25,9 +26,41 @@ pub struct Env {
     pub store: Store,
     /// Secret `name`/`key` is the file `<secrets_dir>/<name>/<key>`.
     pub secrets_dir: PathBuf,
+    /// The namespace's signing key: every verb that writes or reads backups needs it.
+    pub signing_key: Option<SigningKey>,
+    /// Whether unsigned (legacy) metadata is read.
+    pub unsigned: Unsigned,
 }
 
 impl Env {
+    /// An environment that reads Secrets from `secrets_dir` and has no store of its own (a
+    /// validation Job, or the first step of building one).
+    pub fn without_store(secrets_dir: PathBuf) -> Self {
+        Self {
+            store: Store::Local(PathBuf::new()),
+            secrets_dir,
+            signing_key: None,
+            unsigned: Unsigned::Refuse,
+        }
+    }
+
+    /// The signing key, which every verb that writes or reads backups needs.
+    pub fn key(&self) -> Result<&SigningKey> {
+        self.signing_key.as_ref().ok_or_else(|| {
+            AgentError::config(
+                "no signing key: give --signing-key FILE or LIFEBOAT_SIGNING_KEY_FILE (in a Job, the Secret lifeboat-signing-key the operator keeps in its namespace)",
+            )
+        })
+    }
+
+    /// What metadata read from the store is checked against.
+    pub fn trust(&self) -> Result<Trust<'_>> {
+        Ok(Trust {
+            key: Some(self.key()?),
+            unsigned: self.unsigned,
+        })
+    }
+
     pub fn secret(&self, r: &SecretKeyRef) -> Result<String> {
         let path = self.secrets_dir.join(&r.name).join(&r.key);
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -125,6 +158,8 @@ pub fn backup(
     encryption: Option<&Encryption>,
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
+    // No key, no backup: checked before the source is touched.
+    let key = env.key()?;
     let encoding = Encoding {
         level: level(compression),
         recipients: encryption
@@ -148,8 +183,10 @@ pub fn backup(
     crate::fault::point("backup.artifacts-stored");
     let metadata = BackupMetadata {
         schema_version: METADATA_SCHEMA_VERSION,
+        // commit records the slot's namespace, policy and id.
+        namespace: String::new(),
         backup_id: slot.id.clone(),
-        policy: slot.policy.clone(),
+        policy: slot.scope.policy().to_owned(),
         asset: asset.name.clone(),
         kind: asset
             .kind()
@@ -167,9 +204,10 @@ pub fn backup(
         },
         encryption: encoding.recipients.as_ref().map(Recipients::info),
         canary,
+        adopted_from: None,
+        signature: None,
     };
-    env.store.commit(slot, &metadata)?;
-    Ok(metadata)
+    env.store.commit(slot, metadata, key)
 }
 
 /// The canary marker of backup `id`, written into the asset's source just before it is captured.
@@ -546,7 +584,7 @@ pub fn restore(
 #[allow(clippy::too_many_arguments)]
 pub fn prune(
     env: &Env,
-    policy: &str,
+    scope: &Scope,
     asset: &str,
     fresh: Option<&str>,
     rules: &lifeboat_api::backup_policy::Retention,
@@ -556,7 +594,7 @@ pub fn prune(
 ) -> Result<Vec<String>> {
     let listed: Vec<Listed> = env
         .store
-        .list(policy)?
+        .list(scope, env.trust()?)?
         .into_iter()
         .filter(|l| l.metadata.asset == asset)
         .collect();
@@ -581,7 +619,7 @@ pub fn prune(
     let now = Timestamp::now();
     let stale: Vec<_> = env
         .store
-        .leftovers(policy, asset)?
+        .leftovers(scope, asset)?
         .into_iter()
         .filter(|l| crate::retention::is_stale(l.newest, now, stale_after))
         .collect();

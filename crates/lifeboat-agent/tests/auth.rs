@@ -20,7 +20,7 @@ const DEFAULT_PASSWORD: &str = "default-requirepass-42";
 
 /// Runs the agent with secrets from files only (no password in its environment).
 fn run(secrets: &Path, term: &Path, verb: &str, args: &[&std::ffi::OsStr]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("PGPASSWORD")
         .env_remove("REDISCLI_AUTH")
@@ -325,4 +325,16 @@ fn passwords_come_from_secret_files_work_and_never_leak() {
             &String::from_utf8_lossy(&std::fs::read(&f).unwrap()),
         );
     }
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

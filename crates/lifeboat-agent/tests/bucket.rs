@@ -78,7 +78,7 @@ fn secrets(dir: &Path, source_sk: &str) -> PathBuf {
 fn run(doc: &Value, verb: &[&str], secrets: &Path, dir: &Path) -> (Output, Option<AgentSummary>) {
     let term = dir.join("term");
     let _ = std::fs::remove_file(&term);
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let out = agent_command()
         .env("LIFEBOAT_JOB", doc.to_string())
         .env("LIFEBOAT_SECRETS_DIR", secrets)
         .env("LIFEBOAT_TERMINATION_LOG", &term)
@@ -180,7 +180,7 @@ fn restore_job(backup: &Value, target: Option<Value>) -> Value {
 }
 
 fn metadata(dir: &Path) -> BackupMetadata {
-    let shop = dir.join("backups/media");
+    let shop = dir.join("backups/n/media");
     let id = std::fs::read_dir(&shop)
         .unwrap()
         .next()
@@ -211,7 +211,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     assert!(summary.ok);
     assert!(summary.snapshot_time.unwrap() >= started);
     let id = summary.backup_id.unwrap();
-    let stored = s3.bucket("backups/lifeboat/media").join(&id);
+    let stored = s3.bucket("backups/lifeboat/n/media").join(&id);
     let meta: BackupMetadata =
         serde_json::from_slice(&std::fs::read(stored.join("assets.metadata.json")).unwrap())
             .unwrap();
@@ -292,7 +292,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     let (out, _) = run(&to_dir, &["backup"], &secrets, dir.path());
     assert!(out.status.success(), "{}", text(&out));
     let verify = |dir: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        agent_command()
             .env_remove("LIFEBOAT_JOB")
             .args(["verify", "--policy", "media", "--dir"])
             .arg(dir.join("backups"))
@@ -302,7 +302,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     let ok = verify(dir.path());
     assert!(ok.status.success(), "{}", text(&ok));
     let meta = metadata(dir.path());
-    let backup_dir = dir.path().join("backups/media").join(&meta.backup_id);
+    let backup_dir = dir.path().join("backups/n/media").join(&meta.backup_id);
     let tar = backup_dir.join("assets.objects.tar.zst");
     let pristine = std::fs::read(&tar).unwrap();
     let mut flipped = pristine.clone();
@@ -352,7 +352,7 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     let secrets_ok = secrets(dir.path(), SK);
     let volume = json!({"volume": {"claimName": "backups"}});
     let listed = |dir: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        let out = agent_command()
             .env_remove("LIFEBOAT_JOB")
             .args(["list", "--policy", "media", "--json", "--dir"])
             .arg(dir.join("backups"))
@@ -376,7 +376,7 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     assert!(text(&out).contains("allowEmpty"), "{}", text(&out));
     assert_eq!(summary.unwrap().error_class, Some(ErrorClass::NotFound));
     assert_eq!(listed(dir.path()), 0);
-    let leftovers = files(&dir.path().join("backups/media"));
+    let leftovers = files(&dir.path().join("backups/n/media"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A bucket that does not exist: NotFound too, never an empty backup.
@@ -484,7 +484,7 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
         meta.encryption.as_ref().unwrap().recipients,
         [public.clone()]
     );
-    let backup_dir = dir.path().join("backups/media").join(&meta.backup_id);
+    let backup_dir = dir.path().join("backups/n/media").join(&meta.backup_id);
     for a in &meta.artifacts {
         let bytes = std::fs::read(backup_dir.join(&a.name)).unwrap();
         assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "{}", a.name);
@@ -502,7 +502,7 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
         std::fs::read_to_string(backup_dir.join("assets.metadata.json")).unwrap()
     );
     assert!(!everything.contains("AGE-SECRET-KEY"), "{everything}");
-    let verified = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let verified = agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_SECRETS_DIR", "/nonexistent")
         .args(["verify", "--policy", "media", "--dir"])
@@ -541,4 +541,16 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(files(&s3.bucket("untouched/enc")), expected);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

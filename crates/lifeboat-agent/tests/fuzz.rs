@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use jiff::{SignedDuration, Timestamp};
-use lifeboat_agent::layout::parse_metadata;
 use lifeboat_agent::retention::{Candidate, select};
+use lifeboat_agent::signing::{SigningKey, Trust, Unsigned};
 use lifeboat_api::agent_result::AgentSummary;
 use lifeboat_api::backup_policy::Retention;
 use proptest::prelude::*;
@@ -22,8 +22,48 @@ fn config() -> ProptestConfig {
 
 const METADATA: &str = r#"{"schemaVersion":1,"backupId":"20261124T100000Z","policy":"shop","asset":"db","kind":"postgres","tool":{"name":"pg_dump","version":"15.18"},"agentVersion":"0.1.0","source":"postgres://db:5432/shop","startedAt":"2026-11-24T10:00:00Z","finishedAt":"2026-11-24T10:00:05Z","snapshotTime":"2026-11-24T10:00:00Z","artifacts":[{"name":"db.shop.pgdump.zst","rawBytes":10,"storedBytes":8,"sha256":"ab"}],"compression":"zstd:3"}"#;
 
+/// Legacy metadata as version 1 agents wrote it: read only with the opt-in.
+fn parse_metadata(
+    bytes: &[u8],
+    what: &str,
+) -> lifeboat_agent::error::Result<lifeboat_api::agent_result::BackupMetadata> {
+    let trust = Trust {
+        key: None,
+        unsigned: Unsigned::Accept,
+    };
+    lifeboat_agent::signing::open(bytes, what, trust)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(b"the fuzz tests' signing key, 32+".to_vec(), "fuzz").unwrap()
+}
+
+/// METADATA as version 2, signed with [`key`], as the agent writes it.
+fn signed() -> (Vec<u8>, lifeboat_api::agent_result::BackupMetadata) {
+    let mut m = parse_metadata(METADATA.as_bytes(), "fixture").unwrap();
+    m.schema_version = lifeboat_api::agent_result::METADATA_SCHEMA_VERSION;
+    m.namespace = "team".into();
+    key().sign(&mut m).unwrap();
+    (serde_json::to_vec_pretty(&m).unwrap(), m)
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn a_signed_document_edited_anywhere_is_refused_or_reads_the_same(at in 0usize..2000, byte in any::<u8>()) {
+        let (mut bytes, original) = signed();
+        let at = at % bytes.len();
+        prop_assume!(bytes[at] != byte);
+        bytes[at] = byte;
+        let k = key();
+        let trust = Trust { key: Some(&k), unsigned: Unsigned::Refuse };
+        match lifeboat_agent::signing::open(&bytes, "edited", trust) {
+            // An edit of whitespace (or of a character JSON reads the same) changes nothing.
+            Ok(m) => prop_assert_eq!(m, original),
+            Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_are_never_valid_metadata_nor_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

@@ -108,8 +108,8 @@ impl World {
     /// Where this policy's backups are on disk (the S3 server's buckets are directories).
     fn policy_root(&self, store: Store, policy: &str) -> PathBuf {
         match store {
-            Store::Dir => self.backups_dir().join(policy),
-            Store::S3 => self.s3.root().join("backups/lifeboat").join(policy),
+            Store::Dir => self.backups_dir().join("n").join(policy),
+            Store::S3 => self.s3.root().join("backups/lifeboat/n").join(policy),
         }
     }
 
@@ -124,7 +124,7 @@ impl World {
     }
 
     fn agent(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+        let mut cmd = agent_command();
         cmd.env_remove("LIFEBOAT_JOB")
             .env_remove("LIFEBOAT_FAULT_POINT")
             .env("LIFEBOAT_SECRETS_DIR", self.secrets())
@@ -383,4 +383,16 @@ fn killed_at_25_points_nothing_half_written_is_ever_listed_and_the_next_run_succ
     }
     eprintln!("{}", table.join("\n"));
     assert_eq!(cases.len(), 25);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

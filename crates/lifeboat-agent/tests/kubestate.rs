@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 fn agent(dir: &Path, args: &[&str]) -> Output {
     let env = lifeboat_testenv::shared().unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.args(args)
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_TERMINATION_LOG", dir.join("termination-log"));
@@ -156,7 +156,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
     assert!(out.status.success(), "{}", text(&out));
 
     // What the dump holds.
-    let artifact = std::fs::read_dir(backups.join("state"))
+    let artifact = std::fs::read_dir(backups.join("n/state"))
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .map(|f| f.unwrap().path())
@@ -328,4 +328,16 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
     let out = restore(true);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert!(namespaces.get_opt(&elsewhere).await.unwrap().is_none());
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -14,7 +14,7 @@ use lifeboat_agent::postgres;
 use lifeboat_api::agent_result::ErrorClass;
 
 fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG");
     c
@@ -46,12 +46,12 @@ impl Shop {
             String::from_utf8_lossy(&out.stderr)
         );
         // The id is the newest directory holding this asset's metadata.
-        let mut ids: Vec<String> = std::fs::read_dir(self.backups().join("shop"))
+        let mut ids: Vec<String> = std::fs::read_dir(self.backups().join("n/shop"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|id| {
                 self.backups()
-                    .join("shop")
+                    .join("n/shop")
                     .join(id)
                     .join(format!("{asset}.metadata.json"))
                     .is_file()
@@ -62,7 +62,7 @@ impl Shop {
     }
 
     fn slot(&self, id: &str) -> PathBuf {
-        self.backups().join("shop").join(id)
+        self.backups().join("n/shop").join(id)
     }
 
     fn verify(&self, id: &str) -> Output {
@@ -268,4 +268,16 @@ fn a_swapped_rdb_or_an_edited_checksum_is_refused_before_the_data_directory_is_t
         std::fs::read(data.path().join("dump.rdb")).unwrap(),
         b"the target's own snapshot"
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -19,6 +19,21 @@ pub const SECRETS_DIR: &str = "/var/run/lifeboat/secrets";
 /// Where the backup volume is mounted in agent pods.
 pub const BACKUP_VOLUME_DIR: &str = "/var/lib/lifeboat/backups";
 
+/// The Secret the operator keeps in every namespace it runs Jobs in: that namespace's signing
+/// key, derived from the platform team's master key. A fixed name, so RBAC can name it.
+pub const SIGNING_KEY_SECRET: &str = "lifeboat-signing-key";
+
+/// The key of [`SIGNING_KEY_SECRET`] holding the key's bytes.
+pub const SIGNING_KEY_KEY: &str = "key";
+
+/// The reference every agent Job document carries to its namespace's signing key.
+pub fn signing_key_ref() -> SecretKeyRef {
+    SecretKeyRef {
+        name: SIGNING_KEY_SECRET.to_owned(),
+        key: SIGNING_KEY_KEY.to_owned(),
+    }
+}
+
 /// The file holding `secret`'s key inside an agent pod.
 pub fn secret_file_path(secret: &SecretKeyRef) -> String {
     format!("{SECRETS_DIR}/{}/{}", secret.name, secret.key)
@@ -38,6 +53,9 @@ pub struct AgentJob {
     pub encryption: Option<Encryption>,
     /// Retention applied after a successful backup, inside this policy's own prefix only.
     pub retention: Retention,
+    /// The namespace's signing key, which signs the backup's metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SecretKeyRef>,
 }
 
 /// One asset restored from one backup, as the operator asks the agent (`restore --execute`) to.
@@ -59,10 +77,16 @@ pub struct AgentRestoreJob {
     /// The age identity that decrypts encrypted artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<SecretKeyRef>,
+    /// The namespace's signing key: the backup's metadata must carry its signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SecretKeyRef>,
+    /// Accept unsigned legacy (version 1) metadata: the request's `source.allowUnsigned`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
 }
 
 /// A finished drill's evidence record, to be written next to the backups it restored as
-/// `<policy>/drill-<id>.json` (`evidence`): the operator knows the timings, the verdict and the
+/// `<namespace>/<policy>/drill-<id>.json` (`evidence`): the operator knows the timings, the verdict and the
 /// checks; the agent fills in each restored backup's artifacts, checksums, snapshot time and
 /// canary from its metadata, and records the backups as verified when the drill restored and
 /// validated them (retention then never deletes the newest of them).
@@ -74,6 +98,9 @@ pub struct AgentEvidenceJob {
     /// Where the policy's backups are.
     pub location: Destination,
     pub evidence: crate::evidence::DrillEvidence,
+    /// The namespace's signing key: the restored backups' metadata is read, so checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SecretKeyRef>,
 }
 
 /// Application checks after a restore (`validate`), retried until they pass or time runs out.

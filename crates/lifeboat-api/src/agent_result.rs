@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup_policy::AssetKind;
 
-/// Version of the `metadata.json` layout; readers refuse versions they do not know.
-pub const METADATA_SCHEMA_VERSION: u32 = 1;
+/// Version of the `metadata.json` layout; readers refuse versions they do not know. Version 2
+/// records the namespace and carries a signature.
+pub const METADATA_SCHEMA_VERSION: u32 = 2;
+
+/// The unsigned metadata of agents before version 2, without a namespace: read only when a
+/// restore or a verification opts in to legacy backups.
+pub const LEGACY_METADATA_SCHEMA_VERSION: u32 = 1;
 
 /// Version of the termination-message summary.
 pub const SUMMARY_VERSION: u32 = 1;
@@ -16,12 +21,17 @@ pub const SUMMARY_VERSION: u32 = 1;
 /// Kubernetes keeps at most 4096 bytes of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 
-/// The audit record of one asset's backup, stored as `<root>/<policy>/<id>/<asset>.metadata.json`.
-/// Never holds a secret: connection details are host, port and names only.
+/// The audit record of one asset's backup, stored as
+/// `<root>/<namespace>/<policy>/<id>/<asset>.metadata.json`. Never holds a secret: connection
+/// details are host, port and names only. Its place (namespace, policy, id, asset) is recorded
+/// and signed, so a copy moved elsewhere is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupMetadata {
     pub schema_version: u32,
+    /// The namespace of the policy (empty in legacy, version 1, metadata).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     pub backup_id: String,
     pub policy: String,
     pub asset: String,
@@ -43,6 +53,43 @@ pub struct BackupMetadata {
     /// The canary marker written into the source just before this backup, when the asset asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryMarker>,
+    /// Set on a backup `adopt` copied from the layout without namespaces: where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<AdoptedFrom>,
+    /// The MAC over everything else in this document (absent only in legacy metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<MetadataSignature>,
+}
+
+/// Where an adopted backup lay before `adopt` copied it into its namespace's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdoptedFrom {
+    /// The old backup directory or key prefix (`<root>/<policy>/<id>`).
+    pub location: String,
+    /// The schema version of the metadata it had there.
+    pub schema_version: u32,
+    pub adopted_at: Timestamp,
+}
+
+/// The signature of a metadata document: a MAC over its canonical JSON without this field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataSignature {
+    pub algorithm: SignatureAlgorithm,
+    /// Names the key without revealing it (a MAC of a fixed label), so a backup signed with
+    /// another namespace's key is told apart from a tampered one.
+    pub key_id: String,
+    /// The MAC, lowercase hex.
+    pub value: String,
+}
+
+/// How metadata is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    /// HMAC-SHA256 with the namespace's key.
+    #[serde(rename = "HMAC-SHA256")]
+    HmacSha256,
 }
 
 /// The record that a backup was proven readable, stored as `<asset>.verified.json` beside its
@@ -186,6 +233,8 @@ pub enum Verb {
     Drill,
     /// A drill's evidence record written next to its backups.
     Evidence,
+    /// Backups of the layout without namespaces moved into a namespace's directory.
+    Adopt,
 }
 
 /// The agent's result, small enough for a termination message.

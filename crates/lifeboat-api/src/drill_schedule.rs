@@ -317,7 +317,7 @@ pub struct DrillRecord {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// Where its evidence record is written, relative to the policy's destination
-    /// (`<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
+    /// (`<namespace>/<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
 }

@@ -96,8 +96,14 @@ pub struct RestoreSource {
     )]
     pub backup_id: String,
     /// Read backups from here instead of the policy's destination (restore in another cluster).
+    /// Its backups must still be signed with this namespace's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Destination>,
+    /// For legacy backups only (written before metadata was signed): accept metadata without a
+    /// signature. Anyone who can write to the store can forge such a backup, so leave it off
+    /// unless restoring a backup taken before the upgrade.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
 }
 
 fn default_backup_id() -> String {

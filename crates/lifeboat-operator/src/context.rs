@@ -23,6 +23,8 @@ pub struct Context {
     /// Every DrillSchedule in scope, kept by a watch (set by the BackupPolicy controller): a
     /// policy's verified backups are read from its drills' records without a list per reconcile.
     pub drills: std::sync::OnceLock<kube::runtime::reflector::Store<lifeboat_api::DrillSchedule>>,
+    /// The master key the namespaces' signing keys are derived from; without it no Job is made.
+    pub signing_key: Option<crate::signing_key::MasterKeySecret>,
 }
 
 /// CronJob metadata from a watch, and the generation of each CronJob right after this operator
@@ -90,7 +92,14 @@ impl Context {
             written: StatusMemo::default(),
             cronjobs: std::sync::OnceLock::new(),
             drills: std::sync::OnceLock::new(),
+            signing_key: None,
         }
+    }
+
+    /// Where the master signing key is (`--signing-key-secret`).
+    pub fn with_signing_key(mut self, secret: crate::signing_key::MasterKeySecret) -> Self {
+        self.signing_key = Some(secret);
+        self
     }
 }
 

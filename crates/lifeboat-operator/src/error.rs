@@ -19,6 +19,10 @@ pub enum Error {
     /// A watch this reconcile reads from has not listed yet (the API server is slow or down).
     #[error("the {0} watch has not synced yet")]
     CacheNotReady(&'static str),
+    /// No master key to derive the namespace's signing key from: no Job can sign or check its
+    /// backups, so none is created until the platform team provides it.
+    #[error("no signing key: {0}")]
+    SigningKeyMissing(String),
 }
 
 impl Error {
@@ -31,6 +35,7 @@ impl Error {
             Error::Serialize(_) => "SerializeFailed",
             Error::Kube(_) => "KubernetesApiError",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::SigningKeyMissing(_) => "SigningKeyMissing",
         }
     }
 

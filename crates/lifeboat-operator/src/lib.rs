@@ -15,6 +15,7 @@ pub mod notify;
 pub mod pod;
 pub mod restore_request;
 pub mod server;
+pub mod signing_key;
 pub mod watch_backoff;
 
 use std::sync::Arc;

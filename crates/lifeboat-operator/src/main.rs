@@ -43,7 +43,7 @@ struct Args {
     /// Act only while holding the Lease `lifeboat-operator` (run two replicas for availability).
     #[arg(long, env = "LIFEBOAT_LEADER_ELECTION")]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's own namespace).
+    /// The operator's own namespace: the Lease's, and the master signing key's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// How long the Lease holds without renewal: the longest a dead leader delays its successor.
@@ -55,6 +55,10 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(2..=300)
     )]
     lease_duration_seconds: u64,
+    /// The Secret in the operator's namespace holding the master signing key (key `key`, at
+    /// least 32 bytes), from which each namespace's key is derived. Without it no Job is made.
+    #[arg(long, env = "LIFEBOAT_SIGNING_KEY_SECRET")]
+    signing_key_secret: Option<String>,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "LIFEBOAT_LOG_JSON")]
     log_json: bool,
@@ -89,7 +93,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     agent.image_pull_policy = args.agent_image_pull_policy;
     agent.service_account = args.agent_service_account;
-    let ctx = Arc::new(Context::new(client, metrics.clone(), agent));
+    let mut ctx = Context::new(client, metrics.clone(), agent);
+    if let Some(name) = &args.signing_key_secret {
+        ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(
+            &args.leader_election_namespace,
+            name,
+        )?);
+    }
+    let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_job::{AgentJob, JOB_ENV};
+use lifeboat_api::agent_job::{AgentJob, JOB_ENV, signing_key_ref};
 use lifeboat_api::backup_policy::{Asset, AssetKind};
 use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
 
@@ -108,7 +108,10 @@ pub fn backup_job_template(
         compression: spec.compression.clone(),
         encryption: spec.encryption.clone(),
         retention: spec.retention.clone(),
+        signing_key: Some(signing_key_ref()),
     };
+    let mut secrets = referenced_secrets(asset, &spec.destination);
+    secrets.push(signing_key_ref());
     let overrides = spec.pod_template.as_ref();
     let mut labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
     labels.extend(names::backup_labels(&name, &asset.name));
@@ -122,7 +125,7 @@ pub fn backup_job_template(
             value: Some(serde_json::to_string(&job)?),
             ..Default::default()
         }],
-        secrets: referenced_secrets(asset, &spec.destination),
+        secrets,
         destination: &spec.destination,
         overrides,
         labels: names::backup_labels(&name, &asset.name),
@@ -458,7 +461,8 @@ mod tests {
             .iter()
             .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
             .collect();
-        assert_eq!(secrets, ["s3-creds", "src-creds"]);
+        // The namespace's signing key, which signs the backup's metadata, and the buckets' keys.
+        assert_eq!(secrets, ["lifeboat-signing-key", "s3-creds", "src-creds"]);
         let mounts: Vec<&str> = pod.containers[0]
             .volume_mounts
             .as_ref()

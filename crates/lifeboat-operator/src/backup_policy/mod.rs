@@ -50,7 +50,9 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let (problem, handled_token) = match apply_children(&policy, &ctx, &ns).await {
         Ok(token) => (None, token),
-        Err(e @ (Error::InvalidSpec(_) | Error::SecretNotFound(_))) => (
+        Err(
+            e @ (Error::InvalidSpec(_) | Error::SecretNotFound(_) | Error::SigningKeyMissing(_)),
+        ) => (
             Some(Problem {
                 reason: e.reason(),
                 message: e.to_string(),
@@ -61,7 +63,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     };
     let retry_soon = problem
         .as_ref()
-        .is_some_and(|p| p.reason == "SecretNotFound");
+        .is_some_and(|p| p.reason == "SecretNotFound" || p.reason == "SigningKeyMissing");
     let now = Timestamp::now();
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
     let decision = status::decide(
@@ -142,6 +144,8 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
     CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     check_secrets(policy, ctx, ns).await?;
+    // Its CronJobs' Jobs mount the namespace's signing key: it exists before they can run.
+    crate::signing_key::ensure(ctx, ns).await?;
 
     let desired = cronjob::desired_cronjobs(policy, &ctx.agent)?;
     let cronjobs = Api::<CronJob>::namespaced(ctx.client.clone(), ns);

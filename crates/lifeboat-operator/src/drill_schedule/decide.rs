@@ -333,7 +333,11 @@ fn finish(
             .unwrap_or_default(),
         checks: rr.map(|r| r.checks.clone()).unwrap_or_default(),
         message: message.clone().unwrap_or(missed.clone()),
-        evidence: Some(super::evidence::evidence_path(&spec.policy, &active.id)),
+        evidence: Some(super::evidence::evidence_path(
+            ds.metadata.namespace.as_deref().unwrap_or_default(),
+            &spec.policy,
+            &active.id,
+        )),
     };
     status.active = None;
     status.history.insert(0, record.clone());

@@ -69,6 +69,13 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     if let Err(message) = check_staging_scope(&ds) {
         return report_problem(&ds, &ctx, &old, "OutOfStagingScope", message).await;
     }
+    // The drill's backup and evidence Jobs mount the namespace's signing key.
+    match crate::signing_key::ensure(&ctx, &ns).await {
+        Err(e @ Error::SigningKeyMissing(_)) => {
+            return report_problem(&ds, &ctx, &old, e.reason(), e.to_string()).await;
+        }
+        other => other?,
+    }
     // A staging namespace someone else made is never adopted (nor, later, deleted).
     let mut staging_exists = false;
     if let Some(sn) = &ds.spec.staging.namespace {
@@ -345,6 +352,7 @@ fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
             policy: ds.spec.policy.clone(),
             backup_id: "latest".into(),
             location: None,
+            allow_unsigned: false,
         },
         assets: ds.spec.assets.clone(),
         targets: ds.spec.staging.targets.clone(),

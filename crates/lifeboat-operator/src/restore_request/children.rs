@@ -4,7 +4,9 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV};
+use lifeboat_api::agent_job::{
+    AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
+};
 use lifeboat_api::backup_policy::{AssetKind, Retention};
 use lifeboat_api::common::{Destination, RestoreTarget, SecretKeyRef};
 use lifeboat_api::restore_request::RestoreOptions;
@@ -48,6 +50,8 @@ pub fn restore_document(
             .encryption
             .as_ref()
             .and_then(|e| e.identity_secret.clone()),
+        signing_key: Some(signing_key_ref()),
+        allow_unsigned: rr.spec.source.allow_unsigned,
     })
 }
 
@@ -61,6 +65,7 @@ pub fn restore_job(
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&doc.location));
     secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
     job(
         rr,
         &restore_job_name(&rr.name_any(), &step.asset.name),
@@ -100,9 +105,11 @@ pub fn safety_job(
             min_keep: 1,
             max_delete_percent: lifeboat_api::backup_policy::DEFAULT_MAX_DELETE_PERCENT,
         },
+        signing_key: Some(signing_key_ref()),
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&location));
+    secrets.push(signing_key_ref());
     job(
         rr,
         &safety_job_name(&rr.name_any(), &step.asset.name),
@@ -144,10 +151,14 @@ pub fn rollback_job(
             .encryption
             .as_ref()
             .and_then(|e| e.identity_secret.clone()),
+        // The safety backup was signed moments ago by this namespace's key.
+        signing_key: Some(signing_key_ref()),
+        allow_unsigned: false,
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&doc.location));
     secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
     job(
         rr,
         &rollback_job_name(&rr.name_any(), &step.asset.name),
@@ -218,7 +229,7 @@ pub fn validate_job(
                 .filter_map(|c| c.http.as_ref()?.ca_secret.clone()),
         )
         .collect();
-    // Checks need no backup location: mount none.
+    // Checks read no backup: no location and no signing key are mounted.
     let no_location = Destination {
         volume: None,
         s3: None,
@@ -447,11 +458,17 @@ mod tests {
             mounted(&job),
             BTreeMap::from([
                 ("age-key".to_owned(), vec!["identity".to_owned()]),
+                ("lifeboat-signing-key".to_owned(), vec!["key".to_owned()]),
                 ("s3-creds".to_owned(), s3.clone()),
                 ("src-creds".to_owned(), s3),
             ])
         );
         let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
+        assert_eq!(
+            doc.signing_key,
+            Some(lifeboat_api::agent_job::signing_key_ref())
+        );
+        assert!(!doc.allow_unsigned);
         assert_eq!(
             doc.identity_secret,
             Some(SecretKeyRef {
@@ -493,6 +510,36 @@ mod tests {
         let secrets = mounted(&job);
         assert!(!secrets.contains_key("age-key"), "{secrets:?}");
         assert!(!secrets.contains_key("s3-creds"), "{secrets:?}");
+        assert!(!secrets.contains_key("lifeboat-signing-key"), "{secrets:?}");
+    }
+
+    #[test]
+    fn safety_backups_and_rollbacks_sign_and_check_with_the_namespace_key() {
+        let mut rr = request();
+        rr.spec.source.allow_unsigned = true;
+        for job in [
+            safety_job(&rr, &policy(), &step(None), &AgentConfig::default()).unwrap(),
+            rollback_job(
+                &rr,
+                &policy(),
+                &step(None),
+                "20261124T100000Z-0a1b2c3d",
+                &AgentConfig::default(),
+            )
+            .unwrap(),
+        ] {
+            assert_eq!(mounted(&job)["lifeboat-signing-key"], ["key"]);
+            let doc: serde_json::Value = serde_json::from_str(&document(&job)).unwrap();
+            assert_eq!(doc["signingKey"]["name"], "lifeboat-signing-key");
+            // The opt-in for legacy backups never reaches a safety backup's own restore.
+            assert!(doc.get("allowUnsigned").is_none(), "{doc}");
+        }
+        // It reaches the restore itself.
+        let doc: AgentRestoreJob = serde_json::from_str(&document(
+            &restore_job(&rr, &policy(), &step(None), &AgentConfig::default()).unwrap(),
+        ))
+        .unwrap();
+        assert!(doc.allow_unsigned);
     }
 
     #[test]

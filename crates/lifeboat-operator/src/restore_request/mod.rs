@@ -88,6 +88,14 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
 
+    // Executing: every Job mounts the namespace's signing key, which must exist first.
+    match crate::signing_key::ensure(&ctx, &ns).await {
+        Err(e @ Error::SigningKeyMissing(_)) => {
+            return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await;
+        }
+        other => other?,
+    }
+
     // Executing: read the Jobs this request owns.
     let selector = format!(
         "lifeboat.dev/restore={}",
