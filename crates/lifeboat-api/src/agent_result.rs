@@ -139,6 +139,9 @@ pub enum ErrorClass {
     Validation,
     /// A tool failed in a way not classified above.
     ToolFailed,
+    /// A Secret (or one of its keys) the job references is not mounted: it does not exist in
+    /// the namespace. Secret volumes are optional, so the pod starts and says which one.
+    SecretNotFound,
 }
 
 impl ErrorClass {
@@ -155,6 +158,7 @@ impl ErrorClass {
             ErrorClass::Timeout => 9,
             ErrorClass::Validation => 10,
             ErrorClass::ToolFailed => 11,
+            ErrorClass::SecretNotFound => 12,
         }
     }
 
@@ -170,6 +174,7 @@ impl ErrorClass {
             ErrorClass::Timeout => "Timeout",
             ErrorClass::Validation => "ValidationFailed",
             ErrorClass::ToolFailed => "ToolFailed",
+            ErrorClass::SecretNotFound => "SecretNotFound",
         }
     }
 }
@@ -186,6 +191,8 @@ pub enum Verb {
     Drill,
     /// A drill's evidence record written next to its backups.
     Evidence,
+    /// A drill's result sent to its webhook.
+    Notify,
 }
 
 /// The agent's result, small enough for a termination message.
@@ -321,6 +328,7 @@ mod tests {
             ErrorClass::Timeout,
             ErrorClass::Validation,
             ErrorClass::ToolFailed,
+            ErrorClass::SecretNotFound,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

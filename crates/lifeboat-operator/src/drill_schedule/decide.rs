@@ -334,6 +334,7 @@ fn finish(
         checks: rr.map(|r| r.checks.clone()).unwrap_or_default(),
         message: message.clone().unwrap_or(missed.clone()),
         evidence: Some(super::evidence::evidence_path(&spec.policy, &active.id)),
+        notification: super::notify::owed(ds, &active.id, verdict),
     };
     status.active = None;
     status.history.insert(0, record.clone());
