@@ -76,14 +76,13 @@ pub fn send(env: &Env, job: &AgentNotifyJob) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| AgentError::config(format!("runtime: {e}")))?;
+    // Inside the runtime: the request's timers need its reactor.
+    let request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
     let status = rt
-        .block_on(
-            client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body)
-                .send(),
-        )
+        .block_on(async { request.send().await })
         .map_err(|_| not_delivered())?
         .status();
     if status.is_success() {
