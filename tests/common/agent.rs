@@ -52,10 +52,13 @@ pub async fn run_notify_job(h: &Harness, job: &str) -> AgentSummary {
         secrets_dir: dir.path().to_owned(),
     };
     let started = Timestamp::now();
-    // The agent blocks on a runtime of its own: off this test's runtime.
-    let result = std::thread::spawn(move || lifeboat_agent::notify::send(&env, &doc))
-        .join()
-        .unwrap();
+    // The agent blocks on a runtime of its own: on a thread of its own, awaited without
+    // blocking this test's runtime (a receiver on it may be what the agent calls).
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lifeboat_agent::notify::send(&env, &doc));
+    });
+    let result = rx.await.unwrap();
     let summary = AgentSummary {
         version: SUMMARY_VERSION,
         verb: Verb::Notify,
