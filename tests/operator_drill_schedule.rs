@@ -705,6 +705,11 @@ async fn a_notification_whose_secret_is_missing_fails_once_naming_the_secret() {
     assert_eq!(pods.items.len(), 1, "one pod, one attempt");
 }
 
+/// The staging tests grant and revoke one cluster-wide permission (the chart's staging
+/// ClusterRoleBinding of the operator's account), and one of them needs it absent: they take
+/// turns.
+static STAGING_RBAC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The chart's opt-in staging-namespace RBAC (`drills.stagingNamespaces=true`), rendered by helm.
 fn staging_rbac() -> Vec<Value> {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -743,6 +748,7 @@ async fn a_drill_gets_an_isolated_staging_namespace_that_goes_after_its_ttl() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::Api;
 
+    let _turn = STAGING_RBAC.lock().await;
     let h = harness("drill-staging").await;
     let staging = format!("{}-staging", h.ns);
     let rbac = staging_rbac();
@@ -972,6 +978,7 @@ async fn conflict(h: &Harness) -> DrillSchedule {
 
 #[tokio::test]
 async fn a_squatted_staging_namespace_is_refused_and_outlives_the_ttl() {
+    let _turn = STAGING_RBAC.lock().await;
     let h = harness("drill-squat").await;
     let binding = grant_staging(&h).await;
     let name = format!("{}-staging", h.ns);
@@ -1028,6 +1035,7 @@ async fn a_squatted_staging_namespace_is_refused_and_outlives_the_ttl() {
 async fn a_staging_namespace_recreated_by_someone_else_is_not_deleted() {
     use k8s_openapi::api::core::v1::Namespace;
     use kube::Api;
+    let _turn = STAGING_RBAC.lock().await;
     let h = harness("drill-recreated").await;
     let binding = grant_staging(&h).await;
     let name = format!("{}-staging", h.ns);

@@ -82,10 +82,20 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
             .await
         {
             Ok(Some(existing)) if !staging::owned(&existing, old.staging_namespace.as_ref()) => {
+                // The cached object may predate the status write that recorded the uid: decide
+                // on a fresh read, and never write a conflict over a newer status.
+                let fresh = Api::<DrillSchedule>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(&ds.name_any())
+                    .await?
+                    .and_then(|d| d.status)
+                    .unwrap_or_default();
+                if staging::owned(&existing, fresh.staging_namespace.as_ref()) {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 return report_problem(
                     &ds,
                     &ctx,
-                    &old,
+                    &fresh,
                     "StagingNamespaceConflict",
                     staging_conflict(&sn.name),
                 )
