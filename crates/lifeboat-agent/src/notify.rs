@@ -69,6 +69,8 @@ pub fn send(env: &Env, job: &AgentNotifyJob) -> Result<()> {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TIMEOUT)
+        // Straight to the URL's host, the one the allowlist checked: no proxy from the pod's
+        // environment.
         .no_proxy()
         .build()
         .map_err(|_| AgentError::config("building the HTTP client"))?;
@@ -76,7 +78,7 @@ pub fn send(env: &Env, job: &AgentNotifyJob) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| AgentError::config(format!("runtime: {e}")))?;
-    // Inside the runtime: the request's timers need its reactor.
+    // Sent inside the runtime: the request's timers need its reactor.
     let request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
