@@ -1,7 +1,8 @@
 //! The Helm chart and the kustomize base, checked the way users install them: `helm lint`, the
 //! values schema, then the rendered manifests and `kubectl apply -k deploy/` sent to the real API
-//! server with a server-side dry-run (admission, schemas, RBAC validation). The chart's RBAC is
-//! what every operator test runs as (see `install_chart_rbac`); here, what it must not allow.
+//! server with a server-side dry-run (admission, schemas, RBAC validation). The chart's RBAC and
+//! admission policy are what every operator test runs under (see `install_chart_rbac`); what
+//! they must not allow is proven against the API server in tests/rbac.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,11 +12,7 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::{CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, install_chart_rbac};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use lifeboat_api::BackupPolicy;
+use harness::{CHART_NAMESPACE, install_chart_rbac};
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -148,15 +145,15 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
             }
             let resources = rule["resources"].as_array().unwrap();
             if resources.iter().any(|r| r == "secrets") {
-                // Signing keys: `create` (RBAC cannot name what does not exist yet), and `get`
-                // or `patch` only of the Secrets named: never list, watch, update or delete.
+                // No read of Secret data anywhere: only the signing keys, `create` (RBAC cannot
+                // name what does not exist yet), and `get` or `patch` of the Secrets named: never
+                // list, watch, update or delete, never an unnamed get.
                 let named = rule["resourceNames"]
                     .as_array()
                     .is_some_and(|n| !n.is_empty());
                 let verbs = rule["verbs"].as_array().unwrap();
                 assert!(
-                    verbs == &[json!("get")]
-                        || verbs == &[json!("create")]
+                    verbs == &[json!("create")]
                         || (named && verbs.iter().all(|v| v == "get" || v == "patch")),
                     "secrets: {rule}"
                 );
@@ -190,6 +187,77 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         pod.get("hostNetwork").is_none(),
         "host network only when asked"
     );
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--webhook-allowed-hosts")),
+        "{args:?}"
+    );
+    // The admission policy holds the operator's account to the agent image.
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:lifeboat-system:lifeboat\""
+    );
+    let image = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        image.ends_with("c.image == \"ghcr.io/lifeboat-dev/lifeboat-agent:0.1.0\")"),
+        "{image}"
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+}
+
+#[test]
+fn the_platform_restricts_webhook_hosts_and_the_agent_image_and_account() {
+    let text = ok(&template(
+        "ops",
+        &[
+            "drills.webhookAllowedHosts={hooks.slack.com,*.chat.example.com}",
+            "agent.image.repository=registry.example.com/lifeboat-agent",
+            "agent.image.tag=1.2.3",
+            "agent.serviceAccountName=backup-agent",
+        ],
+    ));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array().unwrap().contains(&json!(
+            "--webhook-allowed-hosts=hooks.slack.com,*.chat.example.com"
+        )),
+        "{args}"
+    );
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    let rules = serde_json::to_string(&policy["spec"]).unwrap();
+    assert!(
+        rules.contains(r#"c.image == \"registry.example.com/lifeboat-agent:1.2.3\""#),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("system:serviceaccount:ops:lifeboat"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(r#"[\"backup-agent\",\"lifeboat-kubestate\"]"#),
+        "{rules}"
+    );
+    let out = template("ops", &["drills.webhookAllowedHosts={http://x/}"]);
+    assert!(!out.status.success(), "a URL is not a host");
 }
 
 #[test]
@@ -261,7 +329,7 @@ fn staging_namespace_permissions_are_rendered_only_when_asked() {
         [
             (
                 "namespaces".to_owned(),
-                vec!["get", "create", "patch", "delete"]
+                vec!["get", "create", "delete"]
                     .into_iter()
                     .map(String::from)
                     .collect::<Vec<_>>()
@@ -465,97 +533,6 @@ async fn the_chart_and_the_kustomize_base_pass_the_api_servers_dry_run() {
         .arg(repo().join("deploy/examples"))));
     assert_eq!(out.lines().count(), 4, "{out}");
 }
-
-#[tokio::test]
-async fn the_operators_account_cannot_do_what_it_does_not_need() {
-    let env = lifeboat_testenv::shared().unwrap();
-    let admin = env.client().await.unwrap();
-    install_chart_rbac(&admin).await;
-    let ns = env.namespace(&admin, "rbac").await.unwrap();
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}}),
-    )
-    .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": "shop"},
-        "spec": {"schedule": "@daily", "assets": [{"name": "cache", "redis": {"host": "cache"}}],
-                 "retention": {"keepLast": 3}, "destination": {"volume": {"claimName": "backups"}}}});
-    Api::<BackupPolicy>::namespaced(admin.clone(), &ns)
-        .patch(
-            "shop",
-            &PatchParams::apply("test-user"),
-            &Patch::Apply(&policy),
-        )
-        .await
-        .unwrap();
-
-    let sa = env
-        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
-        .await
-        .unwrap();
-    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
-    };
-    // What it needs works (so the 403s below are RBAC, not a broken client).
-    let secrets = Api::<Secret>::namespaced(sa.clone(), &ns);
-    assert!(secrets.get_metadata_opt("db").await.unwrap().is_some());
-    let policies = Api::<BackupPolicy>::namespaced(sa.clone(), &ns);
-    assert_eq!(
-        policies
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-
-    forbidden(
-        secrets.list(&ListParams::default()).await.map(|_| ()),
-        "list secrets",
-    );
-    forbidden(
-        policies
-            .delete("shop", &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        "delete a BackupPolicy",
-    );
-    forbidden(
-        policies
-            .patch(
-                "shop",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"suspend": true}})),
-            )
-            .await
-            .map(|_| ()),
-        "change a BackupPolicy's spec",
-    );
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "x"},
-        "spec": {"containers": [{"name": "x", "image": "busybox"}]}}))
-    .unwrap();
-    forbidden(
-        Api::<Pod>::namespaced(sa.clone(), &ns)
-            .create(&PostParams::default(), &pod)
-            .await
-            .map(|_| ()),
-        "create a Pod",
-    );
-    forbidden(
-        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(sa)
-            .list(&ListParams::default())
-            .await
-            .map(|_| ()),
-        "read RBAC",
-    );
-}
-
 /// The master signing key Secret in rendered manifests, if any.
 fn master_key_secret(text: &str) -> Option<serde_json::Value> {
     serde_yaml::Deserializer::from_str(text)

@@ -340,25 +340,57 @@ async fn an_on_demand_backup_runs_once_per_token() {
 #[tokio::test]
 async fn specs_that_pass_admission_but_cannot_work_are_reported_not_fatal() {
     let h = harness("bp-bad").await;
-    // The Secret is missing: Ready=False, SecretNotFound, and no CronJob yet.
+    // The Secret is missing. The operator cannot read Secrets, not even to see that one exists:
+    // the CronJob is made, its Secret volume optional, and the first run says what is missing.
     h.apply_policy("needs-secret", spec()).await;
+    let cronjob = "needs-secret-orders-db";
+    let cj = h
+        .until("the CronJob", async || {
+            h.api::<CronJob>().get_opt(cronjob).await.unwrap()
+        })
+        .await;
+    let pod = cj
+        .spec
+        .unwrap()
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find_map(|v| v.secret)
+        .unwrap();
+    assert_eq!(
+        (volume.secret_name.as_deref(), volume.optional),
+        (Some("db-creds"), Some(true))
+    );
+    h.run_cronjob(cronjob, "needs-secret-run-1").await;
+    let mut missing = summary("orders-db", false, Timestamp::now());
+    missing.error_class = Some(ErrorClass::SecretNotFound);
+    missing.message =
+        Some("Secret \"db-creds\" with key \"password\" not found in the namespace".into());
+    h.finish_job("needs-secret-run-1", &missing).await;
     let p = h
         .policy_until("needs-secret", "SecretNotFound", |p| {
             condition(p, types::READY).is_some_and(|c| c.1 == "SecretNotFound")
         })
         .await;
     let ready = find(&p.status.as_ref().unwrap().conditions, types::READY).unwrap();
+    assert_eq!(ready.status, "False");
     assert!(ready.message.contains("db-creds"), "{}", ready.message);
-    assert!(
-        h.api::<CronJob>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    // Creating it lets the policy converge without any edit.
+    h.expect_events("SecretNotFound", 1).await;
+    // Creating it lets the next run, and the policy, converge without any edit.
     h.secret("db-creds").await;
+    h.run_cronjob(cronjob, "needs-secret-run-2").await;
+    h.finish_job(
+        "needs-secret-run-2",
+        &summary("orders-db", true, Timestamp::now()),
+    )
+    .await;
     h.policy_until("needs-secret", "Ready=True after the Secret appears", |p| {
         condition(p, types::READY).is_some_and(|c| c.0 == "True")
     })

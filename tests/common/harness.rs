@@ -109,6 +109,52 @@ impl Harness {
     }
 }
 
+/// A webhook receiver on loopback that answers every request 200 and keeps each body: returns
+/// its URL (with a token in the path, as a Slack webhook has) and the bodies so far.
+pub async fn webhook_receiver(token: &str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/services/T000/B000/{token}",
+        listener.local_addr().unwrap()
+    );
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        kept.lock().unwrap().push(body.to_owned());
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (url, bodies)
+}
+
 /// Where `kubectl apply -k deploy/` (and the chart with the same release) puts the operator.
 pub const CHART_NAMESPACE: &str = "lifeboat-system";
 pub const CHART_SERVICE_ACCOUNT: &str = "lifeboat";
@@ -151,10 +197,14 @@ pub fn namespace_key(namespace: &str) -> Vec<u8> {
     lifeboat_operator::signing_key::derive(MASTER_KEY, namespace).unwrap()
 }
 
-/// Applies the ServiceAccount and RBAC the chart renders (deploy/generated/lifeboat.yaml, kept
-/// equal to `helm template` by tests/helm_chart.rs). Every operator test then runs the
-/// controllers as that account, so a permission the chart lacks fails the tests that need it.
+/// Applies the ServiceAccount, RBAC and admission policy the chart renders
+/// (deploy/generated/lifeboat.yaml, kept equal to `helm template` by tests/helm_chart.rs). Every
+/// operator test then runs the controllers as that account, so a permission the chart lacks, or
+/// a Job its admission policy refuses, fails the tests that need it.
 pub async fn install_chart_rbac(admin: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let pp = PatchParams::apply("lifeboat-tests").force();
@@ -202,6 +252,18 @@ pub async fn install_chart_rbac(admin: &Client) {
             Some("RoleBinding") => {
                 let (c, ns) = namespaced(admin);
                 Api::<RoleBinding>::namespaced(c, ns)
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            Some("ValidatingAdmissionPolicy") => {
+                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
                     .patch(&name, &pp, &Patch::Apply(&obj))
                     .await
                     .map(|_| ())

@@ -61,15 +61,28 @@ impl Env {
         })
     }
 
+    /// The value of Secret key `r`, from its mounted file. Secret volumes are optional, so a
+    /// Secret (or key) missing from the namespace is a missing file here: `SecretNotFound`,
+    /// naming the Secret and key, never a value.
     pub fn secret(&self, r: &SecretKeyRef) -> Result<String> {
         let path = self.secrets_dir.join(&r.name).join(&r.key);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            AgentError::config(format!(
-                "Secret {}/{} (expected at {}): {e}",
-                r.name,
-                r.key,
-                path.display()
-            ))
+            if e.kind() == std::io::ErrorKind::NotFound {
+                AgentError::new(
+                    lifeboat_api::agent_result::ErrorClass::SecretNotFound,
+                    format!(
+                        "Secret {:?} with key {:?} not found in the namespace",
+                        r.name, r.key
+                    ),
+                )
+            } else {
+                AgentError::config(format!(
+                    "Secret {}/{} (expected at {}): {e}",
+                    r.name,
+                    r.key,
+                    path.display()
+                ))
+            }
         })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_owned())
     }

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod kubestate;
 pub mod layout;
 pub mod local;
+pub mod notify;
 pub mod pgarchive;
 pub mod postgres;
 pub mod redis;

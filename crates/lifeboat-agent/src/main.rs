@@ -25,7 +25,7 @@ point it at the same resources as YAML files (--policy-file) and a backup direct
 Backups live in <dir or bucket prefix>/<namespace>/<policy>/<id>/, their metadata signed with the \
 namespace's key (--signing-key); `adopt` moves backups of earlier agents into that layout.\n\n\
 Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 7 storage, \
-8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed."
+8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed, 12 Secret not found."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -139,6 +139,12 @@ enum Command {
     /// Write a finished drill's evidence record next to the backups it restored (the
     /// `evidence` Job the operator runs; the record comes in LIFEBOAT_JOB).
     Evidence {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Post a finished drill's result to its webhook, once (the `notify` Job the operator runs;
+    /// the message comes in LIFEBOAT_JOB, the URL from the mounted Secret file).
+    Notify {
         #[command(flatten)]
         place: Place,
     },
@@ -282,6 +288,7 @@ fn main() -> ExitCode {
         Command::Prune { .. } => Verb::Prune,
         Command::Evidence { .. } => Verb::Evidence,
         Command::Adopt { .. } => Verb::Adopt,
+        Command::Notify { .. } => Verb::Notify,
     };
     let mut checks = Vec::new();
     let outcome = run(cli.command, &mut checks);
@@ -733,6 +740,15 @@ fn run(
                 "drill {}: evidence written to {written}",
                 job.evidence.drill_id
             );
+            Ok(None)
+        }
+        Command::Notify { place } => {
+            let job =
+                job_document::<lifeboat_api::agent_job::AgentNotifyJob>()?.ok_or_else(|| {
+                    AgentError::config("notify sends the message of a LIFEBOAT_JOB document")
+                })?;
+            lifeboat_agent::notify::send(&place.env(None)?, &job)?;
+            println!("the drill's result was sent to the webhook");
             Ok(None)
         }
         Command::Validate { execute: _, place } => {

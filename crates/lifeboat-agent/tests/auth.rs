@@ -308,16 +308,32 @@ fn passwords_come_from_secret_files_work_and_never_leak() {
         "failed backups are not listed"
     );
 
-    // A Secret that is not mounted is a configuration error, named without its content.
+    // A Secret that is not mounted (optional Secret volumes: it does not exist in the
+    // namespace) is SecretNotFound, named without its content.
     std::fs::remove_file(secrets.join("pg-creds/password")).unwrap();
     let out = backup("orders-db");
     assert_eq!(
         out.status.code(),
-        Some(ErrorClass::Config.exit_code()),
+        Some(ErrorClass::SecretNotFound.exit_code()),
         "{}",
         text(&out)
     );
-    assert!(text(&out).contains("pg-creds/password"), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"Secret "pg-creds" with key "password" not found"#),
+        "{}",
+        text(&out)
+    );
+    let summary =
+        AgentSummary::from_termination_message(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(summary.error_class, Some(ErrorClass::SecretNotFound));
+    assert!(
+        summary
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pg-creds"),
+        "{summary:?}"
+    );
 
     for f in readable_files(&backups) {
         assert_no_secret(

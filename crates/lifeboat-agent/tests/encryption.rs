@@ -210,7 +210,7 @@ fn an_encrypted_postgres_backup_round_trips_and_refuses_wrong_or_missing_identit
         (
             "identity Secret not mounted",
             Some(json!({"name": "absent", "key": "identity"})),
-            ErrorClass::Config,
+            ErrorClass::SecretNotFound,
         ),
         ("no identitySecret", None, ErrorClass::Config),
     ];

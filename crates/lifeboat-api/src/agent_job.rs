@@ -103,6 +103,22 @@ pub struct AgentEvidenceJob {
     pub signing_key: Option<SecretKeyRef>,
 }
 
+/// A drill's result sent to its webhook (`notify`), once, from the drill's own namespace: the
+/// URL is read from the mounted Secret file, never by the operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentNotifyJob {
+    pub namespace: String,
+    /// The Secret key holding the webhook URL.
+    pub webhook_secret: SecretKeyRef,
+    /// The message, posted as `{"text": ...}` (a Slack-compatible incoming webhook).
+    pub text: String,
+    /// Hosts the webhook may be on (`drills.webhookAllowedHosts`): exact or `*.suffix`; any
+    /// host when empty. Set by the platform team, never by the DrillSchedule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_hosts: Vec<String>,
+}
+
 /// Application checks after a restore (`validate`), retried until they pass or time runs out.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -186,6 +186,9 @@ pub enum ErrorClass {
     Validation,
     /// A tool failed in a way not classified above.
     ToolFailed,
+    /// A Secret (or one of its keys) the job references is not mounted: it does not exist in
+    /// the namespace. Secret volumes are optional, so the pod starts and says which one.
+    SecretNotFound,
 }
 
 impl ErrorClass {
@@ -202,6 +205,7 @@ impl ErrorClass {
             ErrorClass::Timeout => 9,
             ErrorClass::Validation => 10,
             ErrorClass::ToolFailed => 11,
+            ErrorClass::SecretNotFound => 12,
         }
     }
 
@@ -217,6 +221,7 @@ impl ErrorClass {
             ErrorClass::Timeout => "Timeout",
             ErrorClass::Validation => "ValidationFailed",
             ErrorClass::ToolFailed => "ToolFailed",
+            ErrorClass::SecretNotFound => "SecretNotFound",
         }
     }
 }
@@ -235,6 +240,8 @@ pub enum Verb {
     Evidence,
     /// Backups of the layout without namespaces moved into a namespace's directory.
     Adopt,
+    /// A drill's result sent to its webhook.
+    Notify,
 }
 
 /// The agent's result, small enough for a termination message.
@@ -370,6 +377,7 @@ mod tests {
             ErrorClass::Timeout,
             ErrorClass::Validation,
             ErrorClass::ToolFailed,
+            ErrorClass::SecretNotFound,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

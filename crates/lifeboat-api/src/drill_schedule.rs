@@ -192,17 +192,22 @@ pub struct StagingScope {
 impl StagingScope {
     /// Whether `host` is one of [`StagingScope::hosts`].
     pub fn allows_host(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.hosts.iter().any(|p| {
-            let p = p.to_ascii_lowercase();
-            match p.strip_prefix("*.") {
-                Some(suffix) => {
-                    host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"))
-                }
-                None => host == p,
-            }
-        })
+        host_matches(&self.hosts, host)
     }
+}
+
+/// Whether `host` matches one of `patterns`: exact (`hooks.slack.com`) or a suffix pattern
+/// (`*.example.com`, which matches `a.example.com` but neither `example.com` nor
+/// `evil-example.com`). Case-insensitive, as host names are.
+pub fn host_matches(patterns: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == p,
+        }
+    })
 }
 
 /// Recovery objectives, e.g. the playbook's RTO 30 minutes and RPO 15 minutes.
@@ -269,6 +274,20 @@ pub struct DrillScheduleStatus {
     /// The last `lifeboat.dev/drill-now` token acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drill_now_token: Option<String>,
+    /// The staging namespace this DrillSchedule created, by uid: the only namespace it ever
+    /// deletes (with the uid as a precondition). Written right after the create; a namespace of
+    /// the same name with another uid, or one created before this was written, is never its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_namespace: Option<StagingNamespaceStatus>,
+}
+
+/// A staging namespace the operator created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagingNamespaceStatus {
+    pub name: String,
+    /// `metadata.uid` of the namespace as the create returned it.
+    pub uid: String,
 }
 
 /// A drill under way.
@@ -320,4 +339,34 @@ pub struct DrillRecord {
     /// (`<namespace>/<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// The webhook notification of this drill, when `notification` asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationStatus>,
+}
+
+/// What became of a drill's notification. The Job `<id>-notify` sends it once from the drill's
+/// namespace; the operator never reads the webhook URL. Only the outcome is kept: never the
+/// URL, the remote's status code or its answer (docs/security.md says why).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    pub state: NotificationState,
+    /// The Job that sends it.
+    pub job: String,
+    /// Why it failed: the agent's failure class (`SecretNotFound`, `InvalidConfig`,
+    /// `SourceUnreachable`) or the Job's own reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NotificationState {
+    /// The Job is created and has not finished.
+    Pending,
+    /// The webhook answered 2xx.
+    Sent,
+    /// Not delivered; never retried (a notification is sent at most once).
+    Failed,
 }

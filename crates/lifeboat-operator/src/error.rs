@@ -6,9 +6,6 @@ pub enum Error {
     /// The spec passed admission but cannot work (e.g. a schedule croner refuses).
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
-    /// A Secret the spec references does not exist (yet).
-    #[error("Secret {0:?} not found in the namespace")]
-    SecretNotFound(String),
     /// The object lacks a name, namespace or uid (never for objects read from the API).
     #[error("object has no {0}")]
     MissingObjectKey(&'static str),
@@ -30,7 +27,6 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::SecretNotFound(_) => "SecretNotFound",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Serialize(_) => "SerializeFailed",
             Error::Kube(_) => "KubernetesApiError",

@@ -11,7 +11,6 @@ pub mod jobs;
 pub mod leader;
 pub mod metrics;
 pub mod names;
-pub mod notify;
 pub mod pod;
 pub mod restore_request;
 pub mod server;
@@ -182,6 +181,11 @@ pub async fn run_drill_schedules(
     )
     .owns(
         scoped::<RestoreRequest>(&client, &namespace),
+        watcher::Config::default().labels(&selector),
+    )
+    // Its evidence and notify Jobs: a finished notify Job's outcome goes into the record.
+    .owns(
+        scoped::<Job>(&client, &namespace),
         watcher::Config::default().labels(&selector),
     )
     .trigger_backoff(WatchBackoff::default())

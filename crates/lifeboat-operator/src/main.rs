@@ -37,6 +37,10 @@ struct Args {
     /// `default` account, with no token mounted).
     #[arg(long, env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT")]
     agent_service_account: Option<String>,
+    /// Hosts a drill's webhook may be on, comma-separated: exact (`hooks.slack.com`) or a
+    /// suffix pattern (`*.example.com`). Any host when empty.
+    #[arg(long, env = "LIFEBOAT_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
+    webhook_allowed_hosts: Vec<String>,
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -93,6 +97,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     agent.image_pull_policy = args.agent_image_pull_policy;
     agent.service_account = args.agent_service_account;
+    agent.webhook_allowed_hosts = args.webhook_allowed_hosts;
     let mut ctx = Context::new(client, metrics.clone(), agent);
     if let Some(name) = &args.signing_key_secret {
         ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(

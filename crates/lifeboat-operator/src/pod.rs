@@ -171,7 +171,10 @@ fn secret_volumes(secrets: &[SecretKeyRef]) -> (Vec<Volume>, Vec<VolumeMount>) {
                         .collect(),
                 ),
                 default_mode: Some(0o440),
-                optional: Some(false),
+                // Optional: a missing Secret (or key) does not hold the pod in ContainerCreating;
+                // the agent finds no file and fails with SecretNotFound, naming it. The operator
+                // itself never reads Secrets, not even to see whether they exist.
+                optional: Some(true),
             }),
             ..Default::default()
         });

@@ -15,7 +15,7 @@ use futures::FutureExt;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -50,9 +50,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let (problem, handled_token) = match apply_children(&policy, &ctx, &ns).await {
         Ok(token) => (None, token),
-        Err(
-            e @ (Error::InvalidSpec(_) | Error::SecretNotFound(_) | Error::SigningKeyMissing(_)),
-        ) => (
+        Err(e @ (Error::InvalidSpec(_) | Error::SigningKeyMissing(_))) => (
             Some(Problem {
                 reason: e.reason(),
                 message: e.to_string(),
@@ -61,9 +59,10 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         ),
         Err(e) => return Err(e),
     };
+    // The master key may appear any moment (the platform team restores it): look again soon.
     let retry_soon = problem
         .as_ref()
-        .is_some_and(|p| p.reason == "SecretNotFound" || p.reason == "SigningKeyMissing");
+        .is_some_and(|p| p.reason == "SigningKeyMissing");
     let now = Timestamp::now();
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
     let decision = status::decide(
@@ -143,7 +142,6 @@ async fn read_outcomes(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<JobO
 async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Option<String>> {
     CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    check_secrets(policy, ctx, ns).await?;
     // Its CronJobs' Jobs mount the namespace's signing key: it exists before they can run.
     crate::signing_key::ensure(ctx, ns).await?;
 
@@ -309,24 +307,6 @@ async fn verification(ctx: &Context, ns: &str, policy: &str) -> Result<status::V
             .collect(),
         backups: status::verified_backups(policy, mine.iter().map(|d| d.as_ref())),
     })
-}
-
-/// Every referenced Secret must exist (its values are never read by the operator).
-async fn check_secrets(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<()> {
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let names: BTreeSet<String> = policy
-        .spec
-        .assets
-        .iter()
-        .flat_map(|a| cronjob::referenced_secrets(a, &policy.spec.destination))
-        .map(|s| s.name)
-        .collect();
-    for name in names {
-        if secrets.get_metadata_opt(&name).await?.is_none() {
-            return Err(Error::SecretNotFound(name));
-        }
-    }
-    Ok(())
 }
 
 /// One Event per transition: a new good backup, a new failure, a condition that flipped.

@@ -13,6 +13,9 @@ use lifeboat_api::conditions::{Status, condition, set_condition, types};
 
 use crate::jobs::JobOutcome;
 
+/// The agent's reason for a Secret (or key) missing from the namespace.
+const SECRET_NOT_FOUND: &str = "SecretNotFound";
+
 /// How often a policy is looked at when nothing else asks for it.
 pub const RESYNC: Duration = Duration::from_secs(300);
 
@@ -277,7 +280,7 @@ fn ready_from_assets(
     generation: Option<i64>,
     now: Timestamp,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    let failing: Vec<String> = assets
+    let failing: Vec<(&str, &BackupFailure)> = assets
         .iter()
         .filter_map(|a| {
             let f = a.last_failure.as_ref()?;
@@ -285,15 +288,27 @@ fn ready_from_assets(
                 .last_success
                 .as_ref()
                 .is_none_or(|s| f.time.0 > s.finished_at.0);
-            failed_last.then(|| format!("{}: {}: {}", a.name, f.reason, f.message))
+            failed_last.then_some((a.name.as_str(), f))
         })
         .collect();
     if !failing.is_empty() {
+        let message = failing
+            .iter()
+            .map(|(name, f)| format!("{name}: {}: {}", f.reason, f.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // A missing Secret is the user's to create: its own reason, as before the operator
+        // stopped reading Secrets (the agent reports it from the first run that needs it).
+        let reason = if failing.iter().any(|(_, f)| f.reason == SECRET_NOT_FOUND) {
+            SECRET_NOT_FOUND
+        } else {
+            "BackupFailing"
+        };
         return condition(
             types::READY,
             Status::False,
-            "BackupFailing",
-            failing.join("; "),
+            reason,
+            message,
             generation,
             now,
         );
@@ -843,8 +858,8 @@ mod tests {
             at("2026-11-24T10:02:00Z"),
         );
         let problem = Problem {
-            reason: "SecretNotFound",
-            message: "Secret \"db-creds\" not found".into(),
+            reason: "InvalidSpec",
+            message: "invalid spec: the schedule names no minute".into(),
         };
         let d = decide(
             &with_status(p, &d),
@@ -857,11 +872,57 @@ mod tests {
         let ready = find(&d.status.conditions, types::READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "SecretNotFound")
+            ("False", "InvalidSpec")
         );
         assert!(
             d.status.assets[0].last_success.is_some(),
             "known backups stay in status"
+        );
+    }
+
+    #[test]
+    fn a_secret_the_agent_did_not_find_is_the_ready_reason() {
+        let p = policy(None);
+        let mut missing = failed("db", "2026-11-24T10:01:00Z");
+        if let Err(f) = &mut missing.result {
+            f.reason = "SecretNotFound".into();
+            f.message =
+                "Secret \"db-creds\" with key \"password\" not found in the namespace".into();
+        }
+        let outcomes = [failed("cache", "2026-11-24T10:00:30Z"), missing];
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        assert!(
+            ready
+                .message
+                .contains("db: SecretNotFound: Secret \"db-creds\"")
+                && ready.message.contains("cache: StorageFailed"),
+            "{}",
+            ready.message
+        );
+        // Without it, a failure is a failure.
+        let d = decide(
+            &p,
+            &outcomes[..1],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
+        assert_eq!(
+            find(&d.status.conditions, types::READY).unwrap().reason,
+            "BackupFailing"
         );
     }
 }

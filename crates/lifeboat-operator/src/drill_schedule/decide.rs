@@ -338,6 +338,7 @@ fn finish(
             &spec.policy,
             &active.id,
         )),
+        notification: super::notify::owed(ds, &active.id, verdict),
     };
     status.active = None;
     status.history.insert(0, record.clone());

@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod evidence;
+pub mod notify;
 pub mod staging;
 
 use std::collections::BTreeMap;
@@ -19,11 +20,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use lifeboat_api::conditions::{find, types};
-use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
+use lifeboat_api::drill_schedule::{
+    DrillScheduleStatus, DrillVerdict, NotificationState, NotificationStatus,
+    StagingNamespaceStatus,
+};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
-use serde_json::json;
 use tracing::{instrument, warn};
 
 use crate::backup_policy::cronjob::on_demand_job;
@@ -76,21 +79,40 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
         }
         other => other?,
     }
-    // A staging namespace someone else made is never adopted (nor, later, deleted).
-    let mut staging_exists = false;
+    // A staging namespace is this drill's only if the operator created it and recorded its uid:
+    // one that exists otherwise (whatever its labels and annotations) is never adopted, nor,
+    // later, deleted.
+    let mut staging_present = false;
     if let Some(sn) = &ds.spec.staging.namespace {
         match Api::<Namespace>::all(ctx.client.clone())
             .get_opt(&sn.name)
             .await
         {
-            Ok(Some(existing)) if !staging::made_by(&existing, &ds) => {
-                let message = format!(
-                    "namespace {:?} exists and was not made by this DrillSchedule: choose another staging.namespace.name",
-                    sn.name
-                );
-                return report_problem(&ds, &ctx, &old, "StagingNamespaceConflict", message).await;
+            Ok(Some(existing)) if !staging::owned(&existing, old.staging_namespace.as_ref()) => {
+                // The cached object may predate the status write that recorded the uid: decide
+                // on a fresh read, and never write a conflict over a newer status.
+                let fresh = Api::<DrillSchedule>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(&ds.name_any())
+                    .await?
+                    .and_then(|d| d.status)
+                    .unwrap_or_default();
+                if staging::owned(&existing, fresh.staging_namespace.as_ref()) {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                return report_problem(
+                    &ds,
+                    &ctx,
+                    &fresh,
+                    "StagingNamespaceConflict",
+                    staging_conflict(&sn.name),
+                )
+                .await;
             }
-            Ok(found) => staging_exists = found.is_some(),
+            // Its own, still being deleted after the last drill: nothing starts until it is gone.
+            Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_some() => {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            Ok(found) => staging_present = found.is_some(),
             Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
     }
@@ -214,14 +236,22 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                     note.clone(),
                 )
                 .await;
-                notify(
-                    &ctx,
-                    &ds,
-                    &ns,
-                    record.verdict,
-                    &format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any()),
-                )
-                .await;
+                // The notification: a Job in this namespace sends it, once (a 409 is this
+                // drill's own Job, made by a pass whose status write did not land).
+                let text = format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any());
+                if record.notification.is_some()
+                    && let Some(job) = notify::notify_job(&ds, &record.id, text, &ctx.agent)?
+                {
+                    match Api::<Job>::namespaced(ctx.client.clone(), &ns)
+                        .create(&kube::api::PostParams::default(), &job)
+                        .await
+                    {
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        other => {
+                            other?;
+                        }
+                    }
+                }
                 // The early warning, once, when it starts to hold.
                 let risk = |s: &DrillScheduleStatus| {
                     find(&s.conditions, types::RTO_AT_RISK)
@@ -242,31 +272,84 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
         }
         _ => {}
     }
+    // The notification of the last drill, while its Job has not reported.
+    let reported = if decision.next == Next::Finished {
+        None
+    } else {
+        notification_outcome(&ctx, &ns, &mut status).await?
+    };
     // The staging namespace: there (with its isolation) while a drill runs, gone `ttl` after.
     let mut staging_wait = None;
-    if let Some(sn) = &ds.spec.staging.namespace {
-        let result = if status.active.is_some() {
-            apply_staging(&ctx, &ds, sn).await.map(|()| None)
-        } else if staging_exists {
-            let finished = status.last_run.as_ref().map(|r| r.finished_at.0);
-            match staging::cleanup(finished, sn, now) {
-                staging::Cleanup::Delete => Api::<Namespace>::all(ctx.client.clone())
-                    .delete(&sn.name, &Default::default())
-                    .await
-                    .map(|_| None),
-                staging::Cleanup::Wait(s) => Ok(Some(s)),
+    // Whether this pass wrote the status already (with a created namespace's uid).
+    let mut written = false;
+    if let Some(sn) = &ds.spec.staging.namespace
+        && status.active.is_some()
+    {
+        if !staging_present {
+            match create_staging(&ctx, &ds, sn, &mut status).await {
+                Ok(true) => written = true,
+                Ok(false) => {
+                    return report_problem(
+                        &ds,
+                        &ctx,
+                        &old,
+                        "StagingNamespaceConflict",
+                        staging_conflict(&sn.name),
+                    )
+                    .await;
+                }
+                Err(Error::Kube(e)) => return staging_error(&ds, &ctx, &old, e).await,
+                Err(e) => return Err(e),
             }
-        } else {
-            Ok(None)
-        };
-        match result {
-            Ok(wait) => staging_wait = wait,
-            Err(e) => return staging_error(&ds, &ctx, &old, e).await,
+        }
+        if let Err(e) = isolate_staging(&ctx, sn).await {
+            return staging_error(&ds, &ctx, &old, e).await;
+        }
+    }
+    if status.active.is_none()
+        && let Some(recorded) = status.staging_namespace.clone()
+    {
+        let ttl = ds
+            .spec
+            .staging
+            .namespace
+            .as_ref()
+            .filter(|sn| sn.name == recorded.name)
+            .map_or(Duration::ZERO, |sn| sn.ttl.as_std());
+        let finished = status.last_run.as_ref().map(|r| r.finished_at.0);
+        match staging::cleanup(finished, ttl, now) {
+            staging::Cleanup::Wait(s) => staging_wait = Some(s),
+            staging::Cleanup::Delete => match remove_staging(&ctx, &recorded).await {
+                Ok(Some(wait)) => staging_wait = Some(wait),
+                Ok(None) => status.staging_namespace = None,
+                Err(e) => return staging_error(&ds, &ctx, &old, e).await,
+            },
         }
     }
     update_metrics(&ctx, &ds, &ns, &status);
     if status != old {
-        ctx.apply_status(ds.as_ref(), &status).await?;
+        written |= ctx.apply_status(ds.as_ref(), &status).await?;
+    }
+    if written {
+        // After the write that records it: a notification's outcome is announced once.
+        if let Some(n) = reported {
+            let (kind, reason) = match n.state {
+                NotificationState::Sent => (EventType::Normal, "NotificationSent"),
+                _ => (EventType::Warning, "NotificationFailed"),
+            };
+            let note = match &n.reason {
+                Some(r) => format!("{r}: {}", n.message),
+                None => n.message.clone(),
+            };
+            ctx.publish(
+                &ds.object_ref(&()),
+                kind,
+                reason,
+                format!("Notify/{}", n.job),
+                note,
+            )
+            .await;
+        }
     }
     status.active.as_ref().map_or_else(
         || {
@@ -304,16 +387,70 @@ async fn staging_error(
     }
 }
 
-/// The staging namespace, its deny-egress NetworkPolicy and its ResourceQuota, applied.
-async fn apply_staging(
+fn staging_conflict(name: &str) -> String {
+    format!(
+        "namespace {name:?} exists and was not created by this DrillSchedule (its uid is not the one in status.stagingNamespace): it is never adopted or deleted; choose another staging.namespace.name"
+    )
+}
+
+/// Creates the staging namespace (a create, never an apply: an existing namespace is never
+/// taken over) and records its uid in status at once, so the window in which the operator made
+/// a namespace it has not recorded is one API call wide. A crash inside it leaves a namespace
+/// the drill refuses as not its own (docs/operations.md). Returns false when the name was taken
+/// in the meantime.
+async fn create_staging(
     ctx: &Context,
     ds: &DrillSchedule,
     sn: &lifeboat_api::drill_schedule::StagingNamespace,
+    status: &mut DrillScheduleStatus,
+) -> Result<bool> {
+    let created = match Api::<Namespace>::all(ctx.client.clone())
+        .create(
+            &kube::api::PostParams::default(),
+            &staging::namespace(ds, sn),
+        )
+        .await
+    {
+        Ok(ns) => ns,
+        Err(kube::Error::Api(e)) if e.code == 409 => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    status.staging_namespace = Some(StagingNamespaceStatus {
+        name: sn.name.clone(),
+        uid: created.metadata.uid.ok_or(Error::MissingObjectKey("uid"))?,
+    });
+    ctx.apply_status(ds, status).await?;
+    Ok(true)
+}
+
+/// Deletes the recorded staging namespace if it is still the one the operator created.
+/// Returns when to look again while it terminates, or `None` once it is no longer this drill's
+/// to delete (gone, or someone else's under the same name: forgotten, never deleted).
+async fn remove_staging(
+    ctx: &Context,
+    recorded: &StagingNamespaceStatus,
+) -> std::result::Result<Option<u64>, kube::Error> {
+    let namespaces = Api::<Namespace>::all(ctx.client.clone());
+    match namespaces.get_opt(&recorded.name).await? {
+        Some(ns) if staging::owned(&ns, Some(recorded)) => {
+            if ns.metadata.deletion_timestamp.is_some() {
+                return Ok(Some(5));
+            }
+            match staging::delete_owned(&namespaces, recorded).await? {
+                staging::Deleted::Deleted => Ok(Some(5)),
+                staging::Deleted::Gone | staging::Deleted::NotOurs => Ok(None),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The staging namespace's deny-egress NetworkPolicy and ResourceQuota, applied.
+async fn isolate_staging(
+    ctx: &Context,
+    sn: &lifeboat_api::drill_schedule::StagingNamespace,
 ) -> std::result::Result<(), kube::Error> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<Namespace>::all(ctx.client.clone())
-        .patch(&sn.name, &apply, &Patch::Apply(&staging::namespace(ds, sn)))
-        .await?;
     Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &sn.name)
         .patch(
             staging::STAGING_OBJECTS,
@@ -329,6 +466,55 @@ async fn apply_staging(
         )
         .await?;
     Ok(())
+}
+
+/// Reads the last drill's notify Job while its notification is pending and records the outcome
+/// in `status` (the record and its copy in history). Returns the outcome when it is new.
+async fn notification_outcome(
+    ctx: &Context,
+    ns: &str,
+    status: &mut DrillScheduleStatus,
+) -> Result<Option<NotificationStatus>> {
+    let Some(record) = status.last_run.as_mut() else {
+        return Ok(None);
+    };
+    let Some(pending) = record
+        .notification
+        .as_ref()
+        .filter(|n| n.state == NotificationState::Pending)
+    else {
+        return Ok(None);
+    };
+    let name = pending.job.clone();
+    let outcome = match Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&name)
+        .await?
+    {
+        Some(job) => {
+            let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+                .list(
+                    &ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")),
+                )
+                .await?;
+            match notify::outcome(&job, &pods.items) {
+                Some(o) => o,
+                None => return Ok(None),
+            }
+        }
+        // Deleted before it reported: it may or may not have sent; it is not sent again.
+        None => NotificationStatus {
+            state: NotificationState::Failed,
+            job: name,
+            reason: Some("JobNotFound".into()),
+            message: "the notify Job was deleted before it reported: not sent again".into(),
+        },
+    };
+    record.notification = Some(outcome.clone());
+    let id = record.id.clone();
+    if let Some(h) = status.history.iter_mut().find(|h| h.id == id) {
+        h.notification = Some(outcome.clone());
+    }
+    Ok(Some(outcome))
 }
 
 pub fn error_policy(ds: Arc<DrillSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -552,54 +738,6 @@ async fn report_problem(
     } else {
         Duration::from_secs(30)
     }))
-}
-
-/// Sends the drill's result to its webhook when the spec asks for it (on failure or a missed
-/// objective by default). A failed notification is a Warning Event, never a failed drill.
-async fn notify(ctx: &Context, ds: &DrillSchedule, ns: &str, verdict: DrillVerdict, text: &str) {
-    let Some(n) = &ds.spec.notification else {
-        return;
-    };
-    if verdict == DrillVerdict::Passed && n.when == lifeboat_api::drill_schedule::NotifyOn::Failure
-    {
-        return;
-    }
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), ns);
-    let url = match secrets.get_opt(&n.webhook_secret.name).await {
-        Ok(Some(secret)) => secret
-            .data
-            .and_then(|d| d.get(&n.webhook_secret.key).cloned())
-            .and_then(|b| String::from_utf8(b.0).ok())
-            .map(|u| u.trim().to_owned()),
-        _ => None,
-    };
-    let result = match url {
-        None => Err(format!(
-            "Secret key {}/{} not found",
-            n.webhook_secret.name, n.webhook_secret.key
-        )),
-        Some(url) => {
-            crate::notify::post_json(&url, &json!({ "text": text }), Duration::from_secs(10))
-                .await
-                .and_then(|code| {
-                    if (200..300).contains(&code) {
-                        Ok(())
-                    } else {
-                        Err(format!("the webhook answered {code}"))
-                    }
-                })
-        }
-    };
-    let (kind, reason, note) = match result {
-        Ok(()) => (
-            EventType::Normal,
-            "NotificationSent",
-            "drill result sent to the webhook".to_owned(),
-        ),
-        Err(e) => (EventType::Warning, "NotificationFailed", e),
-    };
-    ctx.publish(&ds.object_ref(&()), kind, reason, "Notify".into(), note)
-        .await;
 }
 
 fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillScheduleStatus) {

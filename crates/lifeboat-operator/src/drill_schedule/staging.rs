@@ -1,7 +1,9 @@
 //! The isolated, self-cleaning staging namespace a drill may ask for: the objects (pure
 //! builders), whose namespace it is, and when it goes. A Namespace is cluster-scoped, so it cannot
-//! be owned by a DrillSchedule for garbage collection: it is labelled and annotated with the drill
-//! instead, and the controller deletes it `ttl` after each drill, and only a namespace it made.
+//! be owned by a DrillSchedule for garbage collection. Labels and annotations name the drill for
+//! people, but anyone who creates the namespace first can write them, so ownership is the uid the
+//! create returned, recorded in the DrillSchedule's status: the controller deletes `ttl` after
+//! each drill only the namespace with that uid, with the uid as the delete's precondition.
 
 use std::collections::BTreeMap;
 
@@ -14,15 +16,17 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Api;
 use kube::ResourceExt;
+use kube::api::{DeleteParams, Preconditions};
 use lifeboat_api::DrillSchedule;
-use lifeboat_api::drill_schedule::StagingNamespace;
+use lifeboat_api::drill_schedule::{StagingNamespace, StagingNamespaceStatus};
 
 use crate::names;
 
 /// Label of a staging namespace: which DrillSchedule made it (`<namespace>.<name>`, shortened).
 pub const LABEL_STAGING_FOR: &str = "lifeboat.dev/staging-for";
-/// The same in full (`<namespace>/<name>`): what ownership is decided on.
+/// The same in full (`<namespace>/<name>`), for people: ownership is never decided on it.
 pub const ANNOTATION_STAGING_FOR: &str = "lifeboat.dev/staging-for";
 /// Name of the NetworkPolicy and the ResourceQuota inside it.
 pub const STAGING_OBJECTS: &str = "lifeboat-staging";
@@ -134,18 +138,61 @@ pub fn resource_quota(sn: &StagingNamespace) -> ResourceQuota {
     }
 }
 
-/// Whether `existing` is the staging namespace of `ds` (made by it), by its annotation.
-pub fn made_by(existing: &Namespace, ds: &DrillSchedule) -> bool {
-    existing.annotations().get(ANNOTATION_STAGING_FOR) == Some(&owner(ds))
+/// Whether `existing` is the namespace the operator created for the drill that recorded
+/// `recorded`: same name and same uid. Labels and annotations do not count.
+pub fn owned(existing: &Namespace, recorded: Option<&StagingNamespaceStatus>) -> bool {
+    recorded.is_some_and(|r| {
+        existing.metadata.name.as_ref() == Some(&r.name)
+            && existing.metadata.uid.as_ref() == Some(&r.uid)
+    })
 }
 
-/// What to do with the staging namespace now that no drill runs: delete it, or look again in
-/// `Some(seconds)` when its time comes.
-pub fn cleanup(last_finished: Option<Timestamp>, sn: &StagingNamespace, now: Timestamp) -> Cleanup {
+/// What a delete of a recorded staging namespace did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Deleted {
+    /// Deleted (or already being deleted).
+    Deleted,
+    /// No namespace of that name is left.
+    Gone,
+    /// The namespace of that name has another uid: someone else's, left alone.
+    NotOurs,
+}
+
+/// Deletes the namespace `recorded` names only if it still has the recorded uid: the uid is the
+/// delete's precondition, so a namespace deleted and recreated by someone else between a read
+/// and this call is refused by the API server (409), not deleted.
+pub async fn delete_owned(
+    namespaces: &Api<Namespace>,
+    recorded: &StagingNamespaceStatus,
+) -> Result<Deleted, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(recorded.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match namespaces.delete(&recorded.name, &params).await {
+        Ok(_) => Ok(Deleted::Deleted),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Deleted::Gone),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Deleted::NotOurs),
+        Err(e) => Err(e),
+    }
+}
+
+/// What to do with the staging namespace now that no drill runs: delete it `ttl` after the last
+/// drill finished, or look again in `Wait(seconds)` when its time comes.
+pub fn cleanup(
+    last_finished: Option<Timestamp>,
+    ttl: std::time::Duration,
+    now: Timestamp,
+) -> Cleanup {
     let Some(finished) = last_finished else {
         return Cleanup::Delete;
     };
-    let due = finished.as_second() + i64::try_from(sn.ttl.as_secs()).unwrap_or(i64::MAX);
+    let due = finished
+        .as_second()
+        .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
     if now.as_second() >= due {
         Cleanup::Delete
     } else {
@@ -227,42 +274,41 @@ mod tests {
     }
 
     #[test]
-    fn only_the_namespace_this_drill_made_is_its_own() {
+    fn only_the_namespace_with_the_recorded_uid_is_its_own() {
         let ds = drill(json!({"name": "shop-drill"}));
-        let ns = namespace(&ds, &staging(&ds));
-        assert!(made_by(&ns, &ds));
+        let mut ns = namespace(&ds, &staging(&ds));
         assert_eq!(
             ns.labels()["pod-security.kubernetes.io/enforce"],
             "restricted"
         );
-        let mut other = drill(json!({"name": "shop-drill"}));
-        other.metadata.namespace = Some("elsewhere".into());
-        assert!(
-            !made_by(&ns, &other),
-            "same name, another namespace's drill"
-        );
-        let theirs = Namespace {
-            metadata: ObjectMeta {
-                name: Some("shop-drill".into()),
-                ..Default::default()
-            },
-            ..Default::default()
+        assert_eq!(ns.annotations()[ANNOTATION_STAGING_FOR], "shop/quarterly");
+        ns.metadata.uid = Some("uid-1".into());
+        let recorded = |name: &str, uid: &str| StagingNamespaceStatus {
+            name: name.into(),
+            uid: uid.into(),
         };
-        assert!(!made_by(&theirs, &ds));
+        assert!(owned(&ns, Some(&recorded("shop-drill", "uid-1"))));
+        // The right labels and annotation are not enough: nothing recorded, or another uid.
+        assert!(!owned(&ns, None), "created by someone else first");
+        assert!(
+            !owned(&ns, Some(&recorded("shop-drill", "uid-0"))),
+            "deleted and recreated under the same name"
+        );
+        assert!(!owned(&ns, Some(&recorded("other", "uid-1"))));
     }
 
     #[test]
     fn the_namespace_goes_ttl_after_the_drill() {
         let ds = drill(json!({"name": "shop-drill", "ttl": "1h"}));
-        let sn = staging(&ds);
+        let ttl = staging(&ds).ttl.as_std();
         let finished: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
         let at = |s: &str| s.parse::<Timestamp>().unwrap();
         assert_eq!(
-            cleanup(Some(finished), &sn, at("2026-11-24T10:20:00Z")),
+            cleanup(Some(finished), ttl, at("2026-11-24T10:20:00Z")),
             Cleanup::Wait(40 * 60)
         );
         assert_eq!(
-            cleanup(Some(finished), &sn, at("2026-11-24T11:00:00Z")),
+            cleanup(Some(finished), ttl, at("2026-11-24T11:00:00Z")),
             Cleanup::Delete
         );
     }
