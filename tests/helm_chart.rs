@@ -134,9 +134,15 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let mut roles = 0;
+    let kubestate = |d: &&serde_json::Value| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lifeboat-kubestate-"))
+    };
     for doc in docs
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .filter(|d| !kubestate(d))
     {
         roles += 1;
         for rule in doc["rules"].as_array().unwrap() {
@@ -160,6 +166,64 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         roles, 2,
         "the operator's ClusterRole and the leader-election Role"
     );
+    // The operator may bind exactly the two Kubernetes-state roles, and nothing cluster-wide
+    // unless kubernetesState.clusterScope is set.
+    let operator = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "lifeboat")
+        .unwrap();
+    let binds: Vec<&serde_json::Value> = operator["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "bind"))
+        .collect();
+    assert_eq!(binds.len(), 1, "{binds:?}");
+    assert_eq!(
+        binds[0]["resourceNames"],
+        json!(["lifeboat-kubestate-backup", "lifeboat-kubestate-restore"])
+    );
+    assert!(
+        !text.contains("clusterrolebindings"),
+        "no cluster binding without kubernetesState.clusterScope"
+    );
+    // The Kubernetes-state accounts' roles: listed kinds, read or write, never what lets a
+    // namespace relabel itself, raise its quota or grant more than it holds.
+    let state: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(kubestate)
+        .collect();
+    assert_eq!(
+        state.len(),
+        2,
+        "backup and restore; the cluster ones only when asked"
+    );
+    for doc in state {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["resources", "apiGroups"] {
+                assert!(
+                    !rule[field].as_array().unwrap().iter().any(|v| v == "*"),
+                    "wildcard {field} in {rule}"
+                );
+            }
+            for never in ["namespaces", "resourcequotas", "limitranges", "nodes"] {
+                assert!(
+                    !rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == never),
+                    "{never} in {rule}"
+                );
+            }
+            assert!(
+                rule["verbs"] == json!(["get", "list"])
+                    || rule["verbs"] == json!(["create", "patch"]),
+                "{rule}"
+            );
+        }
+    }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);

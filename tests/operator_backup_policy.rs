@@ -425,3 +425,53 @@ async fn the_test_namespaces_refuse_pods_that_are_not_restricted() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod() {
+    let h = harness("bp-hostnet").await;
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 * * * *",
+            "assets": [{"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}],
+            "retention": {"keepLast": 3},
+            "destination": {"volume": {"claimName": "backups"}},
+            "podTemplate": {"hostNetwork": true, "labels": {"team": "shop"}}
+        }),
+    )
+    .await;
+    let cj = h
+        .until("the CronJob", async || {
+            h.api::<CronJob>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .next()
+        })
+        .await;
+    let template = cj.spec.unwrap().job_template.spec.unwrap().template;
+    assert_eq!(
+        template.metadata.unwrap().labels.unwrap()["team"],
+        "shop",
+        "the rest of the pod template is honoured"
+    );
+    assert_eq!(template.spec.unwrap().host_network, None);
+    // The API server pruned it: the stored policy does not carry it either.
+    let stored = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        h.client.clone(),
+        &h.ns,
+        &kube::api::ApiResource::erase::<BackupPolicy>(&()),
+    )
+    .get("shop")
+    .await
+    .unwrap();
+    assert!(
+        stored.data["spec"]["podTemplate"]
+            .get("hostNetwork")
+            .is_none(),
+        "{:?}",
+        stored.data["spec"]["podTemplate"]
+    );
+}

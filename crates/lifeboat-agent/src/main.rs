@@ -8,7 +8,9 @@ use jiff::Timestamp;
 use lifeboat_agent::error::{AgentError, Result};
 use lifeboat_agent::jobs::{self, Env};
 use lifeboat_agent::layout::{S3Role, Store};
-use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
+use lifeboat_api::agent_job::{
+    AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope, SECRETS_DIR,
+};
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::common::Destination;
 use lifeboat_api::{BackupPolicy, Duration};
@@ -39,6 +41,8 @@ enum Command {
         #[arg(long = "asset")]
         assets: Vec<String>,
         #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
         place: Place,
     },
     /// Restore a backup; shows the plan unless --execute. Checksums are verified first.
@@ -56,6 +60,8 @@ enum Command {
         /// Carry out the restore (without it, only the plan is shown).
         #[arg(long)]
         execute: bool,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         place: Place,
     },
@@ -167,6 +173,40 @@ impl PolicyRef {
             (None, None) => Err(AgentError::config("--policy or --policy-file is required")),
         }
     }
+}
+
+/// What a Kubernetes-state backup may read, or a restore write, when run from the command line.
+/// Inside a Job the operator's document says, and these are ignored: nothing widens it.
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// A namespace the Kubernetes-state asset may reach (repeatable).
+    #[arg(long = "allow-namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Cluster-scoped objects and every namespace.
+    #[arg(long, conflicts_with = "namespaces")]
+    cluster_scope: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Option<KubernetesStateScope> {
+        if self.cluster_scope {
+            Some(KubernetesStateScope::Cluster)
+        } else if self.namespaces.is_empty() {
+            None
+        } else {
+            Some(KubernetesStateScope::Namespaces(
+                self.namespaces.iter().cloned().collect(),
+            ))
+        }
+    }
+}
+
+/// The scope of a Job's document: what the operator computed, else the document's own
+/// namespace (an older operator's Job is never given more).
+fn job_scope(scope: &Option<KubernetesStateScope>, namespace: &str) -> KubernetesStateScope {
+    scope
+        .clone()
+        .unwrap_or_else(|| KubernetesStateScope::own(namespace))
 }
 
 #[derive(clap::Args)]
@@ -344,6 +384,7 @@ fn run(
         Command::Backup {
             policy_file,
             assets,
+            scope,
             place,
         } => {
             let job = match job_document::<AgentJob>()? {
@@ -373,6 +414,7 @@ fn run(
                             asset,
                             &policy.spec.compression,
                             policy.spec.encryption.as_ref(),
+                            scope.scope().as_ref(),
                         )?;
                         println!(
                             "{}: backup {} of {} committed ({} bytes)",
@@ -394,6 +436,7 @@ fn run(
                 &job.asset,
                 &job.compression,
                 job.encryption.as_ref(),
+                Some(&job_scope(&job.kubernetes_state_scope, &job.namespace)),
             )?;
             println!(
                 "{}: backup {} of {} committed ({} bytes)",
@@ -431,10 +474,14 @@ fn run(
             backup,
             target_file,
             execute,
+            scope,
             place,
         } => {
-            let job = match job_document::<AgentRestoreJob>()? {
-                Some(job) => job,
+            let (job, scope) = match job_document::<AgentRestoreJob>()? {
+                Some(job) => {
+                    let scope = job_scope(&job.kubernetes_state_scope, &job.namespace);
+                    (job, Some(scope))
+                }
                 None => {
                     let path = policy_file.ok_or_else(|| {
                         AgentError::config(
@@ -452,7 +499,7 @@ fn run(
                         .ok_or_else(|| {
                             AgentError::not_found(format!("no asset {name:?} in the policy"))
                         })?;
-                    AgentRestoreJob {
+                    let job = AgentRestoreJob {
                         namespace: String::new(),
                         policy: policy.metadata.name.clone().unwrap_or_default(),
                         backup_id: backup,
@@ -465,7 +512,9 @@ fn run(
                             .encryption
                             .as_ref()
                             .and_then(|e| e.identity_secret.clone()),
-                    }
+                        kubernetes_state_scope: scope.scope(),
+                    };
+                    (job, scope.scope())
                 }
             };
             let env = place.env(Some(&job.location))?;
@@ -489,6 +538,7 @@ fn run(
                         &listed,
                         job.target.as_ref(),
                         job.identity_secret.as_ref(),
+                        scope.as_ref(),
                     )?;
                     plan.push_str(&format!("; {dry}"));
                 }
@@ -505,6 +555,7 @@ fn run(
                 job.target.as_ref(),
                 &job.options,
                 job.identity_secret.as_ref(),
+                scope.as_ref(),
             )?;
             println!("restored {plan} into {into}");
             Ok(Some(done(listed.metadata)))

@@ -3,6 +3,8 @@
 //! key as a file at [`secret_file_path`]. The document holds no secret, only references, so the
 //! Job spec can be read by anyone who can read Jobs.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::backup_policy::{Asset, Compression, Encryption, Retention};
@@ -38,6 +40,41 @@ pub struct AgentJob {
     pub encryption: Option<Encryption>,
     /// Retention applied after a successful backup, inside this policy's own prefix only.
     pub retention: Retention,
+    /// What a Kubernetes-state backup may read; unset for other assets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state_scope: Option<KubernetesStateScope>,
+}
+
+/// What a Kubernetes-state Job may read or write, as the operator computed it from the labels
+/// the platform team puts on Namespaces. The agent refuses a selection or a dump that reaches
+/// outside it before touching anything, and never widens it: a document without a scope is
+/// held to its own namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KubernetesStateScope {
+    /// These namespaces only, and no cluster-scoped object.
+    Namespaces(BTreeSet<String>),
+    /// Cluster-scoped objects and every namespace: the platform's opt-in for one namespace. Its
+    /// account can grant itself anything, so there is nothing narrower to hold it to.
+    Cluster,
+}
+
+impl KubernetesStateScope {
+    /// Only `namespace`: what a document without a scope gets.
+    pub fn own(namespace: &str) -> Self {
+        Self::Namespaces(BTreeSet::from([namespace.to_owned()]))
+    }
+
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        match self {
+            Self::Namespaces(set) => set.contains(namespace),
+            Self::Cluster => true,
+        }
+    }
+
+    pub fn allows_cluster(&self) -> bool {
+        matches!(self, Self::Cluster)
+    }
 }
 
 /// One asset restored from one backup, as the operator asks the agent (`restore --execute`) to.
@@ -59,6 +96,9 @@ pub struct AgentRestoreJob {
     /// The age identity that decrypts encrypted artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<SecretKeyRef>,
+    /// What a Kubernetes-state restore may write; unset for other assets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state_scope: Option<KubernetesStateScope>,
 }
 
 /// A finished drill's evidence record, to be written next to the backups it restored as

@@ -139,6 +139,10 @@ pub enum ErrorClass {
     Validation,
     /// A tool failed in a way not classified above.
     ToolFailed,
+    /// What the job would touch lies outside what it may (a Kubernetes-state selection or dump
+    /// beyond its allowed namespaces, or cluster-scoped without the platform's opt-in): refused
+    /// before anything was read or written.
+    OutOfScope,
 }
 
 impl ErrorClass {
@@ -155,6 +159,7 @@ impl ErrorClass {
             ErrorClass::Timeout => 9,
             ErrorClass::Validation => 10,
             ErrorClass::ToolFailed => 11,
+            ErrorClass::OutOfScope => 12,
         }
     }
 
@@ -170,6 +175,7 @@ impl ErrorClass {
             ErrorClass::Timeout => "Timeout",
             ErrorClass::Validation => "ValidationFailed",
             ErrorClass::ToolFailed => "ToolFailed",
+            ErrorClass::OutOfScope => "OutOfScope",
         }
     }
 }
@@ -321,6 +327,7 @@ mod tests {
             ErrorClass::Timeout,
             ErrorClass::Validation,
             ErrorClass::ToolFailed,
+            ErrorClass::OutOfScope,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub service_account: Option<String>,
     /// Requests and limits unless a resource overrides them.
     pub resources: ResourceRequirements,
+    /// The prefix of the chart's ClusterRoles that Kubernetes-state accounts are bound to
+    /// (`<prefix>-backup`, `<prefix>-restore`, and `-cluster` variants of each).
+    pub kubestate_roles: String,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +44,7 @@ impl Default for AgentConfig {
                 limits: Some(BTreeMap::from([("memory".into(), q("256Mi"))])),
                 ..Default::default()
             },
+            kubestate_roles: "lifeboat-kubestate".into(),
         }
     }
 }

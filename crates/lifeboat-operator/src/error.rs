@@ -19,6 +19,9 @@ pub enum Error {
     /// A watch this reconcile reads from has not listed yet (the API server is slow or down).
     #[error("the {0} watch has not synced yet")]
     CacheNotReady(&'static str),
+    /// A Kubernetes-state asset reaches beyond what the platform team allows its namespace.
+    #[error(transparent)]
+    Scope(#[from] crate::kubestate::ScopeError),
 }
 
 impl Error {
@@ -31,12 +34,16 @@ impl Error {
             Error::Serialize(_) => "SerializeFailed",
             Error::Kube(_) => "KubernetesApiError",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::Scope(e) => e.reason(),
         }
     }
 
     /// Whether waiting for the user's edit is the only cure (no fast retry).
     pub fn needs_user(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::MissingObjectKey(_))
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::MissingObjectKey(_) | Error::Scope(_)
+        )
     }
 }
 

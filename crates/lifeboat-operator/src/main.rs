@@ -37,6 +37,13 @@ struct Args {
     /// `default` account, with no token mounted).
     #[arg(long, env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT")]
     agent_service_account: Option<String>,
+    /// Prefix of the chart's ClusterRoles Kubernetes-state accounts are bound to.
+    #[arg(
+        long,
+        env = "LIFEBOAT_KUBESTATE_ROLES",
+        default_value = "lifeboat-kubestate"
+    )]
+    kubestate_roles: String,
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -89,6 +96,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     agent.image_pull_policy = args.agent_image_pull_policy;
     agent.service_account = args.agent_service_account;
+    agent.kubestate_roles = args.kubestate_roles;
     let ctx = Arc::new(Context::new(client, metrics.clone(), agent));
 
     let (stop_tx, stop_rx) = watch::channel(false);

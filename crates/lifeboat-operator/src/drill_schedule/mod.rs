@@ -122,13 +122,14 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     match (&decision.next, &active_id) {
         (Next::Backup, Some(id)) => {
             let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+            let scopes = crate::backup_policy::kubestate_scopes(&ctx, &policy, &ns).await?;
             for asset in policy
                 .spec
                 .assets
                 .iter()
                 .filter(|a| ds.spec.assets.contains(&a.name))
             {
-                let job = on_demand_job(&policy, asset, id, &ctx.agent)?;
+                let job = on_demand_job(&policy, asset, id, &ctx.agent, &scopes)?;
                 jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
                     .await?;
             }
