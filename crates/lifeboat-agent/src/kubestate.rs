@@ -88,7 +88,8 @@ fn qualified(plural: &str, group: &str) -> String {
 }
 
 /// Kinds never dumped: recreated or owned by the cluster itself (events, endpoints, leases,
-/// nodes, API registrations, priority and fairness settings), or meaningless to re-apply.
+/// nodes, API registrations, priority and fairness settings, what CSI drivers publish), or
+/// meaningless to re-apply.
 pub fn skipped_kind(plural: &str, group: &str) -> bool {
     matches!(
         (group, plural),
@@ -100,7 +101,10 @@ pub fn skipped_kind(plural: &str, group: &str) -> bool {
             | ("coordination.k8s.io", "leases")
             | ("apiregistration.k8s.io", "apiservices")
             | ("flowcontrol.apiserver.k8s.io", _)
-            | ("storage.k8s.io", "csinodes" | "volumeattachments")
+            | (
+                "storage.k8s.io",
+                "csinodes" | "volumeattachments" | "csistoragecapacities"
+            )
             | ("certificates.k8s.io", "certificatesigningrequests")
             | ("metrics.k8s.io", _)
     )
