@@ -428,18 +428,52 @@ async fn the_test_namespaces_refuse_pods_that_are_not_restricted() {
 
 #[tokio::test]
 async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
     let h = harness("bp-hostnet").await;
-    h.apply_policy(
-        "shop",
-        json!({
-            "schedule": "0 * * * *",
-            "assets": [{"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}],
-            "retention": {"keepLast": 3},
-            "destination": {"volume": {"claimName": "backups"}},
-            "podTemplate": {"hostNetwork": true, "labels": {"team": "shop"}}
-        }),
+    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+    "metadata": {"name": "shop"},
+    "spec": {
+        "schedule": "0 * * * *",
+        "assets": [{"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}],
+        "retention": {"keepLast": 3},
+        "destination": {"volume": {"claimName": "backups"}},
+        "podTemplate": {"hostNetwork": true, "labels": {"team": "shop"}}
+    }});
+    let api = kube::Api::<DynamicObject>::namespaced_with(
+        h.client.clone(),
+        &h.ns,
+        &ApiResource::erase::<BackupPolicy>(&()),
+    );
+    // A server-side apply names the field the schema does not have.
+    let refused = api
+        .patch(
+            "shop",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(".spec.podTemplate.hostNetwork"),
+        "{refused}"
+    );
+    // A plain create is pruned: neither the stored policy nor its agent pods carry it.
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(policy).unwrap(),
     )
-    .await;
+    .await
+    .unwrap();
+    let stored = api.get("shop").await.unwrap();
+    assert!(
+        stored.data["spec"]["podTemplate"]
+            .get("hostNetwork")
+            .is_none(),
+        "{:?}",
+        stored.data["spec"]["podTemplate"]
+    );
     let cj = h
         .until("the CronJob", async || {
             h.api::<CronJob>()
@@ -458,20 +492,4 @@ async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod
         "the rest of the pod template is honoured"
     );
     assert_eq!(template.spec.unwrap().host_network, None);
-    // The API server pruned it: the stored policy does not carry it either.
-    let stored = kube::Api::<kube::api::DynamicObject>::namespaced_with(
-        h.client.clone(),
-        &h.ns,
-        &kube::api::ApiResource::erase::<BackupPolicy>(&()),
-    )
-    .get("shop")
-    .await
-    .unwrap();
-    assert!(
-        stored.data["spec"]["podTemplate"]
-            .get("hostNetwork")
-            .is_none(),
-        "{:?}",
-        stored.data["spec"]["podTemplate"]
-    );
 }

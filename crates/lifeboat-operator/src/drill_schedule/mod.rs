@@ -83,7 +83,19 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                 );
                 return report_problem(&ds, &ctx, &old, "StagingNamespaceConflict", message).await;
             }
-            Ok(found) => staging_exists = found.is_some(),
+            Ok(Some(_)) => staging_exists = true,
+            Ok(None) => {
+                // Reading Namespaces is allowed (their labels scope Kubernetes-state Jobs), so
+                // whether the operator may make one is asked of the API server by a dry run,
+                // before any drill is due.
+                let dry = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+                if let Err(e) = Api::<Namespace>::all(ctx.client.clone())
+                    .patch(&sn.name, &dry, &Patch::Apply(&staging::namespace(&ds, sn)))
+                    .await
+                {
+                    return staging_error(&ds, &ctx, &old, e).await;
+                }
+            }
             Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
     }
