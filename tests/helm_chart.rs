@@ -131,9 +131,15 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let mut roles = 0;
+    let kubestate = |d: &&serde_json::Value| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lifeboat-kubestate-"))
+    };
     for doc in docs
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .filter(|d| !kubestate(d))
     {
         roles += 1;
         for rule in doc["rules"].as_array().unwrap() {
@@ -164,6 +170,64 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         roles, 3,
         "the operator's ClusterRole, the master key's Role and the leader-election Role"
     );
+    // The operator may bind exactly the two Kubernetes-state roles, and nothing cluster-wide
+    // unless kubernetesState.clusterScope is set.
+    let operator = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "lifeboat")
+        .unwrap();
+    let binds: Vec<&serde_json::Value> = operator["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "bind"))
+        .collect();
+    assert_eq!(binds.len(), 1, "{binds:?}");
+    assert_eq!(
+        binds[0]["resourceNames"],
+        json!(["lifeboat-kubestate-backup", "lifeboat-kubestate-restore"])
+    );
+    assert!(
+        !text.contains("clusterrolebindings"),
+        "no cluster binding without kubernetesState.clusterScope"
+    );
+    // The Kubernetes-state accounts' roles: listed kinds, read or write, never what lets a
+    // namespace relabel itself, raise its quota or grant more than it holds.
+    let state: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(kubestate)
+        .collect();
+    assert_eq!(
+        state.len(),
+        2,
+        "backup and restore; the cluster ones only when asked"
+    );
+    for doc in state {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["resources", "apiGroups"] {
+                assert!(
+                    !rule[field].as_array().unwrap().iter().any(|v| v == "*"),
+                    "wildcard {field} in {rule}"
+                );
+            }
+            for never in ["namespaces", "resourcequotas", "limitranges", "nodes"] {
+                assert!(
+                    !rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == never),
+                    "{never} in {rule}"
+                );
+            }
+            assert!(
+                rule["verbs"] == json!(["get", "list"])
+                    || rule["verbs"] == json!(["create", "patch"]),
+                "{rule}"
+            );
+        }
+    }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -294,10 +358,21 @@ fn host_network_and_extra_env_render_for_clusters_without_kube_proxy() {
 #[test]
 fn staging_namespace_permissions_are_rendered_only_when_asked() {
     let by_default = ok(&template("lifeboat-system", &[]));
-    assert!(
-        !by_default.contains("resources: [namespaces]") && !by_default.contains("- namespaces"),
-        "no namespace permission by default"
-    );
+    // By default Namespaces are only read (their labels scope Kubernetes-state Jobs), never
+    // created, changed or deleted.
+    for doc in serde_yaml::Deserializer::from_str(&by_default) {
+        let doc: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            if rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "namespaces")
+            {
+                assert_eq!(rule["verbs"], json!(["get"]), "{rule}");
+            }
+        }
+    }
     let text = ok(&template(
         "lifeboat-system",
         &["drills.stagingNamespaces=true"],

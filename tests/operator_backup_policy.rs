@@ -457,3 +457,71 @@ async fn the_test_namespaces_refuse_pods_that_are_not_restricted() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let h = harness("bp-hostnet").await;
+    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+    "metadata": {"name": "shop"},
+    "spec": {
+        "schedule": "0 * * * *",
+        "assets": [{"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}],
+        "retention": {"keepLast": 3},
+        "destination": {"volume": {"claimName": "backups"}},
+        "podTemplate": {"hostNetwork": true, "labels": {"team": "shop"}}
+    }});
+    let api = kube::Api::<DynamicObject>::namespaced_with(
+        h.client.clone(),
+        &h.ns,
+        &ApiResource::erase::<BackupPolicy>(&()),
+    );
+    // A server-side apply names the field the schema does not have.
+    let refused = api
+        .patch(
+            "shop",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(".spec.podTemplate.hostNetwork"),
+        "{refused}"
+    );
+    // A plain create is pruned: neither the stored policy nor its agent pods carry it.
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(policy).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stored = api.get("shop").await.unwrap();
+    assert!(
+        stored.data["spec"]["podTemplate"]
+            .get("hostNetwork")
+            .is_none(),
+        "{:?}",
+        stored.data["spec"]["podTemplate"]
+    );
+    let cj = h
+        .until("the CronJob", async || {
+            h.api::<CronJob>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .next()
+        })
+        .await;
+    let template = cj.spec.unwrap().job_template.spec.unwrap().template;
+    assert_eq!(
+        template.metadata.unwrap().labels.unwrap()["team"],
+        "shop",
+        "the rest of the pod template is honoured"
+    );
+    assert_eq!(template.spec.unwrap().host_network, None);
+}

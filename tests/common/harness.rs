@@ -90,25 +90,6 @@ pub async fn enforce_restricted_pod_security(admin: &Client, ns: &str) {
         .unwrap();
 }
 
-impl Harness {
-    /// For the local node's end-to-end tests only: their agent pods use the host's network (every
-    /// server they reach listens on loopback), which no Pod Security level but "privileged"
-    /// allows. The namespace then enforces "privileged" and still warns and audits against
-    /// "restricted"; every control-plane test keeps enforcing "restricted" on the same pods.
-    pub async fn allow_host_network(&self) {
-        use k8s_openapi::api::core::v1::Namespace;
-        let labels = json!({"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": "privileged",
-            "pod-security.kubernetes.io/warn": "restricted",
-            "pod-security.kubernetes.io/audit": "restricted"
-        }}});
-        Api::<Namespace>::all(self.client.clone())
-            .patch(&self.ns, &PatchParams::default(), &Patch::Merge(&labels))
-            .await
-            .unwrap();
-    }
-}
-
 /// A webhook receiver on loopback that answers every request 200 and keeps each body: returns
 /// its URL (with a token in the path, as a Slack webhook has) and the bodies so far.
 pub async fn webhook_receiver(token: &str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {

@@ -147,7 +147,7 @@ pub fn run(
     let mut snapshot = Timestamp::now();
     let mut backed_up = Vec::new();
     for asset in &assets {
-        let m = jobs::backup(&env, &slot, asset, &Compression::default(), None)?;
+        let m = jobs::backup(&env, &slot, asset, &Compression::default(), None, None)?;
         snapshot = snapshot.min(m.snapshot_time);
         backed_up.push(m.clone());
         eprintln!(
@@ -189,6 +189,7 @@ pub fn run(
             asset,
             target.as_ref(),
             &RestoreOptions::default(),
+            None,
             None,
         )
     };

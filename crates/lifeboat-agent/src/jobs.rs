@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
 use lifeboat_api::backup_policy::{
     Asset, AssetKind, Compression, CompressionAlgorithm, Encryption,
@@ -169,6 +170,7 @@ pub fn backup(
     asset: &Asset,
     compression: &Compression,
     encryption: Option<&Encryption>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
     // No key, no backup: checked before the source is touched.
@@ -185,7 +187,7 @@ pub fn backup(
         None
     };
     let mut created: Vec<String> = Vec::new();
-    let result = backup_artifacts(env, slot, asset, &encoding, &mut created);
+    let result = backup_artifacts(env, slot, asset, &encoding, scope, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -250,6 +252,7 @@ fn backup_artifacts(
     slot: &Slot,
     asset: &Asset,
     encoding: &Encoding,
+    scope: Option<&KubernetesStateScope>,
     created: &mut Vec<String>,
 ) -> Result<Artifacts> {
     let suffix = suffix(encoding);
@@ -356,7 +359,7 @@ fn backup_artifacts(
                 .kubernetes_state
                 .as_ref()
                 .ok_or_else(|| AgentError::config("kubernetesState asset without settings"))?;
-            let (state, source) = crate::kubestate::backup(k)?;
+            let (state, source) = crate::kubestate::backup(k, needs_scope(scope)?)?;
             // One document: a namespace's objects are megabytes, not gigabytes, so it is built
             // in memory and streamed through the same encode path as every artifact.
             let json = serde_json::to_vec(&state)
@@ -450,6 +453,7 @@ pub fn restore(
     target: Option<&RestoreTarget>,
     options: &RestoreOptions,
     identity: Option<&SecretKeyRef>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
@@ -580,7 +584,7 @@ pub fn restore(
             bucket::restore(env, listed, &local, &decoding, into)
         }
         Some(AssetKind::KubernetesState) => {
-            kubernetes_state(listed, &local, &decoding, target, true)
+            kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
         }
         None => Err(AgentError::config(format!(
             "asset {} has no kind",
@@ -661,6 +665,7 @@ fn kubernetes_state(
     local: &crate::layout::Local,
     decoding: &stream::Decoding,
     target: Option<&RestoreTarget>,
+    scope: &KubernetesStateScope,
     execute: bool,
 ) -> Result<String> {
     let artifact = listed
@@ -680,8 +685,8 @@ fn kubernetes_state(
         AgentError::integrity(format!("{}: not a cluster state: {e}", artifact.name))
     })?;
     let mapping = target.and_then(|t| t.kubernetes_state.as_ref());
-    let done = crate::kubestate::restore(&state, mapping, execute)?;
-    let pending = if done.pending > 0 {
+    let done = crate::kubestate::restore(&state, mapping, scope, execute)?;
+    let mut pending = if done.pending > 0 {
         format!(
             ", {} more wait for a CRD or a namespace this restore creates (not dry-run)",
             done.pending
@@ -689,6 +694,12 @@ fn kubernetes_state(
     } else {
         String::new()
     };
+    if done.left_to_platform > 0 {
+        pending.push_str(&format!(
+            ", {} left to the platform team (Namespaces, quotas, limit ranges)",
+            done.left_to_platform
+        ));
+    }
     Ok(format!(
         "kubernetes: {} objects of {} kinds {}{pending}",
         done.objects,
@@ -708,8 +719,27 @@ pub fn plan_kubernetes_state(
     listed: &Listed,
     target: Option<&RestoreTarget>,
     identity: Option<&SecretKeyRef>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    kubernetes_state(listed, &local, &decoding, target, false)
+    kubernetes_state(
+        listed,
+        &local,
+        &decoding,
+        target,
+        needs_scope(scope)?,
+        false,
+    )
+}
+
+/// A Kubernetes-state backup or restore is never run without a scope: there is no default
+/// wider than what the caller says.
+fn needs_scope(scope: Option<&KubernetesStateScope>) -> Result<&KubernetesStateScope> {
+    scope.ok_or_else(|| {
+        AgentError::config(
+            "a Kubernetes-state backup or restore needs a scope: --allow-namespace NS \
+             (repeatable) or --cluster-scope (inside a Job, the operator's document gives it)",
+        )
+    })
 }

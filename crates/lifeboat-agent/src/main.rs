@@ -9,7 +9,9 @@ use lifeboat_agent::error::{AgentError, Result};
 use lifeboat_agent::jobs::{self, Env};
 use lifeboat_agent::layout::{S3Role, Scope, Store};
 use lifeboat_agent::signing::{SigningKey, Unsigned};
-use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
+use lifeboat_api::agent_job::{
+    AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope, SECRETS_DIR,
+};
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::common::{Destination, SecretKeyRef};
 use lifeboat_api::ident::Identifiers;
@@ -43,6 +45,8 @@ enum Command {
         #[arg(long = "asset")]
         assets: Vec<String>,
         #[command(flatten)]
+        scope: ScopeArgs,
+        #[command(flatten)]
         place: Place,
     },
     /// Restore a backup; shows the plan unless --execute. Checksums are verified first.
@@ -63,6 +67,8 @@ enum Command {
         /// For legacy backups only: accept metadata without a signature.
         #[arg(long)]
         allow_unsigned: bool,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         place: Place,
     },
@@ -204,6 +210,40 @@ impl PolicyRef {
             (None, None) => Err(AgentError::config("--policy or --policy-file is required")),
         }
     }
+}
+
+/// What a Kubernetes-state backup may read, or a restore write, when run from the command line.
+/// Inside a Job the operator's document says, and these are ignored: nothing widens it.
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// A namespace the Kubernetes-state asset may reach (repeatable).
+    #[arg(long = "allow-namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Cluster-scoped objects and every namespace.
+    #[arg(long, conflicts_with = "namespaces")]
+    cluster_scope: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Option<KubernetesStateScope> {
+        if self.cluster_scope {
+            Some(KubernetesStateScope::Cluster)
+        } else if self.namespaces.is_empty() {
+            None
+        } else {
+            Some(KubernetesStateScope::Namespaces(
+                self.namespaces.iter().cloned().collect(),
+            ))
+        }
+    }
+}
+
+/// The scope of a Job's document: what the operator computed, else the document's own
+/// namespace (an older operator's Job is never given more).
+fn job_scope(scope: &Option<KubernetesStateScope>, namespace: &str) -> KubernetesStateScope {
+    scope
+        .clone()
+        .unwrap_or_else(|| KubernetesStateScope::own(namespace))
 }
 
 #[derive(clap::Args)]
@@ -419,6 +459,7 @@ fn run(
         Command::Backup {
             policy_file,
             assets,
+            scope: k8s_scope,
             place,
         } => {
             let job = match job_document::<AgentJob>()? {
@@ -451,6 +492,7 @@ fn run(
                                 asset,
                                 &policy.spec.compression,
                                 policy.spec.encryption.as_ref(),
+                                k8s_scope.scope().as_ref(),
                             )?;
                             println!(
                                 "{}: backup {} of {} committed ({} bytes)",
@@ -478,6 +520,7 @@ fn run(
                 &job.asset,
                 &job.compression,
                 job.encryption.as_ref(),
+                Some(&job_scope(&job.kubernetes_state_scope, &job.namespace)),
             );
             env.store.release(&slot);
             let m = m?;
@@ -520,10 +563,14 @@ fn run(
             target_file,
             execute,
             allow_unsigned,
+            scope: k8s_scope,
             place,
         } => {
-            let job = match job_document::<AgentRestoreJob>()? {
-                Some(job) => job,
+            let (job, k8s_scope) = match job_document::<AgentRestoreJob>()? {
+                Some(job) => {
+                    let scope = job_scope(&job.kubernetes_state_scope, &job.namespace);
+                    (job, Some(scope))
+                }
                 None => {
                     let path = policy_file.ok_or_else(|| {
                         AgentError::config(
@@ -541,7 +588,7 @@ fn run(
                         .ok_or_else(|| {
                             AgentError::not_found(format!("no asset {name:?} in the policy"))
                         })?;
-                    AgentRestoreJob {
+                    let job = AgentRestoreJob {
                         namespace: place.namespace(Some(&policy)),
                         policy: policy.metadata.name.clone().unwrap_or_default(),
                         backup_id: backup,
@@ -556,7 +603,9 @@ fn run(
                             .and_then(|e| e.identity_secret.clone()),
                         signing_key: None,
                         allow_unsigned,
-                    }
+                        kubernetes_state_scope: k8s_scope.scope(),
+                    };
+                    (job, k8s_scope.scope())
                 }
             };
             let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
@@ -582,6 +631,7 @@ fn run(
                         &listed,
                         job.target.as_ref(),
                         job.identity_secret.as_ref(),
+                        k8s_scope.as_ref(),
                     )?;
                     plan.push_str(&format!("; {dry}"));
                 }
@@ -598,6 +648,7 @@ fn run(
                 job.target.as_ref(),
                 &job.options,
                 job.identity_secret.as_ref(),
+                k8s_scope.as_ref(),
             )?;
             println!("restored {plan} into {into}");
             Ok(Some(done(listed.metadata)))

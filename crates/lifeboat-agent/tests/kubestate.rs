@@ -151,6 +151,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             policy.to_str().unwrap(),
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -229,6 +230,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             target.to_str().unwrap(),
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ];
         if execute {
             a.push("--execute");
@@ -258,6 +260,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             "objects",
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));

@@ -3,6 +3,8 @@
 //! key as a file at [`secret_file_path`]. The document holds no secret, only references, so the
 //! Job spec can be read by anyone who can read Jobs.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
 use crate::backup_policy::{Asset, Compression, Encryption, Retention};
@@ -56,6 +58,41 @@ pub struct AgentJob {
     /// The namespace's signing key, which signs the backup's metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SecretKeyRef>,
+    /// What a Kubernetes-state backup may read; unset for other assets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state_scope: Option<KubernetesStateScope>,
+}
+
+/// What a Kubernetes-state Job may read or write, as the operator computed it from the labels
+/// the platform team puts on Namespaces. The agent refuses a selection or a dump that reaches
+/// outside it before touching anything, and never widens it: a document without a scope is
+/// held to its own namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KubernetesStateScope {
+    /// These namespaces only, and no cluster-scoped object.
+    Namespaces(BTreeSet<String>),
+    /// Cluster-scoped objects and every namespace: the platform's opt-in for one namespace. Its
+    /// account can grant itself anything, so there is nothing narrower to hold it to.
+    Cluster,
+}
+
+impl KubernetesStateScope {
+    /// Only `namespace`: what a document without a scope gets.
+    pub fn own(namespace: &str) -> Self {
+        Self::Namespaces(BTreeSet::from([namespace.to_owned()]))
+    }
+
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        match self {
+            Self::Namespaces(set) => set.contains(namespace),
+            Self::Cluster => true,
+        }
+    }
+
+    pub fn allows_cluster(&self) -> bool {
+        matches!(self, Self::Cluster)
+    }
 }
 
 /// One asset restored from one backup, as the operator asks the agent (`restore --execute`) to.
@@ -83,6 +120,9 @@ pub struct AgentRestoreJob {
     /// Accept unsigned legacy (version 1) metadata: the request's `source.allowUnsigned`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_unsigned: bool,
+    /// What a Kubernetes-state restore may write; unset for other assets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_state_scope: Option<KubernetesStateScope>,
 }
 
 /// A finished drill's evidence record, to be written next to the backups it restored as

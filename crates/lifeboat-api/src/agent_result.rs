@@ -189,6 +189,10 @@ pub enum ErrorClass {
     /// A Secret (or one of its keys) the job references is not mounted: it does not exist in
     /// the namespace. Secret volumes are optional, so the pod starts and says which one.
     SecretNotFound,
+    /// What the job would touch lies outside what it may (a Kubernetes-state selection or dump
+    /// beyond its allowed namespaces, or cluster-scoped without the platform's opt-in): refused
+    /// before anything was read or written.
+    OutOfScope,
 }
 
 impl ErrorClass {
@@ -206,6 +210,7 @@ impl ErrorClass {
             ErrorClass::Validation => 10,
             ErrorClass::ToolFailed => 11,
             ErrorClass::SecretNotFound => 12,
+            ErrorClass::OutOfScope => 13,
         }
     }
 
@@ -222,6 +227,7 @@ impl ErrorClass {
             ErrorClass::Validation => "ValidationFailed",
             ErrorClass::ToolFailed => "ToolFailed",
             ErrorClass::SecretNotFound => "SecretNotFound",
+            ErrorClass::OutOfScope => "OutOfScope",
         }
     }
 }
@@ -378,6 +384,7 @@ mod tests {
             ErrorClass::Validation,
             ErrorClass::ToolFailed,
             ErrorClass::SecretNotFound,
+            ErrorClass::OutOfScope,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

@@ -338,7 +338,10 @@ pub struct KubernetesStateTarget {
     pub namespace_mapping: BTreeMap<String, String>,
 }
 
-/// Settings of the agent pods a resource creates, merged over the operator's defaults.
+/// Settings of the agent pods a resource creates, merged over the operator's defaults. There is
+/// no `hostNetwork`: a namespace user must not put pods on the node's network. A `hostNetwork`
+/// stored before it was removed is ignored when read (unknown fields are) and pruned by the
+/// structural schema on the next write.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplateOverride {
@@ -348,18 +351,36 @@ pub struct PodTemplateOverride {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Service account of the agent pod (e.g. one bound to a cloud IAM role).
+    /// Service account of the agent pod (e.g. one bound to a cloud IAM role). Not used by
+    /// Kubernetes-state Jobs: they run as Lifeboat's own account, bound only to the namespaces
+    /// the platform team allows, since an account named here could reach whatever its bindings
+    /// reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
-    /// Run on the node's network (local clusters and sources reachable only from the host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_network: Option<bool>,
     /// Extra labels on the pods (and their Jobs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the pods (and their Jobs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_host_network_is_read_and_dropped() {
+        let o: PodTemplateOverride = serde_json::from_value(serde_json::json!({
+            "hostNetwork": true, "serviceAccountName": "backup-sa"
+        }))
+        .unwrap();
+        assert_eq!(o.service_account_name.as_deref(), Some("backup-sa"));
+        assert!(
+            !serde_json::to_string(&o).unwrap().contains("hostNetwork"),
+            "never written back"
+        );
+    }
 }

@@ -23,6 +23,9 @@ pub struct AgentConfig {
     /// Hosts a drill's webhook may be on (`drills.webhookAllowedHosts`: exact or `*.suffix`);
     /// any host when empty. Handed to the notify Job's agent, which refuses the others.
     pub webhook_allowed_hosts: Vec<String>,
+    /// The prefix of the chart's ClusterRoles that Kubernetes-state accounts are bound to
+    /// (`<prefix>-backup`, `<prefix>-restore`, and `-cluster` variants of each).
+    pub kubestate_roles: String,
 }
 
 impl Default for AgentConfig {
@@ -45,6 +48,7 @@ impl Default for AgentConfig {
                 ..Default::default()
             },
             webhook_allowed_hosts: Vec::new(),
+            kubestate_roles: "lifeboat-kubestate".into(),
         }
     }
 }

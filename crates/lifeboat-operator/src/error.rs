@@ -20,6 +20,9 @@ pub enum Error {
     /// backups, so none is created until the platform team provides it.
     #[error("no signing key: {0}")]
     SigningKeyMissing(String),
+    /// A Kubernetes-state asset reaches beyond what the platform team allows its namespace.
+    #[error(transparent)]
+    Scope(#[from] crate::kubestate::ScopeError),
 }
 
 impl Error {
@@ -32,12 +35,16 @@ impl Error {
             Error::Kube(_) => "KubernetesApiError",
             Error::CacheNotReady(_) => "CacheNotReady",
             Error::SigningKeyMissing(_) => "SigningKeyMissing",
+            Error::Scope(e) => e.reason(),
         }
     }
 
     /// Whether waiting for the user's edit is the only cure (no fast retry).
     pub fn needs_user(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_) | Error::MissingObjectKey(_))
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::MissingObjectKey(_) | Error::Scope(_)
+        )
     }
 }
 

@@ -8,6 +8,7 @@ pub mod context;
 pub mod drill_schedule;
 pub mod error;
 pub mod jobs;
+pub mod kubestate;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -41,6 +41,13 @@ struct Args {
     /// suffix pattern (`*.example.com`). Any host when empty.
     #[arg(long, env = "LIFEBOAT_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
     webhook_allowed_hosts: Vec<String>,
+    /// Prefix of the chart's ClusterRoles Kubernetes-state accounts are bound to.
+    #[arg(
+        long,
+        env = "LIFEBOAT_KUBESTATE_ROLES",
+        default_value = "lifeboat-kubestate"
+    )]
+    kubestate_roles: String,
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -98,6 +105,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     agent.image_pull_policy = args.agent_image_pull_policy;
     agent.service_account = args.agent_service_account;
     agent.webhook_allowed_hosts = args.webhook_allowed_hosts;
+    agent.kubestate_roles = args.kubestate_roles;
     let mut ctx = Context::new(client, metrics.clone(), agent);
     if let Some(name) = &args.signing_key_secret {
         ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(

@@ -21,6 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
+use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
 use lifeboat_api::conditions::{self, types};
 use lifeboat_api::schedule::CronSchedule;
@@ -30,6 +31,7 @@ use crate::config::FIELD_MANAGER;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::jobs::{JobOutcome, outcome};
+use crate::kubestate::{self, Access};
 use crate::names;
 use status::Problem;
 
@@ -50,7 +52,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let (problem, handled_token) = match apply_children(&policy, &ctx, &ns).await {
         Ok(token) => (None, token),
-        Err(e @ (Error::InvalidSpec(_) | Error::SigningKeyMissing(_))) => (
+        Err(e @ (Error::InvalidSpec(_) | Error::SigningKeyMissing(_) | Error::Scope(_))) => (
             Some(Problem {
                 reason: e.reason(),
                 message: e.to_string(),
@@ -65,7 +67,7 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         .is_some_and(|p| p.reason == "SigningKeyMissing");
     let now = Timestamp::now();
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
-    let decision = status::decide(
+    let mut decision = status::decide(
         &policy,
         &outcomes,
         problem,
@@ -73,6 +75,9 @@ pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<A
         &verification,
         now,
     );
+    if note_ignored_account(&policy, &mut decision.status) {
+        decision.changed = Some(&decision.status) != policy.status.as_ref();
+    }
     if decision.changed && ctx.apply_status(policy.as_ref(), &decision.status).await? {
         publish_transitions(&ctx, &policy, &decision.status).await;
     }
@@ -144,8 +149,9 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
         .map_err(|e| Error::InvalidSpec(e.to_string()))?;
     // Its CronJobs' Jobs mount the namespace's signing key: it exists before they can run.
     crate::signing_key::ensure(ctx, ns).await?;
+    let scopes = kubestate_scopes(ctx, policy, ns).await?;
 
-    let desired = cronjob::desired_cronjobs(policy, &ctx.agent)?;
+    let desired = cronjob::desired_cronjobs(policy, &ctx.agent, &scopes)?;
     let cronjobs = Api::<CronJob>::namespaced(ctx.client.clone(), ns);
     let existing = existing_cronjobs(ctx, ns, &policy.name_any()).await?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -193,7 +199,7 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
         Some(token) if Some(&token) != already && !token.is_empty() => {
             let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
             for asset in &policy.spec.assets {
-                let job = cronjob::on_demand_job(policy, asset, &token, &ctx.agent)?;
+                let job = cronjob::on_demand_job(policy, asset, &token, &ctx.agent, &scopes)?;
                 // Apply, not create: a restarted operator re-applies the same Job, never a second one.
                 jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
                     .await?;
@@ -209,6 +215,80 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
             Ok(Some(token))
         }
         _ => Ok(None),
+    }
+}
+
+/// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
+/// all of them. An asset reaching beyond what the platform team allows is an error
+/// ([`Error::Scope`]) before any CronJob or Job is applied.
+pub async fn kubestate_scopes(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    ns: &str,
+) -> Result<cronjob::Scopes> {
+    let mut scopes = cronjob::Scopes::new();
+    for asset in &policy.spec.assets {
+        if let Some(k) = &asset.kubernetes_state {
+            let reach = kubestate::backup_reach(k);
+            match kubestate::scope(&ctx.client, Access::Backup, ns, &reach).await {
+                Ok(scope) => scopes.insert(asset.name.clone(), scope),
+                Err(e @ Error::Scope(_)) => {
+                    kubestate::revoke_withdrawn(&ctx.client, Access::Backup, ns).await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+        }
+    }
+    // One account per namespace: bound to what every asset reaches (all the same kind, since
+    // the cluster label gives every asset cluster scope).
+    let bound = scopes.values().cloned().reduce(|a, b| match (a, b) {
+        (KubernetesStateScope::Namespaces(mut x), KubernetesStateScope::Namespaces(y)) => {
+            x.extend(y);
+            KubernetesStateScope::Namespaces(x)
+        }
+        _ => KubernetesStateScope::Cluster,
+    });
+    if let Some(bound) = bound {
+        kubestate::grant(
+            &ctx.client,
+            &ctx.agent.kubestate_roles,
+            Access::Backup,
+            ns,
+            &bound,
+        )
+        .await?;
+    }
+    Ok(scopes)
+}
+
+/// Says in the Ready message that `podTemplate.serviceAccountName` is not what Kubernetes-state
+/// assets run as. Returns whether the message changed.
+fn note_ignored_account(policy: &BackupPolicy, status: &mut BackupPolicyStatus) -> bool {
+    let named = policy
+        .spec
+        .pod_template
+        .as_ref()
+        .is_some_and(|t| t.service_account_name.is_some());
+    let state = policy
+        .spec
+        .assets
+        .iter()
+        .any(|a| a.kubernetes_state.is_some());
+    if !(named && state) {
+        return false;
+    }
+    let note = kubestate::ignored_account_note(Access::Backup);
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == types::READY)
+    {
+        Some(c) if !c.message.contains(&note) => {
+            c.message = format!("{}; {note}", c.message);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -218,7 +218,7 @@ pub fn evidence_job(
         overrides,
         labels: labels.clone(),
         annotations: Default::default(),
-        needs_api: false,
+        api_account: None,
     };
     Ok(Job {
         metadata: ObjectMeta {

@@ -112,7 +112,22 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
             Ok(Some(existing)) if existing.metadata.deletion_timestamp.is_some() => {
                 return Ok(Action::requeue(Duration::from_secs(5)));
             }
-            Ok(found) => staging_present = found.is_some(),
+            Ok(Some(_)) => staging_present = true,
+            Ok(None) => {
+                // Reading Namespaces is allowed (their labels scope Kubernetes-state Jobs), so
+                // whether the operator may make one is asked of the API server by a dry-run
+                // create, before any drill is due.
+                let dry = kube::api::PostParams {
+                    dry_run: true,
+                    field_manager: Some(FIELD_MANAGER.into()),
+                };
+                if let Err(e) = Api::<Namespace>::all(ctx.client.clone())
+                    .create(&dry, &staging::namespace(&ds, sn))
+                    .await
+                {
+                    return staging_error(&ds, &ctx, &old, e).await;
+                }
+            }
             Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
     }
@@ -151,13 +166,14 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
     match (&decision.next, &active_id) {
         (Next::Backup, Some(id)) => {
             let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+            let scopes = crate::backup_policy::kubestate_scopes(&ctx, &policy, &ns).await?;
             for asset in policy
                 .spec
                 .assets
                 .iter()
                 .filter(|a| ds.spec.assets.contains(&a.name))
             {
-                let job = on_demand_job(&policy, asset, id, &ctx.agent)?;
+                let job = on_demand_job(&policy, asset, id, &ctx.agent, &scopes)?;
                 jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
                     .await?;
             }

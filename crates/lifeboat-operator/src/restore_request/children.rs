@@ -17,6 +17,7 @@ use super::progress::{restore_job_name, rollback_job_name, safety_job_name, vali
 use crate::backup_policy::cronjob::s3_keys;
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
+use crate::kubestate::Access;
 use crate::names;
 use crate::pod::AgentPod;
 
@@ -52,6 +53,7 @@ pub fn restore_document(
             .and_then(|e| e.identity_secret.clone()),
         signing_key: Some(signing_key_ref()),
         allow_unsigned: rr.spec.source.allow_unsigned,
+        kubernetes_state_scope: step.scope.clone(),
     })
 }
 
@@ -75,8 +77,10 @@ pub fn restore_job(
         secrets,
         &doc.location,
         agent,
-        // A Kubernetes-state restore applies objects through the API: its pod gets a token.
-        step.asset.kind() == Some(AssetKind::KubernetesState),
+        // A Kubernetes-state restore applies objects through the API: its pod gets a token, of
+        // Lifeboat's restore account (bound to the step's scope), never the user's.
+        (step.asset.kind() == Some(AssetKind::KubernetesState))
+            .then_some(Access::Restore.service_account()),
     )
 }
 
@@ -106,6 +110,7 @@ pub fn safety_job(
             max_delete_percent: lifeboat_api::backup_policy::DEFAULT_MAX_DELETE_PERCENT,
         },
         signing_key: Some(signing_key_ref()),
+        kubernetes_state_scope: None,
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&location));
@@ -119,7 +124,7 @@ pub fn safety_job(
         secrets,
         &location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -154,6 +159,8 @@ pub fn rollback_job(
         // The safety backup was signed moments ago by this namespace's key.
         signing_key: Some(signing_key_ref()),
         allow_unsigned: false,
+        // Kubernetes state is never rolled back (plan::safety_asset refuses it).
+        kubernetes_state_scope: None,
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&doc.location));
@@ -168,7 +175,7 @@ pub fn rollback_job(
         secrets,
         &doc.location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -243,7 +250,7 @@ pub fn validate_job(
         secrets,
         &no_location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -257,7 +264,7 @@ fn job(
     secrets: Vec<SecretKeyRef>,
     location: &Destination,
     agent: &AgentConfig,
-    needs_api: bool,
+    api_account: Option<&str>,
 ) -> Result<Job> {
     let rr_name = rr.name_any();
     let labels = std::collections::BTreeMap::from([
@@ -289,7 +296,7 @@ fn job(
         overrides,
         labels,
         annotations: Default::default(),
-        needs_api,
+        api_account,
     };
     Ok(Job {
         metadata: ObjectMeta {
@@ -405,6 +412,7 @@ mod tests {
                 safety_backup_id: None,
                 rollback: None,
             },
+            scope: None,
         }
     }
 
@@ -553,6 +561,41 @@ mod tests {
         ];
         let job = validate_job(&rr, &policy(), &[step(None)], &AgentConfig::default()).unwrap();
         assert_eq!(mounted(&job)["internal-ca"], ["ca.crt"]);
+    }
+
+    #[test]
+    fn a_kubernetes_state_restore_runs_as_lifeboat_s_account_with_its_scope() {
+        use lifeboat_api::agent_job::KubernetesStateScope;
+        let mut rr = request();
+        rr.spec.pod_template =
+            Some(serde_json::from_value(json!({"serviceAccountName": "team-admin"})).unwrap());
+        let mut state = step(None);
+        state.asset =
+            serde_json::from_value(json!({"name": "objects", "kubernetesState": {}})).unwrap();
+        state.scope = Some(KubernetesStateScope::own("prod"));
+        let pod = |s: &Step| {
+            restore_job(&rr, &policy(), s, &AgentConfig::default())
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let job = restore_job(&rr, &policy(), &state, &AgentConfig::default()).unwrap();
+        let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
+        assert_eq!(
+            doc.kubernetes_state_scope,
+            Some(KubernetesStateScope::own("prod"))
+        );
+        assert_eq!(
+            pod(&state).service_account_name.as_deref(),
+            Some("lifeboat-kubestate-restore")
+        );
+        // Other assets keep the account the spec names, without a token.
+        let bucket = pod(&step(None));
+        assert_eq!(bucket.service_account_name.as_deref(), Some("team-admin"));
+        assert_eq!(bucket.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::config::FIELD_MANAGER;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::jobs::{JobOutcome, outcome};
+use crate::kubestate::{self, Access};
 use progress::Next;
 
 const KIND: &str = "RestoreRequest";
@@ -55,10 +56,31 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
         let message = format!("BackupPolicy {:?} not found in {ns}", rr.spec.source.policy);
         return report_problem(&rr, &ctx, old, "PolicyNotFound", message).await;
     };
-    let steps = match plan::resolve(&rr, &policy) {
+    let mut steps = match plan::resolve(&rr, &policy) {
         Ok(steps) => steps,
         Err(e) => return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await,
     };
+    // Where a Kubernetes-state restore may write, from the platform team's Namespace labels:
+    // a step reaching beyond it stops the request before any Job runs.
+    for step in &mut steps {
+        let Some(state) = &step.asset.kubernetes_state else {
+            continue;
+        };
+        let into = step
+            .target
+            .as_ref()
+            .and_then(|t| t.kubernetes_state.as_ref());
+        let reach = kubestate::restore_reach(state, into);
+        match kubestate::scope(&ctx.client, Access::Restore, &ns, &reach).await {
+            Ok(scope) => step.scope = Some(scope),
+            Err(Error::Scope(e)) => {
+                kubestate::revoke_withdrawn(&ctx.client, Access::Restore, &ns).await?;
+                return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let note = ignored_account_note(&rr, &steps);
 
     let mut status = old.clone();
     status.observed_generation = generation;
@@ -77,7 +99,7 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
                 types::READY,
                 Status::True,
                 "Planned",
-                "plan resolved; set execute: true to restore",
+                format!("plan resolved; set execute: true to restore{note}"),
                 generation,
                 now,
             ),
@@ -187,6 +209,23 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
             .await;
         }
         Next::Restore(i) => {
+            if let Some(scope) = &steps[i].scope {
+                let granted = kubestate::grant(
+                    &ctx.client,
+                    &ctx.agent.kubestate_roles,
+                    Access::Restore,
+                    &ns,
+                    scope,
+                )
+                .await;
+                match granted {
+                    Ok(()) => {}
+                    Err(Error::Scope(e)) => {
+                        return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let job = children::restore_job(&rr, &policy, &steps[i], &ctx.agent)?;
             jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
                 .await?;
@@ -244,7 +283,7 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
             types::READY,
             Status::False,
             "InProgress",
-            format!("{phase:?}"),
+            format!("{phase:?}{note}"),
             generation,
             now,
         ),
@@ -288,6 +327,20 @@ pub fn error_policy(rr: Arc<RestoreRequest>, error: &Error, ctx: Arc<Context>) -
     } else {
         Duration::from_secs(15)
     })
+}
+
+/// `; <why>` when the request names a ServiceAccount its Kubernetes-state steps will not use.
+fn ignored_account_note(rr: &RestoreRequest, steps: &[plan::Step]) -> String {
+    let named = rr
+        .spec
+        .pod_template
+        .as_ref()
+        .is_some_and(|t| t.service_account_name.is_some());
+    if named && steps.iter().any(|s| s.asset.kubernetes_state.is_some()) {
+        format!("; {}", kubestate::ignored_account_note(Access::Restore))
+    } else {
+        String::new()
+    }
 }
 
 /// A request that cannot go on yet (no policy, no backup): `Pending` with the reason; retried.

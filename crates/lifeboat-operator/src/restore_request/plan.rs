@@ -1,6 +1,7 @@
 //! Resolving what a RestoreRequest restores: which assets, which backup of each (`latest` comes
 //! from the policy's own record of its newest good backups), and where to. Pure.
 
+use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::backup_policy::{Asset, ObjectStorageAsset, PostgresAsset, RedisAsset};
 use lifeboat_api::common::RestoreTarget;
 use lifeboat_api::restore_request::PlannedRestore;
@@ -13,6 +14,9 @@ pub struct Step {
     pub backup_id: String,
     pub target: Option<RestoreTarget>,
     pub planned: PlannedRestore,
+    /// What a Kubernetes-state restore may write: decided by the reconcile from Namespace
+    /// labels ([`crate::kubestate::scope`]), unset by [`resolve`] and for other assets.
+    pub scope: Option<KubernetesStateScope>,
 }
 
 /// Why a plan cannot be made (yet).
@@ -91,6 +95,7 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
             asset: asset.clone(),
             backup_id,
             target,
+            scope: None,
         });
     }
     for check in &spec.validation.checks {

@@ -292,6 +292,7 @@ mod tests {
                 safety_backup_id: None,
                 rollback: None,
             },
+            scope: None,
         }
     }
 
