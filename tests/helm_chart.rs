@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use harness::{CHART_NAMESPACE, install_chart_rbac};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::PostParams;
 use serde_json::json;
 
 fn repo() -> PathBuf {

@@ -67,6 +67,7 @@ fn agent_job(ns: &str, token: &str) -> Job {
         &p.spec.assets[0],
         token,
         &AgentConfig::default(),
+        &Default::default(),
     )
     .unwrap();
     // No owner: the policy above is not stored (owner references to it would be dangling).
@@ -223,9 +224,12 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
     let good = agent_job(&ns, "t1");
     jobs.create(&PostParams::default(), &good).await.unwrap();
     let p = policy(&ns);
-    for cj in
-        lifeboat_operator::backup_policy::cronjob::desired_cronjobs(&p, &AgentConfig::default())
-            .unwrap()
+    for cj in lifeboat_operator::backup_policy::cronjob::desired_cronjobs(
+        &p,
+        &AgentConfig::default(),
+        &Default::default(),
+    )
+    .unwrap()
     {
         let mut cj = cj;
         cj.metadata.owner_references = None;
@@ -316,10 +320,13 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
         );
     }
     // A CronJob's pod template is checked the same way.
-    let mut cj =
-        lifeboat_operator::backup_policy::cronjob::desired_cronjobs(&p, &AgentConfig::default())
-            .unwrap()
-            .remove(0);
+    let mut cj = lifeboat_operator::backup_policy::cronjob::desired_cronjobs(
+        &p,
+        &AgentConfig::default(),
+        &Default::default(),
+    )
+    .unwrap()
+    .remove(0);
     cj.metadata.owner_references = None;
     cj.metadata.name = Some("other".into());
     cj.spec

@@ -47,10 +47,8 @@ pub async fn run_notify_job(h: &Harness, job: &str) -> AgentSummary {
             }
         }
     }
-    let env = lifeboat_agent::jobs::Env {
-        store: lifeboat_agent::layout::Store::Local(dir.path().join("unused")),
-        secrets_dir: dir.path().to_owned(),
-    };
+    // The notify verb reads no backup: no store, no signing key.
+    let env = lifeboat_agent::jobs::Env::without_store(dir.path().to_owned());
     let started = Timestamp::now();
     // The agent blocks on a runtime of its own: on a thread of its own, awaited without
     // blocking this test's runtime (a receiver on it may be what the agent calls).

@@ -798,7 +798,7 @@ fn run(
                 job_document::<lifeboat_api::agent_job::AgentNotifyJob>()?.ok_or_else(|| {
                     AgentError::config("notify sends the message of a LIFEBOAT_JOB document")
                 })?;
-            lifeboat_agent::notify::send(&place.env(None)?, &job)?;
+            lifeboat_agent::notify::send(&place.env(None, None)?, &job)?;
             println!("the drill's result was sent to the webhook");
             Ok(None)
         }

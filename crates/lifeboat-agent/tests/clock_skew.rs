@@ -66,7 +66,15 @@ impl World {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
         self.env(&mut cmd);
         let out = cmd
-            .args(["list", "--json", "--namespace", "shop", "--policy", "sessions", "--dir"])
+            .args([
+                "list",
+                "--json",
+                "--namespace",
+                "shop",
+                "--policy",
+                "sessions",
+                "--dir",
+            ])
             .arg(self.dir.path().join("backups"))
             .output()
             .unwrap();

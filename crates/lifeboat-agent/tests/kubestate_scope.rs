@@ -28,6 +28,10 @@ fn agent(dir: &Path, args: &[&str], job: Option<String>, kubeconfig: &Path) -> O
         .arg("--dir")
         .arg(dir.join("backups"))
         .env_remove("LIFEBOAT_JOB")
+        .env(
+            "LIFEBOAT_SIGNING_KEY_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+        )
         .env("KUBECONFIG", kubeconfig)
         .env("LIFEBOAT_TERMINATION_LOG", dir.join("termination-log"));
     if let Some(job) = job {
@@ -94,6 +98,7 @@ fn backup_job(ns: &str, p: &BackupPolicy, scope: KubernetesStateScope) -> String
         compression: p.spec.compression.clone(),
         encryption: None,
         retention: p.spec.retention.clone(),
+        signing_key: None,
         kubernetes_state_scope: Some(scope),
     })
     .unwrap()
@@ -118,6 +123,8 @@ fn restore_job(
         location: p.spec.destination.clone(),
         options: Default::default(),
         identity_secret: None,
+        signing_key: None,
+        allow_unsigned: false,
         kubernetes_state_scope: scope,
     })
     .unwrap()
@@ -127,8 +134,9 @@ fn scope(namespaces: &[&str]) -> KubernetesStateScope {
     KubernetesStateScope::Namespaces(namespaces.iter().map(|n| (*n).to_owned()).collect())
 }
 
-/// Dumps `asset` with the admin's credentials and the whole cluster in scope.
-fn admin_backup(dir: &Path, asset: Value) -> BackupPolicy {
+/// Dumps `asset` with the admin's credentials and the whole cluster in scope, as namespace
+/// `ns`'s backup (where a restore requested in `ns` looks for it).
+fn admin_backup(dir: &Path, ns: &str, asset: Value) -> BackupPolicy {
     let p = policy(asset);
     let file = dir.join("policy.json");
     std::fs::write(&file, serde_json::to_vec(&p).unwrap()).unwrap();
@@ -138,6 +146,8 @@ fn admin_backup(dir: &Path, asset: Value) -> BackupPolicy {
             "backup",
             "--policy-file",
             file.to_str().unwrap(),
+            "--namespace",
+            ns,
             "--cluster-scope",
         ],
         None,
@@ -201,6 +211,7 @@ async fn a_dump_with_cluster_objects_and_another_team_s_namespace_is_refused_who
     let dir = tempfile::tempdir().unwrap();
     let p = admin_backup(
         dir.path(),
+        &ns,
         json!({"namespaces": [ns, other], "includeClusterResources": true,
                "labelSelector": format!("lifeboat-scope-test={ns}"),
                "includeResources": ["configmaps", "clusterroles.rbac.authorization.k8s.io",
@@ -296,6 +307,7 @@ async fn a_namespace_left_out_of_the_mapping_is_checked_under_its_own_name() {
     let dir = tempfile::tempdir().unwrap();
     let p = admin_backup(
         dir.path(),
+        &ns,
         json!({"namespaces": [ns, other], "includeResources": ["configmaps"]}),
     );
     let job = restore_job(
@@ -543,7 +555,7 @@ async fn lifeboat_s_accounts_do_what_the_chart_s_roles_allow_and_nothing_more() 
     // A dump holding a kind the restore role does not write (taken by an admin): the API
     // server's dry run of the whole dump refuses it before the first write, so nothing lands.
     let admin_dir = tempfile::tempdir().unwrap();
-    let p = admin_backup(admin_dir.path(), json!({"namespaces": [ns]}));
+    let p = admin_backup(admin_dir.path(), &ns, json!({"namespaces": [ns]}));
     lifeboat_account(&client, &ns, "restore", &[&untouched]).await;
     let job = restore_job(
         &ns,

@@ -320,6 +320,13 @@ impl Identifiers for AgentValidateJob {
     }
 }
 
+/// The webhook URL is in a Secret the agent reads; only the namespace is checked here.
+impl Identifiers for crate::agent_job::AgentNotifyJob {
+    fn check_identifiers(&self) -> Result<(), IdentError> {
+        Ident::Namespace.check(&self.namespace)
+    }
+}
+
 impl Identifiers for AgentEvidenceJob {
     fn check_identifiers(&self) -> Result<(), IdentError> {
         self.location.check_identifiers()

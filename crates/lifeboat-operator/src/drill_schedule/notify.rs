@@ -97,7 +97,7 @@ pub fn notify_job(
         overrides: ds.spec.pod_template.as_ref(),
         labels: labels.clone(),
         annotations: Default::default(),
-        needs_api: false,
+        api_account: None,
     };
     Ok(Some(Job {
         metadata: ObjectMeta {
