@@ -256,7 +256,7 @@ impl S3Server {
             .arg(format!("{gateway}:{port}"))
             .args([
                 "--auth-key",
-                "lifeboat-ak,lifeboat-sk-0123456789",
+                &format!("lifeboat-ak,{S3_SECRET_KEY}"),
                 "--config",
                 "/dev/null",
             ])
@@ -286,10 +286,12 @@ impl Drop for S3Server {
     }
 }
 
+const S3_SECRET_KEY: &str = "lifeboat-sk-0123456789";
+
 /// A BackupPolicy "shop" backing up `assets` to `s3`.
 async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_json::Value) {
     let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": "lifeboat-sk-0123456789"}}))
+        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}}))
     .unwrap();
     h.api::<Secret>()
         .create(&PostParams::default(), &creds)
@@ -394,11 +396,24 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
     sample_database(&pg);
     let redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
     redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+    // A password the agent pods read from a mounted Secret: it must never leave it.
+    redis
+        .conn()
+        .run(0, &["CONFIG", "SET", "requirepass", REDIS_PASSWORD])
+        .unwrap();
+    let auth: Secret = serde_json::from_value(json!({"metadata": {"name": "redis-auth"},
+        "stringData": {"password": REDIS_PASSWORD}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &auth)
+        .await
+        .unwrap();
     apply_shop_policy(
         &h,
         &s3,
         json!([postgres_asset(node, &pg),
-               {"name": "sessions", "redis": {"host": node.gateway().to_string(), "port": redis.port}}]),
+               {"name": "sessions", "redis": {"host": node.gateway().to_string(), "port": redis.port,
+                                              "passwordSecret": {"name": "redis-auth", "key": "password"}}}]),
     )
     .await;
     let t0 = Instant::now();
@@ -423,6 +438,120 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
         );
     }
     all_pods_ran_on(&h, node).await;
+
+    // The failure path in a real pod: a wrong password in the Secret fails the Redis backup
+    // with AuthFailed, and neither password reaches a pod's log, termination message or spec.
+    h.api::<Secret>()
+        .patch(
+            "redis-auth",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": WRONG_REDIS_PASSWORD}})),
+        )
+        .await
+        .unwrap();
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "e2e-2"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let pods = h.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let refused = loop {
+        let failed = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|p| {
+                let status = p.status?;
+                (status.phase.as_deref() == Some("Failed")).then_some(())?;
+                let message = status
+                    .container_statuses?
+                    .into_iter()
+                    .find_map(|c| c.state?.terminated?.message)?;
+                AgentSummary::from_termination_message(&message)
+            });
+        if let Some(summary) = failed {
+            break summary;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed backup pod in time\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(!refused.ok);
+    assert_eq!(
+        refused.error_class,
+        Some(lifeboat_api::agent_result::ErrorClass::Auth),
+        "{refused:?}"
+    );
+    pods_keep_secrets(&h, &[REDIS_PASSWORD, WRONG_REDIS_PASSWORD, S3_SECRET_KEY]).await;
+}
+
+const REDIS_PASSWORD: &str = "redis-pass-e2e-4c1d9b";
+const WRONG_REDIS_PASSWORD: &str = "redis-wrong-e2e-77a0f2";
+
+/// No value of `secrets` (nor its base64) in any pod's spec, status (termination messages
+/// included) or log, of every container: read from what the kubelet reported. Fails when there
+/// is nothing to read (no pod, no termination message), so it cannot pass vacuously.
+async fn pods_keep_secrets(h: &harness::Harness, secrets: &[&str]) {
+    use k8s_openapi::ByteString;
+    let pods = h.api::<Pod>();
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    let mut messages = 0;
+    let mut log_bytes = 0;
+    for pod in &list {
+        let mut seen = serde_json::to_string(pod).unwrap();
+        messages += pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .filter(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.message.as_ref().is_some_and(|m| !m.is_empty()))
+            })
+            .count();
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            let logs = pods
+                .logs(
+                    &pod.name_any(),
+                    &LogParams {
+                        container: Some(c.name.clone()),
+                        ..LogParams::default()
+                    },
+                )
+                .await
+                .unwrap_or_default();
+            log_bytes += logs.len();
+            seen += &logs;
+        }
+        for value in secrets {
+            let encoded = serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap();
+            let encoded = encoded.as_str().unwrap().trim_end_matches('=').to_string();
+            assert!(
+                !seen.contains(value),
+                "{value} leaked from pod {}",
+                pod.name_any()
+            );
+            assert!(
+                !seen.contains(&encoded),
+                "{value} (base64) leaked from pod {}",
+                pod.name_any()
+            );
+        }
+    }
+    assert!(list.items.len() >= 3, "pods to read: {}", list.items.len());
+    assert!(messages >= 3, "termination messages read: {messages}");
+    assert!(log_bytes > 0, "the agent pods logged something to read");
 }
 
 #[tokio::test]

@@ -96,15 +96,24 @@ pub async fn ensure(ctx: &Context, namespace: &str) -> Result<()> {
             "the operator runs without --signing-key-secret: no Job can sign its backups".into(),
         )
     })?;
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &master.namespace)
+    // The chart lets the operator read its master key by name only: a name the chart did not
+    // grant is refused (403), which is the same configuration problem as a missing Secret.
+    let found = Api::<Secret>::namespaced(ctx.client.clone(), &master.namespace)
         .get_opt(&master.name)
-        .await?
-        .ok_or_else(|| {
-            Error::SigningKeyMissing(format!(
-                "the master key Secret {}/{} does not exist",
-                master.namespace, master.name
-            ))
-        })?;
+        .await;
+    let place = format!("{}/{}", master.namespace, master.name);
+    let secret = match found {
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            return Err(Error::SigningKeyMissing(format!(
+                "the operator may not read the master key Secret {place} \
+                 (the chart grants `get` on the one it names only)"
+            )));
+        }
+        other => other?,
+    }
+    .ok_or_else(|| {
+        Error::SigningKeyMissing(format!("the master key Secret {place} does not exist"))
+    })?;
     let bytes = secret
         .data
         .as_ref()
