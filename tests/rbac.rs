@@ -307,7 +307,7 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
         (
             "another ServiceAccount",
             |p| p.service_account_name = Some("cluster-admin-sa".into()),
-            "run only as default or lifeboat-kubestate",
+            "run only as default or lifeboat-kubestate-backup or lifeboat-kubestate-restore",
         ),
     ];
     for (case, change, rule) in cases {
