@@ -107,6 +107,12 @@ fn agent_pod(
 const FINGERPRINT: &str =
     "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
 
+/// Runs the agent's blocking PostgreSQL helpers (each drives a runtime of its own) off the
+/// test's async runtime.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
+
 fn sample_database(pg: &LocalPostgres) -> String {
     let conn = pg.conn();
     postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
@@ -163,8 +169,8 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     eprintln!("pod create -> Succeeded: {pod_start:?}");
 
     // A real backup of a real database, written to a directory of this machine.
-    let pg = LocalPostgres::start_on(Some(node.gateway())).unwrap();
-    let _fingerprint = sample_database(&pg);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let _fingerprint = blocking(|| sample_database(&pg));
     let out = tempfile::tempdir().unwrap();
     // The pod runs as 65532: let it write.
     std::fs::set_permissions(
@@ -392,8 +398,8 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
     let node = node();
     let h = harness::harness("node-bp").await;
     let s3 = S3Server::start(node);
-    let pg = LocalPostgres::start_on(Some(node.gateway())).unwrap();
-    sample_database(&pg);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    blocking(|| sample_database(&pg));
     let redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
     redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
     // A password the agent pods read from a mounted Secret: it must never leave it.
@@ -562,8 +568,8 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     let node = node();
     let h = harness::harness("node-rr").await;
     let s3 = S3Server::start(node);
-    let pg = LocalPostgres::start_on(Some(node.gateway())).unwrap();
-    let fingerprint = sample_database(&pg);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let fingerprint = blocking(|| sample_database(&pg));
     apply_shop_policy(&h, &s3, json!([postgres_asset(node, &pg)])).await;
     backup_now(&h, node, "seed").await;
 
@@ -614,7 +620,7 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     assert_eq!(status.checks.len(), 1);
     assert!(status.checks[0].passed, "{:?}", status.checks);
     assert_eq!(
-        postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap(),
+        blocking(|| postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap()),
         fingerprint,
         "the second database holds the same rows"
     );
@@ -629,8 +635,8 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     let node = node();
     let h = harness::harness("node-drill").await;
     let s3 = S3Server::start(node);
-    let pg = LocalPostgres::start_on(Some(node.gateway())).unwrap();
-    let fingerprint = sample_database(&pg);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let fingerprint = blocking(|| sample_database(&pg));
     // Canary markers on: the drill reads its backup's marker back from staging.
     let mut asset = postgres_asset(node, &pg);
     asset["canary"] = json!(true);
@@ -699,7 +705,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         run.rpo.clone().unwrap_or_default()
     );
     assert_eq!(
-        postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap(),
+        blocking(|| postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap()),
         fingerprint,
         "staging holds the backed-up rows"
     );
