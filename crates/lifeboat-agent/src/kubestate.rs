@@ -285,6 +285,7 @@ async fn backup_async(
         .run()
         .await
         .map_err(|e| api_error("API discovery", e))?;
+    crate::fault::point("kubestate.discovered");
     let lp = match &spec.label_selector {
         Some(s) => ListParams::default().labels(s),
         None => ListParams::default(),
@@ -351,6 +352,8 @@ async fn backup_async(
                 }
                 all
             };
+            // Once per kind listed: `kubestate.listed@<n>` stops a dump midway.
+            crate::fault::point("kubestate.listed");
             let mut items = Vec::new();
             for obj in found {
                 let ns = obj.metadata.namespace.clone().unwrap_or_default();

@@ -12,7 +12,9 @@ use lifeboat_agent::signing::{SigningKey, Unsigned};
 use lifeboat_api::agent_job::{
     AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope, SECRETS_DIR,
 };
-use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::agent_result::{
+    AgentSummary, ChecksReport, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
+};
 use lifeboat_api::common::{Destination, SecretKeyRef};
 use lifeboat_api::ident::Identifiers;
 use lifeboat_api::{BackupPolicy, Duration};
@@ -139,6 +141,11 @@ enum Command {
         /// Accepted for symmetry with restore: checks only read.
         #[arg(long)]
         execute: bool,
+        /// Also write the full report of every check, for the restore of this name, beside the
+        /// restored backups (`<namespace>/<policy>/restore-<name>.checks.json`): the termination
+        /// message holds the counts and as many results as fit, failed ones first.
+        #[arg(long, value_name = "RESTORE")]
+        report: Option<String>,
         #[command(flatten)]
         place: Place,
     },
@@ -330,7 +337,7 @@ fn main() -> ExitCode {
         Command::Adopt { .. } => Verb::Adopt,
         Command::Notify { .. } => Verb::Notify,
     };
-    let mut checks = Vec::new();
+    let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
     let mut summary = AgentSummary {
         version: SUMMARY_VERSION,
@@ -345,7 +352,7 @@ fn main() -> ExitCode {
         sha256: None,
         error_class: None,
         message: None,
-        checks,
+        checks: checks.results,
         retention_refused: None,
     };
     let code = match outcome {
@@ -367,7 +374,13 @@ fn main() -> ExitCode {
             e.class.exit_code()
         }
     };
-    write_termination_message(&summary);
+    write_termination_message(&TerminationMessage {
+        summary,
+        checks_report: checks.report.map(|location| ChecksReport {
+            location: Some(location),
+            ..ChecksReport::default()
+        }),
+    });
     if std::env::var_os("LIFEBOAT_REPORT_PEAK_RSS").is_some() {
         // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -393,10 +406,18 @@ struct Done {
     sha256: Option<String>,
 }
 
+/// What a validation reports beyond its verdict.
+#[derive(Default)]
+struct Checks {
+    results: Vec<lifeboat_api::restore_request::CheckResult>,
+    /// Where the full report was written.
+    report: Option<String>,
+}
+
 /// Writes the summary where the operator reads it: `LIFEBOAT_TERMINATION_LOG`, else Kubernetes'
 /// default path if the kubelet created it (an existing, writable file). Never created elsewhere,
 /// so a laptop run leaves nothing in /dev.
-fn write_termination_message(summary: &AgentSummary) {
+fn write_termination_message(message: &TerminationMessage) {
     let path = match std::env::var_os("LIFEBOAT_TERMINATION_LOG") {
         Some(path) => PathBuf::from(path),
         None => {
@@ -411,7 +432,7 @@ fn write_termination_message(summary: &AgentSummary) {
             default
         }
     };
-    if let Ok(text) = summary.to_termination_message()
+    if let Ok(text) = message.to_json()
         && let Err(e) = std::fs::write(&path, text)
     {
         eprintln!("lifeboat-agent: cannot write the termination message: {e}");
@@ -451,10 +472,7 @@ fn job_document<T: serde::de::DeserializeOwned + Identifiers>() -> Result<Option
     }
 }
 
-fn run(
-    command: Command,
-    checks: &mut Vec<lifeboat_api::restore_request::CheckResult>,
-) -> Result<Option<Done>> {
+fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
     match command {
         Command::Backup {
             policy_file,
@@ -802,13 +820,37 @@ fn run(
             println!("the drill's result was sent to the webhook");
             Ok(None)
         }
-        Command::Validate { execute: _, place } => {
+        Command::Validate {
+            execute: _,
+            report,
+            place,
+        } => {
             let job =
                 job_document::<lifeboat_api::agent_job::AgentValidateJob>()?.ok_or_else(|| {
                     AgentError::config("validate runs the checks of a LIFEBOAT_JOB document")
                 })?;
             let env = Env::without_store(place.secrets_dir.clone());
-            *checks = lifeboat_agent::validate::run(&env, &job);
+            let results = lifeboat_agent::validate::run(&env, &job);
+            if let Some(name) = report {
+                // The checks' verdict stands whether or not their report could be stored.
+                let written = job
+                    .assets
+                    .first()
+                    .ok_or_else(|| AgentError::config("no restored asset to report beside"))
+                    .and_then(|a| place.env(Some(&a.location), None))
+                    .and_then(|env| {
+                        lifeboat_agent::validate::write_report(&env, &job, &name, &results)
+                    });
+                match written {
+                    Ok(location) => {
+                        println!("report of every check written to {location}");
+                        checks.report = Some(location);
+                    }
+                    Err(e) => eprintln!("lifeboat-agent: the report was not written: {e}"),
+                }
+            }
+            checks.results = results;
+            let checks = &checks.results;
             for c in checks.iter() {
                 let note = if c.message.is_empty() {
                     String::new()

@@ -443,6 +443,92 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     assert!(files(&s3.bucket("untouched")).is_empty());
 }
 
+/// Another backup's artifacts, each valid in itself (a real tar and its own manifest), put in
+/// place of one backup's: the tar alone, the manifest alone, or both together (consistent with
+/// each other, not with the signed metadata). `verify` and `restore --execute` refuse each with
+/// the integrity exit code, and the target bucket gets nothing.
+#[test]
+fn a_swapped_bucket_artifact_is_refused_before_the_target_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = BTreeMap::new();
+    let s3 = S3Server::start(|root| {
+        expected = fill_source(root);
+        let other = root.join("source/other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("index.html"), b"<html>another shop</html>").unwrap();
+    });
+    let secrets = secrets(dir.path(), SK);
+    let volume = json!({"volume": {"claimName": "backups"}});
+    let backup = |prefix: &str| {
+        let (out, summary) = run(
+            &backup_job(&s3, prefix, volume.clone(), false),
+            &["backup"],
+            &secrets,
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        summary.unwrap().backup_id.unwrap()
+    };
+    let a = backup("data");
+    let b = backup("other");
+    assert_ne!(a, b);
+    let slot = |id: &str| dir.path().join("backups/n/media").join(id);
+    let verify = || {
+        agent_command()
+            .env_remove("LIFEBOAT_JOB")
+            .args(["verify", "--policy", "media", "--backup", &a, "--dir"])
+            .arg(dir.path().join("backups"))
+            .output()
+            .unwrap()
+    };
+    let mut restore = restore_job(
+        &backup_job(&s3, "data", volume.clone(), false),
+        Some(s3.location("untouched", "x", "src-creds")),
+    );
+    restore["backupId"] = json!(a);
+    let tar = "assets.objects.tar.zst";
+    let manifest = "assets.manifest.jsonl.zst";
+    for swapped in [&[tar][..], &[manifest], &[tar, manifest]] {
+        let pristine: Vec<Vec<u8>> = swapped
+            .iter()
+            .map(|n| std::fs::read(slot(&a).join(n)).unwrap())
+            .collect();
+        for n in swapped {
+            let other = std::fs::read(slot(&b).join(n)).unwrap();
+            assert_ne!(std::fs::read(slot(&a).join(n)).unwrap(), other);
+            std::fs::write(slot(&a).join(n), other).unwrap();
+        }
+        let out = verify();
+        assert_eq!(
+            out.status.code(),
+            Some(ErrorClass::Integrity.exit_code()),
+            "{swapped:?}: {}",
+            text(&out)
+        );
+        let (out, summary) = run(&restore, &["restore", "--execute"], &secrets, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(ErrorClass::Integrity.exit_code()),
+            "{swapped:?}: {}",
+            text(&out)
+        );
+        assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Integrity));
+        assert!(
+            files(&s3.bucket("untouched")).is_empty(),
+            "{swapped:?}: target touched"
+        );
+        for (n, bytes) in swapped.iter().zip(pristine) {
+            std::fs::write(slot(&a).join(n), bytes).unwrap();
+        }
+    }
+    // Put back, the same backup verifies and restores: the refusals were the swaps.
+    let out = verify();
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, _) = run(&restore, &["restore", "--execute"], &secrets, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(files(&s3.bucket("untouched/x")), expected);
+}
+
 #[test]
 fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity() {
     use age::secrecy::ExposeSecret;

@@ -47,6 +47,46 @@ fn signed() -> (Vec<u8>, lifeboat_api::agent_result::BackupMetadata) {
     (serde_json::to_vec_pretty(&m).unwrap(), m)
 }
 
+/// Every JSON pointer in `v` (the root is `""`).
+fn json_paths(v: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .for_each(|(k, c)| walk(c, format!("{at}/{k}"), out)),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| walk(c, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, String::new(), &mut out);
+    out
+}
+
+/// Arbitrary JSON, a few levels deep.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        "[0-9a-f]{0,64}".prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -60,6 +100,37 @@ proptest! {
         let trust = Trust { key: Some(&k), unsigned: Unsigned::Refuse };
         match lifeboat_agent::signing::open(&bytes, "edited", trust) {
             // An edit of whitespace (or of a character JSON reads the same) changes nothing.
+            Ok(m) => prop_assert_eq!(m, original),
+            Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
+        }
+    }
+
+    /// Any value of the signed document replaced (a checksum, a size, the place, the key id, a
+    /// whole artifact list), a field removed or added, bytes inserted or cut: never read as
+    /// intact unless it reads as exactly the signed document.
+    #[test]
+    fn a_signed_document_changed_in_any_value_is_never_read_as_intact(
+        pick in any::<usize>(),
+        with in any_json(),
+        remove in any::<bool>(),
+        cut in any::<usize>(),
+        insert in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let (bytes, original) = signed();
+        let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let paths = json_paths(&doc);
+        let path = &paths[pick % paths.len()];
+        let (parent, field) = path.rsplit_once('/').unwrap_or(("", path));
+        match doc.pointer_mut(parent) {
+            Some(serde_json::Value::Object(m)) if remove => { m.remove(field); }
+            _ => if let Some(slot) = doc.pointer_mut(path) { *slot = with; },
+        }
+        let mut edited = serde_json::to_vec(&doc).unwrap();
+        let at = cut % (edited.len() + 1);
+        edited.splice(at..at, insert);
+        let k = key();
+        let trust = Trust { key: Some(&k), unsigned: Unsigned::Refuse };
+        match lifeboat_agent::signing::open(&edited, "edited", trust) {
             Ok(m) => prop_assert_eq!(m, original),
             Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
         }

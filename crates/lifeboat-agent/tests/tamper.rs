@@ -2,7 +2,9 @@
 //! asset's artifact from another backup (a valid archive, only not this backup's), and a
 //! metadata.json whose checksum was edited to a wrong value. For PostgreSQL dumps and Redis
 //! RDBs: `verify` fails and `restore --execute` refuses with the integrity exit code before the
-//! target is touched. (Buckets and Kubernetes state: tests/bucket.rs and tests/kubestate.rs.)
+//! target is touched. (Buckets and Kubernetes state: tests/bucket.rs
+//! `a_swapped_bucket_artifact_is_refused_before_the_target_is_touched` and tests/kubestate.rs
+//! `a_swapped_dump_is_refused_before_anything_is_applied`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

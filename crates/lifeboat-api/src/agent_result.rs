@@ -283,26 +283,13 @@ pub struct AgentSummary {
 }
 
 impl AgentSummary {
-    /// JSON that fits a termination message: the message is shortened (on a character boundary)
-    /// until the whole document is within [`TERMINATION_MESSAGE_LIMIT`].
+    /// JSON that fits a termination message: see [`TerminationMessage::to_json`].
     pub fn to_termination_message(&self) -> serde_json::Result<String> {
-        let mut summary = self.clone();
-        loop {
-            let json = serde_json::to_string(&summary)?;
-            let over = json.len().saturating_sub(TERMINATION_MESSAGE_LIMIT);
-            let Some(message) = summary.message.as_mut().filter(|_| over > 0) else {
-                return Ok(json);
-            };
-            let mut keep = message.len().saturating_sub(over + 3);
-            while !message.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            message.truncate(keep);
-            message.push('…');
-            if keep == 0 {
-                summary.message = None;
-            }
+        TerminationMessage {
+            summary: self.clone(),
+            checks_report: None,
         }
+        .to_json()
     }
 
     /// Parses a termination message; `None` for anything that is not a summary this operator
@@ -311,6 +298,160 @@ impl AgentSummary {
         serde_json::from_str::<Self>(text.trim())
             .ok()
             .filter(|s| s.version == SUMMARY_VERSION)
+    }
+}
+
+/// Bytes a check's message may keep in a termination message, tried in turn until every failed
+/// check fits: room for many checks, and the names of the failed ones before their reasons.
+const CHECK_MESSAGE_LIMITS: [usize; 3] = [160, 80, 32];
+
+/// Bytes the summary's own message (and the retention note) may keep before any check is left out.
+const SUMMARY_MESSAGE_LIMIT: usize = 1024;
+
+/// Bytes any other text keeps when nothing else is left to shorten (a pathological summary).
+const LAST_RESORT_LIMIT: usize = 64;
+
+/// The counts of a validation's checks and where all their results are, for when the summary's
+/// `checks` cannot hold them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChecksReport {
+    pub passed: u32,
+    pub failed: u32,
+    /// Results left out of the summary's `checks` to fit the limit (passed ones first).
+    pub omitted: u32,
+    /// Where the report of every check, messages in full, was written (absent when it was not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// What the agent writes as its termination message: the summary, and the counts of its checks.
+/// A separate document with the summary's fields at its top level, so that readers of the bare
+/// summary (which ignores unknown fields) read it unchanged, and summaries without the counts
+/// still parse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationMessage {
+    #[serde(flatten)]
+    pub summary: AgentSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_report: Option<ChecksReport>,
+}
+
+impl TerminationMessage {
+    /// JSON within [`TERMINATION_MESSAGE_LIMIT`], whatever the summary holds, so the result is
+    /// never lost to the kubelet's cut. With checks, the counts are taken from all of them, the
+    /// failed ones go first and those with a canary marker next; each check's message is
+    /// shortened, then checks are left out from the end (counted in `omitted`), then the
+    /// summary's message, then any other text.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let mut m = self.clone();
+        let checks = &mut m.summary.checks;
+        if !checks.is_empty() {
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            let report = m.checks_report.get_or_insert_with(ChecksReport::default);
+            report.failed = u32::try_from(failed).unwrap_or(u32::MAX);
+            report.passed = u32::try_from(checks.len() - failed).unwrap_or(u32::MAX);
+            report.omitted = 0;
+            // Failed first, then those carrying a canary marker (a drill measures its RPO from
+            // them); stable, so the checks keep their order otherwise.
+            checks.sort_by_key(|c| (c.passed, c.canary.is_none()));
+        }
+        let json = serde_json::to_string(&m)?;
+        if json.len() <= TERMINATION_MESSAGE_LIMIT {
+            return Ok(json);
+        }
+        for text in [&mut m.summary.message, &mut m.summary.retention_refused]
+            .into_iter()
+            .flatten()
+        {
+            shorten(text, SUMMARY_MESSAGE_LIMIT);
+        }
+        let mut json = serde_json::to_string(&m)?;
+        if json.len() > TERMINATION_MESSAGE_LIMIT && !m.summary.checks.is_empty() {
+            // Measured rather than by serializing after each left-out check: the rest with the
+            // widest count, plus `,"checks":[` and `]`, plus each check and its comma.
+            let mut all = std::mem::take(&mut m.summary.checks);
+            let failed = all.iter().filter(|c| !c.passed).count();
+            let report = m.checks_report.get_or_insert_with(ChecksReport::default);
+            report.omitted = u32::MAX;
+            let room = TERMINATION_MESSAGE_LIMIT
+                .saturating_sub(serde_json::to_string(&m)?.len() + r#","checks":[]"#.len());
+            let mut keep = 0;
+            // Shorter messages until every failed check fits, or the shortest.
+            for limit in CHECK_MESSAGE_LIMITS {
+                for c in &mut all {
+                    shorten(&mut c.message, limit);
+                }
+                keep = 0;
+                let mut left = room;
+                for c in &all {
+                    let len = serde_json::to_string(c)?.len() + 1;
+                    if len > left {
+                        break;
+                    }
+                    left -= len;
+                    keep += 1;
+                }
+                if keep >= failed {
+                    break;
+                }
+            }
+            let omitted = all.split_off(keep).len();
+            m.summary.checks = all;
+            if let Some(report) = m.checks_report.as_mut() {
+                report.omitted = u32::try_from(omitted).unwrap_or(u32::MAX);
+            }
+            json = serde_json::to_string(&m)?;
+        }
+        // Rarely reached: what is left is the summary's own text.
+        for limit in [SUMMARY_MESSAGE_LIMIT / 4, LAST_RESORT_LIMIT, 0] {
+            if json.len() <= TERMINATION_MESSAGE_LIMIT {
+                break;
+            }
+            let s = &mut m.summary;
+            let texts = [&mut s.message, &mut s.retention_refused]
+                .into_iter()
+                .flatten()
+                .chain(m.checks_report.as_mut().and_then(|r| r.location.as_mut()));
+            for text in texts {
+                shorten(text, limit);
+            }
+            if limit <= LAST_RESORT_LIMIT {
+                for text in [&mut s.asset, &mut s.backup_id, &mut s.sha256]
+                    .into_iter()
+                    .flatten()
+                {
+                    shorten(text, limit);
+                }
+            }
+            json = serde_json::to_string(&m)?;
+        }
+        Ok(json)
+    }
+
+    /// Parses a termination message; `None` for anything that is not a summary this operator
+    /// understands (a crashed agent, a foreign container, a newer version).
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(text.trim())
+            .ok()
+            .filter(|m| m.summary.version == SUMMARY_VERSION)
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary, marking the cut with `…`.
+fn shorten(text: &mut String, limit: usize) {
+    if text.len() <= limit {
+        return;
+    }
+    let ellipsis = '…';
+    let mut keep = limit.saturating_sub(ellipsis.len_utf8());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    if text.len() + ellipsis.len_utf8() <= limit {
+        text.push(ellipsis);
     }
 }
 
