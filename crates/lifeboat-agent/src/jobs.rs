@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
 use lifeboat_api::backup_policy::{
-    Asset, AssetKind, Compression, CompressionAlgorithm, Encryption,
+    Asset, AssetSource, Compression, CompressionAlgorithm, Encryption,
 };
 use lifeboat_api::common::{
-    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef,
+    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef, Target,
 };
 use lifeboat_api::restore_request::RestoreOptions;
 

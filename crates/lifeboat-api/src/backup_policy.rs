@@ -238,6 +238,30 @@ impl AssetKind {
 
 impl Asset {
     /// The kind of the asset.
+    /// The PostgreSQL settings, when it is a PostgreSQL asset.
+    pub fn postgres(&self) -> Option<&PostgresAsset> {
+        match &self.source {
+            AssetSource::Postgres(pg) => Some(pg),
+            _ => None,
+        }
+    }
+
+    /// The Redis settings, when it is a Redis asset.
+    pub fn redis(&self) -> Option<&RedisAsset> {
+        match &self.source {
+            AssetSource::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The bucket settings, when it is an object storage asset.
+    pub fn object_storage(&self) -> Option<&ObjectStorageAsset> {
+        match &self.source {
+            AssetSource::ObjectStorage(b) => Some(b),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> AssetKind {
         match &self.source {
             AssetSource::Postgres(_) => AssetKind::Postgres,

@@ -290,6 +290,32 @@ pub struct RestoreTarget {
     pub to: Target,
 }
 
+impl RestoreTarget {
+    /// The PostgreSQL target, when it is one.
+    pub fn postgres(&self) -> Option<&PostgresTarget> {
+        match &self.to {
+            Target::Postgres(pg) => Some(pg),
+            _ => None,
+        }
+    }
+
+    /// The Redis target, when it is one.
+    pub fn redis(&self) -> Option<&RedisTarget> {
+        match &self.to {
+            Target::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The bucket target, when it is one.
+    pub fn object_storage(&self) -> Option<&S3Location> {
+        match &self.to {
+            Target::ObjectStorage(s3) => Some(s3),
+            _ => None,
+        }
+    }
+}
+
 /// What a restore target is, with its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {

@@ -40,7 +40,13 @@ impl Status {
     /// The status a condition carries; anything but `True` or `False` is `Unknown`, as
     /// Kubernetes reads it.
     pub fn of(condition: &Condition) -> Status {
-        match condition.status.as_str() {
+        Status::parse(&condition.status)
+    }
+
+    /// A condition status as written on the wire, of any Kubernetes type (a Job's conditions are
+    /// not `metav1.Condition`); anything but `True` or `False` is `Unknown`.
+    pub fn parse(status: &str) -> Status {
+        match status {
             "True" => Status::True,
             "False" => Status::False,
             _ => Status::Unknown,

@@ -686,3 +686,45 @@ pub fn events(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn record(rto: Option<f64>) -> DrillRecord {
+        serde_json::from_value(serde_json::json!({
+            "id": "d", "startedAt": "2026-11-24T06:00:00Z", "finishedAt": "2026-11-24T06:20:00Z",
+            "verdict": "Passed", "rtoSeconds": rto, "rtoMet": true, "rpoMet": true
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn rto_is_at_risk_when_the_last_three_drills_all_took_over_80_percent() {
+        let objective = 1800.0; // 30 minutes: 80% is 24 minutes
+        let h = |rtos: &[Option<f64>]| rtos.iter().map(|r| record(*r)).collect::<Vec<_>>();
+        assert_eq!(
+            rto_at_risk(
+                &h(&[Some(1500.0), Some(1450.0), Some(1700.0), Some(100.0)]),
+                objective
+            ),
+            Some(vec![1500.0, 1450.0, 1700.0])
+        );
+        // One of the three within the margin: no warning.
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), Some(1400.0), Some(1700.0)]), objective),
+            None
+        );
+        // Fewer than three drills, or one that measured nothing: no warning.
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), Some(1500.0)]), objective),
+            None
+        );
+        assert_eq!(
+            rto_at_risk(&h(&[Some(1500.0), None, Some(1500.0)]), objective),
+            None
+        );
+    }
+}
