@@ -344,6 +344,13 @@ pub struct RestoredBackup {
     pub id: String,
 }
 
+/// `asset=id`, as reports show it.
+impl std::fmt::Display for RestoredBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.asset, self.id)
+    }
+}
+
 /// Reads the current `{asset, id}` and the `"asset=id"` strings drills recorded before, so a
 /// stored history stays readable.
 impl<'de> Deserialize<'de> for RestoredBackup {
