@@ -248,7 +248,9 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     for a in p.status.unwrap().assets {
         let v = a.last_verified.unwrap();
         assert!(
-            run.backups.contains(&format!("{}={}", a.name, v.id)),
+            run.backups
+                .iter()
+                .any(|b| b.asset == a.name && b.id == v.id),
             "{}: {v:?} not in {:?}",
             a.name,
             run.backups

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use lifeboat_api::Duration;
-use lifeboat_api::backup_policy::{Asset, Compression, PostgresAsset, RedisAsset};
+use lifeboat_api::backup_policy::{Asset, AssetSource, Compression, PostgresAsset, RedisAsset};
 use lifeboat_api::common::{PostgresConnection, RedisConnection, RestoreTarget, SslMode};
 use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceArtifact, EvidenceCheck,
@@ -100,7 +100,7 @@ pub fn run(
     let assets = [
         Asset {
             name: "orders-db".into(),
-            postgres: Some(PostgresAsset {
+            source: AssetSource::Postgres(PostgresAsset {
                 connection: PostgresConnection {
                     host: conn.host.clone(),
                     port: conn.port,
@@ -112,15 +112,11 @@ pub fn run(
                 dump_options: Default::default(),
                 allow_empty: false,
             }),
-            redis: None,
-            object_storage: None,
-            kubernetes_state: None,
             canary: true,
         },
         Asset {
             name: "sessions".into(),
-            postgres: None,
-            redis: Some(RedisAsset {
+            source: AssetSource::Redis(RedisAsset {
                 connection: RedisConnection {
                     host: rconn.host.clone(),
                     port: rconn.port,
@@ -131,8 +127,6 @@ pub fn run(
                 data_dir: None,
                 allow_empty: false,
             }),
-            object_storage: None,
-            kubernetes_state: None,
             canary: true,
         },
     ];

@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
 use lifeboat_api::backup_policy::{
-    Asset, AssetKind, Compression, CompressionAlgorithm, Encryption,
+    Asset, AssetSource, Compression, CompressionAlgorithm, Encryption,
 };
 use lifeboat_api::common::{
-    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef,
+    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef, Target,
 };
 use lifeboat_api::restore_request::RestoreOptions;
 
@@ -203,9 +203,7 @@ pub fn backup(
         backup_id: slot.id.clone(),
         policy: slot.scope.policy().to_owned(),
         asset: asset.name.clone(),
-        kind: asset
-            .kind()
-            .ok_or_else(|| AgentError::config("asset has no kind"))?,
+        kind: asset.kind(),
         tool,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         source,
@@ -232,16 +230,15 @@ fn write_canary(
     id: &str,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
     let now = Timestamp::now();
-    if let Some(pg) = &asset.postgres {
-        crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
-    } else if let Some(r) = &asset.redis {
-        crate::canary::write_redis(&env.redis(&r.connection)?, id, now)
-    } else if let Some(b) = &asset.object_storage {
-        crate::canary::write_bucket(env, &b.source, id, now)
-    } else {
-        Err(AgentError::config(
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
+            crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
+        }
+        AssetSource::Redis(r) => crate::canary::write_redis(&env.redis(&r.connection)?, id, now),
+        AssetSource::ObjectStorage(b) => crate::canary::write_bucket(env, &b.source, id, now),
+        AssetSource::KubernetesState(_) => Err(AgentError::config(
             "canary markers are written into PostgreSQL, Redis and bucket sources only",
-        ))
+        )),
     }
 }
 
@@ -256,12 +253,8 @@ fn backup_artifacts(
     created: &mut Vec<String>,
 ) -> Result<Artifacts> {
     let suffix = suffix(encoding);
-    match asset.kind() {
-        Some(AssetKind::Postgres) => {
-            let pg = asset
-                .postgres
-                .as_ref()
-                .ok_or_else(|| AgentError::config("postgres asset without settings"))?;
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
             let conn = env.pg(&pg.connection)?;
             let mut extra = Vec::new();
             for s in &pg.dump_options.schemas {
@@ -310,11 +303,7 @@ fn backup_artifacts(
                 source,
             ))
         }
-        Some(AssetKind::Redis) => {
-            let r = asset
-                .redis
-                .as_ref()
-                .ok_or_else(|| AgentError::config("redis asset without settings"))?;
+        AssetSource::Redis(r) => {
             let conn = env.redis(&r.connection)?;
             if !r.allow_empty {
                 redis::ensure_not_empty(&conn)?;
@@ -337,11 +326,7 @@ fn backup_artifacts(
                 source,
             ))
         }
-        Some(AssetKind::ObjectStorage) => {
-            let b = asset
-                .object_storage
-                .as_ref()
-                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
+        AssetSource::ObjectStorage(b) => {
             let (artifacts, at) =
                 bucket::backup(env, slot, &asset.name, b, encoding, &suffix, created)?;
             Ok((
@@ -354,11 +339,7 @@ fn backup_artifacts(
                 bucket::describe(&b.source),
             ))
         }
-        Some(AssetKind::KubernetesState) => {
-            let k = asset
-                .kubernetes_state
-                .as_ref()
-                .ok_or_else(|| AgentError::config("kubernetesState asset without settings"))?;
+        AssetSource::KubernetesState(k) => {
             let (state, source) = crate::kubestate::backup(k, needs_scope(scope)?)?;
             // One document: a namespace's objects are megabytes, not gigabytes, so it is built
             // in memory and streamed through the same encode path as every artifact.
@@ -386,10 +367,6 @@ fn backup_artifacts(
                 source,
             ))
         }
-        None => Err(AgentError::config(format!(
-            "asset {} has no kind",
-            asset.name
-        ))),
     }
 }
 
@@ -457,19 +434,17 @@ pub fn restore(
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    match asset.kind() {
-        Some(AssetKind::Postgres) => {
-            let pg = asset
-                .postgres
-                .as_ref()
-                .ok_or_else(|| AgentError::config("postgres asset without settings"))?;
-            let (conn, rename, create) = match target.and_then(|t| t.postgres.as_ref()) {
-                Some(t) => (
+    let to = target.map(|t| &t.to);
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
+            let (conn, rename, create) = match to {
+                Some(Target::Postgres(t)) => (
                     env.pg(&t.connection)?,
                     t.database.clone(),
                     t.create_database,
                 ),
                 None => (env.pg(&pg.connection)?, None, false),
+                Some(_) => return Err(not_its_kind(asset, "PostgreSQL (postgres)")),
             };
             // Every database's dump is decoded and verified (one read of the stored bytes)
             // before the first pg_restore: a corrupt artifact never touches a target.
@@ -531,13 +506,13 @@ pub fn restore(
             }
             Ok(done.join(", "))
         }
-        Some(AssetKind::Redis) => {
-            let r = asset
-                .redis
-                .as_ref()
-                .ok_or_else(|| AgentError::config("redis asset without settings"))?;
-            let data_dir = target
-                .and_then(|t| t.redis.as_ref())
+        AssetSource::Redis(r) => {
+            let into = match to {
+                Some(Target::Redis(t)) => Some(t),
+                None => None,
+                Some(_) => return Err(not_its_kind(asset, "Redis (redis)")),
+            };
+            let data_dir = into
                 .and_then(|t| t.data_dir.clone())
                 .or_else(|| r.data_dir.clone())
                 .ok_or_else(|| {
@@ -554,10 +529,7 @@ pub fn restore(
             for a in &listed.metadata.artifacts {
                 stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
             }
-            let conn = match target.and_then(|t| t.redis.as_ref()) {
-                Some(t) => env.redis(&t.connection)?,
-                None => env.redis(&r.connection)?,
-            };
+            let conn = env.redis(into.map_or(&r.connection, |t| &t.connection))?;
             redis::restore(
                 &conn,
                 &local.dir.join(&artifact.name),
@@ -567,30 +539,26 @@ pub fn restore(
             )?;
             Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
         }
-        Some(AssetKind::ObjectStorage) => {
-            let b = asset
-                .object_storage
-                .as_ref()
-                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
-            let into = match target {
+        AssetSource::ObjectStorage(b) => {
+            let into = match to {
                 None => &b.source,
-                Some(t) => t.object_storage.as_ref().ok_or_else(|| {
-                    AgentError::config(format!(
-                        "the restore target of {} is not a bucket (objectStorage)",
-                        asset.name
-                    ))
-                })?,
+                Some(Target::ObjectStorage(s3)) => s3,
+                Some(_) => return Err(not_its_kind(asset, "a bucket (objectStorage)")),
             };
             bucket::restore(env, listed, &local, &decoding, into)
         }
-        Some(AssetKind::KubernetesState) => {
+        AssetSource::KubernetesState(_) => {
             kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
         }
-        None => Err(AgentError::config(format!(
-            "asset {} has no kind",
-            asset.name
-        ))),
     }
+}
+
+/// A restore target of another kind than its asset (admission does not compare the two).
+fn not_its_kind(asset: &Asset, kind: &str) -> AgentError {
+    AgentError::config(format!(
+        "the restore target of {} is not {kind}, the asset's kind",
+        asset.name
+    ))
 }
 
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
@@ -684,7 +652,10 @@ fn kubernetes_state(
     let state: crate::kubestate::ClusterState = serde_json::from_slice(&plain).map_err(|e| {
         AgentError::integrity(format!("{}: not a cluster state: {e}", artifact.name))
     })?;
-    let mapping = target.and_then(|t| t.kubernetes_state.as_ref());
+    let mapping = target.and_then(|t| match &t.to {
+        Target::KubernetesState(k) => Some(k),
+        _ => None,
+    });
     let done = crate::kubestate::restore(&state, mapping, scope, execute)?;
     let mut pending = if done.pending > 0 {
         format!(

@@ -184,8 +184,8 @@ fn canary_check(
     bound: Duration,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
     let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
-    let found = if let Some(source) = &a.asset.postgres {
-        let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
+    let found = if let Some(source) = a.asset.postgres() {
+        let target = a.target.as_ref().and_then(|t| t.postgres());
         let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
         let databases = match target.and_then(|t| t.database.clone()) {
             Some(db) => vec![db],
@@ -204,14 +204,14 @@ fn canary_check(
             }
         }
         oldest
-    } else if let Some(source) = &a.asset.redis {
-        let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
+    } else if let Some(source) = a.asset.redis() {
+        let target = a.target.as_ref().and_then(|t| t.redis());
         crate::canary::newest_redis(
             &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
             bound,
         )?
-    } else if let Some(source) = &a.asset.object_storage {
-        let target = a.target.as_ref().and_then(|t| t.object_storage.as_ref());
+    } else if let Some(source) = a.asset.object_storage() {
+        let target = a.target.as_ref().and_then(|t| t.object_storage());
         crate::canary::newest_bucket(env, target.unwrap_or(&source.source))?
     } else {
         return Err(AgentError::config(format!(
@@ -248,11 +248,11 @@ fn sql_check(
     bound: Duration,
 ) -> Result<()> {
     let a = restored(assets, &check.asset)?;
-    let source =
-        a.asset.postgres.as_ref().ok_or_else(|| {
-            AgentError::config(format!("{} is not a PostgreSQL asset", check.asset))
-        })?;
-    let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
+    let source = a
+        .asset
+        .postgres()
+        .ok_or_else(|| AgentError::config(format!("{} is not a PostgreSQL asset", check.asset)))?;
+    let target = a.target.as_ref().and_then(|t| t.postgres());
     let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
     let database = check
         .database
@@ -272,10 +272,9 @@ fn redis_check(
     let a = restored(assets, &check.asset)?;
     let source = a
         .asset
-        .redis
-        .as_ref()
+        .redis()
         .ok_or_else(|| AgentError::config(format!("{} is not a Redis asset", check.asset)))?;
-    let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
+    let target = a.target.as_ref().and_then(|t| t.redis());
     let conn = env.redis(target.map_or(&source.connection, |t| &t.connection))?;
     conn.check(check.db, &check.key, check.expect.as_deref(), bound)
 }

@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{PodTemplateOverride, RestoreTarget, SecretKeyRef};
+use crate::common::{PendingEvent, PodTemplateOverride, RestoreTarget, SecretKeyRef};
 use crate::duration::Duration;
 use crate::restore_request::{CheckResult, Validation};
 
@@ -279,6 +279,26 @@ pub struct DrillScheduleStatus {
     /// the same name with another uid, or one created before this was written, is never its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staging_namespace: Option<StagingNamespaceStatus>,
+    /// Events owed, published after the write that records them (see `PendingEvent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pending_events: Vec<PendingEvent>,
+    /// Jobs owed for the last drill (`lastRun`): recorded with the write that ends the drill,
+    /// created after it (a Job that exists already is that drill's), then removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub pending_jobs: Vec<DrillJob>,
+}
+
+/// A Job a finished drill owes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum DrillJob {
+    /// `<drill id>-evidence`: writes the drill's evidence record next to the backups.
+    Evidence,
+    /// `<drill id>-notify`: sends the drill's webhook notification.
+    Notify,
 }
 
 /// A staging namespace the operator created.
@@ -296,11 +316,64 @@ pub struct StagingNamespaceStatus {
 pub struct ActiveDrill {
     pub id: String,
     pub started_at: Time,
-    /// Backup, Restore or Validate.
-    pub step: String,
+    pub step: DrillStep,
     /// The RestoreRequest the drill owns, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_request: Option<String>,
+}
+
+/// Where an active drill is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum DrillStep {
+    /// Taking the fresh backups (mode `Fresh`).
+    Backup,
+    /// Restoring into staging.
+    Restore,
+    /// Running the checks on what was restored.
+    Validate,
+}
+
+/// A backup a drill restored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredBackup {
+    pub asset: String,
+    /// The backup id.
+    pub id: String,
+}
+
+/// `asset=id`, as reports show it.
+impl std::fmt::Display for RestoredBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.asset, self.id)
+    }
+}
+
+/// Reads the current `{asset, id}` and the `"asset=id"` strings drills recorded before, so a
+/// stored history stays readable.
+impl<'de> Deserialize<'de> for RestoredBackup {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Record { asset: String, id: String },
+            Legacy(String),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Record { asset, id } => Ok(RestoredBackup { asset, id }),
+            Wire::Legacy(s) => s
+                .split_once('=')
+                .map(|(asset, id)| RestoredBackup {
+                    asset: asset.to_owned(),
+                    id: id.to_owned(),
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("a restored backup {s:?} is not asset=id"))
+                }),
+        }
+    }
 }
 
 /// One finished drill: the evidence an auditor asks for.
@@ -327,9 +400,9 @@ pub struct DrillRecord {
     pub rpo_canary_seconds: Option<f64>,
     pub rto_met: bool,
     pub rpo_met: bool,
-    /// Backups restored, per asset (`asset=id`).
+    /// Backups restored, per asset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backups: Vec<String>,
+    pub backups: Vec<RestoredBackup>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
     /// Why it failed or what was missed.

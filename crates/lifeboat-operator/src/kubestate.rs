@@ -27,7 +27,7 @@ use lifeboat_api::common::KubernetesStateTarget;
 use serde_json::json;
 
 use crate::config::FIELD_MANAGER;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::names;
 
 /// On a target namespace, key `restores-from.lifeboat.dev/<ns>`: restores requested in `<ns>`
@@ -243,7 +243,8 @@ pub fn decide(
 async fn labels_of(client: &Client, namespace: &str) -> Result<Labels> {
     Ok(Api::<Namespace>::all(client.clone())
         .get_metadata_opt(namespace)
-        .await?
+        .await
+        .map_err(Error::get::<Namespace>(namespace))?
         .map(|m| m.metadata.labels.unwrap_or_default()))
 }
 
@@ -262,7 +263,7 @@ pub async fn scope(
     {
         labels.insert(ns.clone(), labels_of(client, ns).await?);
     }
-    Ok(decide(access, from, reach, &labels)?)
+    Ok(decide(access, from, reach, &labels).map_err(Problem::Scope)?)
 }
 
 /// Applies `from`'s account for `access` and binds it to the chart's ClusterRole (`prefix`) in
@@ -287,7 +288,8 @@ pub async fn grant(
                 "metadata": {"name": sa_name, "namespace": from, "labels": managed()},
             })),
         )
-        .await?;
+        .await
+        .map_err(Error::apply::<ServiceAccount>(sa_name))?;
     let subjects = json!([{"kind": "ServiceAccount", "name": sa_name, "namespace": from}]);
     let before = sa.metadata.annotations.unwrap_or_default();
     match scope {
@@ -304,9 +306,14 @@ pub async fn grant(
                 .await
             {
                 Err(kube::Error::Api(e)) if e.code == 403 => {
-                    return Err(ScopeError::ClusterScopeNotInstalled(from.to_owned()).into());
+                    return Err(Problem::Scope(ScopeError::ClusterScopeNotInstalled(
+                        from.to_owned(),
+                    ))
+                    .into());
                 }
-                r => r.map(|_| ())?,
+                r => r
+                    .map(|_| ())
+                    .map_err(Error::apply::<ClusterRoleBinding>(&access.binding(from)))?,
             }
         }
         KubernetesStateScope::Namespaces(namespaces) => {
@@ -323,7 +330,8 @@ pub async fn grant(
                 });
                 Api::<RoleBinding>::namespaced(client.clone(), ns)
                     .patch(&access.binding(from), &pp, &Patch::Apply(binding))
-                    .await?;
+                    .await
+                    .map_err(Error::apply::<RoleBinding>(&access.binding(from)))?;
                 let key = format!("{BOUND}/{ns}");
                 if ns != from && !before.contains_key(&key) {
                     bound.insert(key, "true");
@@ -338,7 +346,8 @@ pub async fn grant(
                         &PatchParams::default(),
                         &Patch::Merge(json!({"metadata": {"annotations": bound}})),
                     )
-                    .await?;
+                    .await
+                    .map_err(Error::apply::<ServiceAccount>(sa_name))?;
             }
         }
     }
@@ -363,7 +372,7 @@ pub async fn revoke_withdrawn(client: &Client, access: Access, from: &str) -> Re
     {
         Ok(sa) => sa,
         Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(Error::apply::<ServiceAccount>(access.service_account())(e)),
     };
     if !is_true(&labels_of(client, from).await?, access.cluster_label()) {
         empty_cluster_binding(client, access, from).await?;
@@ -401,7 +410,7 @@ async fn revoke(
         match emptied {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(Error::delete::<RoleBinding>(&access.binding(from))(e)),
         }
         withdrawn.insert(key, None);
     }
@@ -412,7 +421,8 @@ async fn revoke(
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"annotations": withdrawn}})),
             )
-            .await?;
+            .await
+            .map_err(Error::apply::<ServiceAccount>(access.service_account()))?;
     }
     Ok(())
 }
@@ -430,7 +440,9 @@ async fn empty_cluster_binding(client: &Client, access: Access, from: &str) -> R
     match emptied {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => Ok(()),
-        Err(e) => Err(Error::Kube(e)),
+        Err(e) => Err(Error::delete::<ClusterRoleBinding>(&access.binding(from))(
+            e,
+        )),
     }
 }
 

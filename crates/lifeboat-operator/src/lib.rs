@@ -5,7 +5,9 @@
 pub mod backup_policy;
 pub mod config;
 pub mod context;
+pub mod controller;
 pub mod drill_schedule;
+pub mod effects;
 pub mod error;
 pub mod jobs;
 pub mod kubestate;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -78,53 +81,63 @@ pub async fn run_backup_policies(
         kube::runtime::reflector(
             drill_writer,
             watcher::watcher(
-                scoped::<DrillSchedule>(&client, &namespace),
+                scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
                 watcher::Config::default(),
             )
             .backoff(WatchBackoff::default()),
         )
         .for_each(|_| futures::future::ready(())),
     );
-    Controller::new(
-        scoped::<BackupPolicy>(&client, &namespace),
+    // Every root watch reads through kube's DeserializeGuard: one stored object that no longer
+    // fits the Rust types is reported by its own reconcile and does not break the watch.
+    let controller = Controller::new(
+        scoped::<DeserializeGuard<BackupPolicy>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        scoped::<CronJob>(&client, &namespace),
-        watcher::Config::default().labels(&selector),
-    )
-    // A drill's new record may verify backups of its policy.
-    .watches(
-        scoped::<DrillSchedule>(&client, &namespace),
-        watcher::Config::default(),
-        |drill| {
-            let ns = drill.namespace()?;
-            Some(ObjectRef::<BackupPolicy>::new(&drill.spec.policy).within(&ns))
-        },
-    )
-    // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
-    .watches(
-        scoped::<Job>(&client, &namespace),
-        watcher::Config::default().labels(&selector),
-        |job| {
-            let ns = job.namespace()?;
-            let policy = job.annotations().get(names::ANNOTATION_POLICY)?;
-            Some(ObjectRef::<BackupPolicy>::new(policy).within(&ns))
-        },
-    )
-    .trigger_backoff(WatchBackoff::default())
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(backup_policy::reconcile, backup_policy::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => debug!(policy = %obj, "reconciled"),
-            Err(e) => warn!(error = %e, "BackupPolicy controller"),
-        }
-    })
-    .await;
+    );
+    let sweeper = tokio::spawn(metrics::sweep(
+        controller.store(),
+        ctx.metrics.clone(),
+        metrics::Owner::Policy,
+    ));
+    controller
+        .owns(
+            scoped::<CronJob>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        )
+        // A drill's new record may verify backups of its policy.
+        .watches(
+            scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
+            watcher::Config::default(),
+            |drill| {
+                let ns = drill.namespace()?;
+                let policy = &drill.0.as_ref().ok()?.spec.policy;
+                Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
+            },
+        )
+        // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
+        .watches(
+            scoped::<Job>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+            |job| {
+                let ns = job.namespace()?;
+                let policy = job.annotations().get(names::ANNOTATION_POLICY)?;
+                Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
+            },
+        )
+        .trigger_backoff(WatchBackoff::default())
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(backup_policy::reconcile, backup_policy::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(policy = %obj, "reconciled"),
+                Err(e) => warn!(error = %e, "BackupPolicy controller"),
+            }
+        })
+        .await;
     index.abort();
     drills.abort();
+    sweeper.abort();
 }
 
 /// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').
@@ -140,7 +153,7 @@ pub async fn run_restore_requests(
         names::MANAGED_BY
     );
     Controller::new(
-        scoped::<RestoreRequest>(&client, &namespace),
+        scoped::<DeserializeGuard<RestoreRequest>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
     .owns(
@@ -176,30 +189,37 @@ pub async fn run_drill_schedules(
         names::LABEL_MANAGED_BY,
         names::MANAGED_BY
     );
-    Controller::new(
-        scoped::<DrillSchedule>(&client, &namespace),
+    let controller = Controller::new(
+        scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        scoped::<RestoreRequest>(&client, &namespace),
-        watcher::Config::default().labels(&selector),
-    )
-    // Its evidence and notify Jobs: a finished notify Job's outcome goes into the record.
-    .owns(
-        scoped::<Job>(&client, &namespace),
-        watcher::Config::default().labels(&selector),
-    )
-    .trigger_backoff(WatchBackoff::default())
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => debug!(drill = %obj, "reconciled"),
-            Err(e) => warn!(error = %e, "DrillSchedule controller"),
-        }
-    })
-    .await;
+    );
+    let sweeper = tokio::spawn(metrics::sweep(
+        controller.store(),
+        ctx.metrics.clone(),
+        metrics::Owner::Drill,
+    ));
+    controller
+        .owns(
+            scoped::<DeserializeGuard<RestoreRequest>>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        )
+        // Its evidence and notify Jobs: a finished notify Job's outcome goes into the record.
+        .owns(
+            scoped::<Job>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        )
+        .trigger_backoff(WatchBackoff::default())
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(drill = %obj, "reconciled"),
+                Err(e) => warn!(error = %e, "DrillSchedule controller"),
+            }
+        })
+        .await;
+    sweeper.abort();
 }
 
 /// Runs every controller until `shutdown` resolves.

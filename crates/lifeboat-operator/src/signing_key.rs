@@ -17,7 +17,7 @@ use lifeboat_api::agent_job::{SIGNING_KEY_KEY, SIGNING_KEY_SECRET};
 
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::names;
 
 /// What the derivation is for: a new scheme gets a new label, never a reuse of this one.
@@ -59,7 +59,7 @@ impl MasterKeySecret {
 /// The signing key of `namespace`.
 pub fn derive(master: &[u8], namespace: &str) -> Result<Vec<u8>> {
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(master)
-        .map_err(|e| Error::SigningKeyMissing(format!("the master key: {e}")))?;
+        .map_err(|e| Problem::SigningKeyMissing(format!("the master key: {e}")))?;
     mac.update(DERIVATION_LABEL);
     mac.update(&[0]);
     mac.update(namespace.as_bytes());
@@ -87,12 +87,13 @@ fn derived_secret(namespace: &str, key: Vec<u8>) -> Secret {
     }
 }
 
-/// Makes sure `namespace` holds its derived key before a Job there needs it: read the master
-/// key, derive, and apply the Secret when it is missing or differs. Without a master key this
-/// is [`Error::SigningKeyMissing`], and the caller creates no Job.
-pub async fn ensure(ctx: &Context, namespace: &str) -> Result<()> {
+/// The derived key Secret `namespace` must hold before a Job there needs it: read the master
+/// key, derive, and compare with what the namespace holds. `Ok(None)` when it holds it already;
+/// without a master key it is [`Problem::SigningKeyMissing`], and the caller creates no Job.
+pub async fn desired(ctx: &Context, namespace: &str) -> Result<Option<Secret>> {
+    let missing = |why: String| Error::Problem(Problem::SigningKeyMissing(why));
     let master = ctx.signing_key.as_ref().ok_or_else(|| {
-        Error::SigningKeyMissing(
+        missing(
             "the operator runs without --signing-key-secret: no Job can sign its backups".into(),
         )
     })?;
@@ -104,16 +105,14 @@ pub async fn ensure(ctx: &Context, namespace: &str) -> Result<()> {
     let place = format!("{}/{}", master.namespace, master.name);
     let secret = match found {
         Err(kube::Error::Api(e)) if e.code == 403 => {
-            return Err(Error::SigningKeyMissing(format!(
+            return Err(missing(format!(
                 "the operator may not read the master key Secret {place} \
                  (the chart grants `get` on the one it names only)"
             )));
         }
-        other => other?,
+        other => other.map_err(Error::get::<Secret>(&master.name))?,
     }
-    .ok_or_else(|| {
-        Error::SigningKeyMissing(format!("the master key Secret {place} does not exist"))
-    })?;
+    .ok_or_else(|| missing(format!("the master key Secret {place} does not exist")))?;
     let bytes = secret
         .data
         .as_ref()
@@ -121,28 +120,38 @@ pub async fn ensure(ctx: &Context, namespace: &str) -> Result<()> {
         .map(|b| b.0.as_slice())
         .filter(|b| b.len() >= MIN_MASTER_BYTES)
         .ok_or_else(|| {
-            Error::SigningKeyMissing(format!(
+            missing(format!(
                 "the master key Secret {}/{} has no key {SIGNING_KEY_KEY:?} of at least {MIN_MASTER_BYTES} bytes",
                 master.namespace, master.name
             ))
         })?;
     let key = derive(bytes, namespace)?;
-    let derived = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    let current = derived.get_opt(SIGNING_KEY_SECRET).await?;
-    if current
+    let current = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(SIGNING_KEY_SECRET)
+        .await
+        .map_err(Error::get::<Secret>(SIGNING_KEY_SECRET))?;
+    let held = current
         .and_then(|s| s.data)
         .and_then(|d| d.get(SIGNING_KEY_KEY).cloned())
-        .is_some_and(|k| k.0 == key)
-    {
-        return Ok(());
-    }
-    derived
+        .is_some_and(|k| k.0 == key);
+    Ok((!held).then(|| derived_secret(namespace, key)))
+}
+
+/// Applies a derived key Secret [`desired`] returned.
+pub async fn apply(ctx: &Context, secret: &Secret) -> Result<()> {
+    let namespace = secret
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
         .patch(
             SIGNING_KEY_SECRET,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&derived_secret(namespace, key)),
+            &Patch::Apply(secret),
         )
-        .await?;
+        .await
+        .map_err(Error::apply::<Secret>(SIGNING_KEY_SECRET))?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::{AgentJob, JOB_ENV, KubernetesStateScope, signing_key_ref};
-use lifeboat_api::backup_policy::{Asset, AssetKind};
+use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
 use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
 
 use crate::config::AgentConfig;
@@ -113,14 +113,11 @@ pub fn backup_job_template(
 ) -> Result<JobTemplateSpec> {
     let name = policy.name_any();
     let spec = &policy.spec;
-    let state = asset.kind() == Some(AssetKind::KubernetesState);
+    let state = asset.kind() == AssetKind::KubernetesState;
     let scope = match scopes.get(&asset.name) {
         Some(scope) => Some(scope.clone()),
         None if state => {
-            return Err(Error::InvalidSpec(format!(
-                "no Kubernetes-state scope was decided for asset {}",
-                asset.name
-            )));
+            return Err(Error::ScopeNotDecided(asset.name.clone()));
         }
         None => None,
     };
@@ -206,16 +203,12 @@ fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
 
 /// Every Secret key a backup of `asset` to `destination` reads.
 pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
-    let mut out = Vec::new();
-    if let Some(pg) = &asset.postgres {
-        out.extend(pg.connection.password_secret.clone());
-    }
-    if let Some(redis) = &asset.redis {
-        out.extend(redis.connection.password_secret.clone());
-    }
-    if let Some(bucket) = &asset.object_storage {
-        out.extend(s3_keys(&bucket.source.credentials_secret));
-    }
+    let mut out = match &asset.source {
+        AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
+        AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
+        AssetSource::ObjectStorage(bucket) => s3_keys(&bucket.source.credentials_secret).to_vec(),
+        AssetSource::KubernetesState(_) => Vec::new(),
+    };
     if let Some(s3) = &destination.s3 {
         out.extend(s3_keys(&s3.credentials_secret));
     }
@@ -570,7 +563,10 @@ mod tests {
         .unwrap();
         let encryption = job.encryption.unwrap();
         assert_eq!(encryption.recipients.len(), 1);
-        assert!(job.asset.object_storage.unwrap().allow_empty);
+        let AssetSource::ObjectStorage(bucket) = job.asset.source else {
+            panic!("not a bucket")
+        };
+        assert!(bucket.allow_empty);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceCheck, EvidenceObjectives,
     EvidenceRestore, EvidenceStep, EvidenceVerdict,
 };
-use lifeboat_api::restore_request::{RestoreRequestStatus, canary_check_name};
+use lifeboat_api::restore_request::{RestoreRequestStatus, StepState, canary_check_name};
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
 use crate::backup_policy::cronjob::s3_keys;
@@ -58,7 +58,7 @@ pub fn evidence(
     let plan = restore.map(|r| r.plan.as_slice()).unwrap_or_default();
     let restored = plan
         .iter()
-        .filter(|p| p.state.as_deref() == Some("Done"))
+        .filter(|p| p.state == Some(StepState::Done))
         .map(|p| EvidenceRestore {
             asset: p.asset.clone(),
             backup_id: p.backup_id.clone(),

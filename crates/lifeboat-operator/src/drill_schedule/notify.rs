@@ -14,6 +14,7 @@ use lifeboat_api::DrillSchedule;
 use lifeboat_api::agent_job::{AgentNotifyJob, JOB_ENV};
 use lifeboat_api::agent_result::AgentSummary;
 use lifeboat_api::common::Destination;
+use lifeboat_api::conditions::Status;
 use lifeboat_api::drill_schedule::{DrillVerdict, NotificationState, NotificationStatus, NotifyOn};
 
 use crate::config::AgentConfig;
@@ -132,9 +133,9 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> Option<NotificationStatus> {
         .conditions
         .as_deref()
         .unwrap_or_default();
-    let done = conditions
-        .iter()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+    let done = conditions.iter().find(|c| {
+        (c.type_ == "Complete" || c.type_ == "Failed") && Status::parse(&c.status) == Status::True
+    })?;
     let summary = pods
         .iter()
         .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())

@@ -7,8 +7,8 @@ use kube::{Resource, ResourceExt};
 use lifeboat_api::agent_job::{
     AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
 };
-use lifeboat_api::backup_policy::{AssetKind, Retention};
-use lifeboat_api::common::{Destination, RestoreTarget, SecretKeyRef};
+use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
+use lifeboat_api::common::{Destination, SecretKeyRef, Target};
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
@@ -16,7 +16,7 @@ use super::plan::{Step, safety_asset, safety_policy};
 use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
 use crate::backup_policy::cronjob::s3_keys;
 use crate::config::AgentConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::kubestate::Access;
 use crate::names;
 use crate::pod::AgentPod;
@@ -79,7 +79,7 @@ pub fn restore_job(
         agent,
         // A Kubernetes-state restore applies objects through the API: its pod gets a token, of
         // Lifeboat's restore account (bound to the step's scope), never the user's.
-        (step.asset.kind() == Some(AssetKind::KubernetesState))
+        (step.asset.kind() == AssetKind::KubernetesState)
             .then_some(Access::Restore.service_account()),
     )
 }
@@ -92,8 +92,7 @@ pub fn safety_job(
     step: &Step,
     agent: &AgentConfig,
 ) -> Result<Job> {
-    let asset = safety_asset(&step.asset, step.target.as_ref())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let asset = safety_asset(&step.asset, step.target.as_ref()).map_err(Problem::Plan)?;
     let location = location(rr, policy);
     let doc = AgentJob {
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
@@ -136,8 +135,7 @@ pub fn rollback_job(
     backup_id: &str,
     agent: &AgentConfig,
 ) -> Result<Job> {
-    let asset = safety_asset(&step.asset, step.target.as_ref())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let asset = safety_asset(&step.asset, step.target.as_ref()).map_err(Problem::Plan)?;
     let doc = AgentRestoreJob {
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
         policy: safety_policy(&rr.spec.source.policy),
@@ -322,32 +320,18 @@ fn job(
 
 /// Secrets the restore target needs: the target override's, else the original source's.
 fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
-    let mut out = Vec::new();
-    match &step.target {
-        Some(RestoreTarget {
-            postgres: Some(pg), ..
-        }) => out.extend(pg.connection.password_secret.clone()),
-        Some(RestoreTarget { redis: Some(r), .. }) => {
-            out.extend(r.connection.password_secret.clone())
-        }
-        Some(RestoreTarget {
-            object_storage: Some(s3),
-            ..
-        }) => out.extend(s3_keys(&s3.credentials_secret)),
-        Some(_) => {}
-        None => {
-            if let Some(pg) = &step.asset.postgres {
-                out.extend(pg.connection.password_secret.clone());
-            }
-            if let Some(r) = &step.asset.redis {
-                out.extend(r.connection.password_secret.clone());
-            }
-            if let Some(b) = &step.asset.object_storage {
-                out.extend(s3_keys(&b.source.credentials_secret));
-            }
-        }
+    match step.target.as_ref().map(|t| &t.to) {
+        Some(Target::Postgres(pg)) => pg.connection.password_secret.iter().cloned().collect(),
+        Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
+        Some(Target::ObjectStorage(s3)) => s3_keys(&s3.credentials_secret).to_vec(),
+        Some(Target::KubernetesState(_)) => Vec::new(),
+        None => match &step.asset.source {
+            AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
+            AssetSource::Redis(r) => r.connection.password_secret.iter().cloned().collect(),
+            AssetSource::ObjectStorage(b) => s3_keys(&b.source.credentials_secret).to_vec(),
+            AssetSource::KubernetesState(_) => Vec::new(),
+        },
     }
-    out
 }
 
 fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
@@ -362,6 +346,7 @@ fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use lifeboat_api::common::RestoreTarget;
     use lifeboat_api::restore_request::PlannedRestore;
     use serde_json::json;
 
@@ -409,6 +394,7 @@ mod tests {
                 target: String::new(),
                 state: None,
                 duration_seconds: None,
+                safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
             },
@@ -484,7 +470,7 @@ mod tests {
                 key: "identity".into()
             })
         );
-        assert!(doc.asset.object_storage.is_some());
+        assert_eq!(doc.asset.kind(), AssetKind::ObjectStorage);
     }
 
     #[test]
