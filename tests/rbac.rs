@@ -401,3 +401,66 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
         .await
         .unwrap();
 }
+
+/// `patch` of DrillSchedules is granted for the staging namespace's finalizer only: as the
+/// operator, adding and removing a finalizer works, and a change to the spec, the labels or the
+/// annotations is refused by the admission policy (probed with dry runs until it is in force).
+#[tokio::test]
+async fn the_operator_changes_only_a_drill_schedule_s_finalizers() {
+    use lifeboat_api::DrillSchedule;
+    let (admin, sa, ns) = setup("rbac-finalizers").await;
+    let p = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+        "metadata": {"name": "quarterly"},
+        "spec": {"schedule": "0 6 1 * *", "policy": "shop", "assets": ["cache"],
+                 "staging": {"targets": [{"asset": "cache", "redis": {"host": "staging"}}]},
+                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+    Api::<DrillSchedule>::namespaced(admin, &ns)
+        .patch(
+            "quarterly",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&p),
+        )
+        .await
+        .unwrap();
+    let drills = Api::<DrillSchedule>::namespaced(sa, &ns);
+    let dry = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    let spec_change = Patch::Merge(json!({"spec": {"suspend": true}}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        match drills.patch("quarterly", &dry, &spec_change).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => break s.message,
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            other => panic!("a spec change by the operator: expected 403, got {other:?}"),
+        }
+    };
+    assert!(message.contains("only the finalizers"), "{message}");
+    for (what, change) in [
+        ("labels", json!({"metadata": {"labels": {"team": "x"}}})),
+        (
+            "annotations",
+            json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "x"}}}),
+        ),
+    ] {
+        let message = forbidden(
+            drills.patch("quarterly", &dry, &Patch::Merge(change)).await,
+            what,
+        );
+        assert!(message.contains("only the finalizers"), "{what}: {message}");
+    }
+    for finalizers in [json!(["lifeboat.dev/staging-namespace"]), json!([])] {
+        let d = drills
+            .patch(
+                "quarterly",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(json!(d.finalizers()), finalizers);
+    }
+}

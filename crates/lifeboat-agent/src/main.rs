@@ -642,8 +642,7 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
                     jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
                     plan.push_str(", the identity decrypts it");
                 }
-                if job.asset.kind() == Some(lifeboat_api::backup_policy::AssetKind::KubernetesState)
-                {
+                if job.asset.kind() == lifeboat_api::backup_policy::AssetKind::KubernetesState {
                     let dry = jobs::plan_kubernetes_state(
                         &env,
                         &listed,
