@@ -774,7 +774,9 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
     let start: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z, the test's time zero
     let day = 86_400.0;
     let m = lifeboat_operator::metrics::Metrics::new().unwrap();
-    m.rpo_objective.with_label_values(&["shop", "db"]).set(600.0);
+    m.rpo_objective
+        .with_label_values(&["shop", "db"])
+        .set(600.0);
     m.rpo_objective
         .with_label_values(&["billing", "db"])
         .set(day);
@@ -836,7 +838,8 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         l.insert("severity".into(), json!(severity));
         serde_json::Value::Object(l)
     };
-    let per_drill = |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
+    let per_drill =
+        |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
     let mut objective = per_drill("warning");
     objective["objective"] = json!("rto");
     for (k, v) in &target {
@@ -1048,7 +1051,8 @@ fn the_operators_memory_limit_is_above_its_measured_peak_at_10000_policies() {
         .fold(0.0, f64::max);
     assert!(peak >= 300.0, "no 10,000-policy peak found: {peak}");
     let rendered = docs(&ok(&template("lifeboat-system", &[])));
-    let resources = &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let resources =
+        &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["resources"];
     let limit = mib(resources["limits"]["memory"].as_str().unwrap());
     assert!(
         limit >= peak * 1.25,
@@ -1103,7 +1107,11 @@ fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
         match v.as_object() {
             Some(map) if !map.is_empty() => {
                 for (k, child) in map {
-                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
                     leaves(child, p, out);
                 }
             }

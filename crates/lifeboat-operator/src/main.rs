@@ -204,10 +204,13 @@ mod tests {
 
     #[test]
     fn the_lease_name_is_the_charts_per_release_flag() {
-        let args =
-            Args::try_parse_from(["lifeboat-operator", "--lease-name=b-lifeboat-operator"]).unwrap();
+        let args = Args::try_parse_from(["lifeboat-operator", "--lease-name=b-lifeboat-operator"])
+            .unwrap();
         assert_eq!(args.lease_name, "b-lifeboat-operator");
         let args = Args::try_parse_from(["lifeboat-operator"]).unwrap();
-        assert_eq!(args.lease_name, "lifeboat-operator", "what earlier releases held");
+        assert_eq!(
+            args.lease_name, "lifeboat-operator",
+            "what earlier releases held"
+        );
     }
 }
