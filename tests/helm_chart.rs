@@ -51,10 +51,19 @@ fn ok(out: &Output) -> String {
 }
 
 fn template(namespace: &str, set: &[&str]) -> Output {
+    template_release("lifeboat", namespace, &[], set)
+}
+
+/// `helm template` of release `release` with values files (relative to the chart) and `--set`s.
+fn template_release(release: &str, namespace: &str, files: &[&str], set: &[&str]) -> Output {
+    let chart = repo().join("charts/lifeboat");
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "lifeboat"])
-        .arg(repo().join("charts/lifeboat"))
+    cmd.args(["template", release])
+        .arg(&chart)
         .args(["--namespace", namespace]);
+    for f in files {
+        cmd.arg("-f").arg(chart.join(f));
+    }
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -678,4 +687,457 @@ async fn the_master_signing_key_is_made_once_kept_on_upgrade_and_never_committed
         &["signing.masterKeySecret=lifeboat-signing-key"],
     );
     assert!(!out.status.success(), "the derived keys' name was accepted");
+}
+
+/// promtool, built from the Prometheus Go module by hack/tools/promtool.sh (cached in
+/// target/tools).
+fn promtool() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("hack/tools/promtool.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Rendered manifests as JSON documents.
+fn docs(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &serde_json::Value| !d.is_null())
+        .collect()
+}
+
+/// The labels Prometheus stores for one sample of the operator's text exposition, scraped
+/// through the chart's ServiceMonitor: the target labels the Prometheus Operator sets for a
+/// Service endpoint, and the metric's own. On a clash the metric's label wins with
+/// `honorLabels`, and is renamed `exported_<name>` without it (Prometheus's `honor_labels`).
+fn scraped(line: &str, honor: bool, target: &[(&str, &str)]) -> (String, String) {
+    let (series, value) = line.rsplit_once(' ').unwrap();
+    let (name, own) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}').unwrap()),
+        None => (series, ""),
+    };
+    let mut labels: std::collections::BTreeMap<String, String> = target
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    // The values here are plain names: no escaped quote or comma inside one.
+    for pair in own.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap();
+        let v = v.trim_matches('"').to_owned();
+        if labels.contains_key(k) && !honor {
+            labels.insert(format!("exported_{k}"), v);
+        } else {
+            labels.insert(k.to_owned(), v);
+        }
+    }
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    (format!("{name}{{{}}}", inner.join(",")), value.to_owned())
+}
+
+/// `promtool test rules` of the chart's PrometheusRule against the operator's /metrics as
+/// scraped through the chart's ServiceMonitor (`honor` overrides the ServiceMonitor's
+/// `honorLabels` to show what breaks without it). Returns promtool's output and success.
+fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
+    const NS: &str = "lifeboat-system";
+    let rendered = docs(&ok(&template(
+        NS,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ],
+    )));
+    let find = |kind: &str| rendered.iter().find(|d| d["kind"] == kind).unwrap();
+    let monitor = find("ServiceMonitor");
+    let service = find("Service");
+    let honor = honor.unwrap_or(monitor["spec"]["endpoints"][0]["honorLabels"] == true);
+    let service_name = service["metadata"]["name"].as_str().unwrap();
+    let endpoint = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    let target = [
+        ("namespace", NS),
+        ("service", service_name),
+        ("job", service_name),
+        ("endpoint", endpoint),
+        ("pod", "lifeboat-7d9f8b6c5-x2x4q"),
+        ("container", "operator"),
+        ("instance", "10.244.1.7:8080"),
+    ];
+
+    // The operator's own registry, set as its reconcilers set it: a policy `db` and a
+    // DrillSchedule `quarterly` in two namespaces. In `shop` every alert's condition holds; in
+    // `billing` none does.
+    let start: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z, the test's time zero
+    let day = 86_400.0;
+    let m = lifeboat_operator::metrics::Metrics::new().unwrap();
+    m.rpo_objective
+        .with_label_values(&["shop", "db"])
+        .set(600.0);
+    m.rpo_objective
+        .with_label_values(&["billing", "db"])
+        .set(day);
+    for ns in ["shop", "billing"] {
+        m.backup_snapshot
+            .with_label_values(&[ns, "db", "pg"])
+            .set(start);
+    }
+    m.backup_consecutive_failures
+        .with_label_values(&["shop", "db", "pg"])
+        .set(3.0);
+    m.backup_consecutive_failures
+        .with_label_values(&["billing", "db", "pg"])
+        .set(0.0);
+    m.retention_refused
+        .with_label_values(&["shop", "db", "pg"])
+        .set(1.0);
+    m.retention_refused
+        .with_label_values(&["billing", "db", "pg"])
+        .set(0.0);
+    // shop's last drill failed 40 days ago (overdue); billing's passed yesterday.
+    m.drill_last_run
+        .with_label_values(&["shop", "quarterly", "Failed"])
+        .set(start - 40.0 * day);
+    m.drill_last_run
+        .with_label_values(&["billing", "quarterly", "Passed"])
+        .set(start - day);
+    for (ns, rto_met) in [("shop", 0.0), ("billing", 1.0)] {
+        m.drill_objective_met
+            .with_label_values(&[ns, "quarterly", "rto"])
+            .set(rto_met);
+        m.drill_objective_met
+            .with_label_values(&[ns, "quarterly", "rpo"])
+            .set(1.0);
+        m.drill_rto_at_risk
+            .with_label_values(&[ns, "quarterly"])
+            .set(1.0 - rto_met);
+    }
+    let input_series: Vec<serde_json::Value> = m
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = scraped(l, honor, &target);
+            // The same sample at every scrape for the test's hour.
+            json!({"series": series, "values": format!("{value}x60")})
+        })
+        .collect();
+
+    // What fires at 30 minutes, `shop` only, with the labels a receiver routes on.
+    let per_asset = |severity: &str| {
+        let mut l: serde_json::Map<String, serde_json::Value> = target
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        l.insert("namespace".into(), json!("shop"));
+        l.insert("policy".into(), json!("db"));
+        l.insert("asset".into(), json!("pg"));
+        l.insert("severity".into(), json!(severity));
+        serde_json::Value::Object(l)
+    };
+    let per_drill =
+        |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
+    let mut objective = per_drill("warning");
+    objective["objective"] = json!("rto");
+    for (k, v) in &target {
+        objective[*k] = json!(v);
+    }
+    objective["namespace"] = json!("shop");
+    let mut at_risk = per_drill("warning");
+    for (k, v) in &target {
+        at_risk[*k] = json!(v);
+    }
+    at_risk["namespace"] = json!("shop");
+    let alert = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| {
+        json!({"eval_time": "30m", "alertname": name,
+               "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]})
+    };
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "start_timestamp": format!("{start}"),
+            "input_series": input_series,
+            "alert_rule_test": [
+                alert("LifeboatRPOObjectiveMissed", per_asset("critical"), json!({
+                    "summary": "Backups of shop/db asset pg are older than the RPO objective",
+                    "description": "The newest good snapshot is 30m 0s old. See `kubectl describe bp -n shop db`."})),
+                alert("LifeboatBackupsFailing", per_asset("warning"), json!({
+                    "summary": "3 backups in a row of shop/db asset pg failed"})),
+                alert("LifeboatRetentionRefused", per_asset("warning"), json!({
+                    "summary": "Retention of shop/db asset pg would delete more than its maxDeletePercent in one pass and deleted nothing: check the rules and the clock"})),
+                alert("LifeboatDrillFailed", per_drill("critical"), json!({
+                    "summary": "The last disaster-recovery drill shop/quarterly failed"})),
+                alert("LifeboatDrillOverdue", per_drill("warning"), json!({
+                    "summary": "No drill of shop/quarterly has finished for 40d 0h 30m 0s"})),
+                alert("LifeboatDrillObjectiveMissed", objective, json!({
+                    "summary": "Drill shop/quarterly missed its rto objective"})),
+                alert("LifeboatDrillRTOAtRisk", at_risk, json!({
+                    "summary": "The last 3 drills of shop/quarterly took over 80% of the RTO objective: the next may miss it"})),
+                {"eval_time": "30m", "alertname": "LifeboatOperatorReconcileErrors", "exp_alerts": []},
+            ],
+        }],
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let rule = find("PrometheusRule");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_json::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tests.yaml"),
+        serde_json::to_string_pretty(&tests).unwrap(),
+    )
+    .unwrap();
+    let out = run(Command::new(promtool())
+        .args(["test", "rules", "tests.yaml"])
+        .current_dir(dir.path()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_alert_rules_fire_for_the_right_namespace_as_scraped_through_the_service_monitor() {
+    let (passed, out) = promtool_test_rules(None);
+    assert!(passed, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // The same rules and series, scraped without honorLabels (what the chart shipped before):
+    // every series has the operator's namespace, so the RPO alert's join finds the two `db`
+    // policies in one group and fails.
+    let (passed, out) = promtool_test_rules(Some(false));
+    assert!(!passed, "{out}");
+    assert!(out.contains("many-to-many matching not allowed"), "{out}");
+}
+
+/// The Deployment of rendered manifests.
+fn deployment(docs: &[serde_json::Value]) -> &serde_json::Value {
+    docs.iter().find(|d| d["kind"] == "Deployment").unwrap()
+}
+
+#[test]
+fn replicas_spread_over_nodes_and_zones_and_a_drain_keeps_one() {
+    let rendered = docs(&ok(&template("lifeboat-system", &[])));
+    let deploy = deployment(&rendered);
+    let selector = &deploy["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/instance"], "lifeboat");
+    let spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .unwrap();
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    for c in spread {
+        // The release's own pods, of one revision: a rollout's new pods are not skewed by the old.
+        assert_eq!(&c["labelSelector"]["matchLabels"], selector, "{c}");
+        assert_eq!(c["matchLabelKeys"], json!(["pod-template-hash"]), "{c}");
+        assert_eq!(c["whenUnsatisfiable"], "ScheduleAnyway", "{c}");
+    }
+    let pdb = rendered
+        .iter()
+        .find(|d| d["kind"] == "PodDisruptionBudget")
+        .unwrap();
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    // One replica: a budget would block every drain, so there is none.
+    let single = docs(&ok(&template("lifeboat-system", &["replicaCount=1"])));
+    assert!(!single.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    // A constraint of the platform team's own is kept as written.
+    let own = docs(&ok(&template_release(
+        "lifeboat",
+        "lifeboat-system",
+        &[],
+        &[
+            "topologySpreadConstraints[0].maxSkew=2",
+            "topologySpreadConstraints[0].topologyKey=rack",
+            "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+            "topologySpreadConstraints[0].labelSelector.matchLabels.team=ops",
+        ],
+    )));
+    assert_eq!(
+        deployment(&own)["spec"]["template"]["spec"]["topologySpreadConstraints"],
+        json!([{"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"team": "ops"}}}])
+    );
+}
+
+#[test]
+fn an_openshift_values_file_leaves_the_ids_to_the_platform_and_stays_restricted() {
+    let pod_of = |files: &[&str], set: &[&str]| {
+        deployment(&docs(&ok(&template_release(
+            "lifeboat",
+            "lifeboat-system",
+            files,
+            set,
+        ))))["spec"]["template"]["spec"]
+            .clone()
+    };
+    let default = pod_of(&[], &[]);
+    assert_eq!(default["securityContext"]["runAsUser"], 65532);
+    let openshift = pod_of(&["ci/openshift-values.yaml"], &[]);
+    let sc = &openshift["securityContext"];
+    for fixed in ["runAsUser", "runAsGroup", "fsGroup"] {
+        assert!(sc.get(fixed).is_none(), "{fixed} in {sc}");
+    }
+    // Still Pod Security Standard "restricted".
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &openshift["containers"][0]["securityContext"];
+    assert_eq!(c["allowPrivilegeEscalation"], false);
+    assert_eq!(c["readOnlyRootFilesystem"], true);
+    assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+    // The container's context is the platform team's to extend.
+    let custom = pod_of(&[], &["securityContext.seLinuxOptions.level=s0:c26\\,c5"]);
+    let c = &custom["containers"][0]["securityContext"];
+    assert_eq!(c["seLinuxOptions"]["level"], "s0:c26,c5");
+    assert_eq!(c["readOnlyRootFilesystem"], true);
+}
+
+#[test]
+fn two_releases_in_one_namespace_elect_their_leaders_on_different_leases() {
+    let lease = |release: &str, set: &[&str]| -> Option<String> {
+        let rendered = docs(&ok(&template_release(release, "ops", &[], set)));
+        deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--lease-name="))
+            .map(str::to_owned)
+            .next()
+    };
+    let a = lease("team-a", &[]).unwrap();
+    let b = lease("team-b", &[]).unwrap();
+    assert_ne!(a, b);
+    // The default release keeps the Lease earlier versions held: an upgrade has one leader.
+    assert_eq!(lease("lifeboat", &[]).unwrap(), "lifeboat-operator");
+    assert_eq!(lease("lifeboat", &["leaderElection.enabled=false"]), None);
+}
+
+/// Mebibytes of a Kubernetes memory quantity with a binary suffix.
+fn mib(quantity: &str) -> f64 {
+    let (n, unit) = quantity.split_at(quantity.find(|c: char| c.is_alphabetic()).unwrap());
+    let n: f64 = n.parse().unwrap();
+    match unit {
+        "Mi" => n,
+        "Gi" => n * 1024.0,
+        other => panic!("unexpected unit {other}"),
+    }
+}
+
+#[test]
+fn the_operators_memory_limit_is_above_its_measured_peak_at_10000_policies() {
+    // The peak is read from the benchmark table in docs/performance.md (`make bench-operator`).
+    let perf = std::fs::read_to_string(repo().join("docs/performance.md")).unwrap();
+    let peak = perf
+        .lines()
+        .filter(|l| l.starts_with("| 10,000 |"))
+        .flat_map(|l| l.split('|'))
+        .filter_map(|cell| cell.trim().strip_suffix(" MiB")?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(peak >= 300.0, "no 10,000-policy peak found: {peak}");
+    let rendered = docs(&ok(&template("lifeboat-system", &[])));
+    let resources =
+        &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let limit = mib(resources["limits"]["memory"].as_str().unwrap());
+    assert!(
+        limit >= peak * 1.25,
+        "limit {limit} MiB leaves under 25% over the measured peak {peak} MiB"
+    );
+}
+
+/// `hack/chart-readme.sh OUT VALUES`.
+fn chart_readme(out: &Path, values: &Path) -> Output {
+    run(Command::new("bash")
+        .arg(repo().join("hack/chart-readme.sh"))
+        .arg(out)
+        .arg(values))
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
+    let values_path = repo().join("charts/lifeboat/values.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("README.md");
+    ok(&chart_readme(&fresh, &values_path));
+    let committed = std::fs::read_to_string(repo().join("charts/lifeboat/README.md")).unwrap();
+    assert!(
+        std::fs::read_to_string(&fresh).unwrap() == committed,
+        "charts/lifeboat/README.md differs from values.yaml; run `bash hack/chart-readme.sh` and commit"
+    );
+
+    // The generator reads values.yaml line by line; a YAML parser checks what it wrote: every
+    // value is listed, and each default is the value's.
+    let text = std::fs::read_to_string(&values_path).unwrap();
+    let values: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let rows: Vec<(String, String)> = committed
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| {
+            let (key, rest) = l.split_once("` | ").unwrap();
+            let default = rest.split(" | ").next().unwrap().trim_matches('`');
+            (key.to_owned(), default.to_owned())
+        })
+        .collect();
+    let at = |key: &str| {
+        key.split('.')
+            .fold(&values, |v, k| v.get(k).unwrap_or_else(|| panic!("{key}")))
+    };
+    let mut listed = 0;
+    for (key, default) in rows.iter().filter(|(_, d)| !d.is_empty()) {
+        let parsed: serde_json::Value = serde_yaml::from_str(default).unwrap();
+        assert_eq!(&parsed, at(key), "the default of {key}");
+        listed += 1;
+    }
+    fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(child, p, out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut all = Vec::new();
+    leaves(&values, String::new(), &mut all);
+    for leaf in &all {
+        assert!(
+            rows.iter().any(|(key, default)| !default.is_empty()
+                && (leaf == key || leaf.starts_with(&format!("{key}.")))),
+            "{leaf} is not in the chart README"
+        );
+    }
+    assert!(listed >= 40, "{listed} values listed");
+
+    // A value without a comment is refused, not listed without a description.
+    let bare = dir.path().join("values.yaml");
+    std::fs::write(&bare, format!("{text}\nundocumented: 1\n")).unwrap();
+    let out = chart_readme(&dir.path().join("bare.md"), &bare);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("undocumented has no comment"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

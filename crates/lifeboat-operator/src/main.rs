@@ -51,9 +51,13 @@ struct Args {
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Act only while holding the Lease `lifeboat-operator` (run two replicas for availability).
+    /// Act only while holding the Lease `--lease-name` (run two replicas for availability).
     #[arg(long, env = "LIFEBOAT_LEADER_ELECTION")]
     leader_election: bool,
+    /// The leader Lease's name: one per installation, so that two in one namespace do not
+    /// share a leader.
+    #[arg(long, env = "LIFEBOAT_LEASE_NAME", default_value = "lifeboat-operator")]
+    lease_name: String,
     /// The operator's own namespace: the Lease's, and the master signing key's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
@@ -134,7 +138,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
         LeaderElector::new(
             Api::namespaced(ctx.client.clone(), &args.leader_election_namespace),
-            "lifeboat-operator",
+            &args.lease_name,
             &identity,
             LeaseConfig::with_duration(Duration::from_secs(args.lease_duration_seconds)),
         )
@@ -189,5 +193,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_lease_name_is_the_charts_per_release_flag() {
+        let args = Args::try_parse_from(["lifeboat-operator", "--lease-name=b-lifeboat-operator"])
+            .unwrap();
+        assert_eq!(args.lease_name, "b-lifeboat-operator");
+        let args = Args::try_parse_from(["lifeboat-operator"]).unwrap();
+        assert_eq!(
+            args.lease_name, "lifeboat-operator",
+            "what earlier releases held"
+        );
     }
 }
