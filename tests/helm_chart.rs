@@ -317,7 +317,10 @@ fn the_platform_restricts_webhook_hosts_and_the_agent_image_and_account() {
     );
     let policy = docs
         .iter()
-        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .find(|d| {
+            d["kind"] == "ValidatingAdmissionPolicy"
+                && d["metadata"]["name"] == "lifeboat-agent-jobs"
+        })
         .unwrap();
     let rules = serde_json::to_string(&policy["spec"]).unwrap();
     assert!(
@@ -329,7 +332,9 @@ fn the_platform_restricts_webhook_hosts_and_the_agent_image_and_account() {
         "{rules}"
     );
     assert!(
-        rules.contains(r#"[\"backup-agent\",\"lifeboat-kubestate\"]"#),
+        rules.contains(
+            r#"[\"backup-agent\",\"lifeboat-kubestate-backup\",\"lifeboat-kubestate-restore\"]"#
+        ),
         "{rules}"
     );
     let out = template("ops", &["drills.webhookAllowedHosts={http://x/}"]);
