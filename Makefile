@@ -3,7 +3,7 @@ SHELL := bash
 CARGO ?= cargo
 KUBECONFIG_DEMO ?= target/demo/kubeconfig
 
-.PHONY: help deps build test unit integration lint fmt crds manifests helm testenv testenv-up bench bench-agent bench-operator bench-testenv node node-images node-up e2e-node demo demo-local ci clean-testenv
+.PHONY: help deps build test unit integration lint fmt crds manifests chart-readme helm promtool testenv testenv-up bench bench-agent bench-operator bench-testenv node node-images node-up e2e-node demo demo-local ci clean-testenv
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -17,8 +17,14 @@ build: ## Build every crate
 manifests: ## Render the chart into deploy/generated/ (what `kubectl apply -k deploy/` installs)
 	bash hack/render-manifests.sh
 
+chart-readme: ## Generate charts/lifeboat/README.md (every value) from the comments of values.yaml
+	bash hack/chart-readme.sh
+
 helm: ## Build (or reuse) helm from its Go module into target/tools/
 	bash hack/tools/helm.sh
+
+promtool: ## Build (or reuse) promtool from the Prometheus Go module into target/tools/ (the alert-rule tests)
+	bash hack/tools/promtool.sh
 
 testenv: ## Build (or reuse) the test control plane: etcd, kube-apiserver, kube-controller-manager, kubectl
 	bash hack/testenv/build.sh
@@ -40,11 +46,11 @@ unit: ## Fast tests: no servers, no cluster
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test -p lifeboat-api --tests
 
-integration: testenv helm ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
+integration: testenv helm promtool ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
 	$(CARGO) test --workspace
 	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 
-test: deps testenv helm node node-images lint ## The whole suite: lint, unit, integration and the node's end-to-end tests (what .ci/run runs)
+test: deps testenv helm node node-images lint promtool ## The whole suite: lint, unit, integration and the node's end-to-end tests (what .ci/run runs)
 	$(CARGO) test --workspace
 	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored

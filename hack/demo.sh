@@ -50,40 +50,46 @@ export KUBECONFIG=$kubeconfig
 k() { "$kubectl" "$@"; }
 grep -E '^(control plane|node)' "$demo/cluster.log"
 k get nodes
+# The host's address on the pods' bridge: the servers listen there too, so agent pods reach them
+# over the pod network and run under Pod Security "restricted" (no host network).
+gw=$(sed -n 's/.*pods reach the host at \([0-9.]*\).*/\1/p' "$demo/cluster.log")
+[[ -n $gw ]] || { echo "the node named no gateway"; cat "$demo/cluster.log"; exit 1; }
 
-step "Starting PostgreSQL, Redis and an S3 server on loopback, with sample data"
+step "Starting PostgreSQL, Redis and an S3 server on loopback and the node's gateway $gw, with sample data"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 mkdir -p "$demo/pg" && chown postgres:postgres "$demo/pg"
 as_postgres() { setpriv --reuid=postgres --regid=postgres --clear-groups -- "$@"; }
 as_postgres "$pgbin/initdb" -D "$demo/pg/data" -U lifeboat --auth=trust --no-sync --locale=C >/dev/null
+echo "host all all ${gw%.*}.0/24 trust" >>"$demo/pg/data/pg_hba.conf" # the node's pods
 pg_port=$(free_port)
 # setpriv execs postgres: $! is the server itself, which the cleanup stops.
 setpriv --reuid=postgres --regid=postgres --clear-groups -- "$pgbin/postgres" -D "$demo/pg/data" -p "$pg_port" -k "$demo/pg" \
-  -c listen_addresses=127.0.0.1 >"$demo/postgres.log" 2>&1 &
+  -c "listen_addresses=127.0.0.1,$gw" >"$demo/postgres.log" 2>&1 &
 pids+=($!)
 psql() { command psql -X -q -h 127.0.0.1 -p "$pg_port" -U lifeboat -v ON_ERROR_STOP=1 "$@"; }
 for _ in $(seq 1 100); do psql -d postgres -c 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.2; done
 psql -d postgres -c 'CREATE DATABASE shop'
 psql -d shop -c "CREATE TABLE orders (id serial PRIMARY KEY, customer text, total numeric(10,2), placed_at timestamptz DEFAULT now());
   INSERT INTO orders (customer, total) SELECT 'customer-' || (i % 500), (i % 997) / 10.0 FROM generate_series(1, 20000) i;"
-echo "PostgreSQL 127.0.0.1:$pg_port, database shop: $(psql -d shop -Atc 'SELECT count(*) FROM orders') orders"
+echo "PostgreSQL $gw:$pg_port, database shop: $(psql -d shop -Atc 'SELECT count(*) FROM orders') orders"
 
 redis_port=$(free_port)
 mkdir -p "$demo/redis"
-redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$demo/redis" --save '' \
-  --daemonize no >"$demo/redis.log" 2>&1 &
+# Without a password Redis serves only loopback unless protected mode is off.
+redis-server --bind 127.0.0.1 "$gw" --protected-mode no --port "$redis_port" --dir "$demo/redis" \
+  --save '' --daemonize no >"$demo/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 redis-cli -p "$redis_port" EVAL "for i=1,5000 do redis.call('SET','session:'..i,'user-'..i) end" 0 >/dev/null
-echo "Redis 127.0.0.1:$redis_port: $(redis-cli -p "$redis_port" DBSIZE) keys"
+echo "Redis $gw:$redis_port: $(redis-cli -p "$redis_port" DBSIZE) keys"
 
 s3_port=$(free_port)
 mkdir -p "$demo/s3/backups"
-rclone serve s3 --addr "127.0.0.1:$s3_port" --auth-key demo-access-key,demo-secret-key \
+rclone serve s3 --addr "127.0.0.1:$s3_port" --addr "$gw:$s3_port" --auth-key demo-access-key,demo-secret-key \
   --config /dev/null "$demo/s3" >"$demo/s3.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$s3_port") 2>/dev/null && break; sleep 0.1; done
-echo "S3 http://127.0.0.1:$s3_port, bucket backups (files in target/demo/s3/backups)"
+echo "S3 http://$gw:$s3_port, bucket backups (files in target/demo/s3/backups)"
 
 step "helm install lifeboat charts/lifeboat (CRDs, RBAC, the operator as a pod on the node)"
 api_port=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
@@ -96,9 +102,13 @@ api_port=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}' | 
   --set 'extraEnv[1].name=KUBERNETES_SERVICE_PORT' --set-string "extraEnv[1].value=$api_port" \
   --wait --timeout 3m | sed -n '1,6p'
 k get pods -n lifeboat-system -o wide
+# The chart made the master signing key (kept on upgrade and uninstall); each namespace's backups
+# are signed with a key derived from it. In a real cluster, keep a copy outside it.
+echo "master signing key: Secret $(k get secret lifeboat-signing-master-key -n lifeboat-system -o name)"
 
 step "A BackupPolicy for PostgreSQL and Redis to S3, and a DrillSchedule (RTO 30m, RPO 15m)"
 k create namespace shop >/dev/null
+k label namespace shop pod-security.kubernetes.io/enforce=restricted >/dev/null
 k create secret generic s3-creds -n shop --from-literal=AWS_ACCESS_KEY_ID=demo-access-key \
   --from-literal=AWS_SECRET_ACCESS_KEY=demo-secret-key >/dev/null
 cat <<YAML | tee "$demo/shop.yaml" | k apply --server-side -n shop -f -
@@ -111,19 +121,18 @@ spec:
   assets:
     - name: orders-db
       canary: true
-      postgres: {host: 127.0.0.1, port: $pg_port, user: lifeboat, sslMode: disable, databases: [shop]}
+      postgres: {host: $gw, port: $pg_port, user: lifeboat, sslMode: disable, databases: [shop]}
     - name: sessions
-      redis: {host: 127.0.0.1, port: $redis_port}
+      redis: {host: $gw, port: $redis_port}
   retention: {keepLast: 7}
   destination:
     s3:
-      endpoint: http://127.0.0.1:$s3_port
+      endpoint: http://$gw:$s3_port
       bucket: backups
       prefix: lifeboat
       forcePathStyle: true
       credentialsSecret: {name: s3-creds}
   objectives: {rpo: 15m}
-  podTemplate: {hostNetwork: true}
 ---
 apiVersion: lifeboat.dev/v1alpha1
 kind: DrillSchedule
@@ -136,13 +145,12 @@ spec:
   staging:
     targets:
       - asset: orders-db
-        postgres: {host: 127.0.0.1, port: $pg_port, user: lifeboat, sslMode: disable, database: shop_drill, createDatabase: true}
+        postgres: {host: $gw, port: $pg_port, user: lifeboat, sslMode: disable, database: shop_drill, createDatabase: true}
   validation:
     checks:
       - name: orders-restored
         sql: {asset: orders-db, query: "SELECT count(*) FROM orders", expect: "20000"}
   objectives: {rto: 30m, rpo: 15m}
-  podTemplate: {hostNetwork: true}
 YAML
 for _ in $(seq 1 100); do
   [[ $(k get cronjobs -n shop --no-headers 2>/dev/null | wc -l) -ge 2 ]] && break
@@ -154,7 +162,7 @@ step "kubectl lifeboat backup now shop --wait (one agent pod per asset)"
 kubectl lifeboat backup now shop -n shop --wait --timeout 5m
 k get pods -n shop -o wide -l lifeboat.dev/role=backup
 echo
-echo "In the bucket (each backup's metadata.json is written last, after every checksum):"
+echo "In the bucket, under <namespace>/<policy>/ (each backup's metadata.json is signed and written last, after every checksum):"
 (cd "$demo/s3/backups" && find . -type f | sort | sed 's|^\./|  s3://backups/|')
 
 step "kubectl lifeboat status"
@@ -192,8 +200,8 @@ drill_id=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.i
 canary=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.rpoCanarySeconds}')
 step "The drill's evidence: written next to the backups by the Job $drill_id-evidence"
 k wait --for=condition=complete "job/$drill_id-evidence" -n shop --timeout 2m >/dev/null
-evidence="$demo/s3/backups/lifeboat/shop/drill-$drill_id.json"
-echo "s3://backups/lifeboat/shop/drill-$drill_id.json ($(wc -c <"$evidence") bytes); canary RPO ${canary:-?}s (the backup's own marker read back from shop_drill)"
+evidence="$demo/s3/backups/lifeboat/shop/shop/drill-$drill_id.json"
+echo "s3://backups/lifeboat/shop/shop/drill-$drill_id.json ($(wc -c <"$evidence") bytes); canary RPO ${canary:-?}s (the backup's own marker read back from shop_drill)"
 kubectl lifeboat report --evidence "$demo/s3/backups" --since 1d | sed -n '/## Summary/,/## Every drill/p' | sed '$d'
 
 if [[ ${LIFEBOAT_DEMO_KEEP:-} == 1 ]]; then

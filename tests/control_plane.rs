@@ -145,12 +145,7 @@ async fn the_three_crds_are_served_and_the_examples_apply() {
     // Typed reads see the defaults the API server applied.
     let policy = bp.get("shop-databases").await.unwrap();
     assert_eq!(
-        policy.spec.assets[0]
-            .postgres
-            .as_ref()
-            .unwrap()
-            .connection
-            .port,
+        policy.spec.assets[0].postgres().unwrap().connection.port,
         5432
     );
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The Helm chart and the kustomize base, checked the way users install them: `helm lint`, the
 //! values schema, then the rendered manifests and `kubectl apply -k deploy/` sent to the real API
-//! server with a server-side dry-run (admission, schemas, RBAC validation). The chart's RBAC is
-//! what every operator test runs as (see `install_chart_rbac`); here, what it must not allow.
+//! server with a server-side dry-run (admission, schemas, RBAC validation). The chart's RBAC and
+//! admission policy are what every operator test runs under (see `install_chart_rbac`); what
+//! they must not allow is proven against the API server in tests/rbac.rs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,11 +12,10 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::{CHART_NAMESPACE, CHART_SERVICE_ACCOUNT, install_chart_rbac};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use harness::{CHART_NAMESPACE, install_chart_rbac};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use lifeboat_api::BackupPolicy;
+use kube::api::PostParams;
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -51,10 +51,19 @@ fn ok(out: &Output) -> String {
 }
 
 fn template(namespace: &str, set: &[&str]) -> Output {
+    template_release("lifeboat", namespace, &[], set)
+}
+
+/// `helm template` of release `release` with values files (relative to the chart) and `--set`s.
+fn template_release(release: &str, namespace: &str, files: &[&str], set: &[&str]) -> Output {
+    let chart = repo().join("charts/lifeboat");
     let mut cmd = Command::new(helm());
-    cmd.args(["template", "lifeboat"])
-        .arg(repo().join("charts/lifeboat"))
+    cmd.args(["template", release])
+        .arg(&chart)
         .args(["--namespace", namespace]);
+    for f in files {
+        cmd.arg("-f").arg(chart.join(f));
+    }
     for s in set {
         cmd.args(["--set", s]);
     }
@@ -134,9 +143,15 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let mut roles = 0;
+    let kubestate = |d: &&serde_json::Value| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("lifeboat-kubestate-"))
+    };
     for doc in docs
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("ClusterRole" | "Role")))
+        .filter(|d| !kubestate(d))
     {
         roles += 1;
         for rule in doc["rules"].as_array().unwrap() {
@@ -148,18 +163,83 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
             }
             let resources = rule["resources"].as_array().unwrap();
             if resources.iter().any(|r| r == "secrets") {
-                assert_eq!(
-                    rule["verbs"],
-                    json!(["get"]),
-                    "secrets: get only, never list"
+                // No read of Secret data anywhere: only the signing keys, `create` (RBAC cannot
+                // name what does not exist yet), and `get` or `patch` of the Secrets named: never
+                // list, watch, update or delete, never an unnamed get.
+                let named = rule["resourceNames"]
+                    .as_array()
+                    .is_some_and(|n| !n.is_empty());
+                let verbs = rule["verbs"].as_array().unwrap();
+                assert!(
+                    verbs == &[json!("create")]
+                        || (named && verbs.iter().all(|v| v == "get" || v == "patch")),
+                    "secrets: {rule}"
                 );
             }
         }
     }
     assert_eq!(
-        roles, 2,
-        "the operator's ClusterRole and the leader-election Role"
+        roles, 3,
+        "the operator's ClusterRole, the master key's Role and the leader-election Role"
     );
+    // The operator may bind exactly the two Kubernetes-state roles, and nothing cluster-wide
+    // unless kubernetesState.clusterScope is set.
+    let operator = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == "lifeboat")
+        .unwrap();
+    let binds: Vec<&serde_json::Value> = operator["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().iter().any(|v| v == "bind"))
+        .collect();
+    assert_eq!(binds.len(), 1, "{binds:?}");
+    assert_eq!(
+        binds[0]["resourceNames"],
+        json!(["lifeboat-kubestate-backup", "lifeboat-kubestate-restore"])
+    );
+    assert!(
+        !text.contains("clusterrolebindings"),
+        "no cluster binding without kubernetesState.clusterScope"
+    );
+    // The Kubernetes-state accounts' roles: listed kinds, read or write, never what lets a
+    // namespace relabel itself, raise its quota or grant more than it holds.
+    let state: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .filter(kubestate)
+        .collect();
+    assert_eq!(
+        state.len(),
+        2,
+        "backup and restore; the cluster ones only when asked"
+    );
+    for doc in state {
+        for rule in doc["rules"].as_array().unwrap() {
+            for field in ["resources", "apiGroups"] {
+                assert!(
+                    !rule[field].as_array().unwrap().iter().any(|v| v == "*"),
+                    "wildcard {field} in {rule}"
+                );
+            }
+            for never in ["namespaces", "resourcequotas", "limitranges", "nodes"] {
+                assert!(
+                    !rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r == never),
+                    "{never} in {rule}"
+                );
+            }
+            assert!(
+                rule["verbs"] == json!(["get", "list"])
+                    || rule["verbs"] == json!(["create", "patch"]),
+                "{rule}"
+            );
+        }
+    }
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -183,6 +263,82 @@ fn the_rendered_chart_is_least_privilege_and_restricted() {
         pod.get("hostNetwork").is_none(),
         "host network only when asked"
     );
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--webhook-allowed-hosts")),
+        "{args:?}"
+    );
+    // The admission policy holds the operator's account to the agent image.
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .unwrap();
+    assert_eq!(
+        policy["spec"]["matchConditions"][0]["expression"],
+        "request.userInfo.username == \"system:serviceaccount:lifeboat-system:lifeboat\""
+    );
+    let image = policy["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert!(
+        image.ends_with("c.image == \"ghcr.io/lifeboat-dev/lifeboat-agent:0.1.0\")"),
+        "{image}"
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .unwrap();
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"], json!(["Deny"]));
+}
+
+#[test]
+fn the_platform_restricts_webhook_hosts_and_the_agent_image_and_account() {
+    let text = ok(&template(
+        "ops",
+        &[
+            "drills.webhookAllowedHosts={hooks.slack.com,*.chat.example.com}",
+            "agent.image.repository=registry.example.com/lifeboat-agent",
+            "agent.image.tag=1.2.3",
+            "agent.serviceAccountName=backup-agent",
+        ],
+    ));
+    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let args = &deployment["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array().unwrap().contains(&json!(
+            "--webhook-allowed-hosts=hooks.slack.com,*.chat.example.com"
+        )),
+        "{args}"
+    );
+    let policy = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "ValidatingAdmissionPolicy"
+                && d["metadata"]["name"] == "lifeboat-agent-jobs"
+        })
+        .unwrap();
+    let rules = serde_json::to_string(&policy["spec"]).unwrap();
+    assert!(
+        rules.contains(r#"c.image == \"registry.example.com/lifeboat-agent:1.2.3\""#),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("system:serviceaccount:ops:lifeboat"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(
+            r#"[\"backup-agent\",\"lifeboat-kubestate-backup\",\"lifeboat-kubestate-restore\"]"#
+        ),
+        "{rules}"
+    );
+    let out = template("ops", &["drills.webhookAllowedHosts={http://x/}"]);
+    assert!(!out.status.success(), "a URL is not a host");
 }
 
 #[test]
@@ -219,10 +375,21 @@ fn host_network_and_extra_env_render_for_clusters_without_kube_proxy() {
 #[test]
 fn staging_namespace_permissions_are_rendered_only_when_asked() {
     let by_default = ok(&template("lifeboat-system", &[]));
-    assert!(
-        !by_default.contains("resources: [namespaces]") && !by_default.contains("- namespaces"),
-        "no namespace permission by default"
-    );
+    // By default Namespaces are only read (their labels scope Kubernetes-state Jobs), never
+    // created, changed or deleted.
+    for doc in serde_yaml::Deserializer::from_str(&by_default) {
+        let doc: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        for rule in doc["rules"].as_array().into_iter().flatten() {
+            if rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "namespaces")
+            {
+                assert_eq!(rule["verbs"], json!(["get"]), "{rule}");
+            }
+        }
+    }
     let text = ok(&template(
         "lifeboat-system",
         &["drills.stagingNamespaces=true"],
@@ -254,7 +421,7 @@ fn staging_namespace_permissions_are_rendered_only_when_asked() {
         [
             (
                 "namespaces".to_owned(),
-                vec!["get", "create", "patch", "delete"]
+                vec!["get", "create", "delete"]
                     .into_iter()
                     .map(String::from)
                     .collect::<Vec<_>>()
@@ -458,93 +625,524 @@ async fn the_chart_and_the_kustomize_base_pass_the_api_servers_dry_run() {
         .arg(repo().join("deploy/examples"))));
     assert_eq!(out.lines().count(), 4, "{out}");
 }
+/// The master signing key Secret in rendered manifests, if any.
+fn master_key_secret(text: &str) -> Option<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_json::Value| {
+            d["kind"] == "Secret" && d["metadata"]["name"] == "lifeboat-signing-master-key"
+        })
+}
 
 #[tokio::test]
-async fn the_operators_account_cannot_do_what_it_does_not_need() {
+async fn the_master_signing_key_is_made_once_kept_on_upgrade_and_never_committed() {
+    // A first install: 32 random bytes, kept on uninstall, new in every fresh render.
+    let key = |s: &serde_json::Value| {
+        serde_json::from_value::<k8s_openapi::ByteString>(s["data"]["key"].clone())
+            .unwrap()
+            .0
+    };
+    let first = master_key_secret(&ok(&template("lifeboat-system", &[]))).unwrap();
+    assert_eq!(
+        first["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    assert_eq!(key(&first).len(), 32);
+    let second = master_key_secret(&ok(&template("lifeboat-system", &[]))).unwrap();
+    assert_ne!(key(&first), key(&second), "random, never a fixed key");
+
+    // An upgrade keeps the key the cluster holds: helm's lookup, against the real API server.
     let env = lifeboat_testenv::shared().unwrap();
-    let admin = env.client().await.unwrap();
-    install_chart_rbac(&admin).await;
-    let ns = env.namespace(&admin, "rbac").await.unwrap();
-    let secret: Secret = serde_json::from_value(
-        json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cr3t"}}),
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "master-key").await.unwrap();
+    // As the release's first install left it.
+    let existing: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lifeboat-signing-master-key",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"},
+                     "annotations": {"meta.helm.sh/release-name": "lifeboat",
+                                     "meta.helm.sh/release-namespace": ns}},
+        "data": {"key": k8s_openapi::ByteString(vec![9; 32])}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &existing)
+        .await
+        .unwrap();
+    // Nothing cluster-scoped (the shared control plane holds the CRDs and other tests' RBAC,
+    // which helm would refuse to take over).
+    let mut upgrade = Command::new(helm());
+    upgrade
+        .args(["template", "lifeboat", "--dry-run=server"])
+        .arg(repo().join("charts/lifeboat"))
+        .args(["--namespace", &ns, "--set", "crds.install=false"])
+        .args(["--set", &format!("watchNamespace={ns}")]);
+    if let Some(k) = env.kubeconfig() {
+        upgrade.env("KUBECONFIG", k);
+    }
+    let kept = master_key_secret(&ok(&run(&mut upgrade))).unwrap();
+    assert_eq!(key(&kept), vec![9; 32], "the cluster's key, not a new one");
+
+    // The plain manifests of deploy/ never hold a key (it would be every install's).
+    let committed = std::fs::read_to_string(repo().join("deploy/generated/lifeboat.yaml")).unwrap();
+    assert!(master_key_secret(&committed).is_none());
+    assert!(committed.contains("--signing-key-secret=lifeboat-signing-master-key"));
+    // The derived keys' name is not the master's.
+    let out = template(
+        "lifeboat-system",
+        &["signing.masterKeySecret=lifeboat-signing-key"],
+    );
+    assert!(!out.status.success(), "the derived keys' name was accepted");
+}
+
+/// promtool, built from the Prometheus Go module by hack/tools/promtool.sh (cached in
+/// target/tools).
+fn promtool() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("hack/tools/promtool.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Rendered manifests as JSON documents.
+fn docs(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &serde_json::Value| !d.is_null())
+        .collect()
+}
+
+/// The labels Prometheus stores for one sample of the operator's text exposition, scraped
+/// through the chart's ServiceMonitor: the target labels the Prometheus Operator sets for a
+/// Service endpoint, and the metric's own. On a clash the metric's label wins with
+/// `honorLabels`, and is renamed `exported_<name>` without it (Prometheus's `honor_labels`).
+fn scraped(line: &str, honor: bool, target: &[(&str, &str)]) -> (String, String) {
+    let (series, value) = line.rsplit_once(' ').unwrap();
+    let (name, own) = match series.split_once('{') {
+        Some((name, rest)) => (name, rest.strip_suffix('}').unwrap()),
+        None => (series, ""),
+    };
+    let mut labels: std::collections::BTreeMap<String, String> = target
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    // The values here are plain names: no escaped quote or comma inside one.
+    for pair in own.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap();
+        let v = v.trim_matches('"').to_owned();
+        if labels.contains_key(k) && !honor {
+            labels.insert(format!("exported_{k}"), v);
+        } else {
+            labels.insert(k.to_owned(), v);
+        }
+    }
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    (format!("{name}{{{}}}", inner.join(",")), value.to_owned())
+}
+
+/// `promtool test rules` of the chart's PrometheusRule against the operator's /metrics as
+/// scraped through the chart's ServiceMonitor (`honor` overrides the ServiceMonitor's
+/// `honorLabels` to show what breaks without it). Returns promtool's output and success.
+fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
+    const NS: &str = "lifeboat-system";
+    let rendered = docs(&ok(&template(
+        NS,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ],
+    )));
+    let find = |kind: &str| rendered.iter().find(|d| d["kind"] == kind).unwrap();
+    let monitor = find("ServiceMonitor");
+    let service = find("Service");
+    let honor = honor.unwrap_or(monitor["spec"]["endpoints"][0]["honorLabels"] == true);
+    let service_name = service["metadata"]["name"].as_str().unwrap();
+    let endpoint = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
+    let target = [
+        ("namespace", NS),
+        ("service", service_name),
+        ("job", service_name),
+        ("endpoint", endpoint),
+        ("pod", "lifeboat-7d9f8b6c5-x2x4q"),
+        ("container", "operator"),
+        ("instance", "10.244.1.7:8080"),
+    ];
+
+    // The operator's own registry, set as its reconcilers set it: a policy `db` and a
+    // DrillSchedule `quarterly` in two namespaces. In `shop` every alert's condition holds; in
+    // `billing` none does.
+    let start: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z, the test's time zero
+    let day = 86_400.0;
+    let m = lifeboat_operator::metrics::Metrics::new().unwrap();
+    m.rpo_objective
+        .with_label_values(&["shop", "db"])
+        .set(600.0);
+    m.rpo_objective
+        .with_label_values(&["billing", "db"])
+        .set(day);
+    for ns in ["shop", "billing"] {
+        m.backup_snapshot
+            .with_label_values(&[ns, "db", "pg"])
+            .set(start);
+    }
+    m.backup_consecutive_failures
+        .with_label_values(&["shop", "db", "pg"])
+        .set(3.0);
+    m.backup_consecutive_failures
+        .with_label_values(&["billing", "db", "pg"])
+        .set(0.0);
+    m.retention_refused
+        .with_label_values(&["shop", "db", "pg"])
+        .set(1.0);
+    m.retention_refused
+        .with_label_values(&["billing", "db", "pg"])
+        .set(0.0);
+    // shop's last drill failed 40 days ago (overdue); billing's passed yesterday.
+    m.drill_last_run
+        .with_label_values(&["shop", "quarterly", "Failed"])
+        .set(start - 40.0 * day);
+    m.drill_last_run
+        .with_label_values(&["billing", "quarterly", "Passed"])
+        .set(start - day);
+    for (ns, rto_met) in [("shop", 0.0), ("billing", 1.0)] {
+        m.drill_objective_met
+            .with_label_values(&[ns, "quarterly", "rto"])
+            .set(rto_met);
+        m.drill_objective_met
+            .with_label_values(&[ns, "quarterly", "rpo"])
+            .set(1.0);
+        m.drill_rto_at_risk
+            .with_label_values(&[ns, "quarterly"])
+            .set(1.0 - rto_met);
+    }
+    let input_series: Vec<serde_json::Value> = m
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = scraped(l, honor, &target);
+            // The same sample at every scrape for the test's hour.
+            json!({"series": series, "values": format!("{value}x60")})
+        })
+        .collect();
+
+    // What fires at 30 minutes, `shop` only, with the labels a receiver routes on.
+    let per_asset = |severity: &str| {
+        let mut l: serde_json::Map<String, serde_json::Value> = target
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        l.insert("namespace".into(), json!("shop"));
+        l.insert("policy".into(), json!("db"));
+        l.insert("asset".into(), json!("pg"));
+        l.insert("severity".into(), json!(severity));
+        serde_json::Value::Object(l)
+    };
+    let per_drill =
+        |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
+    let mut objective = per_drill("warning");
+    objective["objective"] = json!("rto");
+    for (k, v) in &target {
+        objective[*k] = json!(v);
+    }
+    objective["namespace"] = json!("shop");
+    let mut at_risk = per_drill("warning");
+    for (k, v) in &target {
+        at_risk[*k] = json!(v);
+    }
+    at_risk["namespace"] = json!("shop");
+    let alert = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| {
+        json!({"eval_time": "30m", "alertname": name,
+               "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]})
+    };
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "start_timestamp": format!("{start}"),
+            "input_series": input_series,
+            "alert_rule_test": [
+                alert("LifeboatRPOObjectiveMissed", per_asset("critical"), json!({
+                    "summary": "Backups of shop/db asset pg are older than the RPO objective",
+                    "description": "The newest good snapshot is 30m 0s old. See `kubectl describe bp -n shop db`."})),
+                alert("LifeboatBackupsFailing", per_asset("warning"), json!({
+                    "summary": "3 backups in a row of shop/db asset pg failed"})),
+                alert("LifeboatRetentionRefused", per_asset("warning"), json!({
+                    "summary": "Retention of shop/db asset pg would delete more than its maxDeletePercent in one pass and deleted nothing: check the rules and the clock"})),
+                alert("LifeboatDrillFailed", per_drill("critical"), json!({
+                    "summary": "The last disaster-recovery drill shop/quarterly failed"})),
+                alert("LifeboatDrillOverdue", per_drill("warning"), json!({
+                    "summary": "No drill of shop/quarterly has finished for 40d 0h 30m 0s"})),
+                alert("LifeboatDrillObjectiveMissed", objective, json!({
+                    "summary": "Drill shop/quarterly missed its rto objective"})),
+                alert("LifeboatDrillRTOAtRisk", at_risk, json!({
+                    "summary": "The last 3 drills of shop/quarterly took over 80% of the RTO objective: the next may miss it"})),
+                {"eval_time": "30m", "alertname": "LifeboatOperatorReconcileErrors", "exp_alerts": []},
+            ],
+        }],
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let rule = find("PrometheusRule");
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_json::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap(),
     )
     .unwrap();
-    Api::<Secret>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
-        "metadata": {"name": "shop"},
-        "spec": {"schedule": "@daily", "assets": [{"name": "cache", "redis": {"host": "cache"}}],
-                 "retention": {"keepLast": 3}, "destination": {"volume": {"claimName": "backups"}}}});
-    Api::<BackupPolicy>::namespaced(admin.clone(), &ns)
-        .patch(
-            "shop",
-            &PatchParams::apply("test-user"),
-            &Patch::Apply(&policy),
-        )
-        .await
-        .unwrap();
-
-    let sa = env
-        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
-        .await
-        .unwrap();
-    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
-    };
-    // What it needs works (so the 403s below are RBAC, not a broken client).
-    let secrets = Api::<Secret>::namespaced(sa.clone(), &ns);
-    assert!(secrets.get_metadata_opt("db").await.unwrap().is_some());
-    let policies = Api::<BackupPolicy>::namespaced(sa.clone(), &ns);
-    assert_eq!(
-        policies
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .len(),
-        1
-    );
-
-    forbidden(
-        secrets.list(&ListParams::default()).await.map(|_| ()),
-        "list secrets",
-    );
-    forbidden(
-        policies
-            .delete("shop", &DeleteParams::default())
-            .await
-            .map(|_| ()),
-        "delete a BackupPolicy",
-    );
-    forbidden(
-        policies
-            .patch(
-                "shop",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"suspend": true}})),
-            )
-            .await
-            .map(|_| ()),
-        "change a BackupPolicy's spec",
-    );
-    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "x"},
-        "spec": {"containers": [{"name": "x", "image": "busybox"}]}}))
+    std::fs::write(
+        dir.path().join("tests.yaml"),
+        serde_json::to_string_pretty(&tests).unwrap(),
+    )
     .unwrap();
-    forbidden(
-        Api::<Pod>::namespaced(sa.clone(), &ns)
-            .create(&PostParams::default(), &pod)
-            .await
-            .map(|_| ()),
-        "create a Pod",
+    let out = run(Command::new(promtool())
+        .args(["test", "rules", "tests.yaml"])
+        .current_dir(dir.path()));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn the_alert_rules_fire_for_the_right_namespace_as_scraped_through_the_service_monitor() {
+    let (passed, out) = promtool_test_rules(None);
+    assert!(passed, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // The same rules and series, scraped without honorLabels (what the chart shipped before):
+    // every series has the operator's namespace, so the RPO alert's join finds the two `db`
+    // policies in one group and fails.
+    let (passed, out) = promtool_test_rules(Some(false));
+    assert!(!passed, "{out}");
+    assert!(out.contains("many-to-many matching not allowed"), "{out}");
+}
+
+/// The Deployment of rendered manifests.
+fn deployment(docs: &[serde_json::Value]) -> &serde_json::Value {
+    docs.iter().find(|d| d["kind"] == "Deployment").unwrap()
+}
+
+#[test]
+fn replicas_spread_over_nodes_and_zones_and_a_drain_keeps_one() {
+    let rendered = docs(&ok(&template("lifeboat-system", &[])));
+    let deploy = deployment(&rendered);
+    let selector = &deploy["spec"]["selector"]["matchLabels"];
+    assert_eq!(selector["app.kubernetes.io/instance"], "lifeboat");
+    let spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .unwrap();
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
     );
-    forbidden(
-        Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(sa)
-            .list(&ListParams::default())
-            .await
-            .map(|_| ()),
-        "read RBAC",
+    for c in spread {
+        // The release's own pods, of one revision: a rollout's new pods are not skewed by the old.
+        assert_eq!(&c["labelSelector"]["matchLabels"], selector, "{c}");
+        assert_eq!(c["matchLabelKeys"], json!(["pod-template-hash"]), "{c}");
+        assert_eq!(c["whenUnsatisfiable"], "ScheduleAnyway", "{c}");
+    }
+    let pdb = rendered
+        .iter()
+        .find(|d| d["kind"] == "PodDisruptionBudget")
+        .unwrap();
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    // One replica: a budget would block every drain, so there is none.
+    let single = docs(&ok(&template("lifeboat-system", &["replicaCount=1"])));
+    assert!(!single.iter().any(|d| d["kind"] == "PodDisruptionBudget"));
+    // A constraint of the platform team's own is kept as written.
+    let own = docs(&ok(&template_release(
+        "lifeboat",
+        "lifeboat-system",
+        &[],
+        &[
+            "topologySpreadConstraints[0].maxSkew=2",
+            "topologySpreadConstraints[0].topologyKey=rack",
+            "topologySpreadConstraints[0].whenUnsatisfiable=DoNotSchedule",
+            "topologySpreadConstraints[0].labelSelector.matchLabels.team=ops",
+        ],
+    )));
+    assert_eq!(
+        deployment(&own)["spec"]["template"]["spec"]["topologySpreadConstraints"],
+        json!([{"maxSkew": 2, "topologyKey": "rack", "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"team": "ops"}}}])
+    );
+}
+
+#[test]
+fn an_openshift_values_file_leaves_the_ids_to_the_platform_and_stays_restricted() {
+    let pod_of = |files: &[&str], set: &[&str]| {
+        deployment(&docs(&ok(&template_release(
+            "lifeboat",
+            "lifeboat-system",
+            files,
+            set,
+        ))))["spec"]["template"]["spec"]
+            .clone()
+    };
+    let default = pod_of(&[], &[]);
+    assert_eq!(default["securityContext"]["runAsUser"], 65532);
+    let openshift = pod_of(&["ci/openshift-values.yaml"], &[]);
+    let sc = &openshift["securityContext"];
+    for fixed in ["runAsUser", "runAsGroup", "fsGroup"] {
+        assert!(sc.get(fixed).is_none(), "{fixed} in {sc}");
+    }
+    // Still Pod Security Standard "restricted".
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let c = &openshift["containers"][0]["securityContext"];
+    assert_eq!(c["allowPrivilegeEscalation"], false);
+    assert_eq!(c["readOnlyRootFilesystem"], true);
+    assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+    // The container's context is the platform team's to extend.
+    let custom = pod_of(&[], &["securityContext.seLinuxOptions.level=s0:c26\\,c5"]);
+    let c = &custom["containers"][0]["securityContext"];
+    assert_eq!(c["seLinuxOptions"]["level"], "s0:c26,c5");
+    assert_eq!(c["readOnlyRootFilesystem"], true);
+}
+
+#[test]
+fn two_releases_in_one_namespace_elect_their_leaders_on_different_leases() {
+    let lease = |release: &str, set: &[&str]| -> Option<String> {
+        let rendered = docs(&ok(&template_release(release, "ops", &[], set)));
+        deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str()?.strip_prefix("--lease-name="))
+            .map(str::to_owned)
+            .next()
+    };
+    let a = lease("team-a", &[]).unwrap();
+    let b = lease("team-b", &[]).unwrap();
+    assert_ne!(a, b);
+    // The default release keeps the Lease earlier versions held: an upgrade has one leader.
+    assert_eq!(lease("lifeboat", &[]).unwrap(), "lifeboat-operator");
+    assert_eq!(lease("lifeboat", &["leaderElection.enabled=false"]), None);
+}
+
+/// Mebibytes of a Kubernetes memory quantity with a binary suffix.
+fn mib(quantity: &str) -> f64 {
+    let (n, unit) = quantity.split_at(quantity.find(|c: char| c.is_alphabetic()).unwrap());
+    let n: f64 = n.parse().unwrap();
+    match unit {
+        "Mi" => n,
+        "Gi" => n * 1024.0,
+        other => panic!("unexpected unit {other}"),
+    }
+}
+
+#[test]
+fn the_operators_memory_limit_is_above_its_measured_peak_at_10000_policies() {
+    // The peak is read from the benchmark table in docs/performance.md (`make bench-operator`).
+    let perf = std::fs::read_to_string(repo().join("docs/performance.md")).unwrap();
+    let peak = perf
+        .lines()
+        .filter(|l| l.starts_with("| 10,000 |"))
+        .flat_map(|l| l.split('|'))
+        .filter_map(|cell| cell.trim().strip_suffix(" MiB")?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    assert!(peak >= 300.0, "no 10,000-policy peak found: {peak}");
+    let rendered = docs(&ok(&template("lifeboat-system", &[])));
+    let resources =
+        &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["resources"];
+    let limit = mib(resources["limits"]["memory"].as_str().unwrap());
+    assert!(
+        limit >= peak * 1.25,
+        "limit {limit} MiB leaves under 25% over the measured peak {peak} MiB"
+    );
+}
+
+/// `hack/chart-readme.sh OUT VALUES`.
+fn chart_readme(out: &Path, values: &Path) -> Output {
+    run(Command::new("bash")
+        .arg(repo().join("hack/chart-readme.sh"))
+        .arg(out)
+        .arg(values))
+}
+
+#[test]
+fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
+    let values_path = repo().join("charts/lifeboat/values.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("README.md");
+    ok(&chart_readme(&fresh, &values_path));
+    let committed = std::fs::read_to_string(repo().join("charts/lifeboat/README.md")).unwrap();
+    assert!(
+        std::fs::read_to_string(&fresh).unwrap() == committed,
+        "charts/lifeboat/README.md differs from values.yaml; run `bash hack/chart-readme.sh` and commit"
+    );
+
+    // The generator reads values.yaml line by line; a YAML parser checks what it wrote: every
+    // value is listed, and each default is the value's.
+    let text = std::fs::read_to_string(&values_path).unwrap();
+    let values: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let rows: Vec<(String, String)> = committed
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .map(|l| {
+            let (key, rest) = l.split_once("` | ").unwrap();
+            let default = rest.split(" | ").next().unwrap().trim_matches('`');
+            (key.to_owned(), default.to_owned())
+        })
+        .collect();
+    let at = |key: &str| {
+        key.split('.')
+            .fold(&values, |v, k| v.get(k).unwrap_or_else(|| panic!("{key}")))
+    };
+    let mut listed = 0;
+    for (key, default) in rows.iter().filter(|(_, d)| !d.is_empty()) {
+        let parsed: serde_json::Value = serde_yaml::from_str(default).unwrap();
+        assert_eq!(&parsed, at(key), "the default of {key}");
+        listed += 1;
+    }
+    fn leaves(v: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    leaves(child, p, out);
+                }
+            }
+            _ => out.push(path),
+        }
+    }
+    let mut all = Vec::new();
+    leaves(&values, String::new(), &mut all);
+    for leaf in &all {
+        assert!(
+            rows.iter().any(|(key, default)| !default.is_empty()
+                && (leaf == key || leaf.starts_with(&format!("{key}.")))),
+            "{leaf} is not in the chart README"
+        );
+    }
+    assert!(listed >= 40, "{listed} values listed");
+
+    // A value without a comment is refused, not listed without a description.
+    let bare = dir.path().join("values.yaml");
+    std::fs::write(&bare, format!("{text}\nundocumented: 1\n")).unwrap();
+    let out = chart_readme(&dir.path().join("bare.md"), &bare);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("undocumented has no comment"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -1,6 +1,8 @@
 //! End to end on a real node (hack/node/): the agent image runs in real pods on a real kubelet,
-//! against PostgreSQL, Redis and an S3 server on loopback (the pods use the host's network). No
-//! pod status is played by hand here: what the operator reads is what the kubelet wrote.
+//! against PostgreSQL, Redis and an S3 server on this machine, which listen on loopback and on the
+//! node's bridge gateway: the pods reach them over the pod network (the operator's Jobs in
+//! namespaces enforcing Pod Security "restricted"; no pod uses the host's network). No pod status is played by hand here: what the
+//! operator reads is what the kubelet wrote.
 //!
 //! Ignored by a plain `cargo test` (it needs root, containerd and runc, and the images
 //! `hack/node/images.sh` assembles into target/node-images): `make e2e-node` builds those and
@@ -85,7 +87,6 @@ fn agent_pod(
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "hostNetwork": true,
             "automountServiceAccountToken": false,
             "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                 "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -105,6 +106,12 @@ fn agent_pod(
 
 const FINGERPRINT: &str =
     "SELECT count(*) || ':' || md5(string_agg(t::text, ',' ORDER BY id)) FROM t";
+
+/// Runs the agent's blocking PostgreSQL helpers (each drives a runtime of its own) off the
+/// test's async runtime.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
+}
 
 fn sample_database(pg: &LocalPostgres) -> String {
     let conn = pg.conn();
@@ -141,6 +148,8 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     let node = node();
     let env = lifeboat_testenv::shared().unwrap();
     let client = env.client().await.unwrap();
+    // No Pod Security label here: the pod writes to a hostPath volume so that the test can look
+    // at the files, which only "privileged" admits. It uses the pod network like every other.
     let ns = env.namespace(&client, "node-pod").await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
@@ -160,8 +169,8 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     eprintln!("pod create -> Succeeded: {pod_start:?}");
 
     // A real backup of a real database, written to a directory of this machine.
-    let pg = LocalPostgres::start().unwrap();
-    let _fingerprint = sample_database(&pg);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let _fingerprint = blocking(|| sample_database(&pg));
     let out = tempfile::tempdir().unwrap();
     // The pod runs as 65532: let it write.
     std::fs::set_permissions(
@@ -169,11 +178,22 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
+    // The namespace's signing key, as the operator would keep it there.
+    let key: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "lifeboat-signing-key"},
+        "data": {"key": k8s_openapi::ByteString(harness::namespace_key(&ns))}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &key)
+        .await
+        .unwrap();
     let job = json!({"namespace": ns, "policy": "shop",
-        "asset": {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
-                                                     "sslMode": "disable", "databases": ["shop"]}},
+        "asset": {"name": "orders-db", "postgres": {"host": node.gateway().to_string(), "port": pg.port,
+                                                     "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}},
         "destination": {"volume": {"claimName": "unused"}},
-        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1},
+        "signingKey": {"name": "lifeboat-signing-key", "key": "key"}});
     let env_vars = json!([
         {"name": "LIFEBOAT_JOB", "value": job.to_string()},
         {"name": "LIFEBOAT_TERMINATION_LOG", "value": "/dev/termination-log"},
@@ -181,11 +201,13 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     ]);
     let volumes = json!([
         {"name": "backups", "hostPath": {"path": out.path(), "type": "Directory"}},
-        {"name": "tmp", "emptyDir": {}}
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "signing-key", "secret": {"secretName": "lifeboat-signing-key", "defaultMode": 0o440}}
     ]);
     let mounts = json!([
         {"name": "backups", "mountPath": "/var/lib/lifeboat/backups"},
-        {"name": "tmp", "mountPath": "/tmp"}
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "signing-key", "mountPath": "/var/run/lifeboat/secrets/lifeboat-signing-key", "readOnly": true}
     ]);
     let t0 = Instant::now();
     pods.create(
@@ -219,24 +241,28 @@ async fn an_agent_pod_backs_up_postgres_to_a_host_path_and_its_summary_reaches_t
     );
 }
 
-/// `rclone serve s3` on loopback, as the agent's own tests use it.
+/// `rclone serve s3`, as the agent's own tests use it, on loopback and the node's gateway.
 struct S3Server {
     child: Child,
     port: u16,
+    gateway: std::net::Ipv4Addr,
     root: tempfile::TempDir,
 }
 
 impl S3Server {
-    fn start() -> S3Server {
+    fn start(node: &Node) -> S3Server {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("backups")).unwrap();
         let port = free_port().unwrap();
+        let gateway = node.gateway();
         let child = Command::new("rclone")
             .args(["serve", "s3", "--addr"])
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--addr")
+            .arg(format!("{gateway}:{port}"))
             .args([
                 "--auth-key",
-                "lifeboat-ak,lifeboat-sk-0123456789",
+                &format!("lifeboat-ak,{S3_SECRET_KEY}"),
                 "--config",
                 "/dev/null",
             ])
@@ -250,7 +276,12 @@ impl S3Server {
             assert!(Instant::now() < deadline, "rclone serve s3 did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        S3Server { child, port, root }
+        S3Server {
+            child,
+            port,
+            gateway,
+            root,
+        }
     }
 }
 
@@ -261,10 +292,12 @@ impl Drop for S3Server {
     }
 }
 
-/// A BackupPolicy "shop" backing up `assets` to `s3`, its pods on the host's network.
+const S3_SECRET_KEY: &str = "lifeboat-sk-0123456789";
+
+/// A BackupPolicy "shop" backing up `assets` to `s3`.
 async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_json::Value) {
     let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": "lifeboat-sk-0123456789"}}))
+        "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}}))
     .unwrap();
     h.api::<Secret>()
         .create(&PostParams::default(), &creds)
@@ -276,19 +309,18 @@ async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_js
             "schedule": "0 3 * * *",
             "assets": assets,
             "retention": {"keepLast": 5},
-            "destination": {"s3": {"endpoint": format!("http://127.0.0.1:{}", s3.port), "bucket": "backups",
-                                   "prefix": "lifeboat", "forcePathStyle": true,
+            "destination": {"s3": {"endpoint": format!("http://{}:{}", s3.gateway, s3.port),
+                                   "bucket": "backups", "prefix": "lifeboat", "forcePathStyle": true,
                                    "credentialsSecret": {"name": "s3-creds"}}},
-            "objectives": {"rpo": "1h"},
-            "podTemplate": {"hostNetwork": true}
+            "objectives": {"rpo": "1h"}
         }),
     )
     .await;
 }
 
-fn postgres_asset(pg: &LocalPostgres) -> serde_json::Value {
-    json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
-                                            "sslMode": "disable", "databases": ["shop"]}})
+fn postgres_asset(node: &Node, pg: &LocalPostgres) -> serde_json::Value {
+    json!({"name": "orders-db", "postgres": {"host": node.gateway().to_string(), "port": pg.port,
+                                            "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}})
 }
 
 /// The Jobs, pods (with their logs) and the node's log tail, for a failure message.
@@ -365,17 +397,29 @@ async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
 async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_backups() {
     let node = node();
     let h = harness::harness("node-bp").await;
-    h.allow_host_network().await;
-    let s3 = S3Server::start();
-    let pg = LocalPostgres::start().unwrap();
-    sample_database(&pg);
-    let redis = LocalRedis::start().unwrap();
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    blocking(|| sample_database(&pg));
+    let redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
     redis.conn().run(0, &["SET", "session:1", "alice"]).unwrap();
+    // A password the agent pods read from a mounted Secret: it must never leave it.
+    redis
+        .conn()
+        .run(0, &["CONFIG", "SET", "requirepass", REDIS_PASSWORD])
+        .unwrap();
+    let auth: Secret = serde_json::from_value(json!({"metadata": {"name": "redis-auth"},
+        "stringData": {"password": REDIS_PASSWORD}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &auth)
+        .await
+        .unwrap();
     apply_shop_policy(
         &h,
         &s3,
-        json!([postgres_asset(&pg),
-               {"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}]),
+        json!([postgres_asset(node, &pg),
+               {"name": "sessions", "redis": {"host": node.gateway().to_string(), "port": redis.port,
+                                              "passwordSecret": {"name": "redis-auth", "key": "password"}}}]),
     )
     .await;
     let t0 = Instant::now();
@@ -386,7 +430,13 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
     assert!(status.rpo_seconds.is_some_and(|s| s < 600), "{status:?}");
     for asset in &status.assets {
         let id = asset.last_success.as_ref().unwrap().id.clone();
-        let dir = s3.root.path().join("backups/lifeboat/shop").join(&id);
+        let dir = s3
+            .root
+            .path()
+            .join("backups/lifeboat")
+            .join(&h.ns)
+            .join("shop")
+            .join(&id);
         assert!(
             dir.join(format!("{}.metadata.json", asset.name)).is_file(),
             "{} committed in the bucket",
@@ -394,6 +444,120 @@ async fn a_backup_policy_runs_real_jobs_on_the_node_and_its_status_shows_the_bac
         );
     }
     all_pods_ran_on(&h, node).await;
+
+    // The failure path in a real pod: a wrong password in the Secret fails the Redis backup
+    // with AuthFailed, and neither password reaches a pod's log, termination message or spec.
+    h.api::<Secret>()
+        .patch(
+            "redis-auth",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"password": WRONG_REDIS_PASSWORD}})),
+        )
+        .await
+        .unwrap();
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "e2e-2"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let pods = h.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let refused = loop {
+        let failed = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|p| {
+                let status = p.status?;
+                (status.phase.as_deref() == Some("Failed")).then_some(())?;
+                let message = status
+                    .container_statuses?
+                    .into_iter()
+                    .find_map(|c| c.state?.terminated?.message)?;
+                AgentSummary::from_termination_message(&message)
+            });
+        if let Some(summary) = failed {
+            break summary;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed backup pod in time\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(!refused.ok);
+    assert_eq!(
+        refused.error_class,
+        Some(lifeboat_api::agent_result::ErrorClass::Auth),
+        "{refused:?}"
+    );
+    pods_keep_secrets(&h, &[REDIS_PASSWORD, WRONG_REDIS_PASSWORD, S3_SECRET_KEY]).await;
+}
+
+const REDIS_PASSWORD: &str = "redis-pass-e2e-4c1d9b";
+const WRONG_REDIS_PASSWORD: &str = "redis-wrong-e2e-77a0f2";
+
+/// No value of `secrets` (nor its base64) in any pod's spec, status (termination messages
+/// included) or log, of every container: read from what the kubelet reported. Fails when there
+/// is nothing to read (no pod, no termination message), so it cannot pass vacuously.
+async fn pods_keep_secrets(h: &harness::Harness, secrets: &[&str]) {
+    use k8s_openapi::ByteString;
+    let pods = h.api::<Pod>();
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    let mut messages = 0;
+    let mut log_bytes = 0;
+    for pod in &list {
+        let mut seen = serde_json::to_string(pod).unwrap();
+        messages += pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .filter(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref())
+                    .is_some_and(|t| t.message.as_ref().is_some_and(|m| !m.is_empty()))
+            })
+            .count();
+        for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+            let logs = pods
+                .logs(
+                    &pod.name_any(),
+                    &LogParams {
+                        container: Some(c.name.clone()),
+                        ..LogParams::default()
+                    },
+                )
+                .await
+                .unwrap_or_default();
+            log_bytes += logs.len();
+            seen += &logs;
+        }
+        for value in secrets {
+            let encoded = serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap();
+            let encoded = encoded.as_str().unwrap().trim_end_matches('=').to_string();
+            assert!(
+                !seen.contains(value),
+                "{value} leaked from pod {}",
+                pod.name_any()
+            );
+            assert!(
+                !seen.contains(&encoded),
+                "{value} (base64) leaked from pod {}",
+                pod.name_any()
+            );
+        }
+    }
+    assert!(list.items.len() >= 3, "pods to read: {}", list.items.len());
+    assert!(messages >= 3, "termination messages read: {messages}");
+    assert!(log_bytes > 0, "the agent pods logged something to read");
 }
 
 #[tokio::test]
@@ -403,11 +567,10 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     use lifeboat_api::restore_request::RestorePhase;
     let node = node();
     let h = harness::harness("node-rr").await;
-    h.allow_host_network().await;
-    let s3 = S3Server::start();
-    let pg = LocalPostgres::start().unwrap();
-    let fingerprint = sample_database(&pg);
-    apply_shop_policy(&h, &s3, json!([postgres_asset(&pg)])).await;
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let fingerprint = blocking(|| sample_database(&pg));
+    apply_shop_policy(&h, &s3, json!([postgres_asset(node, &pg)])).await;
     backup_now(&h, node, "seed").await;
 
     let t0 = Instant::now();
@@ -415,13 +578,12 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     "metadata": {"name": "to-copy"},
     "spec": {
         "source": {"policy": "shop", "backupId": "latest"},
-        "targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat",
-                                                        "sslMode": "disable", "database": "shop_copy",
-                                                        "createDatabase": true}}],
+        "targets": [{"asset": "orders-db", "postgres": {"host": node.gateway().to_string(), "port": pg.port,
+                                                        "user": "lifeboat", "sslMode": "disable",
+                                                        "database": "shop_copy", "createDatabase": true}}],
         "execute": true,
         "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
-                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
-        "podTemplate": {"hostNetwork": true}
+                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]}
     }});
     let api = h.api::<RestoreRequest>();
     api.patch(
@@ -458,7 +620,7 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     assert_eq!(status.checks.len(), 1);
     assert!(status.checks[0].passed, "{:?}", status.checks);
     assert_eq!(
-        postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap(),
+        blocking(|| postgres::query(&pg.conn(), "shop_copy", FINGERPRINT).unwrap()),
         fingerprint,
         "the second database holds the same rows"
     );
@@ -472,12 +634,11 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     use lifeboat_api::drill_schedule::DrillVerdict;
     let node = node();
     let h = harness::harness("node-drill").await;
-    h.allow_host_network().await;
-    let s3 = S3Server::start();
-    let pg = LocalPostgres::start().unwrap();
-    let fingerprint = sample_database(&pg);
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let fingerprint = blocking(|| sample_database(&pg));
     // Canary markers on: the drill reads its backup's marker back from staging.
-    let mut asset = postgres_asset(&pg);
+    let mut asset = postgres_asset(node, &pg);
     asset["canary"] = json!(true);
     apply_shop_policy(&h, &s3, json!([asset])).await;
 
@@ -487,12 +648,12 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         "schedule": "0 6 1 1,4,7,10 *",
         "policy": "shop",
         "assets": ["orders-db"],
-        "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
-            "user": "lifeboat", "sslMode": "disable", "database": "shop_drill", "createDatabase": true}}]},
+        "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": node.gateway().to_string(),
+            "port": pg.port, "user": "lifeboat", "sslMode": "disable", "database": "shop_drill",
+            "createDatabase": true}}]},
         "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
                                     "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
-        "objectives": {"rto": "30m", "rpo": "15m"},
-        "podTemplate": {"hostNetwork": true}
+        "objectives": {"rto": "30m", "rpo": "15m"}
     }});
     let api = h.api::<DrillSchedule>();
     api.patch(
@@ -544,7 +705,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         run.rpo.clone().unwrap_or_default()
     );
     assert_eq!(
-        postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap(),
+        blocking(|| postgres::query(&pg.conn(), "shop_drill", FINGERPRINT).unwrap()),
         fingerprint,
         "staging holds the backed-up rows"
     );
@@ -570,7 +731,12 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let policy_root = s3.root.path().join("backups/lifeboat/shop");
+    let policy_root = s3
+        .root
+        .path()
+        .join("backups/lifeboat")
+        .join(&h.ns)
+        .join("shop");
     let record: lifeboat_api::evidence::DrillEvidence = serde_json::from_slice(
         &std::fs::read(policy_root.join(format!("drill-{}.json", run.id))).unwrap(),
     )
@@ -613,5 +779,123 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         metrics.contains("lifeboat_drill_objective_met{drill=\"quarterly\""),
         "{metrics}"
     );
+    all_pods_ran_on(&h, node).await;
+}
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn kubernetes_state_is_backed_up_and_restored_by_lifeboat_s_own_accounts_over_the_pod_network()
+ {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use lifeboat_api::RestoreRequest;
+    use lifeboat_api::restore_request::RestorePhase;
+    let node = node();
+    let h = harness::harness("node-state").await;
+    let s3 = S3Server::start(node);
+    let env = lifeboat_testenv::shared().unwrap();
+    let copy = env.namespace(&h.client, "node-state-copy").await.unwrap();
+    harness::enforce_restricted_pod_security(&h.client, &copy).await;
+    // The platform team lets this namespace's restores write into the copy.
+    Api::<Namespace>::all(h.client.clone())
+        .patch(
+            &copy,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                format!("restores-from.lifeboat.dev/{}", h.ns): "true"}}})),
+        )
+        .await
+        .unwrap();
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "app-config"}, "data": {"mode": "prod"}}),
+    )
+    .unwrap();
+    h.api::<ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([{"name": "objects",
+                "kubernetesState": {"namespaces": [h.ns], "includeResources": ["configmaps"]}}]),
+    )
+    .await;
+    let t0 = Instant::now();
+    backup_now(&h, node, "state").await;
+    eprintln!(
+        "kubernetes-state backup-now -> in status: {:?}",
+        t0.elapsed()
+    );
+
+    let t0 = Instant::now();
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+    "metadata": {"name": "state-copy"},
+    "spec": {
+        "source": {"policy": "shop", "backupId": "latest"},
+        "targets": [{"asset": "objects", "kubernetesState": {"namespaceMapping": {h.ns.clone(): copy.clone()}}}],
+        "execute": true,
+        // Not what the restore runs as: Lifeboat's own account does.
+        "podTemplate": {"serviceAccountName": "default"}
+    }});
+    let api = h.api::<RestoreRequest>();
+    api.patch(
+        "state-copy",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&rr),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let status = api
+            .get("state-copy")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.phase.is_finished() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore still {:?}: {status:#?}\n{}",
+            status.phase,
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "kubernetes-state RestoreRequest -> {:?}: {:?}",
+        status.phase,
+        t0.elapsed()
+    );
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    let restored = Api::<ConfigMap>::namespaced(h.client.clone(), &copy)
+        .get("app-config")
+        .await
+        .unwrap();
+    assert_eq!(restored.data.unwrap()["mode"], "prod");
+    for pod in h.api::<Pod>().list(&ListParams::default()).await.unwrap() {
+        let role = pod
+            .labels()
+            .get("lifeboat.dev/role")
+            .cloned()
+            .unwrap_or_default();
+        let account = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone());
+        let expected = match role.as_str() {
+            "backup" => "lifeboat-kubestate-backup",
+            "restore" => "lifeboat-kubestate-restore",
+            other => panic!("unexpected pod role {other}"),
+        };
+        assert_eq!(account.as_deref(), Some(expected), "{}", pod.name_any());
+    }
     all_pods_ran_on(&h, node).await;
 }

@@ -340,25 +340,57 @@ async fn an_on_demand_backup_runs_once_per_token() {
 #[tokio::test]
 async fn specs_that_pass_admission_but_cannot_work_are_reported_not_fatal() {
     let h = harness("bp-bad").await;
-    // The Secret is missing: Ready=False, SecretNotFound, and no CronJob yet.
+    // The Secret is missing. The operator cannot read Secrets, not even to see that one exists:
+    // the CronJob is made, its Secret volume optional, and the first run says what is missing.
     h.apply_policy("needs-secret", spec()).await;
+    let cronjob = "needs-secret-orders-db";
+    let cj = h
+        .until("the CronJob", async || {
+            h.api::<CronJob>().get_opt(cronjob).await.unwrap()
+        })
+        .await;
+    let pod = cj
+        .spec
+        .unwrap()
+        .job_template
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find_map(|v| v.secret)
+        .unwrap();
+    assert_eq!(
+        (volume.secret_name.as_deref(), volume.optional),
+        (Some("db-creds"), Some(true))
+    );
+    h.run_cronjob(cronjob, "needs-secret-run-1").await;
+    let mut missing = summary("orders-db", false, Timestamp::now());
+    missing.error_class = Some(ErrorClass::SecretNotFound);
+    missing.message =
+        Some("Secret \"db-creds\" with key \"password\" not found in the namespace".into());
+    h.finish_job("needs-secret-run-1", &missing).await;
     let p = h
         .policy_until("needs-secret", "SecretNotFound", |p| {
             condition(p, types::READY).is_some_and(|c| c.1 == "SecretNotFound")
         })
         .await;
     let ready = find(&p.status.as_ref().unwrap().conditions, types::READY).unwrap();
+    assert_eq!(ready.status, "False");
     assert!(ready.message.contains("db-creds"), "{}", ready.message);
-    assert!(
-        h.api::<CronJob>()
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    // Creating it lets the policy converge without any edit.
+    h.expect_events("SecretNotFound", 1).await;
+    // Creating it lets the next run, and the policy, converge without any edit.
     h.secret("db-creds").await;
+    h.run_cronjob(cronjob, "needs-secret-run-2").await;
+    h.finish_job(
+        "needs-secret-run-2",
+        &summary("orders-db", true, Timestamp::now()),
+    )
+    .await;
     h.policy_until("needs-secret", "Ready=True after the Secret appears", |p| {
         condition(p, types::READY).is_some_and(|c| c.0 == "True")
     })
@@ -424,4 +456,72 @@ async fn the_test_namespaces_refuse_pods_that_are_not_restricted() {
             .contains("violates PodSecurity \"restricted:latest\""),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod() {
+    use kube::api::{ApiResource, DynamicObject, PostParams};
+    let h = harness("bp-hostnet").await;
+    let policy = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+    "metadata": {"name": "shop"},
+    "spec": {
+        "schedule": "0 * * * *",
+        "assets": [{"name": "sessions", "redis": {"host": "cache", "dataDir": "/data"}}],
+        "retention": {"keepLast": 3},
+        "destination": {"volume": {"claimName": "backups"}},
+        "podTemplate": {"hostNetwork": true, "labels": {"team": "shop"}}
+    }});
+    let api = kube::Api::<DynamicObject>::namespaced_with(
+        h.client.clone(),
+        &h.ns,
+        &ApiResource::erase::<BackupPolicy>(&()),
+    );
+    // A server-side apply names the field the schema does not have.
+    let refused = api
+        .patch(
+            "shop",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&policy),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains(".spec.podTemplate.hostNetwork"),
+        "{refused}"
+    );
+    // A plain create is pruned: neither the stored policy nor its agent pods carry it.
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(policy).unwrap(),
+    )
+    .await
+    .unwrap();
+    let stored = api.get("shop").await.unwrap();
+    assert!(
+        stored.data["spec"]["podTemplate"]
+            .get("hostNetwork")
+            .is_none(),
+        "{:?}",
+        stored.data["spec"]["podTemplate"]
+    );
+    let cj = h
+        .until("the CronJob", async || {
+            h.api::<CronJob>()
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .next()
+        })
+        .await;
+    let template = cj.spec.unwrap().job_template.spec.unwrap().template;
+    assert_eq!(
+        template.metadata.unwrap().labels.unwrap()["team"],
+        "shop",
+        "the rest of the pod template is honoured"
+    );
+    assert_eq!(template.spec.unwrap().host_network, None);
 }

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/agent.rs"]
+mod agent;
 #[path = "common/harness.rs"]
 mod harness;
 
@@ -17,7 +19,7 @@ use kube::api::{Patch, PatchParams};
 use lifeboat_api::DrillSchedule;
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::conditions::{find, types};
-use lifeboat_api::drill_schedule::DrillVerdict;
+use lifeboat_api::drill_schedule::{DrillVerdict, NotificationState};
 use lifeboat_api::restore_request::CheckResult;
 use lifeboat_operator::names::backup_now_job;
 use lifeboat_operator::restore_request::progress::{restore_job_name, validate_job_name};
@@ -246,7 +248,9 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     for a in p.status.unwrap().assets {
         let v = a.last_verified.unwrap();
         assert!(
-            run.backups.contains(&format!("{}={}", a.name, v.id)),
+            run.backups
+                .iter()
+                .any(|b| b.asset == a.name && b.id == v.id),
             "{}: {v:?} not in {:?}",
             a.name,
             run.backups
@@ -275,7 +279,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     // The evidence: a Job the drill owns has the agent write it next to the policy's backups.
     assert_eq!(
         run.evidence.as_deref(),
-        Some(format!("shop/drill-{}.json", run.id).as_str())
+        Some(format!("{}/shop/drill-{}.json", h.ns, run.id).as_str())
     );
     let evidence_job = h
         .api::<Job>()
@@ -534,52 +538,10 @@ async fn a_failed_fresh_backup_fails_the_drill_without_measuring() {
     h.expect_events("DrillFailed", 1).await;
 }
 
-/// A webhook receiver on loopback: returns its URL and the first request body it receives.
-async fn receiver() -> (String, tokio::sync::oneshot::Receiver<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}/services/T000/B000/secret-token",
-        listener.local_addr().unwrap()
-    );
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut req = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            req.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&req).to_string();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if body.len() >= len {
-                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    let _ = tx.send(body.to_owned());
-                    return;
-                }
-            }
-            if n == 0 {
-                return;
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test]
-async fn a_failed_drill_notifies_the_webhook_and_keeps_its_url_secret() {
+async fn a_failed_drill_is_announced_once_by_a_job_in_its_namespace_that_keeps_the_url_secret() {
     let h = harness("drill-notify").await;
-    let (url, body) = receiver().await;
+    let (url, bodies) = harness::webhook_receiver("secret-token").await;
     let secret: k8s_openapi::api::core::v1::Secret =
         serde_json::from_value(json!({"metadata": {"name": "slack"}, "stringData": {"url": url}}))
             .unwrap();
@@ -608,30 +570,147 @@ async fn a_failed_drill_notifies_the_webhook_and_keeps_its_url_secret() {
         &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
     )
     .await;
-    let text = tokio::time::timeout(std::time::Duration::from_secs(60), body)
-        .await
+    // The record says a notification is owed; a Job in the drill's namespace will send it.
+    let d = drill_until(&h, "the record", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    let n = d.status.unwrap().last_run.unwrap().notification.unwrap();
+    assert_eq!(
+        (n.state, n.job.clone()),
+        (NotificationState::Pending, format!("{id}-notify"))
+    );
+    let notify = h
+        .until("the notify Job", async || {
+            h.api::<Job>().get_opt(&n.job).await.unwrap()
+        })
+        .await;
+    assert_eq!(notify.owner_references()[0].kind, "DrillSchedule");
+    assert_eq!(notify.spec.as_ref().unwrap().backoff_limit, Some(0));
+    assert!(
+        bodies.lock().unwrap().is_empty(),
+        "the operator sends nothing itself"
+    );
+    let sent = agent::run_notify_job(&h, &n.job).await;
+    assert!(sent.ok, "{sent:?}");
+    let d = drill_until(&h, "the notification's outcome", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.last_run.as_ref()?.notification.as_ref())
+            .is_some_and(|n| n.state != NotificationState::Pending)
+    })
+    .await;
+    let status = d.status.unwrap();
+    let n = status
+        .last_run
+        .as_ref()
         .unwrap()
+        .notification
+        .clone()
         .unwrap();
-    let payload: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(n.state, NotificationState::Sent, "{n:?}");
+    assert_eq!(status.history[0].notification.as_ref(), Some(&n));
+    h.expect_events("NotificationSent", 1).await;
+    // Exactly one message, with the verdict and the reason.
+    let got = bodies.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let payload: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
     let message = payload["text"].as_str().unwrap();
     assert!(
         message.contains("DrillFailed") && message.contains(&id),
         "{message}"
     );
     assert!(message.contains("SourceUnreachable"), "{message}");
-    h.until("NotificationSent", async || {
-        (!h.events("NotificationSent").await.is_empty()).then_some(())
-    })
-    .await;
+    // A restarted operator (new controllers, same cluster) neither re-creates nor re-sends.
+    let h = h.restart().await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(bodies.lock().unwrap().len(), 1);
+    h.expect_events("NotificationSent", 1).await;
+    let jobs = h.api::<Job>().list(&Default::default()).await.unwrap();
+    assert_eq!(
+        jobs.items
+            .iter()
+            .filter(|j| j.name_any().ends_with("-notify"))
+            .count(),
+        1
+    );
     let d = h.api::<DrillSchedule>().get("quarterly").await.unwrap();
     let events = h
         .api::<k8s_openapi::api::core::v1::Event>()
         .list(&Default::default())
         .await
         .unwrap();
-    let visible = format!("{d:?}{events:?}");
+    let visible = format!("{d:?}{events:?}{:?}", jobs.items);
     assert!(!visible.contains("secret-token"), "the webhook URL leaked");
+    assert!(!visible.contains(&url), "the webhook URL leaked");
 }
+
+#[tokio::test]
+async fn a_notification_whose_secret_is_missing_fails_once_naming_the_secret() {
+    let h = harness("drill-notify-missing").await;
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    // The Secret does not exist: the operator cannot tell (it reads no Secret); the Job can.
+    spec["notification"] =
+        json!({"webhookSecret": {"name": "absent", "key": "url"}, "when": "Always"});
+    apply_drill(&h, "quarterly", spec).await;
+    drill_until(&h, "a first status", "quarterly", |d| d.status.is_some()).await;
+    drill_now(&h, "quarterly", "t1").await;
+    let d = drill_until(&h, "an active drill", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.active.is_some())
+    })
+    .await;
+    let id = d.status.unwrap().active.unwrap().id;
+    let job = backup_now_job("shop", "orders-db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &job,
+        &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
+    )
+    .await;
+    let notify = format!("{id}-notify");
+    h.until("the notify Job", async || {
+        h.api::<Job>().get_opt(&notify).await.unwrap()
+    })
+    .await;
+    let failed = agent::run_notify_job(&h, &notify).await;
+    assert_eq!(failed.error_class, Some(ErrorClass::SecretNotFound));
+    let d = drill_until(&h, "the notification's outcome", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.last_run.as_ref()?.notification.as_ref())
+            .is_some_and(|n| n.state != NotificationState::Pending)
+    })
+    .await;
+    let n = d.status.unwrap().last_run.unwrap().notification.unwrap();
+    assert_eq!(
+        (n.state, n.reason.as_deref()),
+        (NotificationState::Failed, Some("SecretNotFound"))
+    );
+    assert!(n.message.contains("\"absent\""), "{}", n.message);
+    h.expect_events("NotificationFailed", 1).await;
+    // Never retried: the Job failed for good and no second one appears.
+    let j = h.api::<Job>().get(&notify).await.unwrap();
+    assert_eq!(j.spec.unwrap().backoff_limit, Some(0));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pods = h
+        .api::<k8s_openapi::api::core::v1::Pod>()
+        .list(
+            &kube::api::ListParams::default()
+                .labels(&format!("batch.kubernetes.io/job-name={notify}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1, "one pod, one attempt");
+}
+
+/// The staging tests grant and revoke one cluster-wide permission (the chart's staging
+/// ClusterRoleBinding of the operator's account), and one of them needs it absent: they take
+/// turns.
+static STAGING_RBAC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The chart's opt-in staging-namespace RBAC (`drills.stagingNamespaces=true`), rendered by helm.
 fn staging_rbac() -> Vec<Value> {
@@ -671,6 +750,7 @@ async fn a_drill_gets_an_isolated_staging_namespace_that_goes_after_its_ttl() {
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
     use kube::Api;
 
+    let _turn = STAGING_RBAC.lock().await;
     let h = harness("drill-staging").await;
     let staging = format!("{}-staging", h.ns);
     let rbac = staging_rbac();
@@ -728,6 +808,21 @@ async fn a_drill_gets_an_isolated_staging_namespace_that_goes_after_its_ttl() {
     assert_eq!(
         ns.labels()["pod-security.kubernetes.io/enforce"],
         "restricted"
+    );
+    // Its uid, as the create returned it, is what makes it this drill's.
+    let recorded = drill_until(&h, "the recorded uid", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.staging_namespace.is_some())
+    })
+    .await
+    .status
+    .unwrap()
+    .staging_namespace
+    .unwrap();
+    assert_eq!(
+        (recorded.name.as_str(), Some(&recorded.uid)),
+        (staging.as_str(), ns.metadata.uid.as_ref())
     );
     let np = h
         .until("its NetworkPolicy", async || {
@@ -813,4 +908,251 @@ async fn a_drill_gets_an_isolated_staging_namespace_that_goes_after_its_ttl() {
     );
     let _ = namespaces.delete(&theirs, &Default::default()).await;
     let _ = bindings.delete(&binding_name, &Default::default()).await;
+}
+
+/// The chart's staging RBAC applied (and removed with the returned guard's binding name).
+async fn grant_staging(h: &Harness) -> String {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::Api;
+    let rbac = staging_rbac();
+    let pp = PatchParams::apply("lifeboat-tests").force();
+    Api::<ClusterRole>::all(h.client.clone())
+        .patch(
+            rbac[0]["metadata"]["name"].as_str().unwrap(),
+            &pp,
+            &Patch::Apply(&rbac[0]),
+        )
+        .await
+        .unwrap();
+    let binding = rbac[1]["metadata"]["name"].as_str().unwrap().to_owned();
+    Api::<ClusterRoleBinding>::all(h.client.clone())
+        .patch(&binding, &pp, &Patch::Apply(&rbac[1]))
+        .await
+        .unwrap();
+    binding
+}
+
+/// A namespace `name` made by someone else, dressed as the staging namespace of `drill` in
+/// `h.ns` (the operator's labels and annotation), with a ConfigMap of theirs in it.
+async fn squat(h: &Harness, name: &str, drill: &str) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::Api;
+    let ns = json!({"metadata": {"name": name,
+        "labels": {"app.kubernetes.io/managed-by": "lifeboat-operator",
+                   "lifeboat.dev/staging-for": format!("{}.{drill}", h.ns),
+                   "pod-security.kubernetes.io/enforce": "restricted"},
+        "annotations": {"lifeboat.dev/staging-for": format!("{}/{drill}", h.ns)}}});
+    Api::<Namespace>::all(h.client.clone())
+        .create(&Default::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+    let cm = json!({"metadata": {"name": "theirs"}, "data": {"k": "v"}});
+    Api::<ConfigMap>::namespaced(h.client.clone(), name)
+        .create(&Default::default(), &serde_json::from_value(cm).unwrap())
+        .await
+        .unwrap();
+}
+
+/// Whether namespace `name` and the squatter's ConfigMap in it are still there, not deleted.
+async fn still_there(h: &Harness, name: &str) -> bool {
+    use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+    use kube::Api;
+    let ns = Api::<Namespace>::all(h.client.clone())
+        .get_opt(name)
+        .await
+        .unwrap();
+    let cm = Api::<ConfigMap>::namespaced(h.client.clone(), name)
+        .get_opt("theirs")
+        .await
+        .unwrap();
+    ns.is_some_and(|n| n.metadata.deletion_timestamp.is_none()) && cm.is_some()
+}
+
+async fn conflict(h: &Harness) -> DrillSchedule {
+    drill_until(h, "StagingNamespaceConflict", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "StagingNamespaceConflict")
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_squatted_staging_namespace_is_refused_and_outlives_the_ttl() {
+    let _turn = STAGING_RBAC.lock().await;
+    let h = harness("drill-squat").await;
+    let binding = grant_staging(&h).await;
+    let name = format!("{}-staging", h.ns);
+    // Someone creates the namespace first, with the labels and annotation the operator writes.
+    squat(&h, &name, "quarterly").await;
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["staging"]["namespace"] = json!({"name": name, "ttl": "1s"});
+    apply_drill(&h, "quarterly", spec).await;
+    drill_now(&h, "quarterly", "t1").await;
+    let d = conflict(&h).await;
+    let ready = find(&d.status.as_ref().unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert!(
+        ready.message.contains("never adopted or deleted"),
+        "{}",
+        ready.message
+    );
+    // Well past the TTL: no drill ran in it, and it and what it holds are still there.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let d = h.api::<DrillSchedule>().get("quarterly").await.unwrap();
+    let status = d.status.unwrap();
+    assert!(
+        status.active.is_none() && status.last_run.is_none(),
+        "no drill ran"
+    );
+    assert!(
+        status.staging_namespace.is_none(),
+        "never recorded as its own"
+    );
+    assert!(
+        still_there(&h, &name).await,
+        "the squatter's namespace was deleted"
+    );
+    assert!(
+        h.api::<Job>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "nothing started"
+    );
+    let _ = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(h.client.clone())
+        .delete(&name, &Default::default())
+        .await;
+    let _ = kube::Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(h.client.clone())
+        .delete(&binding, &Default::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_staging_namespace_recreated_by_someone_else_is_not_deleted() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::Api;
+    let _turn = STAGING_RBAC.lock().await;
+    let h = harness("drill-recreated").await;
+    let binding = grant_staging(&h).await;
+    let name = format!("{}-staging", h.ns);
+    h.apply_policy("shop", policy_spec()).await;
+    let mut spec = drill_spec();
+    spec["staging"]["namespace"] = json!({"name": name, "ttl": "30s"});
+    apply_drill(&h, "quarterly", spec).await;
+    drill_now(&h, "quarterly", "t1").await;
+    let d = drill_until(&h, "the staging namespace recorded", "quarterly", |d| {
+        d.status
+            .as_ref()
+            .is_some_and(|s| s.active.is_some() && s.staging_namespace.is_some())
+    })
+    .await;
+    let status = d.status.unwrap();
+    let ours = status.staging_namespace.unwrap();
+    let id = status.active.unwrap().id;
+    let job = backup_now_job("shop", "orders-db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &job,
+        &summary(Verb::Backup, "orders-db", false, Timestamp::now(), vec![]),
+    )
+    .await;
+    drill_until(&h, "the record", "quarterly", |d| {
+        d.status.as_ref().is_some_and(|s| s.last_run.is_some())
+    })
+    .await;
+    // Within the TTL, someone deletes it and makes a namespace of the same name: a new uid.
+    let namespaces = Api::<Namespace>::all(h.client.clone());
+    namespaces.delete(&name, &Default::default()).await.unwrap();
+    h.until("the namespace to go", async || {
+        namespaces
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    squat(&h, &name, "quarterly").await;
+    let theirs = namespaces.get(&name).await.unwrap();
+    assert_ne!(theirs.metadata.uid.as_ref(), Some(&ours.uid));
+    // After the TTL the drill refuses it as not its own, and never deletes it.
+    conflict(&h).await;
+    let finished = h
+        .api::<DrillSchedule>()
+        .get("quarterly")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .last_run
+        .unwrap()
+        .finished_at
+        .0;
+    let past_ttl = finished + SignedDuration::from_secs(35);
+    while Timestamp::now() < past_ttl {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(
+        still_there(&h, &name).await,
+        "someone else's namespace was deleted"
+    );
+    let _ = namespaces.delete(&name, &Default::default()).await;
+    let _ = Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(h.client.clone())
+        .delete(&binding, &Default::default())
+        .await;
+}
+
+/// The delete itself carries the recorded uid as a precondition: a namespace replaced between
+/// the operator's read and its delete is refused by the API server, not deleted.
+#[tokio::test]
+async fn the_staging_delete_is_refused_for_a_namespace_with_another_uid() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::Api;
+    use lifeboat_api::drill_schedule::StagingNamespaceStatus;
+    use lifeboat_operator::drill_schedule::staging::{Deleted, delete_owned};
+    let h = harness("drill-precondition").await;
+    let name = format!("{}-other", h.ns);
+    squat(&h, &name, "quarterly").await;
+    let namespaces = Api::<Namespace>::all(h.client.clone());
+    let uid = namespaces.get(&name).await.unwrap().metadata.uid.unwrap();
+    let stale = StagingNamespaceStatus {
+        name: name.clone(),
+        uid: "00000000-0000-0000-0000-000000000000".into(),
+    };
+    assert_eq!(
+        delete_owned(&namespaces, &stale).await.unwrap(),
+        Deleted::NotOurs
+    );
+    assert!(still_there(&h, &name).await);
+    let right = StagingNamespaceStatus {
+        name: name.clone(),
+        uid,
+    };
+    assert_eq!(
+        delete_owned(&namespaces, &right).await.unwrap(),
+        Deleted::Deleted
+    );
+    h.until("the namespace to go", async || {
+        namespaces
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        delete_owned(&namespaces, &right).await.unwrap(),
+        Deleted::Gone
+    );
 }

@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use lifeboat_api::RestoreRequest;
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::conditions::{find, types};
-use lifeboat_api::restore_request::{CheckResult, RestorePhase};
+use lifeboat_api::restore_request::{CheckResult, RestorePhase, StepState};
 use serde_json::{Value, json};
 
 fn policy_spec() -> Value {
@@ -227,12 +227,7 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
     assert!(status.started_at.is_some() && status.finished_at.is_some());
     assert_eq!(status.checks.len(), 1);
     assert!(status.checks[0].passed);
-    assert!(
-        status
-            .plan
-            .iter()
-            .all(|p| p.state.as_deref() == Some("Done"))
-    );
+    assert!(status.plan.iter().all(|p| p.state == Some(StepState::Done)));
     let ready = find(&status.conditions, types::READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
@@ -572,7 +567,7 @@ async fn a_failed_validation_rolls_the_target_back_to_its_safety_backup() {
         status.plan[0].safety_backup_id.as_deref(),
         Some("20261124T1000safety")
     );
-    assert_eq!(status.plan[0].rollback.as_deref(), Some("Done"));
+    assert_eq!(status.plan[0].rollback, Some(StepState::Done));
     let ready = find(&status.conditions, types::READY).unwrap();
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),

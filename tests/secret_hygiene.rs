@@ -1,13 +1,18 @@
 //! Secret values never leave their Secrets: after a backup, a restore and a drill driven through
 //! the operator with recognisable secret values (database and Redis passwords, S3 keys, an age
-//! identity), none of them appears in any CronJob, Job or Pod spec, status, Event, condition or
-//! metric. (The agent's side — output, termination message, metadata, argv — is
-//! crates/lifeboat-agent/tests/auth.rs.)
+//! identity, a webhook URL's token), none of them appears in any CronJob, Job or Pod spec,
+//! status, Event, condition or metric, in anything the operator logs (every level, the Kubernetes
+//! client's included), or in what the drill's webhook receives. (The agent's side — output,
+//! termination message, metadata, argv — is crates/lifeboat-agent/tests/auth.rs and notify.rs.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/agent.rs"]
+mod agent;
 #[path = "common/harness.rs"]
 mod harness;
+
+use std::sync::{Arc, Mutex, OnceLock};
 
 use harness::harness;
 use jiff::Timestamp;
@@ -26,8 +31,54 @@ const VALUES: [&str; 5] = [
     "AGE-SECRET-KEY-1CANARY0QQQQ",
 ];
 
+/// Everything the controllers of this test binary log, at every level, the Kubernetes client's
+/// and runtime's included: installed before any harness (whose own subscriber then stays out).
+fn operator_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "lifeboat_operator=trace,kube=trace,kube_runtime=trace,kube_client=trace,info",
+            ))
+            .with_writer(move || Sink(sink.clone()))
+            .with_ansi(false)
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut logs) = self.0.lock() {
+            logs.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `value` and its base64 (how Secret data travels): neither may appear in `haystack`.
+fn assert_absent(haystack: &str, value: &str, where_: &str) {
+    use k8s_openapi::ByteString;
+    let encoded = serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap();
+    let encoded = encoded.as_str().unwrap().trim_end_matches('=');
+    assert!(!haystack.contains(value), "{value} leaked into {where_}");
+    assert!(
+        !haystack.contains(encoded),
+        "{value} (base64) leaked into {where_}"
+    );
+}
+
 #[tokio::test]
 async fn no_secret_value_reaches_specs_status_events_or_metrics() {
+    let logs = operator_logs();
     let h = harness("secrets").await;
     for (name, data) in [
         ("pg", json!({"password": VALUES[0]})),
@@ -161,5 +212,151 @@ async fn no_secret_value_reaches_specs_status_events_or_metrics() {
     );
     for v in VALUES {
         assert!(!haystack.contains(v), "{v} leaked");
+    }
+    // The signing keys: the master key and the namespace's derived key, in every form a leak
+    // would take (the text, base64 as in a Secret, hex); the derived key's Secret is referenced.
+    assert!(haystack.contains("\"secretName\":\"lifeboat-signing-key\""));
+    let derived = harness::namespace_key(&h.ns);
+    let master_text = String::from_utf8(harness::MASTER_KEY.to_vec()).unwrap();
+    assert!(
+        !haystack.contains(&master_text),
+        "the master signing key leaked"
+    );
+    for (what, key) in [
+        ("master", harness::MASTER_KEY.to_vec()),
+        ("derived", derived),
+    ] {
+        let base64 = serde_json::to_value(k8s_openapi::ByteString(key.clone())).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        for form in [base64.as_str().unwrap().to_owned(), hex] {
+            assert!(!haystack.contains(&form), "the {what} signing key leaked");
+        }
+    }
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("reconcile"),
+        "the operator's logs are captured"
+    );
+    for v in VALUES {
+        assert_absent(&logged, v, "the operator's logs");
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_operators_logs_or_the_webhook() {
+    let logs = operator_logs();
+    let h = harness("secrets-hook").await;
+    let token = "hook-token-5c1d0e-canary";
+    let (url, bodies) = harness::webhook_receiver(token).await;
+    for (name, data) in [
+        ("pg", json!({"password": VALUES[0]})),
+        ("slack", json!({"url": url})),
+    ] {
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": data}))
+                .unwrap();
+        h.api::<Secret>()
+            .create(&PostParams::default(), &s)
+            .await
+            .unwrap();
+    }
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 * * * *",
+            "assets": [{"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["shop"],
+                                                  "passwordSecret": {"name": "pg", "key": "password"}}}],
+            "retention": {"keepLast": 3},
+            "destination": {"volume": {"claimName": "backups"}}
+        }),
+    )
+    .await;
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+        "metadata": {"name": "weekly", "annotations": {"lifeboat.dev/drill-now": "d1"}},
+        "spec": {"schedule": "0 6 * * 1", "policy": "shop", "assets": ["db"],
+                 "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u",
+                              "passwordSecret": {"name": "pg", "key": "password"}}}]},
+                 "objectives": {"rto": "30m", "rpo": "15m"},
+                 "notification": {"webhookSecret": {"name": "slack", "key": "url"}, "when": "Always"}}});
+    h.api::<DrillSchedule>()
+        .patch("weekly", &PatchParams::apply("test"), &Patch::Apply(&drill))
+        .await
+        .unwrap();
+    let api = h.api::<DrillSchedule>();
+    let id = h
+        .until("the active drill", async || {
+            api.get("weekly")
+                .await
+                .unwrap()
+                .status?
+                .active
+                .map(|a| a.id)
+        })
+        .await;
+    // The fresh backup fails the way an agent reports a refused password: the drill's record,
+    // Events and webhook message carry that message.
+    let job = lifeboat_operator::names::backup_now_job("shop", "db", &id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    let t = Timestamp::now();
+    let failed = AgentSummary {
+        version: SUMMARY_VERSION,
+        verb: Verb::Backup,
+        ok: false,
+        asset: Some("db".into()),
+        backup_id: None,
+        started_at: t,
+        finished_at: t,
+        snapshot_time: None,
+        stored_bytes: None,
+        sha256: None,
+        error_class: Some(lifeboat_api::agent_result::ErrorClass::Auth),
+        message: Some("password authentication failed for user \"u\"".into()),
+        checks: vec![],
+        retention_refused: None,
+    };
+    h.finish_job(&job, &failed).await;
+    let notify = format!("{id}-notify");
+    h.until("the notify Job", async || {
+        h.api::<Job>().get_opt(&notify).await.unwrap()
+    })
+    .await;
+    let sent = agent::run_notify_job(&h, &notify).await;
+    assert!(sent.ok, "{sent:?}");
+    h.until("the notification recorded", async || {
+        let n = api
+            .get("weekly")
+            .await
+            .unwrap()
+            .status?
+            .last_run?
+            .notification?;
+        (n.state == lifeboat_api::drill_schedule::NotificationState::Sent).then_some(())
+    })
+    .await;
+    // Let the reconciles after the outcome log too.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
+    let payloads = bodies.lock().unwrap().join("\n");
+    assert!(payloads.contains("AuthFailed"), "{payloads}");
+    let logged = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        logged.contains("weekly") && logged.contains("reconcile"),
+        "the operator's logs are captured"
+    );
+    let lp = ListParams::default();
+    let mut visible = serde_json::to_string(&api.list(&lp).await.unwrap().items).unwrap();
+    visible += &serde_json::to_string(&h.api::<Job>().list(&lp).await.unwrap().items).unwrap();
+    visible += &serde_json::to_string(&h.api::<Event>().list(&lp).await.unwrap().items).unwrap();
+    for (where_, haystack) in [
+        ("the webhook's payloads", &payloads),
+        ("the operator's logs", &logged),
+        ("status, Jobs and Events", &visible),
+    ] {
+        for v in [VALUES[0], token, url.as_str()] {
+            assert_absent(haystack, v, where_);
+        }
     }
 }

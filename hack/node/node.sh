@@ -8,9 +8,12 @@
 #   node.sh --server https://127.0.0.1:PORT --ca CA.crt \
 #           --node-token TOKEN --scheduler-token TOKEN [--dir DIR] [--images DIR] [--name NAME]
 #
-# Prints "node: ready <name>" on stdout once the kubelet has registered the Node and it is Ready.
+# Prints "node: gateway <address>" once the pods' bridge is up (servers the pods should reach
+# listen there: it is the host's address on a host-only network) and "node: ready <name> <dir>"
+# once the kubelet has registered the Node and it is Ready.
 # What it changes outside DIR, and undoes: a cgroup /lifeboat-node-<id> in each hierarchy, a bridge
-# lbn<id> with 10.244.<n>.0/24, and shim sockets in /run/containerd/s. The kubelet runs in a mount
+# lbn<id> with 10.244.<n>.1/24 and the `kubernetes` Service address, and shim sockets in
+# /run/containerd/s. The kubelet runs in a mount
 # namespace of its own where the kernel tunables it insists on (vm.overcommit_memory=1,
 # kernel.panic_on_oops=1, ...) read as already set, so the host's values are never changed; and
 # without iptables on its PATH, so it installs no firewall chains on the host.
@@ -125,6 +128,18 @@ wait_for() { # wait_for SECONDS WHAT COMMAND...
     sleep 0.1
   done
 }
+
+# ------------------------------------------------------------------------------------- network --
+# The pods' bridge exists before any pod, with a fixed gateway address: the host's end of a
+# network only this node's pods are on (nothing is forwarded or masqueraded beyond it), where the
+# servers the tests and the demo start listen besides loopback. The CNI bridge plugin finds it
+# and uses it as it is.
+gateway=10.244.$octet.1
+ip link add "$bridge" type bridge
+ip addr add "$gateway/24" dev "$bridge"
+ip link set "$bridge" up
+log "bridge $bridge, gateway $gateway"
+echo "node: gateway $gateway"
 
 # ------------------------------------------------------------------------------- containerd --
 cat > "$dir/containerd.toml" <<EOF
@@ -291,8 +306,31 @@ setsid "$bin/kube-scheduler" \
   >"$dir/kube-scheduler.log" 2>&1 </dev/null &
 pids+=($!)
 
+# ------------------------------------------------------------------- the kubernetes Service --
+# Pods reach the API server at the `kubernetes` Service address, which kube-proxy would translate;
+# this cluster has none. As kube-proxy's IPVS mode does, the Service address is put on a local
+# interface (the bridge), and a proxy bound to that bridge alone forwards its port to the API
+# server (kube-proxy's original user-space mode): no firewall rule, and another node on this
+# machine keeps its own.
+kctl() { KUBECONFIG="$dir/kubelet.kubeconfig" "$bin/kubectl" "$@"; }
+svc_ip="" svc_port=""
+for _ in $(seq 100); do
+  read -r svc_ip svc_port < <(kctl get service kubernetes -n default \
+    -o jsonpath='{.spec.clusterIP} {.spec.ports[0].port}{"\n"}' 2>/dev/null) || true
+  [ -n "$svc_ip" ] && break
+  sleep 0.1
+done
+[ -n "$svc_ip" ] || { echo "node: no kubernetes Service to route" >&2; exit 1; }
+api=${server#https://}
+ip addr add "$svc_ip/32" dev "$bridge"
+setsid python3 "$here/service-proxy.py" --device "$bridge" --listen "$svc_ip:$svc_port" \
+  --to "$api" >"$dir/service-proxy.log" 2>&1 </dev/null &
+pids+=($!)
+wait_for 10 "the Service proxy" grep -q listening "$dir/service-proxy.log"
+log "kubernetes Service $svc_ip:$svc_port -> $api"
+
 node_ready() {
-  KUBECONFIG="$dir/kubelet.kubeconfig" "$bin/kubectl" get node "$name" \
+  kctl get node "$name" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 wait_for "${LIFEBOAT_NODE_START_TIMEOUT:-120}" "Node $name Ready" node_ready

@@ -16,6 +16,7 @@ use lifeboat_api::agent_result::AgentSummary;
 use lifeboat_operator::config::AgentConfig;
 use lifeboat_operator::context::Context;
 use lifeboat_operator::metrics::Metrics;
+use lifeboat_operator::signing_key::MasterKeySecret;
 use serde_json::{Value, json};
 
 pub struct Harness {
@@ -24,11 +25,19 @@ pub struct Harness {
     pub operator: Client,
     pub ns: String,
     pub metrics: Metrics,
+    /// The master signing key Secret the controllers read (in [`CHART_NAMESPACE`]).
+    master_key: String,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// A namespace with the controller running, scoped to it.
 pub async fn harness(prefix: &str) -> Harness {
+    harness_with_master_key(prefix, MASTER_KEY_SECRET).await
+}
+
+/// [`harness`] with controllers reading the master signing key from Secret `master_key` (one
+/// that does not exist plays a platform team that has not provided it).
+pub async fn harness_with_master_key(prefix: &str, master_key: &str) -> Harness {
     // RUST_LOG=lifeboat_operator=debug shows the controllers' logs in a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -39,11 +48,12 @@ pub async fn harness(prefix: &str) -> Harness {
     let ns = env.namespace(&client, prefix).await.unwrap();
     enforce_restricted_pod_security(&client, &ns).await;
     install_chart_rbac(&client).await;
+    install_master_key(&client, CHART_NAMESPACE).await;
     let operator = env
         .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
         .await
         .unwrap();
-    start_operator(client, operator, ns)
+    start_operator(client, operator, ns, master_key.to_owned())
 }
 
 /// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
@@ -53,12 +63,14 @@ pub async fn without_operator(prefix: &str) -> Harness {
     let client = env.client().await.unwrap();
     let ns = env.namespace(&client, prefix).await.unwrap();
     enforce_restricted_pod_security(&client, &ns).await;
+    install_master_key(&client, CHART_NAMESPACE).await;
     let (stop, _) = tokio::sync::oneshot::channel::<()>();
     Harness {
         operator: client.clone(),
         client,
         ns,
         metrics: Metrics::new().unwrap(),
+        master_key: MASTER_KEY_SECRET.to_owned(),
         _stop: stop,
     }
 }
@@ -78,33 +90,102 @@ pub async fn enforce_restricted_pod_security(admin: &Client, ns: &str) {
         .unwrap();
 }
 
-impl Harness {
-    /// For the local node's end-to-end tests only: their agent pods use the host's network (every
-    /// server they reach listens on loopback), which no Pod Security level but "privileged"
-    /// allows. The namespace then enforces "privileged" and still warns and audits against
-    /// "restricted"; every control-plane test keeps enforcing "restricted" on the same pods.
-    pub async fn allow_host_network(&self) {
-        use k8s_openapi::api::core::v1::Namespace;
-        let labels = json!({"metadata": {"labels": {
-            "pod-security.kubernetes.io/enforce": "privileged",
-            "pod-security.kubernetes.io/warn": "restricted",
-            "pod-security.kubernetes.io/audit": "restricted"
-        }}});
-        Api::<Namespace>::all(self.client.clone())
-            .patch(&self.ns, &PatchParams::default(), &Patch::Merge(&labels))
-            .await
-            .unwrap();
-    }
+/// A webhook receiver on loopback that answers every request 200 and keeps each body: returns
+/// its URL (with a token in the path, as a Slack webhook has) and the bodies so far.
+pub async fn webhook_receiver(token: &str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/services/T000/B000/{token}",
+        listener.local_addr().unwrap()
+    );
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        kept.lock().unwrap().push(body.to_owned());
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        break;
+                    }
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+    });
+    (url, bodies)
 }
 
 /// Where `kubectl apply -k deploy/` (and the chart with the same release) puts the operator.
 pub const CHART_NAMESPACE: &str = "lifeboat-system";
 pub const CHART_SERVICE_ACCOUNT: &str = "lifeboat";
+/// The master signing key Secret of the chart's release (deploy/ leaves it to the platform team,
+/// as every test here plays it).
+pub const MASTER_KEY_SECRET: &str = "lifeboat-signing-master-key";
+/// The tests' master key: any 32 bytes or more.
+pub const MASTER_KEY: &[u8] = b"the lifeboat tests' master signing key, 32 bytes or more";
 
-/// Applies the ServiceAccount and RBAC the chart renders (deploy/generated/lifeboat.yaml, kept
-/// equal to `helm template` by tests/helm_chart.rs). Every operator test then runs the
-/// controllers as that account, so a permission the chart lacks fails the tests that need it.
+/// Creates the master signing key Secret in `namespace` (and the namespace) unless it is there.
+pub async fn install_master_key(admin: &Client, namespace: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            namespace,
+            &PatchParams::apply("lifeboat-tests"),
+            &Patch::Apply(&ns),
+        )
+        .await
+        .unwrap();
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": MASTER_KEY_SECRET},
+        "data": {"key": k8s_openapi::ByteString(MASTER_KEY.to_vec())}
+    }))
+    .unwrap();
+    match Api::<Secret>::namespaced(admin.clone(), namespace)
+        .create(&PostParams::default(), &s)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating the master signing key: {e}"),
+    }
+}
+
+/// The signing key the operator derives for `namespace` from [`MASTER_KEY`]: what its agent
+/// Jobs sign with.
+pub fn namespace_key(namespace: &str) -> Vec<u8> {
+    lifeboat_operator::signing_key::derive(MASTER_KEY, namespace).unwrap()
+}
+
+/// Applies the ServiceAccount, RBAC and admission policy the chart renders
+/// (deploy/generated/lifeboat.yaml, kept equal to `helm template` by tests/helm_chart.rs). Every
+/// operator test then runs the controllers as that account, so a permission the chart lacks, or
+/// a Job its admission policy refuses, fails the tests that need it.
 pub async fn install_chart_rbac(admin: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
     use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
     let pp = PatchParams::apply("lifeboat-tests").force();
@@ -156,6 +237,18 @@ pub async fn install_chart_rbac(admin: &Client) {
                     .await
                     .map(|_| ())
             }
+            Some("ValidatingAdmissionPolicy") => {
+                Api::<ValidatingAdmissionPolicy>::all(admin.clone())
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
+            Some("ValidatingAdmissionPolicyBinding") => {
+                Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone())
+                    .patch(&name, &pp, &Patch::Apply(&obj))
+                    .await
+                    .map(|_| ())
+            }
             _ => Ok(()),
         }
         .unwrap();
@@ -164,13 +257,12 @@ pub async fn install_chart_rbac(admin: &Client) {
 
 /// The operator's controllers on `ns`, in this test's runtime, until the Harness is dropped.
 /// `client` is the test's own (admin, playing the kubelet); `operator` is the controllers'.
-fn start_operator(client: Client, operator: Client, ns: String) -> Harness {
+fn start_operator(client: Client, operator: Client, ns: String, master_key: String) -> Harness {
     let metrics = Metrics::new().unwrap();
-    let ctx = Arc::new(Context::new(
-        operator.clone(),
-        metrics.clone(),
-        AgentConfig::default(),
-    ));
+    let ctx = Arc::new(
+        Context::new(operator.clone(), metrics.clone(), AgentConfig::default())
+            .with_signing_key(MasterKeySecret::new(CHART_NAMESPACE, &master_key).unwrap()),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(lifeboat_operator::run(ctx, Some(ns.clone()), async move {
         let _ = stopped.await;
@@ -180,6 +272,7 @@ fn start_operator(client: Client, operator: Client, ns: String) -> Harness {
         operator,
         ns,
         metrics,
+        master_key,
         _stop: stop,
     }
 }
@@ -192,13 +285,14 @@ impl Harness {
             client,
             operator,
             ns,
+            master_key,
             _stop,
             ..
         } = self;
         drop(_stop);
         // Let the old controllers see the shutdown before the new ones start.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        start_operator(client, operator, ns)
+        start_operator(client, operator, ns, master_key)
     }
 
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(

@@ -27,3 +27,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "lifeboat.image" -}}
 {{- printf "%s:%s" .image.repository (default .appVersion .image.tag) -}}
 {{- end -}}
+
+{{/* The Secret holding the master signing key, in the release's namespace. */}}
+{{- define "lifeboat.signingMasterKeySecret" -}}
+{{- default (printf "%s-signing-master-key" (include "lifeboat.fullname" .)) .Values.signing.masterKeySecret -}}
+{{- end -}}

@@ -231,7 +231,7 @@ pub fn markdown(r: &Report) -> String {
                 if h.rto_met { "yes" } else { "no" },
                 seconds(h.rpo_seconds),
                 if h.rpo_met { "yes" } else { "no" },
-                h.backups.join(", ")
+                backups(&h.backups)
             );
         }
         out.push('\n');
@@ -405,13 +405,22 @@ pub fn html(r: &Report) -> String {
                 seconds(h.rto_seconds),
                 if h.rpo_met { "ok" } else { "bad" },
                 seconds(h.rpo_seconds),
-                escape(&h.backups.join(", "))
+                escape(&backups(&h.backups))
             );
         }
         out.push_str("</table>");
     }
     out.push_str("</body></html>\n");
     out
+}
+
+/// The restored backups of a drill as `asset=id, ...`.
+fn backups(restored: &[lifeboat_api::drill_schedule::RestoredBackup]) -> String {
+    restored
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

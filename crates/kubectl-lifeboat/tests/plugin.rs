@@ -150,12 +150,7 @@ async fn status_backup_restore_drill_and_report_through_kubectl() {
         .unwrap();
     assert!(!rr.spec.execute);
     assert_eq!(
-        rr.spec.targets[0]
-            .postgres
-            .as_ref()
-            .unwrap()
-            .database
-            .as_deref(),
+        rr.spec.targets[0].postgres().unwrap().database.as_deref(),
         Some("orders_copy")
     );
 

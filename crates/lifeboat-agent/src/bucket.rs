@@ -567,6 +567,92 @@ mod tests {
         assert_eq!(attributes_to_manifest(&with_class), map);
     }
 
+    /// A manifest as `backup` writes it: the header, objects with attributes, a vanished one.
+    fn written_manifest() -> Vec<u8> {
+        let t: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+        let mut out = serde_json::to_string(&Header {
+            manifest: MANIFEST_VERSION,
+            source: "s3://source/data at http://127.0.0.1:9000".into(),
+            listed_at: t,
+        })
+        .unwrap();
+        for i in 0..6u64 {
+            let line = if i == 3 {
+                serde_json::to_string(&Vanished {
+                    vanished: "gone/".into(),
+                })
+            } else {
+                serde_json::to_string(&ObjectEntry {
+                    key: format!("dir {i}/ünï-{i}.bin"),
+                    size: i * 1000,
+                    sha256: format!("{i:064x}"),
+                    last_modified: t,
+                    etag: Some(format!("\"{i}\"")),
+                    attributes: BTreeMap::from([(
+                        "contentType".to_owned(),
+                        "text/plain".to_owned(),
+                    )]),
+                })
+            };
+            out.push('\n');
+            out.push_str(&line.unwrap());
+        }
+        out.push('\n');
+        out.into_bytes()
+    }
+
+    fn read(bytes: &[u8]) -> Result<Vec<Line>> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        let mut lines = Vec::new();
+        for_each_line(&f, "m", &mut |l| {
+            lines.push(l);
+            Ok(())
+        })?;
+        Ok(lines)
+    }
+
+    #[test]
+    fn the_written_manifest_reads_back() {
+        let lines = read(&written_manifest()).unwrap();
+        assert_eq!(lines.len(), 6);
+        assert!(matches!(&lines[3], Line::Vanished(v) if v.vanished == "gone/"));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 10_000,
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Bytes flipped, inserted or cut anywhere in a written manifest: read, or refused as an
+        /// integrity failure naming the manifest and the line, never a panic; what is read has
+        /// no more lines than the manifest.
+        #[test]
+        fn a_mutated_manifest_is_read_or_refused_never_a_panic(
+            at in proptest::prelude::any::<usize>(),
+            mask in 1u8..=255,
+            insert in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let mut bytes = written_manifest();
+            let len = bytes.len();
+            bytes[at % len] ^= mask;
+            let at = at % (len + 1);
+            bytes.splice(at..at, insert.iter().copied());
+            bytes.truncate(cut % (bytes.len() + 1));
+            match read(&bytes) {
+                Ok(lines) => proptest::prop_assert!(lines.len() <= 6 + insert.len()),
+                Err(e) => {
+                    proptest::prop_assert_eq!(e.class, lifeboat_api::agent_result::ErrorClass::Integrity);
+                    proptest::prop_assert!(e.message.starts_with("m: "), "{}", e.message);
+                }
+            }
+        }
+    }
+
     #[test]
     fn manifest_lines_are_objects_or_vanished_and_nothing_else() {
         let object =

@@ -5,13 +5,14 @@
 //! validates the data, and reports the achieved RPO and RTO against the objectives. Both assets
 //! write canary markers (crate::canary), and one more is written at the disaster: the RPO is
 //! also measured from the newest marker the restore holds. The evidence record
-//! (`<dir>/local-drill/drill-<id>.json`, lifeboat_api::evidence) is written last.
+//! (`<dir>/<namespace>/local-drill/drill-<id>.json`, lifeboat_api::evidence) is written last.
+//! Its metadata is signed like any backup's, with a key the caller keeps outside `dir`.
 
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use lifeboat_api::Duration;
-use lifeboat_api::backup_policy::{Asset, Compression, PostgresAsset, RedisAsset};
+use lifeboat_api::backup_policy::{Asset, AssetSource, Compression, PostgresAsset, RedisAsset};
 use lifeboat_api::common::{PostgresConnection, RedisConnection, RestoreTarget, SslMode};
 use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceArtifact, EvidenceCheck,
@@ -22,9 +23,10 @@ use serde::Serialize;
 
 use crate::error::{AgentError, Result};
 use crate::jobs::{self, Env};
-use crate::layout::{Store, local_dir};
+use crate::layout::{Scope, Store};
 use crate::local::{LocalPostgres, LocalRedis};
 use crate::postgres;
+use crate::signing::SigningKey;
 
 pub const POLICY: &str = "local-drill";
 
@@ -33,7 +35,7 @@ pub const POLICY: &str = "local-drill";
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub backup_id: String,
-    pub backup_dir: PathBuf,
+    pub backup_dir: String,
     pub drill_started_at: Timestamp,
     pub snapshot_time: Timestamp,
     pub disaster_at: Timestamp,
@@ -61,19 +63,20 @@ pub struct Check {
     pub detail: String,
 }
 
-/// Runs the drill, writing backups under `dir`, with `traffic` seconds of writes between the
-/// backup and the disaster.
+/// Runs the drill, writing backups of `scope` under `dir`, signed with `key`, with `traffic`
+/// seconds of writes between the backup and the disaster.
 pub fn run(
     dir: &Path,
+    scope: &Scope,
+    key: SigningKey,
     rto: &Duration,
     rpo: &Duration,
     traffic: std::time::Duration,
 ) -> Result<Report> {
     let drill_started_at = Timestamp::now();
-    let env = Env {
-        store: Store::Local(dir.to_path_buf()),
-        secrets_dir: PathBuf::from("/nonexistent"),
-    };
+    let mut env = Env::without_store(PathBuf::from("/nonexistent"));
+    env.store = Store::Local(dir.to_path_buf());
+    env.signing_key = Some(key);
     eprintln!("drill: starting PostgreSQL and Redis on loopback with sample data");
     let pg = LocalPostgres::start()?;
     let source_redis = LocalRedis::start()?;
@@ -97,7 +100,7 @@ pub fn run(
     let assets = [
         Asset {
             name: "orders-db".into(),
-            postgres: Some(PostgresAsset {
+            source: AssetSource::Postgres(PostgresAsset {
                 connection: PostgresConnection {
                     host: conn.host.clone(),
                     port: conn.port,
@@ -109,15 +112,11 @@ pub fn run(
                 dump_options: Default::default(),
                 allow_empty: false,
             }),
-            redis: None,
-            object_storage: None,
-            kubernetes_state: None,
             canary: true,
         },
         Asset {
             name: "sessions".into(),
-            postgres: None,
-            redis: Some(RedisAsset {
+            source: AssetSource::Redis(RedisAsset {
                 connection: RedisConnection {
                     host: rconn.host.clone(),
                     port: rconn.port,
@@ -128,8 +127,6 @@ pub fn run(
                 data_dir: None,
                 allow_empty: false,
             }),
-            object_storage: None,
-            kubernetes_state: None,
             canary: true,
         },
     ];
@@ -138,19 +135,18 @@ pub fn run(
     eprintln!("drill: backing up to {}", dir.display());
     let mut steps = Steps::default();
     steps.start("backup");
-    let slot = env.store.claim(POLICY, Timestamp::now())?;
+    let slot = env.store.claim(scope, Timestamp::now())?;
     let id = slot.id.clone();
-    let backup_dir = local_dir(dir, &slot);
+    let backup_dir = env.store.describe(&slot);
     let mut snapshot = Timestamp::now();
     let mut backed_up = Vec::new();
     for asset in &assets {
-        let m = jobs::backup(&env, &slot, asset, &Compression::default(), None)?;
+        let m = jobs::backup(&env, &slot, asset, &Compression::default(), None, None)?;
         snapshot = snapshot.min(m.snapshot_time);
         backed_up.push(m.clone());
         eprintln!(
-            "drill:   {} -> {} ({} bytes stored, sha256 {})",
+            "drill:   {} -> {backup_dir} ({} bytes stored, sha256 {})",
             asset.name,
-            backup_dir.display(),
             m.stored_bytes(),
             &m.artifacts[0].sha256[..12]
         );
@@ -180,13 +176,14 @@ pub fn run(
 
     eprintln!("drill: restoring into scratch targets");
     let restore = |asset: &Asset, target: Option<RestoreTarget>| -> Result<String> {
-        let listed = env.store.find(POLICY, &id, &asset.name)?;
+        let listed = env.store.find(scope, &id, &asset.name, env.trust()?)?;
         jobs::restore(
             &env,
             &listed,
             asset,
             target.as_ref(),
             &RestoreOptions::default(),
+            None,
             None,
         )
     };
@@ -355,14 +352,14 @@ pub fn run(
     let json = serde_json::to_vec_pretty(&evidence)
         .map_err(|e| AgentError::config(format!("serializing the evidence: {e}")))?;
     let evidence_path = PathBuf::from(env.store.put_policy_file(
-        POLICY,
+        scope,
         &crate::evidence::file_name(&id),
         json,
     )?);
     // Restored and validated: the strongest proof a backup can have, recorded for retention.
     if evidence.verdict != EvidenceVerdict::Failed {
         for asset in &assets {
-            let listed = env.store.find(POLICY, &id, &asset.name)?;
+            let listed = env.store.find(scope, &id, &asset.name, env.trust()?)?;
             env.store.record_verification(
                 &listed,
                 &lifeboat_api::agent_result::VerificationRecord {
@@ -430,7 +427,7 @@ impl Report {
             self.backup_id,
             if self.passed { "PASSED" } else { "FAILED" }
         ));
-        s.push_str(&format!("  backup     {}\n", self.backup_dir.display()));
+        s.push_str(&format!("  backup     {}\n", self.backup_dir));
         for c in &self.checks {
             s.push_str(&format!("  {} {} ({})\n", mark(c.passed), c.name, c.detail));
         }

@@ -12,7 +12,8 @@ use lifeboat_api::evidence::{EVIDENCE_SCHEMA_VERSION, EvidenceArtifact, Evidence
 use crate::error::{AgentError, Result};
 use crate::jobs::Env;
 
-/// The file name of a drill's evidence record, next to the policy's backups.
+/// The file name of a drill's evidence record, next to the policy's backups
+/// (`<namespace>/<policy>/drill-<id>.json`).
 pub fn file_name(drill_id: &str) -> String {
     format!("drill-{drill_id}.json")
 }
@@ -38,11 +39,12 @@ pub fn write(env: &Env, job: &AgentEvidenceJob) -> Result<String> {
         return Err(AgentError::config(format!("invalid drill id {id:?}")));
     }
     evidence.agent_version = env!("CARGO_PKG_VERSION").to_owned();
+    let scope = crate::layout::Scope::new(&job.namespace, &job.policy)?;
     let mut found = Vec::new();
     for restored in &mut evidence.restored {
         let listed = env
             .store
-            .find(&job.policy, &restored.backup_id, &restored.asset)?;
+            .find(&scope, &restored.backup_id, &restored.asset, env.trust()?)?;
         let m = &listed.metadata;
         restored.snapshot_time = m.snapshot_time;
         restored.artifacts = m.artifacts.iter().map(EvidenceArtifact::from).collect();
@@ -51,9 +53,7 @@ pub fn write(env: &Env, job: &AgentEvidenceJob) -> Result<String> {
     }
     let json = serde_json::to_vec_pretty(&evidence)
         .map_err(|e| AgentError::config(format!("serializing the evidence: {e}")))?;
-    let written = env
-        .store
-        .put_policy_file(&job.policy, &file_name(id), json)?;
+    let written = env.store.put_policy_file(&scope, &file_name(id), json)?;
     if evidence.verdict != EvidenceVerdict::Failed {
         for listed in &found {
             env.store.record_verification(

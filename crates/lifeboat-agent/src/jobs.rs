@@ -5,18 +5,20 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
+use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
 use lifeboat_api::backup_policy::{
-    Asset, AssetKind, Compression, CompressionAlgorithm, Encryption,
+    Asset, AssetSource, Compression, CompressionAlgorithm, Encryption,
 };
 use lifeboat_api::common::{
-    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef,
+    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef, Target,
 };
 use lifeboat_api::restore_request::RestoreOptions;
 
 use crate::crypto::{Identities, Recipients};
 use crate::error::{AgentError, Result};
-use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Slot, Store};
+use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Scope, Slot, Store};
+use crate::signing::{SigningKey, Trust, Unsigned};
 use crate::stream::{Decoding, Encoding};
 use crate::{bucket, postgres, redis, stream};
 
@@ -25,18 +27,63 @@ pub struct Env {
     pub store: Store,
     /// Secret `name`/`key` is the file `<secrets_dir>/<name>/<key>`.
     pub secrets_dir: PathBuf,
+    /// The namespace's signing key: every verb that writes or reads backups needs it.
+    pub signing_key: Option<SigningKey>,
+    /// Whether unsigned (legacy) metadata is read.
+    pub unsigned: Unsigned,
 }
 
 impl Env {
+    /// An environment that reads Secrets from `secrets_dir` and has no store of its own (a
+    /// validation Job, or the first step of building one).
+    pub fn without_store(secrets_dir: PathBuf) -> Self {
+        Self {
+            store: Store::Local(PathBuf::new()),
+            secrets_dir,
+            signing_key: None,
+            unsigned: Unsigned::Refuse,
+        }
+    }
+
+    /// The signing key, which every verb that writes or reads backups needs.
+    pub fn key(&self) -> Result<&SigningKey> {
+        self.signing_key.as_ref().ok_or_else(|| {
+            AgentError::config(
+                "no signing key: give --signing-key FILE or LIFEBOAT_SIGNING_KEY_FILE (in a Job, the Secret lifeboat-signing-key the operator keeps in its namespace)",
+            )
+        })
+    }
+
+    /// What metadata read from the store is checked against.
+    pub fn trust(&self) -> Result<Trust<'_>> {
+        Ok(Trust {
+            key: Some(self.key()?),
+            unsigned: self.unsigned,
+        })
+    }
+
+    /// The value of Secret key `r`, from its mounted file. Secret volumes are optional, so a
+    /// Secret (or key) missing from the namespace is a missing file here: `SecretNotFound`,
+    /// naming the Secret and key, never a value.
     pub fn secret(&self, r: &SecretKeyRef) -> Result<String> {
         let path = self.secrets_dir.join(&r.name).join(&r.key);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            AgentError::config(format!(
-                "Secret {}/{} (expected at {}): {e}",
-                r.name,
-                r.key,
-                path.display()
-            ))
+            if e.kind() == std::io::ErrorKind::NotFound {
+                AgentError::new(
+                    lifeboat_api::agent_result::ErrorClass::SecretNotFound,
+                    format!(
+                        "Secret {:?} with key {:?} not found in the namespace",
+                        r.name, r.key
+                    ),
+                )
+            } else {
+                AgentError::config(format!(
+                    "Secret {}/{} (expected at {}): {e}",
+                    r.name,
+                    r.key,
+                    path.display()
+                ))
+            }
         })?;
         Ok(text.trim_end_matches(['\n', '\r']).to_owned())
     }
@@ -123,8 +170,11 @@ pub fn backup(
     asset: &Asset,
     compression: &Compression,
     encryption: Option<&Encryption>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
+    // No key, no backup: checked before the source is touched.
+    let key = env.key()?;
     let encoding = Encoding {
         level: level(compression),
         recipients: encryption
@@ -137,7 +187,7 @@ pub fn backup(
         None
     };
     let mut created: Vec<String> = Vec::new();
-    let result = backup_artifacts(env, slot, asset, &encoding, &mut created);
+    let result = backup_artifacts(env, slot, asset, &encoding, scope, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -148,12 +198,12 @@ pub fn backup(
     crate::fault::point("backup.artifacts-stored");
     let metadata = BackupMetadata {
         schema_version: METADATA_SCHEMA_VERSION,
+        // commit records the slot's namespace, policy and id.
+        namespace: String::new(),
         backup_id: slot.id.clone(),
-        policy: slot.policy.clone(),
+        policy: slot.scope.policy().to_owned(),
         asset: asset.name.clone(),
-        kind: asset
-            .kind()
-            .ok_or_else(|| AgentError::config("asset has no kind"))?,
+        kind: asset.kind(),
         tool,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         source,
@@ -167,9 +217,10 @@ pub fn backup(
         },
         encryption: encoding.recipients.as_ref().map(Recipients::info),
         canary,
+        adopted_from: None,
+        signature: None,
     };
-    env.store.commit(slot, &metadata)?;
-    Ok(metadata)
+    env.store.commit(slot, metadata, key)
 }
 
 /// The canary marker of backup `id`, written into the asset's source just before it is captured.
@@ -179,16 +230,15 @@ fn write_canary(
     id: &str,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
     let now = Timestamp::now();
-    if let Some(pg) = &asset.postgres {
-        crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
-    } else if let Some(r) = &asset.redis {
-        crate::canary::write_redis(&env.redis(&r.connection)?, id, now)
-    } else if let Some(b) = &asset.object_storage {
-        crate::canary::write_bucket(env, &b.source, id, now)
-    } else {
-        Err(AgentError::config(
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
+            crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
+        }
+        AssetSource::Redis(r) => crate::canary::write_redis(&env.redis(&r.connection)?, id, now),
+        AssetSource::ObjectStorage(b) => crate::canary::write_bucket(env, &b.source, id, now),
+        AssetSource::KubernetesState(_) => Err(AgentError::config(
             "canary markers are written into PostgreSQL, Redis and bucket sources only",
-        ))
+        )),
     }
 }
 
@@ -199,15 +249,12 @@ fn backup_artifacts(
     slot: &Slot,
     asset: &Asset,
     encoding: &Encoding,
+    scope: Option<&KubernetesStateScope>,
     created: &mut Vec<String>,
 ) -> Result<Artifacts> {
     let suffix = suffix(encoding);
-    match asset.kind() {
-        Some(AssetKind::Postgres) => {
-            let pg = asset
-                .postgres
-                .as_ref()
-                .ok_or_else(|| AgentError::config("postgres asset without settings"))?;
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
             let conn = env.pg(&pg.connection)?;
             let mut extra = Vec::new();
             for s in &pg.dump_options.schemas {
@@ -256,11 +303,7 @@ fn backup_artifacts(
                 source,
             ))
         }
-        Some(AssetKind::Redis) => {
-            let r = asset
-                .redis
-                .as_ref()
-                .ok_or_else(|| AgentError::config("redis asset without settings"))?;
+        AssetSource::Redis(r) => {
             let conn = env.redis(&r.connection)?;
             if !r.allow_empty {
                 redis::ensure_not_empty(&conn)?;
@@ -283,11 +326,7 @@ fn backup_artifacts(
                 source,
             ))
         }
-        Some(AssetKind::ObjectStorage) => {
-            let b = asset
-                .object_storage
-                .as_ref()
-                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
+        AssetSource::ObjectStorage(b) => {
             let (artifacts, at) =
                 bucket::backup(env, slot, &asset.name, b, encoding, &suffix, created)?;
             Ok((
@@ -300,12 +339,8 @@ fn backup_artifacts(
                 bucket::describe(&b.source),
             ))
         }
-        Some(AssetKind::KubernetesState) => {
-            let k = asset
-                .kubernetes_state
-                .as_ref()
-                .ok_or_else(|| AgentError::config("kubernetesState asset without settings"))?;
-            let (state, source) = crate::kubestate::backup(k)?;
+        AssetSource::KubernetesState(k) => {
+            let (state, source) = crate::kubestate::backup(k, needs_scope(scope)?)?;
             // One document: a namespace's objects are megabytes, not gigabytes, so it is built
             // in memory and streamed through the same encode path as every artifact.
             let json = serde_json::to_vec(&state)
@@ -332,10 +367,6 @@ fn backup_artifacts(
                 source,
             ))
         }
-        None => Err(AgentError::config(format!(
-            "asset {} has no kind",
-            asset.name
-        ))),
     }
 }
 
@@ -399,22 +430,21 @@ pub fn restore(
     target: Option<&RestoreTarget>,
     options: &RestoreOptions,
     identity: Option<&SecretKeyRef>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    match asset.kind() {
-        Some(AssetKind::Postgres) => {
-            let pg = asset
-                .postgres
-                .as_ref()
-                .ok_or_else(|| AgentError::config("postgres asset without settings"))?;
-            let (conn, rename, create) = match target.and_then(|t| t.postgres.as_ref()) {
-                Some(t) => (
+    let to = target.map(|t| &t.to);
+    match &asset.source {
+        AssetSource::Postgres(pg) => {
+            let (conn, rename, create) = match to {
+                Some(Target::Postgres(t)) => (
                     env.pg(&t.connection)?,
                     t.database.clone(),
                     t.create_database,
                 ),
                 None => (env.pg(&pg.connection)?, None, false),
+                Some(_) => return Err(not_its_kind(asset, "PostgreSQL (postgres)")),
             };
             // Every database's dump is decoded and verified (one read of the stored bytes)
             // before the first pg_restore: a corrupt artifact never touches a target.
@@ -476,13 +506,13 @@ pub fn restore(
             }
             Ok(done.join(", "))
         }
-        Some(AssetKind::Redis) => {
-            let r = asset
-                .redis
-                .as_ref()
-                .ok_or_else(|| AgentError::config("redis asset without settings"))?;
-            let data_dir = target
-                .and_then(|t| t.redis.as_ref())
+        AssetSource::Redis(r) => {
+            let into = match to {
+                Some(Target::Redis(t)) => Some(t),
+                None => None,
+                Some(_) => return Err(not_its_kind(asset, "Redis (redis)")),
+            };
+            let data_dir = into
                 .and_then(|t| t.data_dir.clone())
                 .or_else(|| r.data_dir.clone())
                 .ok_or_else(|| {
@@ -499,10 +529,7 @@ pub fn restore(
             for a in &listed.metadata.artifacts {
                 stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
             }
-            let conn = match target.and_then(|t| t.redis.as_ref()) {
-                Some(t) => env.redis(&t.connection)?,
-                None => env.redis(&r.connection)?,
-            };
+            let conn = env.redis(into.map_or(&r.connection, |t| &t.connection))?;
             redis::restore(
                 &conn,
                 &local.dir.join(&artifact.name),
@@ -512,30 +539,26 @@ pub fn restore(
             )?;
             Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
         }
-        Some(AssetKind::ObjectStorage) => {
-            let b = asset
-                .object_storage
-                .as_ref()
-                .ok_or_else(|| AgentError::config("objectStorage asset without settings"))?;
-            let into = match target {
+        AssetSource::ObjectStorage(b) => {
+            let into = match to {
                 None => &b.source,
-                Some(t) => t.object_storage.as_ref().ok_or_else(|| {
-                    AgentError::config(format!(
-                        "the restore target of {} is not a bucket (objectStorage)",
-                        asset.name
-                    ))
-                })?,
+                Some(Target::ObjectStorage(s3)) => s3,
+                Some(_) => return Err(not_its_kind(asset, "a bucket (objectStorage)")),
             };
             bucket::restore(env, listed, &local, &decoding, into)
         }
-        Some(AssetKind::KubernetesState) => {
-            kubernetes_state(listed, &local, &decoding, target, true)
+        AssetSource::KubernetesState(_) => {
+            kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
         }
-        None => Err(AgentError::config(format!(
-            "asset {} has no kind",
-            asset.name
-        ))),
     }
+}
+
+/// A restore target of another kind than its asset (admission does not compare the two).
+fn not_its_kind(asset: &Asset, kind: &str) -> AgentError {
+    AgentError::config(format!(
+        "the restore target of {} is not {kind}, the asset's kind",
+        asset.name
+    ))
 }
 
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
@@ -546,7 +569,7 @@ pub fn restore(
 #[allow(clippy::too_many_arguments)]
 pub fn prune(
     env: &Env,
-    policy: &str,
+    scope: &Scope,
     asset: &str,
     fresh: Option<&str>,
     rules: &lifeboat_api::backup_policy::Retention,
@@ -556,7 +579,7 @@ pub fn prune(
 ) -> Result<Vec<String>> {
     let listed: Vec<Listed> = env
         .store
-        .list(policy)?
+        .list(scope, env.trust()?)?
         .into_iter()
         .filter(|l| l.metadata.asset == asset)
         .collect();
@@ -581,7 +604,7 @@ pub fn prune(
     let now = Timestamp::now();
     let stale: Vec<_> = env
         .store
-        .leftovers(policy, asset)?
+        .leftovers(scope, asset)?
         .into_iter()
         .filter(|l| crate::retention::is_stale(l.newest, now, stale_after))
         .collect();
@@ -610,6 +633,7 @@ fn kubernetes_state(
     local: &crate::layout::Local,
     decoding: &stream::Decoding,
     target: Option<&RestoreTarget>,
+    scope: &KubernetesStateScope,
     execute: bool,
 ) -> Result<String> {
     let artifact = listed
@@ -628,9 +652,12 @@ fn kubernetes_state(
     let state: crate::kubestate::ClusterState = serde_json::from_slice(&plain).map_err(|e| {
         AgentError::integrity(format!("{}: not a cluster state: {e}", artifact.name))
     })?;
-    let mapping = target.and_then(|t| t.kubernetes_state.as_ref());
-    let done = crate::kubestate::restore(&state, mapping, execute)?;
-    let pending = if done.pending > 0 {
+    let mapping = target.and_then(|t| match &t.to {
+        Target::KubernetesState(k) => Some(k),
+        _ => None,
+    });
+    let done = crate::kubestate::restore(&state, mapping, scope, execute)?;
+    let mut pending = if done.pending > 0 {
         format!(
             ", {} more wait for a CRD or a namespace this restore creates (not dry-run)",
             done.pending
@@ -638,6 +665,12 @@ fn kubernetes_state(
     } else {
         String::new()
     };
+    if done.left_to_platform > 0 {
+        pending.push_str(&format!(
+            ", {} left to the platform team (Namespaces, quotas, limit ranges)",
+            done.left_to_platform
+        ));
+    }
     Ok(format!(
         "kubernetes: {} objects of {} kinds {}{pending}",
         done.objects,
@@ -657,8 +690,27 @@ pub fn plan_kubernetes_state(
     listed: &Listed,
     target: Option<&RestoreTarget>,
     identity: Option<&SecretKeyRef>,
+    scope: Option<&KubernetesStateScope>,
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    kubernetes_state(listed, &local, &decoding, target, false)
+    kubernetes_state(
+        listed,
+        &local,
+        &decoding,
+        target,
+        needs_scope(scope)?,
+        false,
+    )
+}
+
+/// A Kubernetes-state backup or restore is never run without a scope: there is no default
+/// wider than what the caller says.
+fn needs_scope(scope: Option<&KubernetesStateScope>) -> Result<&KubernetesStateScope> {
+    scope.ok_or_else(|| {
+        AgentError::config(
+            "a Kubernetes-state backup or restore needs a scope: --allow-namespace NS \
+             (repeatable) or --cluster-scope (inside a Job, the operator's document gives it)",
+        )
+    })
 }

@@ -11,6 +11,12 @@
 //! Established), Namespaces, other cluster-scoped objects, then namespaced ones with what others
 //! refer to first — with namespaces renamed as the target asks. Without `--execute` every apply is
 //! a server-side dry run: the API server validates each object and nothing changes.
+//!
+//! Both are held to a [`KubernetesStateScope`]: a selection or a dump reaching a namespace outside
+//! it, or a cluster-scoped object without the cluster opt-in, is refused whole before anything is
+//! read or applied (a dump's checksum proves only that it is the dump that was stored, not who
+//! made it). In a namespace scope the namespaces' own guard rails — the Namespace object,
+//! ResourceQuotas, LimitRanges — belong to the platform team: never dumped, never applied.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +24,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope, verbs};
+use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::backup_policy::KubernetesStateAsset;
 use lifeboat_api::common::KubernetesStateTarget;
 use serde::{Deserialize, Serialize};
@@ -81,7 +88,8 @@ fn qualified(plural: &str, group: &str) -> String {
 }
 
 /// Kinds never dumped: recreated or owned by the cluster itself (events, endpoints, leases,
-/// nodes, API registrations, priority and fairness settings), or meaningless to re-apply.
+/// nodes, API registrations, priority and fairness settings, what CSI drivers publish), or
+/// meaningless to re-apply.
 pub fn skipped_kind(plural: &str, group: &str) -> bool {
     matches!(
         (group, plural),
@@ -93,10 +101,59 @@ pub fn skipped_kind(plural: &str, group: &str) -> bool {
             | ("coordination.k8s.io", "leases")
             | ("apiregistration.k8s.io", "apiservices")
             | ("flowcontrol.apiserver.k8s.io", _)
-            | ("storage.k8s.io", "csinodes" | "volumeattachments")
+            | (
+                "storage.k8s.io",
+                "csinodes" | "volumeattachments" | "csistoragecapacities"
+            )
             | ("certificates.k8s.io", "certificatesigningrequests")
             | ("metrics.k8s.io", _)
     )
+}
+
+/// Kinds that, in a namespace scope, are the platform team's and not the namespace user's: the
+/// limits put on a namespace (a restore must not raise its own quota).
+fn platform_owned(plural: &str, group: &str) -> bool {
+    matches!((group, plural), ("", "resourcequotas" | "limitranges"))
+}
+
+fn is_namespace_kind(plural: &str, group: &str) -> bool {
+    group.is_empty() && plural == "namespaces"
+}
+
+fn out_of_scope(message: String) -> AgentError {
+    AgentError::new(ErrorClass::OutOfScope, message)
+}
+
+/// Refuses a selection that reaches outside `scope`: every namespace, cluster-scoped kinds, or a
+/// namespace the scope does not name.
+pub fn check_selection(spec: &KubernetesStateAsset, scope: &KubernetesStateScope) -> Result<()> {
+    if scope.allows_cluster() {
+        return Ok(());
+    }
+    if spec.include_cluster_resources {
+        return Err(out_of_scope(
+            "includeClusterResources needs the platform team's cluster opt-in for this namespace"
+                .into(),
+        ));
+    }
+    if spec.namespaces.is_empty() {
+        return Err(out_of_scope(
+            "a dump of every namespace needs the platform team's cluster opt-in; name the namespaces".into(),
+        ));
+    }
+    let outside: Vec<&str> = spec
+        .namespaces
+        .iter()
+        .filter(|n| !scope.allows_namespace(n))
+        .map(String::as_str)
+        .collect();
+    if !outside.is_empty() {
+        return Err(out_of_scope(format!(
+            "namespaces {} are not allowed for this namespace's Kubernetes-state backups",
+            outside.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// Whether an object of a dumped kind is kept: not if a controller owns it (its owner recreates
@@ -118,7 +175,9 @@ pub fn keep_object(plural: &str, group: &str, obj: &Value) -> bool {
         }
         _ => false,
     };
-    !owned && !auto
+    // Lifeboat's own accounts, bindings and Jobs: the operator makes them where they belong.
+    let lifeboat = obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "lifeboat-operator";
+    !owned && !auto && !lifeboat
 }
 
 /// Removes what the server sets, so that the object applies cleanly anywhere.
@@ -202,12 +261,19 @@ async fn client() -> Result<kube::Client> {
     })
 }
 
-/// Dumps what `spec` selects. Returns the document and a one-line description of it.
-pub fn backup(spec: &KubernetesStateAsset) -> Result<(ClusterState, String)> {
-    runtime()?.block_on(backup_async(spec))
+/// Dumps what `spec` selects, within `scope`. Returns the document and a one-line description.
+pub fn backup(
+    spec: &KubernetesStateAsset,
+    scope: &KubernetesStateScope,
+) -> Result<(ClusterState, String)> {
+    check_selection(spec, scope)?;
+    runtime()?.block_on(backup_async(spec, scope))
 }
 
-async fn backup_async(spec: &KubernetesStateAsset) -> Result<(ClusterState, String)> {
+async fn backup_async(
+    spec: &KubernetesStateAsset,
+    scope: &KubernetesStateScope,
+) -> Result<(ClusterState, String)> {
     let client = client().await?;
     let captured_at = Timestamp::now();
     let server_version = client
@@ -219,6 +285,7 @@ async fn backup_async(spec: &KubernetesStateAsset) -> Result<(ClusterState, Stri
         .run()
         .await
         .map_err(|e| api_error("API discovery", e))?;
+    crate::fault::point("kubestate.discovered");
     let lp = match &spec.label_selector {
         Some(s) => ListParams::default().labels(s),
         None => ListParams::default(),
@@ -227,25 +294,68 @@ async fn backup_async(spec: &KubernetesStateAsset) -> Result<(ClusterState, Stri
         (spec.namespaces.is_empty() || spec.namespaces.iter().any(|n| n == ns))
             && !spec.exclude_namespaces.iter().any(|n| n == ns)
     };
+    // In a namespace scope the account may read only those namespaces: each is listed by
+    // itself, never the whole cluster.
+    let namespaces: Vec<&String> = match scope {
+        KubernetesStateScope::Cluster => Vec::new(),
+        KubernetesStateScope::Namespaces(_) => spec
+            .namespaces
+            .iter()
+            .filter(|n| wanted_ns(n.as_str()))
+            .collect(),
+    };
     let mut resources = Vec::new();
+    let mut unreadable = std::collections::BTreeSet::new();
+    let mut readable = std::collections::BTreeSet::new();
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
             if !selected(spec, &ar, &caps) {
                 continue;
             }
             let namespaced = caps.scope == Scope::Namespaced;
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            // Namespaces are selected by name, not by label: a dump of a namespace carries it.
-            let list_params = if ar.plural == "namespaces" && ar.group.is_empty() {
-                ListParams::default()
+            let what = || format!("listing {}", qualified(&ar.plural, &ar.group));
+            let found: Vec<DynamicObject> = if scope.allows_cluster() {
+                // Namespaces are selected by name, not by label: a dump of a namespace carries it.
+                let list_params = if is_namespace_kind(&ar.plural, &ar.group) {
+                    ListParams::default()
+                } else {
+                    lp.clone()
+                };
+                Api::<DynamicObject>::all_with(client.clone(), &ar)
+                    .list(&list_params)
+                    .await
+                    .map_err(|e| api_error(&what(), e))?
+                    .items
+            } else if platform_owned(&ar.plural, &ar.group)
+                || is_namespace_kind(&ar.plural, &ar.group)
+                || !namespaced
+            {
+                continue;
             } else {
-                lp.clone()
+                let mut all = Vec::new();
+                for ns in &namespaces {
+                    let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar);
+                    match api.list(&lp).await {
+                        Ok(list) => {
+                            readable.insert(ns.as_str());
+                            all.extend(list.items);
+                        }
+                        // The platform team's role says which kinds the account reads: one it
+                        // leaves out is named in the record, unless the spec asked for it.
+                        Err(kube::Error::Api(e))
+                            if e.code == 403 && spec.include_resources.is_empty() =>
+                        {
+                            unreadable.insert(qualified(&ar.plural, &ar.group));
+                        }
+                        Err(e) => return Err(api_error(&what(), e)),
+                    }
+                }
+                all
             };
-            let list = api.list(&list_params).await.map_err(|e| {
-                api_error(&format!("listing {}", qualified(&ar.plural, &ar.group)), e)
-            })?;
+            // Once per kind listed: `kubestate.listed@<n>` stops a dump midway.
+            crate::fault::point("kubestate.listed");
             let mut items = Vec::new();
-            for obj in list.items {
+            for obj in found {
                 let ns = obj.metadata.namespace.clone().unwrap_or_default();
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 let in_scope = if namespaced {
@@ -280,9 +390,16 @@ async fn backup_async(spec: &KubernetesStateAsset) -> Result<(ClusterState, Stri
             }
         }
     }
+    // Not one kind readable: the account is not bound there, not a kind the role leaves out.
+    if let Some(ns) = namespaces.iter().find(|n| !readable.contains(n.as_str())) {
+        return Err(AgentError::new(
+            ErrorClass::Auth,
+            format!("the backup account may read nothing in namespace {ns}"),
+        ));
+    }
     resources.sort_by_key(ResourceDump::qualified);
     let objects: usize = resources.iter().map(|r| r.items.len()).sum();
-    let describe = format!(
+    let mut describe = format!(
         "kubernetes {server_version}: {objects} objects of {} kinds in {}",
         resources.len(),
         if spec.namespaces.is_empty() {
@@ -291,6 +408,13 @@ async fn backup_async(spec: &KubernetesStateAsset) -> Result<(ClusterState, Stri
             format!("namespaces {}", spec.namespaces.join(","))
         }
     );
+    if !unreadable.is_empty() {
+        let kinds: Vec<String> = unreadable.into_iter().collect();
+        describe.push_str(&format!(
+            "; not readable by the backup account, so not in the dump: {}",
+            kinds.join(", ")
+        ));
+    }
     Ok((
         ClusterState {
             captured_at,
@@ -341,26 +465,108 @@ pub struct Applied {
     /// In a dry run, objects that need what the restore would create first (a CRD, a
     /// namespace) and so cannot be validated yet: counted, not sent.
     pub pending: usize,
+    /// In a namespace scope, the platform team's objects of the dump (Namespaces, quotas,
+    /// limit ranges): left as they are in the cluster.
+    pub left_to_platform: usize,
 }
 
-/// Applies `state` (dry run unless `execute`), renaming namespaces per `target`.
+/// Where a dumped object lands: its namespace after the mapping (an unmapped namespace keeps
+/// its name), or `None` for a cluster-scoped object. A Namespace object lands in itself.
+fn destination(
+    dump: &ResourceDump,
+    item: &Value,
+    map_ns: &impl Fn(&str) -> String,
+) -> Option<String> {
+    if is_namespace_kind(&dump.plural, &dump.group) {
+        return Some(map_ns(
+            item["metadata"]["name"].as_str().unwrap_or_default(),
+        ));
+    }
+    dump.namespaced
+        .then(|| map_ns(item["metadata"]["namespace"].as_str().unwrap_or("default")))
+}
+
+/// Refuses the whole dump if any object, after the mapping, lands outside `scope`: in a
+/// namespace it does not name, or cluster-scoped without the cluster opt-in. Checked before the
+/// first apply, so a refused restore changes nothing.
+pub fn check_dump(
+    state: &ClusterState,
+    mapping: &BTreeMap<String, String>,
+    scope: &KubernetesStateScope,
+) -> Result<()> {
+    if scope.allows_cluster() {
+        return Ok(());
+    }
+    let map_ns = |ns: &str| mapping.get(ns).cloned().unwrap_or_else(|| ns.to_owned());
+    let mut outside = Vec::new();
+    for dump in &state.resources {
+        for item in &dump.items {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            match destination(dump, item, &map_ns) {
+                Some(ns) if scope.allows_namespace(&ns) => {}
+                Some(ns) => outside.push(format!("{} {name} (namespace {ns})", dump.kind)),
+                None => outside.push(format!("{} {name} (cluster-scoped)", dump.kind)),
+            }
+        }
+    }
+    if outside.is_empty() {
+        return Ok(());
+    }
+    const SHOWN: usize = 5;
+    let more = outside.len().saturating_sub(SHOWN);
+    outside.truncate(SHOWN);
+    Err(out_of_scope(format!(
+        "the dump reaches outside what this restore may write, so nothing was applied: {}{}",
+        outside.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )))
+}
+
+/// Applies `state` (dry run unless `execute`), renaming namespaces per `target`, after
+/// [`check_dump`] against `scope`.
 pub fn restore(
     state: &ClusterState,
     target: Option<&KubernetesStateTarget>,
+    scope: &KubernetesStateScope,
     execute: bool,
 ) -> Result<Applied> {
-    runtime()?.block_on(restore_async(state, target, execute))
+    let mapping: BTreeMap<String, String> = target
+        .map(|t| t.namespace_mapping.clone())
+        .unwrap_or_default();
+    check_dump(state, &mapping, scope)?;
+    runtime()?.block_on(restore_async(state, &mapping, scope, execute))
 }
 
 async fn restore_async(
     state: &ClusterState,
-    target: Option<&KubernetesStateTarget>,
+    mapping: &BTreeMap<String, String>,
+    scope: &KubernetesStateScope,
     execute: bool,
 ) -> Result<Applied> {
     let client = client().await?;
-    let mapping: BTreeMap<String, String> = target
-        .map(|t| t.namespace_mapping.clone())
-        .unwrap_or_default();
+    // In a namespace scope everything the restore writes into exists already (it creates no
+    // namespace and no CRD), so the API server can judge the whole dump first: a server-side dry
+    // run (admission, RBAC, escalation checks on bindings, validation) before the first write
+    // refuses whole what would otherwise fail half-way.
+    if execute && !scope.allows_cluster() {
+        apply_all(&client, state, mapping, scope, false).await?;
+    }
+    apply_all(&client, state, mapping, scope, execute).await
+}
+
+/// One pass over the dump in dependency order: applied, or a server-side dry run.
+async fn apply_all(
+    client: &kube::Client,
+    state: &ClusterState,
+    mapping: &BTreeMap<String, String>,
+    scope: &KubernetesStateScope,
+    execute: bool,
+) -> Result<Applied> {
+    let client = client.clone();
     let map_ns = |ns: &str| mapping.get(ns).cloned().unwrap_or_else(|| ns.to_owned());
     let mut pp = PatchParams::apply(FIELD_MANAGER).force();
     if !execute {
@@ -372,7 +578,7 @@ async fn restore_async(
     let mut served: Option<Discovery> = None;
     // Namespaces the restore creates: in a dry run nothing can be validated inside them yet.
     let mut missing_namespaces = std::collections::BTreeSet::new();
-    if !execute {
+    if !execute && scope.allows_cluster() {
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
         for dump in state
             .resources
@@ -394,6 +600,13 @@ async fn restore_async(
     }
     for dump in ordered {
         let ar = dump.api_resource();
+        if !scope.allows_cluster()
+            && (is_namespace_kind(&dump.plural, &dump.group)
+                || platform_owned(&dump.plural, &dump.group))
+        {
+            applied.left_to_platform += dump.items.len();
+            continue;
+        }
         if rank(dump) > 0 && served.is_none() {
             // After the CRDs: what the cluster serves now decides which kinds can be applied.
             served = Some(
@@ -552,6 +765,104 @@ mod tests {
                 && skipped_kind("leases", "coordination.k8s.io")
         );
         assert!(!skipped_kind("deployments", "apps"));
+    }
+
+    fn state(resources: Vec<ResourceDump>) -> ClusterState {
+        ClusterState {
+            captured_at: Timestamp::UNIX_EPOCH,
+            server_version: "v1.34.4".into(),
+            resources,
+        }
+    }
+
+    fn kind(
+        group: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        items: Vec<Value>,
+    ) -> ResourceDump {
+        ResourceDump {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+            namespaced,
+            items,
+        }
+    }
+
+    fn own(ns: &str) -> KubernetesStateScope {
+        KubernetesStateScope::own(ns)
+    }
+
+    #[test]
+    fn a_dump_reaching_outside_the_scope_is_refused_with_what_reaches_out() {
+        let configmaps = || {
+            kind(
+                "",
+                "ConfigMap",
+                "configmaps",
+                true,
+                vec![
+                    json!({"metadata": {"name": "mine", "namespace": "shop"}}),
+                    json!({"metadata": {"name": "theirs", "namespace": "billing"}}),
+                ],
+            )
+        };
+        let dump = state(vec![
+            configmaps(),
+            kind(
+                "rbac.authorization.k8s.io",
+                "ClusterRole",
+                "clusterroles",
+                false,
+                vec![json!({"metadata": {"name": "everything"}})],
+            ),
+        ]);
+        let e = check_dump(&dump, &BTreeMap::new(), &own("shop")).unwrap_err();
+        assert_eq!(e.class, ErrorClass::OutOfScope);
+        assert!(
+            e.message.contains("ConfigMap theirs (namespace billing)")
+                && e.message
+                    .contains("ClusterRole everything (cluster-scoped)")
+                && !e.message.contains("mine"),
+            "{}",
+            e.message
+        );
+        // A mapping decides where objects land; an unmapped namespace keeps its name.
+        let mapping = BTreeMap::from([("shop".to_owned(), "shop-drill".to_owned())]);
+        let only_cm = state(vec![configmaps()]);
+        let e = check_dump(&only_cm, &mapping, &own("shop-drill")).unwrap_err();
+        assert!(e.message.contains("(namespace billing)"), "{}", e.message);
+        let both = BTreeMap::from([
+            ("shop".to_owned(), "shop-drill".to_owned()),
+            ("billing".to_owned(), "shop-drill".to_owned()),
+        ]);
+        check_dump(&only_cm, &both, &own("shop-drill")).unwrap();
+        check_dump(&dump, &BTreeMap::new(), &KubernetesStateScope::Cluster).unwrap();
+    }
+
+    #[test]
+    fn a_selection_beyond_the_scope_is_refused_before_anything_is_listed() {
+        let spec = |v: Value| -> KubernetesStateAsset { serde_json::from_value(v).unwrap() };
+        check_selection(&spec(json!({"namespaces": ["shop"]})), &own("shop")).unwrap();
+        for outside in [
+            json!({}),
+            json!({"namespaces": ["shop"], "includeClusterResources": true}),
+            json!({"namespaces": ["shop", "billing"]}),
+        ] {
+            let e = check_selection(&spec(outside.clone()), &own("shop")).unwrap_err();
+            assert_eq!(e.class, ErrorClass::OutOfScope, "{outside}");
+            check_selection(&spec(outside), &KubernetesStateScope::Cluster).unwrap();
+        }
+    }
+
+    #[test]
+    fn lifeboat_s_own_objects_are_left_out_of_a_dump() {
+        let sa = json!({"metadata": {"name": "lifeboat-kubestate-restore",
+            "labels": {"app.kubernetes.io/managed-by": "lifeboat-operator"}}});
+        assert!(!keep_object("serviceaccounts", "", &sa));
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! Where backups live, as the playbook describes the hierarchy: `<root>/<policy>/<backup-id>/`
-//! with one artifact per asset (and database) and `<asset>.metadata.json`, written last, as the
-//! commit marker. A backup without metadata is unfinished: never listed, never restored.
+//! Where backups live: `<root>/<namespace>/<policy>/<backup-id>/` with one artifact per asset
+//! (and database) and `<asset>.metadata.json`, signed and written last, as the commit marker. A
+//! backup without metadata is unfinished: never listed, never restored. Every read and delete
+//! stays inside one namespace's policy directory, and metadata is accepted only where it says
+//! it lies: two namespaces whose policies share a name and a bucket never see each other's
+//! backups. The layout of earlier agents, `<root>/<policy>/<backup-id>/`, is read by `adopt`
+//! only ([`Scope::legacy`]).
 //!
 //! Two stores: a local directory (a volume inside Jobs) and S3-compatible object storage, through
 //! object_store (multipart uploads stream; a PUT of the metadata object is atomic). The agent is
@@ -13,16 +17,20 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use lifeboat_api::agent_result::{BackupMetadata, METADATA_SCHEMA_VERSION, VerificationRecord};
+use lifeboat_api::agent_result::{BackupMetadata, VerificationRecord};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{AgentError, Result};
+use crate::signing::{SigningKey, Trust};
 use crate::stream::{self, Encoding, Stored};
 
 const METADATA_SUFFIX: &str = ".metadata.json";
 /// `<asset>.verified.json`: a [`VerificationRecord`], written after the metadata.
 const VERIFIED_SUFFIX: &str = ".verified.json";
+/// The object that claims a backup id on S3, created only if absent (`If-None-Match: *`) and
+/// removed once the run is over; what a killed run leaves of it, prune clears.
+const CLAIM_MARKER: &str = ".lifeboat-claim";
 
 /// Size of one multipart-upload part.
 const UPLOAD_PART_BYTES: usize = 8 * 1024 * 1024;
@@ -57,11 +65,76 @@ pub enum Store {
     S3(S3Store),
 }
 
-/// A claimed backup directory (`<policy>/<id>`).
+/// One policy's backups: `<namespace>/<policy>`, or (for `adopt` only) the layout without
+/// namespaces, `<policy>`. The names are checked here, so neither can step out of the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    namespace: Option<String>,
+    policy: String,
+}
+
+impl Scope {
+    pub fn new(namespace: &str, policy: &str) -> Result<Self> {
+        check_namespace(namespace)?;
+        check_policy(policy)?;
+        Ok(Self {
+            namespace: Some(namespace.to_owned()),
+            policy: policy.to_owned(),
+        })
+    }
+
+    /// `<policy>` at the top of the store: where agents before namespaced layouts wrote. Read
+    /// only by `adopt`, whose operator says which namespace those backups belong to.
+    pub fn legacy(policy: &str) -> Result<Self> {
+        check_policy(policy)?;
+        Ok(Self {
+            namespace: None,
+            policy: policy.to_owned(),
+        })
+    }
+
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    fn parts(&self) -> Vec<&str> {
+        self.namespace
+            .iter()
+            .map(String::as_str)
+            .chain([self.policy.as_str()])
+            .collect()
+    }
+
+    fn dir(&self, root: &Path) -> PathBuf {
+        self.parts()
+            .iter()
+            .fold(root.to_path_buf(), |p, s| p.join(s))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.parts().join("/"))
+    }
+}
+
+/// A claimed backup directory (`<namespace>/<policy>/<id>`).
 #[derive(Clone, Debug)]
 pub struct Slot {
     pub id: String,
-    pub policy: String,
+    pub scope: Scope,
+}
+
+impl Slot {
+    fn dir(&self, root: &Path) -> PathBuf {
+        self.scope.dir(root).join(&self.id)
+    }
+
+    fn parts(&self) -> Vec<&str> {
+        let mut parts = self.scope.parts();
+        parts.push(&self.id);
+        parts
+    }
 }
 
 /// One committed backup of one asset.
@@ -209,15 +282,39 @@ impl S3Store {
         }
     }
 
-    fn keys_under(&self, parts: &[&str]) -> Result<Vec<ObjectPath>> {
-        let prefix = self.key(parts);
+    /// The objects of `scope`'s backups, each with its backup id and file name: only keys
+    /// exactly `<scope>/<id>/<name>` (a namespace's directory may hold other policies, and the
+    /// old layout's `<policy>/` a namespace of that name).
+    fn backup_objects(&self, scope: &Scope) -> Result<Vec<(String, String, ObjectMeta)>> {
+        let prefix = self.key(&scope.parts());
+        let objects = self
+            .rt
+            .block_on(self.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+            .map_err(|e| self.err(e))?;
+        Ok(objects
+            .into_iter()
+            .filter_map(|o| {
+                let rest: Vec<String> = o
+                    .location
+                    .prefix_match(&prefix)?
+                    .map(|p| p.as_ref().to_owned())
+                    .collect();
+                let [id, name] = <[String; 2]>::try_from(rest).ok()?;
+                Some((id, name, o))
+            })
+            .collect())
+    }
+
+    fn get(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
         self.rt
-            .block_on(
-                self.store
-                    .list(Some(&prefix))
-                    .map_ok(|m| m.location)
-                    .try_collect::<Vec<_>>(),
-            )
+            .block_on(async { self.store.get(key).await?.bytes().await })
+            .map_err(|e| self.err(e))
+    }
+
+    fn put_object(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+        self.rt
+            .block_on(self.store.put(key, PutPayload::from(bytes)))
+            .map(|_| ())
             .map_err(|e| self.err(e))
     }
 }
@@ -261,39 +358,79 @@ impl Write for UploadWriter<'_> {
 }
 
 impl Store {
-    /// Claims a new backup named after `at` (`20261124T101500Z`, with a suffix when taken).
-    pub fn claim(&self, policy: &str, at: Timestamp) -> Result<Slot> {
-        check_name(policy)?;
-        let base = at.strftime("%Y%m%dT%H%M%SZ").to_string();
-        for n in 1..1000 {
-            let id = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
+    /// Claims a new backup of `scope` named after `at`, its milliseconds and a random suffix
+    /// (`20261124T101500Z-123-3fa9c2d1`): unique by construction, so two runs in the same
+    /// moment never share one even on a store that ignores conditional writes, and sorted by
+    /// time, ids of earlier agents (`20261124T101500Z`) among them. A directory is claimed by
+    /// creating it (atomic); an S3 id by creating its marker object only if absent, which a
+    /// store that honours `If-None-Match` makes atomic too.
+    pub fn claim(&self, scope: &Scope, at: Timestamp) -> Result<Slot> {
+        let base = at.strftime("%Y%m%dT%H%M%SZ-%3f").to_string();
+        for _ in 0..8 {
+            let mut suffix = [0u8; 4];
+            getrandom::fill(&mut suffix)
+                .map_err(|e| AgentError::config(format!("random bytes: {e}")))?;
+            let slot = Slot {
+                id: format!("{base}-{}", stream::hex(&suffix)),
+                scope: scope.clone(),
             };
             let free = match self {
-                // create_dir is atomic: two runs never share a directory by accident.
                 Store::Local(root) => {
-                    let parent = root.join(policy);
+                    let parent = scope.dir(root);
                     fs::create_dir_all(&parent)
                         .map_err(|e| AgentError::storage(parent.display(), e))?;
-                    match fs::create_dir(parent.join(&id)) {
+                    let dir = slot.dir(root);
+                    match fs::create_dir(&dir) {
                         Ok(()) => true,
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                        Err(e) => return Err(AgentError::storage(parent.join(&id).display(), e)),
+                        Err(e) => return Err(AgentError::storage(dir.display(), e)),
                     }
                 }
-                Store::S3(s3) => s3.keys_under(&[policy, &id])?.is_empty(),
+                Store::S3(s3) => {
+                    let mut parts = slot.parts();
+                    parts.push(CLAIM_MARKER);
+                    let opts = PutOptions {
+                        mode: PutMode::Create,
+                        ..Default::default()
+                    };
+                    let key = s3.key(&parts);
+                    let put = s3.rt.block_on(s3.store.put_opts(
+                        &key,
+                        PutPayload::from_static(b"{}"),
+                        opts,
+                    ));
+                    match put {
+                        Ok(_) => true,
+                        Err(object_store::Error::AlreadyExists { .. }) => false,
+                        // A store that refuses conditional writes outright: the random suffix
+                        // alone keeps ids apart, as on one that ignores them.
+                        Err(e) if not_implemented(&e.to_string()) => {
+                            s3.put_object(&key, b"{}".to_vec())?;
+                            true
+                        }
+                        Err(e) => return Err(s3.err(e)),
+                    }
+                }
             };
             if free {
                 crate::fault::point("backup.claimed");
-                return Ok(Slot {
-                    id,
-                    policy: policy.to_owned(),
-                });
+                return Ok(slot);
             }
         }
-        Err(AgentError::config(format!("too many backups named {base}")))
+        Err(AgentError::storage(
+            format!("{}/{base}-*", self.describe_scope(scope)),
+            std::io::Error::other("every random backup id tried was taken"),
+        ))
+    }
+
+    /// Ends a claim once the run's metadata is written (or it failed): the S3 marker goes. A
+    /// failure to delete it is left to prune, which clears it with the run's leftovers.
+    pub fn release(&self, slot: &Slot) {
+        if let Store::S3(s3) = self {
+            let mut parts = slot.parts();
+            parts.push(CLAIM_MARKER);
+            let _ = s3.rt.block_on(s3.store.delete(&s3.key(&parts)));
+        }
     }
 
     /// Streams `source` into artifact `name` of `slot`.
@@ -321,7 +458,7 @@ impl Store {
     ) -> Result<Stored> {
         match self {
             Store::Local(root) => {
-                let path = root.join(&slot.policy).join(&slot.id).join(name);
+                let path = slot.dir(root).join(name);
                 let file =
                     fs::File::create(&path).map_err(|e| AgentError::storage(path.display(), e))?;
                 let what = path.display().to_string();
@@ -338,8 +475,9 @@ impl Store {
                 Ok(stored)
             }
             Store::S3(s3) => {
-                let key = s3.key(&[&slot.policy, &slot.id, name]);
-                let writer = s3.upload(key);
+                let mut parts = slot.parts();
+                parts.push(name);
+                let writer = s3.upload(s3.key(&parts));
                 // A failed upload surfaces as an I/O error of the writer, which the stream calls
                 // a Storage failure; the store's own answer decides (a 403 on a write is a
                 // permission the keys lack, AuthFailed, not a full or broken store).
@@ -351,14 +489,25 @@ impl Store {
         }
     }
 
-    /// Writes the metadata of an asset last: until it exists, the backup does not.
-    pub fn commit(&self, slot: &Slot, metadata: &BackupMetadata) -> Result<()> {
-        let json = serde_json::to_vec_pretty(metadata)
+    /// Signs the metadata of an asset with `key` and writes it last: until it exists, the backup
+    /// does not. The namespace, policy and id it records are the slot's. Returns what was
+    /// written.
+    pub fn commit(
+        &self,
+        slot: &Slot,
+        mut metadata: BackupMetadata,
+        key: &SigningKey,
+    ) -> Result<BackupMetadata> {
+        metadata.namespace = slot.scope.namespace.clone().unwrap_or_default();
+        metadata.policy = slot.scope.policy.clone();
+        metadata.backup_id = slot.id.clone();
+        key.sign(&mut metadata)?;
+        let json = serde_json::to_vec_pretty(&metadata)
             .map_err(|e| AgentError::config(format!("serializing metadata: {e}")))?;
         let name = format!("{}{METADATA_SUFFIX}", metadata.asset);
         match self {
             Store::Local(root) => {
-                let dir = root.join(&slot.policy).join(&slot.id);
+                let dir = slot.dir(root);
                 let tmp = dir.join(format!(".{name}.tmp"));
                 let path = dir.join(&name);
                 let write = || -> std::io::Result<()> {
@@ -369,24 +518,23 @@ impl Store {
                     fs::rename(&tmp, &path)?;
                     fs::File::open(&dir)?.sync_all()
                 };
-                write().map_err(|e| AgentError::storage(path.display(), e))
+                write().map_err(|e| AgentError::storage(path.display(), e))?;
             }
             Store::S3(s3) => {
-                let key = s3.key(&[&slot.policy, &slot.id, &name]);
+                let mut parts = slot.parts();
+                parts.push(&name);
                 crate::fault::point("commit.before-put");
-                s3.rt
-                    .block_on(s3.store.put(&key, PutPayload::from(json)))
-                    .map(|_| ())
-                    .map_err(|e| s3.err(e))
+                s3.put_object(&s3.key(&parts), json)?;
             }
         }
+        Ok(metadata)
     }
 
     /// Removes the files of a backup that failed before its metadata was written.
     pub fn discard(&self, slot: &Slot, names: &[String]) {
         match self {
             Store::Local(root) => {
-                let dir = root.join(&slot.policy).join(&slot.id);
+                let dir = slot.dir(root);
                 for n in names {
                     let _ = fs::remove_file(dir.join(n));
                 }
@@ -394,81 +542,66 @@ impl Store {
             }
             Store::S3(s3) => {
                 for n in names {
-                    let _ = s3
-                        .rt
-                        .block_on(s3.store.delete(&s3.key(&[&slot.policy, &slot.id, n])));
+                    let mut parts = slot.parts();
+                    parts.push(n);
+                    let _ = s3.rt.block_on(s3.store.delete(&s3.key(&parts)));
                 }
             }
         }
     }
 
-    /// Every committed backup of `policy`, oldest first. Unreadable or malformed metadata is an
-    /// error, not a silent skip: retention or a restore must never act on a wrong picture.
-    pub fn list(&self, policy: &str) -> Result<Vec<Listed>> {
-        check_name(policy)?;
+    /// Every committed backup of `scope`, oldest first, each metadata checked against `trust`
+    /// (its signature) and against where it lies (namespace, policy, id, asset). Unreadable,
+    /// malformed, unsigned, wrongly signed or misplaced metadata is an error, not a silent skip:
+    /// retention or a restore must never act on a wrong picture.
+    pub fn list(&self, scope: &Scope, trust: Trust<'_>) -> Result<Vec<Listed>> {
         let mut out = Vec::new();
         // (id, asset) -> its verification record; attached once everything is read.
         let mut verified: std::collections::HashMap<(String, String), VerificationRecord> =
             Default::default();
-        let mut note_verified = |id: &str, bytes: &[u8], what: &str| -> Result<()> {
-            let record: VerificationRecord = serde_json::from_slice(bytes).map_err(|e| {
-                AgentError::integrity(format!("{what}: not a verification record: {e}"))
-            })?;
-            verified.insert((id.to_owned(), record.asset.clone()), record);
+        let mut read = |id: &str, name: &str, bytes: &[u8], what: &str| -> Result<()> {
+            if name.starts_with('.') {
+                return Ok(());
+            }
+            if name.ends_with(VERIFIED_SUFFIX) {
+                let record: VerificationRecord = serde_json::from_slice(bytes).map_err(|e| {
+                    AgentError::integrity(format!("{what}: not a verification record: {e}"))
+                })?;
+                verified.insert((id.to_owned(), record.asset.clone()), record);
+                return Ok(());
+            }
+            let metadata = crate::signing::open(bytes, what, trust)?;
+            check_place(&metadata, scope, id, name, what)?;
+            out.push(Listed {
+                id: id.to_owned(),
+                slot: Slot {
+                    id: id.to_owned(),
+                    scope: scope.clone(),
+                },
+                metadata,
+                verified: None,
+            });
             Ok(())
         };
+        let wanted =
+            |name: &str| name.ends_with(METADATA_SUFFIX) || name.ends_with(VERIFIED_SUFFIX);
         match self {
-            Store::Local(root) => walk_local(root, policy, |id, file| {
+            Store::Local(root) => walk_local(&scope.dir(root), |id, file| {
                 let name = file.file_name().to_string_lossy().into_owned();
-                if !name.starts_with('.') && name.ends_with(VERIFIED_SUFFIX) {
-                    let bytes = fs::read(file.path())
-                        .map_err(|e| AgentError::storage(file.path().display(), e))?;
-                    return note_verified(id, &bytes, &file.path().display().to_string());
-                }
-                if name.starts_with('.') || !name.ends_with(METADATA_SUFFIX) {
+                if !wanted(&name) {
                     return Ok(());
                 }
                 let bytes = fs::read(file.path())
                     .map_err(|e| AgentError::storage(file.path().display(), e))?;
-                let metadata = parse_metadata(&bytes, &file.path().display().to_string())?;
-                out.push(Listed {
-                    id: id.to_owned(),
-                    slot: Slot {
-                        id: id.to_owned(),
-                        policy: policy.to_owned(),
-                    },
-                    metadata,
-                    verified: None,
-                });
-                Ok(())
+                read(id, &name, &bytes, &file.path().display().to_string())
             })?,
             Store::S3(s3) => {
-                for key in s3.keys_under(&[policy])? {
-                    let parts: Vec<&str> = key.as_ref().rsplit('/').take(2).collect();
-                    let [name, id] = parts[..] else { continue };
-                    let verification = !name.starts_with('.') && name.ends_with(VERIFIED_SUFFIX);
-                    if !verification && (name.starts_with('.') || !name.ends_with(METADATA_SUFFIX))
-                    {
+                for (id, name, o) in s3.backup_objects(scope)? {
+                    if !wanted(&name) || name.starts_with('.') {
                         continue;
                     }
-                    let bytes = s3
-                        .rt
-                        .block_on(async { s3.store.get(&key).await?.bytes().await })
-                        .map_err(|e| s3.err(e))?;
-                    if verification {
-                        note_verified(id, &bytes, key.as_ref())?;
-                        continue;
-                    }
-                    let metadata = parse_metadata(&bytes, key.as_ref())?;
-                    out.push(Listed {
-                        id: id.to_owned(),
-                        slot: Slot {
-                            id: id.to_owned(),
-                            policy: policy.to_owned(),
-                        },
-                        metadata,
-                        verified: None,
-                    });
+                    let bytes = s3.get(&o.location)?;
+                    read(&id, &name, &bytes, o.location.as_ref())?;
                 }
             }
         }
@@ -488,7 +621,7 @@ impl Store {
         let name = format!("{}{VERIFIED_SUFFIX}", listed.metadata.asset);
         match self {
             Store::Local(root) => {
-                let dir = root.join(&listed.slot.policy).join(&listed.slot.id);
+                let dir = listed.slot.dir(root);
                 let tmp = dir.join(format!(".{name}.tmp"));
                 let path = dir.join(&name);
                 fs::write(&tmp, &json)
@@ -496,26 +629,21 @@ impl Store {
                     .map_err(|e| AgentError::storage(path.display(), e))
             }
             Store::S3(s3) => {
-                let key = s3.key(&[&listed.slot.policy, &listed.slot.id, &name]);
-                s3.rt
-                    .block_on(s3.store.put(&key, PutPayload::from(json)))
-                    .map(|_| ())
-                    .map_err(|e| s3.err(e))
+                let mut parts = listed.slot.parts();
+                parts.push(&name);
+                s3.put_object(&s3.key(&parts), json)
             }
         }
     }
 
-    /// Writes `name` (a plain file name) at the top of `policy`'s prefix, replacing it
+    /// Writes `name` (a plain file name) at the top of `scope`'s directory, replacing it
     /// atomically: drill evidence records sit next to the backups they are about. Never inside a
     /// backup directory, so listing and retention never take it for a backup.
-    pub fn put_policy_file(&self, policy: &str, name: &str, bytes: Vec<u8>) -> Result<String> {
-        check_name(policy)?;
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
-            return Err(AgentError::config(format!("invalid file name {name:?}")));
-        }
+    pub fn put_policy_file(&self, scope: &Scope, name: &str, bytes: Vec<u8>) -> Result<String> {
+        check_file_name(name)?;
         match self {
             Store::Local(root) => {
-                let dir = root.join(policy);
+                let dir = scope.dir(root);
                 fs::create_dir_all(&dir).map_err(|e| AgentError::storage(dir.display(), e))?;
                 let tmp = dir.join(format!(".{name}.tmp"));
                 let path = dir.join(name);
@@ -525,19 +653,90 @@ impl Store {
                 Ok(path.display().to_string())
             }
             Store::S3(s3) => {
-                let key = s3.key(&[policy, name]);
-                s3.rt
-                    .block_on(s3.store.put(&key, PutPayload::from(bytes)))
+                let mut parts = scope.parts();
+                parts.push(name);
+                s3.put_object(&s3.key(&parts), bytes)?;
+                Ok(format!("{}/{scope}/{name}", s3.what.trim_end_matches('/')))
+            }
+        }
+    }
+
+    /// The files at the top of `scope`'s directory (drill evidence records), by name.
+    pub fn policy_files(&self, scope: &Scope) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        match self {
+            Store::Local(root) => {
+                let dir = scope.dir(root);
+                let entries = match fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                    Err(e) => return Err(AgentError::storage(dir.display(), e)),
+                };
+                for e in entries {
+                    let e = e.map_err(|e| AgentError::storage(dir.display(), e))?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if e.path().is_file() && !name.starts_with('.') {
+                        out.push(name);
+                    }
+                }
+            }
+            Store::S3(s3) => {
+                let prefix = s3.key(&scope.parts());
+                let listing = s3
+                    .rt
+                    .block_on(s3.store.list_with_delimiter(Some(&prefix)))
                     .map_err(|e| s3.err(e))?;
-                Ok(format!("{}/{policy}/{name}", s3.what.trim_end_matches('/')))
+                for o in listing.objects {
+                    if let Some(name) = o.location.filename()
+                        && !name.starts_with('.')
+                    {
+                        out.push(name.to_owned());
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Reads file `name` at the top of `scope`'s directory.
+    pub fn read_policy_file(&self, scope: &Scope, name: &str) -> Result<Vec<u8>> {
+        check_file_name(name)?;
+        match self {
+            Store::Local(root) => {
+                let path = scope.dir(root).join(name);
+                fs::read(&path).map_err(|e| AgentError::storage(path.display(), e))
+            }
+            Store::S3(s3) => {
+                let mut parts = scope.parts();
+                parts.push(name);
+                Ok(s3.get(&s3.key(&parts))?.to_vec())
+            }
+        }
+    }
+
+    /// Deletes file `name` at the top of `scope`'s directory.
+    pub fn remove_policy_file(&self, scope: &Scope, name: &str) -> Result<()> {
+        check_file_name(name)?;
+        match self {
+            Store::Local(root) => {
+                let path = scope.dir(root).join(name);
+                fs::remove_file(&path).map_err(|e| AgentError::storage(path.display(), e))
+            }
+            Store::S3(s3) => {
+                let mut parts = scope.parts();
+                parts.push(name);
+                s3.rt
+                    .block_on(s3.store.delete(&s3.key(&parts)))
+                    .map_err(|e| s3.err(e))
             }
         }
     }
 
     /// The backup `id` (or the newest, for `latest`) of `asset`.
-    pub fn find(&self, policy: &str, id: &str, asset: &str) -> Result<Listed> {
+    pub fn find(&self, scope: &Scope, id: &str, asset: &str, trust: Trust<'_>) -> Result<Listed> {
         let all: Vec<Listed> = self
-            .list(policy)?
+            .list(scope, trust)?
             .into_iter()
             .filter(|l| l.metadata.asset == asset)
             .collect();
@@ -548,7 +747,7 @@ impl Store {
         };
         found.ok_or_else(|| {
             AgentError::not_found(format!(
-                "no complete backup {id:?} of asset {asset:?} for policy {policy:?}"
+                "no complete backup {id:?} of asset {asset:?} in {scope}"
             ))
         })
     }
@@ -557,7 +756,7 @@ impl Store {
     pub fn local(&self, listed: &Listed) -> Result<Local> {
         match self {
             Store::Local(root) => Ok(Local {
-                dir: root.join(&listed.slot.policy).join(&listed.slot.id),
+                dir: listed.slot.dir(root),
                 _download: None,
             }),
             Store::S3(s3) => {
@@ -566,7 +765,9 @@ impl Store {
                     .tempdir()
                     .map_err(|e| AgentError::storage("temporary directory", e))?;
                 for a in &listed.metadata.artifacts {
-                    let key = s3.key(&[&listed.slot.policy, &listed.slot.id, &a.name]);
+                    let mut parts = listed.slot.parts();
+                    parts.push(&a.name);
+                    let key = s3.key(&parts);
                     let path = tmp.path().join(&a.name);
                     let mut file = fs::File::create(&path)
                         .map_err(|e| AgentError::storage(path.display(), e))?;
@@ -594,6 +795,29 @@ impl Store {
         }
     }
 
+    /// Copies artifact `name` of backup `from` into `to` unchanged (`adopt`): a server-side copy
+    /// on S3, a synced file copy in a directory. The caller verifies the copy.
+    pub fn copy_artifact(&self, from: &Slot, to: &Slot, name: &str) -> Result<()> {
+        match self {
+            Store::Local(root) => {
+                let (src, dir) = (from.dir(root).join(name), to.dir(root));
+                let dst = dir.join(name);
+                fs::create_dir_all(&dir).map_err(|e| AgentError::storage(dir.display(), e))?;
+                fs::copy(&src, &dst)
+                    .and_then(|_| fs::File::open(&dst)?.sync_all())
+                    .map_err(|e| AgentError::storage(dst.display(), e))
+            }
+            Store::S3(s3) => {
+                let (mut src, mut dst) = (from.parts(), to.parts());
+                src.push(name);
+                dst.push(name);
+                s3.rt
+                    .block_on(s3.store.copy(&s3.key(&src), &s3.key(&dst)))
+                    .map_err(|e| s3.err(e))
+            }
+        }
+    }
+
     /// Deletes one asset's backup: its metadata first (so a half-deleted backup is never listed
     /// as complete), then its artifacts.
     pub fn remove(&self, listed: &Listed) -> Result<()> {
@@ -601,7 +825,7 @@ impl Store {
         let verified = format!("{}{VERIFIED_SUFFIX}", listed.metadata.asset);
         match self {
             Store::Local(root) => {
-                let dir = root.join(&listed.slot.policy).join(&listed.slot.id);
+                let dir = listed.slot.dir(root);
                 fs::remove_file(dir.join(&meta))
                     .map_err(|e| AgentError::storage(dir.join(&meta).display(), e))?;
                 let _ = fs::remove_file(dir.join(&verified));
@@ -616,7 +840,11 @@ impl Store {
                 Ok(())
             }
             Store::S3(s3) => {
-                let key = |n: &str| s3.key(&[&listed.slot.policy, &listed.slot.id, n]);
+                let key = |n: &str| {
+                    let mut parts = listed.slot.parts();
+                    parts.push(n);
+                    s3.key(&parts)
+                };
                 s3.rt
                     .block_on(s3.store.delete(&key(&meta)))
                     .map_err(|e| s3.err(e))?;
@@ -631,18 +859,19 @@ impl Store {
         }
     }
 
-    /// The files `asset` left in backups of `policy` that never got its metadata (a crash, a
+    /// The files `asset` left in backups of `scope` that never got its metadata (a crash, a
     /// killed Job), with the newest modification time of anything in that backup: another
-    /// database of the same run may still be writing next to them.
-    pub fn leftovers(&self, policy: &str, asset: &str) -> Result<Vec<Leftover>> {
-        check_name(policy)?;
+    /// database of the same run may still be writing next to them. A claim marker counts as
+    /// every asset's: the run that left it may have been any of them.
+    pub fn leftovers(&self, scope: &Scope, asset: &str) -> Result<Vec<Leftover>> {
         let meta = format!("{asset}{METADATA_SUFFIX}");
         let ours = |name: &str| {
             name != meta
-                && (name.starts_with(&format!("{asset}."))
+                && (name == CLAIM_MARKER
+                    || name.starts_with(&format!("{asset}."))
                     || name.starts_with(&format!(".{asset}.")))
         };
-        // id -> (file names, newest modification)
+        // id -> (file names, newest modification, committed)
         let mut by_id: std::collections::BTreeMap<String, (Vec<String>, Option<Timestamp>, bool)> =
             Default::default();
         let mut note = |id: &str, name: &str, modified: Timestamp| {
@@ -655,7 +884,7 @@ impl Store {
             }
         };
         match self {
-            Store::Local(root) => walk_local(root, policy, |id, file| {
+            Store::Local(root) => walk_local(&scope.dir(root), |id, file| {
                 let modified = file
                     .metadata()
                     .and_then(|m| m.modified())
@@ -667,17 +896,10 @@ impl Store {
                 Ok(())
             })?,
             Store::S3(s3) => {
-                let prefix = s3.key(&[policy]);
-                let objects = s3
-                    .rt
-                    .block_on(s3.store.list(Some(&prefix)).try_collect::<Vec<_>>())
-                    .map_err(|e| s3.err(e))?;
-                for o in objects {
-                    let parts: Vec<&str> = o.location.as_ref().rsplit('/').take(2).collect();
-                    let [name, id] = parts[..] else { continue };
+                for (id, name, o) in s3.backup_objects(scope)? {
                     let modified = Timestamp::from_millisecond(o.last_modified.timestamp_millis())
                         .map_err(|e| s3.err(e))?;
-                    note(id, name, modified);
+                    note(&id, &name, modified);
                 }
             }
         }
@@ -688,7 +910,7 @@ impl Store {
                 Some(Leftover {
                     slot: Slot {
                         id,
-                        policy: policy.to_owned(),
+                        scope: scope.clone(),
                     },
                     files,
                     newest: newest?,
@@ -699,42 +921,97 @@ impl Store {
 
     /// For messages: where a backup is.
     pub fn describe(&self, slot: &Slot) -> String {
+        format!("{}/{}", self.describe_scope(&slot.scope), slot.id)
+    }
+
+    /// For messages: where a policy's backups are.
+    pub fn describe_scope(&self, scope: &Scope) -> String {
         match self {
-            Store::Local(root) => root.join(&slot.policy).join(&slot.id).display().to_string(),
-            Store::S3(s3) => format!("{}/{}/{}", s3.what, slot.policy, slot.id),
+            Store::Local(root) => scope.dir(root).display().to_string(),
+            Store::S3(s3) => format!("{}/{scope}", s3.what.trim_end_matches('/')),
         }
     }
 }
 
-/// Calls `visit(id, file)` for every file in every backup directory of `policy` under `root`.
-fn walk_local(
-    root: &Path,
-    policy: &str,
-    mut visit: impl FnMut(&str, &fs::DirEntry) -> Result<()>,
-) -> Result<()> {
-    let parent = root.join(policy);
-    let entries = match fs::read_dir(&parent) {
+/// Calls `visit(id, file)` for every file in every backup directory under `dir` (a scope's).
+fn walk_local(dir: &Path, mut visit: impl FnMut(&str, &fs::DirEntry) -> Result<()>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(AgentError::storage(parent.display(), e)),
+        Err(e) => return Err(AgentError::storage(dir.display(), e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| AgentError::storage(parent.display(), e))?;
-        let dir = entry.path();
-        if !dir.is_dir() {
+        let entry = entry.map_err(|e| AgentError::storage(dir.display(), e))?;
+        let backup = entry.path();
+        if !backup.is_dir() {
             continue;
         }
         let id = entry.file_name().to_string_lossy().into_owned();
-        for file in fs::read_dir(&dir).map_err(|e| AgentError::storage(dir.display(), e))? {
-            let file = file.map_err(|e| AgentError::storage(dir.display(), e))?;
-            visit(&id, &file)?;
+        for file in fs::read_dir(&backup).map_err(|e| AgentError::storage(backup.display(), e))? {
+            let file = file.map_err(|e| AgentError::storage(backup.display(), e))?;
+            if file.path().is_file() {
+                visit(&id, &file)?;
+            }
         }
     }
     Ok(())
 }
 
-fn check_name(policy: &str) -> Result<()> {
-    if policy.is_empty() || policy.contains('/') || policy.starts_with('.') {
+/// Metadata must say it is where it lies: its namespace, policy and backup id those of its
+/// directory, its asset that of its file name. A document copied from another namespace,
+/// policy or backup is refused, whatever its signature (which covers what it records).
+fn check_place(m: &BackupMetadata, scope: &Scope, id: &str, file: &str, what: &str) -> Result<()> {
+    let mut wrong = Vec::new();
+    let namespace = scope.namespace.as_deref().unwrap_or_default();
+    // Unsigned legacy metadata (read only with the opt-in) records no namespace.
+    let legacy = m.signature.is_none() && m.namespace.is_empty();
+    if m.namespace != namespace && !legacy {
+        wrong.push(format!("namespace {:?}", m.namespace));
+    }
+    if m.policy != scope.policy {
+        wrong.push(format!("policy {:?}", m.policy));
+    }
+    if m.backup_id != id {
+        wrong.push(format!("backup {:?}", m.backup_id));
+    }
+    if file != format!("{}{METADATA_SUFFIX}", m.asset) {
+        wrong.push(format!("asset {:?}", m.asset));
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(AgentError::integrity(format!(
+        "{what}: the metadata records {} but lies in {scope}/{id}: moved from another place, refused",
+        wrong.join(", ")
+    )))
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label): the first directory of every backup path.
+fn check_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if !ok {
+        return Err(AgentError::config(format!("invalid namespace name {ns:?}")));
+    }
+    Ok(())
+}
+
+/// A policy's directory name: a Kubernetes object name, or one with `_safety` appended.
+fn check_policy(policy: &str) -> Result<()> {
+    let ok = policy.len() <= 260
+        && policy
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && policy.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+        });
+    if !ok {
         return Err(AgentError::config(format!(
             "invalid policy name {policy:?}"
         )));
@@ -742,30 +1019,11 @@ fn check_name(policy: &str) -> Result<()> {
     Ok(())
 }
 
-/// Parses and checks one metadata document.
-pub fn parse_metadata(bytes: &[u8], what: &str) -> Result<BackupMetadata> {
-    let m: BackupMetadata = serde_json::from_slice(bytes)
-        .map_err(|e| AgentError::integrity(format!("{what}: malformed metadata: {e}")))?;
-    if m.schema_version != METADATA_SCHEMA_VERSION {
-        return Err(AgentError::integrity(format!(
-            "{what}: metadata schema version {} is not {METADATA_SCHEMA_VERSION}",
-            m.schema_version
-        )));
+fn check_file_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(AgentError::config(format!("invalid file name {name:?}")));
     }
-    for a in &m.artifacts {
-        if a.name.contains('/') || a.name.starts_with('.') {
-            return Err(AgentError::integrity(format!(
-                "{what}: artifact name {:?} escapes the backup",
-                a.name
-            )));
-        }
-    }
-    Ok(m)
-}
-
-/// For a local store: the directory of a backup.
-pub fn local_dir(root: &Path, slot: &Slot) -> PathBuf {
-    root.join(&slot.policy).join(&slot.id)
+    Ok(())
 }
 
 /// The failure class of an object-store error, from its text (object_store reports S3's answers
@@ -801,6 +1059,11 @@ fn classify(text: &str, role: S3Role) -> lifeboat_api::agent_result::ErrorClass 
     }
 }
 
+/// Whether an S3 error says the store does not implement what was asked (a conditional write).
+fn not_implemented(text: &str) -> bool {
+    has_status(text, "501") || text.contains("NotImplemented")
+}
+
 /// Whether `code` stands in `text` as a number of its own: a bare substring test took the
 /// "...434037s" of a retry duration for a 403 and called a run of 503s an authentication failure
 /// (tests/storage_faults.rs, once in a while).
@@ -819,6 +1082,37 @@ mod tests {
     use lifeboat_api::agent_result::ErrorClass;
 
     #[test]
+    fn ids_are_the_time_to_the_millisecond_and_a_random_suffix_and_sort_by_time() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::Local(root.path().to_path_buf());
+        let scope = Scope::new("shop", "orders").unwrap();
+        let at: Timestamp = "2026-11-24T10:15:00.123Z".parse().unwrap();
+        let (a, b) = (
+            store.claim(&scope, at).unwrap(),
+            store.claim(&scope, at).unwrap(),
+        );
+        assert_ne!(a.id, b.id);
+        for id in [&a.id, &b.id] {
+            let (time, suffix) = id.rsplit_once('-').unwrap();
+            assert_eq!(time, "20261124T101500Z-123");
+            assert!(
+                suffix.len() == 8 && suffix.bytes().all(|c| c.is_ascii_hexdigit()),
+                "{id}"
+            );
+            assert!(root.path().join("shop/orders").join(id).is_dir());
+        }
+        let later = store
+            .claim(&scope, at + jiff::SignedDuration::from_millis(1))
+            .unwrap();
+        assert!(later.id > a.id && later.id > b.id);
+        // Ids of earlier agents (to the second) sort with them by time.
+        assert!("20261124T101500Z" < a.id.as_str() && a.id.as_str() < "20261124T101501Z");
+        assert!(Scope::new("Shop", "orders").is_err());
+        assert!(Scope::new("shop", "../x").is_err());
+        assert!(Scope::new("shop", "orders_safety").is_ok());
+    }
+
+    #[test]
     fn a_number_that_contains_403_is_not_a_403() {
         let slow_down = "Error performing GET http://127.0.0.1:40319/backups?list-type=2 in 6.393434037s, after 10 retries - Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>";
         assert_eq!(classify(slow_down, S3Role::Backups), ErrorClass::Storage);
@@ -826,5 +1120,9 @@ mod tests {
         assert_eq!(classify(denied, S3Role::Backups), ErrorClass::Auth);
         assert!(has_status("status 403", "403"));
         assert!(!has_status("port 40319, 1.403s, 94031", "403"));
+        assert!(not_implemented(
+            "Server returned non-2xx status code: 501 Not Implemented: <Code>NotImplemented</Code>"
+        ));
+        assert!(!not_implemented(slow_down));
     }
 }

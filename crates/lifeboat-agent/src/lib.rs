@@ -2,6 +2,7 @@
 //! the `LIFEBOAT_JOB` document and mounted Secret files) and on a laptop (configured by the same
 //! custom resources as YAML files), with the playbook toolkit's verbs.
 
+pub mod adopt;
 pub mod bucket;
 pub mod canary;
 pub mod crypto;
@@ -13,10 +14,12 @@ pub mod jobs;
 pub mod kubestate;
 pub mod layout;
 pub mod local;
+pub mod notify;
 pub mod pgarchive;
 pub mod postgres;
 pub mod redis;
 pub mod retention;
+pub mod signing;
 pub mod stream;
 pub mod tls;
 pub mod tools;

@@ -2,7 +2,7 @@
 //! job) and the tests. PostgreSQL refuses to run as root, so as root the server runs as the
 //! `postgres` user through `setpriv`, which execs (no intermediate process to orphan it).
 
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,15 +62,30 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) ->
     Ok(())
 }
 
+/// The addresses a server listens on: loopback, and the local node's bridge gateway when given
+/// (where the node's pods reach the host without its network; see
+/// `lifeboat_testenv::Node::gateway`).
+fn listen_addresses(gateway: Option<Ipv4Addr>) -> Vec<String> {
+    std::iter::once("127.0.0.1".to_owned())
+        .chain(gateway.map(|g| g.to_string()))
+        .collect()
+}
+
 /// A PostgreSQL server in a temporary directory, trust authentication on 127.0.0.1.
 pub struct LocalPostgres {
     pub port: u16,
     child: Child,
+    listen: String,
     _dir: tempfile::TempDir,
 }
 
 impl LocalPostgres {
     pub fn start() -> Result<Self> {
+        Self::start_on(None)
+    }
+
+    /// Also on `gateway`, trusting the clients of the /24 around it (the node's pods).
+    pub fn start_on(gateway: Option<Ipv4Addr>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-pg-")
             .tempdir()
@@ -107,11 +122,21 @@ impl LocalPostgres {
                 tools::tail(&String::from_utf8_lossy(&out.stderr))
             )));
         }
+        if let Some(g) = gateway {
+            let [a, b, c, _] = g.octets();
+            let hba = data.join("pg_hba.conf");
+            let mut rules =
+                std::fs::read_to_string(&hba).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
+            rules.push_str(&format!("host all all {a}.{b}.{c}.0/24 trust\n"));
+            std::fs::write(&hba, rules).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
+        }
         let port = free_port()?;
-        let child = spawn_postgres(dir.path(), port)?;
+        let listen = listen_addresses(gateway).join(",");
+        let child = spawn_postgres(dir.path(), port, &listen)?;
         let mut pg = Self {
             port,
             child,
+            listen,
             _dir: dir,
         };
         pg.wait_ready()?;
@@ -140,7 +165,7 @@ impl LocalPostgres {
             return Err(AgentError::config("cannot signal PostgreSQL"));
         }
         let _ = self.child.wait();
-        self.child = spawn_postgres(self._dir.path(), self.port)?;
+        self.child = spawn_postgres(self._dir.path(), self.port, &self.listen)?;
         self.wait_ready()
     }
 
@@ -156,7 +181,7 @@ impl LocalPostgres {
 }
 
 /// `postgres` on `dir/data`, its log appended to `dir/postgres.log`.
-fn spawn_postgres(dir: &Path, port: u16) -> Result<Child> {
+fn spawn_postgres(dir: &Path, port: u16, listen: &str) -> Result<Child> {
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -169,9 +194,9 @@ fn spawn_postgres(dir: &Path, port: u16) -> Result<Child> {
         .arg(port.to_string())
         .arg("-k")
         .arg(dir)
+        .arg("-c")
+        .arg(format!("listen_addresses={listen}"))
         .args([
-            "-c",
-            "listen_addresses=127.0.0.1",
             "-c",
             "fsync=off",
             "-c",
@@ -204,20 +229,40 @@ pub struct LocalRedis {
 impl LocalRedis {
     /// A server with an empty, temporary data directory.
     pub fn start() -> Result<Self> {
+        Self::start_on(None)
+    }
+
+    /// Also on `gateway` (the node's pods reach it there). Protected mode, which refuses every
+    /// client but loopback's on a server without a password, is off then.
+    pub fn start_on(gateway: Option<Ipv4Addr>) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-redis-")
             .tempdir()
             .map_err(|e| AgentError::storage("temporary directory", e))?;
         let path = dir.path().to_path_buf();
-        Self::start_in(&path, Some(dir))
+        Self::spawn(&path, Some(dir), gateway)
     }
 
     /// A server on `data_dir`, loading `dump.rdb` from it if present (what a restart after a
     /// restore does).
     pub fn start_in(data_dir: &Path, owned: Option<tempfile::TempDir>) -> Result<Self> {
+        Self::spawn(data_dir, owned, None)
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        owned: Option<tempfile::TempDir>,
+        gateway: Option<Ipv4Addr>,
+    ) -> Result<Self> {
         let port = free_port()?;
         let child = Command::new(tools::find("redis-server")?)
-            .args(["--bind", "127.0.0.1", "--port"])
+            .arg("--bind")
+            .args(listen_addresses(gateway))
+            .args([
+                "--protected-mode",
+                if gateway.is_some() { "no" } else { "yes" },
+            ])
+            .arg("--port")
             .arg(port.to_string())
             .arg("--dir")
             .arg(data_dir)

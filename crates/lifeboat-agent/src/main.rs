@@ -1,4 +1,4 @@
-//! `lifeboat-agent`: backup, restore, verify, list and drill.
+//! `lifeboat-agent`: backup, restore, verify, list, prune, adopt and drill.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,10 +7,15 @@ use clap::{Parser, Subcommand};
 use jiff::Timestamp;
 use lifeboat_agent::error::{AgentError, Result};
 use lifeboat_agent::jobs::{self, Env};
-use lifeboat_agent::layout::{S3Role, Store};
-use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, SECRETS_DIR};
-use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
-use lifeboat_api::common::Destination;
+use lifeboat_agent::layout::{S3Role, Scope, Store};
+use lifeboat_agent::signing::{SigningKey, Unsigned};
+use lifeboat_api::agent_job::{
+    AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope, SECRETS_DIR,
+};
+use lifeboat_api::agent_result::{
+    AgentSummary, ChecksReport, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
+};
+use lifeboat_api::common::{Destination, SecretKeyRef};
 use lifeboat_api::ident::Identifiers;
 use lifeboat_api::{BackupPolicy, Duration};
 
@@ -21,8 +26,10 @@ use lifeboat_api::{BackupPolicy, Duration};
     long_about = "Lifeboat agent: backs up, restores, verifies and drills PostgreSQL, Redis and S3 buckets.\n\n\
 Inside a Job the operator passes a LIFEBOAT_JOB document and mounts Secrets as files. On a laptop, \
 point it at the same resources as YAML files (--policy-file) and a backup directory (--dir).\n\n\
+Backups live in <dir or bucket prefix>/<namespace>/<policy>/<id>/, their metadata signed with the \
+namespace's key (--signing-key); `adopt` moves backups of earlier agents into that layout.\n\n\
 Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 7 storage, \
-8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed."
+8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed, 12 Secret not found."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +46,8 @@ enum Command {
         /// Only these assets (all by default).
         #[arg(long = "asset")]
         assets: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         place: Place,
     },
@@ -57,6 +66,11 @@ enum Command {
         /// Carry out the restore (without it, only the plan is shown).
         #[arg(long)]
         execute: bool,
+        /// For legacy backups only: accept metadata without a signature.
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        scope: ScopeArgs,
         #[command(flatten)]
         place: Place,
     },
@@ -92,6 +106,9 @@ enum Command {
         /// deletes the newest verified backup of an asset.
         #[arg(long)]
         record: bool,
+        /// For legacy backups only: accept metadata without a signature.
+        #[arg(long)]
+        allow_unsigned: bool,
         #[command(flatten)]
         place: Place,
     },
@@ -101,6 +118,21 @@ enum Command {
         policy: PolicyRef,
         #[arg(long)]
         json: bool,
+        /// For legacy backups only: accept metadata without a signature.
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Move a policy's backups from the layout of earlier agents (`<policy>/<id>/`, unsigned)
+    /// into `<namespace>/<policy>/<id>/` with signed metadata: dry run unless --execute. Each
+    /// backup's checksums are re-read, the copy verified, and only then the old copy deleted;
+    /// a rerun resumes. For the platform team, who knows which namespace they belong to.
+    Adopt {
+        #[command(flatten)]
+        policy: PolicyRef,
+        #[arg(long)]
+        execute: bool,
         #[command(flatten)]
         place: Place,
     },
@@ -109,12 +141,23 @@ enum Command {
         /// Accepted for symmetry with restore: checks only read.
         #[arg(long)]
         execute: bool,
+        /// Also write the full report of every check, for the restore of this name, beside the
+        /// restored backups (`<namespace>/<policy>/restore-<name>.checks.json`): the termination
+        /// message holds the counts and as many results as fit, failed ones first.
+        #[arg(long, value_name = "RESTORE")]
+        report: Option<String>,
         #[command(flatten)]
         place: Place,
     },
     /// Write a finished drill's evidence record next to the backups it restored (the
     /// `evidence` Job the operator runs; the record comes in LIFEBOAT_JOB).
     Evidence {
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Post a finished drill's result to its webhook, once (the `notify` Job the operator runs;
+    /// the message comes in LIFEBOAT_JOB, the URL from the mounted Secret file).
+    Notify {
         #[command(flatten)]
         place: Place,
     },
@@ -152,10 +195,13 @@ struct PolicyRef {
 }
 
 impl PolicyRef {
-    /// The policy's name and the store its backups are in.
-    fn open(&self, place: &Place) -> Result<(String, Env)> {
+    /// The policy's directory and the store its backups are in.
+    fn open(&self, place: &Place) -> Result<(Scope, Env)> {
         match (&self.policy, &self.policy_file) {
-            (Some(name), _) => Ok((name.clone(), place.env(None)?)),
+            (Some(name), _) => Ok((
+                Scope::new(&place.namespace(None), name)?,
+                place.env(None, None)?,
+            )),
             (None, Some(file)) => {
                 let policy: BackupPolicy = read_yaml(file)?;
                 let name = policy
@@ -163,11 +209,48 @@ impl PolicyRef {
                     .name
                     .clone()
                     .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
-                Ok((name, place.env(Some(&policy.spec.destination))?))
+                Ok((
+                    Scope::new(&place.namespace(Some(&policy)), &name)?,
+                    place.env(Some(&policy.spec.destination), None)?,
+                ))
             }
             (None, None) => Err(AgentError::config("--policy or --policy-file is required")),
         }
     }
+}
+
+/// What a Kubernetes-state backup may read, or a restore write, when run from the command line.
+/// Inside a Job the operator's document says, and these are ignored: nothing widens it.
+#[derive(clap::Args)]
+struct ScopeArgs {
+    /// A namespace the Kubernetes-state asset may reach (repeatable).
+    #[arg(long = "allow-namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Cluster-scoped objects and every namespace.
+    #[arg(long, conflicts_with = "namespaces")]
+    cluster_scope: bool,
+}
+
+impl ScopeArgs {
+    fn scope(&self) -> Option<KubernetesStateScope> {
+        if self.cluster_scope {
+            Some(KubernetesStateScope::Cluster)
+        } else if self.namespaces.is_empty() {
+            None
+        } else {
+            Some(KubernetesStateScope::Namespaces(
+                self.namespaces.iter().cloned().collect(),
+            ))
+        }
+    }
+}
+
+/// The scope of a Job's document: what the operator computed, else the document's own
+/// namespace (an older operator's Job is never given more).
+fn job_scope(scope: &Option<KubernetesStateScope>, namespace: &str) -> KubernetesStateScope {
+    scope
+        .clone()
+        .unwrap_or_else(|| KubernetesStateScope::own(namespace))
 }
 
 #[derive(clap::Args)]
@@ -178,21 +261,45 @@ struct Place {
     /// Where Secret keys are found as <dir>/<secret>/<key>.
     #[arg(long, env = "LIFEBOAT_SECRETS_DIR", default_value = SECRETS_DIR)]
     secrets_dir: PathBuf,
+    /// The namespace whose backups these are (`<dir>/<namespace>/<policy>/`): else the policy
+    /// file's metadata.namespace, else `default`. A Job's document names its own.
+    #[arg(long, env = "LIFEBOAT_NAMESPACE")]
+    namespace: Option<String>,
+    /// The namespace's signing key, a file of at least 32 bytes: signs new backups' metadata and
+    /// checks every backup read. In a Job, the mounted Secret its document names.
+    #[arg(long, env = "LIFEBOAT_SIGNING_KEY_FILE")]
+    signing_key: Option<PathBuf>,
 }
 
 impl Place {
+    /// The namespace of backups named on the command line: `--namespace`, else the policy's
+    /// own, else `default` (as kubectl would have created the policy).
+    fn namespace(&self, policy: Option<&BackupPolicy>) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| policy.and_then(|p| p.metadata.namespace.clone()))
+            .unwrap_or_else(|| "default".to_owned())
+    }
+
     /// The store of `destination`: its S3 bucket (credentials from the mounted Secret files), or
     /// the backup directory (`--dir`; the mounted volume inside Jobs; `./backups` on a laptop).
-    fn env(&self, destination: Option<&Destination>) -> Result<Env> {
-        let secrets = Env {
-            store: Store::Local(PathBuf::new()),
-            secrets_dir: self.secrets_dir.clone(),
+    /// The signing key is the mounted Secret `signing` (a Job's document), else `--signing-key`.
+    fn env(
+        &self,
+        destination: Option<&Destination>,
+        signing: Option<&SecretKeyRef>,
+    ) -> Result<Env> {
+        let mut env = Env::without_store(self.secrets_dir.clone());
+        env.signing_key = match (signing, &self.signing_key) {
+            (Some(r), _) => Some(SigningKey::read(
+                &self.secrets_dir.join(&r.name).join(&r.key),
+            )?),
+            (None, Some(path)) => Some(SigningKey::read(path)?),
+            (None, None) => None,
         };
         if let Some(s3) = destination.and_then(|d| d.s3.as_ref()) {
-            return Ok(Env {
-                store: Store::S3(secrets.s3(s3, S3Role::Backups)?),
-                secrets_dir: self.secrets_dir.clone(),
-            });
+            env.store = Store::S3(env.s3(s3, S3Role::Backups)?);
+            return Ok(env);
         }
         let in_job = std::env::var_os(JOB_ENV).is_some();
         let root = self.dir.clone().unwrap_or_else(|| {
@@ -202,10 +309,16 @@ impl Place {
                 PathBuf::from("./backups")
             }
         });
-        Ok(Env {
-            store: Store::Local(root),
-            secrets_dir: self.secrets_dir.clone(),
-        })
+        env.store = Store::Local(root);
+        Ok(env)
+    }
+}
+
+fn unsigned(allow: bool) -> Unsigned {
+    if allow {
+        Unsigned::Accept
+    } else {
+        Unsigned::Refuse
     }
 }
 
@@ -221,8 +334,10 @@ fn main() -> ExitCode {
         Command::Validate { .. } => Verb::Restore,
         Command::Prune { .. } => Verb::Prune,
         Command::Evidence { .. } => Verb::Evidence,
+        Command::Adopt { .. } => Verb::Adopt,
+        Command::Notify { .. } => Verb::Notify,
     };
-    let mut checks = Vec::new();
+    let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
     let mut summary = AgentSummary {
         version: SUMMARY_VERSION,
@@ -237,7 +352,7 @@ fn main() -> ExitCode {
         sha256: None,
         error_class: None,
         message: None,
-        checks,
+        checks: checks.results,
         retention_refused: None,
     };
     let code = match outcome {
@@ -259,7 +374,13 @@ fn main() -> ExitCode {
             e.class.exit_code()
         }
     };
-    write_termination_message(&summary);
+    write_termination_message(&TerminationMessage {
+        summary,
+        checks_report: checks.report.map(|location| ChecksReport {
+            location: Some(location),
+            ..ChecksReport::default()
+        }),
+    });
     if std::env::var_os("LIFEBOAT_REPORT_PEAK_RSS").is_some() {
         // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -285,10 +406,18 @@ struct Done {
     sha256: Option<String>,
 }
 
+/// What a validation reports beyond its verdict.
+#[derive(Default)]
+struct Checks {
+    results: Vec<lifeboat_api::restore_request::CheckResult>,
+    /// Where the full report was written.
+    report: Option<String>,
+}
+
 /// Writes the summary where the operator reads it: `LIFEBOAT_TERMINATION_LOG`, else Kubernetes'
 /// default path if the kubelet created it (an existing, writable file). Never created elsewhere,
 /// so a laptop run leaves nothing in /dev.
-fn write_termination_message(summary: &AgentSummary) {
+fn write_termination_message(message: &TerminationMessage) {
     let path = match std::env::var_os("LIFEBOAT_TERMINATION_LOG") {
         Some(path) => PathBuf::from(path),
         None => {
@@ -303,7 +432,7 @@ fn write_termination_message(summary: &AgentSummary) {
             default
         }
     };
-    if let Ok(text) = summary.to_termination_message()
+    if let Ok(text) = message.to_json()
         && let Err(e) = std::fs::write(&path, text)
     {
         eprintln!("lifeboat-agent: cannot write the termination message: {e}");
@@ -343,14 +472,12 @@ fn job_document<T: serde::de::DeserializeOwned + Identifiers>() -> Result<Option
     }
 }
 
-fn run(
-    command: Command,
-    checks: &mut Vec<lifeboat_api::restore_request::CheckResult>,
-) -> Result<Option<Done>> {
+fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
     match command {
         Command::Backup {
             policy_file,
             assets,
+            scope: k8s_scope,
             place,
         } => {
             let job = match job_document::<AgentJob>()? {
@@ -365,43 +492,56 @@ fn run(
                         .name
                         .clone()
                         .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
-                    let mut last = None;
-                    let env = place.env(Some(&policy.spec.destination))?;
-                    let slot = env.store.claim(&name, Timestamp::now())?;
-                    for asset in policy
-                        .spec
-                        .assets
-                        .iter()
-                        .filter(|a| assets.is_empty() || assets.contains(&a.name))
-                    {
-                        let m = jobs::backup(
-                            &env,
-                            &slot,
-                            asset,
-                            &policy.spec.compression,
-                            policy.spec.encryption.as_ref(),
-                        )?;
-                        println!(
-                            "{}: backup {} of {} committed ({} bytes)",
-                            m.asset,
-                            m.backup_id,
-                            m.source,
-                            m.stored_bytes()
-                        );
-                        last = Some(m);
-                    }
-                    return Ok(last.map(done));
+                    let env = place.env(Some(&policy.spec.destination), None)?;
+                    env.key()?;
+                    let scope = Scope::new(&place.namespace(Some(&policy)), &name)?;
+                    let slot = env.store.claim(&scope, Timestamp::now())?;
+                    let run = || {
+                        let mut last = None;
+                        for asset in policy
+                            .spec
+                            .assets
+                            .iter()
+                            .filter(|a| assets.is_empty() || assets.contains(&a.name))
+                        {
+                            let m = jobs::backup(
+                                &env,
+                                &slot,
+                                asset,
+                                &policy.spec.compression,
+                                policy.spec.encryption.as_ref(),
+                                k8s_scope.scope().as_ref(),
+                            )?;
+                            println!(
+                                "{}: backup {} of {} committed ({} bytes)",
+                                m.asset,
+                                m.backup_id,
+                                m.source,
+                                m.stored_bytes()
+                            );
+                            last = Some(m);
+                        }
+                        Ok(last.map(done))
+                    };
+                    let result = run();
+                    env.store.release(&slot);
+                    return result;
                 }
             };
-            let env = place.env(Some(&job.destination))?;
-            let slot = env.store.claim(&job.policy, Timestamp::now())?;
+            let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
+            env.key()?;
+            let scope = Scope::new(&job.namespace, &job.policy)?;
+            let slot = env.store.claim(&scope, Timestamp::now())?;
             let m = jobs::backup(
                 &env,
                 &slot,
                 &job.asset,
                 &job.compression,
                 job.encryption.as_ref(),
-            )?;
+                Some(&job_scope(&job.kubernetes_state_scope, &job.namespace)),
+            );
+            env.store.release(&slot);
+            let m = m?;
             println!(
                 "{}: backup {} of {} committed ({} bytes)",
                 m.asset,
@@ -415,7 +555,7 @@ fn run(
             let mut result = done(m);
             match jobs::prune(
                 &env,
-                &job.policy,
+                &scope,
                 &job.asset.name,
                 Some(&fresh),
                 &job.retention,
@@ -440,10 +580,15 @@ fn run(
             backup,
             target_file,
             execute,
+            allow_unsigned,
+            scope: k8s_scope,
             place,
         } => {
-            let job = match job_document::<AgentRestoreJob>()? {
-                Some(job) => job,
+            let (job, k8s_scope) = match job_document::<AgentRestoreJob>()? {
+                Some(job) => {
+                    let scope = job_scope(&job.kubernetes_state_scope, &job.namespace);
+                    (job, Some(scope))
+                }
                 None => {
                     let path = policy_file.ok_or_else(|| {
                         AgentError::config(
@@ -461,8 +606,8 @@ fn run(
                         .ok_or_else(|| {
                             AgentError::not_found(format!("no asset {name:?} in the policy"))
                         })?;
-                    AgentRestoreJob {
-                        namespace: String::new(),
+                    let job = AgentRestoreJob {
+                        namespace: place.namespace(Some(&policy)),
                         policy: policy.metadata.name.clone().unwrap_or_default(),
                         backup_id: backup,
                         asset: a,
@@ -474,13 +619,19 @@ fn run(
                             .encryption
                             .as_ref()
                             .and_then(|e| e.identity_secret.clone()),
-                    }
+                        signing_key: None,
+                        allow_unsigned,
+                        kubernetes_state_scope: k8s_scope.scope(),
+                    };
+                    (job, k8s_scope.scope())
                 }
             };
-            let env = place.env(Some(&job.location))?;
+            let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
+            env.unsigned = unsigned(job.allow_unsigned);
+            let scope = Scope::new(&job.namespace, &job.policy)?;
             let listed = env
                 .store
-                .find(&job.policy, &job.backup_id, &job.asset.name)?;
+                .find(&scope, &job.backup_id, &job.asset.name, env.trust()?)?;
             let mut plan = format!(
                 "{} backup {} ({}), checksums verified",
                 job.asset.name, listed.id, listed.metadata.source
@@ -491,13 +642,13 @@ fn run(
                     jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
                     plan.push_str(", the identity decrypts it");
                 }
-                if job.asset.kind() == Some(lifeboat_api::backup_policy::AssetKind::KubernetesState)
-                {
+                if job.asset.kind() == lifeboat_api::backup_policy::AssetKind::KubernetesState {
                     let dry = jobs::plan_kubernetes_state(
                         &env,
                         &listed,
                         job.target.as_ref(),
                         job.identity_secret.as_ref(),
+                        k8s_scope.as_ref(),
                     )?;
                     plan.push_str(&format!("; {dry}"));
                 }
@@ -514,6 +665,7 @@ fn run(
                 job.target.as_ref(),
                 &job.options,
                 job.identity_secret.as_ref(),
+                k8s_scope.as_ref(),
             )?;
             println!("restored {plan} into {into}");
             Ok(Some(done(listed.metadata)))
@@ -522,17 +674,19 @@ fn run(
             policy,
             backup,
             record,
+            allow_unsigned,
             place,
         } => {
-            let (policy, env) = policy.open(&place)?;
-            let all = env.store.list(&policy)?;
+            let (scope, mut env) = policy.open(&place)?;
+            env.unsigned = unsigned(allow_unsigned);
+            let all = env.store.list(&scope, env.trust()?)?;
             let chosen: Vec<_> = all
                 .iter()
                 .filter(|l| backup.as_ref().is_none_or(|b| &l.id == b))
                 .collect();
             if chosen.is_empty() {
                 return Err(AgentError::not_found(format!(
-                    "no complete backup to verify for policy {policy:?}"
+                    "no complete backup to verify in {scope}"
                 )));
             }
             for l in &chosen {
@@ -562,10 +716,12 @@ fn run(
         Command::List {
             policy,
             json,
+            allow_unsigned,
             place,
         } => {
-            let (policy, env) = policy.open(&place)?;
-            let all = env.store.list(&policy)?;
+            let (scope, mut env) = policy.open(&place)?;
+            env.unsigned = unsigned(allow_unsigned);
+            let all = env.store.list(&scope, env.trust()?)?;
             if json {
                 let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
                 println!(
@@ -575,7 +731,7 @@ fn run(
                 );
             } else {
                 println!(
-                    "{:<22} {:<16} {:<10} {:>12}  {:<32} VERIFIED",
+                    "{:<26} {:<16} {:<10} {:>12}  {:<32} VERIFIED",
                     "BACKUP", "ASSET", "KIND", "BYTES", "SNAPSHOT"
                 );
                 for l in &all {
@@ -584,7 +740,7 @@ fn run(
                         format!("{} ({:?})", v.verified_at, v.method)
                     });
                     println!(
-                        "{:<22} {:<16} {:<10} {:>12}  {:<32} {verified}",
+                        "{:<26} {:<16} {:<10} {:>12}  {:<32} {verified}",
                         l.id,
                         m.asset,
                         m.kind.as_str(),
@@ -609,7 +765,8 @@ fn run(
                 .name
                 .clone()
                 .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
-            let env = place.env(Some(&policy.spec.destination))?;
+            let env = place.env(Some(&policy.spec.destination), None)?;
+            let scope = Scope::new(&place.namespace(Some(&policy)), &name)?;
             for asset in policy
                 .spec
                 .assets
@@ -618,7 +775,7 @@ fn run(
             {
                 let ids = jobs::prune(
                     &env,
-                    &name,
+                    &scope,
                     &asset.name,
                     None,
                     &policy.spec.retention,
@@ -645,7 +802,7 @@ fn run(
                 job_document::<lifeboat_api::agent_job::AgentEvidenceJob>()?.ok_or_else(|| {
                     AgentError::config("evidence writes the record of a LIFEBOAT_JOB document")
                 })?;
-            let env = place.env(Some(&job.location))?;
+            let env = place.env(Some(&job.location), job.signing_key.as_ref())?;
             let written = lifeboat_agent::evidence::write(&env, &job)?;
             println!(
                 "drill {}: evidence written to {written}",
@@ -653,13 +810,46 @@ fn run(
             );
             Ok(None)
         }
-        Command::Validate { execute: _, place } => {
+        Command::Notify { place } => {
+            let job =
+                job_document::<lifeboat_api::agent_job::AgentNotifyJob>()?.ok_or_else(|| {
+                    AgentError::config("notify sends the message of a LIFEBOAT_JOB document")
+                })?;
+            lifeboat_agent::notify::send(&place.env(None, None)?, &job)?;
+            println!("the drill's result was sent to the webhook");
+            Ok(None)
+        }
+        Command::Validate {
+            execute: _,
+            report,
+            place,
+        } => {
             let job =
                 job_document::<lifeboat_api::agent_job::AgentValidateJob>()?.ok_or_else(|| {
                     AgentError::config("validate runs the checks of a LIFEBOAT_JOB document")
                 })?;
-            let env = place.env(None)?;
-            *checks = lifeboat_agent::validate::run(&env, &job);
+            let env = Env::without_store(place.secrets_dir.clone());
+            let results = lifeboat_agent::validate::run(&env, &job);
+            if let Some(name) = report {
+                // The checks' verdict stands whether or not their report could be stored.
+                let written = job
+                    .assets
+                    .first()
+                    .ok_or_else(|| AgentError::config("no restored asset to report beside"))
+                    .and_then(|a| place.env(Some(&a.location), None))
+                    .and_then(|env| {
+                        lifeboat_agent::validate::write_report(&env, &job, &name, &results)
+                    });
+                match written {
+                    Ok(location) => {
+                        println!("report of every check written to {location}");
+                        checks.report = Some(location);
+                    }
+                    Err(e) => eprintln!("lifeboat-agent: the report was not written: {e}"),
+                }
+            }
+            checks.results = results;
+            let checks = &checks.results;
             for c in checks.iter() {
                 let note = if c.message.is_empty() {
                     String::new()
@@ -695,9 +885,20 @@ fn run(
                     "only the embedded default is available here: run `lifeboat-agent drill --demo` (drills of your own resources run as DrillSchedules)",
                 ));
             }
+            let namespace = place.namespace(None);
+            let key_file = place
+                .signing_key
+                .clone()
+                .or_else(lifeboat_agent::signing::default_key_file)
+                .ok_or_else(|| {
+                    AgentError::config("no HOME to keep the signing key in: give --signing-key")
+                })?;
+            let key = SigningKey::read_or_create(&key_file)?;
             let dir = place.dir.unwrap_or_else(|| PathBuf::from("./backups"));
             let report = lifeboat_agent::drill::run(
                 &dir,
+                &Scope::new(&namespace, lifeboat_agent::drill::POLICY)?,
+                key,
                 &rto,
                 &rpo,
                 std::time::Duration::from_secs(traffic_seconds),
@@ -716,6 +917,49 @@ fn run(
                     ErrorClass::Validation,
                     "the drill failed a check or missed an objective",
                 ));
+            }
+            Ok(None)
+        }
+        Command::Adopt {
+            policy,
+            execute,
+            place,
+        } => {
+            let namespace = place.namespace.clone().ok_or_else(|| {
+                AgentError::config(
+                    "adopt needs --namespace: the namespace the old backups belong to",
+                )
+            })?;
+            let (scope, env) = policy.open(&place)?;
+            let adopted = lifeboat_agent::adopt::adopt(&env, &namespace, scope.policy(), execute)?;
+            let mut failed = 0;
+            for a in &adopted {
+                use lifeboat_agent::adopt::Outcome;
+                let what = match &a.outcome {
+                    Outcome::Planned => "would adopt".to_owned(),
+                    Outcome::Adopted => "adopted".to_owned(),
+                    Outcome::Resumed => "adopted (copied by an earlier run)".to_owned(),
+                    Outcome::Failed(e) => {
+                        failed += 1;
+                        format!("NOT adopted, the old copy is kept: {e}")
+                    }
+                };
+                println!("{} {}: {what}", a.id, a.asset);
+            }
+            if adopted.is_empty() {
+                println!("no backup of {} in the old layout", scope.policy());
+            }
+            if !execute {
+                println!(
+                    "dry run: rerun with --execute to move them into {}",
+                    env.store.describe_scope(&scope)
+                );
+            }
+            if failed > 0 {
+                return Err(AgentError::integrity(format!(
+                    "{failed} of {} backups not adopted (their old copies are kept); rerun once fixed",
+                    adopted.len()
+                )));
             }
             Ok(None)
         }

@@ -93,6 +93,70 @@ pub fn run(env: &Env, job: &AgentValidateJob) -> Vec<CheckResult> {
     }
 }
 
+/// The full report of a validation, written next to the restored backups: every check with its
+/// message uncut, which the termination message cannot always hold.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Report {
+    pub namespace: String,
+    pub policy: String,
+    /// The restore the checks validated (the RestoreRequest's name).
+    pub restore: String,
+    pub finished_at: jiff::Timestamp,
+    /// The restored backups, as `<asset>/<backup id>`.
+    pub backups: Vec<String>,
+    pub checks: Vec<CheckResult>,
+}
+
+/// The file name of restore `name`'s report, beside the policy's backups and drill evidence
+/// (`<namespace>/<policy>/restore-<name>.checks.json`).
+pub fn report_file_name(name: &str) -> String {
+    format!("restore-{name}.checks.json")
+}
+
+/// Writes the report of `checks` for restore `name` at the restored backups' location; returns
+/// where. The name becomes part of a file name, so it must be a Kubernetes object name (lower
+/// case letters, digits, `-` and `.`, alphanumeric at both ends, at most 253 characters).
+pub fn write_report(
+    env: &Env,
+    job: &AgentValidateJob,
+    name: &str,
+    checks: &[CheckResult],
+) -> Result<String> {
+    let object_name = name.len() <= 253
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if !object_name {
+        return Err(AgentError::config(format!(
+            "invalid restore name {:?} for the report",
+            name.chars().take(80).collect::<String>()
+        )));
+    }
+    let first = job.assets.first().ok_or_else(|| {
+        AgentError::config("the report goes beside the restored backups: the job names none")
+    })?;
+    let scope = crate::layout::Scope::new(&job.namespace, &first.policy)?;
+    let report = Report {
+        namespace: job.namespace.clone(),
+        policy: first.policy.clone(),
+        restore: name.to_owned(),
+        finished_at: jiff::Timestamp::now(),
+        backups: job
+            .assets
+            .iter()
+            .map(|a| format!("{}/{}", a.asset.name, a.backup_id))
+            .collect(),
+        checks: checks.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| AgentError::config(format!("serializing the report: {e}")))?;
+    env.store
+        .put_policy_file(&scope, &report_file_name(name), json)
+}
+
 /// One attempt of `check`, given up after its own timeout or `left`, whichever comes first.
 fn one(
     env: &Env,
@@ -120,8 +184,8 @@ fn canary_check(
     bound: Duration,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
     let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
-    let found = if let Some(source) = &a.asset.postgres {
-        let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
+    let found = if let Some(source) = a.asset.postgres() {
+        let target = a.target.as_ref().and_then(|t| t.postgres());
         let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
         let databases = match target.and_then(|t| t.database.clone()) {
             Some(db) => vec![db],
@@ -140,14 +204,14 @@ fn canary_check(
             }
         }
         oldest
-    } else if let Some(source) = &a.asset.redis {
-        let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
+    } else if let Some(source) = a.asset.redis() {
+        let target = a.target.as_ref().and_then(|t| t.redis());
         crate::canary::newest_redis(
             &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
             bound,
         )?
-    } else if let Some(source) = &a.asset.object_storage {
-        let target = a.target.as_ref().and_then(|t| t.object_storage.as_ref());
+    } else if let Some(source) = a.asset.object_storage() {
+        let target = a.target.as_ref().and_then(|t| t.object_storage());
         crate::canary::newest_bucket(env, target.unwrap_or(&source.source))?
     } else {
         return Err(AgentError::config(format!(
@@ -184,11 +248,11 @@ fn sql_check(
     bound: Duration,
 ) -> Result<()> {
     let a = restored(assets, &check.asset)?;
-    let source =
-        a.asset.postgres.as_ref().ok_or_else(|| {
-            AgentError::config(format!("{} is not a PostgreSQL asset", check.asset))
-        })?;
-    let target = a.target.as_ref().and_then(|t| t.postgres.as_ref());
+    let source = a
+        .asset
+        .postgres()
+        .ok_or_else(|| AgentError::config(format!("{} is not a PostgreSQL asset", check.asset)))?;
+    let target = a.target.as_ref().and_then(|t| t.postgres());
     let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
     let database = check
         .database
@@ -208,10 +272,9 @@ fn redis_check(
     let a = restored(assets, &check.asset)?;
     let source = a
         .asset
-        .redis
-        .as_ref()
+        .redis()
         .ok_or_else(|| AgentError::config(format!("{} is not a Redis asset", check.asset)))?;
-    let target = a.target.as_ref().and_then(|t| t.redis.as_ref());
+    let target = a.target.as_ref().and_then(|t| t.redis());
     let conn = env.redis(target.map_or(&source.connection, |t| &t.connection))?;
     conn.check(check.db, &check.key, check.expect.as_deref(), bound)
 }

@@ -20,7 +20,7 @@ const DEFAULT_PASSWORD: &str = "default-requirepass-42";
 
 /// Runs the agent with secrets from files only (no password in its environment).
 fn run(secrets: &Path, term: &Path, verb: &str, args: &[&std::ffi::OsStr]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("PGPASSWORD")
         .env_remove("REDISCLI_AUTH")
@@ -308,16 +308,32 @@ fn passwords_come_from_secret_files_work_and_never_leak() {
         "failed backups are not listed"
     );
 
-    // A Secret that is not mounted is a configuration error, named without its content.
+    // A Secret that is not mounted (optional Secret volumes: it does not exist in the
+    // namespace) is SecretNotFound, named without its content.
     std::fs::remove_file(secrets.join("pg-creds/password")).unwrap();
     let out = backup("orders-db");
     assert_eq!(
         out.status.code(),
-        Some(ErrorClass::Config.exit_code()),
+        Some(ErrorClass::SecretNotFound.exit_code()),
         "{}",
         text(&out)
     );
-    assert!(text(&out).contains("pg-creds/password"), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"Secret "pg-creds" with key "password" not found"#),
+        "{}",
+        text(&out)
+    );
+    let summary =
+        AgentSummary::from_termination_message(&std::fs::read_to_string(&term).unwrap()).unwrap();
+    assert_eq!(summary.error_class, Some(ErrorClass::SecretNotFound));
+    assert!(
+        summary
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("pg-creds"),
+        "{summary:?}"
+    );
 
     for f in readable_files(&backups) {
         assert_no_secret(
@@ -325,4 +341,16 @@ fn passwords_come_from_secret_files_work_and_never_leak() {
             &String::from_utf8_lossy(&std::fs::read(&f).unwrap()),
         );
     }
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

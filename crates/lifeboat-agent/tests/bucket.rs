@@ -78,7 +78,7 @@ fn secrets(dir: &Path, source_sk: &str) -> PathBuf {
 fn run(doc: &Value, verb: &[&str], secrets: &Path, dir: &Path) -> (Output, Option<AgentSummary>) {
     let term = dir.join("term");
     let _ = std::fs::remove_file(&term);
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let out = agent_command()
         .env("LIFEBOAT_JOB", doc.to_string())
         .env("LIFEBOAT_SECRETS_DIR", secrets)
         .env("LIFEBOAT_TERMINATION_LOG", &term)
@@ -180,7 +180,7 @@ fn restore_job(backup: &Value, target: Option<Value>) -> Value {
 }
 
 fn metadata(dir: &Path) -> BackupMetadata {
-    let shop = dir.join("backups/media");
+    let shop = dir.join("backups/n/media");
     let id = std::fs::read_dir(&shop)
         .unwrap()
         .next()
@@ -211,7 +211,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     assert!(summary.ok);
     assert!(summary.snapshot_time.unwrap() >= started);
     let id = summary.backup_id.unwrap();
-    let stored = s3.bucket("backups/lifeboat/media").join(&id);
+    let stored = s3.bucket("backups/lifeboat/n/media").join(&id);
     let meta: BackupMetadata =
         serde_json::from_slice(&std::fs::read(stored.join("assets.metadata.json")).unwrap())
             .unwrap();
@@ -292,7 +292,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     let (out, _) = run(&to_dir, &["backup"], &secrets, dir.path());
     assert!(out.status.success(), "{}", text(&out));
     let verify = |dir: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        agent_command()
             .env_remove("LIFEBOAT_JOB")
             .args(["verify", "--policy", "media", "--dir"])
             .arg(dir.join("backups"))
@@ -302,7 +302,7 @@ fn a_bucket_round_trips_through_s3_and_a_directory_and_corruption_never_reaches_
     let ok = verify(dir.path());
     assert!(ok.status.success(), "{}", text(&ok));
     let meta = metadata(dir.path());
-    let backup_dir = dir.path().join("backups/media").join(&meta.backup_id);
+    let backup_dir = dir.path().join("backups/n/media").join(&meta.backup_id);
     let tar = backup_dir.join("assets.objects.tar.zst");
     let pristine = std::fs::read(&tar).unwrap();
     let mut flipped = pristine.clone();
@@ -352,7 +352,7 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     let secrets_ok = secrets(dir.path(), SK);
     let volume = json!({"volume": {"claimName": "backups"}});
     let listed = |dir: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        let out = agent_command()
             .env_remove("LIFEBOAT_JOB")
             .args(["list", "--policy", "media", "--json", "--dir"])
             .arg(dir.join("backups"))
@@ -376,7 +376,7 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     assert!(text(&out).contains("allowEmpty"), "{}", text(&out));
     assert_eq!(summary.unwrap().error_class, Some(ErrorClass::NotFound));
     assert_eq!(listed(dir.path()), 0);
-    let leftovers = files(&dir.path().join("backups/media"));
+    let leftovers = files(&dir.path().join("backups/n/media"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
     // A bucket that does not exist: NotFound too, never an empty backup.
@@ -443,6 +443,92 @@ fn an_empty_source_is_refused_unless_allowed_and_a_wrong_key_is_auth() {
     assert!(files(&s3.bucket("untouched")).is_empty());
 }
 
+/// Another backup's artifacts, each valid in itself (a real tar and its own manifest), put in
+/// place of one backup's: the tar alone, the manifest alone, or both together (consistent with
+/// each other, not with the signed metadata). `verify` and `restore --execute` refuse each with
+/// the integrity exit code, and the target bucket gets nothing.
+#[test]
+fn a_swapped_bucket_artifact_is_refused_before_the_target_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = BTreeMap::new();
+    let s3 = S3Server::start(|root| {
+        expected = fill_source(root);
+        let other = root.join("source/other");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("index.html"), b"<html>another shop</html>").unwrap();
+    });
+    let secrets = secrets(dir.path(), SK);
+    let volume = json!({"volume": {"claimName": "backups"}});
+    let backup = |prefix: &str| {
+        let (out, summary) = run(
+            &backup_job(&s3, prefix, volume.clone(), false),
+            &["backup"],
+            &secrets,
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        summary.unwrap().backup_id.unwrap()
+    };
+    let a = backup("data");
+    let b = backup("other");
+    assert_ne!(a, b);
+    let slot = |id: &str| dir.path().join("backups/n/media").join(id);
+    let verify = || {
+        agent_command()
+            .env_remove("LIFEBOAT_JOB")
+            .args(["verify", "--policy", "media", "--backup", &a, "--dir"])
+            .arg(dir.path().join("backups"))
+            .output()
+            .unwrap()
+    };
+    let mut restore = restore_job(
+        &backup_job(&s3, "data", volume.clone(), false),
+        Some(s3.location("untouched", "x", "src-creds")),
+    );
+    restore["backupId"] = json!(a);
+    let tar = "assets.objects.tar.zst";
+    let manifest = "assets.manifest.jsonl.zst";
+    for swapped in [&[tar][..], &[manifest], &[tar, manifest]] {
+        let pristine: Vec<Vec<u8>> = swapped
+            .iter()
+            .map(|n| std::fs::read(slot(&a).join(n)).unwrap())
+            .collect();
+        for n in swapped {
+            let other = std::fs::read(slot(&b).join(n)).unwrap();
+            assert_ne!(std::fs::read(slot(&a).join(n)).unwrap(), other);
+            std::fs::write(slot(&a).join(n), other).unwrap();
+        }
+        let out = verify();
+        assert_eq!(
+            out.status.code(),
+            Some(ErrorClass::Integrity.exit_code()),
+            "{swapped:?}: {}",
+            text(&out)
+        );
+        let (out, summary) = run(&restore, &["restore", "--execute"], &secrets, dir.path());
+        assert_eq!(
+            out.status.code(),
+            Some(ErrorClass::Integrity.exit_code()),
+            "{swapped:?}: {}",
+            text(&out)
+        );
+        assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Integrity));
+        assert!(
+            files(&s3.bucket("untouched")).is_empty(),
+            "{swapped:?}: target touched"
+        );
+        for (n, bytes) in swapped.iter().zip(pristine) {
+            std::fs::write(slot(&a).join(n), bytes).unwrap();
+        }
+    }
+    // Put back, the same backup verifies and restores: the refusals were the swaps.
+    let out = verify();
+    assert!(out.status.success(), "{}", text(&out));
+    let (out, _) = run(&restore, &["restore", "--execute"], &secrets, dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(files(&s3.bucket("untouched/x")), expected);
+}
+
 #[test]
 fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity() {
     use age::secrecy::ExposeSecret;
@@ -484,7 +570,7 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
         meta.encryption.as_ref().unwrap().recipients,
         [public.clone()]
     );
-    let backup_dir = dir.path().join("backups/media").join(&meta.backup_id);
+    let backup_dir = dir.path().join("backups/n/media").join(&meta.backup_id);
     for a in &meta.artifacts {
         let bytes = std::fs::read(backup_dir.join(&a.name)).unwrap();
         assert!(bytes.starts_with(b"age-encryption.org/v1\n"), "{}", a.name);
@@ -502,7 +588,7 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
         std::fs::read_to_string(backup_dir.join("assets.metadata.json")).unwrap()
     );
     assert!(!everything.contains("AGE-SECRET-KEY"), "{everything}");
-    let verified = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let verified = agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_SECRETS_DIR", "/nonexistent")
         .args(["verify", "--policy", "media", "--dir"])
@@ -541,4 +627,16 @@ fn an_encrypted_bucket_backup_is_ciphertext_and_restores_only_with_the_identity(
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(files(&s3.bucket("untouched/enc")), expected);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -16,7 +16,7 @@ use lifeboat_api::evidence::{DrillEvidence, EvidenceVerdict};
 fn the_canary_round_trip_measures_the_gap_and_the_evidence_validates() {
     let dir = tempfile::tempdir().unwrap();
     let gap = 3.0;
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let out = agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG")
         .args([
@@ -111,4 +111,16 @@ fn the_canary_round_trip_measures_the_gap_and_the_evidence_validates() {
             .collect::<Vec<_>>(),
         ["backup", "traffic after the backup", "restore", "validate"]
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -26,6 +26,10 @@ impl World {
 
     fn env(&self, cmd: &mut Command) {
         cmd.env_remove("LIFEBOAT_JOB")
+            .env(
+                "LIFEBOAT_SIGNING_KEY_FILE",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+            )
             .env("LIFEBOAT_BACKUP_DIR", self.dir.path().join("backups"))
             .env("LIFEBOAT_TERMINATION_LOG", self.term());
     }
@@ -62,7 +66,15 @@ impl World {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
         self.env(&mut cmd);
         let out = cmd
-            .args(["list", "--json", "--policy", "sessions", "--dir"])
+            .args([
+                "list",
+                "--json",
+                "--namespace",
+                "shop",
+                "--policy",
+                "sessions",
+                "--dir",
+            ])
             .arg(self.dir.path().join("backups"))
             .output()
             .unwrap();

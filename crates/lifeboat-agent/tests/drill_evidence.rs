@@ -35,11 +35,11 @@ impl World {
             Some(s3) => (
                 json!({"s3": {"endpoint": s3.endpoint(), "bucket": "backups", "prefix": "team",
                               "forcePathStyle": true, "credentialsSecret": {"name": "s3-creds"}}}),
-                s3.root().join("backups/team/shop"),
+                s3.root().join("backups/team/n/shop"),
             ),
             None => (
                 json!({"volume": {"claimName": "backups"}}),
-                dir.path().join("backups/shop"),
+                dir.path().join("backups/n/shop"),
             ),
         };
         World {
@@ -51,7 +51,7 @@ impl World {
     }
 
     fn agent(&self, document: &Value) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+        let mut cmd = agent_command();
         cmd.env("LIFEBOAT_JOB", document.to_string())
             .env("LIFEBOAT_BACKUP_DIR", self.dir.path().join("backups"))
             .env("LIFEBOAT_SECRETS_DIR", self.dir.path().join("secrets"))
@@ -225,4 +225,16 @@ fn evidence_in_an_s3_bucket() {
     let s3 =
         LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
     the_record_lands_completed_and_verified_backups_outlive_retention(&World::new(Some(&s3)));
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -18,6 +18,11 @@ fn backup(dir: &std::path::Path, asset: Value) -> (bool, AgentSummary) {
         "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 50}});
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
         .env("LIFEBOAT_JOB", job.to_string())
+        .env(
+            "LIFEBOAT_SIGNING_KEY_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+        )
+        .env("LIFEBOAT_NAMESPACE", "n")
         .env("LIFEBOAT_BACKUP_DIR", dir.join("backups"))
         .env("LIFEBOAT_TERMINATION_LOG", &term)
         .arg("backup")

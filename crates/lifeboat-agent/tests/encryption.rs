@@ -58,7 +58,7 @@ fn keys(secrets: &Path) -> Keys {
 fn run(doc: &Value, verb: &[&str], secrets: &Path, dir: &Path) -> (Output, Option<AgentSummary>) {
     let term = dir.join("term");
     let _ = std::fs::remove_file(&term);
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let out = agent_command()
         .env("LIFEBOAT_JOB", doc.to_string())
         .env("LIFEBOAT_SECRETS_DIR", secrets)
         .env("LIFEBOAT_TERMINATION_LOG", &term)
@@ -117,7 +117,7 @@ fn metadata_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The newest backup's metadata and directory.
 fn newest(dir: &Path, policy: &str, asset: &str) -> (BackupMetadata, PathBuf) {
-    let mut ids: Vec<PathBuf> = std::fs::read_dir(dir.join("backups").join(policy))
+    let mut ids: Vec<PathBuf> = std::fs::read_dir(dir.join("backups/n").join(policy))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.join(format!("{asset}.metadata.json")).is_file())
@@ -132,7 +132,7 @@ fn newest(dir: &Path, policy: &str, asset: &str) -> (BackupMetadata, PathBuf) {
 
 fn verify(dir: &Path, policy: &str) -> Output {
     // No secrets directory at all: verification needs no key.
-    Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_SECRETS_DIR", "/nonexistent")
         .args(["verify", "--policy", policy, "--dir"])
@@ -210,7 +210,7 @@ fn an_encrypted_postgres_backup_round_trips_and_refuses_wrong_or_missing_identit
         (
             "identity Secret not mounted",
             Some(json!({"name": "absent", "key": "identity"})),
-            ErrorClass::Config,
+            ErrorClass::SecretNotFound,
         ),
         ("no identitySecret", None, ErrorClass::Config),
     ];
@@ -325,4 +325,16 @@ fn an_encrypted_redis_backup_is_placed_only_with_the_right_identity() {
         restarted.conn().run(0, &["GET", "k:7"]).unwrap(),
         format!("{MARKER} 7")
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use jiff::{SignedDuration, Timestamp};
-use lifeboat_agent::layout::parse_metadata;
 use lifeboat_agent::retention::{Candidate, select};
+use lifeboat_agent::signing::{SigningKey, Trust, Unsigned};
 use lifeboat_api::agent_result::AgentSummary;
 use lifeboat_api::backup_policy::Retention;
 use proptest::prelude::*;
@@ -22,8 +22,119 @@ fn config() -> ProptestConfig {
 
 const METADATA: &str = r#"{"schemaVersion":1,"backupId":"20261124T100000Z","policy":"shop","asset":"db","kind":"postgres","tool":{"name":"pg_dump","version":"15.18"},"agentVersion":"0.1.0","source":"postgres://db:5432/shop","startedAt":"2026-11-24T10:00:00Z","finishedAt":"2026-11-24T10:00:05Z","snapshotTime":"2026-11-24T10:00:00Z","artifacts":[{"name":"db.shop.pgdump.zst","rawBytes":10,"storedBytes":8,"sha256":"ab"}],"compression":"zstd:3"}"#;
 
+/// Legacy metadata as version 1 agents wrote it: read only with the opt-in.
+fn parse_metadata(
+    bytes: &[u8],
+    what: &str,
+) -> lifeboat_agent::error::Result<lifeboat_api::agent_result::BackupMetadata> {
+    let trust = Trust {
+        key: None,
+        unsigned: Unsigned::Accept,
+    };
+    lifeboat_agent::signing::open(bytes, what, trust)
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(b"the fuzz tests' signing key, 32+".to_vec(), "fuzz").unwrap()
+}
+
+/// METADATA as version 2, signed with [`key`], as the agent writes it.
+fn signed() -> (Vec<u8>, lifeboat_api::agent_result::BackupMetadata) {
+    let mut m = parse_metadata(METADATA.as_bytes(), "fixture").unwrap();
+    m.schema_version = lifeboat_api::agent_result::METADATA_SCHEMA_VERSION;
+    m.namespace = "team".into();
+    key().sign(&mut m).unwrap();
+    (serde_json::to_vec_pretty(&m).unwrap(), m)
+}
+
+/// Every JSON pointer in `v` (the root is `""`).
+fn json_paths(v: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .for_each(|(k, c)| walk(c, format!("{at}/{k}"), out)),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .for_each(|(i, c)| walk(c, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, String::new(), &mut out);
+    out
+}
+
+/// Arbitrary JSON, a few levels deep.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        "[0-9a-f]{0,64}".prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 12, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn a_signed_document_edited_anywhere_is_refused_or_reads_the_same(at in 0usize..2000, byte in any::<u8>()) {
+        let (mut bytes, original) = signed();
+        let at = at % bytes.len();
+        prop_assume!(bytes[at] != byte);
+        bytes[at] = byte;
+        let k = key();
+        let trust = Trust { key: Some(&k), unsigned: Unsigned::Refuse };
+        match lifeboat_agent::signing::open(&bytes, "edited", trust) {
+            // An edit of whitespace (or of a character JSON reads the same) changes nothing.
+            Ok(m) => prop_assert_eq!(m, original),
+            Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
+        }
+    }
+
+    /// Any value of the signed document replaced (a checksum, a size, the place, the key id, a
+    /// whole artifact list), a field removed or added, bytes inserted or cut: never read as
+    /// intact unless it reads as exactly the signed document.
+    #[test]
+    fn a_signed_document_changed_in_any_value_is_never_read_as_intact(
+        pick in any::<usize>(),
+        with in any_json(),
+        remove in any::<bool>(),
+        cut in any::<usize>(),
+        insert in prop::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let (bytes, original) = signed();
+        let mut doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let paths = json_paths(&doc);
+        let path = &paths[pick % paths.len()];
+        let (parent, field) = path.rsplit_once('/').unwrap_or(("", path));
+        match doc.pointer_mut(parent) {
+            Some(serde_json::Value::Object(m)) if remove => { m.remove(field); }
+            _ => if let Some(slot) = doc.pointer_mut(path) { *slot = with; },
+        }
+        let mut edited = serde_json::to_vec(&doc).unwrap();
+        let at = cut % (edited.len() + 1);
+        edited.splice(at..at, insert);
+        let k = key();
+        let trust = Trust { key: Some(&k), unsigned: Unsigned::Refuse };
+        match lifeboat_agent::signing::open(&edited, "edited", trust) {
+            Ok(m) => prop_assert_eq!(m, original),
+            Err(e) => prop_assert!(e.to_string().starts_with("edited: ")),
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_are_never_valid_metadata_nor_a_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {

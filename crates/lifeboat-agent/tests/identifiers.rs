@@ -95,6 +95,11 @@ fn run(verb: &[&str], document: &Value) -> (i32, AgentSummary) {
     let term = dir.path().join("term");
     let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
         .env("LIFEBOAT_JOB", document.to_string())
+        .env(
+            "LIFEBOAT_SIGNING_KEY_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+        )
+        .env("LIFEBOAT_NAMESPACE", "n")
         .env("LIFEBOAT_BACKUP_DIR", dir.path().join("backups"))
         .env("LIFEBOAT_TERMINATION_LOG", &term)
         .args(verb)

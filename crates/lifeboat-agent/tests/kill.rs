@@ -1,7 +1,9 @@
 //! The agent killed with SIGKILL in the middle of a backup, at 25 points: PostgreSQL, Redis and
 //! bucket backups, to a directory and to S3; before the first byte, at the first byte, mid-stream
 //! (for S3 past the first 8 MiB part, a multipart upload in flight), after the artifacts but
-//! before the metadata, and during the metadata's commit.
+//! before the metadata, and during the metadata's commit. And the Kubernetes-state asset, against
+//! the test control plane, at 10 more: after API discovery, midway through listing the kinds,
+//! at the dump's first stored byte, after the artifact, during the metadata's commit.
 //!
 //! After each kill: `list` shows no new backup, `verify` of everything listed passes, `prune`
 //! clears what the killed run left once it is stale, and the next backup succeeds.
@@ -18,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use lifeboat_agent::local::{LocalPostgres, LocalRedis, LocalS3};
 use lifeboat_agent::postgres;
 use serde_json::{Value, json};
@@ -70,8 +73,10 @@ enum Store {
 struct World {
     dir: tempfile::TempDir,
     s3: LocalS3,
-    pg: LocalPostgres,
-    redis: LocalRedis,
+    pg: Option<LocalPostgres>,
+    redis: Option<LocalRedis>,
+    /// The Kubernetes-state asset's namespace on the test control plane, and its kubeconfig.
+    kube: Option<(String, Option<PathBuf>)>,
 }
 
 impl World {
@@ -86,11 +91,14 @@ impl World {
     fn asset(&self, kind: &str) -> Value {
         match kind {
             "postgres" => {
-                json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": self.pg.port,
+                json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": self.pg.as_ref().unwrap().port,
                 "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}})
             }
             "redis" => {
-                json!({"name": "sessions", "redis": {"host": "127.0.0.1", "port": self.redis.port}})
+                json!({"name": "sessions", "redis": {"host": "127.0.0.1", "port": self.redis.as_ref().unwrap().port}})
+            }
+            "kubestate" => {
+                json!({"name": "objects", "kubernetesState": {"namespaces": [self.kube.as_ref().unwrap().0]}})
             }
             _ => {
                 json!({"name": "media", "objectStorage": location(&self.s3, "source", "media", "src-creds")})
@@ -108,8 +116,8 @@ impl World {
     /// Where this policy's backups are on disk (the S3 server's buckets are directories).
     fn policy_root(&self, store: Store, policy: &str) -> PathBuf {
         match store {
-            Store::Dir => self.backups_dir().join(policy),
-            Store::S3 => self.s3.root().join("backups/lifeboat").join(policy),
+            Store::Dir => self.backups_dir().join("n").join(policy),
+            Store::S3 => self.s3.root().join("backups/lifeboat/n").join(policy),
         }
     }
 
@@ -124,7 +132,7 @@ impl World {
     }
 
     fn agent(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+        let mut cmd = agent_command();
         cmd.env_remove("LIFEBOAT_JOB")
             .env_remove("LIFEBOAT_FAULT_POINT")
             .env("LIFEBOAT_SECRETS_DIR", self.secrets())
@@ -133,13 +141,17 @@ impl World {
                 "LIFEBOAT_TERMINATION_LOG",
                 self.dir.path().join("termination-log"),
             );
+        if let Some((_, Some(kubeconfig))) = &self.kube {
+            cmd.env("KUBECONFIG", kubeconfig);
+        }
         cmd
     }
 
     fn backup(&self, kind: &str, store: Store, policy: &str) -> Command {
         let job = json!({"namespace": "n", "policy": policy, "asset": self.asset(kind),
             "destination": self.destination(store),
-            "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 50, "minKeep": 1}});
+            "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 50, "minKeep": 1},
+            "kubernetesStateScope": self.kube.as_ref().map(|(ns, _)| json!({"namespaces": [ns]}))});
         let mut cmd = self.agent();
         cmd.env("LIFEBOAT_JOB", job.to_string()).arg("backup");
         cmd
@@ -166,13 +178,7 @@ impl World {
 }
 
 fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, key) in [("s3-creds", SK), ("src-creds", SK)] {
-        let s = dir.path().join("secrets").join(name);
-        std::fs::create_dir_all(&s).unwrap();
-        std::fs::write(s.join("AWS_ACCESS_KEY_ID"), AK).unwrap();
-        std::fs::write(s.join("AWS_SECRET_ACCESS_KEY"), key).unwrap();
-    }
+    let dir = secrets_dir();
     let s3 = s3_server();
     let pg = LocalPostgres::start().unwrap();
     let conn = pg.conn();
@@ -195,7 +201,24 @@ fn world() -> World {
             .run(0, &["SET", &format!("session:{i}"), &value])
             .unwrap();
     }
-    World { dir, s3, pg, redis }
+    World {
+        dir,
+        s3,
+        pg: Some(pg),
+        redis: Some(redis),
+        kube: None,
+    }
+}
+
+fn secrets_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, key) in [("s3-creds", SK), ("src-creds", SK)] {
+        let s = dir.path().join("secrets").join(name);
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(s.join("AWS_ACCESS_KEY_ID"), AK).unwrap();
+        std::fs::write(s.join("AWS_SECRET_ACCESS_KEY"), key).unwrap();
+    }
+    dir
 }
 
 /// Runs a backup that stops at `point`, then kills it with SIGKILL. Panics if the agent ends
@@ -260,6 +283,97 @@ fn files(root: &Path) -> Vec<String> {
     out
 }
 
+/// Kills a backup of `kind` to `store` at `point`, then checks what a killed run must leave:
+/// nothing new listed, everything listed verifying, nothing left once `prune` has run, and a
+/// next run that succeeds. Returns the row of the table of what the kill left.
+fn kill_and_recover(w: &World, kind: &str, store: Store, point: &str) -> String {
+    let policy = format!("{kind}-{}", format!("{store:?}").to_lowercase());
+    let policy_file = w.policy_file(kind, store, &policy);
+    let before = w.listed(&policy_file);
+    let committed_files = files(&w.policy_root(store, &policy));
+
+    let reached = kill_at(w, kind, store, &policy, point);
+
+    // Nothing new is listed; everything listed still verifies.
+    assert_eq!(
+        w.listed(&policy_file),
+        before,
+        "{kind}/{store:?}/{point}: a killed run was listed"
+    );
+    if !before.is_empty() {
+        let out = w
+            .agent()
+            .args(["verify", "--policy-file"])
+            .arg(&policy_file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}/{store:?}/{point}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let left: Vec<String> = files(&w.policy_root(store, &policy))
+        .into_iter()
+        .filter(|f| !committed_files.contains(f))
+        .collect();
+
+    // prune clears what is left once it is stale (here: after a second).
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = w
+        .agent()
+        .args(["prune", "--execute", "--stale-after", "1s", "--policy-file"])
+        .arg(&policy_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{kind}/{store:?}/{point}: prune: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<String> = files(&w.policy_root(store, &policy))
+        .into_iter()
+        .filter(|f| !committed_files.contains(f))
+        .collect();
+    // What the S3 server keeps of an unfinished multipart upload is not an object (see
+    // docs/reliability.md); everything else the kill left must be gone.
+    let visible: Vec<&String> = after
+        .iter()
+        .filter(|f| !f.contains(".rclone_temp_multipart_"))
+        .collect();
+    assert!(
+        visible.is_empty(),
+        "{kind}/{store:?}/{point}: prune left {visible:?}"
+    );
+
+    // The next run succeeds and is listed.
+    let out = w.backup(kind, store, &policy).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{kind}/{store:?}/{point}: next run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.listed(&policy_file).len(),
+        before.len() + 1,
+        "{kind}/{store:?}/{point}"
+    );
+    format!(
+        "| {kind} | {store:?} | `{point}` | {:.2} s | {} | {} |",
+        reached.as_secs_f64(),
+        if left.is_empty() {
+            "nothing".to_owned()
+        } else {
+            left.join(", ")
+        },
+        if after.is_empty() {
+            "nothing".to_owned()
+        } else {
+            after.join(", ")
+        }
+    )
+}
+
 #[test]
 fn killed_at_25_points_nothing_half_written_is_ever_listed_and_the_next_run_succeeds() {
     let w = world();
@@ -295,92 +409,72 @@ fn killed_at_25_points_nothing_half_written_is_ever_listed_and_the_next_run_succ
         "|---|---|---|---|---|---|".to_owned(),
     ];
     for &(kind, store, point) in cases {
-        let policy = format!("{kind}-{}", format!("{store:?}").to_lowercase());
-        let policy_file = w.policy_file(kind, store, &policy);
-        let before = w.listed(&policy_file);
-        let committed_files = files(&w.policy_root(store, &policy));
-
-        let reached = kill_at(&w, kind, store, &policy, point);
-
-        // Nothing new is listed; everything listed still verifies.
-        assert_eq!(
-            w.listed(&policy_file),
-            before,
-            "{kind}/{store:?}/{point}: a killed run was listed"
-        );
-        if !before.is_empty() {
-            let out = w
-                .agent()
-                .args(["verify", "--policy-file"])
-                .arg(&policy_file)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{kind}/{store:?}/{point}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let left: Vec<String> = files(&w.policy_root(store, &policy))
-            .into_iter()
-            .filter(|f| !committed_files.contains(f))
-            .collect();
-
-        // prune clears what is left once it is stale (here: after a second).
-        std::thread::sleep(Duration::from_millis(1100));
-        let out = w
-            .agent()
-            .args(["prune", "--execute", "--stale-after", "1s", "--policy-file"])
-            .arg(&policy_file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{kind}/{store:?}/{point}: prune: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let after: Vec<String> = files(&w.policy_root(store, &policy))
-            .into_iter()
-            .filter(|f| !committed_files.contains(f))
-            .collect();
-        // What the S3 server keeps of an unfinished multipart upload is not an object (see
-        // docs/reliability.md); everything else the kill left must be gone.
-        let visible: Vec<&String> = after
-            .iter()
-            .filter(|f| !f.contains(".rclone_temp_multipart_"))
-            .collect();
-        assert!(
-            visible.is_empty(),
-            "{kind}/{store:?}/{point}: prune left {visible:?}"
-        );
-
-        // The next run succeeds and is listed.
-        let out = w.backup(kind, store, &policy).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{kind}/{store:?}/{point}: next run: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            w.listed(&policy_file).len(),
-            before.len() + 1,
-            "{kind}/{store:?}/{point}"
-        );
-        table.push(format!(
-            "| {kind} | {store:?} | `{point}` | {:.2} s | {} | {} |",
-            reached.as_secs_f64(),
-            if left.is_empty() {
-                "nothing".to_owned()
-            } else {
-                left.join(", ")
-            },
-            if after.is_empty() {
-                "nothing".to_owned()
-            } else {
-                after.join(", ")
-            }
-        ));
+        table.push(kill_and_recover(&w, kind, store, point));
     }
     eprintln!("{}", table.join("\n"));
     assert_eq!(cases.len(), 25);
+}
+
+#[tokio::test]
+async fn killed_kubernetes_state_backups_are_never_listed_and_the_next_run_succeeds() {
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "killed").await.unwrap();
+    let config_maps: kube::Api<ConfigMap> = kube::Api::namespaced(client.clone(), &ns);
+    for i in 0..20 {
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": format!("config-{i}")},
+            "data": {"value": "x".repeat(10_000)}}))
+            .unwrap();
+        config_maps
+            .create(&kube::api::PostParams::default(), &cm)
+            .await
+            .unwrap();
+    }
+    let dir = secrets_dir();
+    let w = World {
+        dir,
+        s3: s3_server(),
+        pg: None,
+        redis: None,
+        kube: Some((ns, env.kubeconfig())),
+    };
+    let cases: &[(Store, &str)] = &[
+        (Store::Dir, "kubestate.discovered"),
+        (Store::Dir, "kubestate.listed@3"),
+        (Store::Dir, "store.bytes@1"),
+        (Store::Dir, "backup.artifacts-stored"),
+        (Store::Dir, "commit.tmp-written"),
+        (Store::S3, "kubestate.discovered"),
+        (Store::S3, "kubestate.listed@3"),
+        (Store::S3, "store.bytes@1"),
+        (Store::S3, "backup.artifacts-stored"),
+        (Store::S3, "commit.before-put"),
+    ];
+    let mut table = vec![
+        "| asset | store | killed at | reached after | left by the kill | after prune |".to_owned(),
+        "|---|---|---|---|---|---|".to_owned(),
+    ];
+    for &(store, point) in cases {
+        table.push(kill_and_recover(&w, "kubestate", store, point));
+    }
+    eprintln!("{}", table.join("\n"));
+    // Every policy ends with exactly the backups of its next runs, each holding the objects.
+    for store in [Store::Dir, Store::S3] {
+        let policy = format!("kubestate-{}", format!("{store:?}").to_lowercase());
+        let listed = w.listed(&w.policy_file("kubestate", store, &policy));
+        assert_eq!(listed.len(), 5, "{store:?}: {listed:?}");
+    }
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

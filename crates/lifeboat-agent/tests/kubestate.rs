@@ -1,7 +1,7 @@
 //! The Kubernetes-state asset against the real API server (the test control plane): a dump by
 //! discovery that leaves out what the cluster recreates and what it assigns, then a restore into
 //! another namespace that is a dry run until --execute, in dependency order (a CRD before its
-//! custom resources), and a corrupted dump refused before anything is applied.
+//! custom resources), and a corrupted or swapped dump refused before anything is applied.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 fn agent(dir: &Path, args: &[&str]) -> Output {
     let env = lifeboat_testenv::shared().unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.args(args)
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_TERMINATION_LOG", dir.join("termination-log"));
@@ -151,12 +151,13 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             policy.to_str().unwrap(),
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
 
     // What the dump holds.
-    let artifact = std::fs::read_dir(backups.join("state"))
+    let artifact = std::fs::read_dir(backups.join("n/state"))
         .unwrap()
         .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
         .map(|f| f.unwrap().path())
@@ -229,6 +230,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             target.to_str().unwrap(),
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ];
         if execute {
             a.push("--execute");
@@ -258,6 +260,7 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
             "objects",
             "--dir",
             backups.to_str().unwrap(),
+            "--cluster-scope",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
@@ -328,4 +331,129 @@ async fn dump_restore_into_another_namespace_dry_run_first() {
     let out = restore(true);
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert!(namespaces.get_opt(&elsewhere).await.unwrap().is_none());
+}
+
+/// Another backup's dump (valid in itself: the same namespace a moment later) put in place of
+/// one backup's: `verify` and `restore --execute` refuse it with the integrity exit code, and
+/// the namespace it would restore into is never created.
+#[tokio::test]
+async fn a_swapped_dump_is_refused_before_anything_is_applied() {
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "swap").await.unwrap();
+    let config = |mode: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"}, "data": {"mode": mode}});
+    apply(&client, Some(&ns), config("first")).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, format!(
+        "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: state}}\nspec:\n  schedule: '@daily'\n  assets:\n    - name: objects\n      kubernetesState: {{namespaces: [{ns}]}}\n  retention: {{keepLast: 3}}\n  destination: {{volume: {{claimName: local}}}}\n")).unwrap();
+    let backups = dir.path().join("backups");
+    let backup = || {
+        let out = agent(
+            dir.path(),
+            &[
+                "backup",
+                "--policy-file",
+                policy.to_str().unwrap(),
+                "--dir",
+                backups.to_str().unwrap(),
+                "--allow-namespace",
+                &ns,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    backup();
+    apply(&client, Some(&ns), config("second")).await;
+    backup();
+    let mut ids: Vec<String> = std::fs::read_dir(backups.join("n/state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    let artifact = |id: &str| {
+        backups
+            .join("n/state")
+            .join(id)
+            .join("objects.cluster_state.json.zst")
+    };
+    let pristine = std::fs::read(artifact(&ids[0])).unwrap();
+    let other = std::fs::read(artifact(&ids[1])).unwrap();
+    assert_ne!(pristine, other);
+    std::fs::write(artifact(&ids[0]), &other).unwrap();
+
+    // The restore's target namespace exists, empty: a refused restore leaves it so.
+    let elsewhere = env.namespace(&client, "swapped").await.unwrap();
+    let target = dir.path().join("target.yaml");
+    std::fs::write(
+        &target,
+        format!("asset: objects\nkubernetesState:\n  namespaceMapping: {{{ns}: {elsewhere}}}\n"),
+    )
+    .unwrap();
+    let restore = || {
+        agent(
+            dir.path(),
+            &[
+                "restore",
+                "--execute",
+                "--policy-file",
+                policy.to_str().unwrap(),
+                "--asset",
+                "objects",
+                "--backup",
+                &ids[0],
+                "--target-file",
+                target.to_str().unwrap(),
+                "--dir",
+                backups.to_str().unwrap(),
+                "--cluster-scope",
+            ],
+        )
+    };
+    let verify = || {
+        agent(
+            dir.path(),
+            &[
+                "verify",
+                "--policy",
+                "state",
+                "--backup",
+                &ids[0],
+                "--dir",
+                backups.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = verify();
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let out = restore();
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let restored = Api::<ConfigMap>::namespaced(client.clone(), &elsewhere);
+    assert!(
+        restored.get_opt("app-config").await.unwrap().is_none(),
+        "the swapped dump was applied"
+    );
+
+    // Put back, the same backup verifies and restores its own state: the refusal was the swap.
+    std::fs::write(artifact(&ids[0]), &pristine).unwrap();
+    let out = verify();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = restore();
+    assert!(out.status.success(), "{}", text(&out));
+    let cm = restored.get("app-config").await.unwrap();
+    assert_eq!(cm.data.unwrap()["mode"], "first");
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

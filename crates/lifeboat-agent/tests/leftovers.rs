@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use lifeboat_agent::local::LocalRedis;
 
 fn agent(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG")
         .args(args)
@@ -65,7 +65,7 @@ fn prune_clears_stale_unfinished_backups_only() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
-    let shop = backups.join("shop");
+    let shop = backups.join("n/shop");
     // A run killed two days ago: an artifact and a temporary metadata file, no metadata.
     old_file(
         &shop.join("20261122T100000Z/sessions.rdb.zst"),
@@ -145,4 +145,16 @@ fn prune_clears_stale_unfinished_backups_only() {
     ]);
     assert!(verify.status.success(), "{}", text(&verify));
     assert_eq!(text(&verify).matches("ok ").count(), 1, "{}", text(&verify));
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -28,7 +28,7 @@ impl World {
     }
 
     fn agent(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+        let mut cmd = agent_command();
         cmd.env_remove("LIFEBOAT_JOB")
             .env("LIFEBOAT_BACKUP_DIR", self.backups())
             .env("LIFEBOAT_TERMINATION_LOG", self.term());
@@ -124,7 +124,7 @@ fn a_pass_over_the_policys_share_deletes_nothing_and_says_why_until_the_policy_a
     );
     assert!(!before.contains(&after[0]));
     assert_eq!(
-        dirs(&w.backups().join("shop")),
+        dirs(&w.backups().join("n/shop")),
         1,
         "no directory left behind"
     );
@@ -133,4 +133,16 @@ fn a_pass_over_the_policys_share_deletes_nothing_and_says_why_until_the_policy_a
         2,
         "the other policy's backups are untouched"
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -95,7 +95,7 @@ fn policy(dir: &Path, port: u16, data: &Path) -> PathBuf {
 }
 
 fn agent(verb: &str, policy: &Path, backups: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG")
         .arg(verb)
@@ -184,4 +184,16 @@ fn a_redis_that_would_load_its_aof_instead_is_refused_and_left_untouched() {
         c.run(0, &["CONFIG", "GET", "save"]).unwrap(),
         "save\n3600 1 300 100 60 10000"
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

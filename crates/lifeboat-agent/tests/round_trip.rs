@@ -11,7 +11,7 @@ use lifeboat_agent::local::{LocalPostgres, LocalRedis};
 use lifeboat_agent::postgres;
 
 fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG");
     c
@@ -194,7 +194,7 @@ fn corruption_is_refused_before_the_target_is_touched() {
             .unwrap()
             .success()
     );
-    let backup_dir = std::fs::read_dir(backups.join("shop"))
+    let backup_dir = std::fs::read_dir(backups.join("n/shop"))
         .unwrap()
         .next()
         .unwrap()
@@ -339,7 +339,7 @@ fn bad_input_fails_with_its_class_and_leaves_no_backup() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "[]");
-    let leftovers: Vec<_> = std::fs::read_dir(backups.join("shop")).unwrap().collect();
+    let leftovers: Vec<_> = std::fs::read_dir(backups.join("n/shop")).unwrap().collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Unknown backup id.
     let out = agent()
@@ -593,4 +593,16 @@ fn prune_applies_retention_dry_run_first_and_refuses_a_mass_deletion() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert_eq!(count(), 4);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -76,7 +76,7 @@ fn run(
     secrets: &Path,
     term: &Path,
 ) -> (std::process::Output, Option<AgentSummary>) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let out = agent_command()
         .env("LIFEBOAT_JOB", doc.to_string())
         .env("LIFEBOAT_SECRETS_DIR", secrets)
         .env("LIFEBOAT_TERMINATION_LOG", term)
@@ -117,7 +117,7 @@ fn backup_to_s3_then_restore_from_it_and_refuse_corruption() {
     let summary = summary.unwrap();
     assert!(summary.ok);
     let id = summary.backup_id.clone().unwrap();
-    let object_dir = s3.bucket().join("lifeboat/shop").join(&id);
+    let object_dir = s3.bucket().join("lifeboat/n/shop").join(&id);
     assert!(
         object_dir.join("orders-db.metadata.json").is_file(),
         "metadata committed in the bucket"
@@ -183,9 +183,21 @@ fn backup_to_s3_then_restore_from_it_and_refuse_corruption() {
     );
     assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Auth));
     assert_eq!(
-        std::fs::read_dir(s3.bucket().join("lifeboat/shop"))
+        std::fs::read_dir(s3.bucket().join("lifeboat/n/shop"))
             .unwrap()
             .count(),
         1
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -286,6 +286,10 @@ impl World {
     fn agent(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
         cmd.env_remove("LIFEBOAT_JOB")
+            .env(
+                "LIFEBOAT_SIGNING_KEY_FILE",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+            )
             .env("LIFEBOAT_SECRETS_DIR", self.dir.path().join("secrets"))
             .env("LIFEBOAT_TERMINATION_LOG", self.dir.path().join("term"))
             // Short enough for a test to wait out a request that is never answered.

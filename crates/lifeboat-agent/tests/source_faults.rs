@@ -16,7 +16,7 @@ use lifeboat_agent::postgres;
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass};
 
 fn agent() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut cmd = agent_command();
     cmd.env_remove("LIFEBOAT_JOB");
     cmd
 }
@@ -284,4 +284,16 @@ fn a_corrupt_or_truncated_rdb_from_the_source_is_never_committed() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(listed(&backups).len(), 1);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

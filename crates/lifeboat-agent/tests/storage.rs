@@ -42,7 +42,7 @@ impl Drop for SmallDisk {
 
 /// Runs the agent, killing it (and failing the test) if it does not finish in time.
 fn run_with_deadline(args: &[&std::ffi::OsStr], term: &Path) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let mut child = agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env("LIFEBOAT_TERMINATION_LOG", term)
         .args(args)
@@ -144,7 +144,7 @@ fn a_full_destination_fails_as_storage_promptly_and_leaves_nothing() {
         let leftovers: Vec<_> = walk(&backups);
         assert!(leftovers.is_empty(), "{asset}: {leftovers:?}");
     }
-    let list = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    let list = agent_command()
         .args(["list", "--policy", "shop", "--json", "--dir"])
         .arg(&backups)
         .output()
@@ -168,4 +168,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

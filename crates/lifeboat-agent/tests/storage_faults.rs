@@ -174,7 +174,7 @@ impl Setup {
     }
 
     fn agent(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+        let mut cmd = agent_command();
         cmd.env_remove("LIFEBOAT_JOB")
             .env("LIFEBOAT_SECRETS_DIR", self.dir.path().join("secrets"))
             .env("LIFEBOAT_TERMINATION_LOG", self.dir.path().join("term"));
@@ -250,7 +250,7 @@ fn s3_refusing_erroring_flaky_or_slow_never_commits_a_bad_backup() {
     let (out, _) = setup.backup(&destination, None);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(setup.listed(&direct, None), 1);
-    let objects_before = std::fs::read_dir(s3.root().join("backups/lifeboat/shop"))
+    let objects_before = std::fs::read_dir(s3.root().join("backups/lifeboat/n/shop"))
         .unwrap()
         .count();
 
@@ -277,7 +277,7 @@ fn s3_refusing_erroring_flaky_or_slow_never_commits_a_bad_backup() {
         // Nothing committed, nothing left in the bucket; the earlier backup still verifies.
         assert_eq!(setup.listed(&direct, None), 1, "{name}");
         assert_eq!(
-            std::fs::read_dir(s3.root().join("backups/lifeboat/shop"))
+            std::fs::read_dir(s3.root().join("backups/lifeboat/n/shop"))
                 .unwrap()
                 .count(),
             objects_before,
@@ -379,4 +379,16 @@ fn a_read_only_backup_directory_fails_as_storage_and_keeps_its_backups() {
     let (out, _) = setup.backup(&destination, Some(&backups));
     assert!(out.status.success(), "writable again: {}", stderr(&out));
     assert_eq!(setup.listed(&policy, Some(&backups)), 2);
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -2,7 +2,9 @@
 //! asset's artifact from another backup (a valid archive, only not this backup's), and a
 //! metadata.json whose checksum was edited to a wrong value. For PostgreSQL dumps and Redis
 //! RDBs: `verify` fails and `restore --execute` refuses with the integrity exit code before the
-//! target is touched. (Buckets and Kubernetes state: tests/bucket.rs and tests/kubestate.rs.)
+//! target is touched. (Buckets and Kubernetes state: tests/bucket.rs
+//! `a_swapped_bucket_artifact_is_refused_before_the_target_is_touched` and tests/kubestate.rs
+//! `a_swapped_dump_is_refused_before_anything_is_applied`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +16,7 @@ use lifeboat_agent::postgres;
 use lifeboat_api::agent_result::ErrorClass;
 
 fn agent() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG");
     c
@@ -46,12 +48,12 @@ impl Shop {
             String::from_utf8_lossy(&out.stderr)
         );
         // The id is the newest directory holding this asset's metadata.
-        let mut ids: Vec<String> = std::fs::read_dir(self.backups().join("shop"))
+        let mut ids: Vec<String> = std::fs::read_dir(self.backups().join("n/shop"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|id| {
                 self.backups()
-                    .join("shop")
+                    .join("n/shop")
                     .join(id)
                     .join(format!("{asset}.metadata.json"))
                     .is_file()
@@ -62,7 +64,7 @@ impl Shop {
     }
 
     fn slot(&self, id: &str) -> PathBuf {
-        self.backups().join("shop").join(id)
+        self.backups().join("n/shop").join(id)
     }
 
     fn verify(&self, id: &str) -> Output {
@@ -268,4 +270,16 @@ fn a_swapped_rdb_or_an_edited_checksum_is_refused_before_the_data_directory_is_t
         std::fs::read(data.path().join("dump.rdb")).unwrap(),
         b"the target's own snapshot"
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

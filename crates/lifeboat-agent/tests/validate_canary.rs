@@ -28,7 +28,7 @@ impl World {
     }
 
     fn run(&self, verb: &[&str], document: &Value) -> (bool, AgentSummary) {
-        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        let out = agent_command()
             .env("LIFEBOAT_JOB", document.to_string())
             .env("LIFEBOAT_BACKUP_DIR", self.dir.path().join("backups"))
             .env("LIFEBOAT_TERMINATION_LOG", self.dir.path().join("term"))
@@ -140,7 +140,7 @@ fn a_restored_bucket_holds_its_backups_marker_object() {
                "forcePathStyle": true, "credentialsSecret": {"name": "s3-creds"}})
     };
     let run = |verb: &[&str], doc: &Value| {
-        let out = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+        let out = agent_command()
             .env("LIFEBOAT_JOB", doc.to_string())
             .env("LIFEBOAT_BACKUP_DIR", dir.path().join("backups"))
             .env("LIFEBOAT_SECRETS_DIR", dir.path().join("secrets"))
@@ -197,4 +197,16 @@ fn a_restored_bucket_holds_its_backups_marker_object() {
             .contains("no objects but canary markers"),
         "{s:?}"
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

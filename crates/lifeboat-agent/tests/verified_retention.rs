@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use lifeboat_agent::local::LocalRedis;
 
 fn agent(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    let mut c = agent_command();
     c.env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG")
         .env("LIFEBOAT_BACKUP_DIR", dir.join("backups"));
@@ -101,5 +101,17 @@ fn the_newest_verified_backup_outlives_every_rule_until_a_newer_one_is_verified(
     prune(dir.path());
     assert_eq!(ids(dir.path(), &policy), [all[3].clone()]);
     // Its verification record went with it: nothing of the deleted backup is left.
-    assert!(!dir.path().join("backups/shop").join(&all[0]).exists());
+    assert!(!dir.path().join("backups/n/shop").join(&all[0]).exists());
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

@@ -11,7 +11,7 @@ use lifeboat_agent::local::LocalRedis;
 use lifeboat_api::agent_result::ErrorClass;
 
 fn agent(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"))
+    agent_command()
         .env_remove("LIFEBOAT_JOB")
         .env_remove("LIFEBOAT_TERMINATION_LOG")
         .args(args)
@@ -58,7 +58,7 @@ fn verify_catches_damage_and_unknown_ids() {
     let ok = agent(&["verify", "--policy", "shop"], &backups);
     assert!(ok.status.success(), "{}", text(&ok));
 
-    let id_dir = std::fs::read_dir(backups.join("shop"))
+    let id_dir = std::fs::read_dir(backups.join("n/shop"))
         .unwrap()
         .next()
         .unwrap()
@@ -120,4 +120,16 @@ fn verify_catches_damage_and_unknown_ids() {
             .status
             .success()
     );
+}
+
+/// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's
+/// document names its own).
+fn agent_command() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n");
+    c
 }

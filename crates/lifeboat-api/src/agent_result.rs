@@ -7,8 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup_policy::AssetKind;
 
-/// Version of the `metadata.json` layout; readers refuse versions they do not know.
-pub const METADATA_SCHEMA_VERSION: u32 = 1;
+/// Version of the `metadata.json` layout; readers refuse versions they do not know. Version 2
+/// records the namespace and carries a signature.
+pub const METADATA_SCHEMA_VERSION: u32 = 2;
+
+/// The unsigned metadata of agents before version 2, without a namespace: read only when a
+/// restore or a verification opts in to legacy backups.
+pub const LEGACY_METADATA_SCHEMA_VERSION: u32 = 1;
 
 /// Version of the termination-message summary.
 pub const SUMMARY_VERSION: u32 = 1;
@@ -16,12 +21,17 @@ pub const SUMMARY_VERSION: u32 = 1;
 /// Kubernetes keeps at most 4096 bytes of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 
-/// The audit record of one asset's backup, stored as `<root>/<policy>/<id>/<asset>.metadata.json`.
-/// Never holds a secret: connection details are host, port and names only.
+/// The audit record of one asset's backup, stored as
+/// `<root>/<namespace>/<policy>/<id>/<asset>.metadata.json`. Never holds a secret: connection
+/// details are host, port and names only. Its place (namespace, policy, id, asset) is recorded
+/// and signed, so a copy moved elsewhere is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupMetadata {
     pub schema_version: u32,
+    /// The namespace of the policy (empty in legacy, version 1, metadata).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
     pub backup_id: String,
     pub policy: String,
     pub asset: String,
@@ -43,6 +53,43 @@ pub struct BackupMetadata {
     /// The canary marker written into the source just before this backup, when the asset asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryMarker>,
+    /// Set on a backup `adopt` copied from the layout without namespaces: where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<AdoptedFrom>,
+    /// The MAC over everything else in this document (absent only in legacy metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<MetadataSignature>,
+}
+
+/// Where an adopted backup lay before `adopt` copied it into its namespace's directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdoptedFrom {
+    /// The old backup directory or key prefix (`<root>/<policy>/<id>`).
+    pub location: String,
+    /// The schema version of the metadata it had there.
+    pub schema_version: u32,
+    pub adopted_at: Timestamp,
+}
+
+/// The signature of a metadata document: a MAC over its canonical JSON without this field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetadataSignature {
+    pub algorithm: SignatureAlgorithm,
+    /// Names the key without revealing it (a MAC of a fixed label), so a backup signed with
+    /// another namespace's key is told apart from a tampered one.
+    pub key_id: String,
+    /// The MAC, lowercase hex.
+    pub value: String,
+}
+
+/// How metadata is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    /// HMAC-SHA256 with the namespace's key.
+    #[serde(rename = "HMAC-SHA256")]
+    HmacSha256,
 }
 
 /// The record that a backup was proven readable, stored as `<asset>.verified.json` beside its
@@ -139,6 +186,13 @@ pub enum ErrorClass {
     Validation,
     /// A tool failed in a way not classified above.
     ToolFailed,
+    /// A Secret (or one of its keys) the job references is not mounted: it does not exist in
+    /// the namespace. Secret volumes are optional, so the pod starts and says which one.
+    SecretNotFound,
+    /// What the job would touch lies outside what it may (a Kubernetes-state selection or dump
+    /// beyond its allowed namespaces, or cluster-scoped without the platform's opt-in): refused
+    /// before anything was read or written.
+    OutOfScope,
 }
 
 impl ErrorClass {
@@ -155,6 +209,8 @@ impl ErrorClass {
             ErrorClass::Timeout => 9,
             ErrorClass::Validation => 10,
             ErrorClass::ToolFailed => 11,
+            ErrorClass::SecretNotFound => 12,
+            ErrorClass::OutOfScope => 13,
         }
     }
 
@@ -170,6 +226,8 @@ impl ErrorClass {
             ErrorClass::Timeout => "Timeout",
             ErrorClass::Validation => "ValidationFailed",
             ErrorClass::ToolFailed => "ToolFailed",
+            ErrorClass::SecretNotFound => "SecretNotFound",
+            ErrorClass::OutOfScope => "OutOfScope",
         }
     }
 }
@@ -186,6 +244,10 @@ pub enum Verb {
     Drill,
     /// A drill's evidence record written next to its backups.
     Evidence,
+    /// Backups of the layout without namespaces moved into a namespace's directory.
+    Adopt,
+    /// A drill's result sent to its webhook.
+    Notify,
 }
 
 /// The agent's result, small enough for a termination message.
@@ -221,26 +283,13 @@ pub struct AgentSummary {
 }
 
 impl AgentSummary {
-    /// JSON that fits a termination message: the message is shortened (on a character boundary)
-    /// until the whole document is within [`TERMINATION_MESSAGE_LIMIT`].
+    /// JSON that fits a termination message: see [`TerminationMessage::to_json`].
     pub fn to_termination_message(&self) -> serde_json::Result<String> {
-        let mut summary = self.clone();
-        loop {
-            let json = serde_json::to_string(&summary)?;
-            let over = json.len().saturating_sub(TERMINATION_MESSAGE_LIMIT);
-            let Some(message) = summary.message.as_mut().filter(|_| over > 0) else {
-                return Ok(json);
-            };
-            let mut keep = message.len().saturating_sub(over + 3);
-            while !message.is_char_boundary(keep) {
-                keep -= 1;
-            }
-            message.truncate(keep);
-            message.push('…');
-            if keep == 0 {
-                summary.message = None;
-            }
+        TerminationMessage {
+            summary: self.clone(),
+            checks_report: None,
         }
+        .to_json()
     }
 
     /// Parses a termination message; `None` for anything that is not a summary this operator
@@ -249,6 +298,160 @@ impl AgentSummary {
         serde_json::from_str::<Self>(text.trim())
             .ok()
             .filter(|s| s.version == SUMMARY_VERSION)
+    }
+}
+
+/// Bytes a check's message may keep in a termination message, tried in turn until every failed
+/// check fits: room for many checks, and the names of the failed ones before their reasons.
+const CHECK_MESSAGE_LIMITS: [usize; 3] = [160, 80, 32];
+
+/// Bytes the summary's own message (and the retention note) may keep before any check is left out.
+const SUMMARY_MESSAGE_LIMIT: usize = 1024;
+
+/// Bytes any other text keeps when nothing else is left to shorten (a pathological summary).
+const LAST_RESORT_LIMIT: usize = 64;
+
+/// The counts of a validation's checks and where all their results are, for when the summary's
+/// `checks` cannot hold them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChecksReport {
+    pub passed: u32,
+    pub failed: u32,
+    /// Results left out of the summary's `checks` to fit the limit (passed ones first).
+    pub omitted: u32,
+    /// Where the report of every check, messages in full, was written (absent when it was not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+}
+
+/// What the agent writes as its termination message: the summary, and the counts of its checks.
+/// A separate document with the summary's fields at its top level, so that readers of the bare
+/// summary (which ignores unknown fields) read it unchanged, and summaries without the counts
+/// still parse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TerminationMessage {
+    #[serde(flatten)]
+    pub summary: AgentSummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_report: Option<ChecksReport>,
+}
+
+impl TerminationMessage {
+    /// JSON within [`TERMINATION_MESSAGE_LIMIT`], whatever the summary holds, so the result is
+    /// never lost to the kubelet's cut. With checks, the counts are taken from all of them, the
+    /// failed ones go first and those with a canary marker next; each check's message is
+    /// shortened, then checks are left out from the end (counted in `omitted`), then the
+    /// summary's message, then any other text.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        let mut m = self.clone();
+        let checks = &mut m.summary.checks;
+        if !checks.is_empty() {
+            let failed = checks.iter().filter(|c| !c.passed).count();
+            let report = m.checks_report.get_or_insert_with(ChecksReport::default);
+            report.failed = u32::try_from(failed).unwrap_or(u32::MAX);
+            report.passed = u32::try_from(checks.len() - failed).unwrap_or(u32::MAX);
+            report.omitted = 0;
+            // Failed first, then those carrying a canary marker (a drill measures its RPO from
+            // them); stable, so the checks keep their order otherwise.
+            checks.sort_by_key(|c| (c.passed, c.canary.is_none()));
+        }
+        let json = serde_json::to_string(&m)?;
+        if json.len() <= TERMINATION_MESSAGE_LIMIT {
+            return Ok(json);
+        }
+        for text in [&mut m.summary.message, &mut m.summary.retention_refused]
+            .into_iter()
+            .flatten()
+        {
+            shorten(text, SUMMARY_MESSAGE_LIMIT);
+        }
+        let mut json = serde_json::to_string(&m)?;
+        if json.len() > TERMINATION_MESSAGE_LIMIT && !m.summary.checks.is_empty() {
+            // Measured rather than by serializing after each left-out check: the rest with the
+            // widest count, plus `,"checks":[` and `]`, plus each check and its comma.
+            let mut all = std::mem::take(&mut m.summary.checks);
+            let failed = all.iter().filter(|c| !c.passed).count();
+            let report = m.checks_report.get_or_insert_with(ChecksReport::default);
+            report.omitted = u32::MAX;
+            let room = TERMINATION_MESSAGE_LIMIT
+                .saturating_sub(serde_json::to_string(&m)?.len() + r#","checks":[]"#.len());
+            let mut keep = 0;
+            // Shorter messages until every failed check fits, or the shortest.
+            for limit in CHECK_MESSAGE_LIMITS {
+                for c in &mut all {
+                    shorten(&mut c.message, limit);
+                }
+                keep = 0;
+                let mut left = room;
+                for c in &all {
+                    let len = serde_json::to_string(c)?.len() + 1;
+                    if len > left {
+                        break;
+                    }
+                    left -= len;
+                    keep += 1;
+                }
+                if keep >= failed {
+                    break;
+                }
+            }
+            let omitted = all.split_off(keep).len();
+            m.summary.checks = all;
+            if let Some(report) = m.checks_report.as_mut() {
+                report.omitted = u32::try_from(omitted).unwrap_or(u32::MAX);
+            }
+            json = serde_json::to_string(&m)?;
+        }
+        // Rarely reached: what is left is the summary's own text.
+        for limit in [SUMMARY_MESSAGE_LIMIT / 4, LAST_RESORT_LIMIT, 0] {
+            if json.len() <= TERMINATION_MESSAGE_LIMIT {
+                break;
+            }
+            let s = &mut m.summary;
+            let texts = [&mut s.message, &mut s.retention_refused]
+                .into_iter()
+                .flatten()
+                .chain(m.checks_report.as_mut().and_then(|r| r.location.as_mut()));
+            for text in texts {
+                shorten(text, limit);
+            }
+            if limit <= LAST_RESORT_LIMIT {
+                for text in [&mut s.asset, &mut s.backup_id, &mut s.sha256]
+                    .into_iter()
+                    .flatten()
+                {
+                    shorten(text, limit);
+                }
+            }
+            json = serde_json::to_string(&m)?;
+        }
+        Ok(json)
+    }
+
+    /// Parses a termination message; `None` for anything that is not a summary this operator
+    /// understands (a crashed agent, a foreign container, a newer version).
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(text.trim())
+            .ok()
+            .filter(|m| m.summary.version == SUMMARY_VERSION)
+    }
+}
+
+/// Cuts `text` to at most `limit` bytes on a character boundary, marking the cut with `…`.
+fn shorten(text: &mut String, limit: usize) {
+    if text.len() <= limit {
+        return;
+    }
+    let ellipsis = '…';
+    let mut keep = limit.saturating_sub(ellipsis.len_utf8());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    if text.len() + ellipsis.len_utf8() <= limit {
+        text.push(ellipsis);
     }
 }
 
@@ -321,6 +524,8 @@ mod tests {
             ErrorClass::Timeout,
             ErrorClass::Validation,
             ErrorClass::ToolFailed,
+            ErrorClass::SecretNotFound,
+            ErrorClass::OutOfScope,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

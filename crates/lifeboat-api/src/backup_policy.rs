@@ -98,12 +98,36 @@ fn default_backup_timeout() -> Duration {
     Duration::from_secs(3600)
 }
 
+/// One data asset and how to reach it: its kind and that kind's settings, one of four.
+///
+/// On the wire (and in the CRD schema) an asset is [`AssetFields`], four optional fields of
+/// which admission lets exactly one be set; in Rust it is this struct with an enum, so no code
+/// ever handles an asset without settings or with two kinds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AssetFields", into = "AssetFields")]
+pub struct Asset {
+    /// Short name, unique in the policy.
+    pub name: String,
+    pub source: AssetSource,
+    /// Write a canary marker into the source just before each backup (see [`AssetFields`]).
+    pub canary: bool,
+}
+
+/// What an asset is and how to reach it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AssetSource {
+    Postgres(PostgresAsset),
+    Redis(RedisAsset),
+    ObjectStorage(ObjectStorageAsset),
+    KubernetesState(KubernetesStateAsset),
+}
+
 /// One data asset and how to reach it. Exactly one kind is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("an asset needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
 #[x_kube(validation = Rule::new("!has(self.canary) || !self.canary || has(self.postgres) || has(self.redis) || has(self.objectStorage)").message("canary markers are written into PostgreSQL, Redis and bucket sources only"))]
-pub struct Asset {
+pub struct AssetFields {
     /// Short name, unique in the policy (DNS label, at most 40 characters).
     #[schemars(
         length(min = 1, max = 40),
@@ -125,6 +149,70 @@ pub struct Asset {
     /// not from timestamps. Off by default: writing into a production source is the owner's call.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub canary: bool,
+}
+
+/// An asset read with no kind or with several: admission refuses both, so only an object stored
+/// before the rule existed (or written around it) can be one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("asset {0:?} needs exactly one of postgres, redis, objectStorage or kubernetesState")]
+pub struct NotOneKind(pub String);
+
+impl TryFrom<AssetFields> for Asset {
+    type Error = NotOneKind;
+
+    fn try_from(f: AssetFields) -> Result<Self, NotOneKind> {
+        let source = match (f.postgres, f.redis, f.object_storage, f.kubernetes_state) {
+            (Some(pg), None, None, None) => AssetSource::Postgres(pg),
+            (None, Some(r), None, None) => AssetSource::Redis(r),
+            (None, None, Some(b), None) => AssetSource::ObjectStorage(b),
+            (None, None, None, Some(k)) => AssetSource::KubernetesState(k),
+            _ => return Err(NotOneKind(f.name)),
+        };
+        Ok(Asset {
+            name: f.name,
+            source,
+            canary: f.canary,
+        })
+    }
+}
+
+impl From<Asset> for AssetFields {
+    fn from(a: Asset) -> Self {
+        let mut f = AssetFields {
+            name: a.name,
+            postgres: None,
+            redis: None,
+            object_storage: None,
+            kubernetes_state: None,
+            canary: a.canary,
+        };
+        match a.source {
+            AssetSource::Postgres(pg) => f.postgres = Some(pg),
+            AssetSource::Redis(r) => f.redis = Some(r),
+            AssetSource::ObjectStorage(b) => f.object_storage = Some(b),
+            AssetSource::KubernetesState(k) => f.kubernetes_state = Some(k),
+        }
+        f
+    }
+}
+
+/// The schema is the wire format's: the CRD does not change with the Rust representation.
+impl JsonSchema for Asset {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        AssetFields::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        AssetFields::schema_id()
+    }
+
+    fn inline_schema() -> bool {
+        AssetFields::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        AssetFields::json_schema(generator)
+    }
 }
 
 /// The kind of an asset, as recorded in metadata and labels.
@@ -149,19 +237,37 @@ impl AssetKind {
 }
 
 impl Asset {
-    /// The kind of the asset; `None` only for an object that skipped admission validation.
-    pub fn kind(&self) -> Option<AssetKind> {
-        match (
-            &self.postgres,
-            &self.redis,
-            &self.object_storage,
-            &self.kubernetes_state,
-        ) {
-            (Some(_), None, None, None) => Some(AssetKind::Postgres),
-            (None, Some(_), None, None) => Some(AssetKind::Redis),
-            (None, None, Some(_), None) => Some(AssetKind::ObjectStorage),
-            (None, None, None, Some(_)) => Some(AssetKind::KubernetesState),
+    /// The kind of the asset.
+    /// The PostgreSQL settings, when it is a PostgreSQL asset.
+    pub fn postgres(&self) -> Option<&PostgresAsset> {
+        match &self.source {
+            AssetSource::Postgres(pg) => Some(pg),
             _ => None,
+        }
+    }
+
+    /// The Redis settings, when it is a Redis asset.
+    pub fn redis(&self) -> Option<&RedisAsset> {
+        match &self.source {
+            AssetSource::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The bucket settings, when it is an object storage asset.
+    pub fn object_storage(&self) -> Option<&ObjectStorageAsset> {
+        match &self.source {
+            AssetSource::ObjectStorage(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> AssetKind {
+        match &self.source {
+            AssetSource::Postgres(_) => AssetKind::Postgres,
+            AssetSource::Redis(_) => AssetKind::Redis,
+            AssetSource::ObjectStorage(_) => AssetKind::ObjectStorage,
+            AssetSource::KubernetesState(_) => AssetKind::KubernetesState,
         }
     }
 }
@@ -436,6 +542,10 @@ pub struct BackupPolicyStatus {
     /// a drill); absent while an asset has never been. The `Last-Verified` column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<Time>,
+    /// Events owed, published after the write that records them (see `PendingEvent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pending_events: Vec<crate::common::PendingEvent>,
 }
 
 /// Backup state of one asset.

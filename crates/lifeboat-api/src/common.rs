@@ -279,10 +279,57 @@ pub struct RedisCheck {
 }
 
 /// Where one asset of a backup is restored to, when not to its original source.
+///
+/// On the wire (and in the CRD schema) a target is [`RestoreTargetFields`], four optional
+/// fields of which admission lets exactly one be set; in Rust the kind is an enum.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RestoreTargetFields", into = "RestoreTargetFields")]
+pub struct RestoreTarget {
+    /// Name of the asset in the BackupPolicy.
+    pub asset: String,
+    pub to: Target,
+}
+
+impl RestoreTarget {
+    /// The PostgreSQL target, when it is one.
+    pub fn postgres(&self) -> Option<&PostgresTarget> {
+        match &self.to {
+            Target::Postgres(pg) => Some(pg),
+            _ => None,
+        }
+    }
+
+    /// The Redis target, when it is one.
+    pub fn redis(&self) -> Option<&RedisTarget> {
+        match &self.to {
+            Target::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The bucket target, when it is one.
+    pub fn object_storage(&self) -> Option<&S3Location> {
+        match &self.to {
+            Target::ObjectStorage(s3) => Some(s3),
+            _ => None,
+        }
+    }
+}
+
+/// What a restore target is, with its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Postgres(PostgresTarget),
+    Redis(RedisTarget),
+    ObjectStorage(S3Location),
+    KubernetesState(KubernetesStateTarget),
+}
+
+/// Where one asset of a backup is restored to, when not to its original source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("a target needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
-pub struct RestoreTarget {
+pub struct RestoreTargetFields {
     /// Name of the asset in the BackupPolicy.
     #[schemars(
         length(min = 1, max = 40),
@@ -297,6 +344,66 @@ pub struct RestoreTarget {
     pub object_storage: Option<S3Location>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_state: Option<KubernetesStateTarget>,
+}
+
+/// A target read with no kind or with several (admission refuses both).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the target of asset {0:?} needs exactly one of postgres, redis, objectStorage or kubernetesState"
+)]
+pub struct NotOneTarget(pub String);
+
+impl TryFrom<RestoreTargetFields> for RestoreTarget {
+    type Error = NotOneTarget;
+
+    fn try_from(f: RestoreTargetFields) -> Result<Self, NotOneTarget> {
+        let to = match (f.postgres, f.redis, f.object_storage, f.kubernetes_state) {
+            (Some(pg), None, None, None) => Target::Postgres(pg),
+            (None, Some(r), None, None) => Target::Redis(r),
+            (None, None, Some(s3), None) => Target::ObjectStorage(s3),
+            (None, None, None, Some(k)) => Target::KubernetesState(k),
+            _ => return Err(NotOneTarget(f.asset)),
+        };
+        Ok(RestoreTarget { asset: f.asset, to })
+    }
+}
+
+impl From<RestoreTarget> for RestoreTargetFields {
+    fn from(t: RestoreTarget) -> Self {
+        let mut f = RestoreTargetFields {
+            asset: t.asset,
+            postgres: None,
+            redis: None,
+            object_storage: None,
+            kubernetes_state: None,
+        };
+        match t.to {
+            Target::Postgres(pg) => f.postgres = Some(pg),
+            Target::Redis(r) => f.redis = Some(r),
+            Target::ObjectStorage(s3) => f.object_storage = Some(s3),
+            Target::KubernetesState(k) => f.kubernetes_state = Some(k),
+        }
+        f
+    }
+}
+
+/// The schema is the wire format's: the CRD does not change with the Rust representation.
+impl JsonSchema for RestoreTarget {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        RestoreTargetFields::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        RestoreTargetFields::schema_id()
+    }
+
+    fn inline_schema() -> bool {
+        RestoreTargetFields::inline_schema()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RestoreTargetFields::json_schema(generator)
+    }
 }
 
 /// A PostgreSQL server and database to restore into.
@@ -338,7 +445,39 @@ pub struct KubernetesStateTarget {
     pub namespace_mapping: BTreeMap<String, String>,
 }
 
-/// Settings of the agent pods a resource creates, merged over the operator's defaults.
+/// An Event the operator owes about a resource: recorded in its status with the write that makes
+/// it due, published after that write under a name derived from `id` (so a retry after a crash
+/// or a failed write finds it published already, and publishes nothing), then removed. Events
+/// are therefore published once each, never before the status that explains them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingEvent {
+    /// What happened, unique for the resource, e.g. `RestoreStarted/orders-db`.
+    #[schemars(length(min = 1, max = 256))]
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_: EventType,
+    /// CamelCase, e.g. `DrillPassed`.
+    #[schemars(length(min = 1, max = 128))]
+    pub reason: String,
+    /// What the Event is about, e.g. `Restore/orders-db`.
+    #[schemars(length(min = 1, max = 128))]
+    pub action: String,
+    #[schemars(length(max = 1024))]
+    pub note: String,
+}
+
+/// The two Event types Kubernetes knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// Settings of the agent pods a resource creates, merged over the operator's defaults. There is
+/// no `hostNetwork`: a namespace user must not put pods on the node's network. A `hostNetwork`
+/// stored before it was removed is ignored when read (unknown fields are) and pruned by the
+/// structural schema on the next write.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplateOverride {
@@ -348,18 +487,36 @@ pub struct PodTemplateOverride {
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Service account of the agent pod (e.g. one bound to a cloud IAM role).
+    /// Service account of the agent pod (e.g. one bound to a cloud IAM role). Not used by
+    /// Kubernetes-state Jobs: they run as Lifeboat's own account, bound only to the namespaces
+    /// the platform team allows, since an account named here could reach whatever its bindings
+    /// reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
-    /// Run on the node's network (local clusters and sources reachable only from the host).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_network: Option<bool>,
     /// Extra labels on the pods (and their Jobs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the pods (and their Jobs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_host_network_is_read_and_dropped() {
+        let o: PodTemplateOverride = serde_json::from_value(serde_json::json!({
+            "hostNetwork": true, "serviceAccountName": "backup-sa"
+        }))
+        .unwrap();
+        assert_eq!(o.service_account_name.as_deref(), Some("backup-sa"));
+        assert!(
+            !serde_json::to_string(&o).unwrap().contains("hostNetwork"),
+            "never written back"
+        );
+    }
 }

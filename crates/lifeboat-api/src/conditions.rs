@@ -36,6 +36,22 @@ impl Status {
             Status::Unknown => "Unknown",
         }
     }
+
+    /// The status a condition carries; anything but `True` or `False` is `Unknown`, as
+    /// Kubernetes reads it.
+    pub fn of(condition: &Condition) -> Status {
+        Status::parse(&condition.status)
+    }
+
+    /// A condition status as written on the wire, of any Kubernetes type (a Job's conditions are
+    /// not `metav1.Condition`); anything but `True` or `False` is `Unknown`.
+    pub fn parse(status: &str) -> Status {
+        match status {
+            "True" => Status::True,
+            "False" => Status::False,
+            _ => Status::Unknown,
+        }
+    }
 }
 
 impl From<bool> for Status {
@@ -90,9 +106,14 @@ pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Conditio
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// The status of the condition of `type_`, if present.
+pub fn status(conditions: &[Condition], type_: &str) -> Option<Status> {
+    find(conditions, type_).map(Status::of)
+}
+
 /// Whether the condition of `type_` is present with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    find(conditions, type_).is_some_and(|c| c.status == "True")
+    status(conditions, type_) == Some(Status::True)
 }
 
 #[cfg(test)]

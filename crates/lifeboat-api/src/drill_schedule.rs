@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{PodTemplateOverride, RestoreTarget, SecretKeyRef};
+use crate::common::{PendingEvent, PodTemplateOverride, RestoreTarget, SecretKeyRef};
 use crate::duration::Duration;
 use crate::restore_request::{CheckResult, Validation};
 
@@ -192,17 +192,22 @@ pub struct StagingScope {
 impl StagingScope {
     /// Whether `host` is one of [`StagingScope::hosts`].
     pub fn allows_host(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.hosts.iter().any(|p| {
-            let p = p.to_ascii_lowercase();
-            match p.strip_prefix("*.") {
-                Some(suffix) => {
-                    host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"))
-                }
-                None => host == p,
-            }
-        })
+        host_matches(&self.hosts, host)
     }
+}
+
+/// Whether `host` matches one of `patterns`: exact (`hooks.slack.com`) or a suffix pattern
+/// (`*.example.com`, which matches `a.example.com` but neither `example.com` nor
+/// `evil-example.com`). Case-insensitive, as host names are.
+pub fn host_matches(patterns: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        match p.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == p,
+        }
+    })
 }
 
 /// Recovery objectives, e.g. the playbook's RTO 30 minutes and RPO 15 minutes.
@@ -269,6 +274,40 @@ pub struct DrillScheduleStatus {
     /// The last `lifeboat.dev/drill-now` token acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drill_now_token: Option<String>,
+    /// The staging namespace this DrillSchedule created, by uid: the only namespace it ever
+    /// deletes (with the uid as a precondition). Written right after the create; a namespace of
+    /// the same name with another uid, or one created before this was written, is never its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging_namespace: Option<StagingNamespaceStatus>,
+    /// Events owed, published after the write that records them (see `PendingEvent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pending_events: Vec<PendingEvent>,
+    /// Jobs owed for the last drill (`lastRun`): recorded with the write that ends the drill,
+    /// created after it (a Job that exists already is that drill's), then removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub pending_jobs: Vec<DrillJob>,
+}
+
+/// A Job a finished drill owes.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum DrillJob {
+    /// `<drill id>-evidence`: writes the drill's evidence record next to the backups.
+    Evidence,
+    /// `<drill id>-notify`: sends the drill's webhook notification.
+    Notify,
+}
+
+/// A staging namespace the operator created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StagingNamespaceStatus {
+    pub name: String,
+    /// `metadata.uid` of the namespace as the create returned it.
+    pub uid: String,
 }
 
 /// A drill under way.
@@ -277,11 +316,64 @@ pub struct DrillScheduleStatus {
 pub struct ActiveDrill {
     pub id: String,
     pub started_at: Time,
-    /// Backup, Restore or Validate.
-    pub step: String,
+    pub step: DrillStep,
     /// The RestoreRequest the drill owns, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_request: Option<String>,
+}
+
+/// Where an active drill is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum DrillStep {
+    /// Taking the fresh backups (mode `Fresh`).
+    Backup,
+    /// Restoring into staging.
+    Restore,
+    /// Running the checks on what was restored.
+    Validate,
+}
+
+/// A backup a drill restored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredBackup {
+    pub asset: String,
+    /// The backup id.
+    pub id: String,
+}
+
+/// `asset=id`, as reports show it.
+impl std::fmt::Display for RestoredBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.asset, self.id)
+    }
+}
+
+/// Reads the current `{asset, id}` and the `"asset=id"` strings drills recorded before, so a
+/// stored history stays readable.
+impl<'de> Deserialize<'de> for RestoredBackup {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Record { asset: String, id: String },
+            Legacy(String),
+        }
+        match Wire::deserialize(d)? {
+            Wire::Record { asset, id } => Ok(RestoredBackup { asset, id }),
+            Wire::Legacy(s) => s
+                .split_once('=')
+                .map(|(asset, id)| RestoredBackup {
+                    asset: asset.to_owned(),
+                    id: id.to_owned(),
+                })
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("a restored backup {s:?} is not asset=id"))
+                }),
+        }
+    }
 }
 
 /// One finished drill: the evidence an auditor asks for.
@@ -308,16 +400,46 @@ pub struct DrillRecord {
     pub rpo_canary_seconds: Option<f64>,
     pub rto_met: bool,
     pub rpo_met: bool,
-    /// Backups restored, per asset (`asset=id`).
+    /// Backups restored, per asset.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backups: Vec<String>,
+    pub backups: Vec<RestoredBackup>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
     /// Why it failed or what was missed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// Where its evidence record is written, relative to the policy's destination
-    /// (`<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
+    /// (`<namespace>/<policy>/drill-<id>.json`), by the Job `<id>-evidence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<String>,
+    /// The webhook notification of this drill, when `notification` asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<NotificationStatus>,
+}
+
+/// What became of a drill's notification. The Job `<id>-notify` sends it once from the drill's
+/// namespace; the operator never reads the webhook URL. Only the outcome is kept: never the
+/// URL, the remote's status code or its answer (docs/security.md says why).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationStatus {
+    pub state: NotificationState,
+    /// The Job that sends it.
+    pub job: String,
+    /// Why it failed: the agent's failure class (`SecretNotFound`, `InvalidConfig`,
+    /// `SourceUnreachable`) or the Job's own reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum NotificationState {
+    /// The Job is created and has not finished.
+    Pending,
+    /// The webhook answered 2xx.
+    Sent,
+    /// Not delivered; never retried (a notification is sent at most once).
+    Failed,
 }

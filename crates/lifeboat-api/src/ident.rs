@@ -14,9 +14,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use crate::agent_job::{AgentEvidenceJob, AgentJob, AgentRestoreJob, AgentValidateJob};
-use crate::backup_policy::{Asset, PgDumpOptions};
+use crate::backup_policy::{Asset, AssetSource, PgDumpOptions};
 use crate::common::{
-    Destination, PostgresConnection, RedisConnection, RestoreTarget, S3Location, ValidationCheck,
+    Destination, PostgresConnection, RedisConnection, RestoreTarget, S3Location, Target,
+    ValidationCheck,
 };
 
 // One macro per pattern, so that the literal is written once and reaches both the CEL rule
@@ -236,50 +237,41 @@ impl Identifiers for PgDumpOptions {
 
 impl Identifiers for Asset {
     fn check_identifiers(&self) -> Result<(), IdentError> {
-        if let Some(pg) = &self.postgres {
-            pg.connection.check_identifiers()?;
-            pg.databases
-                .iter()
-                .try_for_each(|d| Ident::Database.check(d))?;
-            pg.dump_options.check_identifiers()?;
-        }
-        if let Some(r) = &self.redis {
-            r.connection.check_identifiers()?;
-        }
-        if let Some(b) = &self.object_storage {
-            b.source.check_identifiers()?;
-        }
-        if let Some(k) = &self.kubernetes_state {
-            k.namespaces
+        match &self.source {
+            AssetSource::Postgres(pg) => {
+                pg.connection.check_identifiers()?;
+                pg.databases
+                    .iter()
+                    .try_for_each(|d| Ident::Database.check(d))?;
+                pg.dump_options.check_identifiers()
+            }
+            AssetSource::Redis(r) => r.connection.check_identifiers(),
+            AssetSource::ObjectStorage(b) => b.source.check_identifiers(),
+            AssetSource::KubernetesState(k) => k
+                .namespaces
                 .iter()
                 .chain(&k.exclude_namespaces)
-                .try_for_each(|n| Ident::Namespace.check(n))?;
+                .try_for_each(|n| Ident::Namespace.check(n)),
         }
-        Ok(())
     }
 }
 
 impl Identifiers for RestoreTarget {
     fn check_identifiers(&self) -> Result<(), IdentError> {
-        if let Some(pg) = &self.postgres {
-            pg.connection.check_identifiers()?;
-            pg.database
-                .iter()
-                .try_for_each(|d| Ident::Database.check(d))?;
-        }
-        if let Some(r) = &self.redis {
-            r.connection.check_identifiers()?;
-        }
-        if let Some(s3) = &self.object_storage {
-            s3.check_identifiers()?;
-        }
-        if let Some(k) = &self.kubernetes_state {
-            k.namespace_mapping.iter().try_for_each(|(from, to)| {
+        match &self.to {
+            Target::Postgres(pg) => {
+                pg.connection.check_identifiers()?;
+                pg.database
+                    .iter()
+                    .try_for_each(|d| Ident::Database.check(d))
+            }
+            Target::Redis(r) => r.connection.check_identifiers(),
+            Target::ObjectStorage(s3) => s3.check_identifiers(),
+            Target::KubernetesState(k) => k.namespace_mapping.iter().try_for_each(|(from, to)| {
                 Ident::Namespace.check(from)?;
                 Ident::Namespace.check(to)
-            })?;
+            }),
         }
-        Ok(())
     }
 }
 
@@ -317,6 +309,13 @@ impl Identifiers for AgentValidateJob {
         self.assets
             .iter()
             .try_for_each(Identifiers::check_identifiers)
+    }
+}
+
+/// The webhook URL is in a Secret the agent reads; only the namespace is checked here.
+impl Identifiers for crate::agent_job::AgentNotifyJob {
+    fn check_identifiers(&self) -> Result<(), IdentError> {
+        Ident::Namespace.check(&self.namespace)
     }
 }
 

@@ -9,7 +9,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Destination, PodTemplateOverride, RestoreTarget, ValidationCheck};
+use crate::common::{
+    Destination, PendingEvent, PodTemplateOverride, RestoreTarget, ValidationCheck,
+};
 use crate::duration::Duration;
 
 /// A one-off restore. With `execute: false` (the default) the operator only resolves the backup
@@ -96,8 +98,14 @@ pub struct RestoreSource {
     )]
     pub backup_id: String,
     /// Read backups from here instead of the policy's destination (restore in another cluster).
+    /// Its backups must still be signed with this namespace's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Destination>,
+    /// For legacy backups only (written before metadata was signed): accept metadata without a
+    /// signature. Anyone who can write to the store can forge such a backup, so leave it off
+    /// unless restoring a backup taken before the upgrade.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
 }
 
 fn default_backup_id() -> String {
@@ -223,6 +231,40 @@ pub struct RestoreRequestStatus {
     /// the policy's own, `<policy>_safety`, that the policy's retention never prunes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_backups: Option<String>,
+    /// The failure that ended the request, or that its rollback is undoing: recorded when seen,
+    /// so the rest of the request never depends on the failed Job still existing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RestoreFailure>,
+    /// Events owed, published after the write that records them (see `PendingEvent`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pending_events: Vec<PendingEvent>,
+}
+
+/// Why a restore failed: the step's class (`Integrity`, `ValidationFailed`, ...) and message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreFailure {
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the failed Job finished.
+    pub at: Time,
+}
+
+/// Where one step of a restore (its safety backup, restore or rollback) is.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum StepState {
+    /// Not started: an earlier step runs first.
+    #[default]
+    Pending,
+    /// Its Job exists and has not finished.
+    Running,
+    /// Finished well; its result is in status and it never runs again, Job or no Job.
+    Done,
+    Failed,
 }
 
 /// One asset's part of a restore plan.
@@ -241,17 +283,20 @@ pub struct PlannedRestore {
     pub sha256: Option<String>,
     /// Where it goes, without credentials (`postgres://host:5432/db`, `redis://host:6379`).
     pub target: String,
-    /// Step state: Pending, Running, Done, Failed.
+    /// The restore's state, once the request executes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<StepState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<f64>,
+    /// The state of the safety backup of the target (rollback asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup: Option<StepState>,
     /// The backup of the target taken before it was touched (rollback asked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_backup_id: Option<String>,
-    /// Step state of the rollback, when one ran: Running, Done, Failed.
+    /// The state of the rollback, when one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback: Option<String>,
+    pub rollback: Option<StepState>,
 }
 
 /// The result of one validation check.

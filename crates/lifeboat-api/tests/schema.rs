@@ -189,7 +189,9 @@ fn defaults_fill_what_users_leave_out() {
     }))
     .unwrap();
     let spec = &policy.spec;
-    let pg = spec.assets[0].postgres.as_ref().unwrap();
+    let lifeboat_api::backup_policy::AssetSource::Postgres(pg) = &spec.assets[0].source else {
+        panic!("a postgres asset reads as one: {:?}", spec.assets[0].source);
+    };
     assert_eq!(pg.connection.port, 5432);
     assert_eq!(spec.retention.min_keep, 1);
     assert_eq!(spec.compression.level, 1);

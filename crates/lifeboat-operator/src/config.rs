@@ -20,6 +20,12 @@ pub struct AgentConfig {
     pub service_account: Option<String>,
     /// Requests and limits unless a resource overrides them.
     pub resources: ResourceRequirements,
+    /// Hosts a drill's webhook may be on (`drills.webhookAllowedHosts`: exact or `*.suffix`);
+    /// any host when empty. Handed to the notify Job's agent, which refuses the others.
+    pub webhook_allowed_hosts: Vec<String>,
+    /// The prefix of the chart's ClusterRoles that Kubernetes-state accounts are bound to
+    /// (`<prefix>-backup`, `<prefix>-restore`, and `-cluster` variants of each).
+    pub kubestate_roles: String,
 }
 
 impl Default for AgentConfig {
@@ -41,6 +47,8 @@ impl Default for AgentConfig {
                 limits: Some(BTreeMap::from([("memory".into(), q("256Mi"))])),
                 ..Default::default()
             },
+            webhook_allowed_hosts: Vec::new(),
+            kubestate_roles: "lifeboat-kubestate".into(),
         }
     }
 }

@@ -34,7 +34,13 @@ pub struct Context {
     pub jobs: ChildIndex<()>,
     /// Every DrillSchedule in scope, kept by a watch (set by the BackupPolicy controller): a
     /// policy's verified backups are read from its drills' records without a list per reconcile.
-    pub drills: std::sync::OnceLock<kube::runtime::reflector::Store<lifeboat_api::DrillSchedule>>,
+    pub drills: std::sync::OnceLock<
+        kube::runtime::reflector::Store<kube::core::DeserializeGuard<lifeboat_api::DrillSchedule>>,
+    >,
+    /// The master key the namespaces' signing keys are derived from; without it no Job is made.
+    pub signing_key: Option<crate::signing_key::MasterKeySecret>,
+    /// Failed reconciles in a row per object (crate::controller::error_policy).
+    pub failures: crate::controller::Failures,
 }
 
 /// What a reconcile needs to know of an existing CronJob.
@@ -252,7 +258,15 @@ impl Context {
             cronjobs: CronJobIndex::default(),
             jobs: ChildIndex::default(),
             drills: std::sync::OnceLock::new(),
+            signing_key: None,
+            failures: Default::default(),
         }
+    }
+
+    /// Where the master signing key is (`--signing-key-secret`).
+    pub fn with_signing_key(mut self, secret: crate::signing_key::MasterKeySecret) -> Self {
+        self.signing_key = Some(secret);
+        self
     }
 }
 
@@ -289,7 +303,7 @@ impl Context {
         &self,
         obj: &K,
         status: &impl serde::Serialize,
-    ) -> Result<bool, kube::Error>
+    ) -> crate::error::Result<bool>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -302,52 +316,17 @@ impl Context {
             obj.uid().unwrap_or_default(),
             obj.meta().generation.unwrap_or_default()
         );
-        let body = serde_json::to_vec(&patch).map_err(kube::Error::SerdeError)?;
+        let body = serde_json::to_vec(&patch)?;
         if self.written.recent(&key, &body) {
             return Ok(false);
         }
         let api = Api::<K>::namespaced(self.client.clone(), &obj.namespace().unwrap_or_default());
         let params = PatchParams::apply(crate::config::FIELD_MANAGER).force();
         api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
-            .await?;
+            .await
+            .map_err(|source| crate::error::Error::ApplyStatus { source })?;
         self.written.record(&key, &body);
         Ok(true)
-    }
-}
-
-impl Context {
-    /// Sets `Ready=False` with `reason` in `conditions` and, when that is a change, publishes a
-    /// Warning Event about `regarding`. Returns whether the conditions changed.
-    pub async fn report_not_ready(
-        &self,
-        regarding: &ObjectReference,
-        conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-        generation: Option<i64>,
-        reason: &str,
-        message: String,
-        action: &str,
-    ) -> bool {
-        use lifeboat_api::conditions::{Status, condition, set_condition, types};
-        let new = condition(
-            types::READY,
-            Status::False,
-            reason,
-            message.clone(),
-            generation,
-            jiff::Timestamp::now(),
-        );
-        let changed = set_condition(conditions, new);
-        if changed {
-            self.publish(
-                regarding,
-                EventType::Warning,
-                reason,
-                action.to_owned(),
-                message,
-            )
-            .await;
-        }
-        changed
     }
 }
 

@@ -7,6 +7,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_api::conditions::Status;
 
 use crate::names;
 use crate::pod::AGENT_CONTAINER;
@@ -34,9 +35,9 @@ pub struct JobFailure {
 fn finished(job: &Job) -> Option<(bool, Timestamp, String, String)> {
     let status = job.status.as_ref()?;
     let conditions = status.conditions.as_deref().unwrap_or_default();
-    let done = conditions
-        .iter()
-        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")?;
+    let done = conditions.iter().find(|c| {
+        (c.type_ == "Complete" || c.type_ == "Failed") && Status::parse(&c.status) == Status::True
+    })?;
     let at = status
         .completion_time
         .as_ref()

@@ -5,24 +5,27 @@
 pub mod backup_policy;
 pub mod config;
 pub mod context;
+pub mod controller;
 pub mod drill_schedule;
+pub mod effects;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod kubestate;
 pub mod leader;
 pub mod metrics;
 pub mod names;
-pub mod notify;
 pub mod pod;
 pub mod restore_request;
 pub mod server;
+pub mod signing_key;
 pub mod watch_backoff;
 
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use kube::core::PartialObjectMeta;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -77,19 +80,23 @@ pub async fn run_backup_policies(
         e
     })
     .touched_objects();
-    // The policies as the controller keeps them: without managedFields (most of a policy's
-    // metadata once its status is applied) and annotations but Lifeboat's own (a GitOps tool's
-    // last-applied copy is as large as the spec). kube-runtime takes a transformed stream only
-    // through its `unstable-runtime-stream-control` API, hence that feature.
+    // Every root watch reads through kube's DeserializeGuard: one stored object that no longer
+    // fits the Rust types is reported by its own reconcile and does not break the watch. The
+    // policies that fit are kept without managedFields (most of a policy's metadata once its
+    // status is applied) and annotations but Lifeboat's own (a GitOps tool's last-applied copy
+    // is as large as the spec). kube-runtime takes a transformed stream only through its
+    // `unstable-runtime-stream-control` API, hence that feature.
     let (policy_store, policy_writer) = kube::runtime::reflector::store();
     let policies = watcher::watcher(
-        scoped::<BackupPolicy>(&client, &namespace),
+        scoped::<DeserializeGuard<BackupPolicy>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
-    .modify(|p| {
-        p.managed_fields_mut().clear();
-        p.annotations_mut()
-            .retain(|k, _| k.starts_with("lifeboat.dev/"));
+    .modify(|guard| {
+        if let Ok(p) = guard.0.as_mut() {
+            p.managed_fields_mut().clear();
+            p.annotations_mut()
+                .retain(|k, _| k.starts_with("lifeboat.dev/"));
+        }
     })
     .backoff(WatchBackoff::default())
     .reflect(policy_writer)
@@ -101,29 +108,35 @@ pub async fn run_backup_policies(
         kube::runtime::reflector(
             drill_writer,
             watcher::watcher(
-                scoped::<DrillSchedule>(&client, &namespace),
+                scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
                 watcher::Config::default(),
             )
             .backoff(WatchBackoff::default()),
         )
         .for_each(|_| futures::future::ready(())),
     );
+    let sweeper = tokio::spawn(metrics::sweep(
+        policy_store.clone(),
+        ctx.metrics.clone(),
+        metrics::Owner::Policy,
+    ));
     Controller::for_stream(policies, policy_store)
         .owns_stream(cronjobs)
         // A drill's new record may verify backups of its policy.
         .watches(
-            scoped::<DrillSchedule>(&client, &namespace),
+            scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
             watcher::Config::default(),
             |drill| {
                 let ns = drill.namespace()?;
-                Some(ObjectRef::<BackupPolicy>::new(&drill.spec.policy).within(&ns))
+                let policy = &drill.0.as_ref().ok()?.spec.policy;
+                Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
             },
         )
         // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
         .watches_stream(jobs, |job| {
             let ns = job.namespace()?;
             let policy = job.annotations().get(names::ANNOTATION_POLICY)?;
-            Some(ObjectRef::<BackupPolicy>::new(policy).within(&ns))
+            Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
         })
         .trigger_backoff(WatchBackoff::default())
         .with_config(controller_config())
@@ -137,6 +150,7 @@ pub async fn run_backup_policies(
         })
         .await;
     drills.abort();
+    sweeper.abort();
 }
 
 /// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').
@@ -152,7 +166,7 @@ pub async fn run_restore_requests(
         names::MANAGED_BY
     );
     Controller::new(
-        scoped::<RestoreRequest>(&client, &namespace),
+        scoped::<DeserializeGuard<RestoreRequest>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
     .owns(
@@ -188,25 +202,37 @@ pub async fn run_drill_schedules(
         names::LABEL_MANAGED_BY,
         names::MANAGED_BY
     );
-    Controller::new(
-        scoped::<DrillSchedule>(&client, &namespace),
+    let controller = Controller::new(
+        scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        scoped::<RestoreRequest>(&client, &namespace),
-        watcher::Config::default().labels(&selector),
-    )
-    .trigger_backoff(WatchBackoff::default())
-    .with_config(controller_config())
-    .graceful_shutdown_on(shutdown)
-    .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((obj, _)) => debug!(drill = %obj, "reconciled"),
-            Err(e) => warn!(error = %e, "DrillSchedule controller"),
-        }
-    })
-    .await;
+    );
+    let sweeper = tokio::spawn(metrics::sweep(
+        controller.store(),
+        ctx.metrics.clone(),
+        metrics::Owner::Drill,
+    ));
+    controller
+        .owns(
+            scoped::<DeserializeGuard<RestoreRequest>>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        )
+        // Its evidence and notify Jobs: a finished notify Job's outcome goes into the record.
+        .owns(
+            scoped::<Job>(&client, &namespace),
+            watcher::Config::default().labels(&selector),
+        )
+        .trigger_backoff(WatchBackoff::default())
+        .with_config(controller_config())
+        .graceful_shutdown_on(shutdown)
+        .run(drill_schedule::reconcile, drill_schedule::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(drill = %obj, "reconciled"),
+                Err(e) => warn!(error = %e, "DrillSchedule controller"),
+            }
+        })
+        .await;
+    sweeper.abort();
 }
 
 /// Runs every controller until `shutdown` resolves.

@@ -37,13 +37,28 @@ struct Args {
     /// `default` account, with no token mounted).
     #[arg(long, env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT")]
     agent_service_account: Option<String>,
+    /// Hosts a drill's webhook may be on, comma-separated: exact (`hooks.slack.com`) or a
+    /// suffix pattern (`*.example.com`). Any host when empty.
+    #[arg(long, env = "LIFEBOAT_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
+    webhook_allowed_hosts: Vec<String>,
+    /// Prefix of the chart's ClusterRoles Kubernetes-state accounts are bound to.
+    #[arg(
+        long,
+        env = "LIFEBOAT_KUBESTATE_ROLES",
+        default_value = "lifeboat-kubestate"
+    )]
+    kubestate_roles: String,
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Act only while holding the Lease `lifeboat-operator` (run two replicas for availability).
+    /// Act only while holding the Lease `--lease-name` (run two replicas for availability).
     #[arg(long, env = "LIFEBOAT_LEADER_ELECTION")]
     leader_election: bool,
-    /// Namespace of the Lease (the operator's own namespace).
+    /// The leader Lease's name: one per installation, so that two in one namespace do not
+    /// share a leader.
+    #[arg(long, env = "LIFEBOAT_LEASE_NAME", default_value = "lifeboat-operator")]
+    lease_name: String,
+    /// The operator's own namespace: the Lease's, and the master signing key's.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     /// How long the Lease holds without renewal: the longest a dead leader delays its successor.
@@ -55,6 +70,10 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(2..=300)
     )]
     lease_duration_seconds: u64,
+    /// The Secret in the operator's namespace holding the master signing key (key `key`, at
+    /// least 32 bytes), from which each namespace's key is derived. Without it no Job is made.
+    #[arg(long, env = "LIFEBOAT_SIGNING_KEY_SECRET")]
+    signing_key_secret: Option<String>,
     /// Log as JSON lines (for log collectors) instead of text.
     #[arg(long, env = "LIFEBOAT_LOG_JSON")]
     log_json: bool,
@@ -89,7 +108,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     agent.image_pull_policy = args.agent_image_pull_policy;
     agent.service_account = args.agent_service_account;
-    let ctx = Arc::new(Context::new(client, metrics.clone(), agent));
+    agent.webhook_allowed_hosts = args.webhook_allowed_hosts;
+    agent.kubestate_roles = args.kubestate_roles;
+    let mut ctx = Context::new(client, metrics.clone(), agent);
+    if let Some(name) = &args.signing_key_secret {
+        ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(
+            &args.leader_election_namespace,
+            name,
+        )?);
+    }
+    let ctx = Arc::new(ctx);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -110,7 +138,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
         LeaderElector::new(
             Api::namespaced(ctx.client.clone(), &args.leader_election_namespace),
-            "lifeboat-operator",
+            &args.lease_name,
             &identity,
             LeaseConfig::with_duration(Duration::from_secs(args.lease_duration_seconds)),
         )
@@ -165,5 +193,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_lease_name_is_the_charts_per_release_flag() {
+        let args = Args::try_parse_from(["lifeboat-operator", "--lease-name=b-lifeboat-operator"])
+            .unwrap();
+        assert_eq!(args.lease_name, "b-lifeboat-operator");
+        let args = Args::try_parse_from(["lifeboat-operator"]).unwrap();
+        assert_eq!(
+            args.lease_name, "lifeboat-operator",
+            "what earlier releases held"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Prometheus metrics. Every gauge is derived from resource status in reconcile, so a restarted
 //! operator rebuilds them from what the API server holds (Velero's metrics vanished on restart).
 
+use prometheus::core::Collector;
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 /// The operator's metrics, registered in their own registry.
@@ -211,6 +212,69 @@ impl Metrics {
             .collect()
     }
 
+    /// The per-object families of `owner`'s kind, by the label naming the object.
+    fn families_of(&self, owner: Owner) -> Vec<(&GaugeVec, &'static str)> {
+        match owner {
+            Owner::Policy => [
+                &self.backup_last_success,
+                &self.backup_snapshot,
+                &self.backup_bytes,
+                &self.backup_duration,
+                &self.backup_consecutive_failures,
+                &self.rpo_objective,
+                &self.rpo,
+                &self.rpo_objective_met,
+                &self.backup_last_verified,
+                &self.retention_refused,
+                &self.backup_verified_snapshot,
+            ]
+            .into_iter()
+            .map(|g| (g, "policy"))
+            .collect(),
+            Owner::Drill => [
+                &self.drill_rto,
+                &self.drill_rpo,
+                &self.drill_objective_met,
+                &self.drill_last_run,
+                &self.drill_rto_at_risk,
+            ]
+            .into_iter()
+            .map(|g| (g, "drill"))
+            .collect(),
+        }
+    }
+
+    /// Removes every series of an object of `owner`'s kind that `live` does not know (by
+    /// namespace and name), and of an asset its object no longer has: an alert on a deleted
+    /// policy stops firing. Returns how many series went.
+    pub fn forget(&self, owner: Owner, live: &Live) -> usize {
+        let mut removed = 0;
+        for (family, object_label) in self.families_of(owner) {
+            for mf in family.collect() {
+                for m in mf.get_metric() {
+                    let labels: std::collections::HashMap<&str, &str> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| (l.name(), l.value()))
+                        .collect();
+                    let key = (
+                        labels.get("namespace").copied().unwrap_or_default(),
+                        labels.get(object_label).copied().unwrap_or_default(),
+                    );
+                    let keep =
+                        live.get(&(key.0.to_owned(), key.1.to_owned()))
+                            .is_some_and(|assets| {
+                                labels.get("asset").is_none_or(|a| assets.contains(*a))
+                            });
+                    if !keep && family.remove(&labels).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+        }
+        removed
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -220,5 +284,105 @@ impl Metrics {
             tracing::warn!(error = %e, "encoding metrics");
         }
         out
+    }
+}
+
+/// The kinds whose objects own metric series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Policy,
+    Drill,
+}
+
+/// The objects that exist, by namespace and name, with their assets (a drill's are its drilled
+/// assets; its series carry none).
+pub type Live = std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>;
+
+/// Every [`crate::controller::requeue::METRICS_SWEEP`], removes the series of objects `store`
+/// (the controller's own cache of its root objects) no longer holds.
+pub async fn sweep<K>(
+    store: kube::runtime::reflector::Store<kube::core::DeserializeGuard<K>>,
+    metrics: Metrics,
+    owner: Owner,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + AssetsOf + 'static,
+{
+    use kube::ResourceExt;
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(crate::controller::requeue::METRICS_SWEEP).await;
+        let live: Live = store
+            .state()
+            .iter()
+            .map(|o| {
+                let assets = o.0.as_ref().map(AssetsOf::assets).unwrap_or_default();
+                ((o.namespace().unwrap_or_default(), o.name_any()), assets)
+            })
+            .collect();
+        let removed = metrics.forget(owner, &live);
+        if removed > 0 {
+            tracing::debug!(
+                removed,
+                ?owner,
+                "removed the metric series of deleted objects"
+            );
+        }
+    }
+}
+
+/// The assets an object's series may name.
+pub trait AssetsOf {
+    fn assets(&self) -> std::collections::BTreeSet<String>;
+}
+
+impl AssetsOf for lifeboat_api::BackupPolicy {
+    fn assets(&self) -> std::collections::BTreeSet<String> {
+        self.spec.assets.iter().map(|a| a.name.clone()).collect()
+    }
+}
+
+impl AssetsOf for lifeboat_api::DrillSchedule {
+    fn assets(&self) -> std::collections::BTreeSet<String> {
+        self.spec.assets.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_series_of_a_deleted_object_or_a_removed_asset_go() {
+        let m = Metrics::new().unwrap();
+        for (ns, policy, asset) in [
+            ("a", "shop", "db"),
+            ("a", "shop", "cache"),
+            ("a", "gone", "db"),
+        ] {
+            m.backup_bytes
+                .with_label_values(&[ns, policy, asset])
+                .set(1.0);
+        }
+        m.rpo_objective.with_label_values(&["a", "gone"]).set(1.0);
+        m.drill_rto.with_label_values(&["a", "q"]).set(1.0);
+        let live: Live = [(
+            ("a".to_owned(), "shop".to_owned()),
+            ["db".to_owned()].into(),
+        )]
+        .into();
+        assert_eq!(m.forget(Owner::Policy, &live), 3);
+        let text = m.render();
+        assert!(
+            text.contains(r#"lifeboat_backup_bytes{asset="db",namespace="a",policy="shop"}"#),
+            "{text}"
+        );
+        assert!(!text.contains("cache") && !text.contains("gone"), "{text}");
+        assert!(
+            text.contains("lifeboat_drill_rto_seconds"),
+            "drills are another owner"
+        );
+        assert_eq!(m.forget(Owner::Drill, &Live::new()), 1);
     }
 }

@@ -31,8 +31,9 @@ pub struct AgentPod<'a> {
     pub overrides: Option<&'a PodTemplateOverride>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
-    /// Whether the agent talks to the Kubernetes API (the kubernetesState asset).
-    pub needs_api: bool,
+    /// The account of an agent that talks to the Kubernetes API (the kubernetesState asset):
+    /// Lifeboat's own, whatever the resource names; only such a pod gets a token.
+    pub api_account: Option<&'a str>,
 }
 
 impl AgentPod<'_> {
@@ -118,12 +119,14 @@ impl AgentPod<'_> {
             }),
             spec: Some(PodSpec {
                 restart_policy: Some("Never".into()),
-                service_account_name: o
-                    .service_account_name
-                    .clone()
-                    .or_else(|| self.config.service_account.clone()),
-                automount_service_account_token: Some(self.needs_api),
-                host_network: o.host_network,
+                service_account_name: match self.api_account {
+                    Some(account) => Some(account.to_owned()),
+                    None => o
+                        .service_account_name
+                        .clone()
+                        .or_else(|| self.config.service_account.clone()),
+                },
+                automount_service_account_token: Some(self.api_account.is_some()),
                 node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
                 tolerations: (!o.tolerations.is_empty()).then(|| o.tolerations.clone()),
                 priority_class_name: o.priority_class_name.clone(),
@@ -171,7 +174,10 @@ fn secret_volumes(secrets: &[SecretKeyRef]) -> (Vec<Volume>, Vec<VolumeMount>) {
                         .collect(),
                 ),
                 default_mode: Some(0o440),
-                optional: Some(false),
+                // Optional: a missing Secret (or key) does not hold the pod in ContainerCreating;
+                // the agent finds no file and fails with SecretNotFound, naming it. The operator
+                // itself never reads Secrets, not even to see whether they exist.
+                optional: Some(true),
             }),
             ..Default::default()
         });

@@ -17,7 +17,9 @@ struct AppState {
     ready: Arc<AtomicBool>,
 }
 
-/// Serves until `shutdown` resolves. `ready` turns true once the controllers run.
+/// Serves until `shutdown` resolves. `/readyz` answers 200 once the caller sets `ready`: the
+/// binary sets it as soon as it serves, before it holds the Lease, so a standby replica is ready
+/// too (it serves metrics and takes over when the leader goes).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Metrics,

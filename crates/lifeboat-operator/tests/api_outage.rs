@@ -71,9 +71,21 @@ async fn the_operator_rides_out_an_api_server_restart_and_an_etcd_outage() {
         .create(&Default::default(), &ns)
         .await
         .unwrap();
+    // The master signing key, here in the watched namespace (the operator's own, for this test).
+    let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "master-key"},
+        "data": {"key": k8s_openapi::ByteString(vec![7; 32])}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&Default::default(), &master)
+        .await
+        .unwrap();
     let mut op = Operator(
         Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
             .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--signing-key-secret", "master-key"])
+            .env("POD_NAMESPACE", NS)
             .env("KUBECONFIG", cp.kubeconfig())
             .env("POD_NAME", "outage-test")
             // LIFEBOAT_TEST_OPERATOR_LOG=FILE keeps the operator's log.

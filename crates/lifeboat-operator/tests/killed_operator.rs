@@ -84,6 +84,9 @@ fn spawn(ns: &str, generation: u32) -> (Child, u16) {
         .port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"));
     cmd.args(["--namespace", ns])
+        // The master signing key the harness installed, in the chart's namespace.
+        .args(["--signing-key-secret", harness::MASTER_KEY_SECRET])
+        .env("POD_NAMESPACE", harness::CHART_NAMESPACE)
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{port}"))
         .env("POD_NAME", format!("killed-operator-{generation}"))

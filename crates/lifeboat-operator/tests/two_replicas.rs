@@ -32,6 +32,8 @@ impl Replica {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"));
         cmd.args(["--namespace", ns, "--leader-election"])
             .args(["--leader-election-namespace", ns])
+            // In the Lease's namespace, the operator's own for this test.
+            .args(["--signing-key-secret", "master-key"])
             .args(["--lease-duration-seconds", &LEASE_SECONDS.to_string()])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{metrics_port}"))
@@ -100,6 +102,14 @@ async fn only_the_lease_holder_acts_and_the_other_takes_over_when_it_dies() {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), &ns);
     let cronjobs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        json!({"metadata": {"name": "master-key"}, "data": {"key": k8s_openapi::ByteString(vec![7; 32])}}),
+    )
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&Default::default(), &master)
+        .await
+        .unwrap();
     let holder = async || {
         leases
             .get_opt("lifeboat-operator")

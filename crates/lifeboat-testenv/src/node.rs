@@ -8,6 +8,7 @@
 //! (built here on first use, like the control plane's).
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ pub struct Node {
     dir: PathBuf,
     log: PathBuf,
     started: Duration,
+    gateway: Ipv4Addr,
 }
 
 /// What the node starts with.
@@ -101,6 +103,7 @@ impl Node {
             dir,
             log,
             started: Duration::ZERO,
+            gateway: Ipv4Addr::UNSPECIFIED,
         };
         node.wait_ready(t0 + start_timeout() + Duration::from_secs(30))
             .await?;
@@ -118,6 +121,13 @@ impl Node {
     /// The node's scratch directory (containerd, kubelet and their logs), removed on stop.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The host's address on the pods' bridge, a network only this node's pods are on: servers
+    /// the pods should reach listen there (and on loopback), so no pod needs the host's network.
+    /// Its pods' subnet is the /24 around it.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway
     }
 
     /// Time from `start` to a Ready, schedulable Node.
@@ -144,7 +154,20 @@ impl Node {
         loop {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
             if text.lines().any(|l| l.starts_with("node: ready ")) {
-                return Ok(());
+                let gateway = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("node: gateway "))
+                    .and_then(|a| a.trim().parse().ok());
+                return match gateway {
+                    Some(g) => {
+                        self.gateway = g;
+                        Ok(())
+                    }
+                    None => Err(Error::Start(format!(
+                        "the node script named no gateway\n{}",
+                        self.log_tail(40)
+                    ))),
+                };
             }
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return Err(Error::Start(format!(

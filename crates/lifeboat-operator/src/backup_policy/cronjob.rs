@@ -8,12 +8,13 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_job::{AgentJob, JOB_ENV};
-use lifeboat_api::backup_policy::{Asset, AssetKind};
+use lifeboat_api::agent_job::{AgentJob, JOB_ENV, KubernetesStateScope, signing_key_ref};
+use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
 use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
+use crate::kubestate::Access;
 use crate::names;
 use crate::pod::AgentPod;
 
@@ -23,13 +24,20 @@ const STARTING_DEADLINE_SECONDS: i64 = 600;
 /// The annotation holding a digest of the CronJob as the operator built it.
 pub const SPEC_HASH: &str = "lifeboat.dev/spec-hash";
 
+/// The scope of each Kubernetes-state asset of a policy, by asset name.
+pub type Scopes = BTreeMap<String, KubernetesStateScope>;
+
 /// The desired CronJob of every asset of `policy`, each annotated with [`SPEC_HASH`].
-pub fn desired_cronjobs(policy: &BackupPolicy, agent: &AgentConfig) -> Result<Vec<CronJob>> {
+pub fn desired_cronjobs(
+    policy: &BackupPolicy,
+    agent: &AgentConfig,
+    scopes: &Scopes,
+) -> Result<Vec<CronJob>> {
     policy
         .spec
         .assets
         .iter()
-        .map(|asset| backup_cronjob(policy, asset, agent).and_then(with_spec_hash))
+        .map(|asset| backup_cronjob(policy, asset, agent, scopes).and_then(with_spec_hash))
         .collect()
 }
 
@@ -60,7 +68,12 @@ pub fn up_to_date(existing: &CronJob, desired: &CronJob) -> bool {
     hash(desired).is_some() && hash(existing) == hash(desired) && knobs(existing) == knobs(desired)
 }
 
-fn backup_cronjob(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result<CronJob> {
+fn backup_cronjob(
+    policy: &BackupPolicy,
+    asset: &Asset,
+    agent: &AgentConfig,
+    scopes: &Scopes,
+) -> Result<CronJob> {
     let name = policy.name_any();
     let spec = &policy.spec;
     Ok(CronJob {
@@ -84,20 +97,30 @@ fn backup_cronjob(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> 
             starting_deadline_seconds: Some(STARTING_DEADLINE_SECONDS),
             successful_jobs_history_limit: Some(i32::from(spec.history.successful)),
             failed_jobs_history_limit: Some(i32::from(spec.history.failed)),
-            job_template: backup_job_template(policy, asset, agent)?,
+            job_template: backup_job_template(policy, asset, agent, scopes)?,
         }),
         status: None,
     })
 }
 
-/// The Job template shared by scheduled and on-demand backups of `asset`.
+/// The Job template shared by scheduled and on-demand backups of `asset`. A Kubernetes-state
+/// asset runs as Lifeboat's backup account with its scope (from `scopes`) in the document.
 pub fn backup_job_template(
     policy: &BackupPolicy,
     asset: &Asset,
     agent: &AgentConfig,
+    scopes: &Scopes,
 ) -> Result<JobTemplateSpec> {
     let name = policy.name_any();
     let spec = &policy.spec;
+    let state = asset.kind() == AssetKind::KubernetesState;
+    let scope = match scopes.get(&asset.name) {
+        Some(scope) => Some(scope.clone()),
+        None if state => {
+            return Err(Error::ScopeNotDecided(asset.name.clone()));
+        }
+        None => None,
+    };
     let job = AgentJob {
         namespace: policy
             .namespace()
@@ -108,7 +131,11 @@ pub fn backup_job_template(
         compression: spec.compression.clone(),
         encryption: spec.encryption.clone(),
         retention: spec.retention.clone(),
+        signing_key: Some(signing_key_ref()),
+        kubernetes_state_scope: scope,
     };
+    let mut secrets = referenced_secrets(asset, &spec.destination);
+    secrets.push(signing_key_ref());
     let overrides = spec.pod_template.as_ref();
     let mut labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
     labels.extend(names::backup_labels(&name, &asset.name));
@@ -122,12 +149,12 @@ pub fn backup_job_template(
             value: Some(serde_json::to_string(&job)?),
             ..Default::default()
         }],
-        secrets: referenced_secrets(asset, &spec.destination),
+        secrets,
         destination: &spec.destination,
         overrides,
         labels: names::backup_labels(&name, &asset.name),
         annotations: parent_annotation(&name),
-        needs_api: asset.kind() == Some(AssetKind::KubernetesState),
+        api_account: state.then_some(Access::Backup.service_account()),
     };
     Ok(JobTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -151,9 +178,10 @@ pub fn on_demand_job(
     asset: &Asset,
     token: &str,
     agent: &AgentConfig,
+    scopes: &Scopes,
 ) -> Result<Job> {
     let name = policy.name_any();
-    let template = backup_job_template(policy, asset, agent)?;
+    let template = backup_job_template(policy, asset, agent, scopes)?;
     let mut metadata = template.metadata.unwrap_or_default();
     metadata.name = Some(names::backup_now_job(&name, &asset.name, token));
     metadata.namespace = policy.namespace();
@@ -175,16 +203,12 @@ fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
 
 /// Every Secret key a backup of `asset` to `destination` reads.
 pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
-    let mut out = Vec::new();
-    if let Some(pg) = &asset.postgres {
-        out.extend(pg.connection.password_secret.clone());
-    }
-    if let Some(redis) = &asset.redis {
-        out.extend(redis.connection.password_secret.clone());
-    }
-    if let Some(bucket) = &asset.object_storage {
-        out.extend(s3_keys(&bucket.source.credentials_secret));
-    }
+    let mut out = match &asset.source {
+        AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
+        AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
+        AssetSource::ObjectStorage(bucket) => s3_keys(&bucket.source.credentials_secret).to_vec(),
+        AssetSource::KubernetesState(_) => Vec::new(),
+    };
     if let Some(s3) = &destination.s3 {
         out.extend(s3_keys(&s3.credentials_secret));
     }
@@ -239,7 +263,8 @@ mod tests {
 
     #[test]
     fn one_cronjob_per_asset_with_the_policys_schedule_and_safe_defaults() {
-        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let cjs =
+            desired_cronjobs(&policy(spec()), &AgentConfig::default(), &Scopes::new()).unwrap();
         assert_eq!(cjs.len(), 2);
         let cj = &cjs[0];
         assert_eq!(cj.metadata.name.as_deref(), Some("shop-orders-db"));
@@ -264,7 +289,8 @@ mod tests {
 
     #[test]
     fn children_never_inherit_gitops_labels() {
-        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let cjs =
+            desired_cronjobs(&policy(spec()), &AgentConfig::default(), &Scopes::new()).unwrap();
         let text = serde_json::to_string(&cjs).unwrap();
         assert!(!text.contains("argocd.argoproj.io"), "{text}");
         assert!(!text.contains("app.kubernetes.io/instance"), "{text}");
@@ -277,8 +303,54 @@ mod tests {
     }
 
     #[test]
+    fn a_kubernetes_state_backup_runs_as_lifeboat_s_account_with_its_scope_or_not_at_all() {
+        let mut s = spec();
+        s["assets"] = json!([{"name": "objects", "kubernetesState": {"namespaces": ["prod"]}}]);
+        let p = policy(s);
+        let agent = AgentConfig::default();
+        let e = desired_cronjobs(&p, &agent, &Scopes::new()).unwrap_err();
+        assert!(e.to_string().contains("objects"), "{e}");
+        let scopes = Scopes::from([("objects".to_owned(), KubernetesStateScope::own("prod"))]);
+        let cj = &desired_cronjobs(&p, &agent, &scopes).unwrap()[0];
+        let pod = cj
+            .spec
+            .clone()
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("lifeboat-kubestate-backup"),
+            "not the spec's backup-sa"
+        );
+        assert_eq!(pod.automount_service_account_token, Some(true));
+        let doc: AgentJob = serde_json::from_str(
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == JOB_ENV)
+                .unwrap()
+                .value
+                .as_deref()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            doc.kubernetes_state_scope,
+            Some(KubernetesStateScope::own("prod"))
+        );
+    }
+
+    #[test]
     fn agent_pods_meet_the_restricted_pod_security_standard() {
-        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let cjs =
+            desired_cronjobs(&policy(spec()), &AgentConfig::default(), &Scopes::new()).unwrap();
         for cj in cjs {
             let pod = cj
                 .spec
@@ -309,7 +381,8 @@ mod tests {
 
     #[test]
     fn secrets_are_mounted_files_never_values_or_arguments() {
-        let cjs = desired_cronjobs(&policy(spec()), &AgentConfig::default()).unwrap();
+        let cjs =
+            desired_cronjobs(&policy(spec()), &AgentConfig::default(), &Scopes::new()).unwrap();
         let pod = cjs[0]
             .spec
             .clone()
@@ -381,7 +454,7 @@ mod tests {
     fn a_volume_destination_is_mounted_with_its_sub_path() {
         let mut s = spec();
         s["destination"] = json!({"volume": {"claimName": "backups", "subPath": "shop"}});
-        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default()).unwrap();
+        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap();
         let pod = cjs[0]
             .spec
             .clone()
@@ -414,7 +487,14 @@ mod tests {
     #[test]
     fn on_demand_jobs_share_the_template_and_are_owned_by_the_policy() {
         let p = policy(spec());
-        let job = on_demand_job(&p, &p.spec.assets[1], "t1", &AgentConfig::default()).unwrap();
+        let job = on_demand_job(
+            &p,
+            &p.spec.assets[1],
+            "t1",
+            &AgentConfig::default(),
+            &Scopes::new(),
+        )
+        .unwrap();
         assert_eq!(
             job.metadata.name.as_deref(),
             Some(names::backup_now_job("shop", "sessions", "t1").as_str())
@@ -440,7 +520,7 @@ mod tests {
             "bucket": "media", "credentialsSecret": {"name": "src-creds"}, "allowEmpty": true}}]);
         s["encryption"] = json!({"recipients": ["age1t7rxyev2z3rw82stdlrrepyc39nvn86l5078zqkf5uasdy86jp6svpy7pa"],
                                  "identitySecret": {"name": "age-key", "key": "identity"}});
-        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default()).unwrap();
+        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap();
         let pod = cjs[0]
             .spec
             .clone()
@@ -458,7 +538,8 @@ mod tests {
             .iter()
             .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
             .collect();
-        assert_eq!(secrets, ["s3-creds", "src-creds"]);
+        // The namespace's signing key, which signs the backup's metadata, and the buckets' keys.
+        assert_eq!(secrets, ["lifeboat-signing-key", "s3-creds", "src-creds"]);
         let mounts: Vec<&str> = pod.containers[0]
             .volume_mounts
             .as_ref()
@@ -482,18 +563,21 @@ mod tests {
         .unwrap();
         let encryption = job.encryption.unwrap();
         assert_eq!(encryption.recipients.len(), 1);
-        assert!(job.asset.object_storage.unwrap().allow_empty);
+        let AssetSource::ObjectStorage(bucket) = job.asset.source else {
+            panic!("not a bucket")
+        };
+        assert!(bucket.allow_empty);
     }
 
     #[test]
     fn the_spec_hash_changes_with_the_spec_and_marks_a_cronjob_up_to_date() {
         let agent = AgentConfig::default();
         let mut p = policy(spec());
-        let a = desired_cronjobs(&p, &agent).unwrap();
-        let again = desired_cronjobs(&p, &agent).unwrap();
+        let a = desired_cronjobs(&p, &agent, &Scopes::new()).unwrap();
+        let again = desired_cronjobs(&p, &agent, &Scopes::new()).unwrap();
         assert!(up_to_date(&again[0], &a[0]), "same spec, same digest");
         p.spec.schedule = "5 * * * *".into();
-        let b = desired_cronjobs(&p, &agent).unwrap();
+        let b = desired_cronjobs(&p, &agent, &Scopes::new()).unwrap();
         assert!(!up_to_date(&a[0], &b[0]), "a changed spec is applied");
         let mut suspended_by_hand = a[0].clone();
         suspended_by_hand.spec.as_mut().unwrap().suspend = Some(true);

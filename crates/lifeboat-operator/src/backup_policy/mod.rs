@@ -15,87 +15,114 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::backup_policy::BackupPolicyStatus;
-use lifeboat_api::conditions::{self, types};
+use lifeboat_api::agent_job::KubernetesStateScope;
+use lifeboat_api::backup_policy::{AssetKind, AssetSource, BackupPolicyStatus};
+use lifeboat_api::conditions::{self, Status, types};
 use lifeboat_api::schedule::CronSchedule;
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::controller;
+use crate::error::{Error, Problem, Result};
 use crate::jobs::{JobOutcome, outcome};
+use crate::kubestate::{self, Access};
 use crate::names;
-use status::Problem;
 
 const KIND: &str = "BackupPolicy";
 
-#[instrument(skip_all, fields(namespace = policy.namespace().unwrap_or_default(), name = policy.name_any()))]
-pub async fn reconcile(policy: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[KIND])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+#[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<BackupPolicy>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let _timer = controller::measure(&ctx, KIND);
+    let policy = controller::valid(&obj)?;
     let ns = policy
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
-
-    let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
-    let (problem, handled_token) = match apply_children(&policy, &ctx, &ns).await {
-        Ok(token) => (None, token),
-        Err(e @ (Error::InvalidSpec(_) | Error::SecretNotFound(_))) => (
-            Some(Problem {
-                reason: e.reason(),
-                message: e.to_string(),
-            }),
-            None,
-        ),
-        Err(e) => return Err(e),
-    };
-    let retry_soon = problem
-        .as_ref()
-        .is_some_and(|p| p.reason == "SecretNotFound");
     let now = Timestamp::now();
+    let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
-    let decision = status::decide(
-        &policy,
+    let (mut problem, signing_key) = observe(policy, &ctx, &ns).await?;
+    let token = new_backup_now_token(policy).filter(|_| problem.is_none());
+    if problem.is_none()
+        && let Err(e) = apply_children(policy, &ctx, &ns, signing_key, token.as_deref()).await
+    {
+        match e {
+            Error::Problem(p) => problem = Some(p),
+            e => return Err(e),
+        }
+    }
+    let handled = token.filter(|_| problem.is_none());
+    let mut decision = status::decide(
+        policy,
         &outcomes,
-        problem,
-        handled_token,
+        problem.as_ref(),
+        handled,
         &verification,
         now,
     );
-    if decision.changed && ctx.apply_status(policy.as_ref(), &decision.status).await? {
-        publish_transitions(&ctx, &policy, &decision.status).await;
+    if note_ignored_account(policy, &mut decision.status) {
+        decision.changed = Some(&decision.status) != policy.status.as_ref();
     }
-    update_metrics(&ctx, &policy, &ns, &decision.status, now);
-    let requeue = if retry_soon {
-        decision
-            .requeue_after
-            .min(std::time::Duration::from_secs(30))
-    } else {
-        decision.requeue_after
-    };
-    Ok(Action::requeue(requeue))
+    if decision.changed {
+        ctx.apply_status(policy, &decision.status).await?;
+    }
+    perform(policy, &ctx, &decision.status).await?;
+    update_metrics(&ctx, policy, &ns, &decision.status, now);
+    controller::succeeded(&ctx, policy);
+    // The master key may appear any moment (the platform team restores it): look again soon.
+    Ok(Action::requeue(match &problem {
+        Some(p) => decision.requeue_after.min(p.recheck()),
+        None => decision.requeue_after,
+    }))
 }
 
-/// Backoff by error kind: a spec that needs an edit waits for it; API trouble retries soon.
-pub fn error_policy(policy: Arc<BackupPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[KIND, error.reason()])
-        .inc();
-    warn!(namespace = policy.namespace(), name = policy.name_any(), reason = error.reason(), %error, "reconcile failed");
-    if error.needs_user() {
-        Action::requeue(status::RESYNC)
-    } else {
-        Action::requeue(std::time::Duration::from_secs(15))
+pub use controller::error_policy;
+
+/// What a policy needs before its children can be applied: a schedule croner takes, and the
+/// namespace's signing key (the Secret to apply when it is missing or stale). A problem with
+/// either is returned, not raised.
+async fn observe(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(Option<Problem>, Option<Secret>)> {
+    if let Err(e) = CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
+        return Ok((Some(Problem::InvalidSchedule(e.to_string())), None));
     }
+    match crate::signing_key::desired(ctx, ns).await {
+        Ok(secret) => Ok((None, secret)),
+        Err(Error::Problem(p)) => Ok((Some(p), None)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A `lifeboat.dev/backup-now` token not acted upon yet.
+fn new_backup_now_token(policy: &BackupPolicy) -> Option<String> {
+    let token = policy.annotations().get(names::ANNOTATION_BACKUP_NOW)?;
+    let already = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.last_backup_now_token.as_ref());
+    (!token.is_empty() && Some(token) != already).then(|| token.clone())
+}
+
+/// What the written status owes: its Events, then the status without them.
+async fn perform(policy: &BackupPolicy, ctx: &Context, written: &BackupPolicyStatus) -> Result<()> {
+    if written.pending_events.is_empty() {
+        return Ok(());
+    }
+    let published = crate::effects::publish(ctx, policy, &written.pending_events).await?;
+    let mut after = written.clone();
+    after.pending_events.retain(|e| !published.contains(&e.id));
+    ctx.apply_status(policy, &after).await?;
+    Ok(())
 }
 
 /// Outcomes of the policy's finished Jobs (scheduled and on-demand), with their pods' reports.
@@ -108,13 +135,15 @@ async fn read_outcomes(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<JobO
     let selector = ListParams::default().labels(&names::backup_selector(policy));
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns)
         .list(&selector)
-        .await?;
+        .await
+        .map_err(Error::list::<Job>())?;
     if jobs.items.is_empty() {
         return Ok(Vec::new());
     }
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&selector)
-        .await?;
+        .await
+        .map_err(Error::list::<Pod>())?;
     let mut by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
     for pod in pods {
         if let Some(job) = pod
@@ -139,14 +168,23 @@ async fn read_outcomes(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<JobO
         .collect())
 }
 
-/// Applies the CronJobs, removes those of deleted assets, and runs on-demand Jobs. Returns the
-/// on-demand token acted upon, if a new one was.
-async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Option<String>> {
-    CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    check_secrets(policy, ctx, ns).await?;
+/// Applies the namespace's signing key, the CronJobs, removes those of deleted assets, and runs
+/// the on-demand Jobs of `token`. A problem an API call reveals (a Kubernetes-state scope) is
+/// [`Error::Problem`], before anything else is applied.
+async fn apply_children(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    ns: &str,
+    signing_key: Option<Secret>,
+    token: Option<&str>,
+) -> Result<()> {
+    // Its CronJobs' Jobs mount the namespace's signing key: it exists before they can run.
+    if let Some(secret) = &signing_key {
+        crate::signing_key::apply(ctx, secret).await?;
+    }
+    let scopes = kubestate_scopes(ctx, policy, ns).await?;
 
-    let desired = cronjob::desired_cronjobs(policy, &ctx.agent)?;
+    let desired = cronjob::desired_cronjobs(policy, &ctx.agent, &scopes)?;
     let cronjobs = Api::<CronJob>::namespaced(ctx.client.clone(), ns);
     let existing = existing_cronjobs(ctx, ns, &policy.name_any()).await?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -157,7 +195,8 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
         }
         let applied = cronjobs
             .patch(&cj.name_any(), &apply, &Patch::Apply(cj))
-            .await?;
+            .await
+            .map_err(Error::apply::<CronJob>(&cj.name_any()))?;
         if let (Some(uid), Some(generation)) = (applied.uid(), applied.metadata.generation)
             && let Ok(mut m) = ctx.cronjobs.applied.lock()
         {
@@ -174,39 +213,94 @@ async fn apply_children(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Resul
             match cronjobs.delete(&cj.name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::delete::<CronJob>(&cj.name)(e)),
             }
         }
     }
-
-    let token = policy
-        .annotations()
-        .get(names::ANNOTATION_BACKUP_NOW)
-        .cloned();
-    let already = policy
-        .status
-        .as_ref()
-        .and_then(|s| s.last_backup_now_token.as_ref());
-    match token {
-        Some(token) if Some(&token) != already && !token.is_empty() => {
-            let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
-            for asset in &policy.spec.assets {
-                let job = cronjob::on_demand_job(policy, asset, &token, &ctx.agent)?;
-                // Apply, not create: a restarted operator re-applies the same Job, never a second one.
-                jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                    .await?;
-            }
-            ctx.publish(
-                &policy.object_ref(&()),
-                EventType::Normal,
-                "BackupRequested",
-                format!("BackupNow/{}", names::short_hash(&token, 4)),
-                format!("on-demand backup {token:?} started for every asset"),
-            )
-            .await;
-            Ok(Some(token))
+    if let Some(token) = token {
+        let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
+        for asset in &policy.spec.assets {
+            let job = cronjob::on_demand_job(policy, asset, token, &ctx.agent, &scopes)?;
+            // Apply, not create: a restarted operator re-applies the same Job, never a second one.
+            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
+                .await
+                .map_err(Error::apply::<Job>(&job.name_any()))?;
         }
-        _ => Ok(None),
+    }
+    Ok(())
+}
+
+/// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
+/// all of them. An asset reaching beyond what the platform team allows is an error
+/// ([`Problem::Scope`]) before any CronJob or Job is applied.
+pub async fn kubestate_scopes(
+    ctx: &Context,
+    policy: &BackupPolicy,
+    ns: &str,
+) -> Result<cronjob::Scopes> {
+    let mut scopes = cronjob::Scopes::new();
+    for asset in &policy.spec.assets {
+        if let AssetSource::KubernetesState(k) = &asset.source {
+            let reach = kubestate::backup_reach(k);
+            match kubestate::scope(&ctx.client, Access::Backup, ns, &reach).await {
+                Ok(scope) => scopes.insert(asset.name.clone(), scope),
+                Err(e @ Error::Problem(Problem::Scope(_))) => {
+                    kubestate::revoke_withdrawn(&ctx.client, Access::Backup, ns).await?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+        }
+    }
+    // One account per namespace: bound to what every asset reaches (all the same kind, since
+    // the cluster label gives every asset cluster scope).
+    let bound = scopes.values().cloned().reduce(|a, b| match (a, b) {
+        (KubernetesStateScope::Namespaces(mut x), KubernetesStateScope::Namespaces(y)) => {
+            x.extend(y);
+            KubernetesStateScope::Namespaces(x)
+        }
+        _ => KubernetesStateScope::Cluster,
+    });
+    if let Some(bound) = bound {
+        kubestate::grant(
+            &ctx.client,
+            &ctx.agent.kubestate_roles,
+            Access::Backup,
+            ns,
+            &bound,
+        )
+        .await?;
+    }
+    Ok(scopes)
+}
+
+/// Says in the Ready message that `podTemplate.serviceAccountName` is not what Kubernetes-state
+/// assets run as. Returns whether the message changed.
+fn note_ignored_account(policy: &BackupPolicy, status: &mut BackupPolicyStatus) -> bool {
+    let named = policy
+        .spec
+        .pod_template
+        .as_ref()
+        .is_some_and(|t| t.service_account_name.is_some());
+    let state = policy
+        .spec
+        .assets
+        .iter()
+        .any(|a| a.kind() == AssetKind::KubernetesState);
+    if !(named && state) {
+        return false;
+    }
+    let note = kubestate::ignored_account_note(Access::Backup);
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.type_ == types::READY)
+    {
+        Some(c) if !c.message.contains(&note) => {
+            c.message = format!("{}; {note}", c.message);
+            true
+        }
+        _ => false,
     }
 }
 
@@ -256,7 +350,8 @@ async fn existing_cronjobs(ctx: &Context, ns: &str, policy: &str) -> Result<Vec<
     }
     let list = Api::<CronJob>::namespaced(ctx.client.clone(), ns)
         .list(&ListParams::default().labels(&names::backup_selector(policy)))
-        .await?;
+        .await
+        .map_err(Error::list::<CronJob>())?;
     Ok(list
         .items
         .into_iter()
@@ -284,9 +379,11 @@ async fn verification(ctx: &Context, ns: &str, policy: &str) -> Result<status::V
     .await
     .map_err(|_| Error::CacheNotReady("DrillSchedule"))?
     .map_err(|_| Error::CacheNotReady("DrillSchedule"))?;
-    let mine: Vec<_> = drills
-        .state()
-        .into_iter()
+    // A DrillSchedule that no longer deserializes verifies nothing (its own reconcile says so).
+    let all = drills.state();
+    let mine: Vec<&lifeboat_api::DrillSchedule> = all
+        .iter()
+        .filter_map(|d| d.0.as_ref().ok())
         .filter(|d| d.namespace().as_deref() == Some(ns) && d.spec.policy == policy)
         .collect();
     Ok(status::Verification {
@@ -294,88 +391,8 @@ async fn verification(ctx: &Context, ns: &str, policy: &str) -> Result<status::V
             .iter()
             .flat_map(|d| d.spec.assets.iter().cloned())
             .collect(),
-        backups: status::verified_backups(policy, mine.iter().map(|d| d.as_ref())),
+        backups: status::verified_backups(policy, mine.iter().copied()),
     })
-}
-
-/// Every referenced Secret must exist (its values are never read by the operator).
-async fn check_secrets(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<()> {
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), ns);
-    let names: BTreeSet<String> = policy
-        .spec
-        .assets
-        .iter()
-        .flat_map(|a| cronjob::referenced_secrets(a, &policy.spec.destination))
-        .map(|s| s.name)
-        .collect();
-    for name in names {
-        if secrets.get_metadata_opt(&name).await?.is_none() {
-            return Err(Error::SecretNotFound(name));
-        }
-    }
-    Ok(())
-}
-
-/// One Event per transition: a new good backup, a new failure, a condition that flipped.
-async fn publish_transitions(ctx: &Context, policy: &BackupPolicy, new: &BackupPolicyStatus) {
-    let old = policy.status.clone().unwrap_or_default();
-    for asset in &new.assets {
-        let before = old.assets.iter().find(|a| a.name == asset.name);
-        if let Some(s) = &asset.last_success
-            && before
-                .and_then(|b| b.last_success.as_ref())
-                .is_none_or(|b| b.id != s.id)
-        {
-            let note = format!(
-                "asset {}: backup {} ({} bytes, sha256 {})",
-                asset.name, s.id, s.stored_bytes, s.sha256
-            );
-            ctx.publish(
-                &policy.object_ref(&()),
-                EventType::Normal,
-                "BackupSucceeded",
-                format!("Backup/{}", asset.name),
-                note,
-            )
-            .await;
-        }
-        if let Some(f) = &asset.last_failure
-            && before
-                .and_then(|b| b.last_failure.as_ref())
-                .is_none_or(|b| b.time != f.time)
-        {
-            let note = format!("asset {}: {}: {}", asset.name, f.reason, f.message);
-            ctx.publish(
-                &policy.object_ref(&()),
-                EventType::Warning,
-                "BackupFailed",
-                format!("Backup/{}", asset.name),
-                note,
-            )
-            .await;
-        }
-    }
-    for type_ in [types::READY, types::RPO_MET, types::RETENTION_APPLIED] {
-        let Some(c) = conditions::find(&new.conditions, type_) else {
-            continue;
-        };
-        let was = conditions::find(&old.conditions, type_);
-        if was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
-            let kind = if c.status == "True" {
-                EventType::Normal
-            } else {
-                EventType::Warning
-            };
-            ctx.publish(
-                &policy.object_ref(&()),
-                kind,
-                &c.reason,
-                format!("Condition/{type_}"),
-                format!("{type_}={}: {}", c.status, c.message),
-            )
-            .await;
-        }
-    }
 }
 
 fn update_metrics(
@@ -395,7 +412,11 @@ fn update_metrics(
     if let Some(c) = conditions::find(&status.conditions, types::RPO_MET) {
         m.rpo_objective_met
             .with_label_values(&[ns, &name])
-            .set(if c.status == "True" { 1.0 } else { 0.0 });
+            .set(if Status::of(c) == Status::True {
+                1.0
+            } else {
+                0.0
+            });
     }
     for a in &status.assets {
         let labels = [ns, name.as_str(), a.name.as_str()];

@@ -6,21 +6,17 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lifeboat_api::BackupPolicy;
+use lifeboat_api::agent_result::ErrorClass;
 use lifeboat_api::backup_policy::{
     AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis,
 };
-use lifeboat_api::conditions::{Status, condition, set_condition, types};
+use lifeboat_api::common::{EventType, PendingEvent};
+use lifeboat_api::conditions::{self, Status, condition, set_condition, types};
 
+use crate::controller::requeue::RESYNC;
+use crate::effects::{self, event};
+use crate::error::Problem;
 use crate::jobs::JobOutcome;
-
-/// How often a policy is looked at when nothing else asks for it.
-pub const RESYNC: Duration = Duration::from_secs(300);
-
-/// A problem found before any Job result mattered (invalid spec, missing Secret, API error).
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
-}
 
 /// The computed status and when the policy should be looked at again.
 pub struct Decision {
@@ -39,11 +35,12 @@ pub struct Verification {
     pub backups: std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup>,
 }
 
-/// Computes the next status. `handled_token` is the on-demand token acted upon in this pass.
+/// Computes the next status, with the Events its transitions owe. `handled_token` is the
+/// on-demand token acted upon in this pass.
 pub fn decide(
     policy: &BackupPolicy,
     outcomes: &[JobOutcome],
-    problem: Option<Problem>,
+    problem: Option<&Problem>,
     handled_token: Option<String>,
     verification: &Verification,
     now: Timestamp,
@@ -53,7 +50,8 @@ pub fn decide(
     let mut status = old.clone();
     status.observed_generation = generation;
     status.asset_count = u32::try_from(policy.spec.assets.len()).ok();
-    if handled_token.is_some() {
+    let handled = handled_token.is_some();
+    if handled {
         status.last_backup_now_token = handled_token;
     }
     status.assets = policy
@@ -80,12 +78,12 @@ pub fn decide(
     status.last_backup_time = worst.map(Time);
     set_verified(&mut status, &verification.backups);
 
-    let ready = match &problem {
+    let ready = match problem {
         Some(p) => condition(
             types::READY,
             Status::False,
-            p.reason,
-            p.message.clone(),
+            p.reason(),
+            p.to_string(),
             generation,
             now,
         ),
@@ -195,6 +193,8 @@ pub fn decide(
         None => status.conditions.retain(|c| c.type_ != types::RPO_MET),
     }
 
+    let owed = events(&old, &status, handled);
+    status.pending_events = effects::owe(&old.pending_events, owed);
     // rpoSeconds is the age when the status is written; refreshing it alone is not a change.
     status.rpo_seconds = old.rpo_seconds;
     status.rpo = old.rpo.clone();
@@ -277,7 +277,7 @@ fn ready_from_assets(
     generation: Option<i64>,
     now: Timestamp,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    let failing: Vec<String> = assets
+    let failing: Vec<(&str, &BackupFailure)> = assets
         .iter()
         .filter_map(|a| {
             let f = a.last_failure.as_ref()?;
@@ -285,15 +285,28 @@ fn ready_from_assets(
                 .last_success
                 .as_ref()
                 .is_none_or(|s| f.time.0 > s.finished_at.0);
-            failed_last.then(|| format!("{}: {}: {}", a.name, f.reason, f.message))
+            failed_last.then_some((a.name.as_str(), f))
         })
         .collect();
     if !failing.is_empty() {
+        let message = failing
+            .iter()
+            .map(|(name, f)| format!("{name}: {}: {}", f.reason, f.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // A missing Secret is the user's to create: its own reason, as before the operator
+        // stopped reading Secrets (the agent reports it from the first run that needs it).
+        let secret = ErrorClass::SecretNotFound.reason();
+        let reason = if failing.iter().any(|(_, f)| f.reason == secret) {
+            secret
+        } else {
+            "BackupFailing"
+        };
         return condition(
             types::READY,
             Status::False,
-            "BackupFailing",
-            failing.join("; "),
+            reason,
+            message,
             generation,
             now,
         );
@@ -350,6 +363,84 @@ fn retention_applied(
             now,
         )
     })
+}
+
+/// The Events the transition from `old` to `new` owes, each with an id of its own: a backup
+/// asked for, a new good backup, a new failure, a condition that flipped.
+pub fn events(
+    old: &BackupPolicyStatus,
+    new: &BackupPolicyStatus,
+    backup_now: bool,
+) -> Vec<PendingEvent> {
+    let mut out = Vec::new();
+    if backup_now && let Some(token) = &new.last_backup_now_token {
+        let short = crate::names::short_hash(token, 4);
+        out.push(event(
+            format!("BackupRequested/{short}"),
+            EventType::Normal,
+            "BackupRequested",
+            format!("BackupNow/{short}"),
+            format!("on-demand backup {token:?} started for every asset"),
+        ));
+    }
+    for asset in &new.assets {
+        let before = old.assets.iter().find(|a| a.name == asset.name);
+        if let Some(s) = &asset.last_success
+            && before
+                .and_then(|b| b.last_success.as_ref())
+                .is_none_or(|b| b.id != s.id)
+        {
+            out.push(event(
+                format!("BackupSucceeded/{}/{}", asset.name, s.id),
+                EventType::Normal,
+                "BackupSucceeded",
+                format!("Backup/{}", asset.name),
+                format!(
+                    "asset {}: backup {} ({} bytes, sha256 {})",
+                    asset.name, s.id, s.stored_bytes, s.sha256
+                ),
+            ));
+        }
+        if let Some(f) = &asset.last_failure
+            && before
+                .and_then(|b| b.last_failure.as_ref())
+                .is_none_or(|b| b.time != f.time)
+        {
+            out.push(event(
+                format!("BackupFailed/{}/{}", asset.name, f.time.0.as_second()),
+                EventType::Warning,
+                "BackupFailed",
+                format!("Backup/{}", asset.name),
+                format!("asset {}: {}: {}", asset.name, f.reason, f.message),
+            ));
+        }
+    }
+    for type_ in [types::READY, types::RPO_MET, types::RETENTION_APPLIED] {
+        let Some(c) = conditions::find(&new.conditions, type_) else {
+            continue;
+        };
+        let was = conditions::find(&old.conditions, type_);
+        if was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
+            let kind = if Status::of(c) == Status::True {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            out.push(event(
+                format!(
+                    "{type_}/{}/{}/{}",
+                    c.status,
+                    c.reason,
+                    c.last_transition_time.0.as_second()
+                ),
+                kind,
+                &c.reason,
+                format!("Condition/{type_}"),
+                format!("{type_}={}: {}", c.status, c.message),
+            ));
+        }
+    }
+    out
 }
 
 fn seconds_between(earlier: Timestamp, later: Timestamp) -> u64 {
@@ -842,14 +933,11 @@ mod tests {
             &Verification::default(),
             at("2026-11-24T10:02:00Z"),
         );
-        let problem = Problem {
-            reason: "SecretNotFound",
-            message: "Secret \"db-creds\" not found".into(),
-        };
+        let problem = Problem::InvalidSchedule("the schedule names no minute".into());
         let d = decide(
             &with_status(p, &d),
             &[],
-            Some(problem),
+            Some(&problem),
             None,
             &Verification::default(),
             at("2026-11-24T10:03:00Z"),
@@ -857,11 +945,57 @@ mod tests {
         let ready = find(&d.status.conditions, types::READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "SecretNotFound")
+            ("False", "InvalidSpec")
         );
         assert!(
             d.status.assets[0].last_success.is_some(),
             "known backups stay in status"
+        );
+    }
+
+    #[test]
+    fn a_secret_the_agent_did_not_find_is_the_ready_reason() {
+        let p = policy(None);
+        let mut missing = failed("db", "2026-11-24T10:01:00Z");
+        if let Err(f) = &mut missing.result {
+            f.reason = "SecretNotFound".into();
+            f.message =
+                "Secret \"db-creds\" with key \"password\" not found in the namespace".into();
+        }
+        let outcomes = [failed("cache", "2026-11-24T10:00:30Z"), missing];
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
+        let ready = find(&d.status.conditions, types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        assert!(
+            ready
+                .message
+                .contains("db: SecretNotFound: Secret \"db-creds\"")
+                && ready.message.contains("cache: StorageFailed"),
+            "{}",
+            ready.message
+        );
+        // Without it, a failure is a failure.
+        let d = decide(
+            &p,
+            &outcomes[..1],
+            None,
+            None,
+            &Verification::default(),
+            at("2026-11-24T10:02:00Z"),
+        );
+        assert_eq!(
+            find(&d.status.conditions, types::READY).unwrap().reason,
+            "BackupFailing"
         );
     }
 }
@@ -884,9 +1018,7 @@ pub fn verified_backups<'a>(
                 continue;
             }
             for restored in &record.backups {
-                let Some((asset, id)) = restored.split_once('=') else {
-                    continue;
-                };
+                let (asset, id) = (&restored.asset, &restored.id);
                 let newer =
                     out.get(asset)
                         .is_none_or(|v: &lifeboat_api::backup_policy::VerifiedBackup| {
@@ -901,9 +1033,9 @@ pub fn verified_backups<'a>(
                         .and_then(|r| record.started_at.0.checked_sub(r).ok())
                         .map(Time);
                     out.insert(
-                        asset.to_owned(),
+                        asset.clone(),
                         lifeboat_api::backup_policy::VerifiedBackup {
-                            id: id.to_owned(),
+                            id: id.clone(),
                             time: record.finished_at.clone(),
                             snapshot_time,
                             drill: format!("{}/{}", drill.name_any(), record.id),

@@ -1,55 +1,98 @@
-//! A drill's progress, decided from what the cluster shows: the fresh backups' Jobs, the policy's
-//! record of its newest good backups, and the RestoreRequest the drill owns. Pure.
+//! A drill's whole decision, from what the cluster shows: the fresh backups' Jobs, the policy's
+//! record of its newest good backups, the RestoreRequest the drill owns, the notify Job and the
+//! staging namespace. Pure: the next status (with the Events and Jobs its transitions owe), the
+//! child to apply, what to do with the staging namespace, and when to look again.
 //!
 //! A drill is composed of the other two controllers' pieces, not a copy of them: on-demand backup
 //! Jobs of the policy (the same builder, so the policy's status records them), then a
 //! RestoreRequest of `latest` into the staging targets, with the drill's checks.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use lifeboat_api::DrillSchedule;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
-use lifeboat_api::conditions::{Status, condition, find, set_condition, types};
+use lifeboat_api::common::{EventType, PendingEvent};
+use lifeboat_api::conditions::{self, Status, condition, set_condition, types};
 use lifeboat_api::drill_schedule::{
-    ActiveDrill, DrillBackupMode, DrillRecord, DrillScheduleStatus, DrillVerdict,
+    ActiveDrill, DrillBackupMode, DrillJob, DrillRecord, DrillScheduleStatus, DrillStep,
+    DrillVerdict, NotificationState, NotificationStatus, RestoredBackup,
 };
 use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
 
 use crate::backup_policy::status::human;
+use crate::controller::requeue;
+use crate::effects::{self, event};
+use crate::error::Problem;
 use crate::jobs::JobOutcome;
+use crate::restore_request::decide::problem_event;
 
-/// What the reconcile must do next.
+/// The child a pass applies.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
-    /// Nothing due: look again at this time.
+    /// Nothing due.
     Sleep,
     /// Start a drill now (status carries the new active drill): create its backup Jobs.
     Backup,
     /// The fresh backups are recorded: create the RestoreRequest.
     Restore,
     Wait,
-    /// The drill finished (status carries the record).
+    /// The drill finished (status carries the record and the Jobs it owes).
     Finished,
 }
 
-/// What the cluster shows of the active drill.
-#[derive(Default)]
-pub struct Observed<'a> {
-    /// Outcomes of the drill's backup Jobs, one per drilled asset once finished.
-    pub backups: Vec<JobOutcome>,
-    pub policy: Option<&'a BackupPolicyStatus>,
-    /// The drill's RestoreRequest, once created.
-    pub restore: Option<&'a RestoreRequestStatus>,
+/// What became of the staging namespace the spec asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StagingSeen {
+    /// The spec asks for none.
+    #[default]
+    NotAsked,
+    /// No namespace of that name (and the operator may create one).
+    Absent,
+    /// The namespace this drill created (its recorded uid).
+    Ours,
+    /// This drill's namespace, being deleted after the last drill.
+    Terminating,
 }
 
-/// Ready reasons of the spec checks made before `advance` (drill_schedule/mod.rs).
-pub const SPEC_PROBLEMS: [&str; 5] = [
-    "InvalidSpec",
-    "PolicyNotFound",
-    "OutOfStagingScope",
-    "StagingNamespaceConflict",
-    "StagingNamespaceForbidden",
-];
+/// What to do with the staging namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StagingAction {
+    Nothing,
+    /// A drill runs: create it when absent, and apply its isolation.
+    Ensure,
+    /// Its TTL after the last drill has passed: delete it (after the status write).
+    Delete,
+}
+
+/// What the cluster shows of the drill.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// What keeps the drill from running, if anything.
+    pub problem: Option<Problem>,
+    /// The next due time of the cron after the last drill (or the resource's creation).
+    pub due: Option<Timestamp>,
+    /// An on-demand token not acted upon yet.
+    pub run_now: Option<String>,
+    /// Outcomes of the drill's backup Jobs, one per drilled asset once finished.
+    pub backups: Vec<JobOutcome>,
+    pub policy: Option<BackupPolicyStatus>,
+    /// The drill's RestoreRequest, once created.
+    pub restore: Option<RestoreRequestStatus>,
+    /// The last drill's notify Job's outcome, once it finished (or vanished).
+    pub notification: Option<NotificationStatus>,
+    pub staging: StagingSeen,
+}
+
+/// What the reconcile does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: DrillScheduleStatus,
+    pub next: Next,
+    pub staging: StagingAction,
+    pub requeue: Duration,
+}
 
 /// How many recent drills the early warning looks at, and the share of the objective their RTO
 /// must all exceed for it to fire (the "last three above 80%").
@@ -73,161 +116,225 @@ pub fn rto_at_risk(history: &[DrillRecord], objective_seconds: f64) -> Option<Ve
     .then_some(recent)
 }
 
-pub struct Decision {
-    pub status: DrillScheduleStatus,
-    pub next: Next,
-}
-
-/// Advances the drill schedule. `due` is the next scheduled time (from the cron), `run_now` an
-/// unhandled on-demand token.
-pub fn advance(
-    ds: &DrillSchedule,
-    due: Option<Timestamp>,
-    run_now: Option<&str>,
-    seen: &Observed,
-    now: Timestamp,
-) -> Decision {
-    let spec = &ds.spec;
+pub fn decide(ds: &DrillSchedule, seen: &Observed, now: Timestamp) -> Decision {
+    let old = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation;
-    let mut status = ds.status.clone().unwrap_or_default();
+    let mut status = old.clone();
     status.observed_generation = generation;
-    status.next_run_time = due.map(Time);
-
-    // `advance` runs only once the spec checks pass: a Ready=False left by one of them is lifted
-    // here (it stayed False through the next drill, found by the staging-scope test).
-    let lifted = find(&status.conditions, types::READY)
-        .is_some_and(|c| SPEC_PROBLEMS.contains(&c.reason.as_str()));
-    let Some(active) = status.active.clone() else {
-        let start = run_now.is_some() || (!spec.suspend && due.is_some_and(|d| d <= now));
-        if !start {
-            let ready = condition(
+    status.next_run_time = seen.due.map(Time);
+    if let Some(p) = &seen.problem {
+        set_condition(
+            &mut status.conditions,
+            condition(
                 types::READY,
-                Status::True,
-                "Scheduled",
-                "waiting for the next drill",
+                Status::False,
+                p.reason(),
+                p.to_string(),
                 generation,
                 now,
-            );
-            if status.last_run.is_none() || lifted {
-                set_condition(&mut status.conditions, ready);
+            ),
+        );
+        let owed = problem_event(&old.conditions, &status.conditions, p, "Validate");
+        status.pending_events = effects::owe(&old.pending_events, owed.into_iter().collect());
+        return Decision {
+            status,
+            next: Next::Sleep,
+            staging: StagingAction::Nothing,
+            requeue: p.recheck(),
+        };
+    }
+    if seen.staging == StagingSeen::Terminating {
+        // Its own namespace, still being deleted after the last drill: nothing starts until it
+        // is gone.
+        return Decision {
+            status: old,
+            next: Next::Wait,
+            staging: StagingAction::Nothing,
+            requeue: requeue::TERMINATING,
+        };
+    }
+    if let Some(outcome) = &seen.notification {
+        record_notification(&mut status, outcome);
+    }
+    let next = advance(ds, seen, &mut status, now);
+    let ready = ready(ds, &status, now);
+    set_condition(&mut status.conditions, ready);
+    if next == Next::Finished {
+        let owed_notify = status
+            .last_run
+            .as_ref()
+            .is_some_and(|r| r.notification.is_some());
+        for job in
+            std::iter::once(DrillJob::Evidence).chain(owed_notify.then_some(DrillJob::Notify))
+        {
+            if !status.pending_jobs.contains(&job) {
+                status.pending_jobs.push(job);
             }
-            return Decision {
-                status,
-                next: Next::Sleep,
-            };
         }
-        if lifted {
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    types::READY,
-                    Status::True,
-                    "DrillRunning",
-                    "a drill is running",
-                    generation,
-                    now,
-                ),
-            );
+    }
+    let (staging, staging_wait) = staging(ds, &status, now);
+    let owed = events(ds, &old, &status);
+    status.pending_events = effects::owe(&old.pending_events, owed);
+    let requeue = if status.active.is_some() {
+        requeue::DRILL_POLL
+    } else {
+        let due = seen.due.map_or(requeue::IDLE_MAX, |d| {
+            Duration::from_secs(u64::try_from(d.as_second() - now.as_second()).unwrap_or(0))
+        });
+        due.min(staging_wait)
+            .clamp(Duration::from_secs(1), requeue::IDLE_MAX)
+    };
+    Decision {
+        status,
+        next,
+        staging,
+        requeue,
+    }
+}
+
+/// The notify Job's outcome in the last drill's record and its copy in history, while pending.
+fn record_notification(status: &mut DrillScheduleStatus, outcome: &NotificationStatus) {
+    let Some(record) = status.last_run.as_mut() else {
+        return;
+    };
+    let pending = record
+        .notification
+        .as_ref()
+        .is_some_and(|n| n.state == NotificationState::Pending && n.job == outcome.job);
+    if !pending {
+        return;
+    }
+    record.notification = Some(outcome.clone());
+    let id = record.id.clone();
+    if let Some(h) = status.history.iter_mut().find(|h| h.id == id) {
+        h.notification = Some(outcome.clone());
+    }
+}
+
+/// The staging namespace's fate: there (with its isolation) while a drill runs, deleted `ttl`
+/// after the last one; with how long until that is due.
+fn staging(
+    ds: &DrillSchedule,
+    status: &DrillScheduleStatus,
+    now: Timestamp,
+) -> (StagingAction, Duration) {
+    let spec = ds.spec.staging.namespace.as_ref();
+    if status.active.is_some() {
+        let action = if spec.is_some() {
+            StagingAction::Ensure
+        } else {
+            StagingAction::Nothing
+        };
+        return (action, requeue::IDLE_MAX);
+    }
+    let Some(recorded) = &status.staging_namespace else {
+        return (StagingAction::Nothing, requeue::IDLE_MAX);
+    };
+    let ttl = spec
+        .filter(|sn| sn.name == recorded.name)
+        .map_or(Duration::ZERO, |sn| sn.ttl.as_std());
+    let finished = status.last_run.as_ref().map(|r| r.finished_at.0);
+    match super::staging::cleanup(finished, ttl, now) {
+        super::staging::Cleanup::Wait(s) => (StagingAction::Nothing, Duration::from_secs(s)),
+        // Also when it is gone already: the delete finds nothing, and the record goes.
+        super::staging::Cleanup::Delete => (StagingAction::Delete, requeue::TERMINATING),
+    }
+}
+
+/// Advances the drill: starts one when due, follows it step by step, finishes it.
+fn advance(
+    ds: &DrillSchedule,
+    seen: &Observed,
+    status: &mut DrillScheduleStatus,
+    now: Timestamp,
+) -> Next {
+    let spec = &ds.spec;
+    let Some(active) = status.active.clone() else {
+        let start = seen.run_now.is_some() || (!spec.suspend && seen.due.is_some_and(|d| d <= now));
+        if !start {
+            return Next::Sleep;
         }
-        if let Some(token) = run_now {
-            status.last_drill_now_token = Some(token.to_owned());
+        if let Some(token) = &seen.run_now {
+            status.last_drill_now_token = Some(token.clone());
         }
+        let fresh = spec.backup == DrillBackupMode::Fresh;
         status.active = Some(ActiveDrill {
-            id: drill_id(&ds.metadata.name.clone().unwrap_or_default(), now),
+            id: drill_id(ds.metadata.name.as_deref().unwrap_or_default(), now),
             started_at: Time(now),
-            step: if spec.backup == DrillBackupMode::Fresh {
-                "Backup".into()
+            step: if fresh {
+                DrillStep::Backup
             } else {
-                "Restore".into()
+                DrillStep::Restore
             },
             restore_request: None,
         });
-        let next = if spec.backup == DrillBackupMode::Fresh {
-            Next::Backup
-        } else {
-            Next::Restore
-        };
-        return Decision { status, next };
+        return if fresh { Next::Backup } else { Next::Restore };
     };
 
-    let started = active.started_at.0;
-    let elapsed = (now.as_second() - started.as_second()).max(0) as u64;
-    if elapsed > spec.timeout.as_secs() {
-        return finish(
-            ds,
-            status,
-            &active,
-            None,
-            Some(format!(
-                "the drill did not finish within its timeout of {}",
-                spec.timeout
-            )),
-            now,
+    let elapsed = (now.as_second() - active.started_at.0.as_second()).max(0);
+    if u64::try_from(elapsed).unwrap_or(0) > spec.timeout.as_secs() {
+        let why = format!(
+            "the drill did not finish within its timeout of {}",
+            spec.timeout
         );
+        finish(ds, status, &active, None, Some(why), now);
+        return Next::Finished;
     }
 
-    if active.step == "Backup" {
+    if active.step == DrillStep::Backup {
         // Every drilled asset's fresh backup must be finished and good, and recorded by the policy.
         for asset in &spec.assets {
-            match seen.backups.iter().find(|o| &o.asset == asset) {
-                None => {
-                    return Decision {
-                        status,
-                        next: Next::Wait,
-                    };
+            let Some(o) = seen.backups.iter().find(|o| &o.asset == asset) else {
+                return Next::Wait;
+            };
+            match &o.result {
+                Err(f) => {
+                    let why = format!(
+                        "the fresh backup of {asset} failed: {}: {}",
+                        f.reason, f.message
+                    );
+                    finish(ds, status, &active, None, Some(why), now);
+                    return Next::Finished;
                 }
-                Some(o) => match &o.result {
-                    Err(f) => {
-                        let why = format!(
-                            "the fresh backup of {asset} failed: {}: {}",
-                            f.reason, f.message
-                        );
-                        return finish(ds, status, &active, None, Some(why), now);
+                Ok(s) => {
+                    let recorded = seen
+                        .policy
+                        .as_ref()
+                        .and_then(|p| p.assets.iter().find(|a| &a.name == asset))
+                        .and_then(|a| a.last_success.as_ref())
+                        .is_some_and(|l| Some(&l.id) == s.backup_id.as_ref());
+                    if !recorded {
+                        return Next::Wait;
                     }
-                    Ok(s) => {
-                        let recorded = seen
-                            .policy
-                            .and_then(|p| p.assets.iter().find(|a| &a.name == asset))
-                            .and_then(|a| a.last_success.as_ref())
-                            .is_some_and(|l| Some(&l.id) == s.backup_id.as_ref());
-                        if !recorded {
-                            return Decision {
-                                status,
-                                next: Next::Wait,
-                            };
-                        }
-                    }
-                },
+                }
             }
         }
-        if let Some(a) = status.active.as_mut() {
-            a.step = "Restore".into();
-        }
-        return Decision {
-            status,
-            next: Next::Restore,
-        };
+        set_step(status, DrillStep::Restore);
+        return Next::Restore;
     }
 
-    match seen.restore {
-        Some(rr) if rr.phase.is_finished() => finish(ds, status, &active, Some(rr), None, now),
-        Some(_) => {
-            if let Some(a) = status.active.as_mut() {
-                a.step = "Restore".into();
-            }
-            Decision {
-                status,
-                next: Next::Wait,
-            }
+    match &seen.restore {
+        Some(rr) if rr.phase.is_finished() => {
+            finish(ds, status, &active, Some(rr), None, now);
+            Next::Finished
         }
-        None if active.restore_request.is_some() => Decision {
-            status,
-            next: Next::Wait,
-        },
-        None => Decision {
-            status,
-            next: Next::Restore,
-        },
+        Some(rr) => {
+            let step = if rr.phase == RestorePhase::Validating {
+                DrillStep::Validate
+            } else {
+                DrillStep::Restore
+            };
+            set_step(status, step);
+            Next::Wait
+        }
+        None if active.restore_request.is_some() => Next::Wait,
+        None => Next::Restore,
+    }
+}
+
+fn set_step(status: &mut DrillScheduleStatus, step: DrillStep) {
+    if let Some(a) = status.active.as_mut() {
+        a.step = a.step.max(step);
     }
 }
 
@@ -237,109 +344,18 @@ pub fn drill_id(name: &str, at: Timestamp) -> String {
     crate::names::bounded_name(&[name, &stamp], crate::names::NAME_MAX)
 }
 
-fn finish(
-    ds: &DrillSchedule,
-    mut status: DrillScheduleStatus,
-    active: &ActiveDrill,
-    rr: Option<&RestoreRequestStatus>,
-    failure: Option<String>,
-    now: Timestamp,
-) -> Decision {
-    let spec = &ds.spec;
+/// Ready from the state alone: the last drill's verdict, else running or scheduled.
+fn ready(ds: &DrillSchedule, status: &DrillScheduleStatus, now: Timestamp) -> Condition {
     let generation = ds.metadata.generation;
-    let started = active.started_at.0;
-    let restored = rr.is_some_and(|r| r.phase == RestorePhase::Succeeded);
-    let finished_at = rr.and_then(|r| r.finished_at.as_ref()).map_or(now, |t| t.0);
-    // RTO: the simulated disaster (drill start) until restored and validated.
-    let rto = restored.then(|| {
-        ((finished_at.as_millisecond() - started.as_millisecond()) as f64 / 1000.0).max(0.0)
-    });
-    // RPO: drill start minus the snapshot time of the oldest restored data.
-    let oldest = rr.and_then(|r| {
-        r.plan
-            .iter()
-            .filter_map(|p| p.snapshot_time.as_ref().map(|t| t.0))
-            .min()
-    });
-    let rpo = restored
-        .then_some(())
-        .and(oldest)
-        .map(|s| ((started.as_millisecond() - s.as_millisecond()) as f64 / 1000.0).max(0.0));
-    // The same from the data: the oldest of the canary markers the restored targets hold.
-    let rpo_canary = rr
-        .iter()
-        .flat_map(|r| r.checks.iter())
-        .filter_map(|c| c.canary.as_ref().map(|m| m.written_at))
-        .min()
-        .filter(|_| restored)
-        .map(|w| ((started.as_millisecond() - w.as_millisecond()) as f64 / 1000.0).max(0.0));
-    let rto_met = rto.is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
-    let rpo_met = rpo.is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
-    let rr_failure = rr.filter(|r| r.phase != RestorePhase::Succeeded).map(|r| {
-        r.conditions
-            .iter()
-            .find(|c| c.type_ == types::READY)
-            .map_or_else(
-                || format!("restore {:?}", r.phase),
-                |c| format!("{}: {}", c.reason, c.message),
-            )
-    });
-    let message = failure.or(rr_failure);
-    let verdict = match (&message, rto_met && rpo_met) {
-        (Some(_), _) => DrillVerdict::Failed,
-        (None, true) => DrillVerdict::Passed,
-        (None, false) => DrillVerdict::ObjectivesMissed,
+    let Some(record) = &status.last_run else {
+        let (reason, message) = if status.active.is_some() {
+            ("DrillRunning", "a drill is running")
+        } else {
+            ("Scheduled", "waiting for the next drill")
+        };
+        return condition(types::READY, Status::True, reason, message, generation, now);
     };
-    let missed = match verdict {
-        DrillVerdict::ObjectivesMissed => {
-            let mut m = Vec::new();
-            if !rto_met {
-                m.push(format!(
-                    "RTO {} > objective {}",
-                    rto.map_or("?".into(), |r| human(r as u64)),
-                    spec.objectives.rto
-                ));
-            }
-            if !rpo_met {
-                m.push(format!(
-                    "RPO {} > objective {}",
-                    rpo.map_or("?".into(), |r| human(r as u64)),
-                    spec.objectives.rpo
-                ));
-            }
-            m.join("; ")
-        }
-        _ => String::new(),
-    };
-    let record = DrillRecord {
-        id: active.id.clone(),
-        started_at: active.started_at.clone(),
-        finished_at: Time(finished_at),
-        verdict,
-        rto_seconds: rto,
-        rto: rto.map(|r| human(r as u64)),
-        rpo_seconds: rpo,
-        rpo: rpo.map(|r| human(r as u64)),
-        rpo_canary_seconds: rpo_canary,
-        rto_met,
-        rpo_met,
-        backups: rr
-            .map(|r| {
-                r.plan
-                    .iter()
-                    .map(|p| format!("{}={}", p.asset, p.backup_id))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        checks: rr.map(|r| r.checks.clone()).unwrap_or_default(),
-        message: message.clone().unwrap_or(missed.clone()),
-        evidence: Some(super::evidence::evidence_path(&spec.policy, &active.id)),
-    };
-    status.active = None;
-    status.history.insert(0, record.clone());
-    status.history.truncate(usize::from(spec.history_limit));
-    status.last_run = Some(record.clone());
-    let ready = match verdict {
+    match record.verdict {
         DrillVerdict::Passed => condition(
             types::READY,
             Status::True,
@@ -356,7 +372,7 @@ fn finish(
             types::READY,
             Status::False,
             "ObjectivesMissed",
-            missed,
+            record.message.clone(),
             generation,
             now,
         ),
@@ -368,8 +384,26 @@ fn finish(
             generation,
             now,
         ),
-    };
-    set_condition(&mut status.conditions, ready);
+    }
+}
+
+/// Ends the active drill: its record (first in history), the objective conditions and the
+/// early warning.
+fn finish(
+    ds: &DrillSchedule,
+    status: &mut DrillScheduleStatus,
+    active: &ActiveDrill,
+    rr: Option<&RestoreRequestStatus>,
+    failure: Option<String>,
+    now: Timestamp,
+) {
+    let spec = &ds.spec;
+    let generation = ds.metadata.generation;
+    let record = record(ds, active, rr, failure, now);
+    status.active = None;
+    status.history.insert(0, record.clone());
+    status.history.truncate(usize::from(spec.history_limit));
+    status.last_run = Some(record.clone());
     let objective_condition =
         |type_: &str, met: bool, value: Option<&String>, objective: String| {
             let (reason, message) = match (met, value) {
@@ -392,7 +426,7 @@ fn finish(
         &mut status.conditions,
         objective_condition(
             types::RTO_MET,
-            rto_met,
+            record.rto_met,
             record.rto.as_ref(),
             spec.objectives.rto.to_string(),
         ),
@@ -401,7 +435,7 @@ fn finish(
         &mut status.conditions,
         objective_condition(
             types::RPO_MET,
-            rpo_met,
+            record.rpo_met,
             record.rpo.as_ref(),
             spec.objectives.rpo.to_string(),
         ),
@@ -437,10 +471,220 @@ fn finish(
         ),
     };
     set_condition(&mut status.conditions, risk);
-    Decision {
-        status,
-        next: Next::Finished,
+}
+
+/// The record of a drill that ends now: what its RestoreRequest achieved against the objectives.
+fn record(
+    ds: &DrillSchedule,
+    active: &ActiveDrill,
+    rr: Option<&RestoreRequestStatus>,
+    failure: Option<String>,
+    now: Timestamp,
+) -> DrillRecord {
+    let spec = &ds.spec;
+    let started = active.started_at.0;
+    let restored = rr.is_some_and(|r| r.phase == RestorePhase::Succeeded);
+    let finished_at = rr.and_then(|r| r.finished_at.as_ref()).map_or(now, |t| t.0);
+    let seconds = |from: Timestamp, to: Timestamp| {
+        ((to.as_millisecond() - from.as_millisecond()) as f64 / 1000.0).max(0.0)
+    };
+    // RTO: the simulated disaster (drill start) until restored and validated.
+    let rto = restored.then(|| seconds(started, finished_at));
+    // RPO: drill start minus the snapshot time of the oldest restored data.
+    let oldest = rr.and_then(|r| {
+        r.plan
+            .iter()
+            .filter_map(|p| p.snapshot_time.as_ref().map(|t| t.0))
+            .min()
+    });
+    let rpo = oldest.filter(|_| restored).map(|s| seconds(s, started));
+    // The same from the data: the oldest of the canary markers the restored targets hold.
+    let rpo_canary = rr
+        .iter()
+        .flat_map(|r| r.checks.iter())
+        .filter_map(|c| c.canary.as_ref().map(|m| m.written_at))
+        .min()
+        .filter(|_| restored)
+        .map(|w| seconds(w, started));
+    let rto_met = rto.is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
+    let rpo_met = rpo.is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
+    let rr_failure = rr.filter(|r| r.phase != RestorePhase::Succeeded).map(|r| {
+        conditions::find(&r.conditions, types::READY).map_or_else(
+            || format!("restore {:?}", r.phase),
+            |c| format!("{}: {}", c.reason, c.message),
+        )
+    });
+    let message = failure.or(rr_failure);
+    let verdict = match (&message, rto_met && rpo_met) {
+        (Some(_), _) => DrillVerdict::Failed,
+        (None, true) => DrillVerdict::Passed,
+        (None, false) => DrillVerdict::ObjectivesMissed,
+    };
+    let missed = if verdict == DrillVerdict::ObjectivesMissed {
+        let mut m = Vec::new();
+        if !rto_met {
+            m.push(format!(
+                "RTO {} > objective {}",
+                rto.map_or("?".into(), |r| human(r as u64)),
+                spec.objectives.rto
+            ));
+        }
+        if !rpo_met {
+            m.push(format!(
+                "RPO {} > objective {}",
+                rpo.map_or("?".into(), |r| human(r as u64)),
+                spec.objectives.rpo
+            ));
+        }
+        m.join("; ")
+    } else {
+        String::new()
+    };
+    DrillRecord {
+        id: active.id.clone(),
+        started_at: active.started_at.clone(),
+        finished_at: Time(finished_at),
+        verdict,
+        rto_seconds: rto,
+        rto: rto.map(|r| human(r as u64)),
+        rpo_seconds: rpo,
+        rpo: rpo.map(|r| human(r as u64)),
+        rpo_canary_seconds: rpo_canary,
+        rto_met,
+        rpo_met,
+        backups: rr
+            .map(|r| {
+                r.plan
+                    .iter()
+                    .map(|p| RestoredBackup {
+                        asset: p.asset.clone(),
+                        id: p.backup_id.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        checks: rr.map(|r| r.checks.clone()).unwrap_or_default(),
+        message: message.unwrap_or(missed),
+        evidence: Some(super::evidence::evidence_path(
+            ds.metadata.namespace.as_deref().unwrap_or_default(),
+            &spec.policy,
+            &active.id,
+        )),
+        notification: super::notify::owed(ds, &active.id, verdict),
     }
+}
+
+/// The Event reason of a drill's verdict.
+pub fn verdict_reason(verdict: DrillVerdict) -> (EventType, &'static str) {
+    match verdict {
+        DrillVerdict::Passed => (EventType::Normal, "DrillPassed"),
+        DrillVerdict::ObjectivesMissed => (EventType::Warning, "DrillObjectivesMissed"),
+        DrillVerdict::Failed => (EventType::Warning, "DrillFailed"),
+    }
+}
+
+/// What a drill's verdict says, for its Event and its notification.
+pub fn verdict_note(ds: &DrillSchedule, record: &DrillRecord) -> String {
+    format!(
+        "drill {}: RTO {} (objective {}), RPO {} (objective {}){}",
+        record.id,
+        record.rto.clone().unwrap_or_else(|| "not measured".into()),
+        ds.spec.objectives.rto,
+        record.rpo.clone().unwrap_or_else(|| "not measured".into()),
+        ds.spec.objectives.rpo,
+        if record.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", record.message)
+        }
+    )
+}
+
+/// The Events the transition from `old` to `new` owes, each with an id of its own: a drill
+/// started, its verdict, the early warning, its notification's outcome.
+pub fn events(
+    ds: &DrillSchedule,
+    old: &DrillScheduleStatus,
+    new: &DrillScheduleStatus,
+) -> Vec<PendingEvent> {
+    let mut out = Vec::new();
+    if let Some(a) = &new.active
+        && old.active.as_ref().is_none_or(|o| o.id != a.id)
+    {
+        let note = match ds.spec.backup {
+            DrillBackupMode::Fresh => format!(
+                "drill {}: backing up {} as the simulated disaster",
+                a.id,
+                ds.spec.assets.join(", ")
+            ),
+            DrillBackupMode::Latest => {
+                format!("drill {}: restoring the latest backups into staging", a.id)
+            }
+        };
+        out.push(event(
+            format!("DrillStarted/{}", a.id),
+            EventType::Normal,
+            "DrillStarted",
+            format!("Drill/{}", a.id),
+            note,
+        ));
+    }
+    let Some(record) = &new.last_run else {
+        return out;
+    };
+    let same = |o: &DrillRecord| o.id == record.id;
+    if !old.last_run.as_ref().is_some_and(same) {
+        let (type_, reason) = verdict_reason(record.verdict);
+        out.push(event(
+            format!("{reason}/{}", record.id),
+            type_,
+            reason,
+            format!("Drill/{}", record.id),
+            verdict_note(ds, record),
+        ));
+        let at_risk = |s: &DrillScheduleStatus| {
+            conditions::status(&s.conditions, types::RTO_AT_RISK) == Some(Status::True)
+        };
+        if at_risk(new)
+            && !at_risk(old)
+            && let Some(c) = conditions::find(&new.conditions, types::RTO_AT_RISK)
+        {
+            out.push(event(
+                format!("RTOAtRisk/{}", record.id),
+                EventType::Warning,
+                "RTOAtRisk",
+                format!("Drill/{}", record.id),
+                c.message.clone(),
+            ));
+        }
+    }
+    let was_pending = old
+        .last_run
+        .as_ref()
+        .filter(|o| same(o))
+        .and_then(|o| o.notification.as_ref())
+        .is_some_and(|n| n.state == NotificationState::Pending);
+    if let Some(n) = &record.notification
+        && was_pending
+        && n.state != NotificationState::Pending
+    {
+        let (type_, reason) = match n.state {
+            NotificationState::Sent => (EventType::Normal, "NotificationSent"),
+            _ => (EventType::Warning, "NotificationFailed"),
+        };
+        let note = match &n.reason {
+            Some(r) => format!("{r}: {}", n.message),
+            None => n.message.clone(),
+        };
+        out.push(event(
+            format!("{reason}/{}", record.id),
+            type_,
+            reason,
+            format!("Notify/{}", n.job),
+            note,
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

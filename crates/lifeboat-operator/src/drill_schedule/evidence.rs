@@ -11,13 +11,13 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use lifeboat_api::agent_job::{AgentEvidenceJob, JOB_ENV};
+use lifeboat_api::agent_job::{AgentEvidenceJob, JOB_ENV, signing_key_ref};
 use lifeboat_api::drill_schedule::{DrillRecord, DrillVerdict};
 use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceCheck, EvidenceObjectives,
     EvidenceRestore, EvidenceStep, EvidenceVerdict,
 };
-use lifeboat_api::restore_request::{RestoreRequestStatus, canary_check_name};
+use lifeboat_api::restore_request::{RestoreRequestStatus, StepState, canary_check_name};
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
 use crate::backup_policy::cronjob::s3_keys;
@@ -38,8 +38,8 @@ pub fn evidence_job_name(drill_id: &str) -> String {
 }
 
 /// Where the record of `drill_id` lands, relative to the policy's destination.
-pub fn evidence_path(policy: &str, drill_id: &str) -> String {
-    format!("{policy}/drill-{drill_id}.json")
+pub fn evidence_path(namespace: &str, policy: &str, drill_id: &str) -> String {
+    format!("{namespace}/{policy}/drill-{drill_id}.json")
 }
 
 /// The evidence of `record` as far as the operator knows it. `restore` is the drill's
@@ -58,7 +58,7 @@ pub fn evidence(
     let plan = restore.map(|r| r.plan.as_slice()).unwrap_or_default();
     let restored = plan
         .iter()
-        .filter(|p| p.state.as_deref() == Some("Done"))
+        .filter(|p| p.state == Some(StepState::Done))
         .map(|p| EvidenceRestore {
             asset: p.asset.clone(),
             backup_id: p.backup_id.clone(),
@@ -184,12 +184,14 @@ pub fn evidence_job(
         policy: policy.name_any(),
         location: location.clone(),
         evidence,
+        signing_key: Some(signing_key_ref()),
     };
-    let secrets = location
+    let mut secrets = location
         .s3
         .as_ref()
         .map(|s| s3_keys(&s.credentials_secret).to_vec())
         .unwrap_or_default();
+    secrets.push(signing_key_ref());
     let labels = BTreeMap::from([
         (names::LABEL_NAME.to_owned(), "lifeboat-agent".to_owned()),
         (
@@ -216,7 +218,7 @@ pub fn evidence_job(
         overrides,
         labels: labels.clone(),
         annotations: Default::default(),
-        needs_api: false,
+        api_account: None,
     };
     Ok(Job {
         metadata: ObjectMeta {
@@ -386,15 +388,22 @@ mod tests {
         let doc: AgentEvidenceJob = serde_json::from_str(env.value.as_deref().unwrap()).unwrap();
         assert_eq!(doc.policy, "orders");
         assert_eq!(doc.evidence.drill_id, "quarterly-20261124t100000z");
-        // The S3 keys are mounted files, referenced by name only.
-        assert!(pod.volumes.unwrap().iter().any(|v| {
-            v.secret
-                .as_ref()
-                .is_some_and(|s| s.secret_name.as_deref() == Some("s3-creds"))
-        }));
+        // The S3 keys and the namespace's signing key are mounted files, referenced by name.
+        let volumes = pod.volumes.unwrap();
+        for secret in ["s3-creds", "lifeboat-signing-key"] {
+            assert!(volumes.iter().any(|v| {
+                v.secret
+                    .as_ref()
+                    .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+            }));
+        }
         assert_eq!(
-            evidence_path("orders", "quarterly-20261124t100000z"),
-            "orders/drill-quarterly-20261124t100000z.json"
+            doc.signing_key.unwrap().name,
+            lifeboat_api::agent_job::SIGNING_KEY_SECRET
+        );
+        assert_eq!(
+            evidence_path("shop", "orders", "quarterly-20261124t100000z"),
+            "shop/orders/drill-quarterly-20261124t100000z.json"
         );
     }
 }

@@ -1,93 +1,132 @@
 //! The DrillSchedule controller: at each due time (its cron evaluated here, never on creation
 //! unless asked) back up the policy's assets, restore them into staging through a RestoreRequest
 //! the drill owns, validate, and record the achieved RTO and RPO against the objectives.
+//!
+//! The reconcile is the pipeline every controller follows (crate::controller): [`observe`],
+//! [`decide::decide`], [`apply_children`], the status write, [`perform`]. A DrillSchedule that
+//! made a staging namespace carries a finalizer until that namespace is gone ([`finalize`]).
 
+pub mod checks;
 pub mod decide;
 pub mod evidence;
+pub mod notify;
 pub mod staging;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use lifeboat_api::conditions::{find, types};
-use lifeboat_api::drill_schedule::{DrillScheduleStatus, DrillVerdict};
+use lifeboat_api::conditions::{self, Status, types};
+use lifeboat_api::drill_schedule::{
+    DrillJob, DrillScheduleStatus, NotificationState, NotificationStatus,
+};
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
-use serde_json::json;
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::backup_policy::cronjob::on_demand_job;
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::controller;
+use crate::error::{Error, Problem, Result};
 use crate::jobs::outcome;
 use crate::names;
-use decide::{Next, Observed};
+use decide::{Decision, Next, Observed, StagingAction};
 
 const KIND: &str = "DrillSchedule";
 /// Asks for a drill now; each distinct value runs once.
 pub const ANNOTATION_DRILL_NOW: &str = "lifeboat.dev/drill-now";
-/// How often an active drill is looked at besides the events of what it owns.
-const POLL: Duration = Duration::from_secs(10);
 
-#[instrument(skip_all, fields(namespace = ds.namespace().unwrap_or_default(), name = ds.name_any()))]
-pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[KIND])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
+#[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<DrillSchedule>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let _timer = controller::measure(&ctx, KIND);
+    let ds = controller::valid(&obj)?;
+    if ds.metadata.deletion_timestamp.is_some() {
+        let action = finalize(ds, &ctx).await?;
+        controller::succeeded(&ctx, ds);
+        return Ok(action);
+    }
+    let now = Timestamp::now();
+    let (mut seen, found) = observe(ds, &ctx, now).await?;
+    let mut decision = decide::decide(ds, &seen, now);
+    if let Some(problem) = apply_children(ds, &ctx, &found, &mut decision).await? {
+        // A namespace created in this pass stays recorded whatever else the status says.
+        let recorded = decision.status.staging_namespace.clone();
+        seen.problem = Some(problem);
+        decision = decide::decide(ds, &seen, now);
+        decision.status.staging_namespace = recorded;
+    }
+    if Some(&decision.status) != ds.status.as_ref() {
+        ctx.apply_status(ds, &decision.status).await?;
+    }
+    update_metrics(&ctx, ds, &decision.status);
+    perform(ds, &ctx, &decision, &found).await?;
+    controller::succeeded(&ctx, ds);
+    Ok(Action::requeue(decision.requeue))
+}
+
+pub use controller::error_policy;
+
+/// What the children are built from, beside [`Observed`].
+#[derive(Default)]
+struct Found {
+    policy: Option<BackupPolicy>,
+    /// The namespace's signing key Secret to apply before a Job (when missing or stale).
+    signing_key: Option<Secret>,
+}
+
+/// Reads what the drill decides from. A spec problem stops the reading there.
+async fn observe(ds: &DrillSchedule, ctx: &Context, now: Timestamp) -> Result<(Observed, Found)> {
+    let mut seen = Observed::default();
+    let mut found = Found::default();
     let ns = ds.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let old = ds.status.clone().unwrap_or_default();
-    let now = Timestamp::now();
-
     let schedule = match CronSchedule::parse(&ds.spec.schedule, ds.spec.time_zone.as_deref()) {
         Ok(s) => s,
-        Err(e) => return report_problem(&ds, &ctx, &old, "InvalidSpec", e.to_string()).await,
+        Err(e) => {
+            seen.problem = Some(Problem::InvalidSchedule(e.to_string()));
+            return Ok((seen, found));
+        }
     };
     let Some(policy) = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&ds.spec.policy)
-        .await?
+        .await
+        .map_err(Error::get::<BackupPolicy>(&ds.spec.policy))?
     else {
-        let message = format!("BackupPolicy {:?} not found in {ns}", ds.spec.policy);
-        return report_problem(&ds, &ctx, &old, "PolicyNotFound", message).await;
+        seen.problem = Some(Problem::PolicyNotFound {
+            policy: ds.spec.policy.clone(),
+            namespace: ns,
+        });
+        return Ok((seen, found));
     };
-    if let Err(message) = check_scope(&ds, &policy) {
-        return report_problem(&ds, &ctx, &old, "InvalidSpec", message).await;
+    let checked = checks::check_targets(ds, &policy).and_then(|()| checks::check_staging_scope(ds));
+    if let Err(p) = checked {
+        seen.problem = Some(p);
+        return Ok((seen, found));
     }
-    if let Err(message) = check_staging_scope(&ds) {
-        return report_problem(&ds, &ctx, &old, "OutOfStagingScope", message).await;
-    }
-    // A staging namespace someone else made is never adopted (nor, later, deleted).
-    let mut staging_exists = false;
-    if let Some(sn) = &ds.spec.staging.namespace {
-        match Api::<Namespace>::all(ctx.client.clone())
-            .get_opt(&sn.name)
-            .await
-        {
-            Ok(Some(existing)) if !staging::made_by(&existing, &ds) => {
-                let message = format!(
-                    "namespace {:?} exists and was not made by this DrillSchedule: choose another staging.namespace.name",
-                    sn.name
-                );
-                return report_problem(&ds, &ctx, &old, "StagingNamespaceConflict", message).await;
-            }
-            Ok(found) => staging_exists = found.is_some(),
-            Err(e) => return staging_error(&ds, &ctx, &old, e).await,
+    // The drill's backup and evidence Jobs mount the namespace's signing key.
+    let ready = match crate::signing_key::desired(ctx, &ns).await {
+        Ok(secret) => staging::observe(ds, ctx).await.map(|s| (secret, s)),
+        Err(e) => Err(e),
+    };
+    match ready {
+        Ok((secret, staging)) => (found.signing_key, seen.staging) = (secret, staging),
+        Err(Error::Problem(p)) => {
+            seen.problem = Some(p);
+            return Ok((seen, found));
         }
+        Err(e) => return Err(e),
     }
-
     // Never fire on creation: the first due time is the first one after the resource appeared.
     let reference = old
         .last_run
@@ -95,32 +134,61 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
         .map(|r| r.started_at.0)
         .or_else(|| ds.creation_timestamp().map(|t| t.0))
         .unwrap_or(now);
-    let due = schedule.next_after(reference);
-    let token = ds
+    seen.due = schedule.next_after(reference);
+    seen.run_now = ds
         .annotations()
         .get(ANNOTATION_DRILL_NOW)
-        .filter(|t| !t.is_empty());
-    let run_now = token
-        .filter(|t| old.last_drill_now_token.as_ref() != Some(t))
-        .map(String::as_str);
-
-    let restores = Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns);
-    let mut seen = Observed {
-        policy: policy.status.as_ref(),
-        ..Default::default()
-    };
-    let mut restore = None;
+        .filter(|t| !t.is_empty() && old.last_drill_now_token.as_ref() != Some(*t))
+        .cloned();
     if let Some(active) = &old.active {
-        seen.backups = backup_outcomes(&ctx, &ns, &ds, &active.id).await?;
-        restore = restores.get_opt(&active.id).await?.and_then(|r| r.status);
+        seen.backups = backup_outcomes(ctx, &ns, ds, &active.id).await?;
+        seen.restore = Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&active.id)
+            .await
+            .map_err(Error::get::<RestoreRequest>(&active.id))?
+            .and_then(|r| r.status);
     }
-    seen.restore = restore.as_ref();
-    let decision = decide::advance(&ds, due, run_now, &seen, now);
-    let mut status = decision.status;
+    seen.notification = notification_outcome(ctx, &ns, &old).await?;
+    seen.policy = policy.status.clone();
+    found.policy = Some(policy);
+    Ok((seen, found))
+}
+
+/// Applies what the decision asks for: the staging namespace (created and recorded at once)
+/// and its isolation, then the drill's backup Jobs or its RestoreRequest. A problem only an API
+/// call reveals (a namespace taken, a permission the installation lacks) is returned for the
+/// status, not as an error.
+async fn apply_children(
+    ds: &DrillSchedule,
+    ctx: &Context,
+    found: &Found,
+    decision: &mut Decision,
+) -> Result<Option<Problem>> {
+    let ns = ds.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    if decision.staging == StagingAction::Ensure
+        && let Some(sn) = &ds.spec.staging.namespace
+    {
+        match staging::ensure(ds, ctx, sn, &mut decision.status).await {
+            Ok(()) => {}
+            Err(Error::Problem(p)) => return Ok(Some(p)),
+            Err(e) => return Err(e),
+        }
+    }
+    let (Some(policy), Some(active)) = (&found.policy, &decision.status.active) else {
+        return Ok(None);
+    };
+    let id = active.id.clone();
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let active_id = status.active.as_ref().map(|a| a.id.clone());
-    match (&decision.next, &active_id) {
-        (Next::Backup, Some(id)) => {
+    match decision.next {
+        Next::Backup => {
+            if let Some(secret) = &found.signing_key {
+                crate::signing_key::apply(ctx, secret).await?;
+            }
+            let scopes = match crate::backup_policy::kubestate_scopes(ctx, policy, &ns).await {
+                Ok(scopes) => scopes,
+                Err(Error::Problem(p)) => return Ok(Some(p)),
+                Err(e) => return Err(e),
+            };
             let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
             for asset in policy
                 .spec
@@ -128,213 +196,160 @@ pub async fn reconcile(ds: Arc<DrillSchedule>, ctx: Arc<Context>) -> Result<Acti
                 .iter()
                 .filter(|a| ds.spec.assets.contains(&a.name))
             {
-                let job = on_demand_job(&policy, asset, id, &ctx.agent)?;
+                let job = on_demand_job(policy, asset, &id, &ctx.agent, &scopes)?;
                 jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                    .await?;
-            }
-            let note = format!(
-                "drill {id}: backing up {} as the simulated disaster",
-                ds.spec.assets.join(", ")
-            );
-            ctx.publish(
-                &ds.object_ref(&()),
-                EventType::Normal,
-                "DrillStarted",
-                format!("Drill/{id}"),
-                note,
-            )
-            .await;
-        }
-        (Next::Restore, Some(id)) => {
-            let rr = restore_request(&ds, id)?;
-            restores.patch(id, &apply, &Patch::Apply(&rr)).await?;
-            if let Some(a) = status.active.as_mut() {
-                a.restore_request = Some(id.clone());
-            }
-            if ds.spec.backup == lifeboat_api::drill_schedule::DrillBackupMode::Latest {
-                let note = format!("drill {id}: restoring the latest backups into staging");
-                ctx.publish(
-                    &ds.object_ref(&()),
-                    EventType::Normal,
-                    "DrillStarted",
-                    format!("Drill/{id}"),
-                    note,
-                )
-                .await;
-            }
-        }
-        (Next::Finished, _) => {
-            // The evidence first: a reconcile that dies after this finds the Job and does not
-            // make it again; one that dies before it leaves the status unwritten and repeats.
-            if let Some(record) = &status.last_run {
-                let e = evidence::evidence(&ds, record, seen.restore);
-                let job = evidence::evidence_job(&ds, &policy, e, &ctx.agent)?;
-                // Created, never applied: one that exists (409) is this drill's and stays as is.
-                match Api::<Job>::namespaced(ctx.client.clone(), &ns)
-                    .create(&kube::api::PostParams::default(), &job)
                     .await
-                {
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    other => {
-                        other?;
-                    }
-                }
-            }
-            if let Some(record) = &status.last_run {
-                let (kind, reason) = match record.verdict {
-                    DrillVerdict::Passed => (EventType::Normal, "DrillPassed"),
-                    DrillVerdict::ObjectivesMissed => (EventType::Warning, "DrillObjectivesMissed"),
-                    DrillVerdict::Failed => (EventType::Warning, "DrillFailed"),
-                };
-                let note = format!(
-                    "drill {}: RTO {} (objective {}), RPO {} (objective {}){}",
-                    record.id,
-                    record.rto.clone().unwrap_or_else(|| "not measured".into()),
-                    ds.spec.objectives.rto,
-                    record.rpo.clone().unwrap_or_else(|| "not measured".into()),
-                    ds.spec.objectives.rpo,
-                    if record.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", record.message)
-                    }
-                );
-                ctx.publish(
-                    &ds.object_ref(&()),
-                    kind,
-                    reason,
-                    format!("Drill/{}", record.id),
-                    note.clone(),
-                )
-                .await;
-                notify(
-                    &ctx,
-                    &ds,
-                    &ns,
-                    record.verdict,
-                    &format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any()),
-                )
-                .await;
-                // The early warning, once, when it starts to hold.
-                let risk = |s: &DrillScheduleStatus| {
-                    find(&s.conditions, types::RTO_AT_RISK)
-                        .filter(|c| c.status == "True")
-                        .map(|c| c.message.clone())
-                };
-                if let (Some(message), None) = (risk(&status), risk(&old)) {
-                    ctx.publish(
-                        &ds.object_ref(&()),
-                        EventType::Warning,
-                        "RTOAtRisk",
-                        format!("Drill/{}", record.id),
-                        message,
-                    )
-                    .await;
-                }
+                    .map_err(Error::apply::<Job>(&job.name_any()))?;
             }
         }
-        _ => {}
-    }
-    // The staging namespace: there (with its isolation) while a drill runs, gone `ttl` after.
-    let mut staging_wait = None;
-    if let Some(sn) = &ds.spec.staging.namespace {
-        let result = if status.active.is_some() {
-            apply_staging(&ctx, &ds, sn).await.map(|()| None)
-        } else if staging_exists {
-            let finished = status.last_run.as_ref().map(|r| r.finished_at.0);
-            match staging::cleanup(finished, sn, now) {
-                staging::Cleanup::Delete => Api::<Namespace>::all(ctx.client.clone())
-                    .delete(&sn.name, &Default::default())
-                    .await
-                    .map(|_| None),
-                staging::Cleanup::Wait(s) => Ok(Some(s)),
+        Next::Restore => {
+            let rr = restore_request(ds, &id)?;
+            Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns)
+                .patch(&id, &apply, &Patch::Apply(&rr))
+                .await
+                .map_err(Error::apply::<RestoreRequest>(&id))?;
+            if let Some(a) = decision.status.active.as_mut() {
+                a.restore_request = Some(id);
             }
-        } else {
-            Ok(None)
-        };
-        match result {
-            Ok(wait) => staging_wait = wait,
-            Err(e) => return staging_error(&ds, &ctx, &old, e).await,
         }
+        Next::Sleep | Next::Wait | Next::Finished => {}
     }
-    update_metrics(&ctx, &ds, &ns, &status);
-    if status != old {
-        ctx.apply_status(ds.as_ref(), &status).await?;
-    }
-    status.active.as_ref().map_or_else(
-        || {
-            let wait = due.map_or(3600, |d| (d.as_second() - now.as_second()).clamp(1, 3600));
-            let wait =
-                staging_wait.map_or(wait, |s| wait.min(i64::try_from(s).unwrap_or(wait)).max(1));
-            Ok(Action::requeue(Duration::from_secs(
-                u64::try_from(wait).unwrap_or(3600),
-            )))
-        },
-        |_| Ok(Action::requeue(POLL)),
-    )
+    Ok(None)
 }
 
-const STAGING_FORBIDDEN: &str = "the operator may not manage staging namespaces: install the chart with drills.stagingNamespaces=true, or drop staging.namespace";
-
-/// A refused staging-namespace call is the user's to fix (a condition); any other is retried.
-async fn staging_error(
+/// What the written status owes: its Events, the last drill's evidence and notify Jobs, the
+/// staging namespace's deletion; then the status without them.
+async fn perform(
     ds: &DrillSchedule,
     ctx: &Context,
-    old: &DrillScheduleStatus,
-    e: kube::Error,
-) -> Result<Action> {
-    if matches!(&e, kube::Error::Api(s) if s.code == 403) {
-        report_problem(
-            ds,
-            ctx,
-            old,
-            "StagingNamespaceForbidden",
-            STAGING_FORBIDDEN.into(),
-        )
-        .await
-    } else {
-        Err(e.into())
+    decision: &Decision,
+    found: &Found,
+) -> Result<()> {
+    let written = &decision.status;
+    let mut after = written.clone();
+    if !written.pending_events.is_empty() {
+        let published = crate::effects::publish(ctx, ds, &written.pending_events).await?;
+        after.pending_events.retain(|e| !published.contains(&e.id));
     }
-}
-
-/// The staging namespace, its deny-egress NetworkPolicy and its ResourceQuota, applied.
-async fn apply_staging(
-    ctx: &Context,
-    ds: &DrillSchedule,
-    sn: &lifeboat_api::drill_schedule::StagingNamespace,
-) -> std::result::Result<(), kube::Error> {
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    Api::<Namespace>::all(ctx.client.clone())
-        .patch(&sn.name, &apply, &Patch::Apply(&staging::namespace(ds, sn)))
-        .await?;
-    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &sn.name)
-        .patch(
-            staging::STAGING_OBJECTS,
-            &apply,
-            &Patch::Apply(&staging::network_policy(sn)),
-        )
-        .await?;
-    Api::<ResourceQuota>::namespaced(ctx.client.clone(), &sn.name)
-        .patch(
-            staging::STAGING_OBJECTS,
-            &apply,
-            &Patch::Apply(&staging::resource_quota(sn)),
-        )
-        .await?;
+    for job in &written.pending_jobs {
+        create_owed_job(ds, ctx, found, written, *job).await?;
+        after.pending_jobs.retain(|j| j != job);
+    }
+    if decision.staging == StagingAction::Delete
+        && let Some(recorded) = &written.staging_namespace
+        && staging::remove(ctx, recorded).await?.is_none()
+    {
+        after.staging_namespace = None;
+        staging::set_finalizer(ctx, ds, false).await?;
+    }
+    if &after != written {
+        ctx.apply_status(ds, &after).await?;
+    }
     Ok(())
 }
 
-pub fn error_policy(ds: Arc<DrillSchedule>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[KIND, error.reason()])
-        .inc();
-    warn!(namespace = ds.namespace(), name = ds.name_any(), reason = error.reason(), %error, "reconcile failed");
-    Action::requeue(if error.needs_user() {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_secs(15)
-    })
+/// Creates a Job the last drill owes. Created, never applied: one that exists (409) is this
+/// drill's, made by a pass whose status write did not land, and stays as it is.
+async fn create_owed_job(
+    ds: &DrillSchedule,
+    ctx: &Context,
+    found: &Found,
+    status: &DrillScheduleStatus,
+    job: DrillJob,
+) -> Result<()> {
+    let ns = ds.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let Some(record) = &status.last_run else {
+        return Ok(());
+    };
+    let built = match job {
+        DrillJob::Evidence => {
+            let Some(policy) = &found.policy else {
+                return Ok(());
+            };
+            let restore = Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&record.id)
+                .await
+                .map_err(Error::get::<RestoreRequest>(&record.id))?
+                .and_then(|r| r.status);
+            let e = evidence::evidence(ds, record, restore.as_ref());
+            Some(evidence::evidence_job(ds, policy, e, &ctx.agent)?)
+        }
+        DrillJob::Notify => {
+            let (_, reason) = decide::verdict_reason(record.verdict);
+            let note = decide::verdict_note(ds, record);
+            let text = format!("Lifeboat {reason} {ns}/{}: {note}", ds.name_any());
+            notify::notify_job(ds, &record.id, text, &ctx.agent)?
+        }
+    };
+    let Some(built) = built else {
+        return Ok(());
+    };
+    let name = built.name_any();
+    match Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .create(&PostParams::default(), &built)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(Error::create::<Job>(&name)(e)),
+    }
+}
+
+/// A DrillSchedule being deleted: its staging namespace goes first (only the one it created,
+/// by uid), then its finalizer.
+async fn finalize(ds: &DrillSchedule, ctx: &Context) -> Result<Action> {
+    if !ds.finalizers().iter().any(|f| f == staging::FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    if let Some(recorded) = ds
+        .status
+        .as_ref()
+        .and_then(|s| s.staging_namespace.as_ref())
+        && let Some(wait) = staging::remove(ctx, recorded).await?
+    {
+        return Ok(Action::requeue(wait));
+    }
+    staging::set_finalizer(ctx, ds, false).await?;
+    Ok(Action::await_change())
+}
+
+/// The last drill's notify Job's outcome while its notification is pending and the Job was
+/// made; `None` while it runs.
+async fn notification_outcome(
+    ctx: &Context,
+    ns: &str,
+    status: &DrillScheduleStatus,
+) -> Result<Option<NotificationStatus>> {
+    let pending = status
+        .last_run
+        .as_ref()
+        .and_then(|r| r.notification.as_ref())
+        .filter(|n| n.state == NotificationState::Pending);
+    let Some(pending) = pending else {
+        return Ok(None);
+    };
+    if status.pending_jobs.contains(&DrillJob::Notify) {
+        return Ok(None);
+    }
+    let name = &pending.job;
+    let Some(job) = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::get::<Job>(name))?
+    else {
+        // Deleted before it reported: it may or may not have sent; it is not sent again.
+        return Ok(Some(NotificationStatus {
+            state: NotificationState::Failed,
+            job: name.clone(),
+            reason: Some("JobNotFound".into()),
+            message: "the notify Job was deleted before it reported: not sent again".into(),
+        }));
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await
+        .map_err(Error::list::<Pod>())?;
+    Ok(notify::outcome(&job, &pods.items))
 }
 
 /// The drill's RestoreRequest: `latest` (the fresh backups, once the policy recorded them) into
@@ -345,6 +360,7 @@ fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
             policy: ds.spec.policy.clone(),
             backup_id: "latest".into(),
             location: None,
+            allow_unsigned: false,
         },
         assets: ds.spec.assets.clone(),
         targets: ds.spec.staging.targets.clone(),
@@ -387,339 +403,50 @@ async fn backup_outcomes(
     let mut out = Vec::new();
     for asset in &ds.spec.assets {
         let name = names::backup_now_job(&ds.spec.policy, asset, id);
-        let Some(job) = jobs.get_opt(&name).await? else {
+        let Some(job) = jobs
+            .get_opt(&name)
+            .await
+            .map_err(Error::get::<Job>(&name))?
+        else {
             continue;
         };
         let mine = pods
             .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-            .await?;
+            .await
+            .map_err(Error::list::<Pod>())?;
         out.extend(outcome(&job, &mine.items));
     }
     Ok(out)
 }
 
-/// A drill never restores over its source: every drilled asset needs a staging target, and no
-/// target may be the asset's own source.
-fn check_scope(ds: &DrillSchedule, policy: &BackupPolicy) -> std::result::Result<(), String> {
-    for name in &ds.spec.assets {
-        let asset = policy
-            .spec
-            .assets
-            .iter()
-            .find(|a| &a.name == name)
-            .ok_or_else(|| format!("asset {name:?} is not in BackupPolicy {:?}", ds.spec.policy))?;
-        let target = ds
-            .spec
-            .staging
-            .targets
-            .iter()
-            .find(|t| &t.asset == name)
-            .ok_or_else(|| format!("asset {name:?} has no staging target"))?;
-        let same = match (
-            &asset.postgres,
-            &target.postgres,
-            &asset.redis,
-            &target.redis,
-        ) {
-            (Some(src), Some(dst), _, _) => {
-                let db = dst.database.clone();
-                src.connection.host == dst.connection.host
-                    && src.connection.port == dst.connection.port
-                    && db.is_none_or(|d| src.databases.contains(&d))
-            }
-            (_, _, Some(src), Some(dst)) => {
-                src.connection.host == dst.connection.host
-                    && src.connection.port == dst.connection.port
-            }
-            _ => match (
-                &asset.object_storage,
-                &target.object_storage,
-                &asset.kubernetes_state,
-                &target.kubernetes_state,
-            ) {
-                (Some(src), Some(dst), _, _) => {
-                    src.source.endpoint == dst.endpoint
-                        && src.source.bucket == dst.bucket
-                        && src.source.prefix == dst.prefix
-                }
-                (_, _, Some(_), Some(dst)) => dst.namespace_mapping.is_empty(),
-                _ => {
-                    return Err(format!(
-                        "the staging target of {name:?} is not of the asset's kind"
-                    ));
-                }
-            },
-        };
-        if same {
-            return Err(format!(
-                "the staging target of {name:?} is its own source: a drill never restores over its source"
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Every staging target inside the scope the drill declares (when it declares one): a drill
-/// never writes anywhere else. Checked before anything runs, on every reconcile.
-pub fn check_staging_scope(ds: &DrillSchedule) -> std::result::Result<(), String> {
-    let Some(scope) = &ds.spec.staging.scope else {
-        return Ok(());
-    };
-    for t in &ds.spec.staging.targets {
-        let out = |what: String| {
-            Err(format!(
-                "the staging target of {:?} ({what}) is outside the drill's staging scope",
-                t.asset
-            ))
-        };
-        if let Some(pg) = &t.postgres
-            && !scope.allows_host(&pg.connection.host)
-        {
-            return out(format!("host {}", pg.connection.host));
-        }
-        if let Some(r) = &t.redis
-            && !scope.allows_host(&r.connection.host)
-        {
-            return out(format!("host {}", r.connection.host));
-        }
-        if let Some(s3) = &t.object_storage {
-            let host = endpoint_host(&s3.endpoint);
-            if !scope.allows_host(host) {
-                return out(format!("endpoint {}", s3.endpoint));
-            }
-            if !scope.buckets.contains(&s3.bucket) {
-                return out(format!("bucket {}", s3.bucket));
-            }
-        }
-        if let Some(k) = &t.kubernetes_state {
-            if k.namespace_mapping.is_empty() {
-                return out("no namespace mapping: the original namespaces".into());
-            }
-            if let Some(ns) = k
-                .namespace_mapping
-                .values()
-                .find(|ns| !scope.namespaces.contains(ns))
-            {
-                return out(format!("namespace {ns}"));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The host of an endpoint URL (`https://s3.example.com:9000/x` → `s3.example.com`).
-fn endpoint_host(endpoint: &str) -> &str {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.split(':').next().unwrap_or(authority),
-    }
-}
-
-async fn report_problem(
-    ds: &DrillSchedule,
-    ctx: &Context,
-    old: &DrillScheduleStatus,
-    reason: &str,
-    message: String,
-) -> Result<Action> {
-    let mut status = old.clone();
-    status.observed_generation = ds.metadata.generation;
-    ctx.report_not_ready(
-        &ds.object_ref(&()),
-        &mut status.conditions,
-        ds.metadata.generation,
-        reason,
-        message,
-        "Validate",
-    )
-    .await;
-    if &status != old {
-        ctx.apply_status(ds, &status).await?;
-    }
-    Ok(Action::requeue(if reason == "InvalidSpec" {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_secs(30)
-    }))
-}
-
-/// Sends the drill's result to its webhook when the spec asks for it (on failure or a missed
-/// objective by default). A failed notification is a Warning Event, never a failed drill.
-async fn notify(ctx: &Context, ds: &DrillSchedule, ns: &str, verdict: DrillVerdict, text: &str) {
-    let Some(n) = &ds.spec.notification else {
-        return;
-    };
-    if verdict == DrillVerdict::Passed && n.when == lifeboat_api::drill_schedule::NotifyOn::Failure
-    {
-        return;
-    }
-    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(ctx.client.clone(), ns);
-    let url = match secrets.get_opt(&n.webhook_secret.name).await {
-        Ok(Some(secret)) => secret
-            .data
-            .and_then(|d| d.get(&n.webhook_secret.key).cloned())
-            .and_then(|b| String::from_utf8(b.0).ok())
-            .map(|u| u.trim().to_owned()),
-        _ => None,
-    };
-    let result = match url {
-        None => Err(format!(
-            "Secret key {}/{} not found",
-            n.webhook_secret.name, n.webhook_secret.key
-        )),
-        Some(url) => {
-            crate::notify::post_json(&url, &json!({ "text": text }), Duration::from_secs(10))
-                .await
-                .and_then(|code| {
-                    if (200..300).contains(&code) {
-                        Ok(())
-                    } else {
-                        Err(format!("the webhook answered {code}"))
-                    }
-                })
-        }
-    };
-    let (kind, reason, note) = match result {
-        Ok(()) => (
-            EventType::Normal,
-            "NotificationSent",
-            "drill result sent to the webhook".to_owned(),
-        ),
-        Err(e) => (EventType::Warning, "NotificationFailed", e),
-    };
-    ctx.publish(&ds.object_ref(&()), kind, reason, "Notify".into(), note)
-        .await;
-}
-
-fn update_metrics(ctx: &Context, ds: &DrillSchedule, ns: &str, status: &DrillScheduleStatus) {
+fn update_metrics(ctx: &Context, ds: &DrillSchedule, status: &DrillScheduleStatus) {
     let Some(run) = &status.last_run else { return };
-    let name = ds.name_any();
+    let (ns, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
+    let (ns, name) = (ns.as_str(), name.as_str());
     let m = &ctx.metrics;
     if let Some(rto) = run.rto_seconds {
-        m.drill_rto.with_label_values(&[ns, &name]).set(rto);
+        m.drill_rto.with_label_values(&[ns, name]).set(rto);
     }
     if let Some(rpo) = run.rpo_seconds {
-        m.drill_rpo.with_label_values(&[ns, &name]).set(rpo);
+        m.drill_rpo.with_label_values(&[ns, name]).set(rpo);
     }
     m.drill_objective_met
-        .with_label_values(&[ns, &name, "rto"])
+        .with_label_values(&[ns, name, "rto"])
         .set(f64::from(u8::from(run.rto_met)));
     m.drill_objective_met
-        .with_label_values(&[ns, &name, "rpo"])
+        .with_label_values(&[ns, name, "rpo"])
         .set(f64::from(u8::from(run.rpo_met)));
     let verdict = format!("{:?}", run.verdict);
     for v in ["Passed", "ObjectivesMissed", "Failed"] {
         if v != verdict {
-            let _ = m.drill_last_run.remove_label_values(&[ns, &name, v]);
+            let _ = m.drill_last_run.remove_label_values(&[ns, name, v]);
         }
     }
     m.drill_last_run
-        .with_label_values(&[ns, &name, &verdict])
+        .with_label_values(&[ns, name, &verdict])
         .set(run.finished_at.0.as_second() as f64);
-    let at_risk = find(&status.conditions, types::RTO_AT_RISK).is_some_and(|c| c.status == "True");
+    let at_risk = conditions::status(&status.conditions, types::RTO_AT_RISK) == Some(Status::True);
     m.drill_rto_at_risk
-        .with_label_values(&[ns, &name])
+        .with_label_values(&[ns, name])
         .set(f64::from(u8::from(at_risk)));
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn drill(staging: serde_json::Value) -> DrillSchedule {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
-            "metadata": {"name": "q", "namespace": "shop"},
-            "spec": {"schedule": "0 6 1 * *", "policy": "shop", "assets": ["db", "cache", "media", "state"],
-                     "staging": staging, "objectives": {"rto": "30m", "rpo": "15m"}}
-        }))
-        .unwrap()
-    }
-
-    fn targets(pg_host: &str, endpoint: &str, ns: &str) -> serde_json::Value {
-        serde_json::json!([
-            {"asset": "db", "postgres": {"host": pg_host, "user": "u", "database": "d"}},
-            {"asset": "cache", "redis": {"host": "cache.drills.svc"}},
-            {"asset": "media", "objectStorage": {"endpoint": endpoint, "bucket": "drill-media",
-                                                  "credentialsSecret": {"name": "s"}}},
-            {"asset": "state", "kubernetesState": {"namespaceMapping": {"prod": ns}}}
-        ])
-    }
-
-    fn scope() -> serde_json::Value {
-        serde_json::json!({"hosts": ["*.drills.svc", "minio.drills.example.com"],
-                           "buckets": ["drill-media"], "namespaces": ["prod-drill"]})
-    }
-
-    #[test]
-    fn every_target_inside_the_declared_scope_passes() {
-        let d = drill(serde_json::json!({"targets": targets("pg.drills.svc",
-            "https://minio.drills.example.com:9000", "prod-drill"), "scope": scope()}));
-        assert_eq!(check_staging_scope(&d), Ok(()));
-        // Without a scope only the own-source rule applies.
-        let d = drill(
-            serde_json::json!({"targets": targets("prod-db", "https://s3.amazonaws.com", "prod")}),
-        );
-        assert_eq!(check_staging_scope(&d), Ok(()));
-    }
-
-    #[test]
-    fn a_target_outside_the_scope_is_refused_with_what_is_outside() {
-        for (pg, endpoint, ns, expect) in [
-            (
-                "prod-db.shop.svc",
-                "https://minio.drills.example.com",
-                "prod-drill",
-                "host prod-db.shop.svc",
-            ),
-            // A suffix pattern does not match the bare suffix or a lookalike.
-            (
-                "drills.svc",
-                "https://minio.drills.example.com",
-                "prod-drill",
-                "host drills.svc",
-            ),
-            (
-                "pg.evil-drills.svc",
-                "https://minio.drills.example.com",
-                "prod-drill",
-                "host pg.evil-drills.svc",
-            ),
-            (
-                "pg.drills.svc",
-                "https://s3.amazonaws.com",
-                "prod-drill",
-                "endpoint https://s3.amazonaws.com",
-            ),
-            (
-                "pg.drills.svc",
-                "https://minio.drills.example.com",
-                "prod",
-                "namespace prod",
-            ),
-        ] {
-            let d =
-                drill(serde_json::json!({"targets": targets(pg, endpoint, ns), "scope": scope()}));
-            let err = check_staging_scope(&d).unwrap_err();
-            assert!(
-                err.contains(expect) && err.contains("outside the drill's staging scope"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn endpoint_hosts() {
-        assert_eq!(
-            endpoint_host("https://s3.example.com:9000/x"),
-            "s3.example.com"
-        );
-        assert_eq!(endpoint_host("http://[::1]:9000"), "::1");
-        assert_eq!(endpoint_host("s3.example.com"), "s3.example.com");
-    }
 }

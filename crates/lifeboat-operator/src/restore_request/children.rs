@@ -4,9 +4,11 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV};
-use lifeboat_api::backup_policy::{AssetKind, Retention};
-use lifeboat_api::common::{Destination, RestoreTarget, SecretKeyRef};
+use lifeboat_api::agent_job::{
+    AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
+};
+use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
+use lifeboat_api::common::{Destination, SecretKeyRef, Target};
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
@@ -14,7 +16,8 @@ use super::plan::{Step, safety_asset, safety_policy};
 use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
 use crate::backup_policy::cronjob::s3_keys;
 use crate::config::AgentConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
+use crate::kubestate::Access;
 use crate::names;
 use crate::pod::AgentPod;
 
@@ -48,6 +51,9 @@ pub fn restore_document(
             .encryption
             .as_ref()
             .and_then(|e| e.identity_secret.clone()),
+        signing_key: Some(signing_key_ref()),
+        allow_unsigned: rr.spec.source.allow_unsigned,
+        kubernetes_state_scope: step.scope.clone(),
     })
 }
 
@@ -61,6 +67,7 @@ pub fn restore_job(
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&doc.location));
     secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
     job(
         rr,
         &restore_job_name(&rr.name_any(), &step.asset.name),
@@ -70,8 +77,10 @@ pub fn restore_job(
         secrets,
         &doc.location,
         agent,
-        // A Kubernetes-state restore applies objects through the API: its pod gets a token.
-        step.asset.kind() == Some(AssetKind::KubernetesState),
+        // A Kubernetes-state restore applies objects through the API: its pod gets a token, of
+        // Lifeboat's restore account (bound to the step's scope), never the user's.
+        (step.asset.kind() == AssetKind::KubernetesState)
+            .then_some(Access::Restore.service_account()),
     )
 }
 
@@ -83,8 +92,7 @@ pub fn safety_job(
     step: &Step,
     agent: &AgentConfig,
 ) -> Result<Job> {
-    let asset = safety_asset(&step.asset, step.target.as_ref())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let asset = safety_asset(&step.asset, step.target.as_ref()).map_err(Problem::Plan)?;
     let location = location(rr, policy);
     let doc = AgentJob {
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
@@ -100,9 +108,12 @@ pub fn safety_job(
             min_keep: 1,
             max_delete_percent: lifeboat_api::backup_policy::DEFAULT_MAX_DELETE_PERCENT,
         },
+        signing_key: Some(signing_key_ref()),
+        kubernetes_state_scope: None,
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&location));
+    secrets.push(signing_key_ref());
     job(
         rr,
         &safety_job_name(&rr.name_any(), &step.asset.name),
@@ -112,7 +123,7 @@ pub fn safety_job(
         secrets,
         &location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -124,8 +135,7 @@ pub fn rollback_job(
     backup_id: &str,
     agent: &AgentConfig,
 ) -> Result<Job> {
-    let asset = safety_asset(&step.asset, step.target.as_ref())
-        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+    let asset = safety_asset(&step.asset, step.target.as_ref()).map_err(Problem::Plan)?;
     let doc = AgentRestoreJob {
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
         policy: safety_policy(&rr.spec.source.policy),
@@ -144,10 +154,16 @@ pub fn rollback_job(
             .encryption
             .as_ref()
             .and_then(|e| e.identity_secret.clone()),
+        // The safety backup was signed moments ago by this namespace's key.
+        signing_key: Some(signing_key_ref()),
+        allow_unsigned: false,
+        // Kubernetes state is never rolled back (plan::safety_asset refuses it).
+        kubernetes_state_scope: None,
     };
     let mut secrets = target_secrets(step);
     secrets.extend(location_secrets(&doc.location));
     secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
     job(
         rr,
         &rollback_job_name(&rr.name_any(), &step.asset.name),
@@ -157,7 +173,7 @@ pub fn rollback_job(
         secrets,
         &doc.location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -218,7 +234,7 @@ pub fn validate_job(
                 .filter_map(|c| c.http.as_ref()?.ca_secret.clone()),
         )
         .collect();
-    // Checks need no backup location: mount none.
+    // Checks read no backup: no location and no signing key are mounted.
     let no_location = Destination {
         volume: None,
         s3: None,
@@ -232,7 +248,7 @@ pub fn validate_job(
         secrets,
         &no_location,
         agent,
-        false,
+        None,
     )
 }
 
@@ -246,7 +262,7 @@ fn job(
     secrets: Vec<SecretKeyRef>,
     location: &Destination,
     agent: &AgentConfig,
-    needs_api: bool,
+    api_account: Option<&str>,
 ) -> Result<Job> {
     let rr_name = rr.name_any();
     let labels = std::collections::BTreeMap::from([
@@ -278,7 +294,7 @@ fn job(
         overrides,
         labels,
         annotations: Default::default(),
-        needs_api,
+        api_account,
     };
     Ok(Job {
         metadata: ObjectMeta {
@@ -304,32 +320,18 @@ fn job(
 
 /// Secrets the restore target needs: the target override's, else the original source's.
 fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
-    let mut out = Vec::new();
-    match &step.target {
-        Some(RestoreTarget {
-            postgres: Some(pg), ..
-        }) => out.extend(pg.connection.password_secret.clone()),
-        Some(RestoreTarget { redis: Some(r), .. }) => {
-            out.extend(r.connection.password_secret.clone())
-        }
-        Some(RestoreTarget {
-            object_storage: Some(s3),
-            ..
-        }) => out.extend(s3_keys(&s3.credentials_secret)),
-        Some(_) => {}
-        None => {
-            if let Some(pg) = &step.asset.postgres {
-                out.extend(pg.connection.password_secret.clone());
-            }
-            if let Some(r) = &step.asset.redis {
-                out.extend(r.connection.password_secret.clone());
-            }
-            if let Some(b) = &step.asset.object_storage {
-                out.extend(s3_keys(&b.source.credentials_secret));
-            }
-        }
+    match step.target.as_ref().map(|t| &t.to) {
+        Some(Target::Postgres(pg)) => pg.connection.password_secret.iter().cloned().collect(),
+        Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
+        Some(Target::ObjectStorage(s3)) => s3_keys(&s3.credentials_secret).to_vec(),
+        Some(Target::KubernetesState(_)) => Vec::new(),
+        None => match &step.asset.source {
+            AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
+            AssetSource::Redis(r) => r.connection.password_secret.iter().cloned().collect(),
+            AssetSource::ObjectStorage(b) => s3_keys(&b.source.credentials_secret).to_vec(),
+            AssetSource::KubernetesState(_) => Vec::new(),
+        },
     }
-    out
 }
 
 fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
@@ -344,6 +346,7 @@ fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use lifeboat_api::common::RestoreTarget;
     use lifeboat_api::restore_request::PlannedRestore;
     use serde_json::json;
 
@@ -391,9 +394,11 @@ mod tests {
                 target: String::new(),
                 state: None,
                 duration_seconds: None,
+                safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
             },
+            scope: None,
         }
     }
 
@@ -447,11 +452,17 @@ mod tests {
             mounted(&job),
             BTreeMap::from([
                 ("age-key".to_owned(), vec!["identity".to_owned()]),
+                ("lifeboat-signing-key".to_owned(), vec!["key".to_owned()]),
                 ("s3-creds".to_owned(), s3.clone()),
                 ("src-creds".to_owned(), s3),
             ])
         );
         let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
+        assert_eq!(
+            doc.signing_key,
+            Some(lifeboat_api::agent_job::signing_key_ref())
+        );
+        assert!(!doc.allow_unsigned);
         assert_eq!(
             doc.identity_secret,
             Some(SecretKeyRef {
@@ -459,7 +470,7 @@ mod tests {
                 key: "identity".into()
             })
         );
-        assert!(doc.asset.object_storage.is_some());
+        assert_eq!(doc.asset.kind(), AssetKind::ObjectStorage);
     }
 
     #[test]
@@ -493,6 +504,36 @@ mod tests {
         let secrets = mounted(&job);
         assert!(!secrets.contains_key("age-key"), "{secrets:?}");
         assert!(!secrets.contains_key("s3-creds"), "{secrets:?}");
+        assert!(!secrets.contains_key("lifeboat-signing-key"), "{secrets:?}");
+    }
+
+    #[test]
+    fn safety_backups_and_rollbacks_sign_and_check_with_the_namespace_key() {
+        let mut rr = request();
+        rr.spec.source.allow_unsigned = true;
+        for job in [
+            safety_job(&rr, &policy(), &step(None), &AgentConfig::default()).unwrap(),
+            rollback_job(
+                &rr,
+                &policy(),
+                &step(None),
+                "20261124T100000Z-0a1b2c3d",
+                &AgentConfig::default(),
+            )
+            .unwrap(),
+        ] {
+            assert_eq!(mounted(&job)["lifeboat-signing-key"], ["key"]);
+            let doc: serde_json::Value = serde_json::from_str(&document(&job)).unwrap();
+            assert_eq!(doc["signingKey"]["name"], "lifeboat-signing-key");
+            // The opt-in for legacy backups never reaches a safety backup's own restore.
+            assert!(doc.get("allowUnsigned").is_none(), "{doc}");
+        }
+        // It reaches the restore itself.
+        let doc: AgentRestoreJob = serde_json::from_str(&document(
+            &restore_job(&rr, &policy(), &step(None), &AgentConfig::default()).unwrap(),
+        ))
+        .unwrap();
+        assert!(doc.allow_unsigned);
     }
 
     #[test]
@@ -506,6 +547,41 @@ mod tests {
         ];
         let job = validate_job(&rr, &policy(), &[step(None)], &AgentConfig::default()).unwrap();
         assert_eq!(mounted(&job)["internal-ca"], ["ca.crt"]);
+    }
+
+    #[test]
+    fn a_kubernetes_state_restore_runs_as_lifeboat_s_account_with_its_scope() {
+        use lifeboat_api::agent_job::KubernetesStateScope;
+        let mut rr = request();
+        rr.spec.pod_template =
+            Some(serde_json::from_value(json!({"serviceAccountName": "team-admin"})).unwrap());
+        let mut state = step(None);
+        state.asset =
+            serde_json::from_value(json!({"name": "objects", "kubernetesState": {}})).unwrap();
+        state.scope = Some(KubernetesStateScope::own("prod"));
+        let pod = |s: &Step| {
+            restore_job(&rr, &policy(), s, &AgentConfig::default())
+                .unwrap()
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+        };
+        let job = restore_job(&rr, &policy(), &state, &AgentConfig::default()).unwrap();
+        let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
+        assert_eq!(
+            doc.kubernetes_state_scope,
+            Some(KubernetesStateScope::own("prod"))
+        );
+        assert_eq!(
+            pod(&state).service_account_name.as_deref(),
+            Some("lifeboat-kubestate-restore")
+        );
+        // Other assets keep the account the spec names, without a token.
+        let bucket = pod(&step(None));
+        assert_eq!(bucket.service_account_name.as_deref(), Some("team-admin"));
+        assert_eq!(bucket.automount_service_account_token, Some(false));
     }
 
     #[test]

@@ -2,102 +2,165 @@
 //! one restore Job per asset in order, then the validation Job, and record the achieved RTO. With
 //! rollback asked, each target is backed up first and restored from that safety backup if a
 //! restore or a check fails. Phases only move forward and a finished request never runs again.
+//!
+//! The reconcile is the pipeline every controller follows (crate::controller): [`observe`],
+//! [`decide::decide`], [`apply_children`], the status write, [`perform`].
 
 pub mod children;
+pub mod decide;
 pub mod plan;
 pub mod progress;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
-use lifeboat_api::conditions::{Status, condition, set_condition, types};
-use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
+use kube::{Api, ResourceExt};
+use lifeboat_api::backup_policy::AssetSource;
+use lifeboat_api::common::Target;
+use lifeboat_api::restore_request::RestoreRequestStatus;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
-use tracing::{instrument, warn};
+use tracing::instrument;
 
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::controller;
+use crate::error::{Error, Problem, Result};
 use crate::jobs::{JobOutcome, outcome};
+use crate::kubestate::{self, Access};
+use decide::{Decision, Observed};
 use progress::Next;
 
 const KIND: &str = "RestoreRequest";
-/// How often a running restore is looked at besides Job events.
-const POLL: Duration = Duration::from_secs(30);
 
-#[instrument(skip_all, fields(namespace = rr.namespace().unwrap_or_default(), name = rr.name_any()))]
-pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[KIND])
-        .start_timer();
-    ctx.metrics.reconciles.with_label_values(&[KIND]).inc();
-    let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    let old = rr.status.clone().unwrap_or_default();
+#[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
+pub async fn reconcile(
+    obj: Arc<DeserializeGuard<RestoreRequest>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
+    let _timer = controller::measure(&ctx, KIND);
+    let rr = controller::valid(&obj)?;
     let now = Timestamp::now();
-    let generation = rr.metadata.generation;
-
-    if old.phase.is_finished() {
-        return expire(&rr, &ctx, &ns, &old, now).await;
+    let (seen, found) = observe(rr, &ctx).await?;
+    let mut decision = decide::decide(rr, &seen, now);
+    if let Some(problem) = apply_children(rr, &ctx, &seen, &found, &decision).await? {
+        let seen = Observed {
+            plan: Err(problem),
+            ..seen
+        };
+        decision = decide::decide(rr, &seen, now);
     }
+    if Some(&decision.status) != rr.status.as_ref() {
+        ctx.apply_status(rr, &decision.status).await?;
+    }
+    let action = perform(rr, &ctx, decision, now).await?;
+    controller::succeeded(&ctx, rr);
+    Ok(action)
+}
 
-    let policies = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns);
-    let Some(policy) = policies.get_opt(&rr.spec.source.policy).await? else {
-        let message = format!("BackupPolicy {:?} not found in {ns}", rr.spec.source.policy);
-        return report_problem(&rr, &ctx, old, "PolicyNotFound", message).await;
-    };
-    let steps = match plan::resolve(&rr, &policy) {
-        Ok(steps) => steps,
-        Err(e) => return report_problem(&rr, &ctx, old, e.reason(), e.to_string()).await,
-    };
+pub use controller::error_policy;
 
-    let mut status = old.clone();
-    status.observed_generation = generation;
-    status.backup_id = Some(rr.spec.source.backup_id.clone())
-        .filter(|id| id != "latest")
-        .or_else(|| {
-            let ids: BTreeSet<&str> = steps.iter().map(|s| s.backup_id.as_str()).collect();
-            Some(ids.into_iter().collect::<Vec<_>>().join(","))
+/// What the children are built from, beside [`Observed`].
+#[derive(Default)]
+struct Found {
+    policy: Option<BackupPolicy>,
+    /// The namespace's signing key Secret to apply before a Job (when it is missing or stale).
+    signing_key: Option<Secret>,
+}
+
+/// Reads what the request decides from: its policy, the plan, and (executing) its Jobs and
+/// their pods. A finished request reads nothing.
+async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)> {
+    let mut seen = Observed {
+        plan: Ok(Vec::new()),
+        existing: BTreeSet::new(),
+        outcomes: BTreeMap::new(),
+    };
+    let mut found = Found::default();
+    if rr.status.as_ref().is_some_and(|s| s.phase.is_finished()) {
+        return Ok((seen, found));
+    }
+    let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let policy_name = &rr.spec.source.policy;
+    let Some(policy) = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(policy_name)
+        .await
+        .map_err(Error::get::<BackupPolicy>(policy_name))?
+    else {
+        seen.plan = Err(Problem::PolicyNotFound {
+            policy: policy_name.clone(),
+            namespace: ns,
         });
-    if !rr.spec.execute {
-        status.phase = RestorePhase::Planned;
-        status.plan = steps.iter().map(|s| s.planned.clone()).collect();
-        set_condition(
-            &mut status.conditions,
-            condition(
-                types::READY,
-                Status::True,
-                "Planned",
-                "plan resolved; set execute: true to restore",
-                generation,
-                now,
-            ),
-        );
-        if old != status {
-            ctx.apply_status(rr.as_ref(), &status).await?;
-        }
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        return Ok((seen, found));
+    };
+    seen.plan = match plan::resolve(rr, &policy) {
+        Ok(steps) => scoped(ctx, &ns, steps).await?,
+        Err(e) => Err(e.into()),
+    };
+    found.policy = Some(policy);
+    if !rr.spec.execute || seen.plan.is_err() {
+        return Ok((seen, found));
     }
+    // Executing: every Job mounts the namespace's signing key, which must exist first.
+    match crate::signing_key::desired(ctx, &ns).await {
+        Ok(secret) => found.signing_key = secret,
+        Err(Error::Problem(p)) => {
+            seen.plan = Err(p);
+            return Ok((seen, found));
+        }
+        Err(e) => return Err(e),
+    }
+    let (existing, outcomes) = owned_jobs(rr, ctx, &ns).await?;
+    seen.existing = existing;
+    seen.outcomes = outcomes;
+    Ok((seen, found))
+}
 
-    // Executing: read the Jobs this request owns.
+/// Where each Kubernetes-state step may write, from the platform team's Namespace labels: a
+/// step reaching beyond it stops the request before any Job runs.
+async fn scoped(
+    ctx: &Context,
+    ns: &str,
+    mut steps: Vec<plan::Step>,
+) -> Result<std::result::Result<Vec<plan::Step>, Problem>> {
+    for step in &mut steps {
+        let AssetSource::KubernetesState(state) = &step.asset.source else {
+            continue;
+        };
+        let into = step.target.as_ref().and_then(|t| match &t.to {
+            Target::KubernetesState(k) => Some(k),
+            _ => None,
+        });
+        let reach = kubestate::restore_reach(state, into);
+        match kubestate::scope(&ctx.client, Access::Restore, ns, &reach).await {
+            Ok(scope) => step.scope = Some(scope),
+            Err(Error::Problem(p)) => return Ok(Err(p)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Ok(steps))
+}
+
+/// The Jobs `rr` owns by name, and how the finished ones ended.
+async fn owned_jobs(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(BTreeSet<String>, BTreeMap<String, JobOutcome>)> {
     let selector = format!(
         "lifeboat.dev/restore={}",
         crate::names::label_value(&rr.name_any())
     );
     let lp = ListParams::default().labels(&selector);
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
-    let owned: Vec<Job> = jobs
+    let owned: Vec<Job> = Api::<Job>::namespaced(ctx.client.clone(), ns)
         .list(&lp)
-        .await?
+        .await
+        .map_err(Error::list::<Job>())?
         .into_iter()
         .filter(|j| {
             j.owner_references()
@@ -105,11 +168,12 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
                 .any(|o| Some(&o.uid) == rr.uid().as_ref())
         })
         .collect();
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
         .list(&lp)
-        .await?;
-    let existing: BTreeSet<String> = owned.iter().map(ResourceExt::name_any).collect();
-    let outcomes: BTreeMap<String, JobOutcome> = owned
+        .await
+        .map_err(Error::list::<Pod>())?;
+    let existing = owned.iter().map(ResourceExt::name_any).collect();
+    let outcomes = owned
         .iter()
         .filter_map(|j| {
             let mine: Vec<Pod> = pods
@@ -120,198 +184,93 @@ pub async fn reconcile(rr: Arc<RestoreRequest>, ctx: Arc<Context>) -> Result<Act
             outcome(j, &mine).map(|o| (o.job.clone(), o))
         })
         .collect();
-
-    status.safety_backups = rr
-        .spec
-        .rollback_on_failure
-        .then(|| plan::safety_policy(&rr.spec.source.policy));
-    let name = rr.name_any();
-    let observed = progress::Observed {
-        rr: &name,
-        steps: &steps,
-        // Assets that write canary markers are checked for their backup's marker even when no
-        // check is declared.
-        has_checks: !rr.spec.validation.checks.is_empty() || steps.iter().any(|s| s.asset.canary),
-        rollback: rr.spec.rollback_on_failure,
-        existing: &existing,
-        outcomes: &outcomes,
-    };
-    let advanced = progress::advance(&observed, &status, now);
-    let mut status = advanced.status;
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    match advanced.next {
-        Next::SafetyBackup(i) => {
-            let job = children::safety_job(&rr, &policy, &steps[i], &ctx.agent)?;
-            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                .await?;
-            ctx.publish(
-                &rr.object_ref(&()),
-                EventType::Normal,
-                "SafetyBackupStarted",
-                format!("SafetyBackup/{}", steps[i].asset.name),
-                format!(
-                    "backing up {} before restoring into it, to roll back to if the restore fails",
-                    steps[i].planned.target
-                ),
-            )
-            .await;
-        }
-        Next::Rollback(i) => {
-            let id = status.plan[i].safety_backup_id.clone().ok_or_else(|| {
-                Error::InvalidSpec(format!(
-                    "no safety backup recorded for asset {}",
-                    steps[i].asset.name
-                ))
-            })?;
-            let job = children::rollback_job(&rr, &policy, &steps[i], &id, &ctx.agent)?;
-            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                .await?;
-            ctx.publish(
-                &rr.object_ref(&()),
-                EventType::Warning,
-                "RollbackStarted",
-                format!("Rollback/{}", steps[i].asset.name),
-                format!(
-                    "restoring safety backup {id} into {}",
-                    steps[i].planned.target
-                ),
-            )
-            .await;
-        }
-        Next::Restore(i) => {
-            let job = children::restore_job(&rr, &policy, &steps[i], &ctx.agent)?;
-            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                .await?;
-            ctx.publish(
-                &rr.object_ref(&()),
-                EventType::Normal,
-                "RestoreStarted",
-                format!("Restore/{}", steps[i].asset.name),
-                format!(
-                    "restoring asset {} from backup {} into {}",
-                    steps[i].asset.name, steps[i].backup_id, steps[i].planned.target
-                ),
-            )
-            .await;
-        }
-        Next::Validate => {
-            let job = children::validate_job(&rr, &policy, &steps, &ctx.agent)?;
-            jobs.patch(&job.name_any(), &apply, &Patch::Apply(&job))
-                .await?;
-            ctx.publish(
-                &rr.object_ref(&()),
-                EventType::Normal,
-                "ValidationStarted",
-                "Validate".into(),
-                format!(
-                    "running {} validation checks",
-                    rr.spec.validation.checks.len()
-                ),
-            )
-            .await;
-        }
-        Next::Wait | Next::Done => {}
-    }
-    let ready = match (&advanced.failure, status.phase) {
-        (Some((reason, message)), _) => condition(
-            types::READY,
-            Status::False,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        ),
-        (None, RestorePhase::Succeeded) => condition(
-            types::READY,
-            Status::True,
-            "Succeeded",
-            format!(
-                "restored and validated in {}",
-                status.rto.clone().unwrap_or_default()
-            ),
-            generation,
-            now,
-        ),
-        (None, phase) => condition(
-            types::READY,
-            Status::False,
-            "InProgress",
-            format!("{phase:?}"),
-            generation,
-            now,
-        ),
-    };
-    set_condition(&mut status.conditions, ready);
-    if status.phase.is_finished() && !old.phase.is_finished() {
-        let (kind, reason) = match status.phase {
-            RestorePhase::Succeeded => (EventType::Normal, "RestoreSucceeded"),
-            RestorePhase::RolledBack => (EventType::Warning, "RestoreRolledBack"),
-            _ => (EventType::Warning, "RestoreFailed"),
-        };
-        let note = advanced.failure.as_ref().map_or_else(
-            || {
-                format!(
-                    "restored and validated; RTO {}",
-                    status.rto.clone().unwrap_or_default()
-                )
-            },
-            |(r, m)| format!("{r}: {m}"),
-        );
-        ctx.publish(&rr.object_ref(&()), kind, reason, "Finish".into(), note)
-            .await;
-    }
-    if old != status {
-        ctx.apply_status(rr.as_ref(), &status).await?;
-    }
-    if status.phase.is_finished() {
-        return expire(&rr, &ctx, &ns, &status, now).await;
-    }
-    Ok(Action::requeue(POLL))
+    Ok((existing, outcomes))
 }
 
-pub fn error_policy(rr: Arc<RestoreRequest>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[KIND, error.reason()])
-        .inc();
-    warn!(namespace = rr.namespace(), name = rr.name_any(), reason = error.reason(), %error, "reconcile failed");
-    Action::requeue(if error.needs_user() {
-        Duration::from_secs(300)
-    } else {
-        Duration::from_secs(15)
-    })
-}
-
-/// A request that cannot go on yet (no policy, no backup): `Pending` with the reason; retried.
-async fn report_problem(
+/// Applies what the decision asks for: the namespace's signing key and the next Job (with the
+/// Kubernetes-state account it runs as). A problem only an API call reveals (a scope the
+/// installation refuses) is returned for the status, not as an error.
+async fn apply_children(
     rr: &RestoreRequest,
     ctx: &Context,
-    old: RestoreRequestStatus,
-    reason: &str,
-    message: String,
-) -> Result<Action> {
-    let mut status = old.clone();
-    status.observed_generation = rr.metadata.generation;
-    ctx.report_not_ready(
-        &rr.object_ref(&()),
-        &mut status.conditions,
-        rr.metadata.generation,
-        reason,
-        message,
-        "Plan",
-    )
-    .await;
-    if old != status {
-        ctx.apply_status(rr, &status).await?;
+    seen: &Observed,
+    found: &Found,
+    decision: &Decision,
+) -> Result<Option<Problem>> {
+    let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    if let Err(Problem::Scope(_)) = &seen.plan {
+        // What a withdrawn label no longer allows goes, even though nothing runs.
+        kubestate::revoke_withdrawn(&ctx.client, Access::Restore, &ns).await?;
     }
-    Ok(Action::requeue(Duration::from_secs(30)))
+    let (Ok(steps), Some(policy)) = (&seen.plan, &found.policy) else {
+        return Ok(None);
+    };
+    let job = match &decision.next {
+        Next::SafetyBackup(i) => children::safety_job(rr, policy, &steps[*i], &ctx.agent)?,
+        Next::Rollback(i, id) => children::rollback_job(rr, policy, &steps[*i], id, &ctx.agent)?,
+        Next::Restore(i) => {
+            if let Some(scope) = &steps[*i].scope {
+                let granted = kubestate::grant(
+                    &ctx.client,
+                    &ctx.agent.kubestate_roles,
+                    Access::Restore,
+                    &ns,
+                    scope,
+                )
+                .await;
+                match granted {
+                    Ok(()) => {}
+                    Err(Error::Problem(p)) => return Ok(Some(p)),
+                    Err(e) => return Err(e),
+                }
+            }
+            children::restore_job(rr, policy, &steps[*i], &ctx.agent)?
+        }
+        Next::Validate => children::validate_job(rr, policy, steps, &ctx.agent)?,
+        Next::Wait | Next::Done => return Ok(None),
+    };
+    if let Some(secret) = &found.signing_key {
+        crate::signing_key::apply(ctx, secret).await?;
+    }
+    let name = job.name_any();
+    Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&job),
+        )
+        .await
+        .map_err(Error::apply::<Job>(&name))?;
+    Ok(None)
+}
+
+/// What the written status owes: its Events, then (finished) the request's deletion once its
+/// TTL has passed.
+async fn perform(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    decision: Decision,
+    now: Timestamp,
+) -> Result<Action> {
+    let Decision {
+        status, requeue, ..
+    } = decision;
+    if !status.pending_events.is_empty() {
+        let published = crate::effects::publish(ctx, rr, &status.pending_events).await?;
+        let mut after = status.clone();
+        after.pending_events.retain(|e| !published.contains(&e.id));
+        ctx.apply_status(rr, &after).await?;
+    }
+    if status.phase.is_finished() {
+        return expire(rr, ctx, &status, now).await;
+    }
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Deletes a finished request once its TTL has passed.
 async fn expire(
     rr: &RestoreRequest,
     ctx: &Context,
-    ns: &str,
     status: &RestoreRequestStatus,
     now: Timestamp,
 ) -> Result<Action> {
@@ -322,18 +281,19 @@ async fn expire(
         .0
         .as_second()
         .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-    if now.as_second() >= due {
-        let api = Api::<RestoreRequest>::namespaced(ctx.client.clone(), ns);
-        match api
-            .delete(&rr.name_any(), &DeleteParams::background())
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        return Ok(Action::await_change());
+    if now.as_second() < due {
+        return Ok(Action::requeue(std::time::Duration::from_secs(
+            u64::try_from(due - now.as_second()).unwrap_or(1).max(1),
+        )));
     }
-    Ok(Action::requeue(Duration::from_secs(
-        u64::try_from(due - now.as_second()).unwrap_or(1).max(1),
-    )))
+    let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let name = rr.name_any();
+    match Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns)
+        .delete(&name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(Error::delete::<RestoreRequest>(&name)(e)),
+    }
 }

@@ -1,8 +1,11 @@
 //! Resolving what a RestoreRequest restores: which assets, which backup of each (`latest` comes
 //! from the policy's own record of its newest good backups), and where to. Pure.
 
-use lifeboat_api::backup_policy::{Asset, ObjectStorageAsset, PostgresAsset, RedisAsset};
-use lifeboat_api::common::RestoreTarget;
+use lifeboat_api::agent_job::KubernetesStateScope;
+use lifeboat_api::backup_policy::{
+    Asset, AssetSource, ObjectStorageAsset, PostgresAsset, RedisAsset,
+};
+use lifeboat_api::common::{RestoreTarget, Target};
 use lifeboat_api::restore_request::PlannedRestore;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
@@ -13,6 +16,9 @@ pub struct Step {
     pub backup_id: String,
     pub target: Option<RestoreTarget>,
     pub planned: PlannedRestore,
+    /// What a Kubernetes-state restore may write: decided by the reconcile from Namespace
+    /// labels ([`crate::kubestate::scope`]), unset by [`resolve`] and for other assets.
+    pub scope: Option<KubernetesStateScope>,
 }
 
 /// Why a plan cannot be made (yet).
@@ -37,6 +43,11 @@ impl PlanError {
             PlanError::RollbackUnsupported(..) => "RollbackUnsupported",
             PlanError::NoBackupYet(_) => "NoBackupYet",
         }
+    }
+
+    /// Whether only an edit of the request cures it (a backup may still appear for the others).
+    pub fn needs_edit(&self) -> bool {
+        !matches!(self, PlanError::NoBackupYet(_))
     }
 }
 
@@ -85,12 +96,14 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
                 target: describe_target(asset, target.as_ref()),
                 state: None,
                 duration_seconds: None,
+                safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
             },
             asset: asset.clone(),
             backup_id,
             target,
+            scope: None,
         });
     }
     for check in &spec.validation.checks {
@@ -119,131 +132,105 @@ pub fn safety_policy(policy: &str) -> String {
 }
 
 /// What is in the restore target right now, as an asset the agent can back up: the safety
-/// backup of a rollback. With no target, the target is the asset's own source.
+/// backup of a rollback. With no target, the target is the asset's own source. An empty target
+/// is a fine state to return to (it may be the disaster itself), and a safety backup never
+/// writes a canary marker into what it is about to protect.
 pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Asset, PlanError> {
-    let unsupported = |kind: &'static str| PlanError::RollbackUnsupported(asset.name.clone(), kind);
-    let mut safety = Asset {
-        name: asset.name.clone(),
-        postgres: None,
-        redis: None,
-        object_storage: None,
-        kubernetes_state: None,
-        // A safety backup never writes a marker into what it is about to protect.
-        canary: false,
-    };
-    match target {
-        None => {
-            if asset.kubernetes_state.is_some() {
-                return Err(unsupported("kubernetesState"));
-            }
-            // An empty source is a fine thing to return to (it may be the disaster itself).
-            let mut own = Asset {
-                canary: false,
-                ..asset.clone()
+    let unsupported = || PlanError::RollbackUnsupported(asset.name.clone(), "kubernetesState");
+    let source = match (target.map(|t| &t.to), &asset.source) {
+        (None, AssetSource::KubernetesState(_)) | (Some(Target::KubernetesState(_)), _) => {
+            return Err(unsupported());
+        }
+        (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(PostgresAsset {
+            allow_empty: true,
+            ..pg.clone()
+        }),
+        (None, AssetSource::Redis(r)) => AssetSource::Redis(RedisAsset {
+            allow_empty: true,
+            ..r.clone()
+        }),
+        (None, AssetSource::ObjectStorage(b)) => AssetSource::ObjectStorage(ObjectStorageAsset {
+            allow_empty: true,
+            ..b.clone()
+        }),
+        (Some(Target::Postgres(pg)), source) => {
+            let databases = match (&pg.database, source) {
+                (Some(db), _) => vec![db.clone()],
+                (None, AssetSource::Postgres(p)) => p.databases.clone(),
+                (None, _) => Vec::new(),
             };
-            if let Some(pg) = &mut own.postgres {
-                pg.allow_empty = true;
-            }
-            if let Some(r) = &mut own.redis {
-                r.allow_empty = true;
-            }
-            if let Some(b) = &mut own.object_storage {
-                b.allow_empty = true;
-            }
-            return Ok(own);
+            AssetSource::Postgres(PostgresAsset {
+                connection: pg.connection.clone(),
+                databases,
+                dump_options: Default::default(),
+                allow_empty: true,
+            })
         }
-        Some(t) => {
-            if let Some(pg) = &t.postgres {
-                let databases = match &pg.database {
-                    Some(db) => vec![db.clone()],
-                    None => asset
-                        .postgres
-                        .as_ref()
-                        .map(|p| p.databases.clone())
-                        .unwrap_or_default(),
-                };
-                safety.postgres = Some(PostgresAsset {
-                    connection: pg.connection.clone(),
-                    databases,
-                    dump_options: Default::default(),
-                    allow_empty: true,
-                });
-            } else if let Some(r) = &t.redis {
-                safety.redis = Some(RedisAsset {
-                    connection: r.connection.clone(),
-                    data_dir: r.data_dir.clone(),
-                    allow_empty: true,
-                });
-            } else if let Some(s3) = &t.object_storage {
-                // An empty target is a fine thing to return to.
-                safety.object_storage = Some(ObjectStorageAsset {
-                    source: s3.clone(),
-                    allow_empty: true,
-                });
-            } else {
-                return Err(unsupported("kubernetesState"));
-            }
-        }
-    }
-    Ok(safety)
+        (Some(Target::Redis(r)), _) => AssetSource::Redis(RedisAsset {
+            connection: r.connection.clone(),
+            data_dir: r.data_dir.clone(),
+            allow_empty: true,
+        }),
+        (Some(Target::ObjectStorage(s3)), _) => AssetSource::ObjectStorage(ObjectStorageAsset {
+            source: s3.clone(),
+            allow_empty: true,
+        }),
+    };
+    Ok(Asset {
+        name: asset.name.clone(),
+        source,
+        canary: false,
+    })
 }
 
 /// Where an asset goes, for people, without credentials.
 pub fn describe_target(asset: &Asset, target: Option<&RestoreTarget>) -> String {
-    if let Some(t) = target {
-        if let Some(pg) = &t.postgres {
-            let db = pg.database.clone().unwrap_or_else(|| {
-                asset
-                    .postgres
-                    .as_ref()
-                    .map(|p| p.databases.join(","))
-                    .unwrap_or_default()
+    let Some(t) = target else {
+        let original = match &asset.source {
+            AssetSource::Postgres(pg) => format!(
+                "postgres://{}:{}/{}",
+                pg.connection.host,
+                pg.connection.port,
+                pg.databases.join(",")
+            ),
+            AssetSource::Redis(r) => format!("redis://{}:{}", r.connection.host, r.connection.port),
+            AssetSource::ObjectStorage(b) => format!(
+                "s3://{}/{} at {}",
+                b.source.bucket, b.source.prefix, b.source.endpoint
+            ),
+            AssetSource::KubernetesState(_) => "kubernetes (original namespaces)".into(),
+        };
+        return format!("original source {original}");
+    };
+    match &t.to {
+        Target::Postgres(pg) => {
+            let db = pg.database.clone().unwrap_or_else(|| match &asset.source {
+                AssetSource::Postgres(p) => p.databases.join(","),
+                _ => String::new(),
             });
-            return format!(
+            format!(
                 "postgres://{}:{}/{db}",
                 pg.connection.host, pg.connection.port
-            );
+            )
         }
-        if let Some(r) = &t.redis {
-            return format!("redis://{}:{}", r.connection.host, r.connection.port);
-        }
-        if let Some(s3) = &t.object_storage {
-            return format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint);
-        }
-        if let Some(k) = &t.kubernetes_state {
+        Target::Redis(r) => format!("redis://{}:{}", r.connection.host, r.connection.port),
+        Target::ObjectStorage(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint),
+        Target::KubernetesState(k) => {
             let map: Vec<String> = k
                 .namespace_mapping
                 .iter()
                 .map(|(a, b)| format!("{a}→{b}"))
                 .collect();
-            return format!(
+            format!(
                 "kubernetes (namespaces {})",
                 if map.is_empty() {
                     "unchanged".into()
                 } else {
                     map.join(", ")
                 }
-            );
+            )
         }
     }
-    let original = if let Some(pg) = &asset.postgres {
-        format!(
-            "postgres://{}:{}/{}",
-            pg.connection.host,
-            pg.connection.port,
-            pg.databases.join(",")
-        )
-    } else if let Some(r) = &asset.redis {
-        format!("redis://{}:{}", r.connection.host, r.connection.port)
-    } else if let Some(b) = &asset.object_storage {
-        format!(
-            "s3://{}/{} at {}",
-            b.source.bucket, b.source.prefix, b.source.endpoint
-        )
-    } else {
-        "kubernetes (original namespaces)".into()
-    };
-    format!("original source {original}")
 }
 
 #[cfg(test)]
@@ -264,17 +251,21 @@ mod tests {
         }))
         .unwrap();
         let safety = safety_asset(&orders, Some(&target)).unwrap();
-        let pg = safety.postgres.unwrap();
+        let AssetSource::Postgres(pg) = safety.source else {
+            panic!("{safety:?}")
+        };
         assert_eq!(pg.connection.host, "staging-db");
         assert_eq!(pg.databases, ["orders_copy"]);
         assert!(pg.allow_empty, "an empty target is a state to return to");
         // Without a target, the target is the source itself, empty or not.
         let own = safety_asset(&orders, None).unwrap();
-        assert!(own.postgres.as_ref().unwrap().allow_empty);
-        assert_eq!(
-            own.postgres.unwrap().connection,
-            orders.postgres.unwrap().connection
-        );
+        let (AssetSource::Postgres(own), AssetSource::Postgres(source)) =
+            (own.source, orders.source)
+        else {
+            panic!("not postgres")
+        };
+        assert!(own.allow_empty);
+        assert_eq!(own.connection, source.connection);
     }
 
     #[test]

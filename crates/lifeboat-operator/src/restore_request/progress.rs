@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use lifeboat_api::restore_request::{CheckResult, RestorePhase, RestoreRequestStatus};
+use lifeboat_api::restore_request::{
+    CheckResult, PlannedRestore, RestoreFailure, RestorePhase, RestoreRequestStatus, StepState,
+};
 
 use super::plan::Step;
 use crate::jobs::JobOutcome;
@@ -18,8 +20,8 @@ pub enum Next {
     SafetyBackup(usize),
     Restore(usize),
     Validate,
-    /// Step `i`'s target restored from its safety backup.
-    Rollback(usize),
+    /// Step `i`'s target restored from its safety backup (the id).
+    Rollback(usize, String),
     Wait,
     Done,
 }
@@ -74,81 +76,168 @@ impl Observed<'_> {
 /// before anything is touched); then the restores and the checks; if a restore or a check fails,
 /// every target touched so far is restored from its safety backup (`RolledBack`), or, if that
 /// fails too, the request is `Failed` with both reasons and the safety backups are kept.
+///
+/// Each step's result is recorded in status when its Job is first seen finished: a step
+/// recorded `Done` never runs again, whether its Job is still there or not, and the failure a
+/// rollback undoes is read from status, not from the failed Job.
 pub fn advance(o: &Observed<'_>, old: &RestoreRequestStatus, now: Timestamp) -> Outcome {
     let mut status = old.clone();
     let started = old.started_at.clone().unwrap_or(Time(now));
     status.started_at = Some(started.clone());
-    status.plan = o.steps.iter().map(|s| s.planned.clone()).collect();
-    let finish = |status: &mut RestoreRequestStatus, phase: RestorePhase, at: Timestamp| {
+    status.plan = o
+        .steps
+        .iter()
+        .map(|s| {
+            let mut p = s.planned.clone();
+            if let Some(was) = old.plan.iter().find(|w| w.asset == p.asset) {
+                p.state = was.state;
+                p.duration_seconds = was.duration_seconds;
+                p.snapshot_time = was.snapshot_time.clone().or(p.snapshot_time);
+                p.safety_backup = was.safety_backup;
+                p.safety_backup_id = was.safety_backup_id.clone();
+                p.rollback = was.rollback;
+            }
+            p
+        })
+        .collect();
+    let mut run = Run {
+        o,
+        status,
+        started: started.0,
+    };
+    if o.rollback
+        && let Some(stop) = run.safety_backups()
+    {
+        return run.outcome(stop);
+    }
+    if run.status.failure.is_none()
+        && let Some(stop) = run.restores_and_checks()
+    {
+        return run.outcome(stop);
+    }
+    let Some(failure) = run.status.failure.clone() else {
+        return run.outcome(Stop::Wait(Next::Wait));
+    };
+    if !o.rollback {
+        run.finish(RestorePhase::Failed, failure.at.0);
+        return run.outcome(Stop::End(Some((failure.reason, failure.message))));
+    }
+    let stop = run.rollbacks(&failure);
+    run.outcome(stop)
+}
+
+/// Where a pass of [`advance`] stops.
+enum Stop {
+    /// A Job to create or wait for, with the Ready reason and message of a rollback under way.
+    Wait(Next),
+    Rollback(Next, String),
+    /// The request is over, with why it failed.
+    End(Option<(String, String)>),
+}
+
+/// One pass of [`advance`] over a request's steps.
+struct Run<'a, 'o> {
+    o: &'a Observed<'o>,
+    status: RestoreRequestStatus,
+    started: Timestamp,
+}
+
+impl Run<'_, '_> {
+    fn finish(&mut self, phase: RestorePhase, at: Timestamp) {
+        let status = &mut self.status;
         status.phase = phase;
         status.finished_at = Some(Time(at));
-        let rto = (at.as_millisecond() - started.0.as_millisecond()) as f64 / 1000.0;
-        status.rto_seconds = Some(rto.max(0.0));
-        status.rto = Some(crate::backup_policy::status::human(rto.max(0.0) as u64));
-    };
-    let waiting = |status: RestoreRequestStatus, next: Next| Outcome {
-        status,
-        next,
-        failure: None,
-    };
+        let rto = ((at.as_millisecond() - self.started.as_millisecond()) as f64 / 1000.0).max(0.0);
+        status.rto_seconds = Some(rto);
+        status.rto = Some(crate::backup_policy::status::human(rto as u64));
+    }
 
-    if o.rollback {
-        for (i, step) in o.steps.iter().enumerate() {
-            let job = safety_job_name(o.rr, &step.asset.name);
-            status.phase = status.phase.max(RestorePhase::SafetyBackup);
-            let failed = |f: &str| {
-                format!(
-                    "safety backup of the target of asset {}: {f}; nothing was restored",
-                    step.asset.name
-                )
-            };
-            match o.outcomes.get(&job) {
-                None => return waiting(status, o.create_or_wait(&job, Next::SafetyBackup(i))),
-                Some(out) => match (
-                    &out.result,
-                    out.result.as_ref().ok().and_then(|s| s.backup_id.clone()),
-                ) {
-                    (Ok(_), Some(id)) => status.plan[i].safety_backup_id = Some(id),
-                    (Ok(_), None) => {
-                        finish(&mut status, RestorePhase::Failed, out.finished_at);
-                        return Outcome {
-                            status,
-                            next: Next::Done,
-                            failure: Some((
-                                "SafetyBackupFailed".into(),
-                                failed("the agent reported no backup id"),
-                            )),
-                        };
-                    }
-                    (Err(f), _) => {
-                        finish(&mut status, RestorePhase::Failed, out.finished_at);
-                        return Outcome {
-                            status,
-                            next: Next::Done,
-                            failure: Some(("SafetyBackupFailed".into(), failed(&f.message))),
-                        };
-                    }
-                },
+    fn outcome(self, stop: Stop) -> Outcome {
+        let (next, failure) = match stop {
+            Stop::Wait(next) => (next, None),
+            Stop::Rollback(next, note) => (next, Some((ROLLING_BACK.to_owned(), note))),
+            Stop::End(failure) => (Next::Done, failure),
+        };
+        Outcome {
+            status: self.status,
+            next,
+            failure,
+        }
+    }
+
+    /// Step `i` starts (its Job is created or found running): the later ones wait.
+    fn running(&mut self, i: usize, field: fn(&mut PlannedRestore) -> &mut Option<StepState>) {
+        for (j, p) in self.status.plan.iter_mut().enumerate() {
+            let s = field(p);
+            if j == i {
+                *s = Some(StepState::Running);
+            } else if j > i && s.is_none() {
+                *s = Some(StepState::Pending);
             }
         }
     }
 
-    // The restores, one at a time in order; the first failure stops them.
-    let mut last_finished = started.0;
-    let mut failure: Option<(String, String, Timestamp)> = None;
-    let mut touched = o.steps.len();
-    for (i, step) in o.steps.iter().enumerate() {
-        let job = restore_job_name(o.rr, &step.asset.name);
-        let entry = &mut status.plan[i];
-        match o.outcomes.get(&job) {
-            None => {
-                entry.state = Some("Running".into());
-                status.phase = status.phase.max(RestorePhase::Restoring);
-                return waiting(status, o.create_or_wait(&job, Next::Restore(i)));
+    /// The safety backups, in order; `Some` while one runs or when one failed.
+    fn safety_backups(&mut self) -> Option<Stop> {
+        let o = self.o;
+        self.status.phase = self.status.phase.max(RestorePhase::SafetyBackup);
+        for (i, step) in o.steps.iter().enumerate() {
+            let entry = &self.status.plan[i];
+            if entry.safety_backup == Some(StepState::Done) && entry.safety_backup_id.is_some() {
+                continue;
             }
-            Some(out) => match &out.result {
+            let job = safety_job_name(o.rr, &step.asset.name);
+            let Some(out) = o.outcomes.get(&job) else {
+                self.running(i, |p| &mut p.safety_backup);
+                return Some(Stop::Wait(o.create_or_wait(&job, Next::SafetyBackup(i))));
+            };
+            let why = match &out.result {
+                Ok(s) => match &s.backup_id {
+                    Some(id) => {
+                        let entry = &mut self.status.plan[i];
+                        entry.safety_backup = Some(StepState::Done);
+                        entry.safety_backup_id = Some(id.clone());
+                        continue;
+                    }
+                    None => "the agent reported no backup id".to_owned(),
+                },
+                Err(f) => f.message.clone(),
+            };
+            self.status.plan[i].safety_backup = Some(StepState::Failed);
+            let message = format!(
+                "safety backup of the target of asset {}: {why}; nothing was restored",
+                step.asset.name
+            );
+            self.status.failure = Some(RestoreFailure {
+                reason: SAFETY_BACKUP_FAILED.into(),
+                message: message.clone(),
+                at: Time(out.finished_at),
+            });
+            self.finish(RestorePhase::Failed, out.finished_at);
+            return Some(Stop::End(Some((SAFETY_BACKUP_FAILED.into(), message))));
+        }
+        None
+    }
+
+    /// The restores one at a time in order, then the checks; `Some` while one runs or when
+    /// the request succeeded. A failure is recorded in status and returns `None`.
+    fn restores_and_checks(&mut self) -> Option<Stop> {
+        let o = self.o;
+        let mut last_finished = self.started;
+        for (i, step) in o.steps.iter().enumerate() {
+            if self.status.plan[i].state == Some(StepState::Done) {
+                continue;
+            }
+            let job = restore_job_name(o.rr, &step.asset.name);
+            let Some(out) = o.outcomes.get(&job) else {
+                self.running(i, |p| &mut p.state);
+                self.status.phase = self.status.phase.max(RestorePhase::Restoring);
+                return Some(Stop::Wait(o.create_or_wait(&job, Next::Restore(i))));
+            };
+            let entry = &mut self.status.plan[i];
+            match &out.result {
                 Ok(s) => {
-                    entry.state = Some("Done".into());
+                    entry.state = Some(StepState::Done);
                     entry.duration_seconds = Some(
                         ((s.finished_at.as_millisecond() - s.started_at.as_millisecond()) as f64
                             / 1000.0)
@@ -160,108 +249,111 @@ pub fn advance(o: &Observed<'_>, old: &RestoreRequestStatus, now: Timestamp) -> 
                     last_finished = last_finished.max(out.finished_at);
                 }
                 Err(f) => {
-                    entry.state = Some("Failed".into());
-                    let message = format!("restore of asset {}: {}", step.asset.name, f.message);
-                    failure = Some((f.reason.clone(), message, out.finished_at));
-                    touched = i + 1;
-                    break;
+                    entry.state = Some(StepState::Failed);
+                    self.status.failure = Some(RestoreFailure {
+                        reason: f.reason.clone(),
+                        message: format!("restore of asset {}: {}", step.asset.name, f.message),
+                        at: Time(out.finished_at),
+                    });
+                    return None;
                 }
-            },
-        }
-    }
-
-    if failure.is_none() {
-        if !o.has_checks {
-            finish(&mut status, RestorePhase::Succeeded, last_finished);
-            return waiting(status, Next::Done);
-        }
-        let job = validate_job_name(o.rr);
-        status.phase = status.phase.max(RestorePhase::Validating);
-        match o.outcomes.get(&job) {
-            None => return waiting(status, o.create_or_wait(&job, Next::Validate)),
-            Some(out) => match &out.result {
-                Ok(s) => {
-                    status.checks = s.checks.clone();
-                    finish(&mut status, RestorePhase::Succeeded, out.finished_at);
-                    return waiting(status, Next::Done);
-                }
-                Err(f) => {
-                    status.checks = f.checks.clone();
-                    let failed: Vec<&CheckResult> =
-                        status.checks.iter().filter(|c| !c.passed).collect();
-                    let message = if failed.is_empty() {
-                        f.message.clone()
-                    } else {
-                        failed
-                            .iter()
-                            .map(|c| format!("{}: {}", c.name, c.message))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    };
-                    failure = Some(("ValidationFailed".into(), message, out.finished_at));
-                }
-            },
-        }
-    }
-    let Some((reason, message, failed_at)) = failure else {
-        return waiting(status, Next::Wait);
-    };
-    if !o.rollback {
-        finish(&mut status, RestorePhase::Failed, failed_at);
-        return Outcome {
-            status,
-            next: Next::Done,
-            failure: Some((reason, message)),
-        };
-    }
-
-    // Roll back every target touched so far, one at a time, from its safety backup.
-    status.phase = status.phase.max(RestorePhase::RollingBack);
-    let mut rolled_back_at = failed_at;
-    for (i, step) in o.steps.iter().enumerate().take(touched) {
-        let job = rollback_job_name(o.rr, &step.asset.name);
-        match o.outcomes.get(&job) {
-            None => {
-                status.plan[i].rollback = Some("Running".into());
-                let note = format!("{reason}: {message}; restoring the targets' safety backups");
-                return Outcome {
-                    next: o.create_or_wait(&job, Next::Rollback(i)),
-                    status,
-                    failure: Some(("RollingBack".into(), note)),
-                };
             }
-            Some(out) => match &out.result {
-                Ok(_) => {
-                    status.plan[i].rollback = Some("Done".into());
-                    rolled_back_at = rolled_back_at.max(out.finished_at);
-                }
-                Err(f) => {
-                    status.plan[i].rollback = Some("Failed".into());
-                    finish(&mut status, RestorePhase::Failed, out.finished_at);
-                    let kept = status.plan[i].safety_backup_id.clone().unwrap_or_default();
-                    let note = format!(
-                        "{reason}: {message}; then the rollback of asset {} failed: {}; its safety backup {kept} is kept in {}",
-                        step.asset.name,
-                        f.message,
-                        status.safety_backups.clone().unwrap_or_default()
-                    );
-                    return Outcome {
-                        status,
-                        next: Next::Done,
-                        failure: Some(("RollbackFailed".into(), note)),
-                    };
-                }
-            },
+        }
+        if !o.has_checks {
+            self.finish(RestorePhase::Succeeded, last_finished);
+            return Some(Stop::End(None));
+        }
+        self.status.phase = self.status.phase.max(RestorePhase::Validating);
+        let job = validate_job_name(o.rr);
+        let Some(out) = o.outcomes.get(&job) else {
+            return Some(Stop::Wait(o.create_or_wait(&job, Next::Validate)));
+        };
+        match &out.result {
+            Ok(s) => {
+                self.status.checks = s.checks.clone();
+                self.finish(RestorePhase::Succeeded, out.finished_at);
+                Some(Stop::End(None))
+            }
+            Err(f) => {
+                self.status.checks = f.checks.clone();
+                let failed: Vec<&CheckResult> =
+                    self.status.checks.iter().filter(|c| !c.passed).collect();
+                let message = if failed.is_empty() {
+                    f.message.clone()
+                } else {
+                    failed
+                        .iter()
+                        .map(|c| format!("{}: {}", c.name, c.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+                self.status.failure = Some(RestoreFailure {
+                    reason: VALIDATION_FAILED.into(),
+                    message,
+                    at: Time(out.finished_at),
+                });
+                None
+            }
         }
     }
-    finish(&mut status, RestorePhase::RolledBack, rolled_back_at);
-    let note = format!("{reason}: {message}; the targets were restored from their safety backups");
-    Outcome {
-        status,
-        next: Next::Done,
-        failure: Some(("RolledBack".into(), note)),
+
+    /// Every target touched so far restored from its safety backup, one at a time.
+    fn rollbacks(&mut self, failure: &RestoreFailure) -> Stop {
+        let o = self.o;
+        self.status.phase = self.status.phase.max(RestorePhase::RollingBack);
+        let what = format!("{}: {}", failure.reason, failure.message);
+        let mut rolled_back_at = failure.at.0;
+        for (i, step) in o.steps.iter().enumerate() {
+            let entry = &self.status.plan[i];
+            let touched = matches!(entry.state, Some(StepState::Done | StepState::Failed));
+            if !touched || entry.rollback == Some(StepState::Done) {
+                continue;
+            }
+            let kept = entry.safety_backup_id.clone();
+            let job = rollback_job_name(o.rr, &step.asset.name);
+            let result = match (o.outcomes.get(&job), &kept) {
+                (_, None) => Err("no safety backup was recorded for it".to_owned()),
+                (None, Some(id)) => {
+                    self.running(i, |p| &mut p.rollback);
+                    let next = o.create_or_wait(&job, Next::Rollback(i, id.clone()));
+                    let note = format!("{what}; restoring the targets' safety backups");
+                    return Stop::Rollback(next, note);
+                }
+                (Some(out), Some(_)) => {
+                    rolled_back_at = rolled_back_at.max(out.finished_at);
+                    out.result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|f| f.message.clone())
+                }
+            };
+            match result {
+                Ok(()) => self.status.plan[i].rollback = Some(StepState::Done),
+                Err(why) => {
+                    self.status.plan[i].rollback = Some(StepState::Failed);
+                    self.finish(RestorePhase::Failed, rolled_back_at);
+                    let note = format!(
+                        "{what}; then the rollback of asset {} failed: {why}; its safety backup {} is kept in {}",
+                        step.asset.name,
+                        kept.unwrap_or_default(),
+                        self.status.safety_backups.clone().unwrap_or_default()
+                    );
+                    return Stop::End(Some((ROLLBACK_FAILED.into(), note)));
+                }
+            }
+        }
+        self.finish(RestorePhase::RolledBack, rolled_back_at);
+        let note = format!("{what}; the targets were restored from their safety backups");
+        Stop::End(Some((ROLLED_BACK.into(), note)))
     }
 }
+
+/// Ready reasons of a request that failed or is undoing a failure.
+pub const SAFETY_BACKUP_FAILED: &str = "SafetyBackupFailed";
+pub const VALIDATION_FAILED: &str = "ValidationFailed";
+pub const ROLLING_BACK: &str = "RollingBack";
+pub const ROLLED_BACK: &str = "RolledBack";
+pub const ROLLBACK_FAILED: &str = "RollbackFailed";
 
 #[cfg(test)]
 mod tests {
@@ -289,9 +381,11 @@ mod tests {
                 target: format!("postgres://db:5432/{name}"),
                 state: None,
                 duration_seconds: None,
+                safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
             },
+            scope: None,
         }
     }
 
@@ -403,11 +497,14 @@ mod tests {
             failed(&validate_job_name("rr"), 5, "Validation"),
         ]);
         let rolling = run(&steps, true, true, &done);
-        assert_eq!(rolling.next, Next::Rollback(0));
+        assert_eq!(rolling.next, Next::Rollback(0, "S1".into()));
         assert_eq!(rolling.status.phase, RestorePhase::RollingBack);
         assert_eq!(rolling.failure.unwrap().0, "RollingBack");
         done.extend([ok(&rollback_job_name("rr", "a"), 6, None)]);
-        assert_eq!(run(&steps, true, true, &done).next, Next::Rollback(1));
+        assert_eq!(
+            run(&steps, true, true, &done).next,
+            Next::Rollback(1, "S2".into())
+        );
         done.extend([ok(&rollback_job_name("rr", "b"), 7, None)]);
         let end = run(&steps, true, true, &done);
         assert_eq!(end.next, Next::Done);
@@ -426,7 +523,10 @@ mod tests {
             ok(&safety_job_name("rr", "b"), 2, Some("S2")),
             failed(&restore_job_name("rr", "a"), 3, "Integrity"),
         ]);
-        assert_eq!(run(&steps, true, true, &done).next, Next::Rollback(0));
+        assert_eq!(
+            run(&steps, true, true, &done).next,
+            Next::Rollback(0, "S1".into())
+        );
         done.extend([ok(&rollback_job_name("rr", "a"), 4, None)]);
         let end = run(&steps, true, true, &done);
         assert_eq!(end.status.phase, RestorePhase::RolledBack);

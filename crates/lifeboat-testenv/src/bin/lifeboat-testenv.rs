@@ -90,10 +90,11 @@ async fn up(
         Some(options) => {
             let node = Node::start(&cp, &options).await?;
             println!(
-                "node {} ready in {:.1}s (files in {})",
+                "node {} ready in {:.1}s (files in {}); pods reach the host at {}",
                 node.name(),
                 node.start_time().as_secs_f64(),
-                node.dir().display()
+                node.dir().display(),
+                node.gateway()
             );
             Some(node)
         }
