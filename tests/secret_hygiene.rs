@@ -14,7 +14,7 @@ mod harness;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use harness::harness;
+use harness::{assert_absent, harness};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Event, Pod, Secret};
@@ -62,18 +62,6 @@ impl std::io::Write for Sink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-/// `value` and its base64 (how Secret data travels): neither may appear in `haystack`.
-fn assert_absent(haystack: &str, value: &str, where_: &str) {
-    use k8s_openapi::ByteString;
-    let encoded = serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap();
-    let encoded = encoded.as_str().unwrap().trim_end_matches('=');
-    assert!(!haystack.contains(value), "{value} leaked into {where_}");
-    assert!(
-        !haystack.contains(encoded),
-        "{value} (base64) leaked into {where_}"
-    );
 }
 
 #[tokio::test]

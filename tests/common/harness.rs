@@ -442,3 +442,15 @@ impl Harness {
             .collect()
     }
 }
+
+/// `value` and its base64 (how Secret data travels): neither may appear in `haystack`.
+pub fn assert_absent(haystack: &str, value: &str, where_: &str) {
+    use k8s_openapi::ByteString;
+    let encoded = serde_json::to_value(ByteString(value.as_bytes().to_vec())).unwrap();
+    let encoded = encoded.as_str().unwrap().trim_end_matches('=');
+    assert!(!haystack.contains(value), "{value} leaked into {where_}");
+    assert!(
+        !haystack.contains(encoded),
+        "{value} (base64) leaked into {where_}"
+    );
+}

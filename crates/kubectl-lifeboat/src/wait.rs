@@ -186,7 +186,7 @@ mod tests {
     fn a_drill_counts_once_it_is_no_longer_active_and_started_after_the_request() {
         let asked: Timestamp = ASKED.parse().unwrap();
         let running = drill(json!({"lastDrillNowToken": "t1",
-            "active": {"id": "d", "startedAt": "2026-11-24T10:00:01Z", "step": "Restoring"},
+            "active": {"id": "d", "startedAt": "2026-11-24T10:00:01Z", "step": "Restore"},
             "lastRun": record("2026-08-01T06:00:00Z")}));
         assert!(drill_outcome(&running, "t1", asked).is_none());
         let old =

@@ -85,7 +85,7 @@ async fn status_backup_restore_drill_and_report_through_kubectl() {
         .patch_status("quarterly", &PatchParams::default(), &Patch::Merge(json!({"status": {"history": [
             {"id": "q3", "startedAt": "2026-10-01T06:00:00Z", "finishedAt": "2026-10-01T06:41:00Z",
              "verdict": "ObjectivesMissed", "rtoSeconds": 2460.0, "rpoSeconds": 120.0, "rtoMet": false,
-             "rpoMet": true, "backups": ["db=20261001T0600Z"], "message": "RTO 41m over 30m"}]}})))
+             "rpoMet": true, "backups": [{"asset": "db", "id": "20261001T0600Z"}], "message": "RTO 41m over 30m"}]}})))
         .await
         .unwrap();
 
