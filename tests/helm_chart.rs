@@ -1047,15 +1047,25 @@ fn mib(quantity: &str) -> f64 {
 
 #[test]
 fn the_operators_memory_limit_is_above_its_measured_peak_at_10000_policies() {
-    // The peak is read from the benchmark table in docs/performance.md (`make bench-operator`).
+    // The peak is the highest of the lifeboat-operator's 10,000-policy runs in the benchmark
+    // table of docs/performance.md (`make bench-operator`): the cell reads `median (min–max)`.
     let perf = std::fs::read_to_string(repo().join("docs/performance.md")).unwrap();
+    let header = perf
+        .lines()
+        .find(|l| l.starts_with("| Policies | Operator |"))
+        .expect("the operator benchmark table");
+    let column = header
+        .split('|')
+        .position(|c| c.trim() == "Peak RSS (MiB)")
+        .expect("a Peak RSS column");
     let peak = perf
         .lines()
-        .filter(|l| l.starts_with("| 10,000 |"))
-        .flat_map(|l| l.split('|'))
-        .filter_map(|cell| cell.trim().strip_suffix(" MiB")?.parse::<f64>().ok())
+        .filter(|l| l.starts_with("| 10000 | lifeboat-operator |"))
+        .filter_map(|l| l.split('|').nth(column))
+        .flat_map(|cell| cell.split(|c: char| !c.is_ascii_digit() && c != '.'))
+        .filter_map(|n| n.parse::<f64>().ok())
         .fold(0.0, f64::max);
-    assert!(peak >= 300.0, "no 10,000-policy peak found: {peak}");
+    assert!(peak >= 50.0, "no 10,000-policy peak found: {peak}");
     let rendered = docs(&ok(&template("lifeboat-system", &[])));
     let resources =
         &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["resources"];
