@@ -619,3 +619,120 @@ async fn a_rollback_of_kubernetes_state_is_refused_with_a_reason() {
         "nothing started"
     );
 }
+
+/// Effects come after the status write that records them (issue #19): while the API server
+/// refuses every status write of this namespace's RestoreRequests (an admission policy playing a
+/// failing etcd or a conflict), the controller retries and publishes nothing; once writes go
+/// through, the Warning it owes is published once, although each retry decided it anew with a
+/// new transition time (the Event's id).
+#[tokio::test]
+async fn a_failed_status_write_then_a_retry_publishes_the_event_once() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::core::v1::Event;
+
+    let h = harness("rr-once").await;
+    let name = format!("{}-refuse-restore-status", h.ns);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": h.ns}},
+                "resourceRules": [{"apiGroups": ["lifeboat.dev"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["restorerequests/status"]}]
+            },
+            "validations": [{"expression": "false", "message": "status writes refused by the test"}]
+        }
+    }))
+    .unwrap();
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]}
+    }))
+    .unwrap();
+    let policies = kube::Api::<ValidatingAdmissionPolicy>::all(h.client.clone());
+    let bindings = kube::Api::<ValidatingAdmissionPolicyBinding>::all(h.client.clone());
+    policies.create(&Default::default(), &policy).await.unwrap();
+    bindings
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+
+    // The policy is in force once a status write of a probe request is refused.
+    apply_restore(&h, "probe", restore_spec(false)).await;
+    let probe_status = json!({"status": {"phase": "Pending"}});
+    h.until("the admission policy in force", async || {
+        h.api::<RestoreRequest>()
+            .patch_status(
+                "probe",
+                &PatchParams::default().dry_run(),
+                &Patch::Merge(&probe_status),
+            )
+            .await
+            .err()
+            .filter(|e| e.to_string().contains("status writes refused by the test"))
+    })
+    .await;
+
+    let failed = || {
+        h.metrics
+            .reconcile_errors
+            .with_label_values(&["RestoreRequest", "ApplyStatusFailed"])
+            .get()
+    };
+    let before = failed();
+    apply_restore(&h, "lost", restore_spec(true)).await;
+    // The request is decided (PolicyNotFound owes a Warning) and written at least twice: the
+    // first write and a retry, both refused.
+    h.until("two refused status writes", async || {
+        (failed() >= before + 2).then_some(())
+    })
+    .await;
+    let about_lost = async || {
+        h.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some("lost")
+                    && e.reason.as_deref() == Some("PolicyNotFound")
+            })
+            .count()
+    };
+    assert_eq!(
+        about_lost().await,
+        0,
+        "an Event before its status was written"
+    );
+    let rr = h.api::<RestoreRequest>().get("lost").await.unwrap();
+    assert!(rr.status.is_none(), "{:?}", rr.status);
+
+    bindings
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    policies
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    restore_until(&h, "PolicyNotFound written", "lost", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::READY))
+            .is_some_and(|c| c.reason == "PolicyNotFound")
+    })
+    .await;
+    h.until("the owed Warning", async || {
+        (about_lost().await == 1).then_some(())
+    })
+    .await;
+    // Later passes (and the status write that clears the owed list) publish nothing more.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(about_lost().await, 1, "PolicyNotFound Events about lost");
+    let rr = h.api::<RestoreRequest>().get("lost").await.unwrap();
+    assert!(rr.status.unwrap().pending_events.is_empty());
+}
