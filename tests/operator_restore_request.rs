@@ -196,6 +196,34 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         jobs.get_opt(&second).await.unwrap()
     })
     .await;
+    // A finished step's Job deleted while the request runs (by a person, a clean-up script, the
+    // Job TTL) is not run again: its outcome is in status, not in the Job.
+    let done_uid = jobs.get(&first).await.unwrap().uid();
+    jobs.delete(&first, &DeleteParams::background())
+        .await
+        .unwrap();
+    h.api::<RestoreRequest>()
+        .patch(
+            "to-staging",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "0"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let again = jobs.get_opt(&first).await.unwrap();
+    assert!(
+        again.as_ref().is_none_or(|j| j.uid() == done_uid),
+        "the finished restore step ran again: {:?}",
+        again.map(|j| j.uid())
+    );
+    let r = h.api::<RestoreRequest>().get("to-staging").await.unwrap();
+    assert_eq!(phase(&r), RestorePhase::Restoring);
+    assert_eq!(
+        r.status.unwrap().plan[0].state,
+        Some(StepState::Done),
+        "the first asset's outcome is kept"
+    );
     h.finish_job(&second, &summary(Verb::Restore, "sessions", true, vec![]))
         .await;
     let validate = lifeboat_operator::restore_request::progress::validate_job_name("to-staging");
@@ -236,7 +264,7 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
     h.expect_events("RestoreSucceeded", 1).await;
 
     // Finished means finished: its Jobs deleted, nothing runs again.
-    jobs.delete(&first, &DeleteParams::background())
+    jobs.delete(&second, &DeleteParams::background())
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -250,7 +278,7 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert!(
-        jobs.get_opt(&first)
+        jobs.get_opt(&second)
             .await
             .unwrap()
             .is_none_or(|j| j.metadata.deletion_timestamp.is_some())
