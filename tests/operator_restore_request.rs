@@ -342,6 +342,9 @@ async fn a_failing_check_fails_the_request_with_the_check_named() {
         status.rto_seconds.is_some(),
         "a failed restore still records how long it took"
     );
+    // The counts of every check, read from the agent's termination message.
+    let counts = status.checks_report.expect("checksReport");
+    assert_eq!((counts.passed, counts.failed, counts.omitted), (0, 1, 0));
     h.expect_events("RestoreFailed", 1).await;
 }
 

@@ -313,7 +313,7 @@ const LAST_RESORT_LIMIT: usize = 64;
 
 /// The counts of a validation's checks and where all their results are, for when the summary's
 /// `checks` cannot hold them all.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChecksReport {
     pub passed: u32,

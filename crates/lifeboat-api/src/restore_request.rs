@@ -225,8 +225,14 @@ pub struct RestoreRequestStatus {
     /// The same, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rto: Option<String>,
+    /// The validation's checks, as many as the agent's report could carry (failed ones first).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
+    /// How many checks passed and failed, counted over all of them, and how many results were
+    /// left out of `checks` to fit the agent's report: `checks` alone can hide that there were
+    /// more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks_report: Option<crate::agent_result::ChecksReport>,
     /// Where the safety backups of the targets are kept (rollback asked): a directory next to
     /// the policy's own, `<policy>_safety`, that the policy's retention never prunes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

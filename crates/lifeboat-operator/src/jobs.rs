@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_api::agent_result::{AgentSummary, ChecksReport, TerminationMessage};
 use lifeboat_api::conditions::Status;
 
 use crate::names;
@@ -19,6 +19,8 @@ pub struct JobOutcome {
     pub asset: String,
     pub finished_at: Timestamp,
     pub result: Result<AgentSummary, JobFailure>,
+    /// A validation's counts of its checks (all of them, when `checks` could not carry all).
+    pub checks_report: Option<ChecksReport>,
 }
 
 /// Why a Job did not produce a good backup.
@@ -52,7 +54,7 @@ fn finished(job: &Job) -> Option<(bool, Timestamp, String, String)> {
 }
 
 /// The agent's termination message and the container's terminated reason, from the newest pod.
-fn agent_report(pods: &[Pod]) -> (Option<AgentSummary>, Option<String>) {
+fn agent_report(pods: &[Pod]) -> (Option<TerminationMessage>, Option<String>) {
     let mut newest: Option<(&Pod, Timestamp)> = None;
     for pod in pods {
         let started = pod
@@ -69,17 +71,21 @@ fn agent_report(pods: &[Pod]) -> (Option<AgentSummary>, Option<String>) {
         .and_then(|cs| cs.iter().find(|c| c.name == AGENT_CONTAINER))
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref());
-    let summary = terminated
+    let message = terminated
         .and_then(|t| t.message.as_deref())
-        .and_then(AgentSummary::from_termination_message);
-    (summary, terminated.and_then(|t| t.reason.clone()))
+        .and_then(TerminationMessage::parse);
+    (message, terminated.and_then(|t| t.reason.clone()))
 }
 
 /// The outcome of `job`, given its pods; `None` while it runs or when it is not a backup Job.
 pub fn outcome(job: &Job, pods: &[Pod]) -> Option<JobOutcome> {
     let asset = job.labels().get(names::LABEL_ASSET)?.clone();
     let (completed, finished_at, job_reason, job_message) = finished(job)?;
-    let (summary, container_reason) = agent_report(pods);
+    let (message, container_reason) = agent_report(pods);
+    let (summary, checks_report) = match message {
+        Some(m) => (Some(m.summary), m.checks_report),
+        None => (None, None),
+    };
     let result = match (completed, summary) {
         (true, Some(s)) if s.ok => Ok(s),
         (_, Some(s)) => Err(JobFailure {
@@ -115,6 +121,7 @@ pub fn outcome(job: &Job, pods: &[Pod]) -> Option<JobOutcome> {
         asset,
         finished_at,
         result,
+        checks_report,
     })
 }
 
@@ -219,6 +226,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.result.unwrap_err().reason, "OOMKilled");
+    }
+
+    #[test]
+    fn a_validation_too_large_for_its_message_keeps_the_counts_of_every_check() {
+        let mut s = summary(false);
+        s.verb = Verb::Restore;
+        s.checks = (0..60)
+            .map(|i| lifeboat_api::restore_request::CheckResult {
+                name: format!("check-{i}"),
+                passed: i % 3 != 0,
+                message: "x".repeat(300),
+                attempts: 1,
+                duration_seconds: 0.5,
+                canary: None,
+            })
+            .collect();
+        let msg = s.to_termination_message().unwrap();
+        let o = outcome(
+            &job("Failed", "BackoffLimitExceeded"),
+            &[pod(Some(msg), "Error")],
+        )
+        .unwrap();
+        let report = o.checks_report.expect("the counts");
+        assert_eq!((report.passed, report.failed), (40, 20));
+        let kept = o.result.unwrap_err().checks;
+        assert!(report.omitted > 0, "60 long results fit in 4 KiB?");
+        assert_eq!(kept.len() as u32 + report.omitted, 60);
+        assert!(kept.iter().take(20).all(|c| !c.passed), "failed ones first");
     }
 
     #[test]

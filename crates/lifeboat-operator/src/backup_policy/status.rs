@@ -505,6 +505,7 @@ mod tests {
                 checks: Vec::new(),
                 retention_refused: None,
             }),
+            checks_report: None,
         }
     }
 
@@ -527,6 +528,7 @@ mod tests {
                 message: "no space left on device".into(),
                 checks: Vec::new(),
             }),
+            checks_report: None,
         }
     }
 

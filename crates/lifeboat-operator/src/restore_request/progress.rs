@@ -268,6 +268,7 @@ impl Run<'_, '_> {
         let Some(out) = o.outcomes.get(&job) else {
             return Some(Stop::Wait(o.create_or_wait(&job, Next::Validate)));
         };
+        self.status.checks_report = out.checks_report.clone();
         match &out.result {
             Ok(s) => {
                 self.status.checks = s.checks.clone();
@@ -415,6 +416,7 @@ mod tests {
             asset: String::new(),
             finished_at: at(s),
             result: Ok(summary),
+            checks_report: None,
         };
         (job.into(), o)
     }
@@ -429,6 +431,7 @@ mod tests {
                 message: "it broke".into(),
                 checks: vec![],
             }),
+            checks_report: None,
         };
         (job.into(), o)
     }
