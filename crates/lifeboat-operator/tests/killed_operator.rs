@@ -20,12 +20,14 @@ use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
-use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::drill_schedule::DrillVerdict;
 use lifeboat_api::restore_request::{CheckResult, RestorePhase};
 use lifeboat_api::{DrillSchedule, RestoreRequest};
 use lifeboat_operator::names::backup_now_job;
-use lifeboat_operator::restore_request::progress::{restore_job_name, validate_job_name};
+use lifeboat_operator::restore_request::progress::{
+    restore_job_name, rollback_job_name, safety_job_name, validate_job_name,
+};
 use serde_json::json;
 
 /// The operator binary on the shared control plane, scoped to one namespace.
@@ -376,13 +378,159 @@ async fn killed_in_every_phase_of_a_drill_the_operator_converges_without_duplica
     let d = drills.get("quarterly").await.unwrap().status.unwrap();
     assert_eq!(d.history.len(), 1, "one drill recorded once");
     assert!(d.active.is_none());
-    // Events are at most once: a kill between a status write and its Event may lose the Event,
-    // never repeat it (status is the record).
-    for reason in ["DrillPassed", "RestoreSucceeded"] {
-        let n = h.events(reason).await.len();
-        assert!(n <= 1, "{n} {reason} Events");
+    // Events exactly once: each is owed in the status write that records its transition and
+    // published after it under a name of its own, so a kill on either side of the publish
+    // neither loses nor repeats it.
+    for (reason, n) in [
+        ("DrillStarted", 1),
+        ("DrillPassed", 1),
+        ("RestoreStarted", 2),
+        ("ValidationStarted", 1),
+        ("RestoreSucceeded", 1),
+    ] {
+        h.expect_events(reason, n).await;
     }
-    assert!(h.events("BackupSucceeded").await.len() <= 2);
+    eprintln!(
+        "{} operator processes, {} killed with SIGKILL mid-flight",
+        op.starts,
+        op.starts - 1
+    );
+}
+
+/// A RestoreRequest with rollback, the operator killed before and after each of its Jobs: the
+/// safety backup, the restore, the failing validation and the rollback. Each Job is made once,
+/// the request ends `RolledBack` naming the failed check, and each Event is published once.
+#[tokio::test]
+async fn killed_in_every_phase_of_a_rolled_back_restore_the_operator_repeats_nothing() {
+    let h = harness::without_operator("killed-rb").await;
+    let mut op = Operator::start(&h.ns);
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 * * * *",
+            "assets": [{"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}}],
+            "retention": {"maxAge": "7d"},
+            "destination": {"volume": {"claimName": "backups"}}
+        }),
+    )
+    .await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let jobs = h.api::<Job>();
+    let seed = backup_now_job("shop", "orders-db", "seed");
+    h.until("the seed backup Job", async || {
+        jobs.get_opt(&seed).await.unwrap()
+    })
+    .await;
+    h.finish_job(
+        &seed,
+        &summary(Verb::Backup, "orders-db", Timestamp::now(), vec![]),
+    )
+    .await;
+    h.policy_until("shop", "the seed backup in status", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
+    })
+    .await;
+
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+    "metadata": {"name": "fix"},
+    "spec": {
+        "source": {"policy": "shop", "backupId": "latest"},
+        "targets": [{"asset": "orders-db", "postgres": {"host": "prod-db", "user": "restore", "database": "orders"}}],
+        "execute": true,
+        "rollbackOnFailure": true,
+        "validation": {"checks": [{"name": "orders-present", "sql": {"asset": "orders-db", "query": "SELECT 1", "expect": "1"}}]}
+    }});
+    let rrs = h.api::<RestoreRequest>();
+    rrs.patch("fix", &PatchParams::apply("test-user"), &Patch::Apply(&rr))
+        .await
+        .unwrap();
+    op.kill_and_restart("right after the RestoreRequest was applied");
+
+    // Each Job of the request: killed while it runs, then right after it finished.
+    let safety = safety_job_name("fix", "orders-db");
+    let restore = restore_job_name("fix", "orders-db");
+    let validate = validate_job_name("fix");
+    let rollback = rollback_job_name("fix", "orders-db");
+    let failed_check = CheckResult {
+        name: "orders-present".into(),
+        passed: false,
+        message: "expected 1, got 0".into(),
+        attempts: 1,
+        duration_seconds: 0.2,
+        canary: None,
+    };
+    let steps = [
+        (&safety, Verb::Backup, true, vec![]),
+        (&restore, Verb::Restore, true, vec![]),
+        (&validate, Verb::Restore, false, vec![failed_check]),
+        (&rollback, Verb::Restore, true, vec![]),
+    ];
+    for (job, verb, ok, checks) in steps {
+        h.until("the next Job of the request", async || {
+            jobs.get_opt(job).await.unwrap()
+        })
+        .await;
+        let seen = children(&h).await;
+        op.kill_and_restart(&format!("with {job} running"));
+        assert_no_duplicates(&h, &seen, &format!("with {job} running")).await;
+        let mut s = summary(verb, "orders-db", Timestamp::now(), checks);
+        if verb == Verb::Backup {
+            s.backup_id = Some("safety-1".into());
+        }
+        if !ok {
+            s.ok = false;
+            s.error_class = Some(ErrorClass::Validation);
+            s.message = Some("1 of 1 checks failed".into());
+        }
+        h.finish_job(job, &s).await;
+        op.kill_and_restart(&format!("right after {job} finished"));
+    }
+
+    let done = h
+        .until("the request ended", async || {
+            rrs.get("fix")
+                .await
+                .unwrap()
+                .status
+                .filter(|s| s.phase.is_finished())
+        })
+        .await;
+    assert_eq!(done.phase, RestorePhase::RolledBack, "{done:?}");
+    assert!(
+        done.failure
+            .as_ref()
+            .is_some_and(|f| f.message.contains("orders-present")),
+        "{:?}",
+        done.failure
+    );
+    let seen = children(&h).await;
+    op.kill_and_restart("after the request ended");
+    assert_no_duplicates(&h, &seen, "after the request ended").await;
+    let all = children(&h).await;
+    let restore_jobs: Vec<&String> = all.keys().filter(|k| k.starts_with("job/fix-")).collect();
+    assert_eq!(restore_jobs.len(), 4, "{all:?}");
+    for (reason, n) in [
+        ("SafetyBackupStarted", 1),
+        ("RestoreStarted", 1),
+        ("ValidationStarted", 1),
+        ("RollbackStarted", 1),
+        ("RestoreRolledBack", 1),
+    ] {
+        h.expect_events(reason, n).await;
+    }
     eprintln!(
         "{} operator processes, {} killed with SIGKILL mid-flight",
         op.starts,
