@@ -451,6 +451,158 @@ mod tests {
         assert_eq!(own.connection, source.connection);
     }
 
+    fn entry(asset: &str, kind: AssetKind, encrypted: bool) -> CatalogEntry {
+        CatalogEntry {
+            asset: asset.into(),
+            kind,
+            backup_id: format!("20261124T100000Z-123-{asset}"),
+            snapshot_time: "2026-11-24T10:00:00Z".parse().unwrap(),
+            stored_bytes: 2048,
+            encrypted,
+            verified: false,
+        }
+    }
+
+    fn request(spec: serde_json::Value) -> RestoreRequest {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "back", "namespace": "shop", "uid": "r-1"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn location() -> serde_json::Value {
+        serde_json::json!({"s3": {"endpoint": "http://s3:9000", "bucket": "backups",
+            "credentialsSecret": {"name": "s3-creds"}}})
+    }
+
+    #[test]
+    fn without_a_policy_kubernetes_state_restores_first_and_data_goes_into_its_targets() {
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "postgres": {"host": "db-new", "user": "restore", "database": "orders"}}]
+        }));
+        let catalog = Catalog {
+            entries: vec![
+                entry("orders", AssetKind::Postgres, false),
+                entry("state", AssetKind::KubernetesState, false),
+            ],
+            omitted: 0,
+        };
+        let steps = from_catalog(&rr, None, &catalog).unwrap();
+        let order: Vec<&str> = steps.iter().map(|s| s.asset.name.as_str()).collect();
+        assert_eq!(order, ["state", "orders"]);
+        let AssetSource::KubernetesState(state) = &steps[0].asset.source else {
+            panic!("{:?}", steps[0].asset)
+        };
+        assert_eq!(
+            state.namespaces,
+            ["shop"],
+            "held to the request's namespace"
+        );
+        assert!(!state.include_cluster_resources);
+        let AssetSource::Postgres(pg) = &steps[1].asset.source else {
+            panic!("{:?}", steps[1].asset)
+        };
+        assert_eq!(pg.connection.host, "db-new");
+        let planned = &steps[1].planned;
+        assert_eq!(planned.kind, Some(AssetKind::Postgres));
+        assert_eq!(planned.backup_id, "20261124T100000Z-123-orders");
+        assert_eq!(planned.stored_bytes, Some(2048));
+        assert!(planned.snapshot_time.is_some());
+    }
+
+    #[test]
+    fn without_a_policy_what_cannot_be_resolved_is_refused_with_a_reason() {
+        let data = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, false)],
+            omitted: 0,
+        };
+        // No target for a data asset: the metadata names the lost cluster's host, never used.
+        let rr = request(serde_json::json!({"source": {"policy": "shop", "location": location()}}));
+        let e = from_catalog(&rr, None, &data).unwrap_err();
+        assert_eq!(e.reason(), "TargetRequired", "{e}");
+        // A target of another kind.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "redis": {"host": "cache"}}]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "InvalidSpec"
+        );
+        // Encrypted, and no identity named.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "postgres": {"host": "db", "user": "u"}}]
+        }));
+        let encrypted = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, true)],
+            omitted: 0,
+        };
+        assert_eq!(
+            from_catalog(&rr, None, &encrypted).unwrap_err().reason(),
+            "IdentityRequired"
+        );
+        // A catalog cut to fit its termination message is not the whole set.
+        let cut = Catalog {
+            entries: data.entries.clone(),
+            omitted: 3,
+        };
+        assert_eq!(
+            from_catalog(&rr, None, &cut).unwrap_err().reason(),
+            "CatalogTooLarge"
+        );
+        // An asset asked for that the location does not hold.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()}, "assets": ["sessions"]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "NoBackupAtLocation"
+        );
+        // Rollback writes safety backups with the policy's settings: none here.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()}, "rollbackOnFailure": true,
+            "targets": [{"asset": "orders", "postgres": {"host": "db", "user": "u"}}]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "RollbackUnsupported"
+        );
+    }
+
+    #[test]
+    fn with_a_policy_its_asset_is_used_and_must_be_the_kind_the_metadata_records() {
+        let policy: BackupPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "shop", "namespace": "shop"},
+            "spec": {"schedule": "@daily",
+                "assets": [{"name": "orders", "redis": {"host": "cache", "dataDir": "/data"}}],
+                "retention": {"keepLast": 7},
+                "destination": {"volume": {"claimName": "backups"}}}
+        }))
+        .unwrap();
+        let rr = request(serde_json::json!({"source": {"policy": "shop", "location": location()}}));
+        let postgres = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, false)],
+            omitted: 0,
+        };
+        assert_eq!(
+            from_catalog(&rr, Some(&policy), &postgres)
+                .unwrap_err()
+                .reason(),
+            "MetadataInvalid"
+        );
+        let redis = Catalog {
+            entries: vec![entry("orders", AssetKind::Redis, false)],
+            omitted: 0,
+        };
+        let steps = from_catalog(&rr, Some(&policy), &redis).unwrap();
+        assert_eq!(steps[0].asset, policy.spec.assets[0]);
+    }
+
     #[test]
     fn kubernetes_state_cannot_be_rolled_back_and_says_so() {
         let state = asset(serde_json::json!({"name": "objects", "kubernetesState": {}}));
