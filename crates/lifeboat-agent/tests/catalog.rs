@@ -222,7 +222,7 @@ fn the_catalog_chooses_each_assets_newest_complete_backup_and_refuses_a_tampered
 }
 
 #[test]
-fn an_unreadable_location_is_a_storage_or_auth_failure_not_an_empty_catalog() {
+fn a_missing_bucket_or_refused_keys_fail_the_catalog_with_their_class() {
     let w = World::new();
     // A bucket that does not exist.
     let doc = json!({"namespace": "team", "policy": "shop", "backupId": "latest",
@@ -236,11 +236,20 @@ fn an_unreadable_location_is_a_storage_or_auth_failure_not_an_empty_catalog() {
         .unwrap();
     let m = TerminationMessage::parse(&std::fs::read_to_string(&term).unwrap()).unwrap();
     assert!(!out.status.success(), "{}", text(&out));
-    let class = m.summary.error_class.unwrap();
-    assert!(
-        matches!(class, ErrorClass::Storage | ErrorClass::NotFound),
-        "{class:?}: {}",
+    // The store answers 404 for the bucket: not found, and the message names the bucket.
+    assert_eq!(
+        m.summary.error_class,
+        Some(ErrorClass::NotFound),
+        "{}",
         text(&out)
+    );
+    assert!(
+        m.summary
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no-such-bucket"),
+        "{m:?}"
     );
     assert!(m.catalog.is_none());
     // Keys the server refuses.
