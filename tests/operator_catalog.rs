@@ -14,9 +14,9 @@ mod harness;
 use harness::{Harness, harness, namespace_key};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use lifeboat_agent::jobs::Env;
 use lifeboat_agent::layout::{S3Role, Scope, Store};
 use lifeboat_agent::local::{LocalRedis, LocalS3};
@@ -318,6 +318,40 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
             h.api::<Job>().get_opt(&job_name).await.unwrap()
         })
         .await;
+    // The catalog Job and its pod are gone mid-restore (a cleanup, a node's pod GC) and a newer
+    // backup appears: the executing request keeps the plan it showed.
+    let catalog_jobs = h
+        .api::<Job>()
+        .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+        .await
+        .unwrap();
+    for j in catalog_jobs {
+        h.api::<Job>()
+            .delete(&j.name_any(), &DeleteParams::background())
+            .await
+            .unwrap();
+    }
+    let catalog_pods = ListParams::default().labels("lifeboat.dev/role=catalog");
+    for p in h.api::<Pod>().list(&catalog_pods).await.unwrap() {
+        // The garbage collector may be first: gone either way.
+        let _ = h
+            .api::<Pod>()
+            .delete(&p.name_any(), &DeleteParams::default())
+            .await;
+    }
+    h.until("the catalog Job and pod gone", async || {
+        let jobs = h
+            .api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+            .await
+            .unwrap();
+        let pods = h.api::<Pod>().list(&catalog_pods).await.unwrap();
+        (jobs.items.is_empty() && pods.items.is_empty()).then_some(())
+    })
+    .await;
+    redis.conn().run(0, &["SET", "team", "third"]).unwrap();
+    let third = backup(&h.ns, &loc, redis.port).await;
+    assert_ne!(third, second);
     let (doc, dir): (AgentRestoreJob, _) = pod_of(&h, &job).await;
     assert_eq!(doc.backup_id, second);
     assert_eq!(doc.location, loc);
@@ -353,10 +387,20 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
     .await;
     assert_eq!(team, "second", "the restored RDB is the newest backup's");
     h.finish_job(&job_name, &summary(Verb::Restore, true)).await;
-    restore_until(&h, "Succeeded", "from-bucket", |r| {
+    let done = restore_until(&h, "Succeeded", "from-bucket", |r| {
         phase(r) == RestorePhase::Succeeded
     })
     .await;
+    assert_eq!(done.status.unwrap().plan[0].backup_id, second);
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "no second catalog was read for an executing request"
+    );
     assert!(
         h.api::<lifeboat_api::BackupPolicy>()
             .list(&ListParams::default())

@@ -96,13 +96,19 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
     let resolved = match (&rr.spec.source.location, &policy) {
         // A location is read, whether or not a policy exists: the policy's status describes its
         // own destination, and a rebuilt cluster has neither.
-        (Some(location), _) => match catalog(rr, ctx, &ns, location.clone(), &mut found).await? {
-            Ok(catalog) => plan::from_catalog(rr, policy.as_ref(), &catalog),
-            Err(problem) => {
-                seen.plan = Err(problem);
-                return Ok((seen, found));
+        (Some(location), _) => {
+            let read = match plan::executing_catalog(rr) {
+                Some(pinned) => Ok(pinned),
+                None => catalog(rr, ctx, &ns, location.clone(), &mut found).await?,
+            };
+            match read {
+                Ok(catalog) => plan::from_catalog(rr, policy.as_ref(), &catalog),
+                Err(problem) => {
+                    seen.plan = Err(problem);
+                    return Ok((seen, found));
+                }
             }
-        },
+        }
         (None, Some(policy)) => plan::resolve(rr, policy),
         (None, None) => {
             seen.plan = Err(Problem::PolicyNotFound {

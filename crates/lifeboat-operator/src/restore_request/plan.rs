@@ -10,7 +10,7 @@ use lifeboat_api::backup_policy::{
     RedisAsset,
 };
 use lifeboat_api::common::{RestoreTarget, Target};
-use lifeboat_api::restore_request::PlannedRestore;
+use lifeboat_api::restore_request::{PlannedRestore, RestorePhase};
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
 /// One asset's restore.
@@ -247,6 +247,37 @@ pub fn from_catalog(
     steps.sort_by_key(|s| s.asset.kind() != AssetKind::KubernetesState);
     checked(rr, &names)?;
     Ok(steps)
+}
+
+/// The catalog an executing request already planned from, as its status records it: once a
+/// step may have run, the backups restored are those of the plan, never those of a catalog read
+/// again (a newer backup taken meanwhile, or the catalog Job's pod gone). `None` before.
+pub fn executing_catalog(rr: &RestoreRequest) -> Option<Catalog> {
+    let status = rr.status.as_ref()?;
+    let executing = status.phase > RestorePhase::Planned;
+    if !rr.spec.execute || !executing || status.plan.is_empty() {
+        return None;
+    }
+    let entries = status
+        .plan
+        .iter()
+        .map(|p| {
+            Some(CatalogEntry {
+                asset: p.asset.clone(),
+                kind: p.kind?,
+                backup_id: p.backup_id.clone(),
+                snapshot_time: p.snapshot_time.as_ref()?.0,
+                stored_bytes: p.stored_bytes?,
+                // Checked when the plan was made; the spec has been frozen since.
+                encrypted: false,
+                verified: false,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Catalog {
+        entries,
+        omitted: 0,
+    })
 }
 
 /// The asset a catalog entry restores: the policy's, or one made from the request's target.
