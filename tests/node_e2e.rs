@@ -887,3 +887,113 @@ async fn kubernetes_state_is_backed_up_and_restored_by_lifeboat_s_own_accounts_o
     }
     all_pods_ran_on(&h, node).await;
 }
+
+/// Issue #15, "a catalog read from storage": PostgreSQL backed up by a BackupPolicy to the S3
+/// server, then the policy deleted (its CronJobs and status with it), as on a rebuilt cluster
+/// that has only the bucket and the keys. A RestoreRequest with `source.location` and
+/// `backupId: latest` restores the data anyway: the operator's catalog Job reads and verifies
+/// the backups at the location in a real agent pod, the plan names the newest backup, and a
+/// real restore pod restores it; the restored table's checksum equals the one taken before.
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_restore_from_a_location_needs_no_backup_policy() {
+    use lifeboat_api::RestoreRequest;
+    use lifeboat_api::backup_policy::AssetKind;
+    use lifeboat_api::restore_request::RestorePhase;
+    let node = node();
+    let h = harness::harness("node-catalog").await;
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let fingerprint = blocking(|| sample_database(&pg));
+    apply_shop_policy(&h, &s3, json!([postgres_asset(node, &pg)])).await;
+    let policy = backup_now(&h, node, "seed").await;
+    let backed_up = policy.status.unwrap().assets[0]
+        .last_success
+        .clone()
+        .unwrap()
+        .id;
+    let location = policy.spec.destination.clone();
+    // The disaster, for Lifeboat's part: no policy, no status, no history.
+    h.api::<lifeboat_api::BackupPolicy>()
+        .delete("shop", &Default::default())
+        .await
+        .unwrap();
+    h.until("the BackupPolicy gone", async || {
+        h.api::<lifeboat_api::BackupPolicy>()
+            .get_opt("shop")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    let t0 = Instant::now();
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+    "metadata": {"name": "from-bucket"},
+    "spec": {
+        "source": {"policy": "shop", "backupId": "latest", "location": location},
+        "targets": [{"asset": "orders-db", "postgres": {"host": node.gateway().to_string(), "port": pg.port,
+                                                        "user": "lifeboat", "sslMode": "disable",
+                                                        "database": "shop_restored", "createDatabase": true}}],
+        "execute": true
+    }});
+    let api = h.api::<RestoreRequest>();
+    api.patch(
+        "from-bucket",
+        &PatchParams::apply("test-user"),
+        &Patch::Apply(&rr),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        let r = api.get("from-bucket").await.unwrap();
+        let status = r.status.unwrap_or_default();
+        if status.phase.is_finished() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore still {:?}: {status:#?}\n{}",
+            status.phase,
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    eprintln!(
+        "RestoreRequest from the location -> {:?}: {:?}",
+        status.phase,
+        t0.elapsed()
+    );
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    assert_eq!(status.plan.len(), 1);
+    assert_eq!(
+        status.plan[0].backup_id, backed_up,
+        "latest, read from the bucket"
+    );
+    assert_eq!(status.plan[0].kind, Some(AssetKind::Postgres));
+    assert_eq!(
+        blocking(|| postgres::query(&pg.conn(), "shop_restored", FINGERPRINT).unwrap()),
+        fingerprint,
+        "the restored table holds the rows backed up"
+    );
+    // The catalog ran as a real agent pod, like the restore: nothing finished by hand.
+    let roles: Vec<String> = h
+        .api::<Job>()
+        .list(&ListParams::default().labels("lifeboat.dev/restore"))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter_map(|j| j.labels().get("lifeboat.dev/role").cloned())
+        .collect();
+    assert!(roles.contains(&"catalog".to_owned()), "{roles:?}");
+    assert!(roles.contains(&"restore".to_owned()), "{roles:?}");
+    all_pods_ran_on(&h, node).await;
+}

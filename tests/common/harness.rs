@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Event, Pod, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_result::AgentSummary;
+use lifeboat_api::agent_result::{AgentSummary, TerminationMessage};
 use lifeboat_operator::config::AgentConfig;
 use lifeboat_operator::context::Context;
 use lifeboat_operator::metrics::Metrics;
@@ -382,6 +382,20 @@ impl Harness {
     /// as its termination message. Retried pods (the backoff limit) are finished the same way
     /// until the Job controller concludes the Job.
     pub async fn finish_job(&self, job: &str, summary: &AgentSummary) {
+        self.finish_job_with(
+            job,
+            &TerminationMessage {
+                summary: summary.clone(),
+                checks_report: None,
+                catalog: None,
+            },
+        )
+        .await;
+    }
+
+    /// [`Harness::finish_job`] with the whole termination message (a catalog Job's catalog).
+    pub async fn finish_job_with(&self, job: &str, message: &TerminationMessage) {
+        let summary = &message.summary;
         let pods = self.api::<Pod>();
         let jobs = self.api::<Job>();
         let selector = format!("batch.kubernetes.io/job-name={job}");
@@ -390,7 +404,7 @@ impl Harness {
         } else {
             ("Failed", summary.error_class.unwrap().exit_code(), "Error")
         };
-        let message = summary.to_termination_message().unwrap();
+        let message = message.to_json().unwrap();
         self.until("the Job controller to conclude the Job", async || {
             let done = jobs.get(job).await.unwrap().status.and_then(|s| s.conditions).unwrap_or_default();
             if done.iter().any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True") {

@@ -1,6 +1,7 @@
 //! `kubectl lifeboat`: the plugin's pure parts (the status table and the recovery report),
 //! unit-tested without a cluster; `main.rs` only reads and writes the API.
 
+pub mod backups;
 pub mod evidence_report;
 pub mod report;
 pub mod status;

@@ -63,6 +63,30 @@ enum Command {
         #[arg(long)]
         rollback_on_failure: bool,
     },
+    /// What a backup location holds, without any BackupPolicy (a rebuilt cluster): each
+    /// asset's newest complete backup (or --from ID), its metadata verified in the cluster by
+    /// a catalog Job, as a restore from that location would see it.
+    Backups {
+        /// The backups' directory at the location: the name of the policy that made them.
+        #[arg(long)]
+        policy: String,
+        /// A YAML file with the location, as a RestoreRequest's `source.location`
+        /// (`s3: {endpoint, bucket, prefix, credentialsSecret}` or `volume: {claimName}`).
+        #[arg(long)]
+        location: PathBuf,
+        /// A backup id, or latest.
+        #[arg(long, default_value = "latest")]
+        from: String,
+        /// Only these assets (repeatable).
+        #[arg(long = "asset")]
+        assets: Vec<String>,
+        /// `json` prints the catalog as JSON.
+        #[arg(short, long, value_enum)]
+        output: Option<Output>,
+        /// How long to wait for the catalog Job.
+        #[arg(long, default_value = "5m")]
+        timeout: lifeboat_api::duration::Duration,
+    },
     /// Disaster-recovery drills.
     Drill {
         #[command(subcommand)]
@@ -114,6 +138,11 @@ struct Wait {
     /// How long --wait waits (`90s`, `15m`, `1h`).
     #[arg(long, default_value = "15m")]
     timeout: lifeboat_api::duration::Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -341,6 +370,84 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 println!(
                     "restorerequest {ns}/{name} created: a plan only. Read it with `kubectl get rr -n {ns} {name} -o yaml`, then restore with `kubectl patch rr -n {ns} {name} --type merge -p '{{\"spec\":{{\"execute\":true}}}}'`"
                 );
+            }
+        }
+        Command::Backups {
+            policy,
+            location,
+            from,
+            assets,
+            output,
+            timeout,
+        } => {
+            let text = std::fs::read_to_string(&location)
+                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
+            let value: serde_json::Value = serde_yaml::from_str(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
+            serde_json::from_value::<lifeboat_api::common::Destination>(value.clone())
+                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
+            let name = format!(
+                "lifeboat-backups-{}",
+                Timestamp::now().strftime("%Y%m%d-%H%M%S")
+            );
+            let api: Api<RestoreRequest> = Api::namespaced(client.clone(), &ns);
+            let obj = kubectl_lifeboat::backups::request(&name, &policy, &from, &value, &assets);
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER),
+                &Patch::Apply(&obj),
+            )
+            .await?;
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &ns);
+            let selector = kubectl_lifeboat::backups::catalog_pods(&name);
+            let wait = Wait {
+                wait: true,
+                timeout,
+            };
+            let found = poll(&wait, async || {
+                let list = pods.list(&ListParams::default().labels(&selector)).await?;
+                if let Some(m) = kubectl_lifeboat::backups::report(&list.items) {
+                    return Ok(Some(Ok(m)));
+                }
+                // What stops the request before its catalog Job (no signing key, ...).
+                let ready = api.get(&name).await?.status.and_then(|s| {
+                    lifeboat_api::conditions::find(
+                        &s.conditions,
+                        lifeboat_api::conditions::types::READY,
+                    )
+                    .cloned()
+                });
+                Ok(ready
+                    .filter(|c| c.status == "False" && c.reason != "ReadingCatalog")
+                    .map(|c| Err(format!("{}: {}", c.reason, c.message))))
+            })
+            .await;
+            // The request only carried the catalog Job: it goes (and its Job with it) whatever
+            // the outcome.
+            let _ = api
+                .delete(&name, &kube::api::DeleteParams::background())
+                .await;
+            let message = found?.map_err(Error::Failed)?;
+            let Some(catalog) = message.catalog.filter(|_| message.summary.ok) else {
+                return Err(Error::Failed(format!(
+                    "{}: {}",
+                    message
+                        .summary
+                        .error_class
+                        .map_or("CatalogFailed", |c| c.reason()),
+                    message.summary.message.unwrap_or_default()
+                )));
+            };
+            match output {
+                Some(Output::Json) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&catalog)
+                        .map_err(|e| Error::Failed(e.to_string()))?
+                ),
+                None => print!(
+                    "{}",
+                    kubectl_lifeboat::backups::table(&catalog, Timestamp::now())
+                ),
             }
         }
         Command::Report { format, output, .. } => {

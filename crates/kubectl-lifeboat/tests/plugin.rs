@@ -181,3 +181,170 @@ async fn status_backup_restore_drill_and_report_through_kubectl() {
         "{err}"
     );
 }
+
+/// Plays what the operator's catalog Job leaves for request `rr`: its pod, ended with `message`
+/// as the agent's termination message (as the kubelet writes it).
+async fn catalog_pod_ends(client: &kube::Client, ns: &str, rr: &str, message: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("{rr}-catalog-pod");
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name,
+        "labels": {"lifeboat.dev/restore": rr, "lifeboat.dev/role": "catalog"}},
+        "spec": {"containers": [{"name": "agent", "image": "lifeboat-agent"}]}}))
+    .unwrap();
+    pods.create(&Default::default(), &pod).await.unwrap();
+    let now = Timestamp::now().to_string();
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {
+        "phase": "Succeeded",
+        "containerStatuses": [{"name": "agent", "image": "lifeboat-agent", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed",
+            "startedAt": now, "finishedAt": now, "message": message}}}]}})))
+        .await
+        .unwrap();
+}
+
+/// Starts `kubectl lifeboat backups` in the background, waits for the plan-only RestoreRequest
+/// it creates, and returns the process and the request.
+async fn backups_started(
+    client: &kube::Client,
+    ns: &str,
+    args: &[&str],
+) -> (std::process::Child, RestoreRequest) {
+    let env = lifeboat_testenv::shared().unwrap();
+    let plugin_dir = Path::new(env!("CARGO_BIN_EXE_kubectl-lifeboat"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        plugin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(lifeboat_testenv::kubectl().unwrap());
+    cmd.arg("lifeboat")
+        .args(["-n", ns, "backups"])
+        .args(args)
+        .env("PATH", path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(k) = env.kubeconfig() {
+        cmd.env("KUBECONFIG", k);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let api: Api<RestoreRequest> = Api::namespaced(client.clone(), ns);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let rr = loop {
+        let list = api.list(&Default::default()).await.unwrap().items;
+        if let Some(rr) = list.into_iter().next() {
+            break rr;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "no RestoreRequest: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    (child, rr)
+}
+
+#[tokio::test]
+async fn backups_at_a_location_are_listed_from_the_catalog_job_and_the_request_is_removed() {
+    use kube::ResourceExt;
+    use lifeboat_api::agent_result::{
+        AgentSummary, Catalog, CatalogEntry, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
+    };
+    use lifeboat_api::backup_policy::AssetKind;
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, "plugin-backups").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("location.yaml");
+    std::fs::write(
+        &location,
+        "s3: {endpoint: 'http://s3:9000', bucket: backups, prefix: lifeboat, credentialsSecret: {name: s3-creds}}\n",
+    )
+    .unwrap();
+    let t = Timestamp::now();
+    let summary = |ok: bool| AgentSummary {
+        version: SUMMARY_VERSION,
+        verb: Verb::Catalog,
+        ok,
+        asset: None,
+        backup_id: None,
+        started_at: t,
+        finished_at: t,
+        snapshot_time: None,
+        stored_bytes: None,
+        sha256: None,
+        error_class: (!ok).then_some(ErrorClass::Integrity),
+        message: (!ok).then(|| {
+            "lifeboat/x/shop/b/db.metadata.json: moved from another place, refused".into()
+        }),
+        checks: Vec::new(),
+        retention_refused: None,
+    };
+    let catalog = Catalog {
+        entries: vec![CatalogEntry {
+            asset: "db".into(),
+            kind: AssetKind::Postgres,
+            backup_id: "20261124T100000Z-123-0a1b2c3d".into(),
+            snapshot_time: t,
+            stored_bytes: 4096,
+            encrypted: false,
+            verified: true,
+        }],
+        omitted: 0,
+    };
+    let loc = location.to_str().unwrap();
+    let (child, rr) = backups_started(
+        &client,
+        &ns,
+        &["--policy", "shop", "--location", loc, "-o", "json"],
+    )
+    .await;
+    assert!(!rr.spec.execute, "a plan only");
+    assert_eq!(rr.spec.source.policy, "shop");
+    assert_eq!(
+        rr.spec
+            .source
+            .location
+            .as_ref()
+            .and_then(|l| l.s3.as_ref())
+            .map(|s| s.bucket.as_str()),
+        Some("backups")
+    );
+    let message = TerminationMessage {
+        summary: summary(true),
+        checks_report: None,
+        catalog: Some(catalog.clone()),
+    };
+    catalog_pod_ends(&client, &ns, &rr.name_any(), &message.to_json().unwrap()).await;
+    let out = child.wait_with_output().unwrap();
+    let printed: Catalog = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(printed, catalog);
+    let api: Api<RestoreRequest> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        api.get_opt(&rr.name_any()).await.unwrap().is_none(),
+        "the request is removed once read"
+    );
+
+    // A catalog that did not verify: the agent's reason and message, and a failure.
+    let (child, rr) = backups_started(&client, &ns, &["--policy", "shop", "--location", loc]).await;
+    let message = TerminationMessage {
+        summary: summary(false),
+        checks_report: None,
+        catalog: None,
+    };
+    catalog_pod_ends(&client, &ns, &rr.name_any(), &message.to_json().unwrap()).await;
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("IntegrityCheckFailed") && err.contains("moved from another place"),
+        "{err}"
+    );
+    assert!(api.get_opt(&rr.name_any()).await.unwrap().is_none());
+}

@@ -5,6 +5,7 @@
 pub mod adopt;
 pub mod bucket;
 pub mod canary;
+pub mod catalog;
 pub mod crypto;
 pub mod drill;
 pub mod error;

@@ -10,7 +10,8 @@ use lifeboat_agent::jobs::{self, Env};
 use lifeboat_agent::layout::{S3Role, Scope, Store};
 use lifeboat_agent::signing::{SigningKey, Unsigned};
 use lifeboat_api::agent_job::{
-    AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope, SECRETS_DIR,
+    AgentCatalogJob, AgentJob, AgentRestoreJob, BACKUP_VOLUME_DIR, JOB_ENV, KubernetesStateScope,
+    SECRETS_DIR,
 };
 use lifeboat_api::agent_result::{
     AgentSummary, ChecksReport, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
@@ -116,6 +117,30 @@ enum Command {
     List {
         #[command(flatten)]
         policy: PolicyRef,
+        #[arg(long)]
+        json: bool,
+        /// For legacy backups only: accept metadata without a signature.
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        place: Place,
+    },
+    /// Each asset's newest complete backup (or the one asked for) at a location, every metadata
+    /// verified, without any BackupPolicy: what a rebuilt cluster restores from. Inside a Job
+    /// the document names the location; on a laptop, --dir or --location-file.
+    Catalog {
+        /// The backups' directory (`<namespace>/<policy>/`); ignored when LIFEBOAT_JOB is set.
+        #[arg(long)]
+        policy: Option<String>,
+        /// A Destination YAML (`s3: {...}` or `volume: {...}`); --dir when omitted.
+        #[arg(long)]
+        location_file: Option<PathBuf>,
+        /// A backup id, or latest.
+        #[arg(long, default_value = "latest")]
+        backup: String,
+        /// Only these assets (all by default).
+        #[arg(long = "asset")]
+        assets: Vec<String>,
         #[arg(long)]
         json: bool,
         /// For legacy backups only: accept metadata without a signature.
@@ -336,6 +361,7 @@ fn main() -> ExitCode {
         Command::Evidence { .. } => Verb::Evidence,
         Command::Adopt { .. } => Verb::Adopt,
         Command::Notify { .. } => Verb::Notify,
+        Command::Catalog { .. } => Verb::Catalog,
     };
     let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
@@ -380,6 +406,7 @@ fn main() -> ExitCode {
             location: Some(location),
             ..ChecksReport::default()
         }),
+        catalog: checks.catalog,
     });
     if std::env::var_os("LIFEBOAT_REPORT_PEAK_RSS").is_some() {
         // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
@@ -412,6 +439,8 @@ struct Checks {
     results: Vec<lifeboat_api::restore_request::CheckResult>,
     /// Where the full report was written.
     report: Option<String>,
+    /// What `catalog` found.
+    catalog: Option<lifeboat_api::agent_result::Catalog>,
 }
 
 /// Writes the summary where the operator reads it: `LIFEBOAT_TERMINATION_LOG`, else Kubernetes'
@@ -711,6 +740,68 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
                     if record { ", recorded as verified" } else { "" }
                 );
             }
+            Ok(None)
+        }
+        Command::Catalog {
+            policy,
+            location_file,
+            backup,
+            assets,
+            json,
+            allow_unsigned,
+            place,
+        } => {
+            let job = match job_document::<AgentCatalogJob>()? {
+                Some(job) => job,
+                None => AgentCatalogJob {
+                    namespace: place.namespace(None),
+                    policy: policy.ok_or_else(|| {
+                        AgentError::config("give --policy (or LIFEBOAT_JOB inside a Job)")
+                    })?,
+                    backup_id: backup,
+                    assets,
+                    location: match &location_file {
+                        Some(path) => read_yaml(path)?,
+                        None => Destination {
+                            volume: None,
+                            s3: None,
+                        },
+                    },
+                    signing_key: None,
+                    allow_unsigned,
+                },
+            };
+            let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
+            env.unsigned = unsigned(job.allow_unsigned);
+            let scope = Scope::new(&job.namespace, &job.policy)?;
+            let catalog = lifeboat_agent::catalog::read(
+                &env.store,
+                &scope,
+                env.trust()?,
+                &job.backup_id,
+                &job.assets,
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&catalog)
+                        .map_err(|e| AgentError::config(e.to_string()))?
+                );
+            } else {
+                for e in &catalog.entries {
+                    println!(
+                        "{} {} {} {} {} bytes{}{}",
+                        e.asset,
+                        e.kind.as_str(),
+                        e.backup_id,
+                        e.snapshot_time,
+                        e.stored_bytes,
+                        if e.encrypted { ", encrypted" } else { "" },
+                        if e.verified { ", verified" } else { "" }
+                    );
+                }
+            }
+            checks.catalog = Some(catalog);
             Ok(None)
         }
         Command::List {

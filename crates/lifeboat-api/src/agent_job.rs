@@ -125,6 +125,28 @@ pub struct AgentRestoreJob {
     pub kubernetes_state_scope: Option<KubernetesStateScope>,
 }
 
+/// The backups at a location, listed and verified without any BackupPolicy (`catalog`): what a
+/// rebuilt cluster, holding only the bucket and the keys, restores from. The operator never
+/// reads the store itself (it holds no store credentials), so a Job of the agent does.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentCatalogJob {
+    pub namespace: String,
+    /// The backups' directory at the location (`<namespace>/<policy>/`).
+    pub policy: String,
+    /// A backup id, or `latest` for each asset's newest complete backup.
+    pub backup_id: String,
+    /// Only these assets; every asset found when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assets: Vec<String>,
+    pub location: Destination,
+    /// The namespace's signing key: every metadata listed must carry its signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<SecretKeyRef>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
+}
+
 /// A finished drill's evidence record, to be written next to the backups it restored as
 /// `<namespace>/<policy>/drill-<id>.json` (`evidence`): the operator knows the timings, the verdict and the
 /// checks; the agent fills in each restored backup's artifacts, checksums, snapshot time and

@@ -214,6 +214,26 @@ impl ErrorClass {
         }
     }
 
+    /// Every class, for [`ErrorClass::from_reason`].
+    const ALL: [ErrorClass; 11] = [
+        ErrorClass::Config,
+        ErrorClass::SourceUnreachable,
+        ErrorClass::Auth,
+        ErrorClass::NotFound,
+        ErrorClass::Storage,
+        ErrorClass::Integrity,
+        ErrorClass::Timeout,
+        ErrorClass::Validation,
+        ErrorClass::ToolFailed,
+        ErrorClass::SecretNotFound,
+        ErrorClass::OutOfScope,
+    ];
+
+    /// The class whose [`ErrorClass::reason`] is `reason` (a Job outcome records the reason).
+    pub fn from_reason(reason: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.reason() == reason)
+    }
+
     /// The condition reason the operator reports for this class.
     pub fn reason(self) -> &'static str {
         match self {
@@ -248,6 +268,8 @@ pub enum Verb {
     Adopt,
     /// A drill's result sent to its webhook.
     Notify,
+    /// The backups at a location listed and verified, without any BackupPolicy.
+    Catalog,
 }
 
 /// The agent's result, small enough for a termination message.
@@ -288,6 +310,7 @@ impl AgentSummary {
         TerminationMessage {
             summary: self.clone(),
             checks_report: None,
+            catalog: None,
         }
         .to_json()
     }
@@ -336,6 +359,42 @@ pub struct TerminationMessage {
     pub summary: AgentSummary,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks_report: Option<ChecksReport>,
+    /// What `catalog` found: one entry per asset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<Catalog>,
+}
+
+/// Each asset's chosen backup at a location (the newest complete one, or the id asked for),
+/// its metadata verified (signature, and the place it records equal to where it lies).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    pub entries: Vec<CatalogEntry>,
+    /// Entries left out to fit the termination message: a reader must not take the rest for
+    /// the whole backup set.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One asset's backup in a [`Catalog`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogEntry {
+    pub asset: String,
+    pub kind: AssetKind,
+    pub backup_id: String,
+    pub snapshot_time: Timestamp,
+    pub stored_bytes: u64,
+    /// Its artifacts are age-encrypted: a restore needs the identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Proven readable before (`verify --record`, a drill).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
 }
 
 impl TerminationMessage {
@@ -402,6 +461,15 @@ impl TerminationMessage {
             if let Some(report) = m.checks_report.as_mut() {
                 report.omitted = u32::try_from(omitted).unwrap_or(u32::MAX);
             }
+            json = serde_json::to_string(&m)?;
+        }
+        // A catalog's entries are left out from the end, counted, until the rest fits.
+        while json.len() > TERMINATION_MESSAGE_LIMIT {
+            let Some(c) = m.catalog.as_mut() else { break };
+            if c.entries.pop().is_none() {
+                break;
+            }
+            c.omitted = c.omitted.saturating_add(1);
             json = serde_json::to_string(&m)?;
         }
         // Rarely reached: what is left is the summary's own text.

@@ -13,7 +13,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::agent_job::{AgentEvidenceJob, AgentJob, AgentRestoreJob, AgentValidateJob};
+use crate::agent_job::{
+    AgentCatalogJob, AgentEvidenceJob, AgentJob, AgentRestoreJob, AgentValidateJob,
+};
 use crate::backup_policy::{Asset, AssetSource, PgDumpOptions};
 use crate::common::{
     Destination, PostgresConnection, RedisConnection, RestoreTarget, S3Location, Target,
@@ -297,6 +299,12 @@ impl Identifiers for AgentRestoreJob {
         self.target
             .iter()
             .try_for_each(Identifiers::check_identifiers)?;
+        self.location.check_identifiers()
+    }
+}
+
+impl Identifiers for AgentCatalogJob {
+    fn check_identifiers(&self) -> Result<(), IdentError> {
         self.location.check_identifiers()
     }
 }

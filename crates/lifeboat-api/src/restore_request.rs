@@ -9,8 +9,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::backup_policy::AssetKind;
 use crate::common::{
-    Destination, PendingEvent, PodTemplateOverride, RestoreTarget, ValidationCheck,
+    Destination, PendingEvent, PodTemplateOverride, RestoreTarget, SecretKeyRef, ValidationCheck,
 };
 use crate::duration::Duration;
 
@@ -87,7 +88,9 @@ fn default_restore_timeout() -> Duration {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreSource {
-    /// The BackupPolicy whose backups are used (its name is also the backups' directory).
+    /// The BackupPolicy whose backups are used (its name is also the backups' directory). With
+    /// `location` set the policy need not exist: this only names the directory there, and the
+    /// operator reads the backups' catalog from the location itself.
     #[schemars(length(min = 1, max = 253))]
     pub policy: String,
     /// A backup id, or `latest` for the newest complete backup of each asset.
@@ -101,6 +104,10 @@ pub struct RestoreSource {
     /// Its backups must still be signed with this namespace's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Destination>,
+    /// The age identity of encrypted backups when no BackupPolicy names one (a rebuilt cluster);
+    /// the policy's `encryption.identitySecret` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<SecretKeyRef>,
     /// For legacy backups only (written before metadata was signed): accept metadata without a
     /// signature. Anyone who can write to the store can forge such a backup, so leave it off
     /// unless restoring a backup taken before the upgrade.
@@ -278,6 +285,9 @@ pub enum StepState {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedRestore {
     pub asset: String,
+    /// The asset's kind: from the policy, or (no policy) from the backup's verified metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<AssetKind>,
     pub backup_id: String,
     /// Snapshot time, size and checksum, when the operator knows the backup (the policy's latest
     /// good one); the agent verifies the checksum before it touches the target either way.

@@ -108,6 +108,7 @@ fn summary() -> impl Strategy<Value = TerminationMessage> {
                         location: Some(l),
                         ..ChecksReport::default()
                     }),
+                    catalog: None,
                 }
             },
         )
@@ -203,4 +204,54 @@ fn forty_checks_half_failing_keep_every_failure() {
     let shown_failed = back.summary.checks.iter().filter(|c| !c.passed).count();
     assert_eq!(shown_failed, 20, "{json}");
     assert_eq!(back.summary.checks.len() + report.omitted as usize, 40);
+}
+
+/// A catalog of many assets is cut to the limit, and what was left out is counted, so the
+/// operator never takes the rest for the whole backup set.
+#[test]
+fn a_catalog_too_large_for_the_limit_keeps_what_fits_and_counts_the_rest() {
+    use lifeboat_api::agent_result::{Catalog, CatalogEntry};
+    use lifeboat_api::backup_policy::AssetKind;
+    let t: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
+    let entries: Vec<CatalogEntry> = (0..40)
+        .map(|i| CatalogEntry {
+            asset: format!("asset-with-a-rather-long-name-{i:02}"),
+            kind: AssetKind::Postgres,
+            backup_id: format!("20261124T100000Z-123-{i:08x}"),
+            snapshot_time: t,
+            stored_bytes: 1 << 40,
+            encrypted: true,
+            verified: true,
+        })
+        .collect();
+    let m = TerminationMessage {
+        summary: AgentSummary {
+            version: SUMMARY_VERSION,
+            verb: Verb::Catalog,
+            ok: true,
+            asset: None,
+            backup_id: None,
+            started_at: t,
+            finished_at: t,
+            snapshot_time: None,
+            stored_bytes: None,
+            sha256: None,
+            error_class: None,
+            message: None,
+            checks: Vec::new(),
+            retention_refused: None,
+        },
+        checks_report: None,
+        catalog: Some(Catalog {
+            entries: entries.clone(),
+            omitted: 0,
+        }),
+    };
+    assert!(serde_json::to_string(&m).unwrap().len() > TERMINATION_MESSAGE_LIMIT);
+    let json = m.to_json().unwrap();
+    assert!(json.len() <= TERMINATION_MESSAGE_LIMIT, "{}", json.len());
+    let back = TerminationMessage::parse(&json).unwrap().catalog.unwrap();
+    assert!(!back.entries.is_empty());
+    assert_eq!(back.entries.len() + back.omitted as usize, 40);
+    assert_eq!(back.entries[..], entries[..back.entries.len()]);
 }

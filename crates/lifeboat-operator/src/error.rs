@@ -219,6 +219,59 @@ pub enum Problem {
     /// A Kubernetes-state asset reaches beyond what the platform team allows its namespace.
     #[error(transparent)]
     Scope(#[from] ScopeError),
+    /// The catalog Job that reads the backups at a RestoreRequest's location has not finished:
+    /// nothing is planned or touched before it verified them.
+    #[error("reading the backups at the location (Job {0})")]
+    ReadingCatalog(String),
+    /// The catalog Job failed: the location could not be read, holds no such backup, or its
+    /// metadata did not verify.
+    #[error("{message}")]
+    Catalog {
+        reason: CatalogFailure,
+        message: String,
+    },
+}
+
+/// Why the catalog at a location could not be read, from the agent's error class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatalogFailure {
+    /// The store refused or could not be reached (storage, credentials, timeout).
+    LocationUnreadable,
+    /// No complete backup (of the assets or id asked for) lies there.
+    NoBackupAtLocation,
+    /// A metadata there is unsigned, signed with another key, or lies where it does not say.
+    MetadataInvalid,
+    /// A Secret the Job mounts (the store's keys) does not exist.
+    SecretNotFound,
+    /// The Job ended without the agent's report, or with another class.
+    CatalogFailed,
+}
+
+impl CatalogFailure {
+    pub fn from_class(class: Option<lifeboat_api::agent_result::ErrorClass>) -> Self {
+        use lifeboat_api::agent_result::ErrorClass as C;
+        match class {
+            Some(C::Storage | C::Auth | C::SourceUnreachable | C::Timeout) => {
+                Self::LocationUnreadable
+            }
+            Some(C::NotFound) => Self::NoBackupAtLocation,
+            Some(C::Integrity) => Self::MetadataInvalid,
+            Some(C::SecretNotFound) => Self::SecretNotFound,
+            Some(C::Config | C::Validation | C::ToolFailed | C::OutOfScope) | None => {
+                Self::CatalogFailed
+            }
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::LocationUnreadable => "LocationUnreadable",
+            Self::NoBackupAtLocation => "NoBackupAtLocation",
+            Self::MetadataInvalid => "MetadataInvalid",
+            Self::SecretNotFound => "SecretNotFound",
+            Self::CatalogFailed => "CatalogFailed",
+        }
+    }
 }
 
 impl Problem {
@@ -237,6 +290,8 @@ impl Problem {
             Problem::StagingNamespaceForbidden => "StagingNamespaceForbidden",
             Problem::SigningKeyMissing(_) => "SigningKeyMissing",
             Problem::Scope(e) => e.reason(),
+            Problem::ReadingCatalog(_) => "ReadingCatalog",
+            Problem::Catalog { reason, .. } => reason.reason(),
         }
     }
 
@@ -252,6 +307,9 @@ impl Problem {
             | Problem::StagingTargetIsSource(_)
             | Problem::OutOfStagingScope { .. } => requeue::RESYNC,
             Problem::Plan(e) if e.needs_edit() => requeue::RESYNC,
+            // A finished catalog Job is not run again: only an edit (a new catalog) or a new
+            // request reads the location again.
+            Problem::Catalog { .. } => requeue::RESYNC,
             _ => requeue::PROBLEM,
         }
     }

@@ -53,8 +53,17 @@ fn finished(job: &Job) -> Option<(bool, Timestamp, String, String)> {
     ))
 }
 
-/// The agent's termination message and the container's terminated reason, from the newest pod.
-fn agent_report(pods: &[Pod]) -> (Option<TerminationMessage>, Option<String>) {
+/// The catalog a finished catalog Job's agent reported in its termination message.
+pub fn catalog(pods: &[Pod]) -> Option<lifeboat_api::agent_result::Catalog> {
+    terminated(pods)?
+        .message
+        .as_deref()
+        .and_then(TerminationMessage::parse)?
+        .catalog
+}
+
+/// The agent container's terminated state in the newest pod.
+fn terminated(pods: &[Pod]) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
     let mut newest: Option<(&Pod, Timestamp)> = None;
     for pod in pods {
         let started = pod
@@ -65,12 +74,17 @@ fn agent_report(pods: &[Pod]) -> (Option<TerminationMessage>, Option<String>) {
             newest = Some((pod, started));
         }
     }
-    let terminated = newest
+    newest
         .and_then(|(p, _)| p.status.as_ref())
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.name == AGENT_CONTAINER))
         .and_then(|c| c.state.as_ref())
-        .and_then(|s| s.terminated.as_ref());
+        .and_then(|s| s.terminated.as_ref())
+}
+
+/// The agent's termination message and the container's terminated reason, from the newest pod.
+fn agent_report(pods: &[Pod]) -> (Option<TerminationMessage>, Option<String>) {
+    let terminated = terminated(pods);
     let message = terminated
         .and_then(|t| t.message.as_deref())
         .and_then(TerminationMessage::parse);

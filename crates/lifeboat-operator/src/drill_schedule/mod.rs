@@ -360,6 +360,7 @@ fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
             policy: ds.spec.policy.clone(),
             backup_id: "latest".into(),
             location: None,
+            identity_secret: None,
             allow_unsigned: false,
         },
         assets: ds.spec.assets.clone(),

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::agent_job::{
-    AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
+    AgentCatalogJob, AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
 };
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
 use lifeboat_api::common::{Destination, SecretKeyRef, Target};
@@ -24,18 +24,81 @@ use crate::pod::AgentPod;
 /// The label value of the validation Job's "asset".
 pub const VALIDATION: &str = "validation";
 
-/// Where the backups are read from: the request's explicit location, else the policy's destination.
-pub fn location(rr: &RestoreRequest, policy: &BackupPolicy) -> Destination {
+/// The label value of the catalog Job's "asset".
+pub const CATALOG: &str = "catalog";
+
+/// What the catalog Job reads: the request's source (directory, id, location, trust) and
+/// assets. Its name carries a hash of it, so an edit of any of them (allowed until `execute`)
+/// reads a new catalog instead of applying a changed pod template to a Job that cannot change.
+pub fn catalog_document(rr: &RestoreRequest, location: Destination) -> Result<AgentCatalogJob> {
+    Ok(AgentCatalogJob {
+        namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
+        policy: rr.spec.source.policy.clone(),
+        backup_id: rr.spec.source.backup_id.clone(),
+        assets: rr.spec.assets.clone(),
+        location,
+        signing_key: Some(signing_key_ref()),
+        allow_unsigned: rr.spec.source.allow_unsigned,
+    })
+}
+
+/// The catalog Job's name for `doc`.
+pub fn catalog_job_name(rr: &RestoreRequest, doc: &AgentCatalogJob) -> Result<String> {
+    let hash = names::short_hash(&serde_json::to_string(doc)?, 4);
+    Ok(names::bounded_name(
+        &[&rr.name_any(), CATALOG, &hash],
+        names::NAME_MAX,
+    ))
+}
+
+/// The Job that reads the catalog at the request's location: mounted exactly as a restore Job
+/// of that location is (the store's keys, the namespace's signing key), so the operator itself
+/// never holds the store's credentials.
+pub fn catalog_job(rr: &RestoreRequest, location: Destination, agent: &AgentConfig) -> Result<Job> {
+    let doc = catalog_document(rr, location)?;
+    let mut secrets = location_secrets(&doc.location);
+    secrets.push(signing_key_ref());
+    job(
+        rr,
+        &catalog_job_name(rr, &doc)?,
+        CATALOG,
+        Role::Catalog,
+        serde_json::to_string(&doc)?,
+        secrets,
+        &doc.location,
+        agent,
+        None,
+    )
+}
+
+/// Where the backups are read from: the request's explicit location, else the policy's
+/// destination (without either there is nothing to read: the policy is missing).
+pub fn location(rr: &RestoreRequest, policy: Option<&BackupPolicy>) -> Result<Destination> {
     rr.spec
         .source
         .location
         .clone()
-        .unwrap_or_else(|| policy.spec.destination.clone())
+        .or_else(|| policy.map(|p| p.spec.destination.clone()))
+        .ok_or_else(|| {
+            Error::Problem(Problem::PolicyNotFound {
+                policy: rr.spec.source.policy.clone(),
+                namespace: rr.namespace().unwrap_or_default(),
+            })
+        })
+}
+
+/// The age identity of encrypted backups: the request's own, else the policy's.
+fn identity(rr: &RestoreRequest, policy: Option<&BackupPolicy>) -> Option<SecretKeyRef> {
+    rr.spec.source.identity_secret.clone().or_else(|| {
+        policy
+            .and_then(|p| p.spec.encryption.as_ref())
+            .and_then(|e| e.identity_secret.clone())
+    })
 }
 
 pub fn restore_document(
     rr: &RestoreRequest,
-    policy: &BackupPolicy,
+    policy: Option<&BackupPolicy>,
     step: &Step,
 ) -> Result<AgentRestoreJob> {
     Ok(AgentRestoreJob {
@@ -44,13 +107,9 @@ pub fn restore_document(
         backup_id: step.backup_id.clone(),
         asset: step.asset.clone(),
         target: step.target.clone(),
-        location: location(rr, policy),
+        location: location(rr, policy)?,
         options: rr.spec.options.clone(),
-        identity_secret: policy
-            .spec
-            .encryption
-            .as_ref()
-            .and_then(|e| e.identity_secret.clone()),
+        identity_secret: identity(rr, policy),
         signing_key: Some(signing_key_ref()),
         allow_unsigned: rr.spec.source.allow_unsigned,
         kubernetes_state_scope: step.scope.clone(),
@@ -59,7 +118,7 @@ pub fn restore_document(
 
 pub fn restore_job(
     rr: &RestoreRequest,
-    policy: &BackupPolicy,
+    policy: Option<&BackupPolicy>,
     step: &Step,
     agent: &AgentConfig,
 ) -> Result<Job> {
@@ -93,7 +152,7 @@ pub fn safety_job(
     agent: &AgentConfig,
 ) -> Result<Job> {
     let asset = safety_asset(&step.asset, step.target.as_ref()).map_err(Problem::Plan)?;
-    let location = location(rr, policy);
+    let location = location(rr, Some(policy))?;
     let doc = AgentJob {
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
         policy: safety_policy(&rr.spec.source.policy),
@@ -143,17 +202,13 @@ pub fn rollback_job(
         asset,
         // The safety asset's source *is* the target.
         target: None,
-        location: location(rr, policy),
+        location: location(rr, Some(policy))?,
         options: RestoreOptions {
             // What the failed restore created must go, whatever the request asked.
             clean: true,
             ..rr.spec.options.clone()
         },
-        identity_secret: policy
-            .spec
-            .encryption
-            .as_ref()
-            .and_then(|e| e.identity_secret.clone()),
+        identity_secret: identity(rr, Some(policy)),
         // The safety backup was signed moments ago by this namespace's key.
         signing_key: Some(signing_key_ref()),
         allow_unsigned: false,
@@ -180,6 +235,7 @@ pub fn rollback_job(
 /// What a Job of a RestoreRequest does: its agent verb and its `lifeboat.dev/role` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
+    Catalog,
     SafetyBackup,
     Restore,
     Validate,
@@ -189,6 +245,7 @@ enum Role {
 impl Role {
     fn label(self) -> &'static str {
         match self {
+            Role::Catalog => "catalog",
             Role::SafetyBackup => "safety-backup",
             Role::Restore => "restore",
             Role::Validate => "validate",
@@ -198,6 +255,7 @@ impl Role {
 
     fn args(self) -> Vec<String> {
         let args: &[&str] = match self {
+            Role::Catalog => &["catalog"],
             Role::SafetyBackup => &["backup"],
             Role::Restore | Role::Rollback => &["restore", "--execute"],
             Role::Validate => &["validate", "--execute"],
@@ -208,7 +266,7 @@ impl Role {
 
 pub fn validate_job(
     rr: &RestoreRequest,
-    policy: &BackupPolicy,
+    policy: Option<&BackupPolicy>,
     steps: &[Step],
     agent: &AgentConfig,
 ) -> Result<Job> {
@@ -386,6 +444,7 @@ mod tests {
             backup_id: "20261124T100000Z".into(),
             target,
             planned: PlannedRestore {
+                kind: None,
                 asset: "assets".into(),
                 backup_id: "20261124T100000Z".into(),
                 snapshot_time: None,
@@ -443,7 +502,13 @@ mod tests {
 
     #[test]
     fn a_bucket_restore_into_its_source_mounts_its_keys_the_backups_and_the_identity() {
-        let job = restore_job(&request(), &policy(), &step(None), &AgentConfig::default()).unwrap();
+        let job = restore_job(
+            &request(),
+            Some(&policy()),
+            &step(None),
+            &AgentConfig::default(),
+        )
+        .unwrap();
         let s3 = vec![
             "AWS_ACCESS_KEY_ID".to_owned(),
             "AWS_SECRET_ACCESS_KEY".to_owned(),
@@ -481,7 +546,7 @@ mod tests {
         .unwrap();
         let job = restore_job(
             &request(),
-            &policy(),
+            Some(&policy()),
             &step(Some(target)),
             &AgentConfig::default(),
         )
@@ -496,7 +561,7 @@ mod tests {
     fn validation_reads_no_backup_and_mounts_no_identity() {
         let job = validate_job(
             &request(),
-            &policy(),
+            Some(&policy()),
             &[step(None)],
             &AgentConfig::default(),
         )
@@ -530,7 +595,7 @@ mod tests {
         }
         // It reaches the restore itself.
         let doc: AgentRestoreJob = serde_json::from_str(&document(
-            &restore_job(&rr, &policy(), &step(None), &AgentConfig::default()).unwrap(),
+            &restore_job(&rr, Some(&policy()), &step(None), &AgentConfig::default()).unwrap(),
         ))
         .unwrap();
         assert!(doc.allow_unsigned);
@@ -545,7 +610,8 @@ mod tests {
                 "caSecret": {"name": "internal-ca", "key": "ca.crt"}}}))
             .unwrap(),
         ];
-        let job = validate_job(&rr, &policy(), &[step(None)], &AgentConfig::default()).unwrap();
+        let job =
+            validate_job(&rr, Some(&policy()), &[step(None)], &AgentConfig::default()).unwrap();
         assert_eq!(mounted(&job)["internal-ca"], ["ca.crt"]);
     }
 
@@ -560,7 +626,7 @@ mod tests {
             serde_json::from_value(json!({"name": "objects", "kubernetesState": {}})).unwrap();
         state.scope = Some(KubernetesStateScope::own("prod"));
         let pod = |s: &Step| {
-            restore_job(&rr, &policy(), s, &AgentConfig::default())
+            restore_job(&rr, Some(&policy()), s, &AgentConfig::default())
                 .unwrap()
                 .spec
                 .unwrap()
@@ -568,7 +634,7 @@ mod tests {
                 .spec
                 .unwrap()
         };
-        let job = restore_job(&rr, &policy(), &state, &AgentConfig::default()).unwrap();
+        let job = restore_job(&rr, Some(&policy()), &state, &AgentConfig::default()).unwrap();
         let doc: AgentRestoreJob = serde_json::from_str(&document(&job)).unwrap();
         assert_eq!(
             doc.kubernetes_state_scope,
@@ -588,7 +654,7 @@ mod tests {
     fn only_a_kubernetes_state_restore_gets_an_api_token() {
         let policy = policy();
         let token = |s: &Step| {
-            restore_job(&request(), &policy, s, &AgentConfig::default())
+            restore_job(&request(), Some(&policy), s, &AgentConfig::default())
                 .unwrap()
                 .spec
                 .unwrap()

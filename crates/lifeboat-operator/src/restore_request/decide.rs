@@ -206,7 +206,9 @@ pub fn events(
     problem: Option<&Problem>,
 ) -> Vec<PendingEvent> {
     let mut out = Vec::new();
+    // Reading the catalog is progress, not a problem to warn about.
     if let Some(p) = problem
+        && !matches!(p, Problem::ReadingCatalog(_))
         && let Some(e) = problem_event(&old.conditions, &new.conditions, p, "Plan")
     {
         out.push(e);

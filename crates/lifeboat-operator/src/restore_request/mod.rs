@@ -30,7 +30,7 @@ use tracing::instrument;
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
 use crate::controller;
-use crate::error::{Error, Problem, Result};
+use crate::error::{CatalogFailure, Error, Problem, Result};
 use crate::jobs::{JobOutcome, outcome};
 use crate::kubestate::{self, Access};
 use decide::{Decision, Observed};
@@ -69,6 +69,8 @@ pub use controller::error_policy;
 #[derive(Default)]
 struct Found {
     policy: Option<BackupPolicy>,
+    /// The catalog Job to apply (a location to read, and no catalog yet).
+    catalog_job: Option<Job>,
     /// The namespace's signing key Secret to apply before a Job (when it is missing or stale).
     signing_key: Option<Secret>,
 }
@@ -87,22 +89,40 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
     }
     let ns = rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     let policy_name = &rr.spec.source.policy;
-    let Some(policy) = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
+    let policy = Api::<BackupPolicy>::namespaced(ctx.client.clone(), &ns)
         .get_opt(policy_name)
         .await
-        .map_err(Error::get::<BackupPolicy>(policy_name))?
-    else {
-        seen.plan = Err(Problem::PolicyNotFound {
-            policy: policy_name.clone(),
-            namespace: ns,
-        });
-        return Ok((seen, found));
+        .map_err(Error::get::<BackupPolicy>(policy_name))?;
+    let resolved = match (&rr.spec.source.location, &policy) {
+        // A location is read, whether or not a policy exists: the policy's status describes its
+        // own destination, and a rebuilt cluster has neither.
+        (Some(location), _) => {
+            let read = match plan::executing_catalog(rr) {
+                Some(pinned) => Ok(pinned),
+                None => catalog(rr, ctx, &ns, location.clone(), &mut found).await?,
+            };
+            match read {
+                Ok(catalog) => plan::from_catalog(rr, policy.as_ref(), &catalog),
+                Err(problem) => {
+                    seen.plan = Err(problem);
+                    return Ok((seen, found));
+                }
+            }
+        }
+        (None, Some(policy)) => plan::resolve(rr, policy),
+        (None, None) => {
+            seen.plan = Err(Problem::PolicyNotFound {
+                policy: policy_name.clone(),
+                namespace: ns,
+            });
+            return Ok((seen, found));
+        }
     };
-    seen.plan = match plan::resolve(rr, &policy) {
+    seen.plan = match resolved {
         Ok(steps) => scoped(ctx, &ns, steps).await?,
         Err(e) => Err(e.into()),
     };
-    found.policy = Some(policy);
+    found.policy = policy;
     if !rr.spec.execute || seen.plan.is_err() {
         return Ok((seen, found));
     }
@@ -121,7 +141,63 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
     Ok((seen, found))
 }
 
-/// Where each Kubernetes-state step may write, from the platform team's Namespace labels: a
+/// The catalog at `location`, read by the request's catalog Job: the catalog once it finished
+/// well, else why there is none yet (the Job to apply is left in `found`) or none at all. The
+/// Job mounts the namespace's signing key, which must exist first.
+async fn catalog(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    location: lifeboat_api::common::Destination,
+    found: &mut Found,
+) -> Result<std::result::Result<lifeboat_api::agent_result::Catalog, Problem>> {
+    let job = children::catalog_job(rr, location, &ctx.agent)?;
+    let name = job.name_any();
+    let existing = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&name)
+        .await
+        .map_err(Error::get::<Job>(&name))?
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == rr.uid().as_ref())
+        });
+    let Some(existing) = existing else {
+        match crate::signing_key::desired(ctx, ns).await {
+            Ok(secret) => found.signing_key = secret,
+            Err(Error::Problem(p)) => return Ok(Err(p)),
+            Err(e) => return Err(e),
+        }
+        found.catalog_job = Some(job);
+        return Ok(Err(Problem::ReadingCatalog(name)));
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await
+        .map_err(Error::list::<Pod>())?
+        .items;
+    let Some(outcome) = outcome(&existing, &pods) else {
+        return Ok(Err(Problem::ReadingCatalog(name)));
+    };
+    Ok(match (outcome.result, crate::jobs::catalog(&pods)) {
+        (Ok(_), Some(catalog)) => Ok(catalog),
+        (Ok(_), None) => Err(Problem::Catalog {
+            reason: CatalogFailure::CatalogFailed,
+            message: format!("catalog Job {name} completed without reporting a catalog"),
+        }),
+        (Err(failure), _) => Err(Problem::Catalog {
+            reason: CatalogFailure::from_class(
+                lifeboat_api::agent_result::ErrorClass::from_reason(&failure.reason),
+            ),
+            message: format!(
+                "catalog Job {name}: {}: {}; fix it and create a new RestoreRequest (or edit this one)",
+                failure.reason, failure.message
+            ),
+        }),
+    })
+}
+
+/// Where each Kubernetes-state Job may write, from the platform team's Namespace labels: a
 /// step reaching beyond it stops the request before any Job runs.
 async fn scoped(
     ctx: &Context,
@@ -202,13 +278,31 @@ async fn apply_children(
         // What a withdrawn label no longer allows goes, even though nothing runs.
         kubestate::revoke_withdrawn(&ctx.client, Access::Restore, &ns).await?;
     }
-    let (Ok(steps), Some(policy)) = (&seen.plan, &found.policy) else {
+    if let Some(job) = &found.catalog_job {
+        if let Some(secret) = &found.signing_key {
+            crate::signing_key::apply(ctx, secret).await?;
+        }
+        apply_job(ctx, &ns, job).await?;
+        return Ok(None);
+    }
+    let Ok(steps) = &seen.plan else {
         return Ok(None);
     };
-    let job = match &decision.next {
-        Next::SafetyBackup(i) => children::safety_job(rr, policy, &steps[*i], &ctx.agent)?,
-        Next::Rollback(i, id) => children::rollback_job(rr, policy, &steps[*i], id, &ctx.agent)?,
-        Next::Restore(i) => {
+    let policy = found.policy.as_ref();
+    let job = match (&decision.next, policy) {
+        (Next::SafetyBackup(i), Some(policy)) => {
+            children::safety_job(rr, policy, &steps[*i], &ctx.agent)?
+        }
+        (Next::Rollback(i, id), Some(policy)) => {
+            children::rollback_job(rr, policy, &steps[*i], id, &ctx.agent)?
+        }
+        // The plan refuses a rollback without its policy (plan::from_catalog).
+        (Next::SafetyBackup(_) | Next::Rollback(..), None) => {
+            return Ok(Some(Problem::Plan(plan::PlanError::RollbackWithoutPolicy(
+                rr.spec.source.policy.clone(),
+            ))));
+        }
+        (Next::Restore(i), _) => {
             if let Some(scope) = &steps[*i].scope {
                 let granted = kubestate::grant(
                     &ctx.client,
@@ -226,22 +320,27 @@ async fn apply_children(
             }
             children::restore_job(rr, policy, &steps[*i], &ctx.agent)?
         }
-        Next::Validate => children::validate_job(rr, policy, steps, &ctx.agent)?,
-        Next::Wait | Next::Done => return Ok(None),
+        (Next::Validate, _) => children::validate_job(rr, policy, steps, &ctx.agent)?,
+        (Next::Wait | Next::Done, _) => return Ok(None),
     };
     if let Some(secret) = &found.signing_key {
         crate::signing_key::apply(ctx, secret).await?;
     }
+    apply_job(ctx, &ns, &job).await?;
+    Ok(None)
+}
+
+async fn apply_job(ctx: &Context, ns: &str, job: &Job) -> Result<()> {
     let name = job.name_any();
-    Api::<Job>::namespaced(ctx.client.clone(), &ns)
+    Api::<Job>::namespaced(ctx.client.clone(), ns)
         .patch(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&job),
+            &Patch::Apply(job),
         )
         .await
         .map_err(Error::apply::<Job>(&name))?;
-    Ok(None)
+    Ok(())
 }
 
 /// What the written status owes: its Events, then (finished) the request's deletion once its

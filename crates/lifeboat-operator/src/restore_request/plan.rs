@@ -1,12 +1,16 @@
-//! Resolving what a RestoreRequest restores: which assets, which backup of each (`latest` comes
-//! from the policy's own record of its newest good backups), and where to. Pure.
+//! Resolving what a RestoreRequest restores: which assets, which backup of each, and where to.
+//! Pure. Without `source.location`, `latest` comes from the policy's own record of its newest
+//! good backups ([`resolve`]); with it, from the catalog a Job read at that location
+//! ([`from_catalog`]), which needs no BackupPolicy at all: a rebuilt cluster has none.
 
 use lifeboat_api::agent_job::KubernetesStateScope;
+use lifeboat_api::agent_result::{Catalog, CatalogEntry};
 use lifeboat_api::backup_policy::{
-    Asset, AssetSource, ObjectStorageAsset, PostgresAsset, RedisAsset,
+    Asset, AssetKind, AssetSource, KubernetesStateAsset, ObjectStorageAsset, PostgresAsset,
+    RedisAsset,
 };
 use lifeboat_api::common::{RestoreTarget, Target};
-use lifeboat_api::restore_request::PlannedRestore;
+use lifeboat_api::restore_request::{PlannedRestore, RestorePhase};
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
 /// One asset's restore.
@@ -30,6 +34,30 @@ pub enum PlanError {
     NoBackupYet(String),
     #[error("check {0:?} refers to asset {1:?}, which this request does not restore")]
     UnknownCheckAsset(String, String),
+    #[error("asset {0:?}: no complete backup of it at the location")]
+    NoBackupAtLocation(String),
+    #[error(
+        "the location holds more assets than one catalog reports ({0} left out): name the assets to restore in spec.assets"
+    )]
+    CatalogTooLarge(u32),
+    #[error(
+        "asset {0:?} is {1} in its backup's metadata and {2} in BackupPolicy {3:?}: not the same asset"
+    )]
+    KindMismatch(String, &'static str, &'static str, String),
+    #[error(
+        "asset {0:?} ({1}): no BackupPolicy defines it here, so say where it goes with a target of that kind in spec.targets"
+    )]
+    TargetRequired(String, &'static str),
+    #[error("asset {0:?}: its target is not {1}, the kind of its backup")]
+    TargetKind(String, &'static str),
+    #[error(
+        "rollbackOnFailure needs BackupPolicy {0:?} (its compression and encryption for the safety backups), which does not exist here: restore without rollback"
+    )]
+    RollbackWithoutPolicy(String),
+    #[error(
+        "asset {0:?}: its backup is encrypted and no identity is named: set source.identitySecret"
+    )]
+    IdentityRequired(String),
     #[error(
         "asset {0:?}: rollbackOnFailure needs a safety backup of the target, which Lifeboat does not take for {1} assets; restore without rollback or leave this asset out"
     )]
@@ -40,14 +68,25 @@ impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
             PlanError::UnknownAsset(..) | PlanError::UnknownCheckAsset(..) => "InvalidSpec",
-            PlanError::RollbackUnsupported(..) => "RollbackUnsupported",
+            PlanError::RollbackUnsupported(..) | PlanError::RollbackWithoutPolicy(_) => {
+                "RollbackUnsupported"
+            }
             PlanError::NoBackupYet(_) => "NoBackupYet",
+            PlanError::NoBackupAtLocation(_) => "NoBackupAtLocation",
+            PlanError::CatalogTooLarge(_) => "CatalogTooLarge",
+            PlanError::KindMismatch(..) => "MetadataInvalid",
+            PlanError::TargetRequired(..) => "TargetRequired",
+            PlanError::TargetKind(..) => "InvalidSpec",
+            PlanError::IdentityRequired(_) => "IdentityRequired",
         }
     }
 
     /// Whether only an edit of the request cures it (a backup may still appear for the others).
     pub fn needs_edit(&self) -> bool {
-        !matches!(self, PlanError::NoBackupYet(_))
+        !matches!(
+            self,
+            PlanError::NoBackupYet(_) | PlanError::KindMismatch(..)
+        )
     }
 }
 
@@ -89,6 +128,7 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
         steps.push(Step {
             planned: PlannedRestore {
                 asset: name.clone(),
+                kind: Some(asset.kind()),
                 backup_id: backup_id.clone(),
                 snapshot_time: known.as_ref().map(|k| k.snapshot_time.clone()),
                 stored_bytes: known.as_ref().map(|k| k.stored_bytes),
@@ -106,7 +146,13 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
             scope: None,
         });
     }
-    for check in &spec.validation.checks {
+    checked(rr, &names)?;
+    Ok(steps)
+}
+
+/// Every check refers to an asset the request restores.
+fn checked(rr: &RestoreRequest, names: &[String]) -> Result<(), PlanError> {
+    for check in &rr.spec.validation.checks {
         let asset = check
             .sql
             .as_ref()
@@ -121,7 +167,175 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
             ));
         }
     }
+    Ok(())
+}
+
+/// The ordered steps of `rr` from the `catalog` a Job read at `source.location`: each asset's
+/// backup is the one the catalog chose (its metadata verified there), so no policy status is
+/// needed. An asset is the policy's when a policy of that name exists here (its kind must be
+/// the one its metadata records); else it is made from the request's target of the backup's
+/// kind. The target is never taken from the metadata's `source`: that names a host of the lost
+/// cluster and no credentials, and restoring over whatever answers at that name in a new
+/// cluster is not a guess Lifeboat makes. A Kubernetes-state asset needs no target (its
+/// objects go back to their namespaces, or `namespaceMapping`'s), and restores first: the data
+/// assets go into what it recreated, then the checks run.
+pub fn from_catalog(
+    rr: &RestoreRequest,
+    policy: Option<&BackupPolicy>,
+    catalog: &Catalog,
+) -> Result<Vec<Step>, PlanError> {
+    if catalog.omitted > 0 {
+        return Err(PlanError::CatalogTooLarge(catalog.omitted));
+    }
+    let spec = &rr.spec;
+    if spec.rollback_on_failure && policy.is_none() {
+        // Safety backups are written with the policy's compression and encryption: without
+        // it they would lie unencrypted beside encrypted backups.
+        return Err(PlanError::RollbackWithoutPolicy(spec.source.policy.clone()));
+    }
+    let names: Vec<String> = if spec.assets.is_empty() {
+        catalog.entries.iter().map(|e| e.asset.clone()).collect()
+    } else {
+        spec.assets.clone()
+    };
+    let identity = spec.source.identity_secret.is_some()
+        || policy.is_some_and(|p| {
+            p.spec
+                .encryption
+                .as_ref()
+                .is_some_and(|e| e.identity_secret.is_some())
+        });
+    let mut steps = Vec::new();
+    for name in &names {
+        let entry = catalog
+            .entries
+            .iter()
+            .find(|e| &e.asset == name)
+            .ok_or_else(|| PlanError::NoBackupAtLocation(name.clone()))?;
+        let target = spec.targets.iter().find(|t| &t.asset == name).cloned();
+        let asset = catalog_asset(rr, policy, entry, target.as_ref())?;
+        if entry.encrypted && !identity {
+            return Err(PlanError::IdentityRequired(name.clone()));
+        }
+        if spec.rollback_on_failure {
+            safety_asset(&asset, target.as_ref())?;
+        }
+        steps.push(Step {
+            planned: PlannedRestore {
+                asset: name.clone(),
+                kind: Some(entry.kind),
+                backup_id: entry.backup_id.clone(),
+                snapshot_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    entry.snapshot_time,
+                )),
+                stored_bytes: Some(entry.stored_bytes),
+                sha256: None,
+                target: describe_target(&asset, target.as_ref()),
+                state: None,
+                duration_seconds: None,
+                safety_backup: None,
+                safety_backup_id: None,
+                rollback: None,
+            },
+            asset,
+            backup_id: entry.backup_id.clone(),
+            target,
+            scope: None,
+        });
+    }
+    // Kubernetes state first; the rest keep their order (a stable sort).
+    steps.sort_by_key(|s| s.asset.kind() != AssetKind::KubernetesState);
+    checked(rr, &names)?;
     Ok(steps)
+}
+
+/// The catalog an executing request already planned from, as its status records it: once a
+/// step may have run, the backups restored are those of the plan, never those of a catalog read
+/// again (a newer backup taken meanwhile, or the catalog Job's pod gone). `None` before.
+pub fn executing_catalog(rr: &RestoreRequest) -> Option<Catalog> {
+    let status = rr.status.as_ref()?;
+    let executing = status.phase > RestorePhase::Planned;
+    if !rr.spec.execute || !executing || status.plan.is_empty() {
+        return None;
+    }
+    let entries = status
+        .plan
+        .iter()
+        .map(|p| {
+            Some(CatalogEntry {
+                asset: p.asset.clone(),
+                kind: p.kind?,
+                backup_id: p.backup_id.clone(),
+                snapshot_time: p.snapshot_time.as_ref()?.0,
+                stored_bytes: p.stored_bytes?,
+                // Checked when the plan was made; the spec has been frozen since.
+                encrypted: false,
+                verified: false,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Catalog {
+        entries,
+        omitted: 0,
+    })
+}
+
+/// The asset a catalog entry restores: the policy's, or one made from the request's target.
+fn catalog_asset(
+    rr: &RestoreRequest,
+    policy: Option<&BackupPolicy>,
+    entry: &CatalogEntry,
+    target: Option<&RestoreTarget>,
+) -> Result<Asset, PlanError> {
+    let name = &entry.asset;
+    if let Some(p) = policy
+        && let Some(asset) = p.spec.assets.iter().find(|a| &a.name == name)
+    {
+        if asset.kind() != entry.kind {
+            return Err(PlanError::KindMismatch(
+                name.clone(),
+                entry.kind.as_str(),
+                asset.kind().as_str(),
+                p.metadata.name.clone().unwrap_or_default(),
+            ));
+        }
+        return Ok(asset.clone());
+    }
+    let kind = entry.kind.as_str();
+    let source = match (entry.kind, target.map(|t| &t.to)) {
+        (AssetKind::KubernetesState, None | Some(Target::KubernetesState(_))) => {
+            // Held to the request's own namespace: the operator cannot see what the dump holds,
+            // and the agent refuses a dump reaching beyond the scope before applying anything.
+            AssetSource::KubernetesState(KubernetesStateAsset {
+                namespaces: rr.metadata.namespace.iter().cloned().collect(),
+                ..KubernetesStateAsset::default()
+            })
+        }
+        (_, None) => return Err(PlanError::TargetRequired(name.clone(), kind)),
+        (AssetKind::Postgres, Some(Target::Postgres(pg))) => AssetSource::Postgres(PostgresAsset {
+            connection: pg.connection.clone(),
+            databases: pg.database.iter().cloned().collect(),
+            dump_options: Default::default(),
+            allow_empty: false,
+        }),
+        (AssetKind::Redis, Some(Target::Redis(r))) => AssetSource::Redis(RedisAsset {
+            connection: r.connection.clone(),
+            data_dir: r.data_dir.clone(),
+            allow_empty: false,
+        }),
+        (AssetKind::ObjectStorage, Some(Target::ObjectStorage(s3))) => {
+            AssetSource::ObjectStorage(ObjectStorageAsset {
+                source: s3.clone(),
+                allow_empty: false,
+            })
+        }
+        (_, Some(_)) => return Err(PlanError::TargetKind(name.clone(), kind)),
+    };
+    Ok(Asset {
+        name: name.clone(),
+        source,
+        canary: false,
+    })
 }
 
 /// The directory of a policy's safety backups: `_` cannot appear in a Kubernetes name, so it
@@ -266,6 +480,158 @@ mod tests {
         };
         assert!(own.allow_empty);
         assert_eq!(own.connection, source.connection);
+    }
+
+    fn entry(asset: &str, kind: AssetKind, encrypted: bool) -> CatalogEntry {
+        CatalogEntry {
+            asset: asset.into(),
+            kind,
+            backup_id: format!("20261124T100000Z-123-{asset}"),
+            snapshot_time: "2026-11-24T10:00:00Z".parse().unwrap(),
+            stored_bytes: 2048,
+            encrypted,
+            verified: false,
+        }
+    }
+
+    fn request(spec: serde_json::Value) -> RestoreRequest {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "back", "namespace": "shop", "uid": "r-1"},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn location() -> serde_json::Value {
+        serde_json::json!({"s3": {"endpoint": "http://s3:9000", "bucket": "backups",
+            "credentialsSecret": {"name": "s3-creds"}}})
+    }
+
+    #[test]
+    fn without_a_policy_kubernetes_state_restores_first_and_data_goes_into_its_targets() {
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "postgres": {"host": "db-new", "user": "restore", "database": "orders"}}]
+        }));
+        let catalog = Catalog {
+            entries: vec![
+                entry("orders", AssetKind::Postgres, false),
+                entry("state", AssetKind::KubernetesState, false),
+            ],
+            omitted: 0,
+        };
+        let steps = from_catalog(&rr, None, &catalog).unwrap();
+        let order: Vec<&str> = steps.iter().map(|s| s.asset.name.as_str()).collect();
+        assert_eq!(order, ["state", "orders"]);
+        let AssetSource::KubernetesState(state) = &steps[0].asset.source else {
+            panic!("{:?}", steps[0].asset)
+        };
+        assert_eq!(
+            state.namespaces,
+            ["shop"],
+            "held to the request's namespace"
+        );
+        assert!(!state.include_cluster_resources);
+        let AssetSource::Postgres(pg) = &steps[1].asset.source else {
+            panic!("{:?}", steps[1].asset)
+        };
+        assert_eq!(pg.connection.host, "db-new");
+        let planned = &steps[1].planned;
+        assert_eq!(planned.kind, Some(AssetKind::Postgres));
+        assert_eq!(planned.backup_id, "20261124T100000Z-123-orders");
+        assert_eq!(planned.stored_bytes, Some(2048));
+        assert!(planned.snapshot_time.is_some());
+    }
+
+    #[test]
+    fn without_a_policy_what_cannot_be_resolved_is_refused_with_a_reason() {
+        let data = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, false)],
+            omitted: 0,
+        };
+        // No target for a data asset: the metadata names the lost cluster's host, never used.
+        let rr = request(serde_json::json!({"source": {"policy": "shop", "location": location()}}));
+        let e = from_catalog(&rr, None, &data).unwrap_err();
+        assert_eq!(e.reason(), "TargetRequired", "{e}");
+        // A target of another kind.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "redis": {"host": "cache"}}]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "InvalidSpec"
+        );
+        // Encrypted, and no identity named.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()},
+            "targets": [{"asset": "orders", "postgres": {"host": "db", "user": "u"}}]
+        }));
+        let encrypted = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, true)],
+            omitted: 0,
+        };
+        assert_eq!(
+            from_catalog(&rr, None, &encrypted).unwrap_err().reason(),
+            "IdentityRequired"
+        );
+        // A catalog cut to fit its termination message is not the whole set.
+        let cut = Catalog {
+            entries: data.entries.clone(),
+            omitted: 3,
+        };
+        assert_eq!(
+            from_catalog(&rr, None, &cut).unwrap_err().reason(),
+            "CatalogTooLarge"
+        );
+        // An asset asked for that the location does not hold.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()}, "assets": ["sessions"]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "NoBackupAtLocation"
+        );
+        // Rollback writes safety backups with the policy's settings: none here.
+        let rr = request(serde_json::json!({
+            "source": {"policy": "shop", "location": location()}, "rollbackOnFailure": true,
+            "targets": [{"asset": "orders", "postgres": {"host": "db", "user": "u"}}]
+        }));
+        assert_eq!(
+            from_catalog(&rr, None, &data).unwrap_err().reason(),
+            "RollbackUnsupported"
+        );
+    }
+
+    #[test]
+    fn with_a_policy_its_asset_is_used_and_must_be_the_kind_the_metadata_records() {
+        let policy: BackupPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "shop", "namespace": "shop"},
+            "spec": {"schedule": "@daily",
+                "assets": [{"name": "orders", "redis": {"host": "cache", "dataDir": "/data"}}],
+                "retention": {"keepLast": 7},
+                "destination": {"volume": {"claimName": "backups"}}}
+        }))
+        .unwrap();
+        let rr = request(serde_json::json!({"source": {"policy": "shop", "location": location()}}));
+        let postgres = Catalog {
+            entries: vec![entry("orders", AssetKind::Postgres, false)],
+            omitted: 0,
+        };
+        assert_eq!(
+            from_catalog(&rr, Some(&policy), &postgres)
+                .unwrap_err()
+                .reason(),
+            "MetadataInvalid"
+        );
+        let redis = Catalog {
+            entries: vec![entry("orders", AssetKind::Redis, false)],
+            omitted: 0,
+        };
+        let steps = from_catalog(&rr, Some(&policy), &redis).unwrap();
+        assert_eq!(steps[0].asset, policy.spec.assets[0]);
     }
 
     #[test]

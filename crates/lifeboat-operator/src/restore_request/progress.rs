@@ -374,6 +374,7 @@ mod tests {
             backup_id: "20261124T090000Z".into(),
             target: None,
             planned: PlannedRestore {
+                kind: None,
                 asset: name.into(),
                 backup_id: "20261124T090000Z".into(),
                 snapshot_time: None,
