@@ -641,7 +641,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
             "createDatabase": true}}]},
         "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
                                     "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
-        "objectives": {"rto": "30m", "rpo": "15m"}
+        "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}
     }});
     let api = h.api::<DrillSchedule>();
     api.patch(

@@ -48,7 +48,7 @@ fn drill_spec() -> Value {
             {"asset": "sessions", "redis": {"host": "staging-cache"}}
         ]},
         "validation": {"checks": [{"name": "orders-present", "sql": {"asset": "orders-db", "query": "SELECT 1", "expect": "1"}}]},
-        "objectives": {"rto": "30m", "rpo": "15m"}
+        "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}
     })
 }
 
@@ -329,11 +329,11 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
     let rto = run.rto_seconds.unwrap();
     assert!(rto > 0.0 && rto < 300.0, "rto {rto}");
     assert_eq!(
-        run.rpo_seconds,
-        Some(0.0),
-        "the fresh backup was taken after the simulated disaster"
+        (run.rpo_seconds, run.rpo.as_deref()),
+        (None, None),
+        "a Fresh drill's backup is taken at the simulated disaster: it measures no RPO"
     );
-    assert!(run.rto_met && run.rpo_met);
+    assert!(run.rto_met && !run.rpo_met);
     assert_eq!(run.checks.len(), 2);
     let canary_rpo = run.rpo_canary_seconds.expect("measured from the marker");
     assert!((canary_rpo - 30.0).abs() < 0.01, "canary RPO {canary_rpo}");
@@ -344,15 +344,15 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_measures_rto_and_r
         status.last_drill_now_token.as_deref(),
         Some("audit-2026-q4")
     );
-    for (type_, reason) in [
-        (types::READY, "DrillPassed"),
-        (types::RTO_MET, "WithinObjective"),
-        (types::RPO_MET, "WithinObjective"),
+    for (type_, status_, reason) in [
+        (types::READY, "True", "DrillPassed"),
+        (types::RTO_MET, "True", "WithinObjective"),
+        (types::RPO_MET, "Unknown", "RPONotMeasured"),
     ] {
         let c = find(&status.conditions, type_).unwrap();
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
-            ("True", reason),
+            (status_, reason),
             "{type_}"
         );
     }

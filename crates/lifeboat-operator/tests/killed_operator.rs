@@ -192,7 +192,7 @@ async fn killed_in_every_phase_of_a_drill_the_operator_converges_without_duplica
             {"asset": "sessions", "redis": {"host": "staging-cache"}}
         ]},
         "validation": {"checks": [{"name": "orders-present", "sql": {"asset": "orders-db", "query": "SELECT 1", "expect": "1"}}]},
-        "objectives": {"rto": "30m", "rpo": "15m"}
+        "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}
     }});
     let drills = h.api::<DrillSchedule>();
     drills

@@ -433,9 +433,18 @@ fn update_metrics(ctx: &Context, ds: &DrillSchedule, status: &DrillScheduleStatu
     m.drill_objective_met
         .with_label_values(&[ns, name, "rto"])
         .set(f64::from(u8::from(run.rto_met)));
-    m.drill_objective_met
-        .with_label_values(&[ns, name, "rpo"])
-        .set(f64::from(u8::from(run.rpo_met)));
+    // A drill that measured no RPO (mode Fresh, or nothing restored) did not miss it either:
+    // only a measured RPO is exported, so the alert on a missed objective fires on evidence.
+    // A drill that found no backup to restore is a failed drill, which its own alert covers.
+    if run.rpo_seconds.is_some() {
+        m.drill_objective_met
+            .with_label_values(&[ns, name, "rpo"])
+            .set(f64::from(u8::from(run.rpo_met)));
+    } else {
+        let _ = m
+            .drill_objective_met
+            .remove_label_values(&[ns, name, "rpo"]);
+    }
     let verdict = format!("{:?}", run.verdict);
     for v in ["Passed", "ObjectivesMissed", "Failed"] {
         if v != verdict {
