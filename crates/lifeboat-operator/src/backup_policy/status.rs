@@ -427,7 +427,12 @@ pub fn events(
             ));
         }
     }
-    for type_ in [types::READY, types::RPO_MET, types::RETENTION_APPLIED] {
+    for type_ in [
+        types::READY,
+        types::RPO_MET,
+        types::RPO_ACHIEVABLE,
+        types::RETENTION_APPLIED,
+    ] {
         let Some(c) = conditions::find(&new.conditions, type_) else {
             continue;
         };
