@@ -682,7 +682,8 @@ fn contradiction(rr: &RestoreRequestStatus, disaster: Timestamp) -> Option<Strin
         let (Some(m), Some(s)) = (canary, snapshot) else {
             continue;
         };
-        if m.id != p.backup_id || m.written_at > s {
+        // Status times (`metav1.Time`) keep whole seconds; the marker keeps milliseconds.
+        if m.id != p.backup_id || m.written_at.as_second() > s.as_second() {
             return Some(format!(
                 "the newest canary marker restored for {} is {} written at {}, not the one backup {} wrote before its snapshot at {s}: the restored data is not that backup's",
                 p.asset, m.id, m.written_at, p.backup_id
