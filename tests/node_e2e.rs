@@ -972,6 +972,24 @@ async fn a_default_drill_restores_the_scheduled_backup_and_measures_a_real_rpo()
         "default drill: restored {} (snapshot {snapshot}), drill start {started}, RPO {rpo}s (expected {expected:.3}s), canary RPO {canary}s",
         backup.id
     );
+    // The drill's evidence Job runs last; every pod, that one included, ran on the node.
+    let evidence_job = format!("{}-evidence", run.id);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while h
+        .api::<Job>()
+        .get_opt(&evidence_job)
+        .await
+        .unwrap()
+        .and_then(|j| j.status)
+        .is_none_or(|s| s.succeeded != Some(1))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "evidence Job not done\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     all_pods_ran_on(&h, node).await;
 }
 

@@ -25,6 +25,9 @@ pub struct Decision {
     /// Whether `status` differs from what is stored (else no write: one write per change).
     pub changed: bool,
     pub requeue_after: Duration,
+    /// Per asset, the snapshot `RPOMet` measures from (none without an objective, or before
+    /// the asset has one): what the RPO alert compares, so it fires on the same basis.
+    pub measured_from: Vec<(String, Timestamp)>,
 }
 
 /// What the drills of a policy prove: each asset's newest verified backup, and which assets a
@@ -101,6 +104,7 @@ pub fn decide(
     }
 
     let mut requeue_after = RESYNC;
+    let mut measured_from = Vec::new();
     match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
         Some(objective) => {
             // Per asset, the snapshot its RPO is measured from, and whether a drill verified it.
@@ -124,6 +128,10 @@ pub fn decide(
                     };
                     (a.name.as_str(), t, verified)
                 })
+                .collect();
+            measured_from = points
+                .iter()
+                .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
                 .collect();
             let missing = points.iter().find(|p| p.1.is_none());
             let worst_point = points
@@ -221,6 +229,7 @@ pub fn decide(
         status,
         changed,
         requeue_after,
+        measured_from,
     }
 }
 

@@ -420,10 +420,20 @@ async fn backup_outcomes(
 }
 
 fn update_metrics(ctx: &Context, ds: &DrillSchedule, status: &DrillScheduleStatus) {
-    let Some(run) = &status.last_run else { return };
     let (ns, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
     let (ns, name) = (ns.as_str(), name.as_str());
     let m = &ctx.metrics;
+    // Exported before any drill ran: an overdue first drill is caught too.
+    match &status.next_run_time {
+        Some(t) => m
+            .drill_next_run
+            .with_label_values(&[ns, name])
+            .set(t.0.as_second() as f64),
+        None => {
+            let _ = m.drill_next_run.remove_label_values(&[ns, name]);
+        }
+    }
+    let Some(run) = &status.last_run else { return };
     if let Some(rto) = run.rto_seconds {
         m.drill_rto.with_label_values(&[ns, name]).set(rto);
     }
