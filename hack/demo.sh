@@ -117,7 +117,7 @@ kind: BackupPolicy
 metadata:
   name: shop
 spec:
-  schedule: "*/15 * * * *"
+  schedule: "*/10 * * * *"
   assets:
     - name: orders-db
       canary: true
