@@ -117,7 +117,7 @@ kind: BackupPolicy
 metadata:
   name: shop
 spec:
-  schedule: "*/15 * * * *"
+  schedule: "*/10 * * * *"
   assets:
     - name: orders-db
       canary: true
@@ -168,7 +168,7 @@ echo "In the bucket, under <namespace>/<policy>/ (each backup's metadata.json is
 step "kubectl lifeboat status"
 kubectl lifeboat status -n shop
 
-step "kubectl lifeboat drill run quarterly --wait (fresh backup, restore into shop_drill, SQL check)"
+step "kubectl lifeboat drill run quarterly --wait (the disaster now: restore the newest backup into shop_drill, SQL check)"
 kubectl lifeboat drill run quarterly -n shop --wait --timeout 10m
 echo "staging database shop_drill: $(psql -d shop_drill -Atc 'SELECT count(*) FROM orders') orders"
 

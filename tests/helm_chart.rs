@@ -789,7 +789,21 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         m.backup_snapshot
             .with_label_values(&[ns, "db", "pg"])
             .set(start);
+        m.rpo_measured_snapshot
+            .with_label_values(&[ns, "db", "pg"])
+            .set(start);
     }
+    // shop's hourly schedule cannot keep 10 minutes; billing's keeps a day.
+    for (ns, worst) in [("shop", 3630.0), ("billing", 3630.0)] {
+        m.rpo_worst_case.with_label_values(&[ns, "db"]).set(worst);
+    }
+    // shop's drill was due two days ago and has not run; billing's is due tomorrow.
+    m.drill_next_run
+        .with_label_values(&["shop", "quarterly"])
+        .set(start - 2.0 * day);
+    m.drill_next_run
+        .with_label_values(&["billing", "quarterly"])
+        .set(start + day);
     m.backup_consecutive_failures
         .with_label_values(&["shop", "db", "pg"])
         .set(3.0);
@@ -856,6 +870,11 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         at_risk[*k] = json!(v);
     }
     at_risk["namespace"] = json!("shop");
+    let mut not_run = per_drill("warning");
+    for (k, v) in &target {
+        not_run[*k] = json!(v);
+    }
+    not_run["namespace"] = json!("shop");
     let alert = |name: &str, labels: serde_json::Value, annotations: serde_json::Value| {
         json!({"eval_time": "30m", "alertname": name,
                "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]})
@@ -870,7 +889,11 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
             "alert_rule_test": [
                 alert("LifeboatRPOObjectiveMissed", per_asset("critical"), json!({
                     "summary": "Backups of shop/db asset pg are older than the RPO objective",
-                    "description": "The newest good snapshot is 30m 0s old. See `kubectl describe bp -n shop db`."})),
+                    "description": "The snapshot RPOMet measures from is 30m 0s old. See `kubectl describe bp -n shop db`."})),
+                alert("LifeboatRPONotAchievable", json!({"namespace": "shop", "policy": "db", "severity": "warning"}), json!({
+                    "summary": "The schedule of shop/db allows an RPO of 1h 0m 30s, over its objective"})),
+                alert("LifeboatDrillNotRun", not_run, json!({
+                    "summary": "The drill of shop/quarterly due 2d 0h 30m 0s ago has not run"})),
                 alert("LifeboatBackupsFailing", per_asset("warning"), json!({
                     "summary": "3 backups in a row of shop/db asset pg failed"})),
                 alert("LifeboatRetentionRefused", per_asset("warning"), json!({

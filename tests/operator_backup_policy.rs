@@ -525,3 +525,82 @@ async fn a_host_network_asked_for_in_the_pod_template_never_reaches_an_agent_pod
     );
     assert_eq!(template.spec.unwrap().host_network, None);
 }
+
+/// An hourly schedule cannot meet a 15-minute objective whatever the backups do: the policy says
+/// so before its first backup (the gap alone), adds the measured backup duration once there is
+/// one, and a schedule dense enough turns the condition True.
+#[tokio::test]
+async fn a_schedule_too_sparse_for_the_rpo_objective_is_a_condition() {
+    let h = harness("bp-achievable").await;
+    h.secret("db-creds").await;
+    // Hourly in Europe/Paris, objective 15m (spec()).
+    h.apply_policy("shop", spec()).await;
+    let p = h
+        .policy_until("shop", "RPOAchievable=False", |p| {
+            condition(p, types::RPO_ACHIEVABLE).is_some_and(|c| c.0 == "False")
+        })
+        .await;
+    let status = p.status.unwrap();
+    let c = find(&status.conditions, types::RPO_ACHIEVABLE).unwrap();
+    assert_eq!(c.reason, "ScheduleTooSparse");
+    assert!(
+        c.message.contains("worst case 1h") && c.message.contains("objective 15m"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("no backup measured yet"),
+        "{}",
+        c.message
+    );
+    let w = status.worst_case_rpo.unwrap();
+    assert_eq!(
+        (w.seconds, w.schedule_gap_seconds, w.backup_seconds),
+        (3600, 3600, None)
+    );
+    h.expect_events("ScheduleTooSparse", 1).await;
+
+    // A backup that took 40 s from its snapshot to its metadata: counted in the worst case.
+    h.until("the CronJob", async || {
+        h.api::<CronJob>().get_opt("shop-orders-db").await.unwrap()
+    })
+    .await;
+    h.run_cronjob("shop-orders-db", "shop-run-1").await;
+    let mut took = summary(
+        "orders-db",
+        true,
+        Timestamp::now() - jiff::SignedDuration::from_secs(40),
+    );
+    took.finished_at = Timestamp::now();
+    h.finish_job("shop-run-1", &took).await;
+    let p = h
+        .policy_until("shop", "the backup's duration in the worst case", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.worst_case_rpo.as_ref())
+                .is_some_and(|w| w.backup_seconds.is_some())
+        })
+        .await;
+    let w = p.status.unwrap().worst_case_rpo.unwrap();
+    let backup = w.backup_seconds.unwrap();
+    assert!((40..=42).contains(&backup), "{w:?}");
+    assert_eq!(w.seconds, 3600 + backup);
+
+    // Every five minutes meets it: True, the gap and the backup within 15 minutes.
+    let mut dense = spec();
+    dense["schedule"] = json!("*/5 * * * *");
+    h.apply_policy("shop", dense).await;
+    let p = h
+        .policy_until("shop", "RPOAchievable=True", |p| {
+            condition(p, types::RPO_ACHIEVABLE).is_some_and(|c| c.0 == "True")
+        })
+        .await;
+    let status = p.status.unwrap();
+    assert_eq!(
+        find(&status.conditions, types::RPO_ACHIEVABLE)
+            .unwrap()
+            .reason,
+        "WithinObjective"
+    );
+    assert_eq!(status.worst_case_rpo.unwrap().schedule_gap_seconds, 300);
+}

@@ -149,7 +149,7 @@ async fn without_the_master_key_nothing_runs_and_every_kind_says_signing_key_mis
         "metadata": {"name": "quarterly", "annotations": {"lifeboat.dev/drill-now": "d1"}},
         "spec": {"schedule": "0 6 1 * *", "policy": "shop", "assets": ["sessions"],
                  "staging": {"targets": [{"asset": "sessions", "redis": {"host": "staging", "dataDir": "/d"}}]},
-                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+                 "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}}});
     h.api::<DrillSchedule>()
         .patch(
             "quarterly",

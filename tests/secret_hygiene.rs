@@ -158,7 +158,7 @@ async fn no_secret_value_reaches_specs_status_events_or_metrics() {
         "spec": {"schedule": "0 6 * * 1", "policy": "shop", "assets": ["db"],
                  "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u",
                               "passwordSecret": {"name": "pg", "key": "password"}}}]},
-                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+                 "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}}});
     h.api::<DrillSchedule>()
         .patch("weekly", &PatchParams::apply("test"), &Patch::Apply(&drill))
         .await
@@ -264,7 +264,7 @@ async fn no_secret_reaches_the_operators_logs_or_the_webhook() {
         "spec": {"schedule": "0 6 * * 1", "policy": "shop", "assets": ["db"],
                  "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u",
                               "passwordSecret": {"name": "pg", "key": "password"}}}]},
-                 "objectives": {"rto": "30m", "rpo": "15m"},
+                 "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"},
                  "notification": {"webhookSecret": {"name": "slack", "key": "url"}, "when": "Always"}}});
     h.api::<DrillSchedule>()
         .patch("weekly", &PatchParams::apply("test"), &Patch::Apply(&drill))

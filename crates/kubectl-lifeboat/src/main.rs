@@ -290,7 +290,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 Ok(wait::drill_outcome(&api.get(&name).await?, &t, asked).cloned())
             })
             .await?;
-            let objectives = api.get(&name).await?.spec.objectives;
+            let spec = api.get(&name).await?.spec;
+            let objectives = spec.objectives;
             println!("  verdict: {:?}", record.verdict);
             println!(
                 "  RTO achieved: {} (objective {}) {}",
@@ -298,12 +299,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 objectives.rto,
                 if record.rto_met { "met" } else { "MISSED" }
             );
-            println!(
-                "  RPO achieved: {} (objective {}) {}",
-                record.rpo.as_deref().unwrap_or("-"),
-                objectives.rpo,
-                if record.rpo_met { "met" } else { "MISSED" }
-            );
+            match (&record.rpo, spec.backup) {
+                (Some(rpo), _) => println!(
+                    "  RPO achieved: {rpo} (objective {}) {}",
+                    objectives.rpo,
+                    if record.rpo_met { "met" } else { "MISSED" }
+                ),
+                (None, lifeboat_api::drill_schedule::DrillBackupMode::Fresh) => println!(
+                    "  RPO: not measured (mode Fresh backs up at the drill start: restorability only)"
+                ),
+                (None, lifeboat_api::drill_schedule::DrillBackupMode::Latest) => {
+                    println!("  RPO: not measured (objective {})", objectives.rpo)
+                }
+            }
             for b in &record.backups {
                 println!("  restored: {b}");
             }

@@ -546,6 +546,27 @@ pub struct BackupPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub pending_events: Vec<crate::common::PendingEvent>,
+    /// The oldest the newest backup can be just before a scheduled one lands: what a disaster at
+    /// the worst moment loses. Compared with `objectives.rpo` in condition `RPOAchievable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_case_rpo: Option<WorstCaseRpo>,
+}
+
+/// The worst-case RPO a schedule allows: its longest gap between two due times (walked over the
+/// next eight days in its time zone) plus the time a backup takes to capture and commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorstCaseRpo {
+    /// `scheduleGapSeconds + backupSeconds`.
+    pub seconds: i64,
+    /// The same, for people (`1h5m`).
+    pub rpo: String,
+    /// The longest gap between consecutive due times.
+    pub schedule_gap_seconds: i64,
+    /// The longest duration among the assets' newest good backups; absent before any backup
+    /// (the gap alone is then a lower bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_seconds: Option<i64>,
 }
 
 /// Backup state of one asset.

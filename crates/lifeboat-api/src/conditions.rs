@@ -11,6 +11,10 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// The newest good backup is younger than the RPO objective.
     pub const RPO_MET: &str = "RPOMet";
+    /// The schedule's worst case (longest gap between due times plus the measured backup
+    /// duration) is within the RPO objective: False (`ScheduleTooSparse`) when no backup
+    /// discipline can meet it with this schedule.
+    pub const RPO_ACHIEVABLE: &str = "RPOAchievable";
     /// The last drill restored and validated within the RTO objective.
     pub const RTO_MET: &str = "RTOMet";
     /// The recent drills' RTO is close to the objective: a warning before a drill misses it.

@@ -70,7 +70,9 @@ pub struct DrillScheduleSpec {
     /// Assets drilled, restored in this order; each needs a staging target.
     #[schemars(length(min = 1, max = 32))]
     pub assets: Vec<String>,
-    /// Take a fresh backup at drill start (the simulated disaster), or use the latest one.
+    /// What the drill restores: the newest backup the schedule made before the simulated
+    /// disaster at drill start (`Latest`, the default: what a real disaster gets, so the RPO is
+    /// measured), or one it takes itself at drill start (`Fresh`: proves restorability only).
     #[serde(default)]
     pub backup: DrillBackupMode,
     /// Where the drill restores to. Never the policy's own sources.
@@ -100,13 +102,20 @@ fn default_drill_timeout() -> Duration {
     Duration::from_secs(2 * 3600)
 }
 
+/// Which backup a drill restores. The default changed from `Fresh` to `Latest`: a drill that
+/// restores a backup it just took achieves an RPO of 0 whatever the schedule, which proves
+/// nothing about the data a disaster loses. Both names stay accepted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum DrillBackupMode {
-    /// Back up the policy's assets at drill start, then restore that backup.
+    /// The drill start is the simulated disaster: restore each asset's newest good backup taken
+    /// before it. Achieved RPO = drill start − that backup's snapshot time, checked against the
+    /// canary marker read back from the restored data. No backup yet: the drill fails with
+    /// `NoBackupYet`, it never takes one itself.
     #[default]
-    Fresh,
-    /// Restore the newest existing backup: measures the RPO users would really get.
     Latest,
+    /// Back up the assets at drill start, then restore that backup: proves restorability only.
+    /// The RPO is not measured (condition `RPOMet` Unknown, `RPONotMeasured`).
+    Fresh,
 }
 
 /// The staging environment a drill restores into.
@@ -336,12 +345,19 @@ pub enum DrillStep {
 }
 
 /// A backup a drill restored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoredBackup {
     pub asset: String,
     /// The backup id.
     pub id: String,
+    /// When the backup captured its source (absent in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_time: Option<Time>,
+    /// This asset's achieved RPO: drill start minus `snapshotTime` (mode `Latest` only: a
+    /// `Fresh` drill's backup is taken at the disaster, so it measures none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_seconds: Option<f64>,
 }
 
 /// `asset=id`, as reports show it.
@@ -358,16 +374,36 @@ impl<'de> Deserialize<'de> for RestoredBackup {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Wire {
-            Record { asset: String, id: String },
+            #[serde(rename_all = "camelCase")]
+            Record {
+                asset: String,
+                id: String,
+                #[serde(default)]
+                snapshot_time: Option<Time>,
+                #[serde(default)]
+                rpo_seconds: Option<f64>,
+            },
             Legacy(String),
         }
         match Wire::deserialize(d)? {
-            Wire::Record { asset, id } => Ok(RestoredBackup { asset, id }),
+            Wire::Record {
+                asset,
+                id,
+                snapshot_time,
+                rpo_seconds,
+            } => Ok(RestoredBackup {
+                asset,
+                id,
+                snapshot_time,
+                rpo_seconds,
+            }),
             Wire::Legacy(s) => s
                 .split_once('=')
                 .map(|(asset, id)| RestoredBackup {
                     asset: asset.to_owned(),
                     id: id.to_owned(),
+                    snapshot_time: None,
+                    rpo_seconds: None,
                 })
                 .ok_or_else(|| {
                     serde::de::Error::custom(format!("a restored backup {s:?} is not asset=id"))

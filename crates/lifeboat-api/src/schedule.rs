@@ -8,8 +8,8 @@
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use jiff::Timestamp;
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 
 /// Admission-time shape of a schedule (a CEL rule rather than a schema `pattern`, so the refusal
 /// says what to write instead of printing a regular expression): a macro or exactly five
@@ -53,6 +53,10 @@ pub enum ScheduleError {
     #[error("time zone {0:?} is not a known IANA time zone name (e.g. UTC, Europe/Paris)")]
     UnknownTimeZone(String),
 }
+
+/// How far ahead [`CronSchedule::longest_gap`] looks for a BackupPolicy's worst-case RPO: a
+/// week covers every weekday pattern, the extra day a week boundary and a DST change.
+pub const RPO_HORIZON: SignedDuration = SignedDuration::from_hours(8 * 24);
 
 /// A validated schedule, ready to compute due times.
 #[derive(Debug, Clone)]
@@ -109,6 +113,30 @@ impl CronSchedule {
             .find_previous_occurrence(&zoned, true)
             .ok()
             .map(|z| z.timestamp())
+    }
+
+    /// The longest wait between two consecutive due times, over the due times from the last one
+    /// at or before `from` until the first one after `from + horizon`: the worst case of how old
+    /// the newest scheduled backup can be (before the backup's own duration). Every due time is
+    /// walked rather than one interval assumed, so irregular schedules (`0 9,17 * * 1-5`, a
+    /// daylight-saving jump in `timeZone`) give their real longest gap. `None` when the schedule
+    /// never fires again: no bound exists.
+    pub fn longest_gap(&self, from: Timestamp, horizon: SignedDuration) -> Option<SignedDuration> {
+        let end = from.checked_add(horizon).unwrap_or(Timestamp::MAX);
+        let mut at = match self.previous_at_or_before(from) {
+            Some(p) => p,
+            None => self.next_after(from)?,
+        };
+        let mut longest = SignedDuration::ZERO;
+        // At most one due time a minute: the walk is bounded by the horizon in minutes.
+        loop {
+            let next = self.next_after(at)?;
+            longest = longest.max(next.duration_since(at));
+            if next > end {
+                return Some(longest);
+            }
+            at = next;
+        }
     }
 }
 
@@ -213,6 +241,47 @@ mod tests {
         assert_eq!(
             CronSchedule::parse("0 0 31 2 *", None).unwrap_err(),
             ScheduleError::NeverFires("0 0 31 2 *".into())
+        );
+    }
+
+    #[test]
+    fn the_longest_gap_walks_every_due_time() {
+        let gap = |expr: &str, tz: Option<&str>, from: &str| {
+            CronSchedule::parse(expr, tz)
+                .unwrap()
+                .longest_gap(ts(from), RPO_HORIZON)
+                .map(|d| d.as_secs())
+        };
+        assert_eq!(gap("@hourly", None, "2026-11-24T09:15:00Z"), Some(3600));
+        assert_eq!(gap("*/15 * * * *", None, "2026-11-24T09:15:00Z"), Some(900));
+        // Twice a weekday: the weekend is the gap, Friday 17:00 to Monday 09:00.
+        assert_eq!(
+            gap("0 9,17 * * 1-5", None, "2026-11-24T09:15:00Z"),
+            Some(64 * 3600)
+        );
+        // Uneven minutes: 0,10,50 leaves 40 minutes between :10 and :50.
+        assert_eq!(
+            gap("0,10,50 * * * *", None, "2026-11-24T09:15:00Z"),
+            Some(2400)
+        );
+        // Monthly: whole months count, not only the horizon. From 24 November, 1 December is
+        // within the eight days, so December's 31 days (to 1 January) are the longest gap.
+        assert_eq!(
+            gap("@monthly", None, "2026-11-24T09:15:00Z"),
+            Some(31 * 24 * 3600)
+        );
+        assert_eq!(
+            gap("@monthly", None, "2026-11-10T09:15:00Z"),
+            Some(30 * 24 * 3600)
+        );
+        // Daily at midnight in Paris: the day the clocks go back lasts 25 hours.
+        assert_eq!(
+            gap("0 0 * * *", Some("Europe/Paris"), "2026-10-22T00:00:00Z"),
+            Some(25 * 3600)
+        );
+        assert_eq!(
+            gap("0 0 * * *", Some("Europe/Paris"), "2026-11-22T00:00:00Z"),
+            Some(24 * 3600)
         );
     }
 }

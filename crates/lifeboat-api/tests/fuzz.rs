@@ -146,3 +146,98 @@ fn ten_thousand_mutated_policies_really_run() {
         rejected.get()
     );
 }
+
+/// A cron field as a hostile user could write it within `lo..=hi`: a value, a range, a step,
+/// a list (sparse days such as 29-31 and single months included).
+fn cron_field(lo: u32, hi: u32) -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("*".to_owned()),
+        (lo..=hi).prop_map(|v| v.to_string()),
+        (lo..=hi, lo..=hi).prop_map(|(a, b)| format!("{}-{}", a.min(b), a.max(b))),
+        (1..=hi).prop_map(|s| format!("*/{s}")),
+        prop::collection::vec(lo..=hi, 1..4).prop_map(|v| v
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")),
+    ]
+}
+
+fn hostile_schedule() -> impl Strategy<Value = String> {
+    (
+        cron_field(0, 59),
+        cron_field(0, 23),
+        cron_field(1, 31),
+        cron_field(1, 12),
+        cron_field(0, 6),
+    )
+        .prop_map(|(m, h, dom, mon, dow)| format!("{m} {h} {dom} {mon} {dow}"))
+}
+
+const ZONES: [&str; 5] = [
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",
+    "Asia/Kathmandu",
+];
+
+proptest! {
+    // Fewer cases than the parsers: an every-minute schedule walks 11,520 due times.
+    #![proptest_config(ProptestConfig { cases: 500, ..config() })]
+
+    /// The worst-case gap of any schedule the API accepts, in zones with DST jumps of an hour
+    /// and of half an hour: it exists, it is positive, no pair of consecutive due times within
+    /// the horizon is further apart, a longer horizon never shrinks it, and it is a real gap
+    /// between two due times.
+    #[test]
+    fn the_longest_gap_bounds_every_gap_of_any_schedule(
+        expr in hostile_schedule(),
+        zone in 0..ZONES.len(),
+        from in 946_684_800i64..4_102_444_800,
+    ) {
+        let Ok(s) = CronSchedule::parse(&expr, Some(ZONES[zone])) else {
+            return Ok(());
+        };
+        let from = jiff::Timestamp::from_second(from).unwrap();
+        let horizon = lifeboat_api::schedule::RPO_HORIZON;
+        let gap = s.longest_gap(from, horizon).expect("an accepted schedule fires again");
+        prop_assert!(gap > jiff::SignedDuration::ZERO, "{expr}: {gap:?}");
+        let end = from.checked_add(horizon).unwrap();
+        let mut at = s.next_after(from).unwrap();
+        let mut seen = false;
+        for _ in 0..200 {
+            if at > end { break; }
+            let next = s.next_after(at).unwrap();
+            prop_assert!(next.duration_since(at) <= gap, "{expr} {at} → {next} exceeds {gap:?}");
+            seen |= next.duration_since(at) == gap;
+            at = next;
+        }
+        let shorter = s.longest_gap(from, jiff::SignedDuration::from_hours(24)).unwrap();
+        prop_assert!(shorter <= gap, "{expr}: a day's {shorter:?} > eight days' {gap:?}");
+        // Realised: the walk above found it, or it straddles `from` (the due time before it to
+        // the first after it) or lies past the 200 due times walked.
+        let before = s.previous_at_or_before(from);
+        let first = s.next_after(before.unwrap_or(from)).unwrap();
+        prop_assert!(
+            seen || before.is_some_and(|b| first.duration_since(b) == gap) || at <= end,
+            "{expr}: {gap:?} is no gap between two due times"
+        );
+    }
+
+    /// Regular schedules in UTC have their interval as the longest gap.
+    #[test]
+    fn regular_schedules_have_their_interval_as_the_gap(
+        step in prop::sample::select(vec![1u32, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30]),
+        minute in 0u32..60,
+        hour in 0u32..24,
+        from in 946_684_800i64..4_102_444_800,
+    ) {
+        let from = jiff::Timestamp::from_second(from).unwrap();
+        let horizon = lifeboat_api::schedule::RPO_HORIZON;
+        let every = CronSchedule::parse(&format!("*/{step} * * * *"), None).unwrap();
+        prop_assert_eq!(every.longest_gap(from, horizon).unwrap().as_secs(), i64::from(step) * 60);
+        let daily = CronSchedule::parse(&format!("{minute} {hour} * * *"), None).unwrap();
+        prop_assert_eq!(daily.longest_gap(from, horizon).unwrap().as_secs(), 86_400);
+    }
+}

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub backup_last_verified: GaugeVec,
     pub retention_refused: GaugeVec,
     pub backup_verified_snapshot: GaugeVec,
+    pub rpo_measured_snapshot: GaugeVec,
+    pub rpo_worst_case: GaugeVec,
+    pub drill_next_run: GaugeVec,
 }
 
 impl Metrics {
@@ -165,6 +168,27 @@ impl Metrics {
                 ),
                 &["namespace", "drill"],
             )?,
+            rpo_measured_snapshot: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_rpo_measured_snapshot_timestamp_seconds",
+                    "Snapshot time RPOMet measures the asset from (its newest verified backup when the basis is Verified, else its newest good one); the RPOMet age = time() - this",
+                ),
+                asset,
+            )?,
+            rpo_worst_case: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_rpo_worst_case_seconds",
+                    "Worst-case RPO the policy's schedule allows: its longest gap between due times plus the longest measured backup (status.worstCaseRpo)",
+                ),
+                &["namespace", "policy"],
+            )?,
+            drill_next_run: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_drill_next_run_timestamp_seconds",
+                    "When the DrillSchedule's next drill is due (status.nextRunTime); in the past while a due drill has not run",
+                ),
+                &["namespace", "drill"],
+            )?,
             registry,
         };
         for c in m.collectors() {
@@ -195,6 +219,9 @@ impl Metrics {
             Box::new(self.backup_last_verified.clone()),
             Box::new(self.retention_refused.clone()),
             Box::new(self.backup_verified_snapshot.clone()),
+            Box::new(self.rpo_measured_snapshot.clone()),
+            Box::new(self.rpo_worst_case.clone()),
+            Box::new(self.drill_next_run.clone()),
         ]
     }
 
@@ -227,6 +254,8 @@ impl Metrics {
                 &self.backup_last_verified,
                 &self.retention_refused,
                 &self.backup_verified_snapshot,
+                &self.rpo_measured_snapshot,
+                &self.rpo_worst_case,
             ]
             .into_iter()
             .map(|g| (g, "policy"))
@@ -237,6 +266,7 @@ impl Metrics {
                 &self.drill_objective_met,
                 &self.drill_last_run,
                 &self.drill_rto_at_risk,
+                &self.drill_next_run,
             ]
             .into_iter()
             .map(|g| (g, "drill"))

@@ -74,7 +74,7 @@ pub async fn reconcile(
         ctx.apply_status(policy, &decision.status).await?;
     }
     perform(policy, &ctx, &decision.status).await?;
-    update_metrics(&ctx, policy, &ns, &decision.status, now);
+    update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
     // The master key may appear any moment (the platform team restores it): look again soon.
     Ok(Action::requeue(match &problem {
@@ -399,11 +399,33 @@ fn update_metrics(
     ctx: &Context,
     policy: &BackupPolicy,
     ns: &str,
-    status: &BackupPolicyStatus,
+    decision: &status::Decision,
     now: Timestamp,
 ) {
+    let status = &decision.status;
     let name = policy.name_any();
     let m = &ctx.metrics;
+    match &status.worst_case_rpo {
+        Some(w) => m
+            .rpo_worst_case
+            .with_label_values(&[ns, &name])
+            .set(w.seconds as f64),
+        None => {
+            let _ = m.rpo_worst_case.remove_label_values(&[ns, &name]);
+        }
+    }
+    for a in &status.assets {
+        let labels = [ns, name.as_str(), a.name.as_str()];
+        match decision.measured_from.iter().find(|(n, _)| n == &a.name) {
+            Some((_, t)) => m
+                .rpo_measured_snapshot
+                .with_label_values(&labels)
+                .set(t.as_second() as f64),
+            None => {
+                let _ = m.rpo_measured_snapshot.remove_label_values(&labels);
+            }
+        }
+    }
     if let Some(o) = &policy.spec.objectives {
         m.rpo_objective
             .with_label_values(&[ns, &name])

@@ -8,10 +8,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_result::ErrorClass;
 use lifeboat_api::backup_policy::{
-    AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis,
+    AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis, WorstCaseRpo,
 };
 use lifeboat_api::common::{EventType, PendingEvent};
 use lifeboat_api::conditions::{self, Status, condition, set_condition, types};
+use lifeboat_api::schedule::{CronSchedule, RPO_HORIZON};
 
 use crate::controller::requeue::RESYNC;
 use crate::effects::{self, event};
@@ -24,6 +25,9 @@ pub struct Decision {
     /// Whether `status` differs from what is stored (else no write: one write per change).
     pub changed: bool,
     pub requeue_after: Duration,
+    /// Per asset, the snapshot `RPOMet` measures from (none without an objective, or before
+    /// the asset has one): what the RPO alert compares, so it fires on the same basis.
+    pub measured_from: Vec<(String, Timestamp)>,
 }
 
 /// What the drills of a policy prove: each asset's newest verified backup, and which assets a
@@ -100,6 +104,7 @@ pub fn decide(
     }
 
     let mut requeue_after = RESYNC;
+    let mut measured_from = Vec::new();
     match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
         Some(objective) => {
             // Per asset, the snapshot its RPO is measured from, and whether a drill verified it.
@@ -123,6 +128,10 @@ pub fn decide(
                     };
                     (a.name.as_str(), t, verified)
                 })
+                .collect();
+            measured_from = points
+                .iter()
+                .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
                 .collect();
             let missing = points.iter().find(|p| p.1.is_none());
             let worst_point = points
@@ -193,6 +202,17 @@ pub fn decide(
         None => status.conditions.retain(|c| c.type_ != types::RPO_MET),
     }
 
+    let (worst_case, achievable) = rpo_achievable(policy, &status.assets, generation, now);
+    status.worst_case_rpo = worst_case;
+    match achievable {
+        Some(c) => {
+            set_condition(&mut status.conditions, c);
+        }
+        None => status
+            .conditions
+            .retain(|c| c.type_ != types::RPO_ACHIEVABLE),
+    }
+
     let owed = events(&old, &status, handled);
     status.pending_events = effects::owe(&old.pending_events, owed);
     // rpoSeconds is the age when the status is written; refreshing it alone is not a change.
@@ -209,6 +229,7 @@ pub fn decide(
         status,
         changed,
         requeue_after,
+        measured_from,
     }
 }
 
@@ -415,7 +436,12 @@ pub fn events(
             ));
         }
     }
-    for type_ in [types::READY, types::RPO_MET, types::RETENTION_APPLIED] {
+    for type_ in [
+        types::READY,
+        types::RPO_MET,
+        types::RPO_ACHIEVABLE,
+        types::RETENTION_APPLIED,
+    ] {
         let Some(c) = conditions::find(&new.conditions, type_) else {
             continue;
         };
@@ -441,6 +467,95 @@ pub fn events(
         }
     }
     out
+}
+
+/// The worst-case RPO the policy's schedule allows (its longest gap between due times from
+/// `now` over [`RPO_HORIZON`], plus the longest duration among the assets' newest good backups),
+/// and condition `RPOAchievable` comparing it with `objectives.rpo` (none without an objective).
+/// The newest good backups stand for "recent" because they are what status keeps; before any
+/// backup the gap alone is stated, and the message says so. An unparsable schedule has no worst
+/// case (`Ready` reports it).
+pub fn rpo_achievable(
+    policy: &BackupPolicy,
+    assets: &[AssetStatus],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> (
+    Option<WorstCaseRpo>,
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) {
+    let Ok(schedule) = CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref())
+    else {
+        return (None, None);
+    };
+    let gap = schedule
+        .longest_gap(now, RPO_HORIZON)
+        .map(|g| g.as_secs().max(0));
+    let backup = assets
+        .iter()
+        .filter_map(|a| a.last_success.as_ref())
+        .map(|s| s.duration_seconds.max(0.0).ceil() as i64)
+        .max();
+    let worst = gap.map(|gap| {
+        let seconds = gap.saturating_add(backup.unwrap_or(0));
+        WorstCaseRpo {
+            seconds,
+            rpo: human(u64::try_from(seconds).unwrap_or(0)),
+            schedule_gap_seconds: gap,
+            backup_seconds: backup,
+        }
+    });
+    let Some(objective) = policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) else {
+        return (worst, None);
+    };
+    let objective = i64::try_from(objective).unwrap_or(i64::MAX);
+    let Some(w) = &worst else {
+        let c = condition(
+            types::RPO_ACHIEVABLE,
+            Status::False,
+            "ScheduleTooSparse",
+            format!(
+                "the schedule {:?} has no due time after now; objective {}",
+                policy.spec.schedule,
+                human(u64::try_from(objective).unwrap_or(0))
+            ),
+            generation,
+            now,
+        );
+        return (worst, Some(c));
+    };
+    let secs = |s: i64| human(u64::try_from(s).unwrap_or(0));
+    let basis = match w.backup_seconds {
+        Some(b) => format!(
+            "longest gap between scheduled backups {} + longest backup {}",
+            secs(w.schedule_gap_seconds),
+            secs(b)
+        ),
+        None => format!(
+            "longest gap between scheduled backups {}; no backup measured yet, so its duration is not counted",
+            secs(w.schedule_gap_seconds)
+        ),
+    };
+    let (met, reason) = if w.seconds <= objective {
+        (true, "WithinObjective")
+    } else if w.schedule_gap_seconds > objective {
+        (false, "ScheduleTooSparse")
+    } else {
+        (false, "BackupTooSlow")
+    };
+    let c = condition(
+        types::RPO_ACHIEVABLE,
+        Status::from(met),
+        reason,
+        format!(
+            "worst case {} ({basis}); objective {}",
+            w.rpo,
+            secs(objective)
+        ),
+        generation,
+        now,
+    );
+    (worst, Some(c))
 }
 
 fn seconds_between(earlier: Timestamp, later: Timestamp) -> u64 {
@@ -828,6 +943,88 @@ mod tests {
     }
 
     #[test]
+    fn an_hourly_schedule_cannot_meet_a_15_minute_objective() {
+        let now = "2026-11-24T10:02:00Z";
+        let achievable = |d: &Decision| {
+            let c = find(&d.status.conditions, types::RPO_ACHIEVABLE).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        // Before any backup: the gap alone, and the message says so.
+        let d = decide(
+            &policy(Some("15m")),
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            at(now),
+        );
+        let w = d.status.worst_case_rpo.clone().unwrap();
+        assert_eq!(
+            (w.seconds, w.schedule_gap_seconds, w.backup_seconds),
+            (3600, 3600, None)
+        );
+        let (status, reason, message) = achievable(&d);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ScheduleTooSparse")
+        );
+        assert!(message.contains("no backup measured yet"), "{message}");
+        assert!(message.contains("objective 15m"), "{message}");
+
+        // Within a 2h objective; the longest backup (db 90s, cache 30s) is added.
+        let outcomes = [
+            ok("db", "2026-11-24T10:00:00Z", "2026-11-24T10:01:30Z"),
+            ok("cache", "2026-11-24T10:00:00Z", "2026-11-24T10:00:30Z"),
+        ];
+        let d = decide(
+            &policy(Some("2h")),
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at(now),
+        );
+        let w = d.status.worst_case_rpo.clone().unwrap();
+        assert_eq!(
+            (w.seconds, w.schedule_gap_seconds, w.backup_seconds),
+            (3690, 3600, Some(90))
+        );
+        assert_eq!(w.rpo, "1h1m30s");
+        let (status, reason, _) = achievable(&d);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "WithinObjective")
+        );
+
+        // The gap fits an objective of exactly one hour; the backup's own time does not.
+        let d = decide(
+            &policy(Some("1h")),
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at(now),
+        );
+        let (status, reason, _) = achievable(&d);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "BackupTooSlow")
+        );
+
+        // Without an objective the worst case is stated and no condition is written.
+        let d = decide(
+            &policy(None),
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            at(now),
+        );
+        assert_eq!(d.status.worst_case_rpo.unwrap().seconds, 3690);
+        assert!(find(&d.status.conditions, types::RPO_ACHIEVABLE).is_none());
+    }
+
+    #[test]
     fn no_backup_yet_is_not_within_the_objective() {
         let d = decide(
             &policy(Some("1h")),
@@ -1027,13 +1224,16 @@ pub fn verified_backups<'a>(
                             record.finished_at.0 > v.time.0
                         });
                 if newer {
-                    // The drill measured its RPO from the oldest restored snapshot: conservative
-                    // for every asset it restored.
-                    let snapshot_time = record
-                        .rpo_seconds
-                        .and_then(|r| jiff::SignedDuration::try_from_secs_f64(r).ok())
-                        .and_then(|r| record.started_at.0.checked_sub(r).ok())
-                        .map(Time);
+                    // The backup's own snapshot time; in records written before it was kept,
+                    // drill start minus the drill's RPO (the oldest restored snapshot:
+                    // conservative for every asset it restored).
+                    let snapshot_time = restored.snapshot_time.clone().or_else(|| {
+                        record
+                            .rpo_seconds
+                            .and_then(|r| jiff::SignedDuration::try_from_secs_f64(r).ok())
+                            .and_then(|r| record.started_at.0.checked_sub(r).ok())
+                            .map(Time)
+                    });
                     out.insert(
                         asset.clone(),
                         lifeboat_api::backup_policy::VerifiedBackup {

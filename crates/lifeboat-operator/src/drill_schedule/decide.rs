@@ -19,7 +19,7 @@ use lifeboat_api::drill_schedule::{
     ActiveDrill, DrillBackupMode, DrillJob, DrillRecord, DrillScheduleStatus, DrillStep,
     DrillVerdict, NotificationState, NotificationStatus, RestoredBackup,
 };
-use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
+use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus, canary_check_name};
 
 use crate::backup_policy::status::human;
 use crate::controller::requeue;
@@ -258,7 +258,7 @@ fn advance(
             status.last_drill_now_token = Some(token.clone());
         }
         let fresh = spec.backup == DrillBackupMode::Fresh;
-        status.active = Some(ActiveDrill {
+        let active = ActiveDrill {
             id: drill_id(ds.metadata.name.as_deref().unwrap_or_default(), now),
             started_at: Time(now),
             step: if fresh {
@@ -267,7 +267,25 @@ fn advance(
                 DrillStep::Restore
             },
             restore_request: None,
-        });
+        };
+        if !fresh && let Some(asset) = without_backup(spec, seen.policy.as_ref(), now) {
+            // A disaster now would find nothing to restore: that is the drill's result, not a
+            // reason to take a backup in its place.
+            status.active = Some(active.clone());
+            let why = format!(
+                "asset {asset} has no good backup taken before the simulated disaster: nothing to restore"
+            );
+            finish(
+                ds,
+                status,
+                &active,
+                None,
+                Some(Ended::NoBackupYet(why)),
+                now,
+            );
+            return Next::Finished;
+        }
+        status.active = Some(active);
         return if fresh { Next::Backup } else { Next::Restore };
     };
 
@@ -277,7 +295,7 @@ fn advance(
             "the drill did not finish within its timeout of {}",
             spec.timeout
         );
-        finish(ds, status, &active, None, Some(why), now);
+        finish(ds, status, &active, None, Some(Ended::Failed(why)), now);
         return Next::Finished;
     }
 
@@ -293,7 +311,7 @@ fn advance(
                         "the fresh backup of {asset} failed: {}: {}",
                         f.reason, f.message
                     );
-                    finish(ds, status, &active, None, Some(why), now);
+                    finish(ds, status, &active, None, Some(Ended::Failed(why)), now);
                     return Next::Finished;
                 }
                 Ok(s) => {
@@ -332,6 +350,33 @@ fn advance(
     }
 }
 
+/// The first drilled asset the policy has no good backup of, snapshotted at or before `at` (the
+/// simulated disaster), if any.
+fn without_backup<'a>(
+    spec: &'a lifeboat_api::drill_schedule::DrillScheduleSpec,
+    policy: Option<&BackupPolicyStatus>,
+    at: Timestamp,
+) -> Option<&'a str> {
+    spec.assets
+        .iter()
+        .find(|asset| {
+            policy
+                .and_then(|p| p.assets.iter().find(|a| &a.name == *asset))
+                .and_then(|a| a.last_success.as_ref())
+                .is_none_or(|l| l.snapshot_time.0 > at)
+        })
+        .map(String::as_str)
+}
+
+/// Why a drill ended without its RestoreRequest's verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ended {
+    /// A backup failed, or the drill ran out of time.
+    Failed(String),
+    /// Mode `Latest` found an asset with no backup before the simulated disaster.
+    NoBackupYet(String),
+}
+
 fn set_step(status: &mut DrillScheduleStatus, step: DrillStep) {
     if let Some(a) = status.active.as_mut() {
         a.step = a.step.max(step);
@@ -363,7 +408,7 @@ fn ready(ds: &DrillSchedule, status: &DrillScheduleStatus, now: Timestamp) -> Co
             format!(
                 "restored and validated; RTO {}, RPO {}",
                 record.rto.clone().unwrap_or_default(),
-                record.rpo.clone().unwrap_or_default()
+                record.rpo.clone().unwrap_or_else(|| "not measured".into())
             ),
             generation,
             now,
@@ -394,12 +439,13 @@ fn finish(
     status: &mut DrillScheduleStatus,
     active: &ActiveDrill,
     rr: Option<&RestoreRequestStatus>,
-    failure: Option<String>,
+    ended: Option<Ended>,
     now: Timestamp,
 ) {
     let spec = &ds.spec;
     let generation = ds.metadata.generation;
-    let record = record(ds, active, rr, failure, now);
+    let no_backup = matches!(ended, Some(Ended::NoBackupYet(_)));
+    let record = record(ds, active, rr, ended, now);
     status.active = None;
     status.history.insert(0, record.clone());
     status.history.truncate(usize::from(spec.history_limit));
@@ -431,15 +477,35 @@ fn finish(
             spec.objectives.rto.to_string(),
         ),
     );
-    set_condition(
-        &mut status.conditions,
+    let rpo_met = if no_backup {
+        condition(
+            types::RPO_MET,
+            Status::False,
+            "NoBackupYet",
+            record.message.clone(),
+            generation,
+            now,
+        )
+    } else if spec.backup == DrillBackupMode::Fresh && record.rto.is_some() {
+        condition(
+            types::RPO_MET,
+            Status::Unknown,
+            "RPONotMeasured",
+            "mode Fresh restores a backup taken at drill start: it proves restorability only; \
+             mode Latest measures the RPO a disaster gets"
+                .to_owned(),
+            generation,
+            now,
+        )
+    } else {
         objective_condition(
             types::RPO_MET,
             record.rpo_met,
             record.rpo.as_ref(),
             spec.objectives.rpo.to_string(),
-        ),
-    );
+        )
+    };
+    set_condition(&mut status.conditions, rpo_met);
     let objective = spec.objectives.rto.as_secs() as f64;
     let risk = match rto_at_risk(&status.history, objective) {
         Some(rtos) => condition(
@@ -478,7 +544,7 @@ fn record(
     ds: &DrillSchedule,
     active: &ActiveDrill,
     rr: Option<&RestoreRequestStatus>,
-    failure: Option<String>,
+    ended: Option<Ended>,
     now: Timestamp,
 ) -> DrillRecord {
     let spec = &ds.spec;
@@ -490,14 +556,21 @@ fn record(
     };
     // RTO: the simulated disaster (drill start) until restored and validated.
     let rto = restored.then(|| seconds(started, finished_at));
-    // RPO: drill start minus the snapshot time of the oldest restored data.
+    // RPO: drill start (the simulated disaster) minus the snapshot time of the oldest restored
+    // data. Not measured in mode Fresh: its backup is taken at the disaster by construction.
+    let latest = spec.backup == DrillBackupMode::Latest;
     let oldest = rr.and_then(|r| {
         r.plan
             .iter()
             .filter_map(|p| p.snapshot_time.as_ref().map(|t| t.0))
             .min()
     });
-    let rpo = oldest.filter(|_| restored).map(|s| seconds(s, started));
+    let rpo = oldest
+        .filter(|_| restored && latest)
+        .map(|s| seconds(s, started));
+    let evidence_failure = rr
+        .filter(|_| restored && latest)
+        .and_then(|r| contradiction(r, started));
     // The same from the data: the oldest of the canary markers the restored targets hold.
     let rpo_canary = rr
         .iter()
@@ -508,14 +581,19 @@ fn record(
         .map(|w| seconds(w, started));
     let rto_met = rto.is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
     let rpo_met = rpo.is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
+    // Mode Fresh is judged on what it measures: restorability and the RTO.
+    let objectives_met = rto_met && (rpo_met || !latest);
     let rr_failure = rr.filter(|r| r.phase != RestorePhase::Succeeded).map(|r| {
         conditions::find(&r.conditions, types::READY).map_or_else(
             || format!("restore {:?}", r.phase),
             |c| format!("{}: {}", c.reason, c.message),
         )
     });
-    let message = failure.or(rr_failure);
-    let verdict = match (&message, rto_met && rpo_met) {
+    let failure = ended.map(|e| match e {
+        Ended::Failed(m) | Ended::NoBackupYet(m) => m,
+    });
+    let message = failure.or(rr_failure).or(evidence_failure);
+    let verdict = match (&message, objectives_met) {
         (Some(_), _) => DrillVerdict::Failed,
         (None, true) => DrillVerdict::Passed,
         (None, false) => DrillVerdict::ObjectivesMissed,
@@ -529,7 +607,7 @@ fn record(
                 spec.objectives.rto
             ));
         }
-        if !rpo_met {
+        if !rpo_met && latest {
             m.push(format!(
                 "RPO {} > objective {}",
                 rpo.map_or("?".into(), |r| human(r as u64)),
@@ -559,6 +637,12 @@ fn record(
                     .map(|p| RestoredBackup {
                         asset: p.asset.clone(),
                         id: p.backup_id.clone(),
+                        snapshot_time: p.snapshot_time.clone(),
+                        rpo_seconds: p
+                            .snapshot_time
+                            .as_ref()
+                            .filter(|_| restored && latest)
+                            .map(|t| seconds(t.0, started)),
                     })
                     .collect()
             })
@@ -572,6 +656,41 @@ fn record(
         )),
         notification: super::notify::owed(ds, &active.id, verdict),
     }
+}
+
+/// Why the restored data contradicts the backups a drill in mode `Latest` says it restored,
+/// if it does. Each restored backup was taken before the simulated disaster, and the newest
+/// canary marker read back from an asset that writes them is the one that backup wrote just
+/// before its snapshot: nothing newer (no write after the backup, no later backup) is in the
+/// restored data. The canary is what makes the measured RPO evidence rather than arithmetic.
+fn contradiction(rr: &RestoreRequestStatus, disaster: Timestamp) -> Option<String> {
+    for p in &rr.plan {
+        let snapshot = p.snapshot_time.as_ref().map(|t| t.0);
+        if let Some(s) = snapshot
+            && s > disaster
+        {
+            return Some(format!(
+                "restored backup {}={} was taken at {s}, after the simulated disaster at {disaster}",
+                p.asset, p.backup_id
+            ));
+        }
+        let canary = rr
+            .checks
+            .iter()
+            .find(|c| c.name == canary_check_name(&p.asset))
+            .and_then(|c| c.canary.as_ref());
+        let (Some(m), Some(s)) = (canary, snapshot) else {
+            continue;
+        };
+        // Status times (`metav1.Time`) keep whole seconds; the marker keeps milliseconds.
+        if m.id != p.backup_id || m.written_at.as_second() > s.as_second() {
+            return Some(format!(
+                "the newest canary marker restored for {} is {} written at {}, not the one backup {} wrote before its snapshot at {s}: the restored data is not that backup's",
+                p.asset, m.id, m.written_at, p.backup_id
+            ));
+        }
+    }
+    None
 }
 
 /// The Event reason of a drill's verdict.
@@ -617,9 +736,10 @@ pub fn events(
                 a.id,
                 ds.spec.assets.join(", ")
             ),
-            DrillBackupMode::Latest => {
-                format!("drill {}: restoring the latest backups into staging", a.id)
-            }
+            DrillBackupMode::Latest => format!(
+                "drill {}: simulating the disaster now; restoring the newest backups taken before it into staging",
+                a.id
+            ),
         };
         out.push(event(
             format!("DrillStarted/{}", a.id),
@@ -726,5 +846,158 @@ mod tests {
             rto_at_risk(&h(&[Some(1500.0), None, Some(1500.0)]), objective),
             None
         );
+    }
+
+    fn drill(mode: Option<&str>, status: serde_json::Value) -> DrillSchedule {
+        let mut spec = serde_json::json!({
+            "schedule": "0 6 * * *", "policy": "shop", "assets": ["db"],
+            "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging", "user": "u"}}]},
+            "objectives": {"rto": "30m", "rpo": "15m"}
+        });
+        if let Some(m) = mode {
+            spec["backup"] = m.into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+            "metadata": {"name": "q", "namespace": "shop", "generation": 1},
+            "spec": spec, "status": status
+        }))
+        .unwrap()
+    }
+
+    fn policy_with_backup(snapshot: &str) -> BackupPolicyStatus {
+        serde_json::from_value(
+            serde_json::json!({"assets": [{"name": "db", "lastSuccess": {
+            "id": "b1", "snapshotTime": snapshot, "startedAt": snapshot, "finishedAt": snapshot,
+            "storedBytes": 1, "sha256": "x", "durationSeconds": 1.0}}]}),
+        )
+        .unwrap()
+    }
+
+    /// The RestoreRequest of a drill that started at 06:00, restored backup `b1` (snapshot
+    /// 05:40) and read back the canary marker `marker` written at `written`.
+    fn restored(marker: &str, written: &str) -> RestoreRequestStatus {
+        serde_json::from_value(serde_json::json!({
+            "phase": "Succeeded", "startedAt": "2026-11-24T06:00:01Z",
+            "finishedAt": "2026-11-24T06:05:00Z",
+            "plan": [{"asset": "db", "backupId": "b1", "snapshotTime": "2026-11-24T05:40:00Z",
+                      "target": "staging", "state": "Done"}],
+            "checks": [{"name": "canary/db", "passed": true, "attempts": 1, "durationSeconds": 0.1,
+                        "canary": {"id": marker, "writtenAt": written}}]
+        }))
+        .unwrap()
+    }
+
+    fn running() -> serde_json::Value {
+        serde_json::json!({"active": {"id": "q-1", "startedAt": "2026-11-24T06:00:00Z",
+                                      "step": "Restore", "restoreRequest": "q-1"}})
+    }
+
+    fn cond(s: &DrillScheduleStatus, t: &str) -> (String, String) {
+        let c = conditions::find(&s.conditions, t).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_default_drill_restores_the_newest_backup_and_measures_its_age_as_the_rpo() {
+        let ds = drill(None, running());
+        let seen = Observed {
+            restore: Some(restored("b1", "2026-11-24T05:39:59.500Z")),
+            ..Default::default()
+        };
+        let d = decide(&ds, &seen, at("2026-11-24T06:05:01Z"));
+        assert_eq!(d.next, Next::Finished);
+        let r = d.status.last_run.clone().unwrap();
+        // Disaster 06:00 − snapshot 05:40: 20 minutes lost, over the 15-minute objective.
+        assert_eq!(r.rpo_seconds, Some(1200.0));
+        assert_eq!(r.rpo_canary_seconds, Some(1200.5));
+        assert_eq!(r.verdict, DrillVerdict::ObjectivesMissed);
+        assert!(
+            r.message.contains("RPO 20m > objective 15m"),
+            "{}",
+            r.message
+        );
+        assert_eq!(
+            cond(&d.status, types::RPO_MET),
+            ("False".into(), "ObjectiveMissed".into())
+        );
+    }
+
+    #[test]
+    fn a_canary_that_is_not_the_restored_backups_own_fails_the_drill() {
+        for (marker, written) in [
+            // A later backup's marker: the data is newer than the backup claimed.
+            ("b2", "2026-11-24T05:50:00Z"),
+            // The backup's own id, but written after its snapshot.
+            ("b1", "2026-11-24T05:41:00Z"),
+        ] {
+            let seen = Observed {
+                restore: Some(restored(marker, written)),
+                ..Default::default()
+            };
+            let d = decide(&drill(None, running()), &seen, at("2026-11-24T06:05:01Z"));
+            let r = d.status.last_run.clone().unwrap();
+            assert_eq!(r.verdict, DrillVerdict::Failed, "{marker}");
+            assert!(r.message.contains("not that backup's"), "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn a_default_drill_with_no_backup_before_the_disaster_fails_with_no_backup_yet() {
+        let ds = drill(None, serde_json::json!({}));
+        let now = at("2026-11-24T06:00:00Z");
+        for policy in [None, Some(policy_with_backup("2026-11-24T06:00:05Z"))] {
+            let seen = Observed {
+                run_now: Some("t".into()),
+                policy: policy.clone(),
+                ..Default::default()
+            };
+            let d = decide(&ds, &seen, now);
+            assert_eq!(d.next, Next::Finished, "no backup Job, no restore");
+            assert!(d.status.active.is_none());
+            let r = d.status.last_run.clone().unwrap();
+            assert_eq!(r.verdict, DrillVerdict::Failed);
+            assert!(
+                r.message.contains("asset db has no good backup"),
+                "{}",
+                r.message
+            );
+            assert_eq!(r.rpo_seconds, None);
+            assert_eq!(
+                cond(&d.status, types::RPO_MET),
+                ("False".into(), "NoBackupYet".into())
+            );
+        }
+        // With a backup from before the disaster it restores.
+        let seen = Observed {
+            run_now: Some("t".into()),
+            policy: Some(policy_with_backup("2026-11-24T05:40:00Z")),
+            ..Default::default()
+        };
+        assert_eq!(decide(&ds, &seen, now).next, Next::Restore);
+    }
+
+    #[test]
+    fn a_fresh_drill_proves_restorability_and_does_not_report_an_rpo() {
+        let mut status = running();
+        status["active"]["step"] = "Restore".into();
+        let ds = drill(Some("Fresh"), status);
+        let seen = Observed {
+            restore: Some(restored("b1", "2026-11-24T05:39:59.500Z")),
+            ..Default::default()
+        };
+        let d = decide(&ds, &seen, at("2026-11-24T06:05:01Z"));
+        let r = d.status.last_run.clone().unwrap();
+        assert_eq!((r.rpo_seconds, r.rpo.clone()), (None, None));
+        assert_eq!(r.verdict, DrillVerdict::Passed, "judged on its RTO");
+        assert_eq!(
+            cond(&d.status, types::RPO_MET),
+            ("Unknown".into(), "RPONotMeasured".into())
+        );
+        assert!(verdict_note(&ds, &r).contains("RPO not measured"));
     }
 }

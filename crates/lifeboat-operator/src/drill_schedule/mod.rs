@@ -421,10 +421,20 @@ async fn backup_outcomes(
 }
 
 fn update_metrics(ctx: &Context, ds: &DrillSchedule, status: &DrillScheduleStatus) {
-    let Some(run) = &status.last_run else { return };
     let (ns, name) = (ds.namespace().unwrap_or_default(), ds.name_any());
     let (ns, name) = (ns.as_str(), name.as_str());
     let m = &ctx.metrics;
+    // Exported before any drill ran: an overdue first drill is caught too.
+    match &status.next_run_time {
+        Some(t) => m
+            .drill_next_run
+            .with_label_values(&[ns, name])
+            .set(t.0.as_second() as f64),
+        None => {
+            let _ = m.drill_next_run.remove_label_values(&[ns, name]);
+        }
+    }
+    let Some(run) = &status.last_run else { return };
     if let Some(rto) = run.rto_seconds {
         m.drill_rto.with_label_values(&[ns, name]).set(rto);
     }
@@ -434,9 +444,18 @@ fn update_metrics(ctx: &Context, ds: &DrillSchedule, status: &DrillScheduleStatu
     m.drill_objective_met
         .with_label_values(&[ns, name, "rto"])
         .set(f64::from(u8::from(run.rto_met)));
-    m.drill_objective_met
-        .with_label_values(&[ns, name, "rpo"])
-        .set(f64::from(u8::from(run.rpo_met)));
+    // A drill that measured no RPO (mode Fresh, or nothing restored) did not miss it either:
+    // only a measured RPO is exported, so the alert on a missed objective fires on evidence.
+    // A drill that found no backup to restore is a failed drill, which its own alert covers.
+    if run.rpo_seconds.is_some() {
+        m.drill_objective_met
+            .with_label_values(&[ns, name, "rpo"])
+            .set(f64::from(u8::from(run.rpo_met)));
+    } else {
+        let _ = m
+            .drill_objective_met
+            .remove_label_values(&[ns, name, "rpo"]);
+    }
     let verdict = format!("{:?}", run.verdict);
     for v in ["Passed", "ObjectivesMissed", "Failed"] {
         if v != verdict {
