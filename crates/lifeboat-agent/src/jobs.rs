@@ -525,10 +525,7 @@ pub fn restore(
             // dataDir names a directory the agent writes (Redis on a host); without it the
             // target is a server the agent reaches only over the network (a pod with its own
             // volume), loaded over replication.
-            match into
-                .and_then(|t| t.data_dir.clone())
-                .or_else(|| r.data_dir.clone())
-            {
+            match r.restore_data_dir(into) {
                 Some(data_dir) => {
                     redis::restore(&conn, &stored, &decoding, Path::new(&data_dir), "dump.rdb")?;
                     Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))

@@ -546,3 +546,105 @@ fn an_rdb_newer_than_the_target_reads_is_refused_untouched() {
     assert!(e.message.contains(&format!("format {}", newest + 1)), "{e}");
     assert_untouched(&t);
 }
+
+/// The agent, signing with the tests' key, in namespace `n`.
+fn agent() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_lifeboat-agent"));
+    c.env(
+        "LIFEBOAT_SIGNING_KEY_FILE",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/signing.key"),
+    )
+    .env("LIFEBOAT_NAMESPACE", "n")
+    .env_remove("LIFEBOAT_JOB")
+    .env_remove("LIFEBOAT_TERMINATION_LOG");
+    c
+}
+
+/// Through the agent's command line, as a restore Job runs it: a signed, checked backup of a
+/// source whose asset names a host's `dataDir` restored into a target without one (a Redis in a
+/// pod) is loaded over replication from the pod's IP, and that directory is never written.
+#[test]
+fn a_restore_into_a_target_without_data_dir_loads_over_replication_through_the_cli() {
+    let scratch = tempfile::tempdir().unwrap();
+    let source_dir = scratch.path().join("source");
+    std::fs::create_dir_all(&source_dir).unwrap();
+    let source = Server::start(&source_dir, &["--save", ""]);
+    write_every_type(&source);
+    let before = digest(&source);
+    let host_dir = scratch.path().join("host-data-dir");
+    let policy = scratch.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: cache}}\nspec:\n  schedule: '@hourly'\n  assets:\n    - name: sessions\n      redis: {{host: 127.0.0.1, port: {}, dataDir: {}}}\n  retention: {{maxAge: 7d}}\n  destination: {{volume: {{claimName: local}}}}\n",
+            source.port,
+            host_dir.display()
+        ),
+    )
+    .unwrap();
+    let backups = scratch.path().join("backups");
+    let out = agent()
+        .args(["backup", "--policy-file"])
+        .arg(&policy)
+        .arg("--dir")
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let t = target(&scratch.path().join("target"), &["--save", "3600 1"]);
+    let rtarget = scratch.path().join("target.yaml");
+    std::fs::write(
+        &rtarget,
+        format!(
+            "asset: sessions\nredis: {{host: 127.0.0.1, port: {}}}\n",
+            t.port
+        ),
+    )
+    .unwrap();
+    let restore = || {
+        let mut c = agent();
+        c.args([
+            "restore",
+            "--execute",
+            "--asset",
+            "sessions",
+            "--policy-file",
+        ])
+        .arg(&policy)
+        .arg("--target-file")
+        .arg(&rtarget)
+        .arg("--dir")
+        .arg(&backups);
+        c
+    };
+    let out = restore().env_remove("LIFEBOAT_POD_IP").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Config.exit_code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LIFEBOAT_POD_IP"));
+    assert_untouched(&t);
+
+    let out = restore()
+        .env("LIFEBOAT_POD_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("loaded over replication"), "{text}");
+    assert!(!text.contains("the-targets-own"), "{text}");
+    assert_same(&before, &digest(&t));
+    assert_eq!(masterauth(&t), "the-targets-own");
+    assert!(
+        !host_dir.exists(),
+        "the host's data directory was not written"
+    );
+}
