@@ -1220,3 +1220,358 @@ async fn a_restore_from_a_location_needs_no_backup_policy() {
     assert!(roles.contains(&"restore".to_owned()), "{roles:?}");
     all_pods_ran_on(&h, node).await;
 }
+
+/// Every key of every database of the Redis behind `conn`: type, value (sets and hashes
+/// sorted) and when it expires (`EXPIRETIME`, unix seconds; -1 without a TTL), as text to
+/// compare: an RDB keeps the moment a key expires, so a restored TTL is the same moment.
+fn redis_digest(
+    conn: &lifeboat_agent::redis::Conn,
+) -> std::collections::BTreeMap<String, (String, String, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for db in 0..16u8 {
+        let keys = conn.run(db, &["KEYS", "*"]).unwrap();
+        for key in keys.lines().filter(|k| !k.is_empty()) {
+            let t = conn.run(db, &["TYPE", key]).unwrap();
+            let sorted = |s: String| {
+                let mut l: Vec<&str> = s.lines().collect();
+                l.sort_unstable();
+                l.join("\n")
+            };
+            let v = match t.as_str() {
+                "string" => conn.run(db, &["GET", key]).unwrap(),
+                "list" => conn.run(db, &["LRANGE", key, "0", "-1"]).unwrap(),
+                "set" => sorted(conn.run(db, &["SMEMBERS", key]).unwrap()),
+                "zset" => conn
+                    .run(db, &["ZRANGE", key, "0", "-1", "WITHSCORES"])
+                    .unwrap(),
+                "hash" => sorted(conn.run(db, &["HGETALL", key]).unwrap()),
+                "stream" => conn.run(db, &["XRANGE", key, "-", "+"]).unwrap(),
+                other => panic!("unexpected type {other}"),
+            };
+            let ttl: i64 = conn.run(db, &["EXPIRETIME", key]).unwrap().parse().unwrap();
+            out.insert(format!("{db}/{key}"), (t, v, ttl));
+        }
+    }
+    out
+}
+
+/// Same keys, types and values; the same expiry, to the second (rounding aside).
+fn assert_same_redis(
+    before: &std::collections::BTreeMap<String, (String, String, i64)>,
+    after: &std::collections::BTreeMap<String, (String, String, i64)>,
+) {
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    for (k, (t, v, ttl)) in before {
+        let (t2, v2, ttl2) = &after[k];
+        assert_eq!((t, v), (t2, v2), "{k}");
+        assert!((ttl - ttl2).abs() <= 1, "{k}: expires at {ttl} vs {ttl2}");
+    }
+}
+
+async fn restore_finished(
+    h: &harness::Harness,
+    node: &Node,
+    name: &str,
+) -> lifeboat_api::restore_request::RestoreRequestStatus {
+    let api = h.api::<lifeboat_api::RestoreRequest>();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let status = api.get(name).await.unwrap().status.unwrap_or_default();
+        if status.phase.is_finished() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "restore {name} still {:?}: {status:#?}\n{}",
+            status.phase,
+            report(h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// A Redis without `dataDir` (what a Redis in a pod is to Lifeboat) restored by a real agent
+/// pod: the pod listens on its own IP (downward API) under Pod Security "restricted", the
+/// server connects to it over the pod network as a replica and loads the backup; every key type
+/// and TTL comes back. Then a restore whose validation fails with `rollbackOnFailure` puts the
+/// data the server held before it back, through the same path.
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_rolled_back() {
+    use lifeboat_api::restore_request::RestorePhase;
+    let node = node();
+    let h = harness::harness("node-redis").await;
+    let s3 = S3Server::start(node);
+    let redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
+    let c = redis.conn();
+    for cmd in [
+        &["SET", "s", "string value"][..],
+        &["SET", "s:ttl", "short-lived", "EX", "3000"],
+        &["RPUSH", "l", "a", "b", "c", "a"],
+        &["SADD", "set", "x", "y", "z"],
+        &["ZADD", "z", "1.5", "one", "-2", "two"],
+        &["HSET", "h", "f1", "v1", "f2", "v2"],
+        &["EXPIRE", "h", "5000"],
+        &["XADD", "stream", "1-1", "k", "v"],
+    ] {
+        c.run(0, cmd).unwrap();
+    }
+    c.run(3, &["SET", "db3", "other db"]).unwrap();
+    let before = redis_digest(&c);
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([{"name": "sessions", "redis": {"host": node.gateway().to_string(), "port": redis.port}}]),
+    )
+    .await;
+    backup_now(&h, node, "redis-1").await;
+
+    // The data changes after the backup: a key gone, one changed, one added.
+    c.run(0, &["DEL", "l"]).unwrap();
+    c.run(0, &["SET", "s", "changed"]).unwrap();
+    c.run(0, &["SET", "new", "after the backup"]).unwrap();
+    assert_ne!(redis_digest(&c), before);
+
+    let t0 = Instant::now();
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "back"},
+        "spec": {"source": {"policy": "shop", "backupId": "latest"}, "execute": true,
+                 "validation": {"checks": [{"name": "session", "redis": {"asset": "sessions", "key": "s",
+                                                                          "expect": "string value"}}]}}});
+    h.api::<lifeboat_api::RestoreRequest>()
+        .patch("back", &PatchParams::apply("test-user"), &Patch::Apply(&rr))
+        .await
+        .unwrap();
+    let status = restore_finished(&h, node, "back").await;
+    eprintln!(
+        "Redis RestoreRequest -> {:?}: {:?}",
+        status.phase,
+        t0.elapsed()
+    );
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    assert_same_redis(&before, &redis_digest(&c));
+    assert!(
+        c.run(0, &["INFO", "replication"])
+            .unwrap()
+            .contains("role:master"),
+        "the server is a master again"
+    );
+    assert_eq!(
+        c.run(0, &["CONFIG", "GET", "masterauth"])
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap_or_default(),
+        ""
+    );
+    all_pods_ran_on(&h, node).await;
+
+    // Rollback on real data: the server's current data, then a restore whose check fails.
+    c.run(0, &["SET", "s", "kept by the rollback"]).unwrap();
+    c.run(0, &["SET", "only-now", "x", "EX", "4000"]).unwrap();
+    let current = redis_digest(&c);
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "bad"},
+        "spec": {"source": {"policy": "shop", "backupId": "latest"}, "execute": true,
+                 "rollbackOnFailure": true,
+                 "validation": {"timeout": "20s",
+                                "checks": [{"name": "missing", "redis": {"asset": "sessions",
+                                                                          "key": "no-such-key"}}]}}});
+    h.api::<lifeboat_api::RestoreRequest>()
+        .patch("bad", &PatchParams::apply("test-user"), &Patch::Apply(&rr))
+        .await
+        .unwrap();
+    let status = restore_finished(&h, node, "bad").await;
+    assert_eq!(
+        status.phase,
+        RestorePhase::RolledBack,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    assert_same_redis(&current, &redis_digest(&c));
+}
+
+/// The Redis pod of the StatefulSet `redis` (another than the pod `not_uid`), once it runs a
+/// server that answers: its connection from this machine (over the node's pod network), its IP
+/// and its uid.
+async fn redis_pod_ready(
+    h: &harness::Harness,
+    node: &Node,
+    not_uid: Option<&str>,
+) -> (lifeboat_agent::redis::Conn, String, String) {
+    let pods = h.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if let Some(pod) = pods.get_opt("redis-0").await.unwrap() {
+            let status = pod.status.clone().unwrap_or_default();
+            if let (Some("Running"), Some(ip)) = (status.phase.as_deref(), status.pod_ip.clone())
+                && pod.metadata.uid.as_deref() != not_uid
+                && pod.metadata.deletion_timestamp.is_none()
+            {
+                let conn = lifeboat_agent::redis::Conn {
+                    host: ip.clone(),
+                    port: 6379,
+                    username: None,
+                    password: None,
+                    tls: false,
+                };
+                let answered = {
+                    let conn = conn.clone();
+                    blocking(move || conn.run(0, &["PING"]).ok())
+                };
+                if answered.as_deref() == Some("PONG") {
+                    return (conn, ip, pod.metadata.uid.clone().unwrap_or_default());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-0 not serving\n{}",
+            report(h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Redis as common charts deploy it: a StatefulSet with appendonly on, its data on a PVC bound
+/// to a PersistentVolume on the node. A BackupPolicy backs it up with real Jobs, the data
+/// changes, and a RestoreRequest restores it in place through a real agent pod over the
+/// replication protocol: every key, type and expiry comes back, then the pod is deleted and the
+/// restored data is what its successor loads from the PVC.
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_pod_s_restart() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    use lifeboat_api::restore_request::RestorePhase;
+    let node = node();
+    let h = harness::harness("node-sts").await;
+    let s3 = S3Server::start(node);
+    // The volume's directory belongs to the unprivileged user the Redis pod runs as.
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(65532), Some(65532)).unwrap();
+    let pv_name = format!("{}-redis", h.ns);
+    let pvs: Api<PersistentVolume> = Api::all(h.client.clone());
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "lifeboat-test-manual", "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": data.path().to_str().unwrap(), "type": "Directory"},
+                 "claimRef": {"namespace": h.ns, "name": "data-redis-0"}}
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let restricted = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}});
+    let sts: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "redis"},
+        "spec": {
+            "serviceName": "redis", "replicas": 1,
+            "selector": {"matchLabels": {"app": "redis"}},
+            "template": {
+                "metadata": {"labels": {"app": "redis"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                        "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "redis", "image": "lifeboat.test/redis:local", "imagePullPolicy": "Never",
+                        "args": ["--bind", "0.0.0.0", "--protected-mode", "no", "--port", "6379",
+                                 "--dir", "/data", "--appendonly", "yes", "--save", "3600 1"],
+                        "ports": [{"name": "redis", "containerPort": 6379}],
+                        "securityContext": restricted,
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}]
+                    }]
+                }
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "lifeboat-test-manual",
+                         "resources": {"requests": {"storage": "1Gi"}}}
+            }]
+        }
+    }))
+    .unwrap();
+    h.api::<StatefulSet>()
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let (c, ip, uid) = redis_pod_ready(&h, node, None).await;
+
+    let before = blocking(|| {
+        for cmd in [
+            &["SET", "s", "string value"][..],
+            &["SET", "s:ttl", "short-lived", "EX", "3000"],
+            &["RPUSH", "l", "a", "b", "c", "a"],
+            &["SADD", "set", "x", "y", "z"],
+            &["ZADD", "z", "1.5", "one", "-2", "two"],
+            &["HSET", "h", "f1", "v1", "f2", "v2"],
+            &["EXPIRE", "h", "5000"],
+            &["XADD", "stream", "1-1", "k", "v"],
+        ] {
+            c.run(0, cmd).unwrap();
+        }
+        c.run(3, &["SET", "db3", "other db"]).unwrap();
+        redis_digest(&c)
+    });
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([{"name": "sessions", "redis": {"host": ip, "port": 6379}}]),
+    )
+    .await;
+    backup_now(&h, node, "sts-1").await;
+    blocking(|| {
+        c.run(0, &["DEL", "l"]).unwrap();
+        c.run(0, &["SET", "s", "changed"]).unwrap();
+        c.run(0, &["SET", "new", "after the backup"]).unwrap();
+        assert_ne!(redis_digest(&c), before);
+    });
+
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "in-place"},
+        "spec": {"source": {"policy": "shop", "backupId": "latest"}, "execute": true}});
+    h.api::<lifeboat_api::RestoreRequest>()
+        .patch(
+            "in-place",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&rr),
+        )
+        .await
+        .unwrap();
+    let status = restore_finished(&h, node, "in-place").await;
+    assert_eq!(
+        status.phase,
+        RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    eprintln!(
+        "restore: {:?}",
+        status.plan.iter().map(|p| &p.target).collect::<Vec<_>>()
+    );
+    let restored = blocking(|| redis_digest(&c));
+    assert_same_redis(&before, &restored);
+
+    // The pod goes; its successor loads the PVC: the restored data, not the changed data.
+    h.api::<Pod>()
+        .delete("redis-0", &Default::default())
+        .await
+        .unwrap();
+    let (c, _, _) = redis_pod_ready(&h, node, Some(&uid)).await;
+    assert_same_redis(&before, &blocking(|| redis_digest(&c)));
+
+    h.api::<StatefulSet>()
+        .delete("redis", &Default::default())
+        .await
+        .unwrap();
+    let _ = pvs.delete(&pv_name, &Default::default()).await;
+}

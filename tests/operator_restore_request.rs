@@ -11,6 +11,7 @@ mod harness;
 use harness::{Harness, harness};
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use lifeboat_api::RestoreRequest;
@@ -223,6 +224,45 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         r.status.unwrap().plan[0].state,
         Some(StepState::Done),
         "the first asset's outcome is kept"
+    );
+    // The Redis asset has no dataDir: its restore pod, admitted under Pod Security "restricted"
+    // by the Job controller, listens on a named port and learns its own IP from the kubelet.
+    let pods = h.api::<Pod>();
+    let selector = format!("batch.kubernetes.io/job-name={second}");
+    let pod = h
+        .until("the Redis restore pod", async || {
+            pods.list(&ListParams::default().labels(&selector))
+                .await
+                .unwrap()
+                .items
+                .pop()
+        })
+        .await;
+    let agent = &pod.spec.as_ref().unwrap().containers[0];
+    let ip = agent
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.name == lifeboat_api::agent_job::POD_IP_ENV)
+        .unwrap();
+    assert_eq!(
+        ip.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+    let port = &agent.ports.as_ref().unwrap()[0];
+    assert_eq!(
+        (port.name.as_deref(), port.container_port),
+        (
+            Some("redis-load"),
+            i32::from(lifeboat_api::agent_job::REDIS_LOAD_PORT)
+        )
     );
     h.finish_job(&second, &summary(Verb::Restore, "sessions", true, vec![]))
         .await;

@@ -4,12 +4,14 @@
 #   - the agent: lifeboat-agent plus what images/agent.Dockerfile installs: the PostgreSQL 15
 #     client (pg_dump, pg_restore, psql, createdb), redis-tools (redis-cli, redis-check-rdb) and
 #     rclone, each with the shared libraries `ldd` lists;
-#   - the operator: lifeboat-operator and its libraries.
-# Both carry the references the chart and the operator use by default
+#   - the operator: lifeboat-operator and its libraries;
+#   - Redis (this machine's redis-server and its libraries), for the tests' Redis StatefulSet
+#     (lifeboat.test/redis:local, run with imagePullPolicy Never).
+# The agent and operator images carry the references the chart and the operator use by default
 # (ghcr.io/lifeboat-dev/lifeboat-{agent,operator}:<version>), so pods with imagePullPolicy
 # IfNotPresent start them from the node's store.
 #
-# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator}.tar.
+# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator,redis}.tar.
 # LIFEBOAT_NODE_PROFILE=debug assembles the debug builds (faster to build, larger).
 set -euo pipefail
 
@@ -69,4 +71,8 @@ python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-operator:$ver
   "${common[@]}" \
   --binary "$repo/target/$profile/lifeboat-operator:/usr/local/bin/lifeboat-operator" \
   --entrypoint /usr/local/bin/lifeboat-operator
+python3 "$here/oci-image.py" --name "lifeboat.test/redis:local" --out "$out/redis.tar" \
+  "${common[@]}" \
+  --binary /usr/bin/redis-server:/usr/bin/redis-server \
+  --entrypoint /usr/bin/redis-server
 echo "images: assembled in $(( $(date +%s) - start ))s into $out"

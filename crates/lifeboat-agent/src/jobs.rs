@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use lifeboat_api::agent_job::KubernetesStateScope;
+use lifeboat_api::agent_job::{KubernetesStateScope, POD_IP_ENV, REDIS_LOAD_PORT};
 use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
 use lifeboat_api::backup_policy::{
     Asset, AssetSource, Compression, CompressionAlgorithm, Encryption,
@@ -512,15 +512,6 @@ pub fn restore(
                 None => None,
                 Some(_) => return Err(not_its_kind(asset, "Redis (redis)")),
             };
-            let data_dir = into
-                .and_then(|t| t.data_dir.clone())
-                .or_else(|| r.data_dir.clone())
-                .ok_or_else(|| {
-                    AgentError::config(format!(
-                        "asset {}: a Redis restore needs a dataDir to place dump.rdb in",
-                        asset.name
-                    ))
-                })?;
             let artifact = listed
                 .metadata
                 .artifacts
@@ -530,14 +521,38 @@ pub fn restore(
                 stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
             }
             let conn = env.redis(into.map_or(&r.connection, |t| &t.connection))?;
-            redis::restore(
-                &conn,
-                &local.dir.join(&artifact.name),
-                &decoding,
-                Path::new(&data_dir),
-                "dump.rdb",
-            )?;
-            Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
+            let stored = local.dir.join(&artifact.name);
+            // dataDir names a directory the agent writes (Redis on a host); without it the
+            // target is a server the agent reaches only over the network (a pod with its own
+            // volume), loaded over replication.
+            match r.restore_data_dir(into) {
+                Some(data_dir) => {
+                    redis::restore(&conn, &stored, &decoding, Path::new(&data_dir), "dump.rdb")?;
+                    Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
+                }
+                None => {
+                    let rdb = tempfile::NamedTempFile::new()
+                        .map_err(|e| AgentError::storage("temporary file", e))?;
+                    {
+                        let file = rdb
+                            .reopen()
+                            .map_err(|e| AgentError::storage("temporary file", e))?;
+                        stream::unpack(&stored, &decoding, std::io::BufWriter::new(&file))?;
+                        file.sync_all()
+                            .map_err(|e| AgentError::storage("temporary file", e))?;
+                    }
+                    let keys = redis::check_rdb(rdb.path())?;
+                    let loaded =
+                        crate::redis_load::load(&conn, rdb.path(), keys, load_listener()?)?;
+                    Ok(format!(
+                        "redis://{}:{}: {} keys loaded over replication, {}",
+                        conn.host,
+                        conn.port,
+                        loaded.keys,
+                        loaded.durable.describe()
+                    ))
+                }
+            }
         }
         AssetSource::ObjectStorage(b) => {
             let into = match to {
@@ -551,6 +566,25 @@ pub fn restore(
             kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
         }
     }
+}
+
+/// Where a Redis load listens: every address of the pod on [`REDIS_LOAD_PORT`], advertised
+/// as the pod's IP from the downward API.
+fn load_listener() -> Result<crate::redis_load::Listener> {
+    let ip = std::env::var(POD_IP_ENV)
+        .ok()
+        .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+        .ok_or_else(|| {
+            AgentError::config(format!(
+                "a Redis target without dataDir is loaded over replication, which needs the pod's IP in {POD_IP_ENV}"
+            ))
+        })?;
+    let any: std::net::IpAddr = if ip.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    crate::redis_load::Listener::bind(std::net::SocketAddr::new(any, REDIS_LOAD_PORT), ip)
 }
 
 /// A restore target of another kind than its asset (admission does not compare the two).

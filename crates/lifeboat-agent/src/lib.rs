@@ -19,6 +19,8 @@ pub mod notify;
 pub mod pgarchive;
 pub mod postgres;
 pub mod redis;
+pub mod redis_load;
+pub mod resp;
 pub mod retention;
 pub mod signing;
 pub mod stream;

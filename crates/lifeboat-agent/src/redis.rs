@@ -323,17 +323,21 @@ fn backup_with_stall(
     Ok((stored, snapshot))
 }
 
-/// `redis-check-rdb` must accept the file.
-pub fn check_rdb(rdb: &Path) -> Result<()> {
+/// `redis-check-rdb` must accept the file; returns the number of keys it read.
+pub fn check_rdb(rdb: &Path) -> Result<u64> {
     let out = Command::new(tools::find("redis-check-rdb")?)
         .arg(rdb)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| AgentError::config(format!("redis-check-rdb: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
     if out.status.success() {
-        Ok(())
+        // `[info] 12 keys read`
+        text.lines()
+            .find_map(|l| l.strip_prefix("[info] ")?.strip_suffix(" keys read"))
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| AgentError::integrity("redis-check-rdb did not report the keys it read"))
     } else {
-        let text = String::from_utf8_lossy(&out.stdout);
         Err(AgentError::integrity(format!(
             "redis-check-rdb refused the snapshot: {}",
             rdb_error(&text)
@@ -387,7 +391,7 @@ fn place(artifact: &Path, decoding: &Decoding, data_dir: &Path, file_name: &str)
         stream::unpack(artifact, decoding, std::io::BufWriter::new(&file))?;
         file.sync_all()
             .map_err(|e| AgentError::storage(tmp.display(), e))?;
-        check_rdb(&tmp)
+        check_rdb(&tmp).map(drop)
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);

@@ -15,6 +15,14 @@ use crate::restore_request::RestoreOptions;
 /// The environment variable that carries the serialized [`AgentJob`].
 pub const JOB_ENV: &str = "LIFEBOAT_JOB";
 
+/// The environment variable with the agent pod's IP (from the downward API): where a Redis
+/// target without `dataDir` connects to load the backup over replication.
+pub const POD_IP_ENV: &str = "LIFEBOAT_POD_IP";
+
+/// The port the restore agent serves a Redis target's replication on (the pod's
+/// `containerPort`, so a NetworkPolicy can name it).
+pub const REDIS_LOAD_PORT: u16 = 6380;
+
 /// Where Secrets are mounted in agent pods.
 pub const SECRETS_DIR: &str = "/var/run/lifeboat/secrets";
 

@@ -193,6 +193,10 @@ pub enum ErrorClass {
     /// beyond its allowed namespaces, or cluster-scoped without the platform's opt-in): refused
     /// before anything was read or written.
     OutOfScope,
+    /// The target is running in a way the restore cannot serve safely (a Redis that is itself a
+    /// replica, replicates over TLS, refuses CONFIG or REPLICAOF, or reads an older RDB format
+    /// than the backup's): refused before it was changed.
+    TargetUnsupported,
 }
 
 impl ErrorClass {
@@ -211,6 +215,7 @@ impl ErrorClass {
             ErrorClass::ToolFailed => 11,
             ErrorClass::SecretNotFound => 12,
             ErrorClass::OutOfScope => 13,
+            ErrorClass::TargetUnsupported => 14,
         }
     }
 
@@ -248,6 +253,7 @@ impl ErrorClass {
             ErrorClass::ToolFailed => "ToolFailed",
             ErrorClass::SecretNotFound => "SecretNotFound",
             ErrorClass::OutOfScope => "OutOfScope",
+            ErrorClass::TargetUnsupported => "TargetUnsupported",
         }
     }
 }
@@ -594,6 +600,7 @@ mod tests {
             ErrorClass::ToolFailed,
             ErrorClass::SecretNotFound,
             ErrorClass::OutOfScope,
+            ErrorClass::TargetUnsupported,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

@@ -322,7 +322,10 @@ pub struct PgDumpOptions {
 pub struct RedisAsset {
     #[serde(flatten)]
     pub connection: RedisConnection,
-    /// The server's data directory, where a restore places `dump.rdb` before Redis restarts.
+    /// The server's data directory, for a Redis on a host whose directory the agent can write:
+    /// a restore places `dump.rdb` there and Redis loads it at its next restart. Omit it for a
+    /// Redis in a pod (a StatefulSet with its own volume): the restore then loads the backup
+    /// over the replication protocol into the running server, with no restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("dataDir must be an absolute path"))]
     pub data_dir: Option<String>,
@@ -330,6 +333,21 @@ pub struct RedisAsset {
     /// backup. Off by default, as for PostgreSQL and buckets.
     #[serde(default)]
     pub allow_empty: bool,
+}
+
+impl RedisAsset {
+    /// Where a restore of this asset into `target` (its own server when `None`) places
+    /// `dump.rdb`; `None` means a load over replication. A target decides alone: another
+    /// server's data directory says nothing about this one's.
+    pub fn restore_data_dir<'a>(
+        &'a self,
+        target: Option<&'a crate::common::RedisTarget>,
+    ) -> Option<&'a str> {
+        match target {
+            Some(t) => t.data_dir.as_deref(),
+            None => self.data_dir.as_deref(),
+        }
+    }
 }
 
 /// A copy of a bucket (or a prefix of it) on S3-compatible storage.

@@ -422,13 +422,20 @@ pub struct PostgresTarget {
     pub create_database: bool,
 }
 
-/// A Redis server to restore into: the RDB is placed in `dataDir` and Redis restarted.
+/// A Redis server to restore into. With `dataDir` (a Redis on a host) the RDB is placed there
+/// for Redis to load at its restart; without it (a Redis in a pod, e.g. a StatefulSet with a
+/// PVC) the restore Job serves the RDB over the replication protocol and the running server
+/// loads it as a replica does, then becomes a master again: no restart, no shared volume.
+/// The target must reach the restore pod on port 6380 (NetworkPolicy), be a master, accept
+/// CONFIG and REPLICAOF from this user, and replicate without TLS; otherwise the restore is
+/// refused (`TargetUnsupported`) before the server is changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisTarget {
     #[serde(flatten)]
     pub connection: RedisConnection,
-    /// The Redis data directory the agent writes `dump.rdb` into (a volume it mounts).
+    /// The Redis data directory the agent writes `dump.rdb` into (Redis on a host); omit it to
+    /// load over replication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("dataDir must be an absolute path"))]
     pub data_dir: Option<String>,

@@ -257,9 +257,10 @@ impl CatalogFailure {
             Some(C::NotFound) => Self::NoBackupAtLocation,
             Some(C::Integrity) => Self::MetadataInvalid,
             Some(C::SecretNotFound) => Self::SecretNotFound,
-            Some(C::Config | C::Validation | C::ToolFailed | C::OutOfScope) | None => {
-                Self::CatalogFailed
-            }
+            Some(
+                C::Config | C::Validation | C::ToolFailed | C::OutOfScope | C::TargetUnsupported,
+            )
+            | None => Self::CatalogFailed,
         }
     }
 

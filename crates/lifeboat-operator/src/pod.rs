@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
@@ -26,6 +26,8 @@ pub struct AgentPod<'a> {
     pub config: &'a AgentConfig,
     pub args: Vec<String>,
     pub env: Vec<EnvVar>,
+    /// Ports the agent listens on (a Redis load over replication), named for NetworkPolicies.
+    pub ports: Vec<ContainerPort>,
     pub secrets: Vec<SecretKeyRef>,
     pub destination: &'a Destination,
     pub overrides: Option<&'a PodTemplateOverride>,
@@ -91,6 +93,7 @@ impl AgentPod<'_> {
             image_pull_policy: Some(self.config.image_pull_policy.clone()),
             args: Some(self.args.clone()),
             env: Some(env),
+            ports: (!self.ports.is_empty()).then(|| self.ports.clone()),
             volume_mounts: Some(mounts),
             resources: Some(
                 o.resources

@@ -19,9 +19,12 @@ use crate::process::Supervised;
 /// Kubernetes-state dump must leave out). For the local node (crate::node):
 /// `root-ca-cert-publisher` writes the `kube-root-ca.crt` ConfigMap every pod's API-access volume
 /// mounts, and `nodelifecycle` lifts the `not-ready` taint a new Node is created with once its
-/// kubelet reports Ready. Without a node both have nothing to do.
+/// kubelet reports Ready. Without a node both have nothing to do. `statefulset` and
+/// `persistentvolume-binder` run Redis the way charts deploy it (a StatefulSet whose PVC binds to
+/// a PersistentVolume), for the node's Redis restore test.
 pub const CONTROLLERS: &str = "job,cronjob,garbagecollector,namespace,serviceaccount,\
-     serviceaccount-token,deployment,replicaset,root-ca-cert-publisher,nodelifecycle";
+     serviceaccount-token,deployment,replicaset,root-ca-cert-publisher,nodelifecycle,\
+     statefulset,persistentvolume-binder";
 
 /// A running control plane. Dropping it stops every process and removes its files.
 pub struct ControlPlane {

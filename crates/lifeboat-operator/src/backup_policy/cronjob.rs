@@ -149,6 +149,7 @@ pub fn backup_job_template(
             value: Some(serde_json::to_string(&job)?),
             ..Default::default()
         }],
+        ports: Vec::new(),
         secrets,
         destination: &spec.destination,
         overrides,

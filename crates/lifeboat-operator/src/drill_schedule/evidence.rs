@@ -213,6 +213,7 @@ pub fn evidence_job(
             value: Some(serde_json::to_string(&doc)?),
             ..Default::default()
         }],
+        ports: Vec::new(),
         secrets,
         destination: &location,
         overrides,

@@ -93,6 +93,7 @@ pub fn notify_job(
             value: Some(serde_json::to_string(&doc)?),
             ..Default::default()
         }],
+        ports: Vec::new(),
         secrets: vec![n.webhook_secret.clone()],
         destination: &nowhere,
         overrides: ds.spec.pod_template.as_ref(),

@@ -1,11 +1,12 @@
 //! Pure builders of a RestoreRequest's Jobs: one restore Job per asset, one validation Job.
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::agent_job::{
-    AgentCatalogJob, AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, signing_key_ref,
+    AgentCatalogJob, AgentJob, AgentRestoreJob, AgentValidateJob, JOB_ENV, POD_IP_ENV,
+    REDIS_LOAD_PORT, signing_key_ref,
 };
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
 use lifeboat_api::common::{Destination, SecretKeyRef, Target};
@@ -68,6 +69,7 @@ pub fn catalog_job(rr: &RestoreRequest, location: Destination, agent: &AgentConf
         &doc.location,
         agent,
         None,
+        false,
     )
 }
 
@@ -140,6 +142,7 @@ pub fn restore_job(
         // Lifeboat's restore account (bound to the step's scope), never the user's.
         (step.asset.kind() == AssetKind::KubernetesState)
             .then_some(Access::Restore.service_account()),
+        loads_redis_over_replication(step),
     )
 }
 
@@ -183,6 +186,7 @@ pub fn safety_job(
         &location,
         agent,
         None,
+        false,
     )
 }
 
@@ -229,6 +233,8 @@ pub fn rollback_job(
         &doc.location,
         agent,
         None,
+        // The safety backup goes back the way the restore came.
+        loads_redis_over_replication(step),
     )
 }
 
@@ -307,6 +313,7 @@ pub fn validate_job(
         &no_location,
         agent,
         None,
+        false,
     )
 }
 
@@ -321,6 +328,7 @@ fn job(
     location: &Destination,
     agent: &AgentConfig,
     api_account: Option<&str>,
+    redis_load: bool,
 ) -> Result<Job> {
     let rr_name = rr.name_any();
     let labels = std::collections::BTreeMap::from([
@@ -339,14 +347,37 @@ fn job(
     let overrides = rr.spec.pod_template.as_ref();
     let mut job_labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
     job_labels.extend(labels.clone());
+    let mut env = vec![EnvVar {
+        name: JOB_ENV.into(),
+        value: Some(document),
+        ..Default::default()
+    }];
+    let mut ports = Vec::new();
+    if redis_load {
+        // The address the target replicates from: the pod's own, from the kubelet.
+        env.push(EnvVar {
+            name: POD_IP_ENV.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        ports.push(ContainerPort {
+            name: Some(REDIS_LOAD_PORT_NAME.into()),
+            container_port: i32::from(REDIS_LOAD_PORT),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+    }
     let pod = AgentPod {
         config: agent,
         args: role.args(),
-        env: vec![EnvVar {
-            name: JOB_ENV.into(),
-            value: Some(document),
-            ..Default::default()
-        }],
+        env,
+        ports,
         secrets,
         destination: location,
         overrides,
@@ -374,6 +405,20 @@ fn job(
         }),
         status: None,
     })
+}
+
+/// The name of the restore pod's port a Redis target replicates from.
+pub const REDIS_LOAD_PORT_NAME: &str = "redis-load";
+
+/// Whether restoring `step` loads a Redis over replication (no `dataDir` decides it), so its
+/// pod listens for the target and needs its own IP.
+fn loads_redis_over_replication(step: &Step) -> bool {
+    match &step.asset.source {
+        AssetSource::Redis(r) => r
+            .restore_data_dir(step.target.as_ref().and_then(|t| t.redis()))
+            .is_none(),
+        _ => false,
+    }
 }
 
 /// Secrets the restore target needs: the target override's, else the original source's.
@@ -668,5 +713,109 @@ mod tests {
             serde_json::from_value(json!({"name": "objects", "kubernetesState": {}})).unwrap();
         assert_eq!(token(&state), Some(true));
         assert_eq!(token(&step(None)), Some(false));
+    }
+
+    /// A Redis policy's step, its asset on a host (`dataDir`) or in a pod (none).
+    fn redis_step(data_dir: Option<&str>, target: Option<RestoreTarget>) -> Step {
+        let mut redis = json!({"host": "redis-0.redis", "passwordSecret": {"name": "redis-pw", "key": "password"}});
+        if let Some(d) = data_dir {
+            redis["dataDir"] = json!(d);
+        }
+        let asset: lifeboat_api::backup_policy::Asset =
+            serde_json::from_value(json!({"name": "cache", "redis": redis})).unwrap();
+        Step {
+            asset,
+            ..step(target)
+        }
+    }
+
+    /// The pod IP variable (from the downward API) and the listening port, when present.
+    fn listens(job: &Job) -> Option<(String, i32, String)> {
+        let c = &job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        let ip = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == POD_IP_ENV);
+        let port = c.ports.as_ref().and_then(|p| p.first());
+        match (ip, port) {
+            (None, None) => None,
+            (Some(ip), Some(port)) => {
+                assert!(
+                    ip.value.is_none(),
+                    "the IP comes from the kubelet, not the spec"
+                );
+                Some((
+                    ip.value_from
+                        .as_ref()?
+                        .field_ref
+                        .as_ref()?
+                        .field_path
+                        .clone(),
+                    port.container_port,
+                    port.name.clone()?,
+                ))
+            }
+            other => panic!("the IP and the port go together: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_redis_in_a_pod_is_restored_and_rolled_back_by_a_pod_that_listens_on_its_own_ip() {
+        let expected = Some((
+            "status.podIP".to_owned(),
+            i32::from(REDIS_LOAD_PORT),
+            REDIS_LOAD_PORT_NAME.to_owned(),
+        ));
+        let (rr, p, a) = (request(), policy(), AgentConfig::default());
+        let in_pod = redis_step(None, None);
+        assert_eq!(
+            listens(&restore_job(&rr, Some(&p), &in_pod, &a).unwrap()),
+            expected
+        );
+        assert_eq!(
+            listens(&rollback_job(&rr, &p, &in_pod, "x", &a).unwrap()),
+            expected
+        );
+        assert_eq!(listens(&safety_job(&rr, &p, &in_pod, &a).unwrap()), None);
+        assert_eq!(
+            listens(&validate_job(&rr, Some(&p), &[in_pod], &a).unwrap()),
+            None
+        );
+
+        // A host's Redis is written on disk: nothing listens.
+        let on_host = redis_step(Some("/var/lib/redis"), None);
+        assert_eq!(
+            listens(&restore_job(&rr, Some(&p), &on_host, &a).unwrap()),
+            None
+        );
+        assert_eq!(
+            listens(&rollback_job(&rr, &p, &on_host, "x", &a).unwrap()),
+            None
+        );
+
+        // The target decides: a host asset restored into a Redis in a pod is loaded over
+        // replication, and so is its rollback.
+        let target: RestoreTarget =
+            serde_json::from_value(json!({"asset": "cache", "redis": {"host": "redis-0.copy"}}))
+                .unwrap();
+        let into_pod = redis_step(Some("/var/lib/redis"), Some(target));
+        assert_eq!(
+            listens(&restore_job(&rr, Some(&p), &into_pod, &a).unwrap()),
+            expected
+        );
+        assert_eq!(
+            listens(&rollback_job(&rr, &p, &into_pod, "x", &a).unwrap()),
+            expected
+        );
     }
 }
