@@ -220,7 +220,7 @@ impl ErrorClass {
     }
 
     /// Every class, for [`ErrorClass::from_reason`].
-    const ALL: [ErrorClass; 11] = [
+    const ALL: [ErrorClass; 12] = [
         ErrorClass::Config,
         ErrorClass::SourceUnreachable,
         ErrorClass::Auth,
@@ -232,6 +232,7 @@ impl ErrorClass {
         ErrorClass::ToolFailed,
         ErrorClass::SecretNotFound,
         ErrorClass::OutOfScope,
+        ErrorClass::TargetUnsupported,
     ];
 
     /// The class whose [`ErrorClass::reason`] is `reason` (a Job outcome records the reason).
@@ -607,6 +608,10 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), all.len());
         assert!(codes.iter().all(|c| *c > 2 && *c < 126));
+        // Every class is read back from the reason it is reported under (a Job's condition).
+        for c in all {
+            assert_eq!(ErrorClass::from_reason(c.reason()), Some(c), "{c:?}");
+        }
     }
 
     #[test]
