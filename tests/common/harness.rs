@@ -75,6 +75,20 @@ pub async fn without_operator(prefix: &str) -> Harness {
     }
 }
 
+/// A harness on a control plane of the test's own (`client` is its admin), with no controllers
+/// in this process: it plays the kubelet for an operator the test runs as a process.
+pub fn on(client: Client, ns: &str) -> Harness {
+    let (stop, _) = tokio::sync::oneshot::channel::<()>();
+    Harness {
+        operator: client.clone(),
+        client,
+        ns: ns.to_owned(),
+        metrics: Metrics::new().unwrap(),
+        master_key: MASTER_KEY_SECRET.to_owned(),
+        _stop: stop,
+    }
+}
+
 /// Labels `ns` so that the API server's PodSecurity admission refuses any pod that does not meet
 /// the "restricted" standard: every pod the Jobs of these tests create must pass it, or the test
 /// waiting for that pod fails.

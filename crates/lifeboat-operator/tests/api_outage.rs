@@ -4,13 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/common/harness.rs"]
+mod harness;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::CronJob;
+use jiff::Timestamp;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use lifeboat_api::RestoreRequest;
+use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+use lifeboat_api::restore_request::{CheckResult, RestorePhase};
+use lifeboat_operator::names::backup_now_job;
+use lifeboat_operator::restore_request::progress::{restore_job_name, validate_job_name};
 use lifeboat_testenv::ControlPlane;
 use serde_json::json;
 
@@ -151,4 +160,165 @@ async fn the_operator_rides_out_an_api_server_restart_and_an_etcd_outage() {
         .unwrap()
         .items;
     assert_eq!(all.len(), 3, "one CronJob per policy, none twice");
+}
+
+fn summary(verb: Verb, checks: Vec<CheckResult>) -> AgentSummary {
+    let now = Timestamp::now();
+    AgentSummary {
+        version: SUMMARY_VERSION,
+        verb,
+        ok: true,
+        asset: Some("db".into()),
+        backup_id: (verb == Verb::Backup).then(|| format!("db-{}", now.as_second())),
+        started_at: now,
+        finished_at: now,
+        snapshot_time: (verb == Verb::Backup).then_some(now),
+        stored_bytes: Some(1024),
+        sha256: Some("ab".repeat(32)),
+        error_class: None,
+        message: None,
+        checks,
+        retention_refused: None,
+    }
+}
+
+/// Issue #16: the API server restarted while a restore Job runs, and etcd stopped while the
+/// validation runs. The request finishes `Succeeded`; no Job is made twice (each keeps its
+/// uid); every Event is published exactly once.
+#[tokio::test]
+async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() {
+    const NS: &str = "outage-restore";
+    let mut cp = ControlPlane::start(true).await.unwrap();
+    let client = cp.client().await.unwrap();
+    lifeboat_testenv::install_crds(&client).await.unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .unwrap();
+    let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "master-key"},
+        "data": {"key": k8s_openapi::ByteString(vec![7; 32])}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&Default::default(), &master)
+        .await
+        .unwrap();
+    let mut op = Operator(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
+            .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--signing-key-secret", "master-key"])
+            .env("POD_NAMESPACE", NS)
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("POD_NAME", "outage-restore-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let h = harness::on(client.clone(), NS);
+    h.apply_policy(
+        "shop",
+        json!({"schedule": "0 1 * * *",
+               "assets": [{"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["app"]}}],
+               "retention": {"keepLast": 3},
+               "destination": {"volume": {"claimName": "backups"}}}),
+    )
+    .await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let seed = backup_now_job("shop", "db", "seed");
+    h.until("the seed Job", async || {
+        h.api::<Job>().get_opt(&seed).await.unwrap()
+    })
+    .await;
+    h.finish_job(&seed, &summary(Verb::Backup, vec![])).await;
+    h.policy_until("shop", "the seed backup in status", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
+    })
+    .await;
+
+    let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": "fix"},
+        "spec": {"source": {"policy": "shop", "backupId": "latest"},
+                 "targets": [{"asset": "db", "postgres": {"host": "copy", "user": "u", "database": "app"}}],
+                 "execute": true,
+                 "validation": {"checks": [{"name": "rows", "sql": {"asset": "db", "query": "SELECT 1", "expect": "1"}}]}}});
+    h.api::<RestoreRequest>()
+        .patch("fix", &PatchParams::apply("test-user"), &Patch::Apply(&rr))
+        .await
+        .unwrap();
+    let restore = restore_job_name("fix", "db");
+    let restore_uid = h
+        .until("the restore Job", async || {
+            h.api::<Job>().get_opt(&restore).await.unwrap()?.uid()
+        })
+        .await;
+
+    // The API server goes away while the restore Job runs.
+    cp.stop_component("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("kube-apiserver").await.unwrap();
+    let h = harness::on(cp.client().await.unwrap(), NS);
+    h.finish_job(&restore, &summary(Verb::Restore, vec![]))
+        .await;
+    let validate = validate_job_name("fix");
+    h.until("the validation Job", async || {
+        h.api::<Job>().get_opt(&validate).await.unwrap()
+    })
+    .await;
+
+    // etcd stops while the validation runs: the API server answers with errors meanwhile.
+    cp.stop_component("etcd").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("etcd").await.unwrap();
+    assert!(
+        op.0.try_wait().unwrap().is_none(),
+        "the operator exited during the outages"
+    );
+    let check = CheckResult {
+        name: "rows".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.1,
+        canary: None,
+    };
+    h.finish_job(&validate, &summary(Verb::Restore, vec![check]))
+        .await;
+    let done = h
+        .until("the request succeeded", async || {
+            h.api::<RestoreRequest>()
+                .get("fix")
+                .await
+                .unwrap()
+                .status
+                .filter(|s| s.phase.is_finished())
+        })
+        .await;
+    assert_eq!(done.phase, RestorePhase::Succeeded, "{done:?}");
+    assert_eq!(
+        h.api::<Job>().get(&restore).await.unwrap().uid(),
+        Some(restore_uid),
+        "the restore Job was made again"
+    );
+    let jobs = h.api::<Job>().list(&ListParams::default()).await.unwrap();
+    let names: Vec<String> = jobs.items.iter().map(|j| j.name_any()).collect();
+    assert_eq!(names.len(), 3, "seed, restore, validation: {names:?}");
+    for reason in ["RestoreStarted", "ValidationStarted", "RestoreSucceeded"] {
+        h.expect_events(reason, 1).await;
+    }
 }
