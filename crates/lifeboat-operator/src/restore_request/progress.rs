@@ -364,7 +364,7 @@ mod tests {
     use lifeboat_api::backup_policy::Asset;
     use lifeboat_api::restore_request::PlannedRestore;
 
-    fn step(name: &str) -> Step {
+    pub(super) fn step(name: &str) -> Step {
         let asset: Asset = serde_json::from_value(serde_json::json!({
             "name": name, "postgres": {"host": "db", "user": "u", "databases": [name]}
         }))
@@ -395,7 +395,7 @@ mod tests {
         Timestamp::from_second(1_790_000_000 + s).unwrap()
     }
 
-    fn ok(job: &str, s: i64, backup_id: Option<&str>) -> (String, JobOutcome) {
+    pub(super) fn ok(job: &str, s: i64, backup_id: Option<&str>) -> (String, JobOutcome) {
         let summary = AgentSummary {
             version: SUMMARY_VERSION,
             verb: Verb::Restore,
@@ -422,7 +422,7 @@ mod tests {
         (job.into(), o)
     }
 
-    fn failed(job: &str, s: i64, reason: &str) -> (String, JobOutcome) {
+    pub(super) fn failed(job: &str, s: i64, reason: &str) -> (String, JobOutcome) {
         let o = JobOutcome {
             job: job.into(),
             asset: String::new(),
@@ -570,5 +570,180 @@ mod tests {
         let end = run(&steps, false, false, &done);
         assert_eq!(end.status.phase, RestorePhase::Succeeded);
         assert_eq!(end.failure, None);
+    }
+}
+
+/// [`advance`] driven through whole requests by a hostile world: Jobs finish in any order with
+/// any result, finished Jobs are deleted, reconciles repeat with nothing new. Whatever happens,
+/// each Job is asked for once, phases only move forward, `Done` comes with a finished phase and
+/// its failure, and once every Job succeeds the request ends.
+#[cfg(test)]
+mod world {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::tests::{failed, ok, step};
+    use super::*;
+
+    /// What the world does between two reconciles.
+    #[derive(Clone, Debug)]
+    enum Event {
+        /// The oldest running Job ends, well or not.
+        Finish(bool),
+        /// A finished Job is deleted (by a person, a TTL).
+        Delete(usize),
+        /// A reconcile with nothing new (a resync, a restart).
+        Nothing,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => any::<bool>().prop_map(Event::Finish),
+            1 => any::<usize>().prop_map(Event::Delete),
+            1 => Just(Event::Nothing),
+        ]
+    }
+
+    /// The Job name `next` asks for.
+    fn job_of(next: &Next, steps: &[Step]) -> Option<String> {
+        Some(match next {
+            Next::SafetyBackup(i) => safety_job_name("rr", &steps[*i].asset.name),
+            Next::Restore(i) => restore_job_name("rr", &steps[*i].asset.name),
+            Next::Validate => validate_job_name("rr"),
+            Next::Rollback(i, _) => rollback_job_name("rr", &steps[*i].asset.name),
+            Next::Wait | Next::Done => return None,
+        })
+    }
+
+    struct World {
+        steps: Vec<Step>,
+        checks: bool,
+        rollback: bool,
+        existing: BTreeSet<String>,
+        outcomes: BTreeMap<String, JobOutcome>,
+        running: Vec<String>,
+        created: BTreeSet<String>,
+        status: RestoreRequestStatus,
+        clock: i64,
+    }
+
+    impl World {
+        /// One reconcile: decide, create what is asked for, keep the status.
+        fn reconcile(&mut self) -> Next {
+            let o = Observed {
+                rr: "rr",
+                steps: &self.steps,
+                has_checks: self.checks,
+                rollback: self.rollback,
+                existing: &self.existing,
+                outcomes: &self.outcomes,
+            };
+            let old = self.status.clone();
+            // `decide` never advances a finished request: it only expires it.
+            if old.phase.is_finished() {
+                return Next::Done;
+            }
+            let out = advance(&o, &old, at(self.clock));
+            assert!(
+                out.status.phase >= old.phase,
+                "{:?} after {:?}",
+                out.status.phase,
+                old.phase
+            );
+            assert_eq!(
+                out.next == Next::Done,
+                out.status.phase.is_finished(),
+                "Done and a finished phase go together: {:?}",
+                out.status.phase
+            );
+            if !self.rollback {
+                assert!(!matches!(
+                    out.next,
+                    Next::SafetyBackup(_) | Next::Rollback(..)
+                ));
+                assert_ne!(out.status.phase, RestorePhase::RolledBack);
+            }
+            if let Some(job) = job_of(&out.next, &self.steps) {
+                assert!(self.created.insert(job.clone()), "{job} asked for twice");
+                self.existing.insert(job.clone());
+                self.running.push(job);
+            }
+            self.status = out.status;
+            out.next
+        }
+
+        fn apply(&mut self, e: &Event) {
+            self.clock += 1;
+            match e {
+                Event::Finish(good) if !self.running.is_empty() => {
+                    let job = self.running.remove(0);
+                    let safety = job.contains("-safety-").then_some("S");
+                    let (name, outcome) = if *good {
+                        ok(&job, self.clock, safety)
+                    } else {
+                        failed(&job, self.clock, "StorageFailed")
+                    };
+                    self.outcomes.insert(name, outcome);
+                }
+                Event::Delete(i) if !self.outcomes.is_empty() => {
+                    let job = self.outcomes.keys().nth(i % self.outcomes.len()).cloned();
+                    if let Some(job) = job {
+                        self.outcomes.remove(&job);
+                        self.existing.remove(&job);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(1_790_000_000 + s).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn any_world_ends_the_request_once_with_each_job_asked_for_once(
+            n in 1usize..4,
+            checks: bool,
+            rollback: bool,
+            events in proptest::collection::vec(event(), 0..40),
+        ) {
+            let names = ["db", "cache", "bucket"];
+            let mut w = World {
+                steps: names[..n].iter().map(|a| step(a)).collect(),
+                checks,
+                rollback,
+                existing: BTreeSet::new(),
+                outcomes: BTreeMap::new(),
+                running: Vec::new(),
+                created: BTreeSet::new(),
+                status: RestoreRequestStatus::default(),
+                clock: 0,
+            };
+            w.reconcile();
+            for e in &events {
+                w.apply(e);
+                w.reconcile();
+            }
+            // Then every Job the request asks for succeeds: it ends, within a bound.
+            let mut rounds = 0;
+            while w.reconcile() != Next::Done {
+                w.apply(&Event::Finish(true));
+                rounds += 1;
+                prop_assert!(rounds < 40, "no end: {:?}", w.status.phase);
+            }
+            let end = w.status.phase;
+            prop_assert!(end.is_finished(), "{end:?}");
+            if end == RestorePhase::Succeeded {
+                prop_assert!(w.status.plan.iter().all(|p| p.state == Some(StepState::Done)));
+                prop_assert!(w.status.failure.is_none());
+                prop_assert_eq!(w.created.contains(&validate_job_name("rr")), checks);
+            } else {
+                prop_assert!(w.status.failure.is_some(), "{end:?} without its failure");
+            }
+        }
     }
 }
