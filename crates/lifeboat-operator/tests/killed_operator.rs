@@ -342,10 +342,33 @@ async fn killed_in_every_phase_of_a_drill_the_operator_converges_without_duplica
         Some(RestorePhase::Succeeded)
     );
 
-    // Phase 6: killed after the end. Nothing runs again; the metrics come back from status.
+    // Phase 6: killed after the end, while the drill's evidence Job runs, and again once it
+    // finished. Nothing runs again; the metrics come back from status.
+    let evidence = format!("{}-evidence", active.id);
+    let running = h
+        .until("the evidence Job", async || {
+            jobs.get_opt(&evidence).await.unwrap()
+        })
+        .await;
+    assert!(
+        running
+            .status
+            .as_ref()
+            .and_then(|s| s.completion_time.as_ref())
+            .is_none(),
+        "the evidence Job is still running at the kill"
+    );
     let seen = children(&h).await;
-    op.kill_and_restart("after the drill ended");
-    assert_no_duplicates(&h, &seen, "after the drill ended").await;
+    op.kill_and_restart("after the drill ended, with its evidence Job running");
+    assert_no_duplicates(&h, &seen, "with the evidence Job running").await;
+    h.finish_job(
+        &evidence,
+        &summary(Verb::Evidence, "evidence", Timestamp::now(), vec![]),
+    )
+    .await;
+    let seen = children(&h).await;
+    op.kill_and_restart("right after the evidence Job finished");
+    assert_no_duplicates(&h, &seen, "after the evidence Job finished").await;
     let metrics = h
         .until("the restarted operator's drill metrics", async || {
             op.metrics().filter(|m| {
