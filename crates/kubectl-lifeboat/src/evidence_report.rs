@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
-use lifeboat_api::evidence::{DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceVerdict};
+use lifeboat_api::evidence::{
+    DrillEvidence, EVIDENCE_SCHEMA_VERSION, EVIDENCE_SCHEMA_VERSION_MIN, EvidenceVerdict,
+};
 
 use crate::status::human;
 
@@ -43,14 +45,20 @@ pub fn load(dir: &Path) -> std::io::Result<Vec<Loaded>> {
     Ok(out)
 }
 
+/// Seconds for people, `-` for what was not measured.
+fn secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| human(v.round() as u64))
+}
+
 fn parse(bytes: &[u8]) -> Result<DrillEvidence, String> {
     let version = serde_json::from_slice::<serde_json::Value>(bytes)
         .map_err(|e| format!("not JSON: {e}"))?
         .get("schemaVersion")
         .and_then(serde_json::Value::as_u64);
-    if version != Some(u64::from(EVIDENCE_SCHEMA_VERSION)) {
+    let known = u64::from(EVIDENCE_SCHEMA_VERSION_MIN)..=u64::from(EVIDENCE_SCHEMA_VERSION);
+    if !version.is_some_and(|v| known.contains(&v)) {
         return Err(format!(
-            "schema version {version:?}, this plugin reads {EVIDENCE_SCHEMA_VERSION}"
+            "schema version {version:?}, this plugin reads {EVIDENCE_SCHEMA_VERSION_MIN} to {EVIDENCE_SCHEMA_VERSION}"
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| format!("not a drill evidence record: {e}"))
@@ -129,10 +137,10 @@ pub fn summarize(loaded: Vec<Loaded>, from: Option<Timestamp>, now: Timestamp) -
                         human(r.objectives.rto_seconds)
                     ));
                 }
-                if !r.achieved.rpo_met {
+                if r.achieved.rpo_met == Some(false) {
                     gaps.push(format!(
                         "{what} missed its RPO: {} against {}",
-                        human(r.achieved.rpo_seconds.round() as u64),
+                        secs(r.achieved.rpo_seconds),
                         human(r.objectives.rpo_seconds)
                     ));
                 }
@@ -203,7 +211,6 @@ pub fn markdown(s: &Summary) -> String {
     let rate = s
         .pass_rate()
         .map_or_else(|| "-".into(), |r| format!("{r:.0}%"));
-    let secs = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| human(v.round() as u64));
     let _ = writeln!(out, "## Summary\n");
     let _ = writeln!(out, "- Drills: {}", s.drills.len());
     let _ = writeln!(out, "- Passed: {} ({rate})", s.passed);
@@ -250,7 +257,7 @@ pub fn markdown(s: &Summary) -> String {
             r.verdict,
             human(r.achieved.rto_seconds.round() as u64),
             human(r.objectives.rto_seconds),
-            human(r.achieved.rpo_seconds.round() as u64),
+            secs(r.achieved.rpo_seconds),
             human(r.objectives.rpo_seconds),
             secs(r.achieved.rpo_canary_seconds),
             r.checks.len(),
@@ -313,7 +320,7 @@ mod tests {
             ),
             Loaded {
                 path: PathBuf::from("shop/drill-broken.json"),
-                record: parse(b"{\"schemaVersion\": 2}"),
+                record: parse(b"{\"schemaVersion\": 3}"),
             },
         ];
         let s = summarize(
@@ -336,7 +343,7 @@ mod tests {
         assert_eq!(s.rto_trend, Some((600.0, 1650.0)));
         let gaps = s.gaps.join("\n");
         for expected in [
-            "drill-broken.json cannot be read: schema version Some(2)",
+            "drill-broken.json cannot be read: schema version Some(3)",
             "RTO is trending up: mean 10m in the older half of the drills, 27m30s in the newer",
             "drill q-3 of shop (2026-11-01) failed: restore of db: AuthFailed",
             "drill q-3 of shop (2026-11-01): check orders failed",
@@ -353,6 +360,32 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("restore db 39m40s"), "the slowest step: {md}");
+    }
+
+    #[test]
+    fn an_rpo_not_measured_is_neither_met_nor_missed() {
+        // Version 2, mode Fresh: restorability and the RTO only; the RTO missed.
+        let mut r = record(
+            "fresh",
+            "2026-11-15T06:00:00Z",
+            "ObjectivesMissed",
+            2400.0,
+            json!({"schemaVersion": 2}),
+        );
+        let e = r.record.as_mut().unwrap();
+        (e.achieved.rpo_seconds, e.achieved.rpo_met) = (None, None);
+        let s = summarize(vec![r], None, at("2026-11-24T00:00:00Z"));
+        let gaps = s.gaps.join("\n");
+        assert!(gaps.contains("missed its RTO: 40m against 30m"), "{gaps}");
+        assert!(
+            !gaps.contains("RPO"),
+            "an RPO not measured is not missed: {gaps}"
+        );
+        let md = markdown(&s);
+        assert!(
+            md.contains("| fresh | shop | ObjectivesMissed | 40m / 30m | - / 15m |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -230,7 +230,11 @@ pub fn markdown(r: &Report) -> String {
                 seconds(h.rto_seconds),
                 if h.rto_met { "yes" } else { "no" },
                 seconds(h.rpo_seconds),
-                if h.rpo_met { "yes" } else { "no" },
+                match (h.rpo_seconds, h.rpo_met) {
+                    (None, _) => "not measured",
+                    (Some(_), true) => "yes",
+                    (Some(_), false) => "no",
+                },
                 backups(&h.backups)
             );
         }
@@ -403,7 +407,11 @@ pub fn html(r: &Report) -> String {
                 verdict(h.verdict),
                 if h.rto_met { "ok" } else { "bad" },
                 seconds(h.rto_seconds),
-                if h.rpo_met { "ok" } else { "bad" },
+                match (h.rpo_seconds, h.rpo_met) {
+                    (None, _) => "none",
+                    (Some(_), true) => "ok",
+                    (Some(_), false) => "bad",
+                },
                 seconds(h.rpo_seconds),
                 escape(&backups(&h.backups))
             );

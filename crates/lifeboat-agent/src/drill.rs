@@ -314,10 +314,10 @@ pub fn run(
         },
         achieved: EvidenceAchieved {
             rto_seconds,
-            rpo_seconds,
+            rpo_seconds: Some(rpo_seconds),
             rpo_canary_seconds,
             rto_met,
-            rpo_met,
+            rpo_met: Some(rpo_met),
         },
         restored: backed_up
             .iter()

@@ -85,7 +85,7 @@ impl World {
     /// no artifacts, and a snapshot time the agent must replace with the metadata's.
     fn evidence_job(&self, drill: &str, verdict: &str, backup: &str) -> Value {
         json!({"namespace": "n", "policy": "shop", "location": self.destination,
-            "evidence": {"schemaVersion": 1, "drillId": drill, "policy": "shop", "agentVersion": "",
+            "evidence": {"schemaVersion": 2, "drillId": drill, "policy": "shop", "agentVersion": "",
                 "startedAt": "2026-11-24T10:00:00Z", "disasterAt": "2026-11-24T10:00:00Z",
                 "finishedAt": "2026-11-24T10:03:00Z", "verdict": verdict,
                 "objectives": {"rtoSeconds": 1800, "rpoSeconds": 900},

@@ -11,14 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::agent_result::CanaryMarker;
 
 /// The schema version written by this agent; a reader refuses versions it does not know.
-pub const EVIDENCE_SCHEMA_VERSION: u32 = 1;
+/// Version 2: the achieved RPO and whether it met its objective are absent when the drill
+/// measured none (mode `Fresh`, or nothing restored); version 1 wrote 0 and `false` there.
+pub const EVIDENCE_SCHEMA_VERSION: u32 = 2;
+
+/// The oldest schema version readers still accept (its records read as version 2's).
+pub const EVIDENCE_SCHEMA_VERSION_MIN: u32 = 1;
 
 /// One drill's evidence record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(title = "Lifeboat drill evidence", extend("$id" = "https://lifeboat.dev/schemas/drill-evidence-v1.json"))]
+#[schemars(title = "Lifeboat drill evidence", extend("$id" = "https://lifeboat.dev/schemas/drill-evidence-v2.json"))]
 pub struct DrillEvidence {
-    #[schemars(range(min = 1, max = 1))]
+    #[schemars(range(min = 1, max = 2))]
     pub schema_version: u32,
     /// The drill's id (its backup's id for a local drill).
     pub drill_id: String,
@@ -66,16 +71,21 @@ pub struct EvidenceAchieved {
     /// Disaster → restored and validated.
     #[schemars(range(min = 0.0))]
     pub rto_seconds: f64,
-    /// Disaster − the oldest snapshot restored (timestamps from the metadata).
+    /// Disaster − the oldest snapshot restored (timestamps from the metadata). Absent when the
+    /// drill measured no RPO: mode `Fresh` backs up at the disaster itself (restorability only),
+    /// or nothing was restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
-    pub rpo_seconds: f64,
+    pub rpo_seconds: Option<f64>,
     /// Disaster − the oldest of the newest canary markers found in the restored targets: RPO
     /// measured from the data itself. Absent when no asset writes canaries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub rpo_canary_seconds: Option<f64>,
     pub rto_met: bool,
-    pub rpo_met: bool,
+    /// Absent with `rpoSeconds`: an RPO not measured is neither met nor missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo_met: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

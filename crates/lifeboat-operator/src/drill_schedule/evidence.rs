@@ -117,16 +117,6 @@ pub fn evidence(
         });
     }
 
-    let mut message = record.message.clone();
-    // A drill that never restored measured no RPO: say so rather than let 0 stand for it.
-    let rpo = record.rpo_seconds.unwrap_or_else(|| {
-        if message.is_empty() {
-            message = "RPO not measured".into();
-        } else {
-            message.push_str("; RPO not measured");
-        }
-        0.0
-    });
     DrillEvidence {
         schema_version: EVIDENCE_SCHEMA_VERSION,
         drill_id: record.id.clone(),
@@ -149,10 +139,10 @@ pub fn evidence(
             rto_seconds: record
                 .rto_seconds
                 .unwrap_or_else(|| seconds(started, finished)),
-            rpo_seconds: rpo,
+            rpo_seconds: record.rpo_seconds,
             rpo_canary_seconds: record.rpo_canary_seconds,
             rto_met: record.rto_met,
-            rpo_met: record.rpo_met,
+            rpo_met: record.rpo_seconds.map(|_| record.rpo_met),
         },
         restored,
         checks: record
@@ -165,7 +155,7 @@ pub fn evidence(
             })
             .collect(),
         steps,
-        message,
+        message: record.message.clone(),
     }
 }
 
@@ -353,9 +343,11 @@ mod tests {
         assert_eq!(e.verdict, EvidenceVerdict::Failed);
         assert!(e.restored.is_empty());
         assert_eq!(e.achieved.rto_seconds, 300.0, "until the drill gave up");
+        assert_eq!(e.message, "backup of db: SourceUnreachable");
         assert_eq!(
-            e.message,
-            "backup of db: SourceUnreachable; RPO not measured"
+            (e.achieved.rpo_seconds, e.achieved.rpo_met),
+            (None, None),
+            "an RPO not measured is absent, neither 0 nor missed"
         );
         assert_eq!(e.steps.len(), 1);
     }
