@@ -30,7 +30,8 @@ point it at the same resources as YAML files (--policy-file) and a backup direct
 Backups live in <dir or bucket prefix>/<namespace>/<policy>/<id>/, their metadata signed with the \
 namespace's key (--signing-key); `adopt` moves backups of earlier agents into that layout.\n\n\
 Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 7 storage, \
-8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed, 12 Secret not found."
+8 integrity, 9 timeout, 10 validation or objective missed, 11 tool failed, 12 Secret not found, \
+13 out of scope, 14 target unsupported."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,170 +41,214 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Back up the assets of a BackupPolicy (metadata is written last, after every checksum).
-    Backup {
-        /// A BackupPolicy YAML file (ignored when LIFEBOAT_JOB is set).
-        #[arg(long)]
-        policy_file: Option<PathBuf>,
-        /// Only these assets (all by default).
-        #[arg(long = "asset")]
-        assets: Vec<String>,
-        #[command(flatten)]
-        scope: ScopeArgs,
-        #[command(flatten)]
-        place: Place,
-    },
+    Backup(BackupArgs),
     /// Restore a backup; shows the plan unless --execute. Checksums are verified first.
-    Restore {
-        #[arg(long)]
-        policy_file: Option<PathBuf>,
-        #[arg(long)]
-        asset: Option<String>,
-        /// A backup id, or latest.
-        #[arg(long, default_value = "latest")]
-        backup: String,
-        /// A RestoreTarget YAML (another host or database); the asset's own source otherwise.
-        #[arg(long)]
-        target_file: Option<PathBuf>,
-        /// Carry out the restore (without it, only the plan is shown).
-        #[arg(long)]
-        execute: bool,
-        /// For legacy backups only: accept metadata without a signature.
-        #[arg(long)]
-        allow_unsigned: bool,
-        #[command(flatten)]
-        scope: ScopeArgs,
-        #[command(flatten)]
-        place: Place,
-    },
+    Restore(RestoreArgs),
     /// Apply a policy's retention: dry run unless --execute. The newest backups (minKeep) are
     /// never deleted, and a pass deleting more than the policy's maxDeletePercent (default
     /// half) of an asset's backups is refused.
-    Prune {
-        #[arg(long)]
-        policy_file: PathBuf,
-        /// Only these assets (all by default).
-        #[arg(long = "asset")]
-        assets: Vec<String>,
-        #[arg(long)]
-        execute: bool,
-        /// Allow a pass that deletes more than maxDeletePercent of an asset's backups.
-        #[arg(long)]
-        allow_mass_delete: bool,
-        /// Clear what an unfinished backup left (a killed run) once idle this long. Shorter is
-        /// only safe when no backup of the policy can be running.
-        #[arg(long, default_value = "24h")]
-        stale_after: lifeboat_api::duration::Duration,
-        #[command(flatten)]
-        place: Place,
-    },
+    Prune(PruneArgs),
     /// Recompute the checksums of stored backups.
-    Verify {
-        #[command(flatten)]
-        policy: PolicyRef,
-        /// One backup id (all by default).
-        #[arg(long)]
-        backup: Option<String>,
-        /// Record each backup that verifies (`<asset>.verified.json`): retention then never
-        /// deletes the newest verified backup of an asset.
-        #[arg(long)]
-        record: bool,
-        /// For legacy backups only: accept metadata without a signature.
-        #[arg(long)]
-        allow_unsigned: bool,
-        #[command(flatten)]
-        place: Place,
-    },
+    Verify(VerifyArgs),
     /// List complete backups.
-    List {
-        #[command(flatten)]
-        policy: PolicyRef,
-        #[arg(long)]
-        json: bool,
-        /// For legacy backups only: accept metadata without a signature.
-        #[arg(long)]
-        allow_unsigned: bool,
-        #[command(flatten)]
-        place: Place,
-    },
+    List(ListArgs),
     /// Each asset's newest complete backup (or the one asked for) at a location, every metadata
     /// verified, without any BackupPolicy: what a rebuilt cluster restores from. Inside a Job
     /// the document names the location; on a laptop, --dir or --location-file.
-    Catalog {
-        /// The backups' directory (`<namespace>/<policy>/`); ignored when LIFEBOAT_JOB is set.
-        #[arg(long)]
-        policy: Option<String>,
-        /// A Destination YAML (`s3: {...}` or `volume: {...}`); --dir when omitted.
-        #[arg(long)]
-        location_file: Option<PathBuf>,
-        /// A backup id, or latest.
-        #[arg(long, default_value = "latest")]
-        backup: String,
-        /// Only these assets (all by default).
-        #[arg(long = "asset")]
-        assets: Vec<String>,
-        #[arg(long)]
-        json: bool,
-        /// For legacy backups only: accept metadata without a signature.
-        #[arg(long)]
-        allow_unsigned: bool,
-        #[command(flatten)]
-        place: Place,
-    },
+    Catalog(CatalogArgs),
     /// Move a policy's backups from the layout of earlier agents (`<policy>/<id>/`, unsigned)
     /// into `<namespace>/<policy>/<id>/` with signed metadata: dry run unless --execute. Each
     /// backup's checksums are re-read, the copy verified, and only then the old copy deleted;
     /// a rerun resumes. For the platform team, who knows which namespace they belong to.
-    Adopt {
-        #[command(flatten)]
-        policy: PolicyRef,
-        #[arg(long)]
-        execute: bool,
-        #[command(flatten)]
-        place: Place,
-    },
+    Adopt(AdoptArgs),
     /// Run the validation checks of a LIFEBOAT_JOB document (the operator's validation Job).
-    Validate {
-        /// Accepted for symmetry with restore: checks only read.
-        #[arg(long)]
-        execute: bool,
-        /// Also write the full report of every check, for the restore of this name, beside the
-        /// restored backups (`<namespace>/<policy>/restore-<name>.checks.json`): the termination
-        /// message holds the counts and as many results as fit, failed ones first.
-        #[arg(long, value_name = "RESTORE")]
-        report: Option<String>,
-        #[command(flatten)]
-        place: Place,
-    },
+    Validate(ValidateArgs),
     /// Write a finished drill's evidence record next to the backups it restored (the
     /// `evidence` Job the operator runs; the record comes in LIFEBOAT_JOB).
-    Evidence {
-        #[command(flatten)]
-        place: Place,
-    },
+    Evidence(EvidenceArgs),
     /// Post a finished drill's result to its webhook, once (the `notify` Job the operator runs;
     /// the message comes in LIFEBOAT_JOB, the URL from the mounted Secret file).
-    Notify {
-        #[command(flatten)]
-        place: Place,
-    },
+    Notify(NotifyArgs),
     /// A disaster-recovery drill: back up, lose the traffic after it, restore, validate, and
     /// report the achieved RPO and RTO against the objectives.
-    Drill {
-        /// Use the embedded default: PostgreSQL and Redis with sample data on loopback.
-        #[arg(long)]
-        demo: bool,
-        #[arg(long, default_value = "30m")]
-        rto: Duration,
-        #[arg(long, default_value = "15m")]
-        rpo: Duration,
-        /// Writes between the backup and the simulated disaster, in seconds.
-        #[arg(long, default_value_t = 3)]
-        traffic_seconds: u64,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        place: Place,
-    },
+    Drill(DrillArgs),
+}
+
+// The arguments of `backup`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct BackupArgs {
+    /// A BackupPolicy YAML file (ignored when LIFEBOAT_JOB is set).
+    #[arg(long)]
+    policy_file: Option<PathBuf>,
+    /// Only these assets (all by default).
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `restore`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct RestoreArgs {
+    #[arg(long)]
+    policy_file: Option<PathBuf>,
+    #[arg(long)]
+    asset: Option<String>,
+    /// A backup id, or latest.
+    #[arg(long, default_value = "latest")]
+    backup: String,
+    /// A RestoreTarget YAML (another host or database); the asset's own source otherwise.
+    #[arg(long)]
+    target_file: Option<PathBuf>,
+    /// Carry out the restore (without it, only the plan is shown).
+    #[arg(long)]
+    execute: bool,
+    /// For legacy backups only: accept metadata without a signature.
+    #[arg(long)]
+    allow_unsigned: bool,
+    #[command(flatten)]
+    scope: ScopeArgs,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `prune`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct PruneArgs {
+    #[arg(long)]
+    policy_file: PathBuf,
+    /// Only these assets (all by default).
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    #[arg(long)]
+    execute: bool,
+    /// Allow a pass that deletes more than maxDeletePercent of an asset's backups.
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// Clear what an unfinished backup left (a killed run) once idle this long. Shorter is
+    /// only safe when no backup of the policy can be running.
+    #[arg(long, default_value = "24h")]
+    stale_after: lifeboat_api::duration::Duration,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `verify`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    policy: PolicyRef,
+    /// One backup id (all by default).
+    #[arg(long)]
+    backup: Option<String>,
+    /// Record each backup that verifies (`<asset>.verified.json`): retention then never
+    /// deletes the newest verified backup of an asset.
+    #[arg(long)]
+    record: bool,
+    /// For legacy backups only: accept metadata without a signature.
+    #[arg(long)]
+    allow_unsigned: bool,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `list`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct ListArgs {
+    #[command(flatten)]
+    policy: PolicyRef,
+    #[arg(long)]
+    json: bool,
+    /// For legacy backups only: accept metadata without a signature.
+    #[arg(long)]
+    allow_unsigned: bool,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `catalog`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct CatalogArgs {
+    /// The backups' directory (`<namespace>/<policy>/`); ignored when LIFEBOAT_JOB is set.
+    #[arg(long)]
+    policy: Option<String>,
+    /// A Destination YAML (`s3: {...}` or `volume: {...}`); --dir when omitted.
+    #[arg(long)]
+    location_file: Option<PathBuf>,
+    /// A backup id, or latest.
+    #[arg(long, default_value = "latest")]
+    backup: String,
+    /// Only these assets (all by default).
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    /// For legacy backups only: accept metadata without a signature.
+    #[arg(long)]
+    allow_unsigned: bool,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `adopt`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct AdoptArgs {
+    #[command(flatten)]
+    policy: PolicyRef,
+    #[arg(long)]
+    execute: bool,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `validate`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct ValidateArgs {
+    /// Accepted for symmetry with restore: checks only read.
+    #[arg(long)]
+    execute: bool,
+    /// Also write the full report of every check, for the restore of this name, beside the
+    /// restored backups (`<namespace>/<policy>/restore-<name>.checks.json`): the termination
+    /// message holds the counts and as many results as fit, failed ones first.
+    #[arg(long, value_name = "RESTORE")]
+    report: Option<String>,
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `evidence`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct EvidenceArgs {
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `notify`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct NotifyArgs {
+    #[command(flatten)]
+    place: Place,
+}
+
+// The arguments of `drill`: one struct per subcommand, each run by its own function.
+#[derive(clap::Args)]
+struct DrillArgs {
+    /// Use the embedded default: PostgreSQL and Redis with sample data on loopback.
+    #[arg(long)]
+    demo: bool,
+    #[arg(long, default_value = "30m")]
+    rto: Duration,
+    #[arg(long, default_value = "15m")]
+    rpo: Duration,
+    /// Writes between the backup and the simulated disaster, in seconds.
+    #[arg(long, default_value_t = 3)]
+    traffic_seconds: u64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    place: Place,
 }
 
 /// Which policy's backups: by name in the backup directory, or from a policy file (its name and
@@ -351,17 +396,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let started = Timestamp::now();
     let verb = match &cli.command {
-        Command::Backup { .. } => Verb::Backup,
-        Command::Restore { .. } => Verb::Restore,
-        Command::Verify { .. } => Verb::Verify,
-        Command::List { .. } => Verb::List,
-        Command::Drill { .. } => Verb::Drill,
-        Command::Validate { .. } => Verb::Restore,
-        Command::Prune { .. } => Verb::Prune,
-        Command::Evidence { .. } => Verb::Evidence,
-        Command::Adopt { .. } => Verb::Adopt,
-        Command::Notify { .. } => Verb::Notify,
-        Command::Catalog { .. } => Verb::Catalog,
+        Command::Backup(_) => Verb::Backup,
+        Command::Restore(_) => Verb::Restore,
+        Command::Verify(_) => Verb::Verify,
+        Command::List(_) => Verb::List,
+        Command::Drill(_) => Verb::Drill,
+        Command::Validate(_) => Verb::Restore,
+        Command::Prune(_) => Verb::Prune,
+        Command::Evidence(_) => Verb::Evidence,
+        Command::Adopt(_) => Verb::Adopt,
+        Command::Notify(_) => Verb::Notify,
+        Command::Catalog(_) => Verb::Catalog,
     };
     let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
@@ -501,560 +546,588 @@ fn job_document<T: serde::de::DeserializeOwned + Identifiers>() -> Result<Option
     }
 }
 
+/// Runs one subcommand.
 fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
     match command {
-        Command::Backup {
-            policy_file,
-            assets,
-            scope: k8s_scope,
-            place,
-        } => {
-            let job = match job_document::<AgentJob>()? {
-                Some(job) => job,
-                None => {
-                    let path = policy_file.ok_or_else(|| {
-                        AgentError::config("give --policy-file (or LIFEBOAT_JOB inside a Job)")
-                    })?;
-                    let policy: BackupPolicy = read_yaml(&path)?;
-                    let name = policy
-                        .metadata
-                        .name
-                        .clone()
-                        .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
-                    let env = place.env(Some(&policy.spec.destination), None)?;
-                    env.key()?;
-                    let scope = Scope::new(&place.namespace(Some(&policy)), &name)?;
-                    let slot = env.store.claim(&scope, Timestamp::now())?;
-                    let run = || {
-                        let mut last = None;
-                        for asset in policy
-                            .spec
-                            .assets
-                            .iter()
-                            .filter(|a| assets.is_empty() || assets.contains(&a.name))
-                        {
-                            let m = jobs::backup(
-                                &env,
-                                &slot,
-                                asset,
-                                &policy.spec.compression,
-                                policy.spec.encryption.as_ref(),
-                                k8s_scope.scope().as_ref(),
-                            )?;
-                            println!(
-                                "{}: backup {} of {} committed ({} bytes)",
-                                m.asset,
-                                m.backup_id,
-                                m.source,
-                                m.stored_bytes()
-                            );
-                            last = Some(m);
-                        }
-                        Ok(last.map(done))
-                    };
-                    let result = run();
-                    env.store.release(&slot);
-                    return result;
-                }
-            };
-            let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
-            env.key()?;
-            let scope = Scope::new(&job.namespace, &job.policy)?;
-            let slot = env.store.claim(&scope, Timestamp::now())?;
-            let m = jobs::backup(
-                &env,
-                &slot,
-                &job.asset,
-                &job.compression,
-                job.encryption.as_ref(),
-                Some(&job_scope(&job.kubernetes_state_scope, &job.namespace)),
-            );
-            env.store.release(&slot);
-            let m = m?;
-            println!(
-                "{}: backup {} of {} committed ({} bytes)",
-                m.asset,
-                m.backup_id,
-                m.source,
-                m.stored_bytes()
-            );
-            // Retention after each success, inside this policy's own directory only. A refusal
-            // (mass deletion) does not undo the good backup: it is reported in the summary.
-            let fresh = m.backup_id.clone();
-            let mut result = done(m);
-            match jobs::prune(
-                &env,
-                &scope,
-                &job.asset.name,
-                Some(&fresh),
-                &job.retention,
-                true,
-                false,
-                lifeboat_agent::retention::STALE_AFTER,
-            ) {
-                Ok(ids) if !ids.is_empty() => {
-                    println!("{}: retention deleted {}", job.asset.name, ids.join(", "))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("lifeboat-agent: retention: {e}");
-                    result.retention_refused = Some(e.to_string());
-                }
-            }
-            Ok(Some(result))
-        }
-        Command::Restore {
-            policy_file,
-            asset,
-            backup,
-            target_file,
-            execute,
-            allow_unsigned,
-            scope: k8s_scope,
-            place,
-        } => {
-            let (job, k8s_scope) = match job_document::<AgentRestoreJob>()? {
-                Some(job) => {
-                    let scope = job_scope(&job.kubernetes_state_scope, &job.namespace);
-                    (job, Some(scope))
-                }
-                None => {
-                    let path = policy_file.ok_or_else(|| {
-                        AgentError::config(
-                            "give --policy-file and --asset (or LIFEBOAT_JOB inside a Job)",
-                        )
-                    })?;
-                    let policy: BackupPolicy = read_yaml(&path)?;
-                    let name = asset.ok_or_else(|| AgentError::config("give --asset"))?;
-                    let a = policy
-                        .spec
-                        .assets
-                        .iter()
-                        .find(|a| a.name == name)
-                        .cloned()
-                        .ok_or_else(|| {
-                            AgentError::not_found(format!("no asset {name:?} in the policy"))
-                        })?;
-                    let job = AgentRestoreJob {
-                        namespace: place.namespace(Some(&policy)),
-                        policy: policy.metadata.name.clone().unwrap_or_default(),
-                        backup_id: backup,
-                        asset: a,
-                        target: target_file.as_ref().map(read_yaml).transpose()?,
-                        location: policy.spec.destination.clone(),
-                        options: Default::default(),
-                        identity_secret: policy
-                            .spec
-                            .encryption
-                            .as_ref()
-                            .and_then(|e| e.identity_secret.clone()),
-                        signing_key: None,
-                        allow_unsigned,
-                        kubernetes_state_scope: k8s_scope.scope(),
-                    };
-                    (job, k8s_scope.scope())
-                }
-            };
-            let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
-            env.unsigned = unsigned(job.allow_unsigned);
-            let scope = Scope::new(&job.namespace, &job.policy)?;
-            let listed = env
-                .store
-                .find(&scope, &job.backup_id, &job.asset.name, env.trust()?)?;
-            let mut plan = format!(
-                "{} backup {} ({}), checksums verified",
-                job.asset.name, listed.id, listed.metadata.source
-            );
-            if !execute {
-                let local = jobs::verify(&env, &listed)?;
-                if listed.metadata.encryption.is_some() {
-                    jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
-                    plan.push_str(", the identity decrypts it");
-                }
-                if job.asset.kind() == lifeboat_api::backup_policy::AssetKind::KubernetesState {
-                    let dry = jobs::plan_kubernetes_state(
-                        &env,
-                        &listed,
-                        job.target.as_ref(),
-                        job.identity_secret.as_ref(),
-                        k8s_scope.as_ref(),
-                    )?;
-                    plan.push_str(&format!("; {dry}"));
-                }
-                println!("plan: restore {plan}; run again with --execute to restore");
-                return Ok(None);
-            }
-            // Each asset's restore verifies every checksum (in the one read that also decodes the
-            // artifact) before it touches the target: no separate verification pass (and, from
-            // S3, no second download) here.
-            let into = jobs::restore(
-                &env,
-                &listed,
-                &job.asset,
-                job.target.as_ref(),
-                &job.options,
-                job.identity_secret.as_ref(),
-                k8s_scope.as_ref(),
-            )?;
-            println!("restored {plan} into {into}");
-            Ok(Some(done(listed.metadata)))
-        }
-        Command::Verify {
-            policy,
-            backup,
-            record,
-            allow_unsigned,
-            place,
-        } => {
-            let (scope, mut env) = policy.open(&place)?;
-            env.unsigned = unsigned(allow_unsigned);
-            let all = env.store.list(&scope, env.trust()?)?;
-            let chosen: Vec<_> = all
-                .iter()
-                .filter(|l| backup.as_ref().is_none_or(|b| &l.id == b))
-                .collect();
-            if chosen.is_empty() {
-                return Err(AgentError::not_found(format!(
-                    "no complete backup to verify in {scope}"
-                )));
-            }
-            for l in &chosen {
-                jobs::verify(&env, l)?;
-                if record {
-                    env.store.record_verification(
-                        l,
-                        &lifeboat_api::agent_result::VerificationRecord {
-                            backup_id: l.id.clone(),
-                            asset: l.metadata.asset.clone(),
-                            verified_at: Timestamp::now(),
-                            method: lifeboat_api::agent_result::VerificationMethod::Checksums,
-                            drill_id: None,
-                        },
-                    )?;
-                }
-                println!(
-                    "ok {} {} ({} artifacts){}",
-                    l.id,
-                    l.metadata.asset,
-                    l.metadata.artifacts.len(),
-                    if record { ", recorded as verified" } else { "" }
-                );
-            }
-            Ok(None)
-        }
-        Command::Catalog {
-            policy,
-            location_file,
-            backup,
-            assets,
-            json,
-            allow_unsigned,
-            place,
-        } => {
-            let job = match job_document::<AgentCatalogJob>()? {
-                Some(job) => job,
-                None => AgentCatalogJob {
-                    namespace: place.namespace(None),
-                    policy: policy.ok_or_else(|| {
-                        AgentError::config("give --policy (or LIFEBOAT_JOB inside a Job)")
-                    })?,
-                    backup_id: backup,
-                    assets,
-                    location: match &location_file {
-                        Some(path) => read_yaml(path)?,
-                        None => Destination {
-                            volume: None,
-                            s3: None,
-                        },
-                    },
-                    signing_key: None,
-                    allow_unsigned,
-                },
-            };
-            let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
-            env.unsigned = unsigned(job.allow_unsigned);
-            let scope = Scope::new(&job.namespace, &job.policy)?;
-            let catalog = lifeboat_agent::catalog::read(
-                &env.store,
-                &scope,
-                env.trust()?,
-                &job.backup_id,
-                &job.assets,
-            )?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&catalog)
-                        .map_err(|e| AgentError::config(e.to_string()))?
-                );
-            } else {
-                for e in &catalog.entries {
-                    println!(
-                        "{} {} {} {} {} bytes{}{}",
-                        e.asset,
-                        e.kind.as_str(),
-                        e.backup_id,
-                        e.snapshot_time,
-                        e.stored_bytes,
-                        if e.encrypted { ", encrypted" } else { "" },
-                        if e.verified { ", verified" } else { "" }
-                    );
-                }
-            }
-            checks.catalog = Some(catalog);
-            Ok(None)
-        }
-        Command::List {
-            policy,
-            json,
-            allow_unsigned,
-            place,
-        } => {
-            let (scope, mut env) = policy.open(&place)?;
-            env.unsigned = unsigned(allow_unsigned);
-            let all = env.store.list(&scope, env.trust()?)?;
-            if json {
-                let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&ms)
-                        .map_err(|e| AgentError::config(e.to_string()))?
-                );
-            } else {
-                println!(
-                    "{:<26} {:<16} {:<10} {:>12}  {:<32} VERIFIED",
-                    "BACKUP", "ASSET", "KIND", "BYTES", "SNAPSHOT"
-                );
-                for l in &all {
-                    let m = &l.metadata;
-                    let verified = l.verified.as_ref().map_or("-".to_owned(), |v| {
-                        format!("{} ({:?})", v.verified_at, v.method)
-                    });
-                    println!(
-                        "{:<26} {:<16} {:<10} {:>12}  {:<32} {verified}",
-                        l.id,
-                        m.asset,
-                        m.kind.as_str(),
-                        m.stored_bytes(),
-                        m.snapshot_time.to_string()
-                    );
-                }
-            }
-            Ok(None)
-        }
-        Command::Prune {
-            policy_file,
-            assets,
-            execute,
-            allow_mass_delete,
-            stale_after,
-            place,
-        } => {
-            let policy: BackupPolicy = read_yaml(&policy_file)?;
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
+        Command::Verify(args) => verify(args),
+        Command::Catalog(args) => catalog(args, checks),
+        Command::List(args) => list(args),
+        Command::Prune(args) => prune(args),
+        Command::Evidence(args) => evidence(args),
+        Command::Notify(args) => notify(args),
+        Command::Validate(args) => validate(args, checks),
+        Command::Drill(args) => drill(args),
+        Command::Adopt(args) => adopt(args),
+    }
+}
+
+fn backup(
+    BackupArgs {
+        policy_file,
+        assets,
+        scope: k8s_scope,
+        place,
+    }: BackupArgs,
+) -> Result<Option<Done>> {
+    let job = match job_document::<AgentJob>()? {
+        Some(job) => job,
+        None => {
+            let path = policy_file.ok_or_else(|| {
+                AgentError::config("give --policy-file (or LIFEBOAT_JOB inside a Job)")
+            })?;
+            let policy: BackupPolicy = read_yaml(&path)?;
             let name = policy
                 .metadata
                 .name
                 .clone()
                 .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
             let env = place.env(Some(&policy.spec.destination), None)?;
+            env.key()?;
             let scope = Scope::new(&place.namespace(Some(&policy)), &name)?;
-            for asset in policy
+            let slot = env.store.claim(&scope, Timestamp::now())?;
+            let run = || {
+                let mut last = None;
+                for asset in policy
+                    .spec
+                    .assets
+                    .iter()
+                    .filter(|a| assets.is_empty() || assets.contains(&a.name))
+                {
+                    let m = jobs::backup(
+                        &env,
+                        &slot,
+                        asset,
+                        &policy.spec.compression,
+                        policy.spec.encryption.as_ref(),
+                        k8s_scope.scope().as_ref(),
+                    )?;
+                    println!(
+                        "{}: backup {} of {} committed ({} bytes)",
+                        m.asset,
+                        m.backup_id,
+                        m.source,
+                        m.stored_bytes()
+                    );
+                    last = Some(m);
+                }
+                Ok(last.map(done))
+            };
+            let result = run();
+            env.store.release(&slot);
+            return result;
+        }
+    };
+    let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
+    env.key()?;
+    let scope = Scope::new(&job.namespace, &job.policy)?;
+    let slot = env.store.claim(&scope, Timestamp::now())?;
+    let m = jobs::backup(
+        &env,
+        &slot,
+        &job.asset,
+        &job.compression,
+        job.encryption.as_ref(),
+        Some(&job_scope(&job.kubernetes_state_scope, &job.namespace)),
+    );
+    env.store.release(&slot);
+    let m = m?;
+    println!(
+        "{}: backup {} of {} committed ({} bytes)",
+        m.asset,
+        m.backup_id,
+        m.source,
+        m.stored_bytes()
+    );
+    // Retention after each success, inside this policy's own directory only. A refusal
+    // (mass deletion) does not undo the good backup: it is reported in the summary.
+    let fresh = m.backup_id.clone();
+    let mut result = done(m);
+    match jobs::prune(
+        &env,
+        &scope,
+        &job.asset.name,
+        Some(&fresh),
+        &job.retention,
+        true,
+        false,
+        lifeboat_agent::retention::STALE_AFTER,
+    ) {
+        Ok(ids) if !ids.is_empty() => {
+            println!("{}: retention deleted {}", job.asset.name, ids.join(", "))
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("lifeboat-agent: retention: {e}");
+            result.retention_refused = Some(e.to_string());
+        }
+    }
+    Ok(Some(result))
+}
+
+fn restore(
+    RestoreArgs {
+        policy_file,
+        asset,
+        backup,
+        target_file,
+        execute,
+        allow_unsigned,
+        scope: k8s_scope,
+        place,
+    }: RestoreArgs,
+) -> Result<Option<Done>> {
+    let (job, k8s_scope) = match job_document::<AgentRestoreJob>()? {
+        Some(job) => {
+            let scope = job_scope(&job.kubernetes_state_scope, &job.namespace);
+            (job, Some(scope))
+        }
+        None => {
+            let path = policy_file.ok_or_else(|| {
+                AgentError::config("give --policy-file and --asset (or LIFEBOAT_JOB inside a Job)")
+            })?;
+            let policy: BackupPolicy = read_yaml(&path)?;
+            let name = asset.ok_or_else(|| AgentError::config("give --asset"))?;
+            let a = policy
                 .spec
                 .assets
                 .iter()
-                .filter(|a| assets.is_empty() || assets.contains(&a.name))
-            {
-                let ids = jobs::prune(
-                    &env,
-                    &scope,
-                    &asset.name,
-                    None,
-                    &policy.spec.retention,
-                    execute,
-                    allow_mass_delete,
-                    jiff::SignedDuration::try_from(stale_after.as_std())
-                        .map_err(|e| AgentError::config(format!("--stale-after: {e}")))?,
-                )?;
-                let verb = if execute { "deleted" } else { "would delete" };
-                if ids.is_empty() {
-                    println!("{}: nothing to delete", asset.name);
-                }
-                for id in ids {
-                    println!("{}: {verb} {id}", asset.name);
-                }
-            }
-            if !execute {
-                println!("dry run: rerun with --execute to delete");
-            }
-            Ok(None)
+                .find(|a| a.name == name)
+                .cloned()
+                .ok_or_else(|| AgentError::not_found(format!("no asset {name:?} in the policy")))?;
+            let job = AgentRestoreJob {
+                namespace: place.namespace(Some(&policy)),
+                policy: policy.metadata.name.clone().unwrap_or_default(),
+                backup_id: backup,
+                asset: a,
+                target: target_file.as_ref().map(read_yaml).transpose()?,
+                location: policy.spec.destination.clone(),
+                options: Default::default(),
+                identity_secret: policy
+                    .spec
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.identity_secret.clone()),
+                signing_key: None,
+                allow_unsigned,
+                kubernetes_state_scope: k8s_scope.scope(),
+            };
+            (job, k8s_scope.scope())
         }
-        Command::Evidence { place } => {
-            let job =
-                job_document::<lifeboat_api::agent_job::AgentEvidenceJob>()?.ok_or_else(|| {
-                    AgentError::config("evidence writes the record of a LIFEBOAT_JOB document")
-                })?;
-            let env = place.env(Some(&job.location), job.signing_key.as_ref())?;
-            let written = lifeboat_agent::evidence::write(&env, &job)?;
-            println!(
-                "drill {}: evidence written to {written}",
-                job.evidence.drill_id
-            );
-            Ok(None)
+    };
+    let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
+    env.unsigned = unsigned(job.allow_unsigned);
+    let scope = Scope::new(&job.namespace, &job.policy)?;
+    let listed = env
+        .store
+        .find(&scope, &job.backup_id, &job.asset.name, env.trust()?)?;
+    let mut plan = format!(
+        "{} backup {} ({}), checksums verified",
+        job.asset.name, listed.id, listed.metadata.source
+    );
+    if !execute {
+        let local = jobs::verify(&env, &listed)?;
+        if listed.metadata.encryption.is_some() {
+            jobs::decoding(&env, &listed, &local, job.identity_secret.as_ref())?;
+            plan.push_str(", the identity decrypts it");
         }
-        Command::Notify { place } => {
-            let job =
-                job_document::<lifeboat_api::agent_job::AgentNotifyJob>()?.ok_or_else(|| {
-                    AgentError::config("notify sends the message of a LIFEBOAT_JOB document")
-                })?;
-            lifeboat_agent::notify::send(&place.env(None, None)?, &job)?;
-            println!("the drill's result was sent to the webhook");
-            Ok(None)
-        }
-        Command::Validate {
-            execute: _,
-            report,
-            place,
-        } => {
-            let job =
-                job_document::<lifeboat_api::agent_job::AgentValidateJob>()?.ok_or_else(|| {
-                    AgentError::config("validate runs the checks of a LIFEBOAT_JOB document")
-                })?;
-            let env = Env::without_store(place.secrets_dir.clone());
-            let results = lifeboat_agent::validate::run(&env, &job);
-            if let Some(name) = report {
-                // The checks' verdict stands whether or not their report could be stored.
-                let written = job
-                    .assets
-                    .first()
-                    .ok_or_else(|| AgentError::config("no restored asset to report beside"))
-                    .and_then(|a| place.env(Some(&a.location), None))
-                    .and_then(|env| {
-                        lifeboat_agent::validate::write_report(&env, &job, &name, &results)
-                    });
-                match written {
-                    Ok(location) => {
-                        println!("report of every check written to {location}");
-                        checks.report = Some(location);
-                    }
-                    Err(e) => eprintln!("lifeboat-agent: the report was not written: {e}"),
-                }
-            }
-            checks.results = results;
-            let checks = &checks.results;
-            for c in checks.iter() {
-                let note = if c.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", c.message)
-                };
-                println!(
-                    "{} {} ({} attempts){note}",
-                    if c.passed { "ok  " } else { "FAIL" },
-                    c.name,
-                    c.attempts
-                );
-            }
-            let failed = checks.iter().filter(|c| !c.passed).count();
-            if failed > 0 {
-                return Err(AgentError::new(
-                    ErrorClass::Validation,
-                    format!("{failed} of {} checks failed", checks.len()),
-                ));
-            }
-            Ok(None)
-        }
-        Command::Drill {
-            demo,
-            rto,
-            rpo,
-            traffic_seconds,
-            json,
-            place,
-        } => {
-            if !demo {
-                return Err(AgentError::config(
-                    "only the embedded default is available here: run `lifeboat-agent drill --demo` (drills of your own resources run as DrillSchedules)",
-                ));
-            }
-            let namespace = place.namespace(None);
-            let key_file = place
-                .signing_key
-                .clone()
-                .or_else(lifeboat_agent::signing::default_key_file)
-                .ok_or_else(|| {
-                    AgentError::config("no HOME to keep the signing key in: give --signing-key")
-                })?;
-            let key = SigningKey::read_or_create(&key_file)?;
-            let dir = place.dir.unwrap_or_else(|| PathBuf::from("./backups"));
-            let report = lifeboat_agent::drill::run(
-                &dir,
-                &Scope::new(&namespace, lifeboat_agent::drill::POLICY)?,
-                key,
-                &rto,
-                &rpo,
-                std::time::Duration::from_secs(traffic_seconds),
+        if job.asset.kind() == lifeboat_api::backup_policy::AssetKind::KubernetesState {
+            let dry = jobs::plan_kubernetes_state(
+                &env,
+                &listed,
+                job.target.as_ref(),
+                job.identity_secret.as_ref(),
+                k8s_scope.as_ref(),
             )?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report)
-                        .map_err(|e| AgentError::config(e.to_string()))?
-                );
-            } else {
-                print!("{}", report.text());
-            }
-            if !report.passed {
-                return Err(AgentError::new(
-                    ErrorClass::Validation,
-                    "the drill failed a check or missed an objective",
-                ));
-            }
-            Ok(None)
+            plan.push_str(&format!("; {dry}"));
         }
-        Command::Adopt {
-            policy,
-            execute,
-            place,
-        } => {
-            let namespace = place.namespace.clone().ok_or_else(|| {
-                AgentError::config(
-                    "adopt needs --namespace: the namespace the old backups belong to",
-                )
-            })?;
-            let (scope, env) = policy.open(&place)?;
-            let adopted = lifeboat_agent::adopt::adopt(&env, &namespace, scope.policy(), execute)?;
-            let mut failed = 0;
-            for a in &adopted {
-                use lifeboat_agent::adopt::Outcome;
-                let what = match &a.outcome {
-                    Outcome::Planned => "would adopt".to_owned(),
-                    Outcome::Adopted => "adopted".to_owned(),
-                    Outcome::Resumed => "adopted (copied by an earlier run)".to_owned(),
-                    Outcome::Failed(e) => {
-                        failed += 1;
-                        format!("NOT adopted, the old copy is kept: {e}")
-                    }
-                };
-                println!("{} {}: {what}", a.id, a.asset);
-            }
-            if adopted.is_empty() {
-                println!("no backup of {} in the old layout", scope.policy());
-            }
-            if !execute {
-                println!(
-                    "dry run: rerun with --execute to move them into {}",
-                    env.store.describe_scope(&scope)
-                );
-            }
-            if failed > 0 {
-                return Err(AgentError::integrity(format!(
-                    "{failed} of {} backups not adopted (their old copies are kept); rerun once fixed",
-                    adopted.len()
-                )));
-            }
-            Ok(None)
+        println!("plan: restore {plan}; run again with --execute to restore");
+        return Ok(None);
+    }
+    // Each asset's restore verifies every checksum (in the one read that also decodes the
+    // artifact) before it touches the target: no separate verification pass (and, from
+    // S3, no second download) here.
+    let into = jobs::restore(
+        &env,
+        &listed,
+        &job.asset,
+        job.target.as_ref(),
+        &job.options,
+        job.identity_secret.as_ref(),
+        k8s_scope.as_ref(),
+    )?;
+    println!("restored {plan} into {into}");
+    Ok(Some(done(listed.metadata)))
+}
+
+fn verify(
+    VerifyArgs {
+        policy,
+        backup,
+        record,
+        allow_unsigned,
+        place,
+    }: VerifyArgs,
+) -> Result<Option<Done>> {
+    let (scope, mut env) = policy.open(&place)?;
+    env.unsigned = unsigned(allow_unsigned);
+    let all = env.store.list(&scope, env.trust()?)?;
+    let chosen: Vec<_> = all
+        .iter()
+        .filter(|l| backup.as_ref().is_none_or(|b| &l.id == b))
+        .collect();
+    if chosen.is_empty() {
+        return Err(AgentError::not_found(format!(
+            "no complete backup to verify in {scope}"
+        )));
+    }
+    for l in &chosen {
+        jobs::verify(&env, l)?;
+        if record {
+            env.store.record_verification(
+                l,
+                &lifeboat_api::agent_result::VerificationRecord {
+                    backup_id: l.id.clone(),
+                    asset: l.metadata.asset.clone(),
+                    verified_at: Timestamp::now(),
+                    method: lifeboat_api::agent_result::VerificationMethod::Checksums,
+                    drill_id: None,
+                },
+            )?;
+        }
+        println!(
+            "ok {} {} ({} artifacts){}",
+            l.id,
+            l.metadata.asset,
+            l.metadata.artifacts.len(),
+            if record { ", recorded as verified" } else { "" }
+        );
+    }
+    Ok(None)
+}
+
+fn catalog(
+    CatalogArgs {
+        policy,
+        location_file,
+        backup,
+        assets,
+        json,
+        allow_unsigned,
+        place,
+    }: CatalogArgs,
+    checks: &mut Checks,
+) -> Result<Option<Done>> {
+    let job = match job_document::<AgentCatalogJob>()? {
+        Some(job) => job,
+        None => AgentCatalogJob {
+            namespace: place.namespace(None),
+            policy: policy.ok_or_else(|| {
+                AgentError::config("give --policy (or LIFEBOAT_JOB inside a Job)")
+            })?,
+            backup_id: backup,
+            assets,
+            location: match &location_file {
+                Some(path) => read_yaml(path)?,
+                None => Destination {
+                    volume: None,
+                    s3: None,
+                },
+            },
+            signing_key: None,
+            allow_unsigned,
+        },
+    };
+    let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
+    env.unsigned = unsigned(job.allow_unsigned);
+    let scope = Scope::new(&job.namespace, &job.policy)?;
+    let catalog = lifeboat_agent::catalog::read(
+        &env.store,
+        &scope,
+        env.trust()?,
+        &job.backup_id,
+        &job.assets,
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&catalog)
+                .map_err(|e| AgentError::config(e.to_string()))?
+        );
+    } else {
+        for e in &catalog.entries {
+            println!(
+                "{} {} {} {} {} bytes{}{}",
+                e.asset,
+                e.kind.as_str(),
+                e.backup_id,
+                e.snapshot_time,
+                e.stored_bytes,
+                if e.encrypted { ", encrypted" } else { "" },
+                if e.verified { ", verified" } else { "" }
+            );
         }
     }
+    checks.catalog = Some(catalog);
+    Ok(None)
+}
+
+fn list(
+    ListArgs {
+        policy,
+        json,
+        allow_unsigned,
+        place,
+    }: ListArgs,
+) -> Result<Option<Done>> {
+    let (scope, mut env) = policy.open(&place)?;
+    env.unsigned = unsigned(allow_unsigned);
+    let all = env.store.list(&scope, env.trust()?)?;
+    if json {
+        let ms: Vec<_> = all.iter().map(|l| &l.metadata).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&ms).map_err(|e| AgentError::config(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{:<26} {:<16} {:<10} {:>12}  {:<32} VERIFIED",
+            "BACKUP", "ASSET", "KIND", "BYTES", "SNAPSHOT"
+        );
+        for l in &all {
+            let m = &l.metadata;
+            let verified = l.verified.as_ref().map_or("-".to_owned(), |v| {
+                format!("{} ({:?})", v.verified_at, v.method)
+            });
+            println!(
+                "{:<26} {:<16} {:<10} {:>12}  {:<32} {verified}",
+                l.id,
+                m.asset,
+                m.kind.as_str(),
+                m.stored_bytes(),
+                m.snapshot_time.to_string()
+            );
+        }
+    }
+    Ok(None)
+}
+
+fn prune(
+    PruneArgs {
+        policy_file,
+        assets,
+        execute,
+        allow_mass_delete,
+        stale_after,
+        place,
+    }: PruneArgs,
+) -> Result<Option<Done>> {
+    let policy: BackupPolicy = read_yaml(&policy_file)?;
+    let name = policy
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| AgentError::config("the policy has no metadata.name"))?;
+    let env = place.env(Some(&policy.spec.destination), None)?;
+    let scope = Scope::new(&place.namespace(Some(&policy)), &name)?;
+    for asset in policy
+        .spec
+        .assets
+        .iter()
+        .filter(|a| assets.is_empty() || assets.contains(&a.name))
+    {
+        let ids = jobs::prune(
+            &env,
+            &scope,
+            &asset.name,
+            None,
+            &policy.spec.retention,
+            execute,
+            allow_mass_delete,
+            jiff::SignedDuration::try_from(stale_after.as_std())
+                .map_err(|e| AgentError::config(format!("--stale-after: {e}")))?,
+        )?;
+        let verb = if execute { "deleted" } else { "would delete" };
+        if ids.is_empty() {
+            println!("{}: nothing to delete", asset.name);
+        }
+        for id in ids {
+            println!("{}: {verb} {id}", asset.name);
+        }
+    }
+    if !execute {
+        println!("dry run: rerun with --execute to delete");
+    }
+    Ok(None)
+}
+
+fn evidence(EvidenceArgs { place }: EvidenceArgs) -> Result<Option<Done>> {
+    let job = job_document::<lifeboat_api::agent_job::AgentEvidenceJob>()?.ok_or_else(|| {
+        AgentError::config("evidence writes the record of a LIFEBOAT_JOB document")
+    })?;
+    let env = place.env(Some(&job.location), job.signing_key.as_ref())?;
+    let written = lifeboat_agent::evidence::write(&env, &job)?;
+    println!(
+        "drill {}: evidence written to {written}",
+        job.evidence.drill_id
+    );
+    Ok(None)
+}
+
+fn notify(NotifyArgs { place }: NotifyArgs) -> Result<Option<Done>> {
+    let job = job_document::<lifeboat_api::agent_job::AgentNotifyJob>()?
+        .ok_or_else(|| AgentError::config("notify sends the message of a LIFEBOAT_JOB document"))?;
+    lifeboat_agent::notify::send(&place.env(None, None)?, &job)?;
+    println!("the drill's result was sent to the webhook");
+    Ok(None)
+}
+
+fn validate(
+    ValidateArgs {
+        execute: _,
+        report,
+        place,
+    }: ValidateArgs,
+    checks: &mut Checks,
+) -> Result<Option<Done>> {
+    let job = job_document::<lifeboat_api::agent_job::AgentValidateJob>()?
+        .ok_or_else(|| AgentError::config("validate runs the checks of a LIFEBOAT_JOB document"))?;
+    let env = Env::without_store(place.secrets_dir.clone());
+    let results = lifeboat_agent::validate::run(&env, &job);
+    if let Some(name) = report {
+        // The checks' verdict stands whether or not their report could be stored.
+        let written = job
+            .assets
+            .first()
+            .ok_or_else(|| AgentError::config("no restored asset to report beside"))
+            .and_then(|a| place.env(Some(&a.location), None))
+            .and_then(|env| lifeboat_agent::validate::write_report(&env, &job, &name, &results));
+        match written {
+            Ok(location) => {
+                println!("report of every check written to {location}");
+                checks.report = Some(location);
+            }
+            Err(e) => eprintln!("lifeboat-agent: the report was not written: {e}"),
+        }
+    }
+    checks.results = results;
+    let checks = &checks.results;
+    for c in checks.iter() {
+        let note = if c.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", c.message)
+        };
+        println!(
+            "{} {} ({} attempts){note}",
+            if c.passed { "ok  " } else { "FAIL" },
+            c.name,
+            c.attempts
+        );
+    }
+    let failed = checks.iter().filter(|c| !c.passed).count();
+    if failed > 0 {
+        return Err(AgentError::new(
+            ErrorClass::Validation,
+            format!("{failed} of {} checks failed", checks.len()),
+        ));
+    }
+    Ok(None)
+}
+
+fn drill(
+    DrillArgs {
+        demo,
+        rto,
+        rpo,
+        traffic_seconds,
+        json,
+        place,
+    }: DrillArgs,
+) -> Result<Option<Done>> {
+    if !demo {
+        return Err(AgentError::config(
+            "only the embedded default is available here: run `lifeboat-agent drill --demo` (drills of your own resources run as DrillSchedules)",
+        ));
+    }
+    let namespace = place.namespace(None);
+    let key_file = place
+        .signing_key
+        .clone()
+        .or_else(lifeboat_agent::signing::default_key_file)
+        .ok_or_else(|| {
+            AgentError::config("no HOME to keep the signing key in: give --signing-key")
+        })?;
+    let key = SigningKey::read_or_create(&key_file)?;
+    let dir = place.dir.unwrap_or_else(|| PathBuf::from("./backups"));
+    let report = lifeboat_agent::drill::run(
+        &dir,
+        &Scope::new(&namespace, lifeboat_agent::drill::POLICY)?,
+        key,
+        &rto,
+        &rpo,
+        std::time::Duration::from_secs(traffic_seconds),
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| AgentError::config(e.to_string()))?
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    if !report.passed {
+        return Err(AgentError::new(
+            ErrorClass::Validation,
+            "the drill failed a check or missed an objective",
+        ));
+    }
+    Ok(None)
+}
+
+fn adopt(
+    AdoptArgs {
+        policy,
+        execute,
+        place,
+    }: AdoptArgs,
+) -> Result<Option<Done>> {
+    let namespace = place.namespace.clone().ok_or_else(|| {
+        AgentError::config("adopt needs --namespace: the namespace the old backups belong to")
+    })?;
+    let (scope, env) = policy.open(&place)?;
+    let adopted = lifeboat_agent::adopt::adopt(&env, &namespace, scope.policy(), execute)?;
+    let mut failed = 0;
+    for a in &adopted {
+        use lifeboat_agent::adopt::Outcome;
+        let what = match &a.outcome {
+            Outcome::Planned => "would adopt".to_owned(),
+            Outcome::Adopted => "adopted".to_owned(),
+            Outcome::Resumed => "adopted (copied by an earlier run)".to_owned(),
+            Outcome::Failed(e) => {
+                failed += 1;
+                format!("NOT adopted, the old copy is kept: {e}")
+            }
+        };
+        println!("{} {}: {what}", a.id, a.asset);
+    }
+    if adopted.is_empty() {
+        println!("no backup of {} in the old layout", scope.policy());
+    }
+    if !execute {
+        println!(
+            "dry run: rerun with --execute to move them into {}",
+            env.store.describe_scope(&scope)
+        );
+    }
+    if failed > 0 {
+        return Err(AgentError::integrity(format!(
+            "{failed} of {} backups not adopted (their old copies are kept); rerun once fixed",
+            adopted.len()
+        )));
+    }
+    Ok(None)
 }
 
 fn done(m: lifeboat_api::agent_result::BackupMetadata) -> Done {
