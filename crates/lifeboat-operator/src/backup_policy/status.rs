@@ -67,18 +67,7 @@ pub fn decide(
             asset_status(&a.name, previous, outcomes)
         })
         .collect();
-
-    // Worst-off asset: the oldest newest-good-backup, or one with none at all.
-    let newest: Vec<Option<Timestamp>> = status
-        .assets
-        .iter()
-        .map(|a| a.last_success.as_ref().map(|s| s.snapshot_time.0))
-        .collect();
-    let worst = if newest.iter().any(Option::is_none) {
-        None
-    } else {
-        newest.iter().flatten().min().copied()
-    };
+    let worst = worst_snapshot(&status.assets);
     status.last_backup_time = worst.map(Time);
     set_verified(&mut status, &verification.backups);
 
@@ -94,132 +83,20 @@ pub fn decide(
         None => ready_from_assets(&status.assets, generation, now),
     };
     set_condition(&mut status.conditions, ready);
-    match retention_applied(&status.assets, generation, now) {
-        Some(c) => {
-            set_condition(&mut status.conditions, c);
-        }
-        None => status
-            .conditions
-            .retain(|c| c.type_ != types::RETENTION_APPLIED),
-    }
-
-    let mut requeue_after = RESYNC;
-    let mut measured_from = Vec::new();
-    match policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) {
-        Some(objective) => {
-            // Per asset, the snapshot its RPO is measured from, and whether a drill verified it.
-            let explicit = policy.spec.objectives.as_ref().and_then(|o| o.rpo_basis);
-            let points: Vec<(&str, Option<Timestamp>, bool)> = status
-                .assets
-                .iter()
-                .map(|a| {
-                    let verified = match explicit {
-                        Some(RpoBasis::Verified) => true,
-                        Some(RpoBasis::Newest) => false,
-                        None => verification.drilled.contains(&a.name),
-                    };
-                    let t = if verified {
-                        a.last_verified
-                            .as_ref()
-                            .and_then(|v| v.snapshot_time.as_ref())
-                            .map(|t| t.0)
-                    } else {
-                        a.last_success.as_ref().map(|s| s.snapshot_time.0)
-                    };
-                    (a.name.as_str(), t, verified)
-                })
-                .collect();
-            measured_from = points
-                .iter()
-                .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
-                .collect();
-            let missing = points.iter().find(|p| p.1.is_none());
-            let worst_point = points
-                .iter()
-                .filter_map(|(_, t, v)| t.map(|t| (t, *v)))
-                .min_by_key(|p| p.0);
-            // The snapshot measured from and what it is, or why there is none.
-            let measured: Result<(Timestamp, &str), (&str, String)> = match (missing, worst_point) {
-                (Some((name, _, true)), _) => Err((
-                    "NoVerifiedBackupYet",
-                    format!("asset {name} has no backup a drill restored and validated yet"),
-                )),
-                (Some(_), _) | (None, None) => {
-                    Err(("NoBackupYet", "an asset has no good backup yet".to_owned()))
-                }
-                (None, Some((t, true))) => Ok((t, "newest verified backup")),
-                (None, Some((t, false))) => Ok((t, "newest good backup")),
-            };
-            let (met, reason, message) = match measured {
-                Err((reason, message)) => (false, reason, message),
-                Ok((t, what)) => {
-                    let age = seconds_between(t, now);
-                    if age <= objective {
-                        let crossing = objective.saturating_sub(age) + 1;
-                        requeue_after = requeue_after.min(Duration::from_secs(crossing));
-                        (
-                            true,
-                            "WithinObjective",
-                            format!(
-                                "{what} is {} old; objective {}",
-                                human(age),
-                                human(objective)
-                            ),
-                        )
-                    } else {
-                        (
-                            false,
-                            "ObjectiveMissed",
-                            format!(
-                                "{what} is {} old; objective {}",
-                                human(age),
-                                human(objective)
-                            ),
-                        )
-                    }
-                }
-            };
-            // The message carries the age at the last transition only: rewriting it as time
-            // passes would be a status write per reconcile.
-            let keep_message = old
-                .conditions
-                .iter()
-                .find(|c| c.type_ == types::RPO_MET)
-                .filter(|c| c.status == Status::from(met).as_str() && c.reason == reason)
-                .map(|c| c.message.clone());
-            set_condition(
-                &mut status.conditions,
-                condition(
-                    types::RPO_MET,
-                    Status::from(met),
-                    reason,
-                    keep_message.unwrap_or(message),
-                    generation,
-                    now,
-                ),
-            );
-        }
-        None => status.conditions.retain(|c| c.type_ != types::RPO_MET),
-    }
-
+    let retention = retention_applied(&status.assets, generation, now);
+    set_or_clear(&mut status.conditions, types::RETENTION_APPLIED, retention);
+    let rpo = rpo_met(policy, &status.assets, &old, verification, now);
+    set_or_clear(&mut status.conditions, types::RPO_MET, rpo.condition);
     let (worst_case, achievable) = rpo_achievable(policy, &status.assets, generation, now);
     status.worst_case_rpo = worst_case;
-    match achievable {
-        Some(c) => {
-            set_condition(&mut status.conditions, c);
-        }
-        None => status
-            .conditions
-            .retain(|c| c.type_ != types::RPO_ACHIEVABLE),
-    }
+    set_or_clear(&mut status.conditions, types::RPO_ACHIEVABLE, achievable);
 
     let owed = events(&old, &status, handled);
     status.pending_events = effects::owe(&old.pending_events, owed);
     // rpoSeconds is the age when the status is written; refreshing it alone is not a change.
     status.rpo_seconds = old.rpo_seconds;
     status.rpo = old.rpo.clone();
-    let changed = status != old;
-    if changed || (worst.is_some() && old.rpo_seconds.is_none()) {
+    if status != old || (worst.is_some() && old.rpo_seconds.is_none()) {
         let age = worst.map(|t| seconds_between(t, now));
         status.rpo_seconds = age.and_then(|a| i64::try_from(a).ok());
         status.rpo = age.map(human);
@@ -228,8 +105,157 @@ pub fn decide(
     Decision {
         status,
         changed,
-        requeue_after,
+        requeue_after: rpo.crossing.map_or(RESYNC, |c| RESYNC.min(c)),
+        measured_from: rpo.measured_from,
+    }
+}
+
+/// `new` as the condition of its type, or, without one, no condition of that type at all.
+fn set_or_clear(
+    conditions: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    type_: &str,
+    new: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) {
+    match new {
+        Some(c) => {
+            set_condition(conditions, c);
+        }
+        None => conditions.retain(|c| c.type_ != type_),
+    }
+}
+
+/// The worst-off asset's newest good snapshot: the oldest of them, or none while an asset has
+/// no good backup at all.
+fn worst_snapshot(assets: &[AssetStatus]) -> Option<Timestamp> {
+    let newest: Option<Vec<Timestamp>> = assets
+        .iter()
+        .map(|a| a.last_success.as_ref().map(|s| s.snapshot_time.0))
+        .collect();
+    newest?.into_iter().min()
+}
+
+/// `RPOMet` as measured now: its condition (none without an objective), how long until a met
+/// objective turns missed, and per asset the snapshot it is measured from.
+struct RpoMeasure {
+    condition: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    crossing: Option<Duration>,
+    measured_from: Vec<(String, Timestamp)>,
+}
+
+fn rpo_met(
+    policy: &BackupPolicy,
+    assets: &[AssetStatus],
+    old: &BackupPolicyStatus,
+    verification: &Verification,
+    now: Timestamp,
+) -> RpoMeasure {
+    let Some(objectives) = policy.spec.objectives.as_ref() else {
+        return RpoMeasure {
+            condition: None,
+            crossing: None,
+            measured_from: Vec::new(),
+        };
+    };
+    let objective = objectives.rpo.as_secs();
+    let points = rpo_points(assets, objectives.rpo_basis, verification);
+    let measured_from = points
+        .iter()
+        .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
+        .collect();
+    let (met, reason, message, crossing) = rpo_verdict(&points, objective, now);
+    // The message carries the age at the last transition only: rewriting it as time passes
+    // would be a status write per reconcile.
+    let keep_message = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::RPO_MET)
+        .filter(|c| c.status == Status::from(met).as_str() && c.reason == reason)
+        .map(|c| c.message.clone());
+    RpoMeasure {
+        condition: Some(condition(
+            types::RPO_MET,
+            Status::from(met),
+            reason,
+            keep_message.unwrap_or(message),
+            policy.metadata.generation,
+            now,
+        )),
+        crossing,
         measured_from,
+    }
+}
+
+/// Per asset, the snapshot its RPO is measured from, and whether that is a verified one (a
+/// drill restored and validated it) rather than the newest good one.
+fn rpo_points<'a>(
+    assets: &'a [AssetStatus],
+    basis: Option<RpoBasis>,
+    verification: &Verification,
+) -> Vec<(&'a str, Option<Timestamp>, bool)> {
+    assets
+        .iter()
+        .map(|a| {
+            let verified = match basis {
+                Some(RpoBasis::Verified) => true,
+                Some(RpoBasis::Newest) => false,
+                None => verification.drilled.contains(&a.name),
+            };
+            let t = if verified {
+                a.last_verified
+                    .as_ref()
+                    .and_then(|v| v.snapshot_time.as_ref())
+                    .map(|t| t.0)
+            } else {
+                a.last_success.as_ref().map(|s| s.snapshot_time.0)
+            };
+            (a.name.as_str(), t, verified)
+        })
+        .collect()
+}
+
+/// Whether the worst point meets `objective` seconds now, with the reason, the message and,
+/// when met, how long until it no longer is.
+fn rpo_verdict(
+    points: &[(&str, Option<Timestamp>, bool)],
+    objective: u64,
+    now: Timestamp,
+) -> (bool, &'static str, String, Option<Duration>) {
+    let missing = points.iter().find(|p| p.1.is_none());
+    let worst = points
+        .iter()
+        .filter_map(|(_, t, v)| t.map(|t| (t, *v)))
+        .min_by_key(|p| p.0);
+    let (t, what) = match (missing, worst) {
+        (Some((name, _, true)), _) => {
+            return (
+                false,
+                "NoVerifiedBackupYet",
+                format!("asset {name} has no backup a drill restored and validated yet"),
+                None,
+            );
+        }
+        (Some(_), _) | (None, None) => {
+            return (
+                false,
+                "NoBackupYet",
+                "an asset has no good backup yet".to_owned(),
+                None,
+            );
+        }
+        (None, Some((t, true))) => (t, "newest verified backup"),
+        (None, Some((t, false))) => (t, "newest good backup"),
+    };
+    let age = seconds_between(t, now);
+    let message = format!(
+        "{what} is {} old; objective {}",
+        human(age),
+        human(objective)
+    );
+    if age <= objective {
+        let crossing = Duration::from_secs(objective.saturating_sub(age) + 1);
+        (true, "WithinObjective", message, Some(crossing))
+    } else {
+        (false, "ObjectiveMissed", message, None)
     }
 }
 
