@@ -548,39 +548,14 @@ fn record(
     now: Timestamp,
 ) -> DrillRecord {
     let spec = &ds.spec;
-    let started = active.started_at.0;
-    let restored = rr.is_some_and(|r| r.phase == RestorePhase::Succeeded);
-    let finished_at = rr.and_then(|r| r.finished_at.as_ref()).map_or(now, |t| t.0);
-    let seconds = |from: Timestamp, to: Timestamp| {
-        ((to.as_millisecond() - from.as_millisecond()) as f64 / 1000.0).max(0.0)
-    };
-    // RTO: the simulated disaster (drill start) until restored and validated.
-    let rto = restored.then(|| seconds(started, finished_at));
-    // RPO: drill start (the simulated disaster) minus the snapshot time of the oldest restored
-    // data. Not measured in mode Fresh: its backup is taken at the disaster by construction.
+    let m = measure(spec, active, rr, now);
     let latest = spec.backup == DrillBackupMode::Latest;
-    let oldest = rr.and_then(|r| {
-        r.plan
-            .iter()
-            .filter_map(|p| p.snapshot_time.as_ref().map(|t| t.0))
-            .min()
-    });
-    let rpo = oldest
-        .filter(|_| restored && latest)
-        .map(|s| seconds(s, started));
-    let evidence_failure = rr
-        .filter(|_| restored && latest)
-        .and_then(|r| contradiction(r, started));
-    // The same from the data: the oldest of the canary markers the restored targets hold.
-    let rpo_canary = rr
-        .iter()
-        .flat_map(|r| r.checks.iter())
-        .filter_map(|c| c.canary.as_ref().map(|m| m.written_at))
-        .min()
-        .filter(|_| restored)
-        .map(|w| seconds(w, started));
-    let rto_met = rto.is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
-    let rpo_met = rpo.is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
+    let rto_met = m
+        .rto
+        .is_some_and(|r| r <= spec.objectives.rto.as_secs() as f64);
+    let rpo_met = m
+        .rpo
+        .is_some_and(|r| r <= spec.objectives.rpo.as_secs() as f64);
     // Mode Fresh is judged on what it measures: restorability and the RTO.
     let objectives_met = rto_met && (rpo_met || !latest);
     let rr_failure = rr.filter(|r| r.phase != RestorePhase::Succeeded).map(|r| {
@@ -592,61 +567,30 @@ fn record(
     let failure = ended.map(|e| match e {
         Ended::Failed(m) | Ended::NoBackupYet(m) => m,
     });
-    let message = failure.or(rr_failure).or(evidence_failure);
+    let message = failure.or(rr_failure).or(m.evidence_failure);
     let verdict = match (&message, objectives_met) {
         (Some(_), _) => DrillVerdict::Failed,
         (None, true) => DrillVerdict::Passed,
         (None, false) => DrillVerdict::ObjectivesMissed,
     };
     let missed = if verdict == DrillVerdict::ObjectivesMissed {
-        let mut m = Vec::new();
-        if !rto_met {
-            m.push(format!(
-                "RTO {} > objective {}",
-                rto.map_or("?".into(), |r| human(r as u64)),
-                spec.objectives.rto
-            ));
-        }
-        if !rpo_met && latest {
-            m.push(format!(
-                "RPO {} > objective {}",
-                rpo.map_or("?".into(), |r| human(r as u64)),
-                spec.objectives.rpo
-            ));
-        }
-        m.join("; ")
+        missed_objectives(spec, (m.rto, !rto_met), (m.rpo, !rpo_met && latest))
     } else {
         String::new()
     };
     DrillRecord {
         id: active.id.clone(),
         started_at: active.started_at.clone(),
-        finished_at: Time(finished_at),
+        finished_at: Time(m.finished_at),
         verdict,
-        rto_seconds: rto,
-        rto: rto.map(|r| human(r as u64)),
-        rpo_seconds: rpo,
-        rpo: rpo.map(|r| human(r as u64)),
-        rpo_canary_seconds: rpo_canary,
+        rto_seconds: m.rto,
+        rto: m.rto.map(|r| human(r as u64)),
+        rpo_seconds: m.rpo,
+        rpo: m.rpo.map(|r| human(r as u64)),
+        rpo_canary_seconds: m.rpo_canary,
         rto_met,
         rpo_met,
-        backups: rr
-            .map(|r| {
-                r.plan
-                    .iter()
-                    .map(|p| RestoredBackup {
-                        asset: p.asset.clone(),
-                        id: p.backup_id.clone(),
-                        snapshot_time: p.snapshot_time.clone(),
-                        rpo_seconds: p
-                            .snapshot_time
-                            .as_ref()
-                            .filter(|_| restored && latest)
-                            .map(|t| seconds(t.0, started)),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        backups: m.backups,
         checks: rr.map(|r| r.checks.clone()).unwrap_or_default(),
         message: message.unwrap_or(missed),
         evidence: Some(super::evidence::evidence_path(
@@ -656,6 +600,105 @@ fn record(
         )),
         notification: super::notify::owed(ds, &active.id, verdict),
     }
+}
+
+/// Seconds from `from` to `to`, never negative.
+fn elapsed(from: Timestamp, to: Timestamp) -> f64 {
+    ((to.as_millisecond() - from.as_millisecond()) as f64 / 1000.0).max(0.0)
+}
+
+/// What a drill measured, from its restore's status.
+struct Measured {
+    finished_at: Timestamp,
+    /// The simulated disaster (drill start) until restored and validated.
+    rto: Option<f64>,
+    /// The disaster minus the snapshot time of the oldest restored data; not measured in mode
+    /// Fresh, whose backup is taken at the disaster by construction.
+    rpo: Option<f64>,
+    /// The same from the data: the oldest of the canary markers the restored targets hold.
+    rpo_canary: Option<f64>,
+    /// How the restored data contradicts the backups it says it came from (mode Latest).
+    evidence_failure: Option<String>,
+    backups: Vec<RestoredBackup>,
+}
+
+fn measure(
+    spec: &lifeboat_api::drill_schedule::DrillScheduleSpec,
+    active: &ActiveDrill,
+    rr: Option<&RestoreRequestStatus>,
+    now: Timestamp,
+) -> Measured {
+    let started = active.started_at.0;
+    let restored = rr.is_some_and(|r| r.phase == RestorePhase::Succeeded);
+    let latest = spec.backup == DrillBackupMode::Latest;
+    let finished_at = rr.and_then(|r| r.finished_at.as_ref()).map_or(now, |t| t.0);
+    let oldest = rr.and_then(|r| {
+        r.plan
+            .iter()
+            .filter_map(|p| p.snapshot_time.as_ref().map(|t| t.0))
+            .min()
+    });
+    let backups = rr
+        .map(|r| {
+            r.plan
+                .iter()
+                .map(|p| RestoredBackup {
+                    asset: p.asset.clone(),
+                    id: p.backup_id.clone(),
+                    snapshot_time: p.snapshot_time.clone(),
+                    rpo_seconds: p
+                        .snapshot_time
+                        .as_ref()
+                        .filter(|_| restored && latest)
+                        .map(|t| elapsed(t.0, started)),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Measured {
+        finished_at,
+        rto: restored.then(|| elapsed(started, finished_at)),
+        rpo: oldest
+            .filter(|_| restored && latest)
+            .map(|s| elapsed(s, started)),
+        rpo_canary: rr
+            .iter()
+            .flat_map(|r| r.checks.iter())
+            .filter_map(|c| c.canary.as_ref().map(|m| m.written_at))
+            .min()
+            .filter(|_| restored)
+            .map(|w| elapsed(w, started)),
+        evidence_failure: rr
+            .filter(|_| restored && latest)
+            .and_then(|r| contradiction(r, started)),
+        backups,
+    }
+}
+
+/// What a drill that restored and validated missed: each measure (unknown when not measured)
+/// with whether it missed its objective.
+fn missed_objectives(
+    spec: &lifeboat_api::drill_schedule::DrillScheduleSpec,
+    (rto, rto_missed): (Option<f64>, bool),
+    (rpo, rpo_missed): (Option<f64>, bool),
+) -> String {
+    let human = |v: Option<f64>| v.map_or("?".into(), |r| human(r as u64));
+    let mut m = Vec::new();
+    if rto_missed {
+        m.push(format!(
+            "RTO {} > objective {}",
+            human(rto),
+            spec.objectives.rto
+        ));
+    }
+    if rpo_missed {
+        m.push(format!(
+            "RPO {} > objective {}",
+            human(rpo),
+            spec.objectives.rpo
+        ));
+    }
+    m.join("; ")
 }
 
 /// Why the restored data contradicts the backups a drill in mode `Latest` says it restored,
