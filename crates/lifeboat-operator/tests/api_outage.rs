@@ -15,9 +15,10 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use lifeboat_api::RestoreRequest;
 use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+use lifeboat_api::drill_schedule::DrillVerdict;
 use lifeboat_api::restore_request::{CheckResult, RestorePhase};
+use lifeboat_api::{DrillSchedule, RestoreRequest};
 use lifeboat_operator::names::backup_now_job;
 use lifeboat_operator::restore_request::progress::{restore_job_name, validate_job_name};
 use lifeboat_testenv::ControlPlane;
@@ -319,6 +320,186 @@ async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage(
     let names: Vec<String> = jobs.items.iter().map(|j| j.name_any()).collect();
     assert_eq!(names.len(), 3, "seed, restore, validation: {names:?}");
     for reason in ["RestoreStarted", "ValidationStarted", "RestoreSucceeded"] {
+        h.expect_events(reason, 1).await;
+    }
+}
+
+/// Issue #16, the same outages under a drill in flight (mode `Latest`: the newest backup taken
+/// before the drill restored into staging): the API server restarted while the drill's restore
+/// Job runs, etcd stopped while its validation runs. The drill ends `Passed` with one history
+/// entry; no Job or RestoreRequest is made twice; DrillStarted and DrillPassed once each.
+#[tokio::test]
+async fn a_drill_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() {
+    const NS: &str = "outage-drill";
+    let mut cp = ControlPlane::start(true).await.unwrap();
+    let client = cp.client().await.unwrap();
+    lifeboat_testenv::install_crds(&client).await.unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&Default::default(), &ns)
+        .await
+        .unwrap();
+    let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "master-key"},
+        "data": {"key": k8s_openapi::ByteString(vec![7; 32])}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .create(&Default::default(), &master)
+        .await
+        .unwrap();
+    let mut op = Operator(
+        Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
+            .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--signing-key-secret", "master-key"])
+            .env("POD_NAMESPACE", NS)
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("POD_NAME", "outage-drill-test")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let h = harness::on(client.clone(), NS);
+    h.apply_policy(
+        "shop",
+        json!({"schedule": "0 1 * * *",
+               "assets": [{"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["app"]}}],
+               "retention": {"keepLast": 3},
+               "destination": {"volume": {"claimName": "backups"}}}),
+    )
+    .await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let seed = backup_now_job("shop", "db", "seed");
+    h.until("the seed Job", async || {
+        h.api::<Job>().get_opt(&seed).await.unwrap()
+    })
+    .await;
+    h.finish_job(&seed, &summary(Verb::Backup, vec![])).await;
+    h.policy_until("shop", "the seed backup in status", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
+    })
+    .await;
+
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+        "metadata": {"name": "quarterly"},
+        "spec": {"schedule": "0 6 1 1,4,7,10 *", "policy": "shop", "assets": ["db"],
+                 "staging": {"targets": [{"asset": "db", "postgres": {"host": "staging-db", "user": "u", "database": "app"}}]},
+                 "validation": {"checks": [{"name": "rows", "sql": {"asset": "db", "query": "SELECT 1", "expect": "1"}}]},
+                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+    let drills = h.api::<DrillSchedule>();
+    drills
+        .patch(
+            "quarterly",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&drill),
+        )
+        .await
+        .unwrap();
+    h.until("the drill's first status", async || {
+        drills.get("quarterly").await.unwrap().status.map(|_| ())
+    })
+    .await;
+    drills
+        .patch(
+            "quarterly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "d1"}}})),
+        )
+        .await
+        .unwrap();
+    let active = h
+        .until("an active drill", async || {
+            drills.get("quarterly").await.unwrap().status?.active
+        })
+        .await;
+    let restore = restore_job_name(&active.id, "db");
+    let restore_uid = h
+        .until("the drill's restore Job", async || {
+            h.api::<Job>().get_opt(&restore).await.unwrap()?.uid()
+        })
+        .await;
+    let rr_uid = h
+        .api::<RestoreRequest>()
+        .get(&active.id)
+        .await
+        .unwrap()
+        .uid();
+
+    // The API server goes away while the drill's restore Job runs.
+    cp.stop_component("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("kube-apiserver").await.unwrap();
+    let h = harness::on(cp.client().await.unwrap(), NS);
+    h.finish_job(&restore, &summary(Verb::Restore, vec![]))
+        .await;
+    let validate = validate_job_name(&active.id);
+    h.until("the drill's validation Job", async || {
+        h.api::<Job>().get_opt(&validate).await.unwrap()
+    })
+    .await;
+
+    // etcd stops while the validation runs.
+    cp.stop_component("etcd").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("etcd").await.unwrap();
+    assert!(
+        op.0.try_wait().unwrap().is_none(),
+        "the operator exited during the outages"
+    );
+    let check = CheckResult {
+        name: "rows".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.1,
+        canary: None,
+    };
+    h.finish_job(&validate, &summary(Verb::Restore, vec![check]))
+        .await;
+    let drills = h.api::<DrillSchedule>();
+    let status = h
+        .until("the drill's record", async || {
+            drills
+                .get("quarterly")
+                .await
+                .unwrap()
+                .status
+                .filter(|s| s.last_run.is_some() && s.active.is_none())
+        })
+        .await;
+    let run = status.last_run.clone().unwrap();
+    assert_eq!(run.verdict, DrillVerdict::Passed, "{}", run.message);
+    assert!(run.rpo_seconds.is_some(), "mode Latest measures the RPO");
+    assert_eq!(status.history.len(), 1, "one drill recorded once");
+    assert_eq!(
+        h.api::<Job>().get(&restore).await.unwrap().uid(),
+        Some(restore_uid),
+        "the restore Job was made again"
+    );
+    assert_eq!(
+        h.api::<RestoreRequest>()
+            .get(&active.id)
+            .await
+            .unwrap()
+            .uid(),
+        rr_uid,
+        "the drill's RestoreRequest was made again"
+    );
+    for reason in ["DrillStarted", "DrillPassed"] {
         h.expect_events(reason, 1).await;
     }
 }
