@@ -561,3 +561,146 @@ async fn killed_in_every_phase_of_a_rolled_back_restore_the_operator_repeats_not
         op.starts - 1
     );
 }
+
+/// A drill with a staging namespace of its own, the operator killed right after the drill
+/// started (the namespace being made) and then again and again through the clean-up after the
+/// TTL: the namespace is made once (the uid in status is the one that exists), deleted once
+/// the TTL passed, never made again, and the record of it and the finalizer go with it.
+#[tokio::test]
+async fn killed_while_its_staging_namespace_is_made_and_cleaned_up() {
+    use k8s_openapi::api::core::v1::Namespace;
+
+    let h = harness::without_operator("killed-stg").await;
+    let mut op = Operator::start(&h.ns);
+    h.apply_policy(
+        "shop",
+        json!({"schedule": "0 * * * *",
+               "assets": [{"name": "orders-db", "postgres": {"host": "db", "user": "backup", "databases": ["orders"]}}],
+               "retention": {"maxAge": "7d"},
+               "destination": {"volume": {"claimName": "backups"}}}),
+    )
+    .await;
+    let staging = format!("{}-staging", h.ns);
+    let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+        "metadata": {"name": "quarterly"},
+        "spec": {"schedule": "0 6 1 1,4,7,10 *", "policy": "shop", "assets": ["orders-db"],
+                 "backup": "Fresh",
+                 "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": "staging-db", "user": "restore", "database": "orders"}}],
+                             "namespace": {"name": staging, "ttl": "2s"}},
+                 "objectives": {"rto": "30m", "rpo": "15m"}}});
+    let drills = h.api::<DrillSchedule>();
+    drills
+        .patch(
+            "quarterly",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&drill),
+        )
+        .await
+        .unwrap();
+    h.until("the drill's first status", async || {
+        drills.get("quarterly").await.unwrap().status.map(|_| ())
+    })
+    .await;
+    drills
+        .patch(
+            "quarterly",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "s1"}}})),
+        )
+        .await
+        .unwrap();
+    let active = h
+        .until("an active drill", async || {
+            drills.get("quarterly").await.unwrap().status?.active
+        })
+        .await;
+    op.kill_and_restart("right after the drill started, its staging namespace being made");
+
+    let namespaces = kube::Api::<Namespace>::all(h.client.clone());
+    let recorded = h
+        .until("the staging namespace recorded", async || {
+            drills
+                .get("quarterly")
+                .await
+                .unwrap()
+                .status?
+                .staging_namespace
+        })
+        .await;
+    let made = namespaces.get(&staging).await.unwrap();
+    assert_eq!(
+        made.uid(),
+        Some(recorded.uid.clone()),
+        "the namespace is the one recorded"
+    );
+
+    // The drill ends (its backup failed); the namespace goes 2 s later.
+    let job = backup_now_job("shop", "orders-db", &active.id);
+    h.until("the drill's backup Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    let mut failed = summary(Verb::Backup, "orders-db", Timestamp::now(), vec![]);
+    failed.ok = false;
+    failed.backup_id = None;
+    failed.error_class = Some(ErrorClass::SourceUnreachable);
+    failed.message = Some("connection refused".into());
+    h.finish_job(&job, &failed).await;
+    h.until("the record", async || {
+        drills
+            .get("quarterly")
+            .await
+            .unwrap()
+            .status?
+            .last_run
+            .map(|_| ())
+    })
+    .await;
+    // Killed at growing intervals across the TTL and the clean-up, then left to run.
+    let mut kills_while_recorded = 0;
+    for i in 1..=8u64 {
+        tokio::time::sleep(Duration::from_millis(300 * i)).await;
+        let still = drills
+            .get("quarterly")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.staging_namespace.is_some());
+        if !still {
+            break;
+        }
+        kills_while_recorded += 1;
+        op.kill_and_restart("during the staging namespace's clean-up");
+    }
+    assert!(
+        kills_while_recorded >= 3,
+        "the kills must reach past the TTL: {kills_while_recorded}"
+    );
+    let d = h
+        .until("the staging record cleared", async || {
+            let d = drills.get("quarterly").await.unwrap();
+            d.status.as_ref()?.staging_namespace.is_none().then_some(d)
+        })
+        .await;
+    assert!(
+        !d.finalizers()
+            .iter()
+            .any(|f| f == "lifeboat.dev/staging-namespace"),
+        "{:?}",
+        d.finalizers()
+    );
+    // Deleted, and never made again under the same name.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let left = namespaces.get_opt(&staging).await.unwrap();
+    assert!(
+        left.as_ref()
+            .is_none_or(|n| n.uid() == Some(recorded.uid.clone())
+                && n.metadata.deletion_timestamp.is_some()),
+        "the staging namespace outlived its drill or was made again: {:?}",
+        left.map(|n| (n.uid(), n.metadata.deletion_timestamp))
+    );
+    eprintln!(
+        "{} operator processes, {kills_while_recorded} kills with the namespace still recorded",
+        op.starts
+    );
+}
