@@ -1043,4 +1043,100 @@ mod tests {
         );
         assert!(verdict_note(&ds, &r).contains("RPO not measured"));
     }
+
+    /// A drill's record from any way a drill can end: hostile timestamps (snapshots after the
+    /// disaster, a finish before the start), any end of its restore, any canary, or a drill
+    /// that ended before restoring.
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::drill;
+
+        /// How a restore can end: `finish` is called with a finished request only.
+        const PHASES: [&str; 3] = ["Succeeded", "Failed", "RolledBack"];
+
+        fn at(offset: i64) -> String {
+            Timestamp::from_second(1_795_000_000 + offset)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_string()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn a_record_never_claims_what_it_did_not_measure(
+                latest: bool,
+                phase in 0usize..PHASES.len(),
+                snapshots in proptest::collection::vec(proptest::option::of(-7200i64..7200), 1..4),
+                finished in proptest::option::of(-600i64..7200),
+                canary in proptest::option::of(-7200i64..7200),
+                ended in proptest::option::of(any::<bool>()),
+            ) {
+                // What `finish` is called with: a drill that ended before its restore (no
+                // request), or one whose request finished.
+                let with_rr = ended.is_none();
+                let ds = drill(Some(if latest { "Latest" } else { "Fresh" }), serde_json::json!({}));
+                let active: ActiveDrill = serde_json::from_value(serde_json::json!({
+                    "id": "q-1", "startedAt": at(0), "step": "Restore"})).unwrap();
+                let plan: Vec<serde_json::Value> = snapshots.iter().enumerate().map(|(i, s)| {
+                    let mut p = serde_json::json!({"asset": format!("a{i}"), "backupId": format!("b{i}"),
+                        "target": "staging", "state": "Done"});
+                    if let Some(s) = s {
+                        p["snapshotTime"] = at(*s).into();
+                    }
+                    p
+                }).collect();
+                let mut rr = serde_json::json!({"phase": PHASES[phase], "plan": plan});
+                if let Some(f) = finished {
+                    rr["finishedAt"] = at(f).into();
+                }
+                if let Some(c) = canary {
+                    rr["checks"] = serde_json::json!([{"name": "canary/a0", "passed": true,
+                        "attempts": 1, "durationSeconds": 0.1,
+                        "canary": {"id": "b0", "writtenAt": at(c)}}]);
+                }
+                let rr: RestoreRequestStatus = serde_json::from_value(rr).unwrap();
+                let ended = ended.map(|nb| if nb {
+                    Ended::NoBackupYet("no backup".into())
+                } else {
+                    Ended::Failed("backup failed".into())
+                });
+                let early = ended.is_some();
+                let rr = with_rr.then_some(&rr);
+                let r = record(&ds, &active, rr, ended, Timestamp::from_second(1_795_000_300).unwrap());
+
+                let restored = rr.is_some_and(|r| r.phase == RestorePhase::Succeeded);
+                for v in [r.rto_seconds, r.rpo_seconds, r.rpo_canary_seconds].into_iter().flatten() {
+                    prop_assert!(v >= 0.0 && v.is_finite(), "{v}");
+                }
+                prop_assert_eq!(r.rto_seconds.is_some(), restored);
+                prop_assert_eq!(r.rpo_seconds.is_some(), restored && latest && snapshots.iter().any(Option::is_some));
+                if !latest {
+                    prop_assert!(r.backups.iter().all(|b| b.rpo_seconds.is_none()), "Fresh measured an RPO");
+                }
+                prop_assert_eq!(r.backups.len(), if with_rr { snapshots.len() } else { 0 });
+                if r.rto_met {
+                    prop_assert!(r.rto_seconds.is_some_and(|v| v <= 1800.0));
+                }
+                if r.rpo_met {
+                    prop_assert!(r.rpo_seconds.is_some_and(|v| v <= 900.0));
+                }
+                match r.verdict {
+                    DrillVerdict::Passed => {
+                        prop_assert!(r.message.is_empty(), "{}", r.message);
+                        prop_assert!(r.rto_met && (r.rpo_met || !latest));
+                    }
+                    DrillVerdict::ObjectivesMissed => {
+                        prop_assert!(restored && !early);
+                        prop_assert!(!r.message.is_empty(), "what was missed is said");
+                    }
+                    DrillVerdict::Failed => prop_assert!(!r.message.is_empty()),
+                }
+                if early || !restored {
+                    prop_assert_eq!(r.verdict, DrillVerdict::Failed);
+                }
+            }
+        }
+    }
 }
