@@ -605,7 +605,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn policy(rpo: Option<&str>) -> BackupPolicy {
+    pub(super) fn policy(rpo: Option<&str>) -> BackupPolicy {
         let mut spec = json!({
             "schedule": "0 * * * *",
             "assets": [
@@ -625,7 +625,7 @@ mod tests {
         .unwrap()
     }
 
-    fn ok(asset: &str, snapshot: &str, finished: &str) -> JobOutcome {
+    pub(super) fn ok(asset: &str, snapshot: &str, finished: &str) -> JobOutcome {
         JobOutcome {
             job: format!("{asset}-{finished}"),
             asset: asset.into(),
@@ -659,7 +659,7 @@ mod tests {
         o
     }
 
-    fn failed(asset: &str, finished: &str) -> JobOutcome {
+    pub(super) fn failed(asset: &str, finished: &str) -> JobOutcome {
         JobOutcome {
             job: format!("{asset}-{finished}"),
             asset: asset.into(),
@@ -1386,5 +1386,69 @@ mod verified_tests {
             v.into_iter().filter(|(k, _)| k == "db").collect();
         assert!(set_verified(&mut status, &only_db));
         assert!(status.last_verified_time.is_none());
+    }
+
+    /// The status decided from any sequence of Job outcomes (any asset, good or failed, in any
+    /// order, finishing at any time) and at any later time: never a panic, and deciding again
+    /// from the status just written, with nothing new, changes nothing and owes no Event (each
+    /// transition's Event is decided once).
+    mod hostile {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::backup_policy::status::tests::{failed, ok, policy};
+
+        fn stamp(offset: i64) -> String {
+            Timestamp::from_second(1_795_000_000 + offset)
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+                .to_string()
+        }
+
+        /// The policy as it is stored after the status is written and its Events published.
+        fn stored(p: &BackupPolicy, d: &Decision) -> BackupPolicy {
+            let mut status = d.status.clone();
+            status.pending_events.clear();
+            let mut p = p.clone();
+            p.status = Some(status);
+            p
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+            #[test]
+            fn deciding_again_with_nothing_new_owes_nothing(
+                rpo in proptest::option::of(prop_oneof![Just("15m"), Just("1h"), Just("1d")]),
+                outcomes in proptest::collection::vec(
+                    (any::<bool>(), any::<bool>(), 0i64..7200, 0i64..600), 0..12),
+                later in 0i64..200_000,
+            ) {
+                let mut p = policy(rpo);
+                let now = Timestamp::from_second(1_795_000_000 + 7800).unwrap();
+                let mut seen = Vec::new();
+                for (db, good, finished, took) in outcomes {
+                    let asset = if db { "db" } else { "cache" };
+                    seen.push(if good {
+                        ok(asset, &stamp(finished - took), &stamp(finished))
+                    } else {
+                        failed(asset, &stamp(finished))
+                    });
+                    let d = decide(&p, &seen, None, None, &Verification::default(), now);
+                    p = stored(&p, &d);
+                    let again = decide(&p, &seen, None, None, &Verification::default(), now);
+                    prop_assert!(!again.changed, "{:?}", again.status);
+                    prop_assert!(again.status.pending_events.is_empty(), "{:?}", again.status.pending_events);
+                }
+                // Time passes: an objective may turn missed, once.
+                let then = Timestamp::from_second(1_795_000_000 + 7800 + later).unwrap();
+                let d = decide(&p, &seen, None, None, &Verification::default(), then);
+                let p = stored(&p, &d);
+                let again = decide(&p, &seen, None, None, &Verification::default(), then);
+                prop_assert!(!again.changed, "{:?}", again.status);
+                prop_assert!(again.status.pending_events.is_empty());
+                if let Some(age) = d.status.rpo_seconds {
+                    prop_assert!(age >= 0);
+                }
+            }
+        }
     }
 }
