@@ -183,18 +183,16 @@ fn summary(verb: Verb, checks: Vec<CheckResult>) -> AgentSummary {
     }
 }
 
-/// Issue #16: the API server restarted while a restore Job runs, and etcd stopped while the
-/// validation runs. The request finishes `Succeeded`; no Job is made twice (each keeps its
-/// uid); every Event is published exactly once.
-#[tokio::test]
-async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() {
-    const NS: &str = "outage-restore";
-    let mut cp = ControlPlane::start(true).await.unwrap();
+/// A control plane of its own with the operator process watching `ns`, and a policy with one
+/// good backup (a seed, its Job finished by the harness): what the in-flight outage tests start
+/// from.
+async fn seeded(ns: &str, pod: &str) -> (ControlPlane, Operator, harness::Harness) {
+    let cp = ControlPlane::start(true).await.unwrap();
     let client = cp.client().await.unwrap();
     lifeboat_testenv::install_crds(&client).await.unwrap();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
     Api::<Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
+        .create(&Default::default(), &namespace)
         .await
         .unwrap();
     let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
@@ -202,23 +200,23 @@ async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage(
         "data": {"key": k8s_openapi::ByteString(vec![7; 32])}
     }))
     .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
         .create(&Default::default(), &master)
         .await
         .unwrap();
-    let mut op = Operator(
+    let op = Operator(
         Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
-            .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--namespace", ns, "--metrics-addr", "127.0.0.1:0"])
             .args(["--signing-key-secret", "master-key"])
-            .env("POD_NAMESPACE", NS)
+            .env("POD_NAMESPACE", ns)
             .env("KUBECONFIG", cp.kubeconfig())
-            .env("POD_NAME", "outage-restore-test")
+            .env("POD_NAME", pod)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let h = harness::on(client.clone(), NS);
+    let h = harness::on(client.clone(), ns);
     h.apply_policy(
         "shop",
         json!({"schedule": "0 1 * * *",
@@ -251,6 +249,16 @@ async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage(
             .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
     })
     .await;
+    (cp, op, h)
+}
+
+/// Issue #16: the API server restarted while a restore Job runs, and etcd stopped while the
+/// validation runs. The request finishes `Succeeded`; no Job is made twice (each keeps its
+/// uid); every Event is published exactly once.
+#[tokio::test]
+async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() {
+    const NS: &str = "outage-restore";
+    let (mut cp, mut op, h) = seeded(NS, "outage-restore-test").await;
 
     let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
         "metadata": {"name": "fix"},
@@ -331,68 +339,7 @@ async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage(
 #[tokio::test]
 async fn a_drill_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() {
     const NS: &str = "outage-drill";
-    let mut cp = ControlPlane::start(true).await.unwrap();
-    let client = cp.client().await.unwrap();
-    lifeboat_testenv::install_crds(&client).await.unwrap();
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&Default::default(), &ns)
-        .await
-        .unwrap();
-    let master: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
-        "metadata": {"name": "master-key"},
-        "data": {"key": k8s_openapi::ByteString(vec![7; 32])}
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
-        .create(&Default::default(), &master)
-        .await
-        .unwrap();
-    let mut op = Operator(
-        Command::new(env!("CARGO_BIN_EXE_lifeboat-operator"))
-            .args(["--namespace", NS, "--metrics-addr", "127.0.0.1:0"])
-            .args(["--signing-key-secret", "master-key"])
-            .env("POD_NAMESPACE", NS)
-            .env("KUBECONFIG", cp.kubeconfig())
-            .env("POD_NAME", "outage-drill-test")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let h = harness::on(client.clone(), NS);
-    h.apply_policy(
-        "shop",
-        json!({"schedule": "0 1 * * *",
-               "assets": [{"name": "db", "postgres": {"host": "db", "user": "u", "databases": ["app"]}}],
-               "retention": {"keepLast": 3},
-               "destination": {"volume": {"claimName": "backups"}}}),
-    )
-    .await;
-    h.policy_until("shop", "a first status", |p| p.status.is_some())
-        .await;
-    h.api::<lifeboat_api::BackupPolicy>()
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
-            ),
-        )
-        .await
-        .unwrap();
-    let seed = backup_now_job("shop", "db", "seed");
-    h.until("the seed Job", async || {
-        h.api::<Job>().get_opt(&seed).await.unwrap()
-    })
-    .await;
-    h.finish_job(&seed, &summary(Verb::Backup, vec![])).await;
-    h.policy_until("shop", "the seed backup in status", |p| {
-        p.status
-            .as_ref()
-            .is_some_and(|s| s.assets.iter().all(|a| a.last_success.is_some()))
-    })
-    .await;
+    let (mut cp, mut op, h) = seeded(NS, "outage-drill-test").await;
 
     let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
         "metadata": {"name": "quarterly"},
