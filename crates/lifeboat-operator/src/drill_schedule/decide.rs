@@ -1139,4 +1139,252 @@ mod tests {
             }
         }
     }
+
+    /// The drill controller's decisions driven by a hostile world, the reconcile's part played
+    /// as `mod.rs` does (the RestoreRequest's name into status, the Events published): drills
+    /// asked for at any moment, backups failing or recorded late, restores ending any way, time
+    /// jumping past the timeout. Each started drill is recorded once, its backups and its
+    /// RestoreRequest are asked for once, and no Event is owed twice.
+    mod world {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use super::drill;
+        use crate::jobs::JobFailure;
+        use lifeboat_api::agent_result::{AgentSummary, SUMMARY_VERSION, Verb};
+
+        #[derive(Clone, Debug)]
+        enum Event {
+            /// Someone asks for a drill (a new token).
+            DrillNow,
+            /// The drill's backup Job ends.
+            Backup(bool),
+            /// The policy's status records the drill's backup.
+            Recorded,
+            /// The drill's RestoreRequest ends: Succeeded, Failed or RolledBack.
+            Restore(u8),
+            /// Time passes, in seconds.
+            Wait(u16),
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                2 => Just(Event::DrillNow),
+                2 => any::<bool>().prop_map(Event::Backup),
+                2 => Just(Event::Recorded),
+                2 => (0u8..3).prop_map(Event::Restore),
+                3 => any::<u16>().prop_map(Event::Wait),
+            ]
+        }
+
+        fn at(offset: i64) -> Timestamp {
+            Timestamp::from_second(1_795_000_000 + offset).unwrap_or(Timestamp::UNIX_EPOCH)
+        }
+
+        fn policy(backup: Option<(&str, i64)>) -> BackupPolicyStatus {
+            let assets = match backup {
+                Some((id, t)) => serde_json::json!([{"name": "db", "lastSuccess": {
+                    "id": id, "snapshotTime": at(t).to_string(), "startedAt": at(t).to_string(),
+                    "finishedAt": at(t).to_string(), "storedBytes": 1, "sha256": "x",
+                    "durationSeconds": 1.0}}]),
+                None => serde_json::json!([{"name": "db"}]),
+            };
+            serde_json::from_value(serde_json::json!({"assets": assets})).unwrap()
+        }
+
+        struct World {
+            ds: DrillSchedule,
+            clock: i64,
+            tokens: u32,
+            run_now: Option<String>,
+            backup: Option<JobOutcome>,
+            recorded: Option<(String, i64)>,
+            restore: Option<RestoreRequestStatus>,
+            started: Vec<String>,
+            backups_asked: BTreeSet<String>,
+            restores_asked: BTreeSet<String>,
+            owed: BTreeSet<String>,
+        }
+
+        impl World {
+            fn reconcile(&mut self) -> Result<(), TestCaseError> {
+                let seen = Observed {
+                    run_now: self.run_now.clone(),
+                    backups: self.backup.iter().cloned().collect(),
+                    policy: Some(policy(
+                        self.recorded.as_ref().map(|(id, t)| (id.as_str(), *t)),
+                    )),
+                    restore: self.restore.clone(),
+                    ..Default::default()
+                };
+                let before = self.ds.status.clone().unwrap_or_default();
+                let mut d = decide(&self.ds, &seen, at(self.clock));
+                let id = d.status.active.as_ref().map(|a| a.id.clone());
+                if before.active.is_none()
+                    && let Some(id) = &id
+                {
+                    self.started.push(id.clone());
+                }
+                if d.next == Next::Finished && before.active.is_none() {
+                    // Started and ended in one pass (no backup before the disaster).
+                    let last = d.status.last_run.as_ref().map(|r| r.id.clone());
+                    if let Some(last) = last
+                        && !self.started.contains(&last)
+                    {
+                        self.started.push(last);
+                    }
+                }
+                match (&d.next, &id) {
+                    (Next::Backup, Some(id)) => {
+                        prop_assert!(
+                            self.backups_asked.insert(id.clone()),
+                            "backups of {id} asked for twice"
+                        );
+                    }
+                    (Next::Restore, Some(id)) => {
+                        prop_assert!(
+                            self.restores_asked.insert(id.clone()),
+                            "RestoreRequest {id} asked for twice"
+                        );
+                        if let Some(a) = d.status.active.as_mut() {
+                            a.restore_request = Some(id.clone());
+                        }
+                        self.restore = Some(
+                            serde_json::from_value(serde_json::json!({"phase": "Restoring"}))
+                                .unwrap(),
+                        );
+                    }
+                    _ => {}
+                }
+                for e in &d.status.pending_events {
+                    prop_assert!(self.owed.insert(e.id.clone()), "Event {} owed again", e.id);
+                }
+                if d.next == Next::Finished {
+                    self.backup = None;
+                    self.restore = None;
+                }
+                if let Some(token) = &d.status.last_drill_now_token
+                    && self.run_now.as_ref() == Some(token)
+                {
+                    self.run_now = None;
+                }
+                // Written, then its Events published and its Jobs made.
+                d.status.pending_events.clear();
+                d.status.pending_jobs.clear();
+                self.ds.status = Some(d.status);
+                Ok(())
+            }
+
+            fn apply(&mut self, e: &Event) {
+                self.clock += 1;
+                let active = self.ds.status.as_ref().and_then(|s| s.active.clone());
+                match e {
+                    Event::DrillNow => {
+                        self.tokens += 1;
+                        self.run_now = Some(format!("t{}", self.tokens));
+                    }
+                    Event::Backup(good) => {
+                        if let Some(a) = active.filter(|a| self.backups_asked.contains(&a.id)) {
+                            let bid = format!("{}-db", a.id);
+                            let result = if *good {
+                                Ok(AgentSummary {
+                                    version: SUMMARY_VERSION,
+                                    verb: Verb::Backup,
+                                    ok: true,
+                                    asset: Some("db".into()),
+                                    backup_id: Some(bid),
+                                    started_at: at(self.clock),
+                                    finished_at: at(self.clock),
+                                    snapshot_time: Some(at(self.clock)),
+                                    stored_bytes: Some(1),
+                                    sha256: Some("x".into()),
+                                    error_class: None,
+                                    message: None,
+                                    checks: vec![],
+                                    retention_refused: None,
+                                })
+                            } else {
+                                Err(JobFailure {
+                                    reason: "StorageFailed".into(),
+                                    message: "full".into(),
+                                    checks: vec![],
+                                })
+                            };
+                            self.backup = Some(JobOutcome {
+                                job: format!("{}-backup", a.id),
+                                asset: "db".into(),
+                                finished_at: at(self.clock),
+                                result,
+                                checks_report: None,
+                            });
+                        }
+                    }
+                    Event::Recorded => {
+                        let id = self
+                            .backup
+                            .as_ref()
+                            .and_then(|b| b.result.as_ref().ok()?.backup_id.clone());
+                        if let Some(id) = id {
+                            self.recorded = Some((id, self.clock - 1));
+                        } else if self.recorded.is_none() {
+                            // A scheduled backup, for drills that restore the newest one.
+                            self.recorded = Some(("scheduled".into(), self.clock - 1));
+                        }
+                    }
+                    Event::Restore(end) => {
+                        if self.restore.is_some() {
+                            let phase = ["Succeeded", "Failed", "RolledBack"][usize::from(*end)];
+                            let snapshot = self.recorded.as_ref().map_or(self.clock - 60, |r| r.1);
+                            self.restore = Some(serde_json::from_value(serde_json::json!({
+                                "phase": phase, "finishedAt": at(self.clock).to_string(),
+                                "plan": [{"asset": "db", "backupId": "b", "target": "staging",
+                                          "snapshotTime": at(snapshot).to_string(), "state": "Done"}]
+                            })).unwrap());
+                        }
+                    }
+                    Event::Wait(secs) => self.clock += i64::from(*secs),
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn each_drill_is_started_and_recorded_once_with_nothing_asked_for_twice(
+                latest: bool,
+                events in proptest::collection::vec(event(), 0..40),
+            ) {
+                let mut w = World {
+                    ds: drill(Some(if latest { "Latest" } else { "Fresh" }), serde_json::json!({})),
+                    clock: 0,
+                    tokens: 0,
+                    run_now: None,
+                    backup: None,
+                    recorded: None,
+                    restore: None,
+                    started: Vec::new(),
+                    backups_asked: BTreeSet::new(),
+                    restores_asked: BTreeSet::new(),
+                    owed: BTreeSet::new(),
+                };
+                w.reconcile()?;
+                for e in &events {
+                    w.apply(e);
+                    w.reconcile()?;
+                }
+                let status = w.ds.status.clone().unwrap_or_default();
+                // Nothing is due by the schedule here: each drill is one token's.
+                prop_assert!(w.started.len() <= w.tokens as usize, "{} drills for {} tokens", w.started.len(), w.tokens);
+                let finished = w.started.len() - usize::from(status.active.is_some());
+                prop_assert_eq!(status.history.len(), finished.min(10), "{:?}", w.started);
+                let ids: BTreeSet<&String> = status.history.iter().map(|r| &r.id).collect();
+                prop_assert_eq!(ids.len(), status.history.len(), "a drill recorded twice");
+                if !latest {
+                    prop_assert!(status.history.iter().all(|r| r.rpo_seconds.is_none()));
+                }
+            }
+        }
+    }
 }
