@@ -168,8 +168,9 @@ async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_event
     assert_eq!(db.last_failure.as_ref().unwrap().reason, "StorageFailed");
     assert_eq!(db.consecutive_failures, 1);
     assert!(db.last_success.is_some());
+    // Events are published after the status write this test waited for: await them too.
+    h.expect_events("BackupFailed", 1).await;
     let warnings = h.events("BackupFailed").await;
-    assert_eq!(warnings.len(), 1);
     assert_eq!(warnings[0].type_.as_deref(), Some("Warning"));
     // No secret value anywhere the controller writes.
     let everything = format!(
@@ -416,7 +417,10 @@ async fn specs_that_pass_admission_but_cannot_work_are_reported_not_fatal() {
             .unwrap()
             .is_none()
     );
-    assert!(!h.events("InvalidSpec").await.is_empty());
+    h.until("the InvalidSpec Warning", async || {
+        (!h.events("InvalidSpec").await.is_empty()).then_some(())
+    })
+    .await;
 
     // Deleting a policy garbage-collects its CronJobs (owner references).
     h.api::<BackupPolicy>()
