@@ -252,6 +252,49 @@ async fn seeded(ns: &str, pod: &str) -> (ControlPlane, Operator, harness::Harnes
     (cp, op, h)
 }
 
+/// The outages under a RestoreRequest `rr` in flight (its own, or a drill's), its Jobs finished
+/// by the harness: the API server restarted while the restore Job of asset `db` runs, etcd
+/// stopped while the validation runs, which then passes. The operator must still run. Returns
+/// a harness with a client made after the restart.
+async fn ride_out_outages(
+    cp: &mut ControlPlane,
+    op: &mut Operator,
+    ns: &str,
+    rr: &str,
+) -> harness::Harness {
+    cp.stop_component("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("kube-apiserver").await.unwrap();
+    let h = harness::on(cp.client().await.unwrap(), ns);
+    h.finish_job(&restore_job_name(rr, "db"), &summary(Verb::Restore, vec![]))
+        .await;
+    let validate = validate_job_name(rr);
+    h.until("the validation Job", async || {
+        h.api::<Job>().get_opt(&validate).await.unwrap()
+    })
+    .await;
+
+    // etcd stops while the validation runs: the API server answers with errors meanwhile.
+    cp.stop_component("etcd").unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cp.start_component("etcd").await.unwrap();
+    assert!(
+        op.0.try_wait().unwrap().is_none(),
+        "the operator exited during the outages"
+    );
+    let check = CheckResult {
+        name: "rows".into(),
+        passed: true,
+        message: String::new(),
+        attempts: 1,
+        duration_seconds: 0.1,
+        canary: None,
+    };
+    h.finish_job(&validate, &summary(Verb::Restore, vec![check]))
+        .await;
+    h
+}
+
 /// Issue #16: the API server restarted while a restore Job runs, and etcd stopped while the
 /// validation runs. The request finishes `Succeeded`; no Job is made twice (each keeps its
 /// uid); every Event is published exactly once.
@@ -277,37 +320,7 @@ async fn a_restore_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage(
         })
         .await;
 
-    // The API server goes away while the restore Job runs.
-    cp.stop_component("kube-apiserver").unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    cp.start_component("kube-apiserver").await.unwrap();
-    let h = harness::on(cp.client().await.unwrap(), NS);
-    h.finish_job(&restore, &summary(Verb::Restore, vec![]))
-        .await;
-    let validate = validate_job_name("fix");
-    h.until("the validation Job", async || {
-        h.api::<Job>().get_opt(&validate).await.unwrap()
-    })
-    .await;
-
-    // etcd stops while the validation runs: the API server answers with errors meanwhile.
-    cp.stop_component("etcd").unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    cp.start_component("etcd").await.unwrap();
-    assert!(
-        op.0.try_wait().unwrap().is_none(),
-        "the operator exited during the outages"
-    );
-    let check = CheckResult {
-        name: "rows".into(),
-        passed: true,
-        message: String::new(),
-        attempts: 1,
-        duration_seconds: 0.1,
-        canary: None,
-    };
-    h.finish_job(&validate, &summary(Verb::Restore, vec![check]))
-        .await;
+    let h = ride_out_outages(&mut cp, &mut op, NS, "fix").await;
     let done = h
         .until("the request succeeded", async || {
             h.api::<RestoreRequest>()
@@ -386,37 +399,7 @@ async fn a_drill_in_flight_rides_out_an_api_server_restart_and_an_etcd_outage() 
         .unwrap()
         .uid();
 
-    // The API server goes away while the drill's restore Job runs.
-    cp.stop_component("kube-apiserver").unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    cp.start_component("kube-apiserver").await.unwrap();
-    let h = harness::on(cp.client().await.unwrap(), NS);
-    h.finish_job(&restore, &summary(Verb::Restore, vec![]))
-        .await;
-    let validate = validate_job_name(&active.id);
-    h.until("the drill's validation Job", async || {
-        h.api::<Job>().get_opt(&validate).await.unwrap()
-    })
-    .await;
-
-    // etcd stops while the validation runs.
-    cp.stop_component("etcd").unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    cp.start_component("etcd").await.unwrap();
-    assert!(
-        op.0.try_wait().unwrap().is_none(),
-        "the operator exited during the outages"
-    );
-    let check = CheckResult {
-        name: "rows".into(),
-        passed: true,
-        message: String::new(),
-        attempts: 1,
-        duration_seconds: 0.1,
-        canary: None,
-    };
-    h.finish_job(&validate, &summary(Verb::Restore, vec![check]))
-        .await;
+    let h = ride_out_outages(&mut cp, &mut op, NS, &active.id).await;
     let drills = h.api::<DrillSchedule>();
     let status = h
         .until("the drill's record", async || {
