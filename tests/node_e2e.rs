@@ -581,21 +581,7 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        let r = api.get("to-copy").await.unwrap();
-        let status = r.status.unwrap_or_default();
-        if status.phase.is_finished() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restore still {:?}: {status:#?}\n{}",
-            status.phase,
-            report(&h, node).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let status = restore_finished(&h, node, "to-copy").await;
     eprintln!("RestoreRequest -> {:?}: {:?}", status.phase, t0.elapsed());
     assert_eq!(
         status.phase,
@@ -1056,25 +1042,7 @@ async fn kubernetes_state_is_backed_up_and_restored_by_lifeboat_s_own_accounts_o
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        let status = api
-            .get("state-copy")
-            .await
-            .unwrap()
-            .status
-            .unwrap_or_default();
-        if status.phase.is_finished() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restore still {:?}: {status:#?}\n{}",
-            status.phase,
-            report(&h, node).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let status = restore_finished(&h, node, "state-copy").await;
     eprintln!(
         "kubernetes-state RestoreRequest -> {:?}: {:?}",
         status.phase,
@@ -1169,21 +1137,7 @@ async fn a_restore_from_a_location_needs_no_backup_policy() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let status = loop {
-        let r = api.get("from-bucket").await.unwrap();
-        let status = r.status.unwrap_or_default();
-        if status.phase.is_finished() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "restore still {:?}: {status:#?}\n{}",
-            status.phase,
-            report(&h, node).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let status = restore_finished(&h, node, "from-bucket").await;
     eprintln!(
         "RestoreRequest from the location -> {:?}: {:?}",
         status.phase,
