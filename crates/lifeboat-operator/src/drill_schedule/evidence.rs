@@ -17,7 +17,9 @@ use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceCheck, EvidenceObjectives,
     EvidenceRestore, EvidenceStep, EvidenceVerdict,
 };
-use lifeboat_api::restore_request::{RestoreRequestStatus, StepState, canary_check_name};
+use lifeboat_api::restore_request::{
+    PlannedRestore, RestoreRequestStatus, StepState, canary_check_name,
+};
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
 use crate::backup_policy::cronjob::s3_keys;
@@ -37,27 +39,15 @@ pub fn evidence_job_name(drill_id: &str) -> String {
     names::bounded_name(&[drill_id, "evidence"], names::NAME_MAX)
 }
 
-/// Where the record of `drill_id` lands, relative to the policy's destination.
-pub fn evidence_path(namespace: &str, policy: &str, drill_id: &str) -> String {
-    format!("{namespace}/{policy}/drill-{drill_id}.json")
+/// Seconds from `from` to `to`, never negative (clocks of different pods).
+fn seconds(from: Timestamp, to: Timestamp) -> f64 {
+    ((to.as_millisecond() - from.as_millisecond()).max(0) as f64) / 1000.0
 }
 
-/// The evidence of `record` as far as the operator knows it. `restore` is the drill's
-/// RestoreRequest status (absent when the drill failed before restoring). The agent fills in
-/// what the backups hold; the snapshot times here are the plan's, replaced by the metadata's.
-pub fn evidence(
-    ds: &DrillSchedule,
-    record: &DrillRecord,
-    restore: Option<&RestoreRequestStatus>,
-) -> DrillEvidence {
+/// The assets the drill restored, with the canary marker each check found.
+fn restored(plan: &[PlannedRestore], record: &DrillRecord) -> Vec<EvidenceRestore> {
     let started = record.started_at.0;
-    let finished = record.finished_at.0;
-    let seconds = |from: Timestamp, to: Timestamp| {
-        ((to.as_millisecond() - from.as_millisecond()).max(0) as f64) / 1000.0
-    };
-    let plan = restore.map(|r| r.plan.as_slice()).unwrap_or_default();
-    let restored = plan
-        .iter()
+    plan.iter()
         .filter(|p| p.state == Some(StepState::Done))
         .map(|p| EvidenceRestore {
             asset: p.asset.clone(),
@@ -72,12 +62,20 @@ pub fn evidence(
                 .find(|c| c.name == canary_check_name(&p.asset))
                 .and_then(|c| c.canary.clone()),
         })
-        .collect();
+        .collect()
+}
 
-    // Steps in the order they ran: the fresh backups until the restore was accepted, each
-    // asset's restore (sequential; the agent's own time, as the RestoreRequest measured it),
-    // then the rest until the restore request finished: the checks, and every agent pod's
-    // scheduling and start-up, which no step above counts.
+/// Steps in the order they ran: the fresh backups until the restore was accepted, each asset's
+/// restore (sequential; the agent's own time, as the RestoreRequest measured it), then the rest
+/// until the restore request finished: the checks, and every agent pod's scheduling and
+/// start-up, which no step above counts.
+fn steps(
+    plan: &[PlannedRestore],
+    record: &DrillRecord,
+    restore: Option<&RestoreRequestStatus>,
+) -> Vec<EvidenceStep> {
+    let started = record.started_at.0;
+    let finished = record.finished_at.0;
     let mut steps = Vec::new();
     let restore_start = restore.and_then(|r| r.started_at.as_ref()).map(|t| t.0);
     let restore_end = restore.and_then(|r| r.finished_at.as_ref()).map(|t| t.0);
@@ -116,7 +114,27 @@ pub fn evidence(
             seconds: seconds(started, finished),
         });
     }
+    steps
+}
 
+/// Where the record of `drill_id` lands, relative to the policy's destination.
+pub fn evidence_path(namespace: &str, policy: &str, drill_id: &str) -> String {
+    format!("{namespace}/{policy}/drill-{drill_id}.json")
+}
+
+/// The evidence of `record` as far as the operator knows it. `restore` is the drill's
+/// RestoreRequest status (absent when the drill failed before restoring). The agent fills in
+/// what the backups hold; the snapshot times here are the plan's, replaced by the metadata's.
+pub fn evidence(
+    ds: &DrillSchedule,
+    record: &DrillRecord,
+    restore: Option<&RestoreRequestStatus>,
+) -> DrillEvidence {
+    let started = record.started_at.0;
+    let finished = record.finished_at.0;
+    let plan = restore.map(|r| r.plan.as_slice()).unwrap_or_default();
+    let restored = restored(plan, record);
+    let steps = steps(plan, record, restore);
     DrillEvidence {
         schema_version: EVIDENCE_SCHEMA_VERSION,
         drill_id: record.id.clone(),
