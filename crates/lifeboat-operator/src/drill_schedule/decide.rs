@@ -250,45 +250,8 @@ fn advance(
 ) -> Next {
     let spec = &ds.spec;
     let Some(active) = status.active.clone() else {
-        let start = seen.run_now.is_some() || (!spec.suspend && seen.due.is_some_and(|d| d <= now));
-        if !start {
-            return Next::Sleep;
-        }
-        if let Some(token) = &seen.run_now {
-            status.last_drill_now_token = Some(token.clone());
-        }
-        let fresh = spec.backup == DrillBackupMode::Fresh;
-        let active = ActiveDrill {
-            id: drill_id(ds.metadata.name.as_deref().unwrap_or_default(), now),
-            started_at: Time(now),
-            step: if fresh {
-                DrillStep::Backup
-            } else {
-                DrillStep::Restore
-            },
-            restore_request: None,
-        };
-        if !fresh && let Some(asset) = without_backup(spec, seen.policy.as_ref(), now) {
-            // A disaster now would find nothing to restore: that is the drill's result, not a
-            // reason to take a backup in its place.
-            status.active = Some(active.clone());
-            let why = format!(
-                "asset {asset} has no good backup taken before the simulated disaster: nothing to restore"
-            );
-            finish(
-                ds,
-                status,
-                &active,
-                None,
-                Some(Ended::NoBackupYet(why)),
-                now,
-            );
-            return Next::Finished;
-        }
-        status.active = Some(active);
-        return if fresh { Next::Backup } else { Next::Restore };
+        return start(ds, seen, status, now);
     };
-
     let elapsed = (now.as_second() - active.started_at.0.as_second()).max(0);
     if u64::try_from(elapsed).unwrap_or(0) > spec.timeout.as_secs() {
         let why = format!(
@@ -298,39 +261,19 @@ fn advance(
         finish(ds, status, &active, None, Some(Ended::Failed(why)), now);
         return Next::Finished;
     }
-
     if active.step == DrillStep::Backup {
-        // Every drilled asset's fresh backup must be finished and good, and recorded by the policy.
-        for asset in &spec.assets {
-            let Some(o) = seen.backups.iter().find(|o| &o.asset == asset) else {
-                return Next::Wait;
-            };
-            match &o.result {
-                Err(f) => {
-                    let why = format!(
-                        "the fresh backup of {asset} failed: {}: {}",
-                        f.reason, f.message
-                    );
-                    finish(ds, status, &active, None, Some(Ended::Failed(why)), now);
-                    return Next::Finished;
-                }
-                Ok(s) => {
-                    let recorded = seen
-                        .policy
-                        .as_ref()
-                        .and_then(|p| p.assets.iter().find(|a| &a.name == asset))
-                        .and_then(|a| a.last_success.as_ref())
-                        .is_some_and(|l| Some(&l.id) == s.backup_id.as_ref());
-                    if !recorded {
-                        return Next::Wait;
-                    }
-                }
+        return match fresh_backups(spec, seen) {
+            Err(why) => {
+                finish(ds, status, &active, None, Some(Ended::Failed(why)), now);
+                Next::Finished
             }
-        }
-        set_step(status, DrillStep::Restore);
-        return Next::Restore;
+            Ok(false) => Next::Wait,
+            Ok(true) => {
+                set_step(status, DrillStep::Restore);
+                Next::Restore
+            }
+        };
     }
-
     match &seen.restore {
         Some(rr) if rr.phase.is_finished() => {
             finish(ds, status, &active, Some(rr), None, now);
@@ -348,6 +291,83 @@ fn advance(
         None if active.restore_request.is_some() => Next::Wait,
         None => Next::Restore,
     }
+}
+
+/// Starts a drill when one is due or asked for: with fresh backups, or (by default) straight
+/// to restoring what the schedule made, which ends the drill at once when there is nothing.
+fn start(
+    ds: &DrillSchedule,
+    seen: &Observed,
+    status: &mut DrillScheduleStatus,
+    now: Timestamp,
+) -> Next {
+    let spec = &ds.spec;
+    let due = seen.run_now.is_some() || (!spec.suspend && seen.due.is_some_and(|d| d <= now));
+    if !due {
+        return Next::Sleep;
+    }
+    if let Some(token) = &seen.run_now {
+        status.last_drill_now_token = Some(token.clone());
+    }
+    let fresh = spec.backup == DrillBackupMode::Fresh;
+    let active = ActiveDrill {
+        id: drill_id(ds.metadata.name.as_deref().unwrap_or_default(), now),
+        started_at: Time(now),
+        step: if fresh {
+            DrillStep::Backup
+        } else {
+            DrillStep::Restore
+        },
+        restore_request: None,
+    };
+    if !fresh && let Some(asset) = without_backup(spec, seen.policy.as_ref(), now) {
+        // A disaster now would find nothing to restore: that is the drill's result, not a
+        // reason to take a backup in its place.
+        status.active = Some(active.clone());
+        let why = format!(
+            "asset {asset} has no good backup taken before the simulated disaster: nothing to restore"
+        );
+        finish(
+            ds,
+            status,
+            &active,
+            None,
+            Some(Ended::NoBackupYet(why)),
+            now,
+        );
+        return Next::Finished;
+    }
+    status.active = Some(active);
+    if fresh { Next::Backup } else { Next::Restore }
+}
+
+/// Whether every drilled asset's fresh backup is finished, good and recorded by the policy;
+/// why the drill fails when one of them failed.
+fn fresh_backups(
+    spec: &lifeboat_api::drill_schedule::DrillScheduleSpec,
+    seen: &Observed,
+) -> Result<bool, String> {
+    for asset in &spec.assets {
+        let Some(o) = seen.backups.iter().find(|o| &o.asset == asset) else {
+            return Ok(false);
+        };
+        let s = o.result.as_ref().map_err(|f| {
+            format!(
+                "the fresh backup of {asset} failed: {}: {}",
+                f.reason, f.message
+            )
+        })?;
+        let recorded = seen
+            .policy
+            .as_ref()
+            .and_then(|p| p.assets.iter().find(|a| &a.name == asset))
+            .and_then(|a| a.last_success.as_ref())
+            .is_some_and(|l| Some(&l.id) == s.backup_id.as_ref());
+        if !recorded {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The first drilled asset the policy has no good backup of, snapshotted at or before `at` (the
@@ -450,50 +470,32 @@ fn finish(
     status.history.insert(0, record.clone());
     status.history.truncate(usize::from(spec.history_limit));
     status.last_run = Some(record.clone());
-    let objective_condition =
-        |type_: &str, met: bool, value: Option<&String>, objective: String| {
-            let (reason, message) = match (met, value) {
-                (true, Some(v)) => (
-                    "WithinObjective",
-                    format!("achieved {v}; objective {objective}"),
-                ),
-                (false, Some(v)) => (
-                    "ObjectiveMissed",
-                    format!("achieved {v}; objective {objective}"),
-                ),
-                (_, None) => (
-                    "NotMeasured",
-                    "the last drill did not restore, so nothing was measured".to_owned(),
-                ),
-            };
-            condition(type_, Status::from(met), reason, message, generation, now)
-        };
-    set_condition(
-        &mut status.conditions,
-        objective_condition(
-            types::RTO_MET,
-            record.rto_met,
-            record.rto.as_ref(),
-            spec.objectives.rto.to_string(),
-        ),
+    let rto_met = objective_condition(
+        types::RTO_MET,
+        record.rto_met,
+        record.rto.as_ref(),
+        &spec.objectives.rto,
+        generation,
+        now,
     );
     let rpo_met = if no_backup {
+        let why = record.message.clone();
         condition(
             types::RPO_MET,
             Status::False,
             "NoBackupYet",
-            record.message.clone(),
+            why,
             generation,
             now,
         )
     } else if spec.backup == DrillBackupMode::Fresh && record.rto.is_some() {
+        let why = "mode Fresh restores a backup taken at drill start: it proves restorability \
+                   only; mode Latest measures the RPO a disaster gets";
         condition(
             types::RPO_MET,
             Status::Unknown,
             "RPONotMeasured",
-            "mode Fresh restores a backup taken at drill start: it proves restorability only; \
-             mode Latest measures the RPO a disaster gets"
-                .to_owned(),
+            why.to_owned(),
             generation,
             now,
         )
@@ -502,23 +504,58 @@ fn finish(
             types::RPO_MET,
             record.rpo_met,
             record.rpo.as_ref(),
-            spec.objectives.rpo.to_string(),
+            &spec.objectives.rpo,
+            generation,
+            now,
         )
     };
-    set_condition(&mut status.conditions, rpo_met);
-    let objective = spec.objectives.rto.as_secs() as f64;
-    let risk = match rto_at_risk(&status.history, objective) {
+    let risk = rto_risk_condition(ds, &status.history, now);
+    for c in [rto_met, rpo_met, risk] {
+        set_condition(&mut status.conditions, c);
+    }
+}
+
+/// RTOMet or RPOMet from what the last drill achieved (`value`, absent when it did not restore).
+fn objective_condition(
+    type_: &str,
+    met: bool,
+    value: Option<&String>,
+    objective: &lifeboat_api::Duration,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let (reason, message) = match (met, value) {
+        (true, Some(v)) => (
+            "WithinObjective",
+            format!("achieved {v}; objective {objective}"),
+        ),
+        (false, Some(v)) => (
+            "ObjectiveMissed",
+            format!("achieved {v}; objective {objective}"),
+        ),
+        (_, None) => (
+            "NotMeasured",
+            "the last drill did not restore, so nothing was measured".to_owned(),
+        ),
+    };
+    condition(type_, Status::from(met), reason, message, generation, now)
+}
+
+/// The early warning: the last drills all took most of the RTO objective.
+fn rto_risk_condition(ds: &DrillSchedule, history: &[DrillRecord], now: Timestamp) -> Condition {
+    let generation = ds.metadata.generation;
+    let rto = &ds.spec.objectives.rto;
+    match rto_at_risk(history, rto.as_secs() as f64) {
         Some(rtos) => condition(
             types::RTO_AT_RISK,
             Status::True,
             "RTOTrendingToObjective",
             format!(
-                "the last {RTO_RISK_DRILLS} drills took {} of an RTO objective of {}: above {:.0}%",
+                "the last {RTO_RISK_DRILLS} drills took {} of an RTO objective of {rto}: above {:.0}%",
                 rtos.iter()
                     .map(|r| human(*r as u64))
                     .collect::<Vec<_>>()
                     .join(", "),
-                spec.objectives.rto,
                 RTO_RISK_SHARE * 100.0
             ),
             generation,
@@ -535,8 +572,7 @@ fn finish(
             generation,
             now,
         ),
-    };
-    set_condition(&mut status.conditions, risk);
+    }
 }
 
 /// The record of a drill that ends now: what its RestoreRequest achieved against the objectives.
