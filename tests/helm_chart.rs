@@ -745,53 +745,89 @@ fn scraped(line: &str, honor: bool, target: &[(&str, &str)]) -> (String, String)
     (format!("{name}{{{}}}", inner.join(",")), value.to_owned())
 }
 
-/// `promtool test rules` of the chart's PrometheusRule against the operator's /metrics as
-/// scraped through the chart's ServiceMonitor (`honor` overrides the ServiceMonitor's
-/// `honorLabels` to show what breaks without it). Returns promtool's output and success.
-fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
-    const NS: &str = "lifeboat-system";
-    let rendered = docs(&ok(&template(
-        NS,
-        &[
-            "metrics.serviceMonitor.enabled=true",
-            "metrics.prometheusRule.enabled=true",
-        ],
-    )));
-    let find = |kind: &str| rendered.iter().find(|d| d["kind"] == kind).unwrap();
-    let monitor = find("ServiceMonitor");
-    let service = find("Service");
-    let honor = honor.unwrap_or(monitor["spec"]["endpoints"][0]["honorLabels"] == true);
-    let service_name = service["metadata"]["name"].as_str().unwrap();
-    let endpoint = monitor["spec"]["endpoints"][0]["port"].as_str().unwrap();
-    let target = [
-        ("namespace", NS),
-        ("service", service_name),
-        ("job", service_name),
-        ("endpoint", endpoint),
-        ("pod", "lifeboat-7d9f8b6c5-x2x4q"),
-        ("container", "operator"),
-        ("instance", "10.244.1.7:8080"),
-    ];
+const NS: &str = "lifeboat-system";
+/// The test's time zero, 2026-01-01T00:00:00Z.
+const START: f64 = 1_767_225_600.0;
+const DAY: f64 = 86_400.0;
 
-    // The operator's own registry, set as its reconcilers set it: a policy `db` and a
-    // DrillSchedule `quarterly` in two namespaces. In `shop` every alert's condition holds; in
-    // `billing` none does.
-    let start: f64 = 1_767_225_600.0; // 2026-01-01T00:00:00Z, the test's time zero
-    let day = 86_400.0;
+/// The chart's monitoring objects and the labels Prometheus adds to what it scrapes through the
+/// ServiceMonitor (`honor` overrides its `honorLabels`, to show what breaks without it).
+struct Scrape {
+    rendered: Vec<serde_json::Value>,
+    honor: bool,
+    target: Vec<(&'static str, String)>,
+}
+
+impl Scrape {
+    fn new(honor: Option<bool>) -> Scrape {
+        let rendered = docs(&ok(&template(
+            NS,
+            &[
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.prometheusRule.enabled=true",
+            ],
+        )));
+        let find = |kind: &str| rendered.iter().find(|d| d["kind"] == kind).unwrap().clone();
+        let monitor = find("ServiceMonitor");
+        let service = find("Service");
+        let honor = honor.unwrap_or(monitor["spec"]["endpoints"][0]["honorLabels"] == true);
+        let service_name = service["metadata"]["name"].as_str().unwrap().to_owned();
+        let endpoint = monitor["spec"]["endpoints"][0]["port"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let target = vec![
+            ("namespace", NS.to_owned()),
+            ("service", service_name.clone()),
+            ("job", service_name),
+            ("endpoint", endpoint),
+            ("pod", "lifeboat-7d9f8b6c5-x2x4q".to_owned()),
+            ("container", "operator".to_owned()),
+            ("instance", "10.244.1.7:8080".to_owned()),
+        ];
+        Scrape {
+            rendered,
+            honor,
+            target,
+        }
+    }
+
+    fn find(&self, kind: &str) -> &serde_json::Value {
+        self.rendered.iter().find(|d| d["kind"] == kind).unwrap()
+    }
+
+    /// The registry's /metrics as promtool input series: the same sample at every scrape for
+    /// the test's hour.
+    fn series(&self, m: &lifeboat_operator::metrics::Metrics) -> Vec<serde_json::Value> {
+        let target: Vec<(&str, &str)> = self.target.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        m.render()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (series, value) = scraped(l, self.honor, &target);
+                json!({"series": series, "values": format!("{value}x60")})
+            })
+            .collect()
+    }
+}
+
+/// The operator's own registry, set as its reconcilers set it: a policy `db` and a DrillSchedule
+/// `quarterly` in two namespaces. In `shop` every alert's condition holds; in `billing` none does.
+fn alerting_metrics() -> lifeboat_operator::metrics::Metrics {
     let m = lifeboat_operator::metrics::Metrics::new().unwrap();
     m.rpo_objective
         .with_label_values(&["shop", "db"])
         .set(600.0);
     m.rpo_objective
         .with_label_values(&["billing", "db"])
-        .set(day);
+        .set(DAY);
     for ns in ["shop", "billing"] {
         m.backup_snapshot
             .with_label_values(&[ns, "db", "pg"])
-            .set(start);
+            .set(START);
         m.rpo_measured_snapshot
             .with_label_values(&[ns, "db", "pg"])
-            .set(start);
+            .set(START);
     }
     // shop's hourly schedule cannot keep 10 minutes; billing's keeps a day.
     for (ns, worst) in [("shop", 3630.0), ("billing", 3630.0)] {
@@ -800,10 +836,10 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
     // shop's drill was due two days ago and has not run; billing's is due tomorrow.
     m.drill_next_run
         .with_label_values(&["shop", "quarterly"])
-        .set(start - 2.0 * day);
+        .set(START - 2.0 * DAY);
     m.drill_next_run
         .with_label_values(&["billing", "quarterly"])
-        .set(start + day);
+        .set(START + DAY);
     m.backup_consecutive_failures
         .with_label_values(&["shop", "db", "pg"])
         .set(3.0);
@@ -819,10 +855,10 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
     // shop's last drill failed 40 days ago (overdue); billing's passed yesterday.
     m.drill_last_run
         .with_label_values(&["shop", "quarterly", "Failed"])
-        .set(start - 40.0 * day);
+        .set(START - 40.0 * DAY);
     m.drill_last_run
         .with_label_values(&["billing", "quarterly", "Passed"])
-        .set(start - day);
+        .set(START - DAY);
     for (ns, rto_met) in [("shop", 0.0), ("billing", 1.0)] {
         m.drill_objective_met
             .with_label_values(&[ns, "quarterly", "rto"])
@@ -834,16 +870,17 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
             .with_label_values(&[ns, "quarterly"])
             .set(1.0 - rto_met);
     }
-    let input_series: Vec<serde_json::Value> = m
-        .render()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = scraped(l, honor, &target);
-            // The same sample at every scrape for the test's hour.
-            json!({"series": series, "values": format!("{value}x60")})
-        })
-        .collect();
+    m
+}
+
+/// `promtool test rules` of the chart's PrometheusRule against the operator's /metrics as
+/// scraped through the chart's ServiceMonitor (`honor` overrides the ServiceMonitor's
+/// `honorLabels` to show what breaks without it). Returns promtool's output and success.
+fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
+    let scrape = Scrape::new(honor);
+    let target = &scrape.target;
+    let start = START;
+    let input_series = scrape.series(&alerting_metrics());
 
     // What fires at 30 minutes, `shop` only, with the labels a receiver routes on.
     let per_asset = |severity: &str| {
@@ -861,17 +898,17 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
     let mut objective = per_drill("warning");
     objective["objective"] = json!("rto");
-    for (k, v) in &target {
+    for (k, v) in target {
         objective[*k] = json!(v);
     }
     objective["namespace"] = json!("shop");
     let mut at_risk = per_drill("warning");
-    for (k, v) in &target {
+    for (k, v) in target {
         at_risk[*k] = json!(v);
     }
     at_risk["namespace"] = json!("shop");
     let mut not_run = per_drill("warning");
-    for (k, v) in &target {
+    for (k, v) in target {
         not_run[*k] = json!(v);
     }
     not_run["namespace"] = json!("shop");
@@ -911,16 +948,22 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         }],
     });
 
+    let rule = scrape.find("PrometheusRule");
+    promtool_test(&rule["spec"]["groups"], &tests)
+}
+
+/// Runs `promtool test rules` of `tests` against `groups` of rules: whether it passed, and what
+/// it printed.
+fn promtool_test(groups: &serde_json::Value, tests: &serde_json::Value) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
-    let rule = find("PrometheusRule");
     std::fs::write(
         dir.path().join("rules.yaml"),
-        serde_json::to_string(&json!({"groups": rule["spec"]["groups"]})).unwrap(),
+        serde_json::to_string(&json!({ "groups": groups })).unwrap(),
     )
     .unwrap();
     std::fs::write(
         dir.path().join("tests.yaml"),
-        serde_json::to_string_pretty(&tests).unwrap(),
+        serde_json::to_string_pretty(tests).unwrap(),
     )
     .unwrap();
     let out = run(Command::new(promtool())
@@ -947,6 +990,170 @@ fn the_alert_rules_fire_for_the_right_namespace_as_scraped_through_the_service_m
     let (passed, out) = promtool_test_rules(Some(false));
     assert!(!passed, "{out}");
     assert!(out.contains("many-to-many matching not allowed"), "{out}");
+}
+
+/// The dashboard's queries as Grafana sends them with `$namespace` = shop and `$policy` = All
+/// (its `allValue`), evaluated by promtool against the operator's series as scraped through the
+/// ServiceMonitor (`honor` as in `promtool_test_rules`). Each panel's query is wrapped so the
+/// expected result is exact: how many series it shows per namespace, or its value.
+fn dashboard_queries_test(honor: Option<bool>) -> (bool, String) {
+    let scrape = Scrape::new(honor);
+    let m = alerting_metrics();
+    // What the remaining panels show: shop has a second policy whose RPO objective is missed;
+    // billing's figures would change every result below if its series leaked in.
+    for (ns, policy, met) in [
+        ("shop", "db", 1.0),
+        ("shop", "cache", 0.0),
+        ("billing", "db", 1.0),
+    ] {
+        m.rpo_objective_met
+            .with_label_values(&[ns, policy])
+            .set(met);
+    }
+    for ns in ["shop", "billing"] {
+        m.backup_duration
+            .with_label_values(&[ns, "db", "pg"])
+            .set(12.0);
+        m.backup_bytes.with_label_values(&[ns, "db", "pg"]).set(1e6);
+        m.drill_rto.with_label_values(&[ns, "quarterly"]).set(300.0);
+        m.drill_rpo
+            .with_label_values(&[ns, "quarterly"])
+            .set(1800.0);
+    }
+    m.reconcile_errors
+        .with_label_values(&["BackupPolicy", "ApplyChild"])
+        .inc_by(5);
+    m.reconcile_duration
+        .with_label_values(&["BackupPolicy"])
+        .observe(0.02);
+
+    let path = repo().join("charts/lifeboat/files/dashboards/lifeboat.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let grafana = |expr: &str| expr.replace("$namespace", "shop").replace("$policy", ".*");
+    let per_namespace = |n: u32| json!([{"labels": "{namespace=\"shop\"}", "value": n}]);
+    let value = |v: f64| json!([{"labels": "{}", "value": v}]);
+    // Each query by the series it reads -> how it is wrapped, what it must return.
+    let expected: Vec<(&str, &str, serde_json::Value)> = vec![
+        (
+            "time() - lifeboat_backup_snapshot_timestamp_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "lifeboat_rpo_objective_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        // One of shop's two policies meets its objective (billing's would make it 2 of 3).
+        ("sum(lifeboat_rpo_objective_met{", "EXPR", value(0.5)),
+        (
+            "count(lifeboat_backup_consecutive_failures{",
+            "EXPR",
+            value(1.0),
+        ),
+        (
+            "lifeboat_backup_consecutive_failures{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "lifeboat_backup_duration_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "lifeboat_backup_bytes{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "lifeboat_drill_rto_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "lifeboat_drill_rpo_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        // rto and rpo.
+        (
+            "lifeboat_drill_objective_met{",
+            "count by (namespace) (EXPR)",
+            per_namespace(2),
+        ),
+        (
+            "lifeboat_drill_last_run_timestamp_seconds{",
+            "count by (namespace) (EXPR)",
+            per_namespace(1),
+        ),
+        (
+            "(rate(lifeboat_reconcile_errors_total[5m]))",
+            "count(EXPR)",
+            value(1.0),
+        ),
+        (
+            "(rate(lifeboat_reconcile_duration_seconds_bucket[5m]))",
+            "count(EXPR)",
+            value(1.0),
+        ),
+    ];
+    let mut exprs = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for target in dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+    {
+        let expr = grafana(target["expr"].as_str().unwrap());
+        // The longest key that starts the query, or stands in it: the most specific row.
+        let (key, wrap, samples) = expected
+            .iter()
+            .filter(|(k, _, _)| expr.starts_with(k) || (k.starts_with('(') && expr.contains(k)))
+            .max_by_key(|(k, _, _)| k.len())
+            .unwrap_or_else(|| panic!("{expr} has no expected result here"));
+        assert!(used.insert(*key), "two queries match {key}");
+        exprs.push(
+            json!({"expr": wrap.replace("EXPR", &expr), "eval_time": "30m",
+                          "exp_samples": samples}),
+        );
+    }
+    assert_eq!(
+        exprs.len(),
+        expected.len(),
+        "every row is a query of the dashboard"
+    );
+    // The two variables' choices: both namespaces, and shop's policy.
+    exprs.push(json!({"expr": "count by (namespace) (lifeboat_rpo_objective_seconds)", "eval_time": "30m",
+        "exp_samples": [{"labels": "{namespace=\"billing\"}", "value": 1}, {"labels": "{namespace=\"shop\"}", "value": 1}]}));
+    exprs.push(json!({"expr": grafana("count by (policy) (lifeboat_backup_snapshot_timestamp_seconds{namespace=~\"$namespace\"})"),
+        "eval_time": "30m", "exp_samples": [{"labels": "{policy=\"db\"}", "value": 1}]}));
+    let tests = json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "start_timestamp": format!("{START}"),
+            "input_series": scrape.series(&m),
+            "promql_expr_test": exprs,
+        }],
+    });
+    // No rules: only the dashboard's queries are evaluated.
+    promtool_test(&json!([]), &tests)
+}
+
+#[test]
+fn the_dashboard_s_queries_show_the_chosen_namespace_s_series_as_scraped() {
+    let (passed, out) = dashboard_queries_test(None);
+    assert!(passed, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // Without honorLabels every series carries the operator's namespace: the namespace
+    // filter finds nothing.
+    let (passed, out) = dashboard_queries_test(Some(false));
+    assert!(!passed, "{out}");
+    assert!(out.contains("got: nil"), "{out}");
 }
 
 /// The Deployment of rendered manifests.
