@@ -297,7 +297,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Completion { shell } => {
             // Into memory first: clap_complete panics on a failed write (a closed pipe).
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "kubectl-lifeboat", &mut script);
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete's bash script never completes past a subcommand when the
+                // binary's name has a hyphen (clap-rs/clap#6421): generated for a name without
+                // one, then registered for the real name too.
+                clap_complete::generate(
+                    *shell,
+                    &mut Cli::command(),
+                    "kubectl_lifeboat",
+                    &mut script,
+                );
+                script.extend_from_slice(
+                    b"complete -F _kubectl_lifeboat -o nosort -o bashdefault -o default kubectl-lifeboat\n",
+                );
+            } else {
+                clap_complete::generate(
+                    *shell,
+                    &mut Cli::command(),
+                    "kubectl-lifeboat",
+                    &mut script,
+                );
+            }
             return std::io::Write::write_all(&mut std::io::stdout(), &script)
                 .map_err(|e| Error::Write("standard output".into(), e));
         }
