@@ -139,11 +139,11 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
 
     // --context picks the cluster and its namespace.
     let a = json_of(&kubectl(kc, &["--context", "a", "status", "-o", "json"]));
-    assert_eq!(namespaces(&a), [ns_a.clone()]);
+    assert_eq!(namespaces(&a), [ns_a.as_str()]);
     assert_eq!(a[0]["policy"], "shop");
     assert_eq!(a[0]["lastBackup"], "20261124T100000Z-1-aaaaaaaa");
     let b = yaml_of(&kubectl(kc, &["status", "--context", "b", "-o", "yaml"]));
-    assert_eq!(namespaces(&b), [ns_b.clone()]);
+    assert_eq!(namespaces(&b), [ns_b.as_str()]);
     assert_eq!(b[0]["policy"], "erp");
 
     // -n over the context's namespace; -A across namespaces.
@@ -151,7 +151,7 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
         kc,
         &["--context", "a", "-n", &ns_b, "status", "-o", "json"],
     ));
-    assert_eq!(namespaces(&b), [ns_b.clone()]);
+    assert_eq!(namespaces(&b), [ns_b.as_str()]);
     let all = json_of(&kubectl(
         kc,
         &["--context", "a", "-A", "status", "-o", "json"],
@@ -168,7 +168,7 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
         dead.to_str().unwrap(),
         &["--kubeconfig", kc, "--context", "b", "status", "-o", "json"],
     ));
-    assert_eq!(namespaces(&b), [ns_b.clone()]);
+    assert_eq!(namespaces(&b), [ns_b.as_str()]);
 
     // $KUBECONFIG of several files, merged as kubectl merges them: the first file's
     // current-context, the second's contexts.
@@ -176,7 +176,7 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
     std::fs::write(&first, "apiVersion: v1\nkind: Config\ncurrent-context: b\n").unwrap();
     let merged = format!("{}:{kc}", first.display());
     let b = json_of(&kubectl(&merged, &["status", "-o", "json"]));
-    assert_eq!(namespaces(&b), [ns_b.clone()]);
+    assert_eq!(namespaces(&b), [ns_b.as_str()]);
 
     // backups from the policies' status: one policy, a namespace's, every namespace's.
     let rows = yaml_of(&kubectl(
@@ -188,7 +188,7 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
     assert_eq!(rows[0]["lastSuccess"]["id"], "20261124T100000Z-1-aaaaaaaa");
     assert_eq!(rows[0]["lastVerified"]["drill"], "q/1");
     let rows = json_of(&kubectl(kc, &["--context", "b", "backups", "-o", "json"]));
-    assert_eq!(namespaces(&rows), [ns_b.clone()]);
+    assert_eq!(namespaces(&rows), [ns_b.as_str()]);
     assert_eq!(rows[0]["lastSuccess"]["id"], "20261124T110000Z-2-bbbbbbbb");
     let rows = json_of(&kubectl(
         kc,
