@@ -493,7 +493,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-                    serde_yaml::from_str(&text)
+                    serde_norway::from_str(&text)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
                 }
                 None => Vec::new(),
@@ -549,7 +549,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             let text = std::fs::read_to_string(&location)
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
-            let value: serde_json::Value = serde_yaml::from_str(&text)
+            let value: serde_json::Value = serde_norway::from_str(&text)
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
             serde_json::from_value::<lifeboat_api::common::Destination>(value.clone())
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;

@@ -19,7 +19,7 @@ pub enum OutputError {
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("writing YAML: {0}")]
-    Yaml(#[from] serde_yaml::Error),
+    Yaml(#[from] serde_norway::Error),
 }
 
 /// `value` in `format`; `table` is called only for [`Format::Table`].
@@ -31,7 +31,7 @@ pub fn render<T: Serialize>(
     Ok(match format {
         Format::Table => table(),
         Format::Json => serde_json::to_string_pretty(value)? + "\n",
-        Format::Yaml => serde_yaml::to_string(value)?,
+        Format::Yaml => serde_norway::to_string(value)?,
     })
 }
 
@@ -49,7 +49,7 @@ mod tests {
             "db"
         );
         assert_eq!(
-            serde_yaml::from_str::<serde_json::Value>(&yaml).unwrap(),
+            serde_norway::from_str::<serde_json::Value>(&yaml).unwrap(),
             serde_json::Value::Array(rows.clone())
         );
         assert_eq!(render(&rows, Format::Table, || "T".into()).unwrap(), "T");

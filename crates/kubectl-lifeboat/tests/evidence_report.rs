@@ -81,7 +81,7 @@ fn a_period_of_drills_is_reported_from_their_records_without_a_cluster() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let summary: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+        let summary: serde_json::Value = serde_norway::from_slice(&out.stdout).unwrap();
         let drills = summary["drills"].as_array().unwrap();
         let ids: Vec<&str> = drills
             .iter()

@@ -103,7 +103,7 @@ fn krew_validates_the_manifest_and_installs_the_plugin_from_its_archive() {
     let sha256 = String::from_utf8(packed.stdout).unwrap().trim().to_owned();
     let url = serve(std::fs::read(&archive).unwrap());
     let mut manifest: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&committed).unwrap()).unwrap();
+        serde_norway::from_str(&std::fs::read_to_string(&committed).unwrap()).unwrap();
     let platforms = manifest["spec"]["platforms"].as_array_mut().unwrap();
     platforms.retain(|p| {
         p["selector"]["matchLabels"] == serde_json::json!({"os": "linux", "arch": "amd64"})
@@ -116,7 +116,7 @@ fn krew_validates_the_manifest_and_installs_the_plugin_from_its_archive() {
     platforms[0]["uri"] = url.into();
     platforms[0]["sha256"] = sha256.into();
     let local = dir.path().join("lifeboat.yaml");
-    std::fs::write(&local, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    std::fs::write(&local, serde_norway::to_string(&manifest).unwrap()).unwrap();
     let out = validate(&validator, &local, true);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -127,7 +127,7 @@ fn krew_validates_the_manifest_and_installs_the_plugin_from_its_archive() {
 
     // A manifest whose bin the archive does not hold is refused by the install.
     manifest["spec"]["platforms"][0]["bin"] = "kubectl-lifeboot".into();
-    std::fs::write(&local, serde_yaml::to_string(&manifest).unwrap()).unwrap();
+    std::fs::write(&local, serde_norway::to_string(&manifest).unwrap()).unwrap();
     let out = validate(&validator, &local, true);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kubectl-lifeboot"), "{}", text(&out));

@@ -50,7 +50,7 @@ fn json_of(out: &Output) -> Value {
 }
 
 fn yaml_of(out: &Output) -> Value {
-    serde_yaml::from_str(&ok(out)).unwrap()
+    serde_norway::from_str(&ok(out)).unwrap()
 }
 
 /// The namespaces of the rows of a `-o json|yaml` list.
@@ -71,7 +71,7 @@ fn namespaces(rows: &Value) -> Vec<String> {
 fn contexts(dir: &Path, ns_a: &str, ns_b: &str) -> PathBuf {
     let env = lifeboat_testenv::shared().unwrap();
     let original = std::fs::read_to_string(env.kubeconfig().unwrap()).unwrap();
-    let mut k: Value = serde_yaml::from_str(&original).unwrap();
+    let mut k: Value = serde_norway::from_str(&original).unwrap();
     let real = k["contexts"][0]["context"].clone();
     let user = real["user"].clone();
     k["clusters"]
@@ -89,7 +89,7 @@ fn contexts(dir: &Path, ns_a: &str, ns_b: &str) -> PathBuf {
     ]);
     k["current-context"] = "dead".into();
     let path = dir.join("contexts.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&k).unwrap()).unwrap();
+    std::fs::write(&path, serde_norway::to_string(&k).unwrap()).unwrap();
     path
 }
 
@@ -161,9 +161,9 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
 
     // --kubeconfig over $KUBECONFIG (whose only context points at nothing).
     let dead = dir.path().join("dead.yaml");
-    let mut d: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let mut d: Value = serde_norway::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     d["contexts"] = json!([d["contexts"][0].clone()]);
-    std::fs::write(&dead, serde_yaml::to_string(&d).unwrap()).unwrap();
+    std::fs::write(&dead, serde_norway::to_string(&d).unwrap()).unwrap();
     let b = json_of(&kubectl(
         dead.to_str().unwrap(),
         &["--kubeconfig", kc, "--context", "b", "status", "-o", "json"],

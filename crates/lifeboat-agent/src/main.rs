@@ -518,7 +518,7 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
         .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?;
     serde_json::from_value(
         serde_json::to_value(
-            serde_yaml_ng(&text)
+            serde_norway_ng(&text)
                 .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?,
         )
         .map_err(|e| AgentError::config(e.to_string()))?,
@@ -527,8 +527,8 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
 }
 
 /// YAML to JSON through serde_json's data model (the resources are plain YAML documents).
-fn serde_yaml_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+fn serde_norway_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
+    serde_norway::from_str(text).map_err(|e| e.to_string())
 }
 
 /// The job document, its identifiers checked as admission checks them: a document that skipped
