@@ -1,8 +1,8 @@
 //! The krew manifest (deploy/krew/lifeboat.yaml) checked by krew's own validator, built from the
 //! krew Go module (hack/tools/krew.sh): the committed manifest as it is, then the same manifest
 //! installed by real krew from an archive packed by hack/krew-archive.sh and served on loopback
-//! (so `files`, `bin` and LICENSE are proven against a real archive), and a manifest that names a
-//! binary the archive lacks refused.
+//! (so `files`, `bin` and LICENSE are proven against a real archive); an archive whose sha256 is
+//! not the manifest's, and a manifest that names a binary the archive lacks, refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,6 +121,18 @@ fn krew_validates_the_manifest_and_installs_the_plugin_from_its_archive() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("all 1 spec.platforms installed fine"),
+        "{}",
+        text(&out)
+    );
+
+    // An archive that is not the one the manifest's sha256 names is refused.
+    let mut tampered = manifest.clone();
+    tampered["spec"]["platforms"][0]["sha256"] = format!("{:064x}", 1).into();
+    std::fs::write(&local, serde_norway::to_string(&tampered).unwrap()).unwrap();
+    let out = validate(&validator, &local, true);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("checksum does not match"),
         "{}",
         text(&out)
     );
