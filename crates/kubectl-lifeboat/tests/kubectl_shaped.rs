@@ -66,8 +66,9 @@ fn namespaces(rows: &Value) -> Vec<String> {
     out
 }
 
-/// The test environment's kubeconfig with three contexts: `dead` (current, a port where nothing
-/// listens), `a` and `b` (the real cluster, namespaces `ns_a` and `ns_b`).
+/// The test environment's kubeconfig with four contexts: `dead` (current, a port where nothing
+/// listens), `a` and `b` (the real cluster, namespaces `ns_a` and `ns_b`), and `a-as-nobody`
+/// (as `a`, with a user the kubeconfig does not have).
 fn contexts(dir: &Path, ns_a: &str, ns_b: &str) -> PathBuf {
     let env = lifeboat_testenv::shared().unwrap();
     let original = std::fs::read_to_string(env.kubeconfig().unwrap()).unwrap();
@@ -82,15 +83,26 @@ fn contexts(dir: &Path, ns_a: &str, ns_b: &str) -> PathBuf {
     a["namespace"] = ns_a.into();
     let mut b = real.clone();
     b["namespace"] = ns_b.into();
+    let mut nobody = a.clone();
+    nobody["user"] = "nobody".into();
     k["contexts"] = json!([
         {"name": "dead", "context": {"cluster": "dead", "user": user}},
         {"name": "a", "context": a},
         {"name": "b", "context": b},
+        {"name": "a-as-nobody", "context": nobody},
     ]);
     k["current-context"] = "dead".into();
     let path = dir.join("contexts.yaml");
     std::fs::write(&path, serde_norway::to_string(&k).unwrap()).unwrap();
     path
+}
+
+/// The names of the real cluster and user in the kubeconfig `file`.
+fn real_names(file: &Path) -> (String, String) {
+    let k: Value = serde_norway::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let context = &k["contexts"][1]["context"];
+    let name = |field: &str| context[field].as_str().unwrap().to_owned();
+    (name("cluster"), name("user"))
 }
 
 /// A policy of one asset whose last backup is 5 minutes old and was verified by drill `q`.
@@ -145,6 +157,34 @@ async fn contexts_namespaces_and_every_read_in_json_and_yaml() {
     let b = yaml_of(&kubectl(kc, &["status", "--context", "b", "-o", "yaml"]));
     assert_eq!(namespaces(&b), [ns_b.as_str()]);
     assert_eq!(b[0]["policy"], "erp");
+
+    // --cluster and --user over the context's.
+    let dead_cluster = kubectl(kc, &["status", "-n", &ns_a, "-o", "json"]);
+    assert!(!dead_cluster.status.success());
+    let (cluster, user) = real_names(&file);
+    let a = json_of(&kubectl(
+        kc,
+        &["--cluster", &cluster, "-n", &ns_a, "status", "-o", "json"],
+    ));
+    assert_eq!(namespaces(&a), [ns_a.as_str()]);
+    assert!(
+        !kubectl(kc, &["--context", "a-as-nobody", "status"])
+            .status
+            .success()
+    );
+    let a = json_of(&kubectl(
+        kc,
+        &[
+            "--context",
+            "a-as-nobody",
+            "--user",
+            &user,
+            "status",
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(namespaces(&a), [ns_a.as_str()]);
 
     // -n over the context's namespace; -A across namespaces.
     let b = json_of(&kubectl(
