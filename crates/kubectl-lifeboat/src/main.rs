@@ -220,8 +220,41 @@ enum Error {
     Timeout(String),
 }
 
+/// The name kubectl (1.26 and later) runs to complete `kubectl lifeboat ...`: an executable of
+/// that name on the PATH, given the words after `lifeboat` (the last one being completed). A
+/// link to this binary under that name answers it.
+const KUBECTL_COMPLETER: &str = "kubectl_complete-lifeboat";
+
+/// Answers kubectl's completion request: one candidate per line (clap_complete's engine, which
+/// knows the subcommands, flags and values from the same definitions as the parser).
+fn kubectl_completion() -> ExitCode {
+    let mut words = vec![std::ffi::OsString::from("kubectl-lifeboat")];
+    words.extend(std::env::args_os().skip(1));
+    let index = words.len() - 1;
+    let cwd = std::env::current_dir().ok();
+    match clap_complete::engine::complete(&mut Cli::command(), words, index, cwd.as_deref()) {
+        Ok(candidates) => {
+            for c in candidates {
+                println!("{}", c.get_value().to_string_lossy());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new(KUBECTL_COMPLETER)) {
+        return kubectl_completion();
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

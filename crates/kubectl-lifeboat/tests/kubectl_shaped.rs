@@ -392,3 +392,47 @@ fn bash_completes_the_subcommands_and_the_output_formats() {
         assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("logs"));
     }
 }
+
+#[test]
+fn kubectl_completes_the_plugin_through_its_completer() {
+    // kubectl finds the plugin and `kubectl_complete-lifeboat` on the PATH: both links to the
+    // binary, as a user installs them.
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["kubectl-lifeboat", "kubectl_complete-lifeboat"] {
+        std::os::unix::fs::symlink(
+            env!("CARGO_BIN_EXE_kubectl-lifeboat"),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // `kubectl __complete` is what kubectl's own shell completion runs on <TAB>.
+    let complete = |words: &[&str]| {
+        let out = Command::new(lifeboat_testenv::kubectl().unwrap())
+            .args(["__complete", "lifeboat"])
+            .args(words)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut words: Vec<String> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with(':'))
+            .map(str::to_owned)
+            .collect();
+        words.sort();
+        words
+    };
+    assert_eq!(complete(&["st"]), ["status"]);
+    assert_eq!(complete(&["backups", "-o", ""]), ["json", "table", "yaml"]);
+    assert!(complete(&["--cont"]).contains(&"--context".to_owned()));
+}
