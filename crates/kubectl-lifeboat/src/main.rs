@@ -417,6 +417,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             agent_logs(&client, &ns, &target, tail).await?;
         }
+        // Answered before the client: it needs no cluster.
         Command::Completion { .. } => {}
         Command::Backup {
             what: BackupCommand::Now { policy, wait },
