@@ -165,6 +165,13 @@ echo
 echo "In the bucket, under <namespace>/<policy>/ (each backup's metadata.json is signed and written last, after every checksum):"
 (cd "$demo/s3/backups" && find . -type f | sort | sed 's|^\./|  s3://backups/|')
 
+step "kubectl lifeboat logs backuppolicy/shop (the agent logs of those pods, found by the operator's labels)"
+kubectl lifeboat logs backuppolicy/shop -n shop --tail 5 | tee "$demo/agent-logs.txt"
+grep -q ' done ' "$demo/agent-logs.txt" # each run's outcome event, read through the kubelet
+
+step "kubectl lifeboat backups shop (each asset's newest backup, from the policy's status)"
+kubectl lifeboat backups shop -n shop
+
 step "kubectl lifeboat status"
 kubectl lifeboat status -n shop
 
@@ -193,7 +200,7 @@ YAML
 run=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.verdict} {.status.lastRun.rto} {.status.lastRun.rpo}')
 read -r verdict rto rpo <<<"$run"
 step "Drill $verdict: achieved RTO $rto (objective 30m), achieved RPO $rpo (objective 15m)"
-kubectl lifeboat report -n shop -o "$demo/report.md"
+kubectl lifeboat report -n shop --output-file "$demo/report.md"
 echo "The recovery report: target/demo/report.md"
 
 drill_id=$(k get drillschedule quarterly -n shop -o jsonpath='{.status.lastRun.id}')

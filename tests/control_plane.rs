@@ -122,7 +122,7 @@ async fn the_three_crds_are_served_and_the_examples_apply() {
     let mut applied = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let mut obj: Value = serde_yaml::from_str(&text).unwrap();
+        let mut obj: Value = serde_norway::from_str(&text).unwrap();
         obj["metadata"]["namespace"] = json!(ns);
         let obj: DynamicObject = serde_json::from_value(obj).unwrap();
         let ar = match obj.types.as_ref().unwrap().kind.as_str() {

@@ -139,7 +139,7 @@ fn deploy_generated_is_the_chart_rendered() {
 #[test]
 fn the_rendered_chart_is_least_privilege_and_restricted() {
     let text = ok(&template("lifeboat-system", &[]));
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let mut roles = 0;
@@ -304,7 +304,7 @@ fn the_platform_restricts_webhook_hosts_and_the_agent_image_and_account() {
             "agent.serviceAccountName=backup-agent",
         ],
     ));
-    let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+    let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
@@ -352,7 +352,7 @@ fn host_network_and_extra_env_render_for_clusters_without_kube_proxy() {
             "extraEnv[0].value=127.0.0.1",
         ],
     ));
-    let deployment: serde_json::Value = serde_yaml::Deserializer::from_str(&text)
+    let deployment: serde_json::Value = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .find(|d: &serde_json::Value| d["kind"] == "Deployment")
         .unwrap();
@@ -377,7 +377,7 @@ fn staging_namespace_permissions_are_rendered_only_when_asked() {
     let by_default = ok(&template("lifeboat-system", &[]));
     // By default Namespaces are only read (their labels scope Kubernetes-state Jobs), never
     // created, changed or deleted.
-    for doc in serde_yaml::Deserializer::from_str(&by_default) {
+    for doc in serde_norway::Deserializer::from_str(&by_default) {
         let doc: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
         for rule in doc["rules"].as_array().into_iter().flatten() {
             if rule["resources"]
@@ -394,7 +394,7 @@ fn staging_namespace_permissions_are_rendered_only_when_asked() {
         "lifeboat-system",
         &["drills.stagingNamespaces=true"],
     ));
-    let role: serde_json::Value = serde_yaml::Deserializer::from_str(&text)
+    let role: serde_json::Value = serde_norway::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .find(|d: &serde_json::Value| {
             d["kind"] == "ClusterRole" && d["metadata"]["name"] == "lifeboat-staging"
@@ -627,7 +627,7 @@ async fn the_chart_and_the_kustomize_base_pass_the_api_servers_dry_run() {
 }
 /// The master signing key Secret in rendered manifests, if any.
 fn master_key_secret(text: &str) -> Option<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .find(|d: &serde_json::Value| {
             d["kind"] == "Secret" && d["metadata"]["name"] == "lifeboat-signing-master-key"
@@ -711,7 +711,7 @@ fn promtool() -> PathBuf {
 
 /// Rendered manifests as JSON documents.
 fn docs(text: &str) -> Vec<serde_json::Value> {
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .filter(|d: &serde_json::Value| !d.is_null())
         .collect()
@@ -1329,7 +1329,7 @@ fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
     // The generator reads values.yaml line by line; a YAML parser checks what it wrote: every
     // value is listed, and each default is the value's.
     let text = std::fs::read_to_string(&values_path).unwrap();
-    let values: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let values: serde_json::Value = serde_norway::from_str(&text).unwrap();
     let rows: Vec<(String, String)> = committed
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
@@ -1345,7 +1345,7 @@ fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
     };
     let mut listed = 0;
     for (key, default) in rows.iter().filter(|(_, d)| !d.is_empty()) {
-        let parsed: serde_json::Value = serde_yaml::from_str(default).unwrap();
+        let parsed: serde_json::Value = serde_norway::from_str(default).unwrap();
         assert_eq!(&parsed, at(key), "the default of {key}");
         listed += 1;
     }

@@ -738,7 +738,7 @@ fn staging_rbac() -> Vec<Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+    serde_norway::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
 }

@@ -528,7 +528,7 @@ async fn install_cluster_scope_rbac(h: &Harness) {
         String::from_utf8_lossy(&out.stderr)
     );
     let docs: Vec<Value> =
-        serde_yaml::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
+        serde_norway::Deserializer::from_str(&String::from_utf8(out.stdout).unwrap())
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .collect();
     let pp = PatchParams::apply("lifeboat-tests").force();

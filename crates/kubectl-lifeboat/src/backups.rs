@@ -8,8 +8,88 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_result::{Catalog, TerminationMessage};
+use lifeboat_api::backup_policy::{BackupFailure, BackupRecord, VerifiedBackup};
+use serde::Serialize;
 use serde_json::{Value, json};
+
+/// One asset's backups as its policy's status records them: `kubectl lifeboat backups [POLICY]`
+/// on a running cluster, where no catalog Job is needed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssetBackups {
+    pub namespace: String,
+    pub policy: String,
+    pub asset: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<BackupRecord>,
+    /// The newest backup a drill restored and validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<VerifiedBackup>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupFailure>,
+}
+
+/// Every asset of `policies`, in spec order, with what their status records.
+pub fn from_status(policies: &[BackupPolicy]) -> Vec<AssetBackups> {
+    let mut out = Vec::new();
+    for p in policies {
+        let status = p.status.clone().unwrap_or_default();
+        for asset in &p.spec.assets {
+            let s = status.assets.iter().find(|a| a.name == asset.name);
+            out.push(AssetBackups {
+                namespace: p.namespace().unwrap_or_default(),
+                policy: p.name_any(),
+                asset: asset.name.clone(),
+                kind: asset.kind().as_str(),
+                last_success: s.and_then(|s| s.last_success.clone()),
+                last_verified: s.and_then(|s| s.last_verified.clone()),
+                last_failure: s.and_then(|s| s.last_failure.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// The table of [`from_status`]: the newest good backup of each asset, its age, and whether a
+/// drill proved it.
+pub fn status_table(rows: &[AssetBackups], now: Timestamp) -> String {
+    let mut out = format!(
+        "{:<20} {:<20} {:<20} {:<15} {:<32} {:<22} {:>12}  {}\n",
+        "NAMESPACE", "POLICY", "ASSET", "KIND", "BACKUP", "SNAPSHOT", "BYTES", "VERIFIED"
+    );
+    for r in rows {
+        let (id, snapshot, bytes) = match &r.last_success {
+            Some(b) => {
+                let age = now.duration_since(b.snapshot_time.0).as_secs().max(0);
+                (
+                    b.id.as_str(),
+                    format!(
+                        "{} ({}h ago)",
+                        b.snapshot_time.0.strftime("%Y-%m-%dT%H:%MZ"),
+                        age / 3600
+                    ),
+                    b.stored_bytes.to_string(),
+                )
+            }
+            None => ("-", "no good backup".to_owned(), "-".to_owned()),
+        };
+        let verified = match &r.last_verified {
+            Some(v) if Some(v.id.as_str()) == r.last_success.as_ref().map(|b| b.id.as_str()) => {
+                format!("yes (drill {})", v.drill)
+            }
+            Some(v) => format!("older: {} (drill {})", v.id, v.drill),
+            None => "never".to_owned(),
+        };
+        out += &format!(
+            "{:<20} {:<20} {:<20} {:<15} {:<32} {:<22} {:>12}  {verified}\n",
+            r.namespace, r.policy, r.asset, r.kind, id, snapshot, bytes
+        );
+    }
+    out
+}
 
 /// The label selector of the catalog Job's pods of request `name`.
 pub fn catalog_pods(name: &str) -> String {

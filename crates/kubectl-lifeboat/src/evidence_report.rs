@@ -79,6 +79,22 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary for `-o json|yaml`: each drill's record with the file it was read from.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "from": self.from,
+            "to": self.to,
+            "drills": self.drills.iter()
+                .map(|(file, record)| serde_json::json!({"file": file, "record": record}))
+                .collect::<Vec<_>>(),
+            "passed": self.passed,
+            "passRate": self.pass_rate(),
+            "mttrSeconds": self.mttr_seconds,
+            "rtoTrend": self.rto_trend.map(|(older, newer)| serde_json::json!({"older": older, "newer": newer})),
+            "gaps": self.gaps,
+        })
+    }
+
     /// Passed drills over all drills, in percent.
     pub fn pass_rate(&self) -> Option<f64> {
         (!self.drills.is_empty()).then(|| 100.0 * self.passed as f64 / self.drills.len() as f64)

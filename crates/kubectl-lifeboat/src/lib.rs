@@ -3,6 +3,8 @@
 
 pub mod backups;
 pub mod evidence_report;
+pub mod logs;
+pub mod output;
 pub mod report;
 pub mod status;
 pub mod wait;

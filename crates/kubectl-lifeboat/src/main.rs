@@ -4,11 +4,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
-use kubectl_lifeboat::{BACKUP_NOW, DRILL_NOW, FIELD_MANAGER, report, status, wait};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use kubectl_lifeboat::output::{self, render};
+use kubectl_lifeboat::{BACKUP_NOW, DRILL_NOW, FIELD_MANAGER, logs, report, status, wait};
 use lifeboat_api::common::RestoreTarget;
 use lifeboat_api::drill_schedule::DrillVerdict;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
@@ -21,20 +24,51 @@ use serde_json::json;
     about = "Lifeboat from kubectl: backup status and RPO, on-demand backups, restores, drills, and the recovery report for auditors"
 )]
 struct Cli {
+    #[command(flatten)]
+    cluster: Cluster,
     /// Namespace (default: the kubeconfig context's).
     #[arg(short, long, global = true)]
     namespace: Option<String>,
-    /// Every namespace (status and report).
+    /// Every namespace (status, backups and report).
     #[arg(short = 'A', long, global = true)]
     all_namespaces: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Which cluster, as kubectl chooses it: kubectl hands every argument after the plugin's name
+/// to the plugin, so these are the plugin's to honour.
+#[derive(clap::Args)]
+struct Cluster {
+    /// The kubeconfig file (default: the files in $KUBECONFIG, merged, else ~/.kube/config).
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context (default: its current-context).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// The kubeconfig cluster, instead of the context's.
+    #[arg(long, global = true)]
+    cluster: Option<String>,
+    /// The kubeconfig user, instead of the context's.
+    #[arg(long, global = true)]
+    user: Option<String>,
+}
+
+/// `-o`, on every command that reads.
+#[derive(clap::Args)]
+struct Out {
+    /// table for people; json or yaml for scripts (the same rows).
+    #[arg(short, long, value_enum, default_value_t)]
+    output: output::Format,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// One line per asset: newest good backup, RPO now against the objective, failures, Ready.
-    Status,
+    Status {
+        #[command(flatten)]
+        out: Out,
+    },
     /// On-demand backups.
     Backup {
         #[command(subcommand)]
@@ -63,30 +97,45 @@ enum Command {
         #[arg(long)]
         rollback_on_failure: bool,
     },
-    /// What a backup location holds, without any BackupPolicy (a rebuilt cluster): each
-    /// asset's newest complete backup (or --from ID), its metadata verified in the cluster by
-    /// a catalog Job, as a restore from that location would see it.
+    /// Each asset's newest good backup and newest drill-verified one, from the policies' status
+    /// (POLICY, or every policy). With --location: what a backup location holds, without any
+    /// BackupPolicy (a rebuilt cluster): each asset's newest complete backup (or --from ID), its
+    /// metadata verified in the cluster by a catalog Job, as a restore from it would see it.
     Backups {
-        /// The backups' directory at the location: the name of the policy that made them.
+        /// The policy (every policy of the namespace without it).
+        #[arg(conflicts_with = "policy")]
+        name: Option<String>,
+        /// The policy; with --location, the backups' directory there: the name of the policy
+        /// that made them.
         #[arg(long)]
-        policy: String,
+        policy: Option<String>,
         /// A YAML file with the location, as a RestoreRequest's `source.location`
         /// (`s3: {endpoint, bucket, prefix, credentialsSecret}` or `volume: {claimName}`).
         #[arg(long)]
-        location: PathBuf,
-        /// A backup id, or latest.
-        #[arg(long, default_value = "latest")]
+        location: Option<PathBuf>,
+        /// With --location: a backup id, or latest.
+        #[arg(long, default_value = "latest", requires = "location")]
         from: String,
-        /// Only these assets (repeatable).
-        #[arg(long = "asset")]
+        /// With --location: only these assets (repeatable).
+        #[arg(long = "asset", requires = "location")]
         assets: Vec<String>,
-        /// `json` prints the catalog as JSON.
-        #[arg(short, long, value_enum)]
-        output: Option<Output>,
-        /// How long to wait for the catalog Job.
-        #[arg(long, default_value = "5m")]
+        #[command(flatten)]
+        out: Out,
+        /// With --location: how long to wait for the catalog Job.
+        #[arg(long, default_value = "5m", requires = "location")]
         timeout: lifeboat_api::duration::Duration,
     },
+    /// The agent logs of what KIND/NAME ran (backuppolicy/NAME, restorerequest/NAME,
+    /// drillschedule/NAME): the pods of its Jobs still kept, oldest first, found in the namespace
+    /// by the labels the operator sets.
+    Logs {
+        target: logs::Target,
+        /// Only the last N lines of each pod.
+        #[arg(long)]
+        tail: Option<i64>,
+    },
+    /// A shell completion script: `source <(kubectl lifeboat completion bash)`.
+    Completion { shell: clap_complete::Shell },
     /// Disaster-recovery drills.
     Drill {
         #[command(subcommand)]
@@ -95,11 +144,14 @@ enum Command {
     /// The recovery report: RPO per asset, drills' RTO/RPO against objectives, gaps. With
     /// --evidence, the drills over a period from their evidence records instead (no cluster).
     Report {
+        /// The document `-o table` writes.
         #[arg(long, value_enum, default_value_t = Format::Markdown)]
         format: Format,
+        #[command(flatten)]
+        out: Out,
         /// Write to this file instead of standard output.
-        #[arg(short, long)]
-        output: Option<PathBuf>,
+        #[arg(long)]
+        output_file: Option<PathBuf>,
         /// A directory holding drills' evidence records (`drill-*.json`, at any depth): the
         /// backup volume, or a copy of the bucket (`rclone copy --include 'drill-*.json'`).
         #[arg(long)]
@@ -141,11 +193,6 @@ struct Wait {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Json,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Markdown,
     Html,
@@ -155,6 +202,14 @@ enum Format {
 enum Error {
     #[error("{0}")]
     Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("no cluster configured: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("{0}")]
+    Output(#[from] output::OutputError),
+    #[error("{0}")]
+    Target(#[from] logs::TargetError),
     #[error("{0}")]
     Input(String),
     #[error("writing {0}: {1}")]
@@ -165,8 +220,41 @@ enum Error {
     Timeout(String),
 }
 
+/// The name kubectl (1.26 and later) runs to complete `kubectl lifeboat ...`: an executable of
+/// that name on the PATH, given the words after `lifeboat` (the last one being completed). A
+/// link to this binary under that name answers it.
+const KUBECTL_COMPLETER: &str = "kubectl_complete-lifeboat";
+
+/// Answers kubectl's completion request: one candidate per line (clap_complete's engine, which
+/// knows the subcommands, flags and values from the same definitions as the parser).
+fn kubectl_completion() -> ExitCode {
+    let mut words = vec![std::ffi::OsString::from("kubectl-lifeboat")];
+    words.extend(std::env::args_os().skip(1));
+    let index = words.len() - 1;
+    let cwd = std::env::current_dir().ok();
+    match clap_complete::engine::complete(&mut Cli::command(), words, index, cwd.as_deref()) {
+        Ok(candidates) => {
+            for c in candidates {
+                println!("{}", c.get_value().to_string_lossy());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_owned()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new(KUBECTL_COMPLETER)) {
+        return kubectl_completion();
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -199,17 +287,76 @@ async fn poll<T>(
     }
 }
 
+/// The client kubectl would use with the same flags: `--kubeconfig` over `$KUBECONFIG` (whose
+/// files are merged) over `~/.kube/config`, then `--context`/`--cluster`/`--user` over the
+/// current context; in a pod with none of these, its service account.
+async fn client(c: &Cluster) -> Result<Client, Error> {
+    let config =
+        if c.kubeconfig.is_none() && c.context.is_none() && c.cluster.is_none() && c.user.is_none()
+        {
+            Config::infer().await?
+        } else {
+            let kubeconfig = match &c.kubeconfig {
+                Some(path) => Kubeconfig::read_from(path)?,
+                None => Kubeconfig::read()?,
+            };
+            let options = KubeConfigOptions {
+                context: c.context.clone(),
+                cluster: c.cluster.clone(),
+                user: c.user.clone(),
+            };
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        };
+    Ok(Client::try_from(config)?)
+}
+
 async fn run(cli: Cli) -> Result<(), Error> {
-    if let Command::Report {
-        format,
-        output,
-        evidence: Some(dir),
-        since,
-    } = &cli.command
-    {
-        return evidence_report(dir, since.as_ref(), *format, output.as_deref());
+    match &cli.command {
+        Command::Report {
+            format,
+            out,
+            output_file,
+            evidence: Some(dir),
+            since,
+        } => {
+            return evidence_report(
+                dir,
+                since.as_ref(),
+                *format,
+                out.output,
+                output_file.as_deref(),
+            );
+        }
+        Command::Completion { shell } => {
+            // Into memory first: clap_complete panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            if *shell == clap_complete::Shell::Bash {
+                // clap_complete's bash script never completes past a subcommand when the
+                // binary's name has a hyphen (clap-rs/clap#6421): generated for a name without
+                // one, then registered for the real name too.
+                clap_complete::generate(
+                    *shell,
+                    &mut Cli::command(),
+                    "kubectl_lifeboat",
+                    &mut script,
+                );
+                script.extend_from_slice(
+                    b"complete -F _kubectl_lifeboat -o nosort -o bashdefault -o default kubectl-lifeboat\n",
+                );
+            } else {
+                clap_complete::generate(
+                    *shell,
+                    &mut Cli::command(),
+                    "kubectl-lifeboat",
+                    &mut script,
+                );
+            }
+            return std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .map_err(|e| Error::Write("standard output".into(), e));
+        }
+        _ => {}
     }
-    let client = Client::try_default().await?;
+    let client = client(&cli.cluster).await?;
     let ns = cli
         .namespace
         .clone()
@@ -225,18 +372,53 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
     };
     match cli.command {
-        Command::Status => {
+        Command::Status { out } => {
             let (policies, _) = scoped(&client);
             let list = policies.list(&ListParams::default()).await?.items;
-            if list.is_empty() {
+            if list.is_empty() && out.output == output::Format::Table {
                 println!("No BackupPolicies found.");
                 return Ok(());
             }
+            let lines = status::asset_lines(&list, Timestamp::now());
+            print!("{}", render(&lines, out.output, || status::table(&lines))?);
+        }
+        Command::Backups {
+            name,
+            policy,
+            location: None,
+            out,
+            ..
+        } => {
+            let (policies, _) = scoped(&client);
+            let list = match name.or(policy) {
+                Some(name) if !cli.all_namespaces => vec![policies.get(&name).await?],
+                Some(name) => policies
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|p| p.name_any() == name)
+                    .collect(),
+                None => policies.list(&ListParams::default()).await?.items,
+            };
+            let rows = kubectl_lifeboat::backups::from_status(&list);
             print!(
                 "{}",
-                status::table(&status::asset_lines(&list, Timestamp::now()))
+                render(&rows, out.output, || {
+                    kubectl_lifeboat::backups::status_table(&rows, Timestamp::now())
+                })?
             );
         }
+        Command::Logs { target, tail } => {
+            if cli.all_namespaces {
+                return Err(Error::Input(
+                    "logs reads one namespace: name it with -n".into(),
+                ));
+            }
+            agent_logs(&client, &ns, &target, tail).await?;
+        }
+        // Answered before the client: it needs no cluster.
+        Command::Completion { .. } => {}
         Command::Backup {
             what: BackupCommand::Now { policy, wait },
         } => {
@@ -345,7 +527,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 Some(path) => {
                     let text = std::fs::read_to_string(&path)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-                    serde_yaml::from_str(&text)
+                    serde_norway::from_str(&text)
                         .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
                 }
                 None => Vec::new(),
@@ -381,16 +563,27 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Backups {
+            name,
             policy,
-            location,
+            location: Some(location),
             from,
             assets,
-            output,
+            out,
             timeout,
         } => {
+            let Some(policy) = name.or(policy) else {
+                return Err(Error::Input(
+                    "--location needs the policy whose backups it holds".into(),
+                ));
+            };
+            if cli.all_namespaces {
+                return Err(Error::Input(
+                    "--location reads through one namespace's Secrets: name it with -n".into(),
+                ));
+            }
             let text = std::fs::read_to_string(&location)
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
-            let value: serde_json::Value = serde_yaml::from_str(&text)
+            let value: serde_json::Value = serde_norway::from_str(&text)
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
             serde_json::from_value::<lifeboat_api::common::Destination>(value.clone())
                 .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
@@ -446,19 +639,19 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     message.summary.message.unwrap_or_default()
                 )));
             };
-            match output {
-                Some(Output::Json) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&catalog)
-                        .map_err(|e| Error::Failed(e.to_string()))?
-                ),
-                None => print!(
-                    "{}",
+            print!(
+                "{}",
+                render(&catalog, out.output, || {
                     kubectl_lifeboat::backups::table(&catalog, Timestamp::now())
-                ),
-            }
+                })?
+            );
         }
-        Command::Report { format, output, .. } => {
+        Command::Report {
+            format,
+            out,
+            output_file,
+            ..
+        } => {
             let (policies, drills) = scoped(&client);
             let p = policies.list(&ListParams::default()).await?.items;
             let d = drills.list(&ListParams::default()).await?.items;
@@ -468,11 +661,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 format!("namespace {ns}")
             };
             let r = report::build(&scope, &p, &d, Timestamp::now());
-            let text = match format {
+            let text = render(&r, out.output, || match format {
                 Format::Markdown => report::markdown(&r),
                 Format::Html => report::html(&r),
-            };
-            match output {
+            })?;
+            match output_file {
                 Some(path) => {
                     std::fs::write(&path, text).map_err(|e| Error::Write(path.clone(), e))?;
                     eprintln!("wrote {}", path.display());
@@ -484,15 +677,90 @@ async fn run(cli: Cli) -> Result<(), Error> {
     Ok(())
 }
 
+/// Prints the agent logs of every pod `target` ran in `ns`, oldest first, each under a header
+/// naming the pod. Fails when none is found or a pod's log could not be read (the others are
+/// still printed).
+async fn agent_logs(
+    client: &Client,
+    ns: &str,
+    target: &logs::Target,
+    tail: Option<i64>,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut selectors = vec![logs::pod_selector(target)];
+    if target.kind == logs::Kind::DrillSchedule {
+        let requests: Api<RestoreRequest> = Api::namespaced(client.clone(), ns);
+        let made = requests
+            .list(&ListParams::default().labels(&logs::drill_requests(&target.name)))
+            .await?;
+        selectors.extend(made.items.iter().map(|rr| {
+            logs::pod_selector(&logs::Target {
+                kind: logs::Kind::RestoreRequest,
+                name: rr.name_any(),
+            })
+        }));
+    }
+    let mut found: Vec<Pod> = Vec::new();
+    for selector in &selectors {
+        for pod in pods
+            .list(&ListParams::default().labels(selector))
+            .await?
+            .items
+        {
+            if !found.iter().any(|p| p.name_any() == pod.name_any()) {
+                found.push(pod);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Err(Error::Failed(format!(
+            "no agent pods of {target} in namespace {ns} (a Job's pods go with the Job's history)"
+        )));
+    }
+    found.sort_by_key(|p| (p.creation_timestamp().map(|t| t.0), p.name_any()));
+    let params = LogParams {
+        container: Some("agent".into()),
+        tail_lines: tail,
+        ..LogParams::default()
+    };
+    let mut unread = Vec::new();
+    for pod in &found {
+        let labels = pod.labels();
+        let label = |k: &str| labels.get(k).map_or("-", String::as_str);
+        println!(
+            "==> pod/{} ({} {}) <==",
+            pod.name_any(),
+            label(lifeboat_api::names::LABEL_ROLE),
+            label(lifeboat_api::names::LABEL_ASSET)
+        );
+        match pods.logs(&pod.name_any(), &params).await {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("pod/{}: {e}", pod.name_any());
+                unread.push(pod.name_any());
+            }
+        }
+    }
+    if unread.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "the logs of {} could not be read",
+            unread.join(", ")
+        )))
+    }
+}
+
 /// The drills over a period, from their evidence records: needs no cluster.
 fn evidence_report(
     dir: &std::path::Path,
     since: Option<&lifeboat_api::duration::Duration>,
     format: Format,
+    out: output::Format,
     output: Option<&std::path::Path>,
 ) -> Result<(), Error> {
     use kubectl_lifeboat::evidence_report;
-    if matches!(format, Format::Html) {
+    if out == output::Format::Table && matches!(format, Format::Html) {
         return Err(Error::Input(
             "--evidence writes Markdown only (--format markdown)".into(),
         ));
@@ -509,7 +777,10 @@ fn evidence_report(
         ),
         None => None,
     };
-    let text = evidence_report::markdown(&evidence_report::summarize(loaded, from, now));
+    let summary = evidence_report::summarize(loaded, from, now);
+    let text = render(&summary.to_json(), out, || {
+        evidence_report::markdown(&summary)
+    })?;
     match output {
         Some(path) => {
             std::fs::write(path, text).map_err(|e| Error::Write(path.to_owned(), e))?;

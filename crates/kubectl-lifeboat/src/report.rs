@@ -13,7 +13,8 @@ use lifeboat_api::{BackupPolicy, DrillSchedule};
 use crate::status::{AssetLine, asset_lines, human};
 
 /// One DrillSchedule and its recorded drills, oldest first.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DrillLine {
     pub namespace: String,
     pub name: String,
@@ -27,7 +28,8 @@ pub struct DrillLine {
 }
 
 /// Everything the report says.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
     pub generated_at: Timestamp,
     pub scope: String,

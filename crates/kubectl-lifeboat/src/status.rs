@@ -6,7 +6,8 @@ use lifeboat_api::BackupPolicy;
 use lifeboat_api::conditions::{find, types};
 
 /// One asset's line.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct AssetLine {
     pub namespace: String,
     pub policy: String,

@@ -68,6 +68,36 @@ fn a_period_of_drills_is_reported_from_their_records_without_a_cluster() {
     );
     assert!(!stdout.contains("q-old"), "{stdout}");
 
+    // The same summary for scripts: JSON and YAML, each record with the file it came from.
+    for format in ["json", "yaml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-lifeboat"))
+            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+            .args(["report", "--since", "90d", "-o", format, "--evidence"])
+            .arg(dir.path().join("backups"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_norway::from_slice(&out.stdout).unwrap();
+        let drills = summary["drills"].as_array().unwrap();
+        let ids: Vec<&str> = drills
+            .iter()
+            .map(|d| d["record"]["drillId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["q-a", "q-b", "q-c"], "{format}");
+        assert!(
+            drills[0]["file"]
+                .as_str()
+                .unwrap()
+                .ends_with("drill-q-a.json")
+        );
+        assert_eq!(summary["passed"], 2);
+        assert_eq!(summary["mttrSeconds"], 650.0);
+    }
+
     // An unreadable directory is an error that says which.
     let out = Command::new(env!("CARGO_BIN_EXE_kubectl-lifeboat"))
         .args(["report", "--evidence"])

@@ -157,7 +157,13 @@ async fn status_backup_restore_drill_and_report_through_kubectl() {
     let html = dir.path().join("report.html");
     stdout(&kubectl(
         &ns,
-        &["report", "--format", "html", "-o", html.to_str().unwrap()],
+        &[
+            "report",
+            "--format",
+            "html",
+            "--output-file",
+            html.to_str().unwrap(),
+        ],
     ));
     let html = std::fs::read_to_string(html).unwrap();
     assert!(html.contains("asset cache has no good backup"), "{html}");

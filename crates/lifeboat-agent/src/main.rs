@@ -34,8 +34,29 @@ Exit codes: 0 ok, 2 usage, 3 config, 4 source unreachable, 5 auth, 6 not found, 
 13 out of scope, 14 target unsupported."
 )]
 struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text: the operator's switch.
+    #[arg(long, global = true, env = "LIFEBOAT_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Logs go to stderr as the operator's do (stdout carries the commands' results): text for
+/// people, JSON lines with `--log-json`; `RUST_LOG` filters. Colour only on a terminal, never in
+/// a pod's log.
+fn init_logging(json: bool) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
 #[derive(Subcommand)]
@@ -394,6 +415,7 @@ fn unsigned(allow: bool) -> Unsigned {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_json);
     let started = Timestamp::now();
     let verb = match &cli.command {
         Command::Backup(_) => Verb::Backup,
@@ -435,11 +457,21 @@ fn main() -> ExitCode {
             summary.sha256 = result.sha256;
             summary.message = result.retention_refused.clone();
             summary.retention_refused = result.retention_refused;
+            tracing::info!(
+                verb = ?summary.verb,
+                asset = summary.asset.as_deref(),
+                backup_id = summary.backup_id.as_deref(),
+                stored_bytes = summary.stored_bytes,
+                "done"
+            );
             0
         }
-        Ok(None) => 0,
+        Ok(None) => {
+            tracing::info!(verb = ?summary.verb, "done");
+            0
+        }
         Err(e) => {
-            eprintln!("lifeboat-agent: {e}");
+            tracing::error!(verb = ?summary.verb, class = e.class.reason(), "{}", e.message);
             summary.error_class = Some(e.class);
             summary.message = Some(e.message.clone());
             e.class.exit_code()
@@ -457,10 +489,7 @@ fn main() -> ExitCode {
         // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
         if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
-            eprintln!(
-                "lifeboat-agent: peak RSS {}",
-                line.trim_start_matches("VmHWM:").trim()
-            );
+            tracing::info!("peak RSS {}", line.trim_start_matches("VmHWM:").trim());
         }
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -509,7 +538,7 @@ fn write_termination_message(message: &TerminationMessage) {
     if let Ok(text) = message.to_json()
         && let Err(e) = std::fs::write(&path, text)
     {
-        eprintln!("lifeboat-agent: cannot write the termination message: {e}");
+        tracing::error!("cannot write the termination message: {e}");
     }
 }
 
@@ -518,7 +547,7 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
         .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?;
     serde_json::from_value(
         serde_json::to_value(
-            serde_yaml_ng(&text)
+            serde_norway_ng(&text)
                 .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?,
         )
         .map_err(|e| AgentError::config(e.to_string()))?,
@@ -527,8 +556,8 @@ fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T> {
 }
 
 /// YAML to JSON through serde_json's data model (the resources are plain YAML documents).
-fn serde_yaml_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
-    serde_yaml::from_str(text).map_err(|e| e.to_string())
+fn serde_norway_ng(text: &str) -> std::result::Result<serde_json::Value, String> {
+    serde_norway::from_str(text).map_err(|e| e.to_string())
 }
 
 /// The job document, its identifiers checked as admission checks them: a document that skipped
@@ -659,7 +688,7 @@ fn backup(
         }
         Ok(_) => {}
         Err(e) => {
-            eprintln!("lifeboat-agent: retention: {e}");
+            tracing::warn!(asset = %job.asset.name, "retention: {e}");
             result.retention_refused = Some(e.to_string());
         }
     }
@@ -1008,7 +1037,7 @@ fn validate(
                 println!("report of every check written to {location}");
                 checks.report = Some(location);
             }
-            Err(e) => eprintln!("lifeboat-agent: the report was not written: {e}"),
+            Err(e) => tracing::warn!("the report was not written: {e}"),
         }
     }
     checks.results = results;

@@ -127,7 +127,7 @@ impl World {
             "spec": {"schedule": "@hourly", "assets": [self.asset(kind)],
                      "retention": {"keepLast": 50}, "destination": self.destination(store)}});
         let path = self.dir.path().join(format!("{policy}.yaml"));
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
         path
     }
 

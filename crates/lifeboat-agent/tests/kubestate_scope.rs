@@ -397,7 +397,7 @@ async fn install_chart_roles(client: &Client) {
         "/../../deploy/generated/lifeboat.yaml"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for doc in serde_norway::Deserializer::from_str(&text) {
         let obj: Value = serde::Deserialize::deserialize(doc).unwrap();
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         if obj["kind"] == "ClusterRole" && name.starts_with("lifeboat-kubestate-") {

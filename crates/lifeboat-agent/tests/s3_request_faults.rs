@@ -279,7 +279,7 @@ impl World {
             "spec": {"schedule": "@hourly", "assets": [self.asset()],
                      "retention": {"keepLast": 50}, "destination": self.destination()}});
         let path = self.dir.path().join("policy.yaml");
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
         path
     }
 
@@ -588,7 +588,7 @@ fn a_listing_that_fails_deletes_nothing() {
         "spec": {"schedule": "@hourly", "assets": [w.asset()],
                  "retention": {"keepLast": 1, "maxDeletePercent": 100}, "destination": w.destination()}});
     let strict = w.dir.path().join("strict.yaml");
-    std::fs::write(&strict, serde_yaml::to_string(&doc).unwrap()).unwrap();
+    std::fs::write(&strict, serde_norway::to_string(&doc).unwrap()).unwrap();
     w.proxy.set(Some(Rule {
         methods: &["GET"],
         target_has: &["list-type=2"],

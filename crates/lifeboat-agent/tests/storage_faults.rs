@@ -169,7 +169,7 @@ impl Setup {
             "spec": {"schedule": "@hourly", "assets": [self.asset()],
                      "retention": {"keepLast": 50}, "destination": destination}});
         let path = self.dir.path().join("policy.yaml");
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
         path
     }
 

@@ -10,6 +10,7 @@ pub mod drill_schedule;
 pub mod duration;
 pub mod evidence;
 pub mod ident;
+pub mod names;
 pub mod reference;
 pub mod restore_request;
 pub mod schedule;
@@ -37,8 +38,8 @@ pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
 }
 
 /// A CRD as the YAML committed in crds/ (a header, then the document).
-pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    let body = serde_yaml::to_string(crd)?;
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
+    let body = serde_norway::to_string(crd)?;
     Ok(format!(
         "# Generated from the Rust types in crates/lifeboat-api by `make crds`. Do not edit.\n{body}"
     ))

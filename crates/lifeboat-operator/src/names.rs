@@ -3,49 +3,19 @@
 //! earlier one created; long names are shortened with a hash to fit Kubernetes' limits.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use sha2::{Digest, Sha256};
+pub use lifeboat_api::names::{
+    LABEL_ASSET, LABEL_DRILL, LABEL_MANAGED_BY, LABEL_NAME, LABEL_POLICY, LABEL_RESTORE,
+    LABEL_ROLE, MANAGED_BY, NAME_MAX, bounded_name, label_value, short_hash,
+};
 
 /// CronJob names are limited to 52 characters (the controller appends an 11-character suffix).
 pub const CRONJOB_NAME_MAX: usize = 52;
-/// Names of Jobs and most other objects, and label values.
-pub const NAME_MAX: usize = 63;
 
-/// The manager value of `app.kubernetes.io/managed-by` on everything Lifeboat creates.
-pub const MANAGED_BY: &str = "lifeboat-operator";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_POLICY: &str = "lifeboat.dev/policy";
-pub const LABEL_ASSET: &str = "lifeboat.dev/asset";
-pub const LABEL_ROLE: &str = "lifeboat.dev/role";
 /// The full parent name, in an annotation (label values are capped at 63 characters).
 pub const ANNOTATION_POLICY: &str = "lifeboat.dev/policy-name";
 /// Asks for an on-demand backup; each distinct value runs once.
 pub const ANNOTATION_BACKUP_NOW: &str = "lifeboat.dev/backup-now";
-
-/// Lowercase hex of the first `n` bytes of sha256(`s`).
-pub fn short_hash(s: &str, n: usize) -> String {
-    let digest = Sha256::digest(s.as_bytes());
-    let mut out = String::with_capacity(2 * n);
-    for b in digest.iter().take(n) {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
-/// `parts` joined with `-`, shortened to `max` characters with a hash of the whole when longer.
-/// The result is a valid DNS label when the parts are.
-pub fn bounded_name(parts: &[&str], max: usize) -> String {
-    let full = parts.join("-");
-    if full.len() <= max {
-        return full;
-    }
-    let hash = short_hash(&full, 4); // 8 hex characters
-    let keep = max.saturating_sub(hash.len() + 1);
-    let prefix = full[..keep].trim_end_matches('-');
-    format!("{prefix}-{hash}")
-}
 
 /// The CronJob that backs up `asset` of `policy`.
 pub fn backup_cronjob(policy: &str, asset: &str) -> String {
@@ -55,11 +25,6 @@ pub fn backup_cronjob(policy: &str, asset: &str) -> String {
 /// The on-demand Job for `token` (one per token: a repeated reconcile finds the same name).
 pub fn backup_now_job(policy: &str, asset: &str, token: &str) -> String {
     bounded_name(&[policy, asset, "now", &short_hash(token, 3)], NAME_MAX)
-}
-
-/// A label value for an arbitrary name: the name itself when it fits, else shortened.
-pub fn label_value(name: &str) -> String {
-    bounded_name(&[name], NAME_MAX)
 }
 
 /// Labels of a backup CronJob, its Jobs and their pods. No label is copied from the parent:

@@ -193,7 +193,7 @@ pub async fn install_crds(client: &Client) -> Result<(), Error> {
     for path in &paths {
         let text =
             std::fs::read_to_string(path).map_err(|e| Error::Io(path.display().to_string(), e))?;
-        let crd: CustomResourceDefinition = serde_yaml::from_str(&text)
+        let crd: CustomResourceDefinition = serde_norway::from_str(&text)
             .map_err(|e| Error::Crds(format!("{}: {e}", path.display())))?;
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(

@@ -165,7 +165,7 @@ impl World {
             .dir
             .path()
             .join(format!("{namespace}-{policy}-{kind:?}.yaml"));
-        std::fs::write(&path, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        std::fs::write(&path, serde_norway::to_string(&doc).unwrap()).unwrap();
         path
     }
 

@@ -207,7 +207,7 @@ pub fn evidence_job(
             names::MANAGED_BY.to_owned(),
         ),
         (
-            "lifeboat.dev/drill".to_owned(),
+            names::LABEL_DRILL.to_owned(),
             names::label_value(&ds.name_any()),
         ),
         (names::LABEL_ROLE.to_owned(), "evidence".to_owned()),

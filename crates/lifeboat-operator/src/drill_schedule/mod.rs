@@ -381,7 +381,7 @@ fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
             names::MANAGED_BY.to_owned(),
         ),
         (
-            "lifeboat.dev/drill".to_owned(),
+            names::LABEL_DRILL.to_owned(),
             names::label_value(&ds.name_any()),
         ),
     ]));

@@ -338,7 +338,7 @@ fn job(
             names::MANAGED_BY.to_owned(),
         ),
         (
-            "lifeboat.dev/restore".to_owned(),
+            names::LABEL_RESTORE.to_owned(),
             names::label_value(&rr_name),
         ),
         (names::LABEL_ASSET.to_owned(), asset.to_owned()),
