@@ -619,7 +619,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     .cloned()
                 });
                 Ok(ready
-                    .filter(|c| c.status == "False" && c.reason != "ReadingCatalog")
+                    .filter(|c| {
+                        lifeboat_api::conditions::Status::of(c)
+                            == lifeboat_api::conditions::Status::False
+                            && c.reason != "ReadingCatalog"
+                    })
                     .map(|c| Err(format!("{}: {}", c.reason, c.message))))
             })
             .await;
