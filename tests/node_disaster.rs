@@ -724,6 +724,22 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
         b.report().await
     );
 
+    // What each data step saw of its target (the wait for a recreated server, if any).
+    let pods = b.h.api::<Pod>();
+    for pod in pods
+        .list(&ListParams::default().labels("lifeboat.dev/role=restore"))
+        .await
+        .unwrap()
+    {
+        let logs = pods
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .unwrap_or_default();
+        for line in logs.lines().filter(|l| l.contains("serving")) {
+            eprintln!("{}: {line}", pod.name_any());
+        }
+    }
+
     // The plan is the bucket's newest backups, Kubernetes state first.
     let planned: Vec<(&str, &str)> = status
         .plan
