@@ -8,15 +8,18 @@
 //! backup bucket, through real Job pods. Then cluster A is destroyed: node and control plane
 //! stopped, etcd's data directory deleted, the volumes' host directories and the application
 //! bucket's objects deleted. What is kept is what the runbook keeps outside: the backup bucket,
-//! its keys, the master signing key and the age identity. Cluster B starts from nothing; the
-//! admin installs Lifeboat with the old master key, creates the namespace, the Secrets the
-//! runbook lists and empty volumes, and ONE RestoreRequest with `source.location`. It recreates
+//! its keys, the master signing key (read from the Secret the chart made, as the runbook says)
+//! and the age identity. Cluster B starts from nothing; the admin `helm install`s Lifeboat with
+//! the old master key, creates the namespace, the Secrets the runbook lists and empty volumes,
+//! and ONE RestoreRequest with `source.location`. It recreates
 //! the workloads, loads the data into the servers they run and checks them; the contents equal
 //! those taken before the disaster.
 //!
-//! The databases' pods use the host's network: this node has no cluster DNS and no kube-proxy,
-//! so a restore target can only be an address known before the restore recreates the pods
-//! (in a real cluster it is the Service's DNS name, `postgres.shop.svc`).
+//! In both clusters Lifeboat is the chart's release (`helm install`, CRDs included; the
+//! operator a pod on the node). This node has no cluster DNS and no kube-proxy, so the operator
+//! and the databases' pods use the host's network (as `hack/demo.sh` does for the operator): a
+//! restore target can only be an address known before the restore recreates the pods (in a
+//! real cluster it is the Service's DNS name, `postgres.shop.svc`).
 //!
 //! Ignored by a plain `cargo test` (root, containerd, the images of `hack/node/images.sh`):
 //! `make e2e-node` runs it.
@@ -33,13 +36,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use kube::api::{ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use lifeboat_agent::local::free_port;
 use lifeboat_agent::postgres;
 use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
-use lifeboat_testenv::{Node, NodeOptions, TestEnv};
+use lifeboat_testenv::{ControlPlane, Node, NodeOptions};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -122,20 +127,37 @@ impl Drop for S3Server {
 }
 
 /// One cluster: its control plane (etcd in its own temporary directory), its node, and
-/// Lifeboat's controllers in this process.
+/// Lifeboat installed by `helm install` (the operator a pod on the node).
 struct Cluster {
     h: harness::Harness,
     node: Node,
-    env: TestEnv,
+    cp: ControlPlane,
+}
+
+/// The chart's release and namespace, and its master key Secret (docs/disaster-recovery.md).
+const RELEASE_NS: &str = "lifeboat-system";
+const MASTER_KEY_SECRET: &str = "lifeboat-signing-master-key";
+
+fn helm() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new("bash")
+        .arg(repo.join("hack/tools/helm.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
 impl Cluster {
-    async fn start(name: &str) -> Cluster {
+    /// A new cluster with Lifeboat installed: with the chart's own new master key, or with
+    /// `master_key` (the old cluster's, kept outside) put in place first as the runbook says.
+    async fn start(name: &str, master_key: Option<&[u8]>) -> Cluster {
         let t0 = Instant::now();
-        let env = TestEnv::start().await.unwrap();
-        let TestEnv::Local(cp) = &env else {
-            panic!("the disaster test builds its clusters itself (not USE_EXISTING_CLUSTER)")
-        };
+        let cp = ControlPlane::start(true).await.unwrap();
         let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-images");
         assert!(
             images.join("postgres.tar").is_file(),
@@ -143,38 +165,125 @@ impl Cluster {
             images.join("postgres.tar").display()
         );
         let node = Node::start(
-            cp,
+            &cp,
             &NodeOptions {
                 images: Some(images),
             },
         )
         .await
         .unwrap();
-        // The namespace first: the controllers are scoped to it.
-        let client = env.client().await.unwrap();
-        Api::<Namespace>::all(client.clone())
+        let client = cp.client().await.unwrap();
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let mut set = vec![
+            "--set".to_owned(),
+            "replicaCount=1".into(),
+            "--set".into(),
+            "hostNetwork=true".into(),
+            "--set".into(),
+            format!("metrics.port={}", free_port().unwrap()),
+            "--set".into(),
+            "extraEnv[0].name=KUBERNETES_SERVICE_HOST".into(),
+            "--set".into(),
+            "extraEnv[0].value=127.0.0.1".into(),
+            "--set".into(),
+            "extraEnv[1].name=KUBERNETES_SERVICE_PORT".into(),
+            "--set-string".into(),
+            format!(
+                "extraEnv[1].value={}",
+                cp.server().rsplit(':').next().unwrap()
+            ),
+        ];
+        if let Some(key) = master_key {
+            // Step 1: the master key Secret first, then the chart told not to make one.
+            namespaces
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(json!({"metadata": {"name": RELEASE_NS}})).unwrap(),
+                )
+                .await
+                .unwrap();
+            let secret: Secret = serde_json::from_value(json!({
+                "metadata": {"name": MASTER_KEY_SECRET},
+                "data": {"key": k8s_openapi::ByteString(key.to_vec())}
+            }))
+            .unwrap();
+            Api::<Secret>::namespaced(client.clone(), RELEASE_NS)
+                .create(&PostParams::default(), &secret)
+                .await
+                .unwrap();
+            set.extend([
+                "--set".into(),
+                "signing.createMasterKey=false".into(),
+                "--set".into(),
+                format!("signing.masterKeySecret={MASTER_KEY_SECRET}"),
+            ]);
+        }
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/lifeboat");
+        let kubeconfig = cp.kubeconfig().to_owned();
+        let out = blocking(|| {
+            Command::new(helm())
+                .args(["install", "lifeboat"])
+                .arg(&chart)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "--namespace",
+                    RELEASE_NS,
+                    "--create-namespace",
+                    "--wait",
+                    "--timeout",
+                    "3m",
+                ])
+                .args(&set)
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "helm install: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            node.log_tail(30)
+        );
+        namespaces
             .create(
                 &PostParams::default(),
                 &serde_json::from_value(json!({"metadata": {"name": NS}})).unwrap(),
             )
             .await
             .unwrap();
-        let h = harness::install_on(&env, NS).await;
+        let h = harness::on(client, NS);
+        h.until("the chart's CRDs served", async || {
+            h.api::<lifeboat_api::BackupPolicy>()
+                .list(&ListParams::default())
+                .await
+                .ok()
+                .map(drop)
+        })
+        .await;
         eprintln!(
-            "cluster {name}: control plane and node {} Ready in {:?} (gateway {})",
+            "cluster {name}: control plane, node {} (gateway {}) and helm install in {:?}",
             node.name(),
-            t0.elapsed(),
-            node.gateway()
+            node.gateway(),
+            t0.elapsed()
         );
-        Cluster { h, node, env }
+        Cluster { h, node, cp }
+    }
+
+    /// The master key the chart's release signs with: what the runbook keeps outside.
+    async fn master_key(&self) -> Vec<u8> {
+        Api::<Secret>::namespaced(self.h.client.clone(), RELEASE_NS)
+            .get(MASTER_KEY_SECRET)
+            .await
+            .unwrap()
+            .data
+            .unwrap()["key"]
+            .0
+            .clone()
     }
 
     /// etcd's data directory.
     fn etcd_dir(&self) -> PathBuf {
-        let TestEnv::Local(cp) = &self.env else {
-            unreachable!()
-        };
-        cp.kubeconfig().parent().unwrap().join("etcd")
+        self.cp.kubeconfig().parent().unwrap().join("etcd")
     }
 
     async fn create<K>(&self, obj: Value)
@@ -205,8 +314,9 @@ impl Cluster {
         .await;
     }
 
-    /// A PersistentVolume on a new host directory, for the claim `claim` of [`NS`], as an
-    /// admin provides one (no provisioner runs here).
+    /// A PersistentVolume on a new host directory, and its claim `claim` in [`NS`] bound to it
+    /// (the name the StatefulSet gives its claim, which it then adopts), as an admin provides
+    /// storage where no provisioner runs. Returns once the claim is Bound.
     async fn volume(&self, name: &str, claim: &str) -> tempfile::TempDir {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-disaster-pv-")
@@ -226,7 +336,27 @@ impl Cluster {
             .create(&PostParams::default(), &pv)
             .await
             .unwrap();
-        dir
+        self.create::<PersistentVolumeClaim>(json!({
+            "metadata": {"name": claim},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": name,
+                     "resources": {"requests": {"storage": "1Gi"}}}
+        }))
+        .await;
+        let claims = self.h.api::<PersistentVolumeClaim>();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let phase = claims
+                .get(claim)
+                .await
+                .unwrap()
+                .status
+                .and_then(|s| s.phase);
+            if phase.as_deref() == Some("Bound") {
+                return dir;
+            }
+            assert!(Instant::now() < deadline, "claim {claim} still {phase:?}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
 
     /// The Jobs, pods (with their logs) and the node's log tail, for a failure message.
@@ -240,6 +370,15 @@ impl Cluster {
             .unwrap()
         {
             out += &format!("job {}: {:?}\n", j.name_any(), j.status);
+        }
+        for c in self
+            .h
+            .api::<PersistentVolumeClaim>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            out += &format!("claim {}: {:?}\n", c.name_any(), c.status);
         }
         let pods = self.h.api::<Pod>();
         for pod in pods.list(&ListParams::default()).await.unwrap() {
@@ -479,8 +618,8 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
     std::fs::create_dir_all(assets_dir.join("img")).unwrap();
     let pg_port = free_port().unwrap();
     let redis_port = free_port().unwrap();
-    // What the platform team keeps outside: the age identity (the master key is the tests'
-    // harness::MASTER_KEY, the S3 keys the constants above).
+    // What the platform team keeps outside: the age identity, the S3 keys (the constants
+    // above) and, once cluster A's chart made it, the master key.
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
     let identity_text = {
@@ -489,7 +628,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
     };
 
     // ---------------------------------------------------------------- cluster A --
-    let a = Cluster::start("A").await;
+    let a = Cluster::start("A", None).await;
     let s3 = S3Server::start(s3_root.path(), a.node.gateway());
     a.secret(
         "s3-creds",
@@ -636,13 +775,15 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
     }
 
     // ------------------------------------------------------------- the disaster --
+    let master_key = a.master_key().await;
+    assert!(master_key.len() >= 32);
     let etcd_a = a.etcd_dir();
     assert!(etcd_a.join("member").is_dir(), "{}", etcd_a.display());
     drop(s3);
-    let Cluster { h, node, env } = a;
+    let Cluster { h, node, cp } = a;
     drop(h);
     drop(node);
-    drop(env);
+    drop(cp);
     assert!(!etcd_a.exists(), "etcd's data of cluster A is gone");
     let pv_dirs = [pv_pg_a.path().to_owned(), pv_redis_a.path().to_owned()];
     assert!(pv_dirs[0].join("pgdata/PG_VERSION").is_file());
@@ -656,7 +797,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
 
     // ---------------------------------------------------------------- cluster B --
     // docs/disaster-recovery.md, "On the new cluster", step by step.
-    let b = Cluster::start("B").await;
+    let b = Cluster::start("B", Some(&master_key)).await;
     let s3 = S3Server::start(s3_root.path(), b.node.gateway());
     // Step 2: the namespace (Cluster::start created it) and the Secrets the runbook lists.
     b.secret(
@@ -695,6 +836,9 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             {"asset": "sessions", "redis": {"host": gateway, "port": redis_port}},
             {"asset": "assets", "objectStorage": s3.location("assets")}
         ],
+        // The data right after the state that recreates its servers: the first data step
+        // starts while the PostgreSQL pod is still starting.
+        "assets": ["objects", "orders-db", "sessions", "assets"],
         "execute": true,
         "validation": {"checks": [
             {"name": "orders", "sql": {"asset": "orders-db", "database": "shop",
@@ -735,9 +879,12 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             .logs(&pod.name_any(), &LogParams::default())
             .await
             .unwrap_or_default();
-        for line in logs.lines().filter(|l| l.contains("serving")) {
-            eprintln!("{}: {line}", pod.name_any());
-        }
+        let said: Vec<&str> = logs.lines().filter(|l| l.contains("serving")).collect();
+        eprintln!(
+            "{} ({} log lines): {said:?}",
+            pod.name_any(),
+            logs.lines().count()
+        );
     }
 
     // The plan is the bucket's newest backups, Kubernetes state first.

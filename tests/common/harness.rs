@@ -56,29 +56,6 @@ pub async fn harness_with_master_key(prefix: &str, master_key: &str) -> Harness 
     start_operator(client, operator, ns, master_key.to_owned())
 }
 
-/// Lifeboat installed on a control plane of the test's own (a second cluster, say): the chart's
-/// RBAC and admission policy, the tests' master key (what a platform team brings to a new
-/// cluster), and the controllers in this process as the chart's ServiceAccount, scoped to `ns`.
-pub async fn install_on(env: &lifeboat_testenv::TestEnv, ns: &str) -> Harness {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let client = env.client().await.unwrap();
-    install_chart_rbac(&client).await;
-    install_master_key(&client, CHART_NAMESPACE).await;
-    let operator = env
-        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
-        .await
-        .unwrap();
-    start_operator(
-        client,
-        operator,
-        ns.to_owned(),
-        MASTER_KEY_SECRET.to_owned(),
-    )
-}
-
 /// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
 /// operator as a process of its own (and kill it). The Harness still plays the kubelet.
 pub async fn without_operator(prefix: &str) -> Harness {
