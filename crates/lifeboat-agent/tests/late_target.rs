@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lifeboat_agent::local::{LocalPostgres, free_port};
+use lifeboat_agent::local::{LocalPostgres, LocalRedis, free_port};
 use lifeboat_agent::postgres;
 
 fn agent() -> Command {
@@ -120,4 +120,73 @@ fn a_postgres_restore_waits_for_a_target_that_starts_serving_after_it_began() {
         postgres::query(&conn, "shop_copy", fingerprint).unwrap(),
         expected
     );
+}
+
+#[test]
+fn a_redis_load_waits_for_a_target_that_starts_serving_after_it_began() {
+    let dir = tempfile::tempdir().unwrap();
+    let backups = dir.path().join("backups");
+    let redis = LocalRedis::start().unwrap();
+    let c = redis.conn();
+    c.run(0, &["SET", "s", "backed up"]).unwrap();
+    c.run(0, &["RPUSH", "l", "a", "b"]).unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: lifeboat.dev/v1alpha1\nkind: BackupPolicy\nmetadata: {{name: shop}}\nspec:\n  schedule: '@hourly'\n  assets:\n    - name: sessions\n      redis: {{host: 127.0.0.1, port: {}}}\n  retention: {{maxAge: 7d}}\n  destination: {{volume: {{claimName: local}}}}\n",
+            redis.port
+        ),
+    )
+    .unwrap();
+    let out = agent()
+        .args(["backup", "--policy-file"])
+        .arg(&policy)
+        .arg("--dir")
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.run(0, &["SET", "s", "changed after the backup"]).unwrap();
+
+    // No dataDir: a load over replication into the server at `late`, which answers 4 s later.
+    let late = free_port().unwrap();
+    let target = dir.path().join("target.yaml");
+    std::fs::write(
+        &target,
+        format!("asset: sessions\nredis: {{host: 127.0.0.1, port: {late}}}\n"),
+    )
+    .unwrap();
+    serve_late(late, redis.port, Duration::from_secs(4));
+    let t0 = Instant::now();
+    let out = agent()
+        .args([
+            "restore",
+            "--execute",
+            "--asset",
+            "sessions",
+            "--policy-file",
+        ])
+        .arg(&policy)
+        .arg("--target-file")
+        .arg(&target)
+        .arg("--dir")
+        .arg(&backups)
+        .env("LIFEBOAT_POD_IP", "127.0.0.1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "it waited: {:?}",
+        t0.elapsed()
+    );
+    assert!(stderr.contains("not serving yet"), "{stderr}");
+    assert_eq!(c.run(0, &["GET", "s"]).unwrap(), "backed up");
+    assert_eq!(c.run(0, &["LRANGE", "l", "0", "-1"]).unwrap(), "a\nb");
 }
