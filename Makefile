@@ -54,6 +54,7 @@ test: deps testenv helm node node-images lint promtool ## The whole suite: lint,
 	$(CARGO) test --workspace
 	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored
+	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored
 	@echo "make demo (the README's main job; it fails when the backup or the drill fails)"
 	@bash hack/demo.sh >target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
 	@grep '^== Drill' target/demo.log
@@ -85,8 +86,9 @@ node-up: node node-images ## A control plane plus a real node that runs pods, un
 	mkdir -p target/node
 	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --node --images target/node-images --kubeconfig target/node/kubeconfig
 
-e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule
+e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule, a lost cluster recovered
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored --nocapture
+	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored --nocapture
 
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10

@@ -6,12 +6,15 @@
 #     rclone, each with the shared libraries `ldd` lists;
 #   - the operator: lifeboat-operator and its libraries;
 #   - Redis (this machine's redis-server and its libraries), for the tests' Redis StatefulSet
-#     (lifeboat.test/redis:local, run with imagePullPolicy Never).
+#     (lifeboat.test/redis:local, run with imagePullPolicy Never);
+#   - PostgreSQL (this machine's server, initdb, their modules and share files, and dash to run
+#     hack/node/postgres/start.sh), for the disaster test's PostgreSQL StatefulSet
+#     (lifeboat.test/postgres:local): the first start on an empty volume runs initdb.
 # The agent and operator images carry the references the chart and the operator use by default
 # (ghcr.io/lifeboat-dev/lifeboat-{agent,operator}:<version>), so pods with imagePullPolicy
 # IfNotPresent start them from the node's store.
 #
-# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator,redis}.tar.
+# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator,redis,postgres}.tar.
 # LIFEBOAT_NODE_PROFILE=debug assembles the debug builds (faster to build, larger).
 set -euo pipefail
 
@@ -75,4 +78,15 @@ python3 "$here/oci-image.py" --name "lifeboat.test/redis:local" --out "$out/redi
   "${common[@]}" \
   --binary /usr/bin/redis-server:/usr/bin/redis-server \
   --entrypoint /usr/bin/redis-server
+pg_lib=$(dirname "$pg_bin")
+pg_share=/usr/share/postgresql/$(basename "$pg_lib")
+python3 "$here/oci-image.py" --name "lifeboat.test/postgres:local" --out "$out/postgres.tar" \
+  "${common[@]}" \
+  --binary /bin/dash:/bin/sh \
+  --binary "$pg_bin/postgres:$pg_bin/postgres" --binary "$pg_bin/initdb:$pg_bin/initdb" \
+  --tree "$pg_lib/lib:$pg_lib/lib" --tree "$pg_share:$pg_share" \
+  --tree /usr/share/zoneinfo:/usr/share/zoneinfo \
+  --file "$here/postgres/start.sh:/usr/local/bin/postgres-start" \
+  --env "PG_BIN=$pg_bin" --env TZ=UTC --env LANG=C \
+  --entrypoint /bin/sh --entrypoint /usr/local/bin/postgres-start
 echo "images: assembled in $(( $(date +%s) - start ))s into $out"

@@ -8,7 +8,8 @@ local node needs no registry and no container engine. `ctr -n k8s.io images impo
 
 --binary copies an ELF executable and every shared library `ldd` lists for it (at the same
 absolute paths, plus the dynamic loader), so a dynamically linked host program runs in the image.
---file copies one file as is; --dir creates an empty directory (mode 1777 for /tmp). The layer is
+--file copies one file as is; --tree copies a directory's files (symlinks resolved to their content)
+at the same relative paths; --dir creates an empty directory (mode 1777 for /tmp). The layer is
 reproducible: fixed mtimes, root ownership, sorted entries. Test infrastructure only.
 """
 
@@ -79,6 +80,13 @@ class Layer:
             where = os.path.join(os.path.realpath(os.path.dirname(lib)), os.path.basename(lib))
             self.add_file(lib, where)
 
+    def add_tree(self, src, dst):
+        for root, _, files in os.walk(src, followlinks=True):
+            for f in files:
+                path = os.path.join(root, f)
+                if os.path.isfile(os.path.realpath(path)):
+                    self.add_file(path, os.path.join(dst, os.path.relpath(path, src)))
+
     def add_dir(self, dst, mode):
         dst = self.canonical(dst)
         self.add_parents(dst + "/x")
@@ -131,6 +139,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--binary", action="append", default=[], metavar="SRC:DST")
     p.add_argument("--file", action="append", default=[], metavar="SRC:DST")
+    p.add_argument("--tree", action="append", default=[], metavar="SRC:DST")
     p.add_argument("--dir", action="append", default=[], metavar="DST[:MODE]")
     p.add_argument("--symlink", action="append", default=[], metavar="TARGET:DST")
     p.add_argument("--entrypoint", action="append", default=[])
@@ -152,6 +161,9 @@ def main():
     for spec in a.file:
         src, dst = spec.split(":", 1)
         layer.add_file(src, dst)
+    for spec in a.tree:
+        src, dst = spec.split(":", 1)
+        layer.add_tree(src, dst)
     for spec in a.dir:
         dst, _, mode = spec.partition(":")
         layer.add_dir(dst, int(mode, 8) if mode else 0o755)

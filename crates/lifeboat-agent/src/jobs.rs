@@ -491,6 +491,9 @@ pub fn restore(
                 }
                 dumps.push((db.to_owned(), scratch));
             }
+            wait_until_serving(&format!("PostgreSQL {}:{}", conn.host, conn.port), || {
+                postgres::query_within(&conn, "postgres", "SELECT 1", PROBE_TIMEOUT).map(drop)
+            })?;
             let mut done = Vec::new();
             for (db, dump) in &dumps {
                 let into = rename.clone().unwrap_or_else(|| db.clone());
@@ -542,6 +545,9 @@ pub fn restore(
                             .map_err(|e| AgentError::storage("temporary file", e))?;
                     }
                     let keys = redis::check_rdb(rdb.path())?;
+                    wait_until_serving(&format!("Redis {}:{}", conn.host, conn.port), || {
+                        conn.run_within(0, &["PING"], PROBE_TIMEOUT).map(drop)
+                    })?;
                     let loaded =
                         crate::redis_load::load(&conn, rdb.path(), keys, load_listener()?)?;
                     Ok(format!(
@@ -564,6 +570,47 @@ pub fn restore(
         }
         AssetSource::KubernetesState(_) => {
             kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
+        }
+    }
+}
+
+/// How long a restore waits for its target to answer at all. A restore of a whole namespace
+/// recreates the database's StatefulSet in its Kubernetes-state step just before, and its pod
+/// is not serving yet when the data step starts (restore Jobs are never retried, and the
+/// operator has no RBAC on users' workloads to watch their readiness); an address nobody
+/// serves within this bound is the unreachable target it looks like.
+const TARGET_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
+/// One probe's bound: a connection attempt or its answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Probes the target until it answers: only an unreachable or silent server is waited for
+/// ([`TARGET_WAIT`] at most); any other answer, a refusal included, ends the wait, and the
+/// restore then meets that answer itself.
+fn wait_until_serving(what: &str, mut probe: impl FnMut() -> Result<()>) -> Result<()> {
+    use lifeboat_api::agent_result::ErrorClass;
+    let deadline = std::time::Instant::now() + TARGET_WAIT;
+    let mut said = false;
+    loop {
+        match probe() {
+            Err(e)
+                if matches!(e.class, ErrorClass::SourceUnreachable | ErrorClass::Timeout)
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    eprintln!("{what} not serving yet ({e}); waiting up to {TARGET_WAIT:?}");
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(e) if matches!(e.class, ErrorClass::SourceUnreachable | ErrorClass::Timeout) => {
+                return Err(e);
+            }
+            _ => {
+                if said {
+                    eprintln!("{what} serving");
+                }
+                return Ok(());
+            }
         }
     }
 }
