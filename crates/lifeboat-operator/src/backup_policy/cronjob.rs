@@ -364,6 +364,8 @@ mod tests {
                 .unwrap();
             let psc = pod.security_context.unwrap();
             assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(psc.run_as_user, Some(crate::config::AGENT_UID));
+            assert_eq!(pod.image_pull_secrets, None);
             assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
             assert_eq!(pod.host_network, None);
             assert_eq!(pod.automount_service_account_token, Some(false));
@@ -378,6 +380,94 @@ mod tests {
                 assert!(v.host_path.is_none());
             }
         }
+    }
+
+    fn pod_spec(cj: CronJob) -> k8s_openapi::api::core::v1::PodSpec {
+        cj.spec
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
+    #[test]
+    fn the_platform_s_contexts_and_pull_secrets_with_a_resource_s_ids_and_secrets_over_them() {
+        // An OpenShift-style platform: no fixed ids (the SCC assigns them), seccomp kept.
+        let mut openshift = crate::config::restricted_pod();
+        openshift.run_as_user = None;
+        openshift.run_as_group = None;
+        openshift.fs_group = None;
+        let mut container = crate::config::restricted_container();
+        container.run_as_non_root = None;
+        let agent = AgentConfig {
+            image_pull_secrets: vec!["mirror".into(), "shared".into()],
+            pod_security_context: openshift.clone(),
+            container_security_context: container.clone(),
+            ..AgentConfig::default()
+        };
+        let pod =
+            pod_spec(desired_cronjobs(&policy(spec()), &agent, &Scopes::new()).unwrap()[0].clone());
+        assert_eq!(pod.security_context.as_ref(), Some(&openshift));
+        assert_eq!(
+            pod.containers[0].security_context.as_ref(),
+            Some(&container)
+        );
+        let names = |pod: &k8s_openapi::api::core::v1::PodSpec| -> Vec<String> {
+            pod.image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&pod), ["mirror", "shared"]);
+
+        // A team adds its own pull secret and the ids its namespace was given.
+        let mut team = spec();
+        team["podTemplate"]["imagePullSecrets"] =
+            json!([{"name": "team-registry"}, {"name": "shared"}]);
+        team["podTemplate"]["securityContext"] =
+            json!({"runAsUser": 1000680000, "fsGroup": 1000680000, "seLinuxLevel": "s0:c26,c5"});
+        let pod =
+            pod_spec(desired_cronjobs(&policy(team), &agent, &Scopes::new()).unwrap()[0].clone());
+        assert_eq!(names(&pod), ["mirror", "shared", "team-registry"]);
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(1000680000));
+        assert_eq!(psc.fs_group, Some(1000680000));
+        assert_eq!(psc.run_as_group, None);
+        assert_eq!(
+            psc.se_linux_options.unwrap().level.as_deref(),
+            Some("s0:c26,c5")
+        );
+        // What the platform chose for "restricted" stays.
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            pod.containers[0].security_context.as_ref(),
+            Some(&container)
+        );
+    }
+
+    #[test]
+    fn a_resource_cannot_write_privileged_capabilities_or_root_into_its_pods() {
+        let mut team = spec();
+        team["podTemplate"]["securityContext"] = json!({
+            "runAsUser": 2000, "runAsNonRoot": false, "privileged": true,
+            "capabilities": {"add": ["SYS_ADMIN"]}, "seccompProfile": {"type": "Unconfined"}
+        });
+        let pod = pod_spec(
+            desired_cronjobs(&policy(team), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
+                .clone(),
+        );
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(2000));
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.privileged, None);
+        assert_eq!(sc.capabilities.unwrap().add, None);
     }
 
     #[test]
