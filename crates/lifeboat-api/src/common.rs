@@ -76,8 +76,15 @@ pub struct S3Location {
     /// self-hosted servers want this).
     #[serde(default)]
     pub force_path_style: bool,
-    /// The Secret with the access keys.
-    pub credentials_secret: S3CredentialsRef,
+    /// The Secret with the access keys. Absent: the agent pod's own identity, as the AWS SDKs
+    /// find it (a web identity token file for IRSA, EKS Pod Identity, instance metadata, or
+    /// `AWS_ACCESS_KEY_ID` in its environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3CredentialsRef>,
+    /// A Secret key holding the PEM certificates of the CA(s) the endpoint's certificate is
+    /// checked against, besides the system's (a private CA). Verification is never turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret: Option<SecretKeyRef>,
 }
 
 fn default_region() -> String {

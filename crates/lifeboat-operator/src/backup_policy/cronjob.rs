@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::{AgentJob, JOB_ENV, KubernetesStateScope, signing_key_ref};
 use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
-use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
+use lifeboat_api::common::{Destination, S3Location, SecretKeyRef};
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
@@ -207,26 +207,29 @@ pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<Secre
     let mut out = match &asset.source {
         AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
         AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
-        AssetSource::ObjectStorage(bucket) => s3_keys(&bucket.source.credentials_secret).to_vec(),
+        AssetSource::ObjectStorage(bucket) => s3_secrets(&bucket.source),
         AssetSource::KubernetesState(_) => Vec::new(),
     };
     if let Some(s3) = &destination.s3 {
-        out.extend(s3_keys(&s3.credentials_secret));
+        out.extend(s3_secrets(s3));
     }
     out
 }
 
-pub(crate) fn s3_keys(c: &S3CredentialsRef) -> [SecretKeyRef; 2] {
-    [
-        SecretKeyRef {
-            name: c.name.clone(),
-            key: c.access_key_id_key.clone(),
-        },
-        SecretKeyRef {
-            name: c.name.clone(),
-            key: c.secret_access_key_key.clone(),
-        },
-    ]
+/// The Secret keys a bucket's client reads: its access keys (none when the pod's own identity
+/// is used) and its CA bundle.
+pub(crate) fn s3_secrets(loc: &S3Location) -> Vec<SecretKeyRef> {
+    let mut out = Vec::new();
+    if let Some(c) = &loc.credentials_secret {
+        for key in [&c.access_key_id_key, &c.secret_access_key_key] {
+            out.push(SecretKeyRef {
+                name: c.name.clone(),
+                key: key.clone(),
+            });
+        }
+    }
+    out.extend(loc.ca_bundle_secret.clone());
+    out
 }
 
 #[cfg(test)]
@@ -601,6 +604,39 @@ mod tests {
         assert_eq!(
             job.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_POLICY],
             "shop"
+        );
+    }
+
+    #[test]
+    fn a_bucket_without_keys_mounts_none_and_its_ca_bundle_is_a_mounted_key() {
+        let mut s = spec();
+        s["destination"] = json!({"s3": {"endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "bucket": "backups", "caBundleSecret": {"name": "store-ca", "key": "ca.crt"}}});
+        let pod = pod_spec(
+            desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
+                .clone(),
+        );
+        let secrets: Vec<(&str, Vec<&str>)> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|v| {
+                let s = v.secret.as_ref()?;
+                Some((
+                    s.secret_name.as_deref()?,
+                    s.items.iter().flatten().map(|i| i.key.as_str()).collect(),
+                ))
+            })
+            .collect();
+        // The database password, the signing key and the CA: no access keys to mount.
+        assert_eq!(
+            secrets,
+            [
+                ("db-creds", vec!["password"]),
+                ("lifeboat-signing-key", vec!["key"]),
+                ("store-ca", vec!["ca.crt"])
+            ]
         );
     }
 
