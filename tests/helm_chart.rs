@@ -1377,3 +1377,126 @@ fn the_chart_readme_lists_every_value_with_its_default_and_is_generated() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Flux's CRDs as its controllers ship them (hack/tools/flux-crds.sh).
+fn flux_crds() -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo().join("hack/tools/flux-crds.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[tokio::test]
+async fn the_flux_helm_release_is_accepted_by_flux_s_crds_and_its_chart_and_values_exist() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Patch, PatchParams};
+    let env = lifeboat_testenv::shared().unwrap();
+    let client = env.client().await.unwrap();
+    let crds = flux_crds();
+    ok(&run(kubectl()
+        .args(["apply", "--server-side", "-f"])
+        .arg(crds.join("helm.toolkit.fluxcd.io_helmreleases.yaml"))
+        .arg("-f")
+        .arg(crds.join(
+            "source.toolkit.fluxcd.io_gitrepositories.yaml",
+        ))));
+    ok(&run(kubectl().args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/helmreleases.helm.toolkit.fluxcd.io",
+        "crd/gitrepositories.source.toolkit.fluxcd.io",
+    ])));
+    for ns in ["flux-system", CHART_NAMESPACE] {
+        Api::<Namespace>::all(client.clone())
+            .patch(
+                ns,
+                &PatchParams::apply("lifeboat-chart-test"),
+                &Patch::Apply(
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let example = repo().join("deploy/gitops/flux-helmrelease.yaml");
+    let out = ok(&run(kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "lifeboat-chart-test",
+            "-f",
+        ])
+        .arg(&example)));
+    assert!(
+        out.contains("gitrepository.source.toolkit.fluxcd.io/lifeboat serverside-applied"),
+        "{out}"
+    );
+    assert!(
+        out.contains("helmrelease.helm.toolkit.fluxcd.io/lifeboat serverside-applied"),
+        "{out}"
+    );
+
+    // As stored: the HelmRelease's source is the GitRepository applied with it, and its chart
+    // is this repository's chart at that path.
+    let get = |what: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&ok(&run(kubectl().args(what).args(["-o", "json"])))).unwrap()
+    };
+    let release = get(&["get", "helmrelease", "lifeboat", "-n", CHART_NAMESPACE]);
+    let chart = &release["spec"]["chart"]["spec"];
+    let source = &chart["sourceRef"];
+    assert_eq!(source["kind"], "GitRepository");
+    let git = get(&[
+        "get",
+        "gitrepository",
+        source["name"].as_str().unwrap(),
+        "-n",
+        source["namespace"].as_str().unwrap(),
+    ]);
+    assert_eq!(git["spec"]["ref"]["branch"], "main");
+    let chart_dir = repo().join(chart["chart"].as_str().unwrap());
+    let chart_yaml = std::fs::read_to_string(chart_dir.join("Chart.yaml")).unwrap();
+    assert!(chart_yaml.contains("name: lifeboat"), "{chart_yaml}");
+    // The GitRepository's ignore rules keep that path.
+    let ignore = git["spec"]["ignore"].as_str().unwrap();
+    assert!(ignore.contains("!/charts/lifeboat/"), "{ignore}");
+
+    // Its values render with the chart (values.schema.json included), as helm-controller would.
+    let dir = tempfile::tempdir().unwrap();
+    let values = dir.path().join("values.json");
+    std::fs::write(&values, release["spec"]["values"].to_string()).unwrap();
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "lifeboat"])
+        .arg(&chart_dir)
+        .args(["--namespace", CHART_NAMESPACE, "-f"])
+        .arg(&values);
+    let rendered = docs(&ok(&run(&mut cmd)));
+    let args = &deployment(&rendered)["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&json!("--webhook-allowed-hosts=hooks.slack.com")),
+        "{args}"
+    );
+
+    // Flux's schema is the real one: a source kind it does not know is refused.
+    let text = std::fs::read_to_string(&example).unwrap().replace(
+        "kind: GitRepository\n        name: lifeboat",
+        "kind: GitRepo\n        name: lifeboat",
+    );
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(kubectl()
+        .args(["apply", "--server-side", "--dry-run=server", "-f"])
+        .arg(&bad));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.chart.spec.sourceRef.kind"), "{err}");
+}

@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types Lifeboat writes.
 pub mod types {
-    /// The resource is reconciled and its last operation went well (kstatus' readiness signal).
+    /// The resource is reconciled and its last operation went well (what Argo CD's health
+    /// scripts and `kubectl wait --for=condition=Ready` read; kstatus reads the two below).
     pub const READY: &str = "Ready";
     /// The newest good backup is younger than the RPO objective.
     pub const RPO_MET: &str = "RPOMet";
