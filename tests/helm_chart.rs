@@ -12,10 +12,11 @@ mod harness;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use harness::{CHART_NAMESPACE, install_chart_rbac};
+use harness::{CHART_NAMESPACE, harness_with_agent, install_chart_rbac};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::PostParams;
+use lifeboat_operator::config::{self, AgentConfig, AgentFlags};
 use serde_json::json;
 
 fn repo() -> PathBuf {
@@ -113,6 +114,15 @@ fn the_values_schema_refuses_what_cannot_work() {
         ("agent.image.pullPolicy=Sometimes", "pullPolicy"),
         ("watchNamespace=Not_A_Namespace", "watchNamespace"),
         ("typoedKey=1", "typoedKey"),
+        (
+            "agent.containerSecurityContext.privileged=true",
+            "privileged",
+        ),
+        ("agent.podSecurityContext.runAsUser=0", "runAsUser"),
+        (
+            "agent.imagePullSecrets[0].name=Not_A_Secret",
+            "imagePullSecrets",
+        ),
     ] {
         let out = template("lifeboat-system", &[set]);
         assert!(!out.status.success(), "{set} was accepted");
@@ -1242,6 +1252,194 @@ fn an_openshift_values_file_leaves_the_ids_to_the_platform_and_stays_restricted(
     let c = &custom["containers"][0]["securityContext"];
     assert_eq!(c["seLinuxOptions"]["level"], "s0:c26,c5");
     assert_eq!(c["readOnlyRootFilesystem"], true);
+}
+
+/// The agent settings rendered manifests pass the operator, read as the operator reads its flags.
+fn agent_config(rendered: &[serde_json::Value]) -> AgentConfig {
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        agent: AgentFlags,
+    }
+    let args = deployment(rendered)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .filter(|a| a.starts_with("--agent-"));
+    let flags: Flags =
+        clap::Parser::try_parse_from(std::iter::once("operator".into()).chain(args)).unwrap();
+    flags.agent.into()
+}
+
+/// The OpenShift values with a pull secret for the agent image, rendered.
+fn openshift_with_pull_secret() -> Vec<serde_json::Value> {
+    docs(&ok(&template_release(
+        "lifeboat",
+        "lifeboat-system",
+        &["ci/openshift-values.yaml"],
+        &["agent.imagePullSecrets[0].name=regcred"],
+    )))
+}
+
+#[test]
+fn the_agent_pods_settings_reach_the_operator_and_openshift_s_leave_the_ids_to_the_platform() {
+    let default = agent_config(&docs(&ok(&template("lifeboat-system", &[]))));
+    assert_eq!(default.pod_security_context, config::restricted_pod());
+    assert_eq!(
+        default.container_security_context,
+        config::restricted_container()
+    );
+    assert!(default.image_pull_secrets.is_empty());
+
+    let openshift = agent_config(&openshift_with_pull_secret());
+    let psc = &openshift.pod_security_context;
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group, psc.fs_group),
+        (None, None, None),
+        "the SCC assigns the ids"
+    );
+    // Still Pod Security Standard "restricted".
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(
+        psc.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        openshift.container_security_context,
+        config::restricted_container()
+    );
+    assert_eq!(openshift.image_pull_secrets, ["regcred"]);
+}
+
+#[tokio::test]
+async fn under_openshift_values_the_operator_s_job_is_admitted_as_restricted_and_pulls_with_the_secrets()
+ {
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    use kube::api::{ListParams, Patch, PatchParams};
+
+    // The operator's controllers, as the chart's account, with the flags the chart renders; the
+    // namespace enforces Pod Security "restricted".
+    let h = harness_with_agent(
+        "pods-openshift",
+        agent_config(&openshift_with_pull_secret()),
+    )
+    .await;
+    let spec = json!({
+        "schedule": "0 3 * * *",
+        "assets": [{"name": "orders", "postgres": {"host": "db", "user": "backup",
+                    "databases": ["orders"], "passwordSecret": {"name": "db", "key": "pw"}}}],
+        "retention": {"keepLast": 3},
+        "destination": {"volume": {"claimName": "backups"}},
+        "podTemplate": {
+            "imagePullSecrets": [{"name": "team-mirror"}, {"name": "regcred"}],
+            "securityContext": {"runAsUser": 1000680000, "fsGroup": 1000680000,
+                                "seLinuxLevel": "s0:c26,c5"}
+        }
+    });
+    h.apply_policy("shop", spec.clone()).await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "now"}}})),
+        )
+        .await
+        .unwrap();
+    let jobs = h.api::<Job>();
+    let job = h
+        .until("the operator's on-demand Job", async || {
+            jobs.list(&ListParams::default()).await.unwrap().items.pop()
+        })
+        .await;
+    let job_name = job.metadata.name.clone().unwrap();
+    // The Job controller made its pod: PodSecurity admission let it in.
+    let pods = h.api::<Pod>();
+    let pod = h
+        .until("the Job's pod, admitted", async || {
+            pods.list(&ListParams::default().labels(&format!("job-name={job_name}")))
+                .await
+                .unwrap()
+                .items
+                .pop()
+        })
+        .await;
+    let pod = pod.spec.unwrap();
+    let pull: Vec<&str> = pod
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(pull, ["regcred", "team-mirror"]);
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_user, Some(1000680000));
+    assert_eq!(psc.fs_group, Some(1000680000));
+    assert_eq!(psc.run_as_group, None);
+    assert_eq!(
+        psc.se_linux_options.unwrap().level.as_deref(),
+        Some("s0:c26,c5")
+    );
+
+    // The namespace does refuse what is not "restricted": the same pod template without its
+    // seccomp profile, as a Job of the test's own, gets no pod.
+    let mut job_spec = job.spec.clone().unwrap();
+    // The server's selector and labels name the operator's Job; the controller sets new ones.
+    job_spec.selector = None;
+    job_spec.template.metadata = None;
+    let pod_context = job_spec.template.spec.as_mut().unwrap();
+    pod_context
+        .security_context
+        .as_mut()
+        .unwrap()
+        .seccomp_profile = None;
+    let unconfined = Job {
+        metadata: kube::api::ObjectMeta {
+            name: Some("not-restricted".into()),
+            ..Default::default()
+        },
+        spec: Some(job_spec),
+        status: None,
+    };
+    jobs.create(&Default::default(), &unconfined).await.unwrap();
+    let refused = h
+        .until("the Job controller's FailedCreate", async || {
+            h.api::<Event>()
+                .list(&ListParams::default().fields("involvedObject.name=not-restricted"))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some("FailedCreate"))
+        })
+        .await;
+    assert!(
+        refused
+            .message
+            .unwrap_or_default()
+            .contains("violates PodSecurity \"restricted"),
+    );
+
+    // A team cannot write root or privileged mode into its pods: the schema refuses them.
+    for (field, value) in [("runAsUser", json!(0)), ("privileged", json!(true))] {
+        let mut hostile = spec.clone();
+        hostile["podTemplate"]["securityContext"][field] = value;
+        let refused = h
+            .api::<lifeboat_api::BackupPolicy>()
+            .patch(
+                "shop",
+                &PatchParams::apply("test-user").validation_strict(),
+                &Patch::Apply(json!({
+                    "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+                    "metadata": {"name": "shop"}, "spec": hostile
+                })),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains(field), "{refused}");
+    }
 }
 
 #[test]

@@ -1597,3 +1597,82 @@ fn the_node_s_agent_image_holds_the_listed_tools_and_nothing_unused() {
     expected.insert("lifeboat-agent".into());
     assert_eq!(programs, expected, "the programs in {}", tar.display());
 }
+
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn under_openshift_style_settings_agent_pods_run_as_the_namespace_s_uid_and_back_up() {
+    let node = node();
+    // The platform's settings as charts/lifeboat/ci/openshift-values.yaml gives them (no fixed
+    // ids, Pod Security "restricted" otherwise) and a pull secret for the agent image.
+    let mut agent = lifeboat_operator::config::AgentConfig::default();
+    agent.pod_security_context.run_as_user = None;
+    agent.pod_security_context.run_as_group = None;
+    agent.pod_security_context.fs_group = None;
+    agent.image_pull_secrets = vec!["regcred".into()];
+    let h = harness::harness_with_agent("node-ids", agent).await;
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    blocking(|| sample_database(&pg));
+    for secret in [
+        json!({"metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+               "stringData": {".dockerconfigjson": "{\"auths\": {}}"}}),
+        json!({"metadata": {"name": "s3-creds"},
+               "stringData": {"AWS_ACCESS_KEY_ID": "lifeboat-ak", "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}}),
+    ] {
+        h.api::<Secret>()
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    // The ids the namespace was given (as an SCC assigns them from its range), set by the team.
+    h.apply_policy(
+        "shop",
+        json!({
+            "schedule": "0 3 * * *",
+            "assets": [postgres_asset(node, &pg)],
+            "retention": {"keepLast": 5},
+            "destination": {"s3": {"endpoint": format!("http://{}:{}", s3.gateway, s3.port),
+                                   "bucket": "backups", "prefix": "lifeboat", "forcePathStyle": true,
+                                   "credentialsSecret": {"name": "s3-creds"}}},
+            "podTemplate": {"imagePullSecrets": [{"name": "regcred"}],
+                            "securityContext": {"runAsUser": 1000680000, "fsGroup": 1000680000}}
+        }),
+    )
+    .await;
+    let policy = backup_now(&h, node, "ids-1").await;
+    let id = policy.status.unwrap().assets[0]
+        .last_success
+        .as_ref()
+        .unwrap()
+        .id
+        .clone();
+    assert!(
+        s3.root
+            .path()
+            .join("backups/lifeboat")
+            .join(&h.ns)
+            .join("shop")
+            .join(&id)
+            .join("orders-db.metadata.json")
+            .is_file()
+    );
+    // Run by the kubelet as that UID (not the image's 65532) with its read-only root, in a
+    // namespace enforcing "restricted".
+    all_pods_ran_on(&h, node).await;
+    for pod in h.api::<Pod>().list(&ListParams::default()).await.unwrap() {
+        let spec = pod.spec.unwrap();
+        let psc = spec.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(1000680000));
+        assert_eq!(psc.run_as_group, None);
+        let pull: Vec<String> = spec
+            .image_pull_secrets
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(pull, ["regcred"], "the platform's and the team's, once");
+    }
+}

@@ -1,8 +1,8 @@
 //! The operator's reach, proven by impersonating the chart's ServiceAccount against the real API
 //! server with the chart's RBAC and admission policy installed (deploy/generated, kept equal to
 //! `helm template`): it reads no Secret anywhere, creates no pod, and the Jobs and CronJobs it
-//! may create run only the agent image, on no host namespace, unprivileged, without hostPath and
-//! as an account Lifeboat uses. Its own Jobs, from the operator's real builders, still pass (and
+//! may create run only the agent image, on no host namespace, unprivileged, never as root,
+//! without hostPath and as an account Lifeboat uses. Its own Jobs, from the operator's real builders, still pass (and
 //! every operator test runs the controllers as this account).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -241,7 +241,7 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
 
     // The same Job with one thing changed is refused, with the rule that refuses it.
     type Change = fn(&mut k8s_openapi::api::core::v1::PodSpec);
-    let cases: [(&str, Change, &str); 9] = [
+    let cases: [(&str, Change, &str); 12] = [
         (
             "a foreign image",
             |p| p.containers[0].image = Some("busybox:latest".into()),
@@ -293,6 +293,37 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
                     .add = Some(vec!["NET_ADMIN".into()])
             },
             "privileged containers or add capabilities",
+        ),
+        (
+            "root for the pod",
+            |p| {
+                let sc = p.security_context.get_or_insert_default();
+                sc.run_as_user = Some(0);
+                sc.run_as_non_root = None;
+                p.containers[0]
+                    .security_context
+                    .get_or_insert_default()
+                    .run_as_non_root = None;
+            },
+            "never run as root",
+        ),
+        (
+            "root for the container",
+            |p| {
+                let sc = p.containers[0].security_context.get_or_insert_default();
+                sc.run_as_non_root = Some(false);
+            },
+            "never run as root",
+        ),
+        (
+            "privilege escalation",
+            |p| {
+                p.containers[0]
+                    .security_context
+                    .get_or_insert_default()
+                    .allow_privilege_escalation = Some(true)
+            },
+            "never run as root or allow privilege escalation",
         ),
         (
             "a hostPath volume",

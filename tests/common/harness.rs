@@ -27,6 +27,8 @@ pub struct Harness {
     pub metrics: Metrics,
     /// The master signing key Secret the controllers read (in [`CHART_NAMESPACE`]).
     master_key: String,
+    /// How the controllers build agent pods (the chart's defaults unless a test says).
+    agent: AgentConfig,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -38,6 +40,16 @@ pub async fn harness(prefix: &str) -> Harness {
 /// [`harness`] with controllers reading the master signing key from Secret `master_key` (one
 /// that does not exist plays a platform team that has not provided it).
 pub async fn harness_with_master_key(prefix: &str, master_key: &str) -> Harness {
+    harness_with(prefix, master_key, AgentConfig::default()).await
+}
+
+/// [`harness`] with controllers building agent pods as `agent` says (the platform team's
+/// settings, e.g. parsed from the chart's rendered flags).
+pub async fn harness_with_agent(prefix: &str, agent: AgentConfig) -> Harness {
+    harness_with(prefix, MASTER_KEY_SECRET, agent).await
+}
+
+async fn harness_with(prefix: &str, master_key: &str, agent: AgentConfig) -> Harness {
     // RUST_LOG=lifeboat_operator=debug shows the controllers' logs in a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -53,7 +65,7 @@ pub async fn harness_with_master_key(prefix: &str, master_key: &str) -> Harness 
         .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
         .await
         .unwrap();
-    start_operator(client, operator, ns, master_key.to_owned())
+    start_operator(client, operator, ns, master_key.to_owned(), agent)
 }
 
 /// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
@@ -71,6 +83,7 @@ pub async fn without_operator(prefix: &str) -> Harness {
         ns,
         metrics: Metrics::new().unwrap(),
         master_key: MASTER_KEY_SECRET.to_owned(),
+        agent: AgentConfig::default(),
         _stop: stop,
     }
 }
@@ -85,6 +98,7 @@ pub fn on(client: Client, ns: &str) -> Harness {
         ns: ns.to_owned(),
         metrics: Metrics::new().unwrap(),
         master_key: MASTER_KEY_SECRET.to_owned(),
+        agent: AgentConfig::default(),
         _stop: stop,
     }
 }
@@ -271,10 +285,16 @@ pub async fn install_chart_rbac(admin: &Client) {
 
 /// The operator's controllers on `ns`, in this test's runtime, until the Harness is dropped.
 /// `client` is the test's own (admin, playing the kubelet); `operator` is the controllers'.
-fn start_operator(client: Client, operator: Client, ns: String, master_key: String) -> Harness {
+fn start_operator(
+    client: Client,
+    operator: Client,
+    ns: String,
+    master_key: String,
+    agent: AgentConfig,
+) -> Harness {
     let metrics = Metrics::new().unwrap();
     let ctx = Arc::new(
-        Context::new(operator.clone(), metrics.clone(), AgentConfig::default())
+        Context::new(operator.clone(), metrics.clone(), agent.clone())
             .with_signing_key(MasterKeySecret::new(CHART_NAMESPACE, &master_key).unwrap()),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -287,6 +307,7 @@ fn start_operator(client: Client, operator: Client, ns: String, master_key: Stri
         ns,
         metrics,
         master_key,
+        agent,
         _stop: stop,
     }
 }
@@ -300,13 +321,14 @@ impl Harness {
             operator,
             ns,
             master_key,
+            agent,
             _stop,
             ..
         } = self;
         drop(_stop);
         // Let the old controllers see the shutdown before the new ones start.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        start_operator(client, operator, ns, master_key)
+        start_operator(client, operator, ns, master_key, agent)
     }
 
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(

@@ -88,12 +88,20 @@ impl Env {
         Ok(text.trim_end_matches(['\n', '\r']).to_owned())
     }
 
-    /// A client of the bucket at `loc`, its keys read from the Secret files.
+    /// A client of the bucket at `loc`, its keys and CA bundle read from the Secret files.
     pub fn s3(&self, loc: &S3Location, role: S3Role) -> Result<S3Store> {
-        let c = &loc.credentials_secret;
-        let key = |k: &str| SecretKeyRef {
-            name: c.name.clone(),
-            key: k.to_owned(),
+        let keys = match &loc.credentials_secret {
+            Some(c) => {
+                let key = |k: &str| SecretKeyRef {
+                    name: c.name.clone(),
+                    key: k.to_owned(),
+                };
+                Some((
+                    self.secret(&key(&c.access_key_id_key))?,
+                    self.secret(&key(&c.secret_access_key_key))?,
+                ))
+            }
+            None => None,
         };
         S3Store::new(S3Settings {
             endpoint: loc.endpoint.clone(),
@@ -101,8 +109,12 @@ impl Env {
             prefix: loc.prefix.clone(),
             region: loc.region.clone(),
             path_style: loc.force_path_style,
-            access_key_id: self.secret(&key(&c.access_key_id_key))?,
-            secret_access_key: self.secret(&key(&c.secret_access_key_key))?,
+            keys,
+            ca_bundle: loc
+                .ca_bundle_secret
+                .as_ref()
+                .map(|r| self.secret(r))
+                .transpose()?,
             role,
         })
     }

@@ -187,28 +187,50 @@ pub struct S3Settings {
     pub prefix: String,
     pub region: String,
     pub path_style: bool,
-    pub access_key_id: String,
-    pub secret_access_key: String,
+    /// The access key id and secret key; `None`: the pod's own identity, found by
+    /// object_store as the AWS SDKs find it (web identity token file, EKS Pod Identity,
+    /// instance metadata, `AWS_*` environment variables).
+    pub keys: Option<(String, String)>,
+    /// PEM certificates trusted besides the system's roots for the endpoint (a private CA).
+    pub ca_bundle: Option<String>,
     pub role: S3Role,
 }
 
 impl S3Store {
     pub fn new(s: S3Settings) -> Result<Self> {
-        let store = object_store::aws::AmazonS3Builder::new()
+        let mut options = object_store::ClientOptions::new()
+            .with_connect_timeout(S3_CONNECT_TIMEOUT)
+            .with_timeout(env_duration(
+                "LIFEBOAT_S3_REQUEST_TIMEOUT",
+                S3_REQUEST_TIMEOUT,
+            )?);
+        if let Some(pem) = &s.ca_bundle {
+            let certs = object_store::Certificate::from_pem_bundle(pem.as_bytes())
+                .map_err(|e| AgentError::config(format!("CA bundle of {}: {e}", s.endpoint)))?;
+            if certs.is_empty() {
+                return Err(AgentError::config(format!(
+                    "CA bundle of {}: no PEM certificate in it",
+                    s.endpoint
+                )));
+            }
+            for cert in certs {
+                options = options.with_root_certificate(cert);
+            }
+        }
+        let builder = match &s.keys {
+            Some((id, secret)) => object_store::aws::AmazonS3Builder::new()
+                .with_access_key_id(id)
+                .with_secret_access_key(secret),
+            // The environment is where IRSA and EKS Pod Identity put the token file, role and
+            // endpoint; object_store then picks the provider (else instance metadata).
+            None => object_store::aws::AmazonS3Builder::from_env(),
+        };
+        let store = builder
             .with_endpoint(&s.endpoint)
             .with_bucket_name(&s.bucket)
             .with_region(&s.region)
-            .with_access_key_id(&s.access_key_id)
-            .with_secret_access_key(&s.secret_access_key)
             // Before with_allow_http, which sets a field of these options.
-            .with_client_options(
-                object_store::ClientOptions::new()
-                    .with_connect_timeout(S3_CONNECT_TIMEOUT)
-                    .with_timeout(env_duration(
-                        "LIFEBOAT_S3_REQUEST_TIMEOUT",
-                        S3_REQUEST_TIMEOUT,
-                    )?),
-            )
+            .with_client_options(options)
             .with_allow_http(s.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(!s.path_style)
             .with_retry(object_store::RetryConfig {
@@ -257,9 +279,24 @@ impl S3Store {
     }
 
     /// An object_store error, classified from its text (object_store does not expose the HTTP
-    /// status or the transport error kind in a stable way).
-    pub(crate) fn err(&self, e: impl std::fmt::Display) -> AgentError {
+    /// status or the transport error kind in a stable way), except an untrusted certificate,
+    /// found in its chain of causes (its text says only "error sending request").
+    pub(crate) fn err<E: std::fmt::Display + 'static>(&self, e: E) -> AgentError {
         let text = e.to_string();
+        let any: &dyn std::any::Any = &e;
+        if let Some(cause) = any
+            .downcast_ref::<object_store::Error>()
+            .and_then(|e| untrusted_certificate(e))
+        {
+            return AgentError::new(
+                lifeboat_api::agent_result::ErrorClass::TlsUntrusted,
+                format!(
+                    "{}: the endpoint's TLS certificate is not trusted ({cause}); give its CA \
+                     in caBundleSecret: {text}",
+                    self.what
+                ),
+            );
+        }
         AgentError::new(classify(&text, self.role), format!("{}: {text}", self.what))
     }
 
@@ -1028,6 +1065,30 @@ fn check_file_name(name: &str) -> Result<()> {
 
 /// The failure class of an object-store error, from its text (object_store reports S3's answers
 /// as text: the status line and the XML error code).
+/// The rustls refusal of a server certificate among the causes of `e`, if any. A TLS error
+/// reaches here inside an `io::Error`, whose `source()` skips the error it wraps, so each
+/// `io::Error` is opened as well.
+fn untrusted_certificate<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(r @ rustls::Error::InvalidCertificate(_)) = err.downcast_ref::<rustls::Error>()
+        {
+            return Some(r);
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| untrusted_certificate(inner))
+        {
+            return Some(inner);
+        }
+        next = err.source();
+    }
+    None
+}
+
 fn classify(text: &str, role: S3Role) -> lifeboat_api::agent_result::ErrorClass {
     use lifeboat_api::agent_result::ErrorClass;
     let unreachable = [

@@ -20,6 +20,20 @@ struct S3Server {
 
 impl S3Server {
     fn start() -> S3Server {
+        Self::start_with(&[])
+    }
+
+    /// Served over TLS with the certificate and key in these PEM files.
+    fn start_tls(cert: &Path, key: &Path) -> S3Server {
+        Self::start_with(&[
+            "--cert".as_ref(),
+            cert.as_os_str(),
+            "--key".as_ref(),
+            key.as_os_str(),
+        ])
+    }
+
+    fn start_with(extra: &[&std::ffi::OsStr]) -> S3Server {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("backups")).unwrap();
         let port = free_port().unwrap();
@@ -32,6 +46,7 @@ impl S3Server {
                 "--config",
                 "/dev/null",
             ])
+            .args(extra)
             .arg(root.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -188,6 +203,164 @@ fn backup_to_s3_then_restore_from_it_and_refuse_corruption() {
             .count(),
         1
     );
+}
+
+/// A CA made for the test and a certificate it issued for 127.0.0.1: (CA PEM, cert file, key
+/// file).
+fn private_ca(dir: &Path) -> (String, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    (ca.pem(), cert_file, key_file)
+}
+
+#[test]
+fn a_bucket_behind_a_private_ca_is_reached_with_its_bundle_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(dir.path());
+    let s3 = S3Server::start_tls(&cert, &key);
+    let secrets_dir = secrets(dir.path(), "lifeboat-sk-0123456789\n");
+    let ca_dir = secrets_dir.join("store-ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::write(ca_dir.join("ca.crt"), &ca).unwrap();
+    let pg = LocalPostgres::start().unwrap();
+    let conn = pg.conn();
+    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+    postgres::query(&conn, "shop", "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, 500) i").unwrap();
+    let expected = postgres::query(&conn, "shop", FINGERPRINT).unwrap();
+    let term = dir.path().join("term");
+    let mut destination = destination(&s3);
+    destination["s3"]["endpoint"] = json!(format!("https://127.0.0.1:{}", s3.port));
+    let mut trusted = destination.clone();
+    trusted["s3"]["caBundleSecret"] = json!({"name": "store-ca", "key": "ca.crt"});
+    let asset = json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}});
+    let job = |destination: &serde_json::Value| {
+        json!({"namespace": "n", "policy": "shop", "asset": asset, "destination": destination,
+               "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}})
+    };
+
+    // Without the bundle: the certificate is not trusted, nothing is stored. (object_store
+    // retries a failed handshake as any transport error: bounded here to keep the test short.)
+    let out = agent_command()
+        .env("LIFEBOAT_JOB", job(&destination).to_string())
+        .env("LIFEBOAT_SECRETS_DIR", &secrets_dir)
+        .env("LIFEBOAT_TERMINATION_LOG", &term)
+        .env("LIFEBOAT_S3_RETRY_TIMEOUT", "3s")
+        .arg("backup")
+        .output()
+        .unwrap();
+    let summary = std::fs::read_to_string(&term)
+        .ok()
+        .and_then(|t| AgentSummary::from_termination_message(&t));
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::TlsUntrusted.exit_code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = summary.unwrap();
+    assert_eq!(summary.error_class, Some(ErrorClass::TlsUntrusted));
+    let message = summary.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("certificate is not trusted") && message.contains("caBundleSecret"),
+        "{message}"
+    );
+    eprintln!("without the bundle: {message}");
+    assert!(!s3.bucket().join("lifeboat").exists(), "nothing stored");
+
+    // With it: backed up over TLS and restored from there.
+    let (out, summary) = run(job(&trusted), &["backup"], &secrets_dir, &term);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = summary.unwrap().backup_id.unwrap();
+    assert!(
+        s3.bucket()
+            .join("lifeboat/n/shop")
+            .join(&id)
+            .join("orders-db.metadata.json")
+            .is_file()
+    );
+    let restore = json!({"namespace": "n", "policy": "shop", "backupId": "latest", "asset": asset,
+        "target": {"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "database": "shop_copy", "createDatabase": true}},
+        "location": trusted, "options": {}});
+    let (out, _) = run(restore, &["restore", "--execute"], &secrets_dir, &term);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        postgres::query(&conn, "shop_copy", FINGERPRINT).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn without_a_credentials_secret_the_pods_own_identity_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = S3Server::start();
+    let pg = LocalPostgres::start().unwrap();
+    let conn = pg.conn();
+    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+    postgres::query(&conn, "shop", "CREATE TABLE t (id int)").unwrap();
+    let mut destination = destination(&s3);
+    destination["s3"]
+        .as_object_mut()
+        .unwrap()
+        .remove("credentialsSecret");
+    let job = json!({"namespace": "n", "policy": "shop", "destination": destination,
+        "asset": {"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port, "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}},
+        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 5, "minKeep": 1}});
+    let no_secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&no_secrets).unwrap();
+    let term = dir.path().join("term");
+    // The identity in the pod's environment (what the AWS SDKs' chain reads first after
+    // explicit keys); IRSA's token file and EKS Pod Identity are read by the same chain.
+    let with_env = |key: &str| {
+        let out = agent_command()
+            .env("LIFEBOAT_JOB", job.to_string())
+            .env("LIFEBOAT_SECRETS_DIR", &no_secrets)
+            .env("LIFEBOAT_TERMINATION_LOG", &term)
+            .env("AWS_ACCESS_KEY_ID", "lifeboat-ak")
+            .env("AWS_SECRET_ACCESS_KEY", key)
+            .arg("backup")
+            .output()
+            .unwrap();
+        let summary = std::fs::read_to_string(&term)
+            .ok()
+            .and_then(|t| AgentSummary::from_termination_message(&t));
+        (out, summary)
+    };
+    let (out, summary) = with_env("lifeboat-sk-0123456789");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(summary.unwrap().ok);
+    // The identity is really the one used: another key is refused.
+    let (out, summary) = with_env("not-the-key");
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Auth.exit_code()),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Auth));
 }
 
 /// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's

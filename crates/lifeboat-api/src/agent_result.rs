@@ -197,6 +197,9 @@ pub enum ErrorClass {
     /// replica, replicates over TLS, refuses CONFIG or REPLICAOF, or reads an older RDB format
     /// than the backup's): refused before it was changed.
     TargetUnsupported,
+    /// The server's TLS certificate was not trusted (a private CA without its bundle, or
+    /// another server answering): nothing was sent.
+    TlsUntrusted,
 }
 
 impl ErrorClass {
@@ -216,11 +219,12 @@ impl ErrorClass {
             ErrorClass::SecretNotFound => 12,
             ErrorClass::OutOfScope => 13,
             ErrorClass::TargetUnsupported => 14,
+            ErrorClass::TlsUntrusted => 15,
         }
     }
 
     /// Every class, for [`ErrorClass::from_reason`].
-    const ALL: [ErrorClass; 12] = [
+    const ALL: [ErrorClass; 13] = [
         ErrorClass::Config,
         ErrorClass::SourceUnreachable,
         ErrorClass::Auth,
@@ -233,6 +237,7 @@ impl ErrorClass {
         ErrorClass::SecretNotFound,
         ErrorClass::OutOfScope,
         ErrorClass::TargetUnsupported,
+        ErrorClass::TlsUntrusted,
     ];
 
     /// The class whose [`ErrorClass::reason`] is `reason` (a Job outcome records the reason).
@@ -255,6 +260,7 @@ impl ErrorClass {
             ErrorClass::SecretNotFound => "SecretNotFound",
             ErrorClass::OutOfScope => "OutOfScope",
             ErrorClass::TargetUnsupported => "TargetUnsupported",
+            ErrorClass::TlsUntrusted => "TlsUntrusted",
         }
     }
 }
@@ -602,6 +608,7 @@ mod tests {
             ErrorClass::SecretNotFound,
             ErrorClass::OutOfScope,
             ErrorClass::TargetUnsupported,
+            ErrorClass::TlsUntrusted,
         ];
         let mut codes: Vec<i32> = all.iter().map(|c| c.exit_code()).collect();
         codes.sort_unstable();

@@ -76,8 +76,15 @@ pub struct S3Location {
     /// self-hosted servers want this).
     #[serde(default)]
     pub force_path_style: bool,
-    /// The Secret with the access keys.
-    pub credentials_secret: S3CredentialsRef,
+    /// The Secret with the access keys. Absent: the agent pod's own identity, as the AWS SDKs
+    /// find it (a web identity token file for IRSA, EKS Pod Identity, instance metadata, or
+    /// `AWS_ACCESS_KEY_ID` in its environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3CredentialsRef>,
+    /// A Secret key holding the PEM certificates of the CA(s) the endpoint's certificate is
+    /// checked against, besides the system's (a private CA). Verification is never turned off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret: Option<SecretKeyRef>,
 }
 
 fn default_region() -> String {
@@ -508,6 +515,54 @@ pub struct PodTemplateOverride {
     /// Extra annotations on the pods (and their Jobs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Secrets of this namespace the kubelet pulls the agent image with (a private registry
+    /// mirror), added to the platform team's `agent.imagePullSecrets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<ImagePullSecret>,
+    /// The pod-level ids a namespace may need (a UID range, an SELinux level assigned to the
+    /// namespace), set over the platform team's `agent.podSecurityContext`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityOverride>,
+}
+
+/// A Secret of type `kubernetes.io/dockerconfigjson` in the resource's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImagePullSecret {
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// What a namespace user may change of its agent pods' security context: only ids Pod Security
+/// "restricted" leaves to the pod. Privileged mode, capabilities, host access, another seccomp
+/// profile or SELinux type cannot be written here (the schema has no field for them; the API
+/// server refuses unknown fields under strict validation and prunes them otherwise), and root
+/// is refused by the schema.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityOverride {
+    /// Never 0: "restricted" refuses root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub run_as_group: Option<i64>,
+    /// The group that owns the backup volume's files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub fs_group: Option<i64>,
+    /// The SELinux level (MCS categories) only, e.g. `s0:c26,c5`: "restricted" forbids a
+    /// user, a role, and any type but the container runtime's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 2, max = 128),
+        regex(pattern = r"^s[0-9]+(-s[0-9]+)?(:c[0-9]+([.,]c[0-9]+)*)?$")
+    )]
+    pub se_linux_level: Option<String>,
 }
 
 #[cfg(test)]

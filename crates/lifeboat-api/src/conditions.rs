@@ -7,7 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types Lifeboat writes.
 pub mod types {
-    /// The resource is reconciled and its last operation went well (kstatus' readiness signal).
+    /// The resource is reconciled and its last operation went well (what Argo CD's health
+    /// scripts and `kubectl wait --for=condition=Ready` read; kstatus reads the two below).
     pub const READY: &str = "Ready";
     /// The newest good backup is younger than the RPO objective.
     pub const RPO_MET: &str = "RPOMet";
@@ -22,6 +23,12 @@ pub mod types {
     /// The last retention pass of every asset went through (False: the mass-deletion guard
     /// refused one, and nothing of that asset was deleted).
     pub const RETENTION_APPLIED: &str = "RetentionApplied";
+    /// kstatus' "in progress" (True: the resource is still working toward its goal, e.g. a
+    /// restore under way). Derived from Ready by [`super::set_kstatus`].
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus' "failed" (True: Ready is False and nothing is in progress that could change
+    /// it without an edit or a new run). Derived from Ready by [`super::set_kstatus`].
+    pub const STALLED: &str = "Stalled";
 }
 
 /// The three condition statuses.
@@ -105,6 +112,41 @@ pub fn set_condition(conditions: &mut Vec<Condition>, mut new: Condition) -> boo
     }
 }
 
+/// Sets `Reconciling` and `Stalled` from `Ready`, so that kstatus (sigs.k8s.io/cli-utils: Flux,
+/// kpt and `kstatus`-based waits compute health from these two conditions and
+/// `observedGeneration` only, never from Ready) agrees with Ready: `Reconciling` while
+/// `progressing`, else `Stalled` while Ready is False, each carrying Ready's reason and message.
+/// Both are written False otherwise, so their transitions are recorded. Nothing without Ready.
+pub fn set_kstatus(
+    conditions: &mut Vec<Condition>,
+    progressing: bool,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let Some(ready) = find(conditions, types::READY).cloned() else {
+        return;
+    };
+    let stalled = !progressing && Status::of(&ready) == Status::False;
+    for (type_, on) in [(types::RECONCILING, progressing), (types::STALLED, stalled)] {
+        let message = if on {
+            ready.message.clone()
+        } else {
+            String::new()
+        };
+        set_condition(
+            conditions,
+            condition(
+                type_,
+                Status::from(on),
+                &ready.reason,
+                message,
+                generation,
+                now,
+            ),
+        );
+    }
+}
+
 /// The condition of `type_`, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -126,6 +168,73 @@ mod tests {
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_ready_and_progress() {
+        let t0 = at("2026-11-24T10:00:00Z");
+        let t1 = at("2026-11-24T11:00:00Z");
+        let get = |c: &[Condition], t: &str| {
+            let c = find(c, t).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let mut c = Vec::new();
+        set_kstatus(&mut c, false, Some(1), t0);
+        assert!(c.is_empty(), "nothing without Ready");
+
+        set_condition(
+            &mut c,
+            condition(
+                types::READY,
+                Status::False,
+                "InProgress",
+                "Restoring",
+                Some(1),
+                t0,
+            ),
+        );
+        set_kstatus(&mut c, true, Some(1), t0);
+        assert_eq!(
+            get(&c, types::RECONCILING),
+            ("True".into(), "InProgress".into(), "Restoring".into())
+        );
+        assert_eq!(get(&c, types::STALLED).0, "False");
+
+        set_condition(
+            &mut c,
+            condition(
+                types::READY,
+                Status::False,
+                "BackupFailed",
+                "disk full",
+                Some(1),
+                t1,
+            ),
+        );
+        set_kstatus(&mut c, false, Some(1), t1);
+        assert_eq!(get(&c, types::RECONCILING).0, "False");
+        assert_eq!(
+            get(&c, types::STALLED),
+            ("True".into(), "BackupFailed".into(), "disk full".into())
+        );
+        assert_eq!(
+            find(&c, types::STALLED).unwrap().last_transition_time,
+            Time(t1)
+        );
+
+        set_condition(
+            &mut c,
+            condition(types::READY, Status::True, "Scheduled", "ok", Some(2), t1),
+        );
+        set_kstatus(&mut c, false, Some(2), t1);
+        for t in [types::RECONCILING, types::STALLED] {
+            assert_eq!(get(&c, t).0, "False", "{t}");
+            assert_eq!(find(&c, t).unwrap().observed_generation, Some(2));
+        }
+        // Again with nothing new: nothing changes (no status write is owed).
+        let before = c.clone();
+        set_kstatus(&mut c, false, Some(2), at("2026-11-24T12:00:00Z"));
+        assert_eq!(c, before);
     }
 
     #[test]

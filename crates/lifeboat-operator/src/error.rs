@@ -251,7 +251,7 @@ impl CatalogFailure {
     pub fn from_class(class: Option<lifeboat_api::agent_result::ErrorClass>) -> Self {
         use lifeboat_api::agent_result::ErrorClass as C;
         match class {
-            Some(C::Storage | C::Auth | C::SourceUnreachable | C::Timeout) => {
+            Some(C::Storage | C::Auth | C::SourceUnreachable | C::Timeout | C::TlsUntrusted) => {
                 Self::LocationUnreadable
             }
             Some(C::NotFound) => Self::NoBackupAtLocation,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube::Api;
-use lifeboat_operator::config::AgentConfig;
+use lifeboat_operator::config::{AgentConfig, AgentFlags};
 use lifeboat_operator::context::Context;
 use lifeboat_operator::leader::{LeaderElector, LeaseConfig};
 use lifeboat_operator::metrics::Metrics;
@@ -24,30 +24,8 @@ struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "LIFEBOAT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Image of the agent that runs inside backup and restore Jobs.
-    #[arg(long, env = "LIFEBOAT_AGENT_IMAGE")]
-    agent_image: Option<String>,
-    #[arg(
-        long,
-        env = "LIFEBOAT_AGENT_IMAGE_PULL_POLICY",
-        default_value = "IfNotPresent"
-    )]
-    agent_image_pull_policy: String,
-    /// Service account of agent pods unless a resource names another (default: the namespace's
-    /// `default` account, with no token mounted).
-    #[arg(long, env = "LIFEBOAT_AGENT_SERVICE_ACCOUNT")]
-    agent_service_account: Option<String>,
-    /// Hosts a drill's webhook may be on, comma-separated: exact (`hooks.slack.com`) or a
-    /// suffix pattern (`*.example.com`). Any host when empty.
-    #[arg(long, env = "LIFEBOAT_WEBHOOK_ALLOWED_HOSTS", value_delimiter = ',')]
-    webhook_allowed_hosts: Vec<String>,
-    /// Prefix of the chart's ClusterRoles Kubernetes-state accounts are bound to.
-    #[arg(
-        long,
-        env = "LIFEBOAT_KUBESTATE_ROLES",
-        default_value = "lifeboat-kubestate"
-    )]
-    kubestate_roles: String,
+    #[command(flatten)]
+    agent: AgentFlags,
     /// Watch only this namespace (install with a Role instead of a ClusterRole).
     #[arg(long, env = "LIFEBOAT_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -102,15 +80,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new()?;
-    let mut agent = AgentConfig::default();
-    if let Some(image) = args.agent_image {
-        agent.image = image;
-    }
-    agent.image_pull_policy = args.agent_image_pull_policy;
-    agent.service_account = args.agent_service_account;
-    agent.webhook_allowed_hosts = args.webhook_allowed_hosts;
-    agent.kubestate_roles = args.kubestate_roles;
-    let mut ctx = Context::new(client, metrics.clone(), agent);
+    let mut ctx = Context::new(client, metrics.clone(), AgentConfig::from(args.agent));
     if let Some(name) = &args.signing_key_secret {
         ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(
             &args.leader_election_namespace,

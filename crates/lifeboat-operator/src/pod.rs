@@ -5,21 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, KeyToPath, LocalObjectReference,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    SELinuxOptions, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use lifeboat_api::agent_job::{BACKUP_VOLUME_DIR, SECRETS_DIR};
-use lifeboat_api::common::{Destination, PodTemplateOverride, SecretKeyRef};
+use lifeboat_api::common::{Destination, PodSecurityOverride, PodTemplateOverride, SecretKeyRef};
 
 use crate::config::AgentConfig;
 use crate::names::short_hash;
 
 /// The container name; the operator reads this container's termination message.
 pub const AGENT_CONTAINER: &str = "agent";
-/// The unprivileged user of agent pods (the distroless "nonroot" user).
-pub const AGENT_UID: i64 = 65532;
 
 /// What one agent pod needs.
 pub struct AgentPod<'a> {
@@ -102,16 +100,7 @@ impl AgentPod<'_> {
             ),
             termination_message_path: Some("/dev/termination-log".into()),
             termination_message_policy: Some("File".into()),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    add: None,
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(self.config.container_security_context.clone()),
             ..Default::default()
         };
         PodTemplateSpec {
@@ -133,23 +122,64 @@ impl AgentPod<'_> {
                 node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
                 tolerations: (!o.tolerations.is_empty()).then(|| o.tolerations.clone()),
                 priority_class_name: o.priority_class_name.clone(),
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    run_as_user: Some(AGENT_UID),
-                    run_as_group: Some(AGENT_UID),
-                    fs_group: Some(AGENT_UID),
-                    seccomp_profile: Some(SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        localhost_profile: None,
-                    }),
-                    ..Default::default()
-                }),
+                security_context: Some(pod_security(
+                    &self.config.pod_security_context,
+                    o.security_context.as_ref(),
+                )),
+                image_pull_secrets: pull_secrets(
+                    &self.config.image_pull_secrets,
+                    o.image_pull_secrets.iter().map(|s| s.name.as_str()),
+                ),
                 containers: vec![container],
                 volumes: Some(volumes),
                 ..Default::default()
             }),
         }
     }
+}
+
+/// The platform team's pod context with the ids a resource chose set over it; nothing else of
+/// the platform's context can be changed from a resource.
+fn pod_security(
+    platform: &PodSecurityContext,
+    ids: Option<&PodSecurityOverride>,
+) -> PodSecurityContext {
+    let mut psc = platform.clone();
+    let Some(ids) = ids else { return psc };
+    if let Some(uid) = ids.run_as_user {
+        psc.run_as_user = Some(uid);
+    }
+    if let Some(gid) = ids.run_as_group {
+        psc.run_as_group = Some(gid);
+    }
+    if let Some(gid) = ids.fs_group {
+        psc.fs_group = Some(gid);
+    }
+    if let Some(level) = &ids.se_linux_level {
+        // Only the level: the rest stays the platform's.
+        let mut se: SELinuxOptions = psc.se_linux_options.take().unwrap_or_default();
+        se.level = Some(level.clone());
+        psc.se_linux_options = Some(se);
+    }
+    psc
+}
+
+/// The platform's pull secrets, then the resource's, each once.
+fn pull_secrets<'a>(
+    platform: &'a [String],
+    resource: impl Iterator<Item = &'a str>,
+) -> Option<Vec<LocalObjectReference>> {
+    let mut seen = BTreeSet::new();
+    let refs: Vec<LocalObjectReference> = platform
+        .iter()
+        .map(String::as_str)
+        .chain(resource)
+        .filter(|name| seen.insert(*name))
+        .map(|name| LocalObjectReference {
+            name: name.to_owned(),
+        })
+        .collect();
+    (!refs.is_empty()).then_some(refs)
 }
 
 /// One read-only Secret volume per Secret, projecting only the referenced keys, mounted where

@@ -10,7 +10,7 @@ use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::{AgentJob, JOB_ENV, KubernetesStateScope, signing_key_ref};
 use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
-use lifeboat_api::common::{Destination, S3CredentialsRef, SecretKeyRef};
+use lifeboat_api::common::{Destination, S3Location, SecretKeyRef};
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
@@ -207,26 +207,29 @@ pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<Secre
     let mut out = match &asset.source {
         AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
         AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
-        AssetSource::ObjectStorage(bucket) => s3_keys(&bucket.source.credentials_secret).to_vec(),
+        AssetSource::ObjectStorage(bucket) => s3_secrets(&bucket.source),
         AssetSource::KubernetesState(_) => Vec::new(),
     };
     if let Some(s3) = &destination.s3 {
-        out.extend(s3_keys(&s3.credentials_secret));
+        out.extend(s3_secrets(s3));
     }
     out
 }
 
-pub(crate) fn s3_keys(c: &S3CredentialsRef) -> [SecretKeyRef; 2] {
-    [
-        SecretKeyRef {
-            name: c.name.clone(),
-            key: c.access_key_id_key.clone(),
-        },
-        SecretKeyRef {
-            name: c.name.clone(),
-            key: c.secret_access_key_key.clone(),
-        },
-    ]
+/// The Secret keys a bucket's client reads: its access keys (none when the pod's own identity
+/// is used) and its CA bundle.
+pub(crate) fn s3_secrets(loc: &S3Location) -> Vec<SecretKeyRef> {
+    let mut out = Vec::new();
+    if let Some(c) = &loc.credentials_secret {
+        for key in [&c.access_key_id_key, &c.secret_access_key_key] {
+            out.push(SecretKeyRef {
+                name: c.name.clone(),
+                key: key.clone(),
+            });
+        }
+    }
+    out.extend(loc.ca_bundle_secret.clone());
+    out
 }
 
 #[cfg(test)]
@@ -364,6 +367,8 @@ mod tests {
                 .unwrap();
             let psc = pod.security_context.unwrap();
             assert_eq!(psc.run_as_non_root, Some(true));
+            assert_eq!(psc.run_as_user, Some(crate::config::AGENT_UID));
+            assert_eq!(pod.image_pull_secrets, None);
             assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
             assert_eq!(pod.host_network, None);
             assert_eq!(pod.automount_service_account_token, Some(false));
@@ -378,6 +383,94 @@ mod tests {
                 assert!(v.host_path.is_none());
             }
         }
+    }
+
+    fn pod_spec(cj: CronJob) -> k8s_openapi::api::core::v1::PodSpec {
+        cj.spec
+            .unwrap()
+            .job_template
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
+    #[test]
+    fn the_platform_s_contexts_and_pull_secrets_with_a_resource_s_ids_and_secrets_over_them() {
+        // An OpenShift-style platform: no fixed ids (the SCC assigns them), seccomp kept.
+        let mut openshift = crate::config::restricted_pod();
+        openshift.run_as_user = None;
+        openshift.run_as_group = None;
+        openshift.fs_group = None;
+        let mut container = crate::config::restricted_container();
+        container.run_as_non_root = None;
+        let agent = AgentConfig {
+            image_pull_secrets: vec!["mirror".into(), "shared".into()],
+            pod_security_context: openshift.clone(),
+            container_security_context: container.clone(),
+            ..AgentConfig::default()
+        };
+        let pod =
+            pod_spec(desired_cronjobs(&policy(spec()), &agent, &Scopes::new()).unwrap()[0].clone());
+        assert_eq!(pod.security_context.as_ref(), Some(&openshift));
+        assert_eq!(
+            pod.containers[0].security_context.as_ref(),
+            Some(&container)
+        );
+        let names = |pod: &k8s_openapi::api::core::v1::PodSpec| -> Vec<String> {
+            pod.image_pull_secrets
+                .iter()
+                .flatten()
+                .map(|r| r.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&pod), ["mirror", "shared"]);
+
+        // A team adds its own pull secret and the ids its namespace was given.
+        let mut team = spec();
+        team["podTemplate"]["imagePullSecrets"] =
+            json!([{"name": "team-registry"}, {"name": "shared"}]);
+        team["podTemplate"]["securityContext"] =
+            json!({"runAsUser": 1000680000, "fsGroup": 1000680000, "seLinuxLevel": "s0:c26,c5"});
+        let pod =
+            pod_spec(desired_cronjobs(&policy(team), &agent, &Scopes::new()).unwrap()[0].clone());
+        assert_eq!(names(&pod), ["mirror", "shared", "team-registry"]);
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(1000680000));
+        assert_eq!(psc.fs_group, Some(1000680000));
+        assert_eq!(psc.run_as_group, None);
+        assert_eq!(
+            psc.se_linux_options.unwrap().level.as_deref(),
+            Some("s0:c26,c5")
+        );
+        // What the platform chose for "restricted" stays.
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            pod.containers[0].security_context.as_ref(),
+            Some(&container)
+        );
+    }
+
+    #[test]
+    fn a_resource_cannot_write_privileged_capabilities_or_root_into_its_pods() {
+        let mut team = spec();
+        team["podTemplate"]["securityContext"] = json!({
+            "runAsUser": 2000, "runAsNonRoot": false, "privileged": true,
+            "capabilities": {"add": ["SYS_ADMIN"]}, "seccompProfile": {"type": "Unconfined"}
+        });
+        let pod = pod_spec(
+            desired_cronjobs(&policy(team), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
+                .clone(),
+        );
+        let psc = pod.security_context.unwrap();
+        assert_eq!(psc.run_as_user, Some(2000));
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.privileged, None);
+        assert_eq!(sc.capabilities.unwrap().add, None);
     }
 
     #[test]
@@ -511,6 +604,39 @@ mod tests {
         assert_eq!(
             job.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_POLICY],
             "shop"
+        );
+    }
+
+    #[test]
+    fn a_bucket_without_keys_mounts_none_and_its_ca_bundle_is_a_mounted_key() {
+        let mut s = spec();
+        s["destination"] = json!({"s3": {"endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "bucket": "backups", "caBundleSecret": {"name": "store-ca", "key": "ca.crt"}}});
+        let pod = pod_spec(
+            desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
+                .clone(),
+        );
+        let secrets: Vec<(&str, Vec<&str>)> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|v| {
+                let s = v.secret.as_ref()?;
+                Some((
+                    s.secret_name.as_deref()?,
+                    s.items.iter().flatten().map(|i| i.key.as_str()).collect(),
+                ))
+            })
+            .collect();
+        // The database password, the signing key and the CA: no access keys to mount.
+        assert_eq!(
+            secrets,
+            [
+                ("db-creds", vec!["password"]),
+                ("lifeboat-signing-key", vec!["key"]),
+                ("store-ca", vec!["ca.crt"])
+            ]
         );
     }
 

@@ -11,7 +11,7 @@ use lifeboat_api::backup_policy::{
     AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis, WorstCaseRpo,
 };
 use lifeboat_api::common::{EventType, PendingEvent};
-use lifeboat_api::conditions::{self, Status, condition, set_condition, types};
+use lifeboat_api::conditions::{self, Status, condition, set_condition, set_kstatus, types};
 use lifeboat_api::schedule::{CronSchedule, RPO_HORIZON};
 
 use crate::controller::requeue::RESYNC;
@@ -83,6 +83,8 @@ pub fn decide(
         None => ready_from_assets(&status.assets, generation, now),
     };
     set_condition(&mut status.conditions, ready);
+    // A schedule is never "in progress": healthy or failed, as its last backups went.
+    set_kstatus(&mut status.conditions, false, generation, now);
     let retention = retention_applied(&status.assets, generation, now);
     set_or_clear(&mut status.conditions, types::RETENTION_APPLIED, retention);
     let rpo = rpo_met(policy, &status.assets, &old, verification, now);

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use lifeboat_api::DrillSchedule;
 use lifeboat_api::backup_policy::BackupPolicyStatus;
 use lifeboat_api::common::{EventType, PendingEvent};
-use lifeboat_api::conditions::{self, Status, condition, set_condition, types};
+use lifeboat_api::conditions::{self, Status, condition, set_condition, set_kstatus, types};
 use lifeboat_api::drill_schedule::{
     ActiveDrill, DrillBackupMode, DrillJob, DrillRecord, DrillScheduleStatus, DrillStep,
     DrillVerdict, NotificationState, NotificationStatus, RestoredBackup,
@@ -134,6 +134,7 @@ pub fn decide(ds: &DrillSchedule, seen: &Observed, now: Timestamp) -> Decision {
                 now,
             ),
         );
+        set_kstatus(&mut status.conditions, false, generation, now);
         let owed = problem_event(&old.conditions, &status.conditions, p, "Validate");
         status.pending_events = effects::owe(&old.pending_events, owed.into_iter().collect());
         return Decision {
@@ -159,6 +160,8 @@ pub fn decide(ds: &DrillSchedule, seen: &Observed, now: Timestamp) -> Decision {
     let next = advance(ds, seen, &mut status, now);
     let ready = ready(ds, &status, now);
     set_condition(&mut status.conditions, ready);
+    // A schedule, like a policy: its last drill's verdict, a running drill included.
+    set_kstatus(&mut status.conditions, false, generation, now);
     if next == Next::Finished {
         let owed_notify = status
             .last_run

@@ -22,7 +22,7 @@ use lifeboat_api::restore_request::{
 };
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
-use crate::backup_policy::cronjob::s3_keys;
+use crate::backup_policy::cronjob::s3_secrets;
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
 use crate::names;
@@ -194,11 +194,7 @@ pub fn evidence_job(
         evidence,
         signing_key: Some(signing_key_ref()),
     };
-    let mut secrets = location
-        .s3
-        .as_ref()
-        .map(|s| s3_keys(&s.credentials_secret).to_vec())
-        .unwrap_or_default();
+    let mut secrets = location.s3.as_ref().map(s3_secrets).unwrap_or_default();
     secrets.push(signing_key_ref());
     let labels = BTreeMap::from([
         (names::LABEL_NAME.to_owned(), "lifeboat-agent".to_owned()),

@@ -15,7 +15,7 @@ use lifeboat_api::{BackupPolicy, RestoreRequest};
 
 use super::plan::{Step, safety_asset, safety_policy};
 use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
-use crate::backup_policy::cronjob::s3_keys;
+use crate::backup_policy::cronjob::s3_secrets;
 use crate::config::AgentConfig;
 use crate::error::{Error, Problem, Result};
 use crate::kubestate::Access;
@@ -426,23 +426,19 @@ fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
     match step.target.as_ref().map(|t| &t.to) {
         Some(Target::Postgres(pg)) => pg.connection.password_secret.iter().cloned().collect(),
         Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
-        Some(Target::ObjectStorage(s3)) => s3_keys(&s3.credentials_secret).to_vec(),
+        Some(Target::ObjectStorage(s3)) => s3_secrets(s3),
         Some(Target::KubernetesState(_)) => Vec::new(),
         None => match &step.asset.source {
             AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
             AssetSource::Redis(r) => r.connection.password_secret.iter().cloned().collect(),
-            AssetSource::ObjectStorage(b) => s3_keys(&b.source.credentials_secret).to_vec(),
+            AssetSource::ObjectStorage(b) => s3_secrets(&b.source),
             AssetSource::KubernetesState(_) => Vec::new(),
         },
     }
 }
 
 fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
-    location
-        .s3
-        .as_ref()
-        .map(|s| s3_keys(&s.credentials_secret).to_vec())
-        .unwrap_or_default()
+    location.s3.as_ref().map(s3_secrets).unwrap_or_default()
 }
 
 #[cfg(test)]

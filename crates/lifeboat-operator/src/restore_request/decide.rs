@@ -7,7 +7,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use lifeboat_api::RestoreRequest;
 use lifeboat_api::common::{EventType, PendingEvent};
-use lifeboat_api::conditions::{Status, condition, find, set_condition, types};
+use lifeboat_api::conditions::{Status, condition, find, set_condition, set_kstatus, types};
 use lifeboat_api::restore_request::{
     PlannedRestore, RestorePhase, RestoreRequestStatus, StepState,
 };
@@ -76,6 +76,18 @@ pub fn decide(rr: &RestoreRequest, seen: &Observed, now: Timestamp) -> Decision 
             (next, requeue, None)
         }
     };
+    // Under way (Argo CD's Progressing) until it succeeded, failed, was rolled back, or waits
+    // for `execute: true` or for a spec problem to be fixed.
+    let progressing = problem.is_none()
+        && matches!(
+            status.phase,
+            RestorePhase::Pending
+                | RestorePhase::SafetyBackup
+                | RestorePhase::Restoring
+                | RestorePhase::Validating
+                | RestorePhase::RollingBack
+        );
+    set_kstatus(&mut status.conditions, progressing, generation, now);
     let owed = events(rr, &old, &status, validates, problem);
     status.pending_events = effects::owe(&old.pending_events, owed);
     Decision {
