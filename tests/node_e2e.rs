@@ -1557,16 +1557,30 @@ fn the_agent_image_s_tool_list_is_what_the_agent_runs_and_the_dockerfile_checks(
         let text = std::fs::read_to_string(&path).unwrap();
         used.extend(call.captures_iter(&text).map(|c| c[1].to_owned()));
     }
-    assert!(!used.is_empty(), "no tools::find call found under {}", src.display());
-    assert_eq!(used, agent_tools(), "images/agent-tools.txt against the agent's source");
+    assert!(
+        !used.is_empty(),
+        "no tools::find call found under {}",
+        src.display()
+    );
+    assert_eq!(
+        used,
+        agent_tools(),
+        "images/agent-tools.txt against the agent's source"
+    );
 
     let dockerfile = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/agent.Dockerfile"),
     )
     .unwrap();
-    assert!(dockerfile.contains("COPY images/agent-tools.txt "), "{dockerfile}");
+    assert!(
+        dockerfile.contains("COPY images/agent-tools.txt "),
+        "{dockerfile}"
+    );
     assert!(dockerfile.contains("missing\" >&2; exit 1"), "{dockerfile}");
-    assert!(!dockerfile.contains("rclone"), "nothing the agent does not run");
+    assert!(
+        !dockerfile.contains("rclone"),
+        "nothing the agent does not run"
+    );
 }
 
 #[test]
