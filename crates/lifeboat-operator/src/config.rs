@@ -40,6 +40,9 @@ pub struct AgentConfig {
     /// The prefix of the chart's ClusterRoles that Kubernetes-state accounts are bound to
     /// (`<prefix>-backup`, `<prefix>-restore`, and `-cluster` variants of each).
     pub kubestate_roles: String,
+    /// Agents log JSON lines, as the operator does (`logJson`): one format for the log
+    /// collector whichever process wrote the line.
+    pub log_json: bool,
 }
 
 impl Default for AgentConfig {
@@ -66,6 +69,7 @@ impl Default for AgentConfig {
             container_security_context: restricted_container(),
             webhook_allowed_hosts: Vec::new(),
             kubestate_roles: "lifeboat-kubestate".into(),
+            log_json: false,
         }
     }
 }
@@ -159,6 +163,7 @@ impl From<AgentFlags> for AgentConfig {
                 .unwrap_or(d.container_security_context),
             webhook_allowed_hosts: f.webhook_allowed_hosts,
             kubestate_roles: f.kubestate_roles,
+            log_json: d.log_json,
         }
     }
 }

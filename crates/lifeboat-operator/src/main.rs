@@ -80,7 +80,11 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new()?;
-    let mut ctx = Context::new(client, metrics.clone(), AgentConfig::from(args.agent));
+    let agent = AgentConfig {
+        log_json: args.log_json,
+        ..AgentConfig::from(args.agent)
+    };
+    let mut ctx = Context::new(client, metrics.clone(), agent);
     if let Some(name) = &args.signing_key_secret {
         ctx = ctx.with_signing_key(lifeboat_operator::signing_key::MasterKeySecret::new(
             &args.leader_election_namespace,

@@ -83,6 +83,13 @@ impl AgentPod<'_> {
                 ..Default::default()
             },
         ];
+        if self.config.log_json {
+            env.push(EnvVar {
+                name: "LIFEBOAT_LOG_JSON".into(),
+                value: Some("true".into()),
+                ..Default::default()
+            });
+        }
         env.extend(self.env.clone());
 
         let container = Container {

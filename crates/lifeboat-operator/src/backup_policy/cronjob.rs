@@ -292,6 +292,34 @@ mod tests {
     }
 
     #[test]
+    fn agents_log_json_when_the_operator_does() {
+        let env = |config: &AgentConfig| {
+            let cjs = desired_cronjobs(&policy(spec()), config, &Scopes::new()).unwrap();
+            let pod = cjs[0]
+                .spec
+                .as_ref()
+                .unwrap()
+                .job_template
+                .spec
+                .as_ref()
+                .unwrap();
+            let c = &pod.template.spec.as_ref().unwrap().containers[0];
+            c.env.clone().unwrap_or_default()
+        };
+        let json = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
+            env.iter()
+                .find(|e| e.name == "LIFEBOAT_LOG_JSON")
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(json(&env(&AgentConfig::default())), None);
+        let config = AgentConfig {
+            log_json: true,
+            ..AgentConfig::default()
+        };
+        assert_eq!(json(&env(&config)).as_deref(), Some("true"));
+    }
+
+    #[test]
     fn children_never_inherit_gitops_labels() {
         let cjs =
             desired_cronjobs(&policy(spec()), &AgentConfig::default(), &Scopes::new()).unwrap();
