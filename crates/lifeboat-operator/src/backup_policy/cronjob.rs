@@ -204,16 +204,21 @@ fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
 
 /// Every Secret key a backup of `asset` to `destination` reads.
 pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
-    let mut out = match &asset.source {
-        AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
-        AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
-        AssetSource::ObjectStorage(bucket) => s3_secrets(&bucket.source),
-        AssetSource::KubernetesState(_) => Vec::new(),
-    };
+    let mut out = source_secrets(&asset.source);
     if let Some(s3) = &destination.s3 {
         out.extend(s3_secrets(s3));
     }
     out
+}
+
+/// The Secret keys a client of an asset's source reads (backups, and restores into the source).
+pub(crate) fn source_secrets(source: &AssetSource) -> Vec<SecretKeyRef> {
+    match source {
+        AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
+        AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
+        AssetSource::ObjectStorage(bucket) => s3_secrets(&bucket.source),
+        AssetSource::KubernetesState(_) => Vec::new(),
+    }
 }
 
 /// The Secret keys a bucket's client reads: its access keys (none when the pod's own identity

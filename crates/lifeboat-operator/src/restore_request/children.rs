@@ -15,7 +15,7 @@ use lifeboat_api::{BackupPolicy, RestoreRequest};
 
 use super::plan::{Step, safety_asset, safety_policy};
 use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
-use crate::backup_policy::cronjob::s3_secrets;
+use crate::backup_policy::cronjob::{s3_secrets, source_secrets};
 use crate::config::AgentConfig;
 use crate::error::{Error, Problem, Result};
 use crate::kubestate::Access;
@@ -428,12 +428,7 @@ fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
         Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
         Some(Target::ObjectStorage(s3)) => s3_secrets(s3),
         Some(Target::KubernetesState(_)) => Vec::new(),
-        None => match &step.asset.source {
-            AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
-            AssetSource::Redis(r) => r.connection.password_secret.iter().cloned().collect(),
-            AssetSource::ObjectStorage(b) => s3_secrets(&b.source),
-            AssetSource::KubernetesState(_) => Vec::new(),
-        },
+        None => source_secrets(&step.asset.source),
     }
 }
 
