@@ -218,6 +218,7 @@ pub fn backup(
         encryption: encoding.recipients.as_ref().map(Recipients::info),
         canary,
         adopted_from: None,
+        base_backup: None,
         signature: None,
     };
     env.store.commit(slot, metadata, key)

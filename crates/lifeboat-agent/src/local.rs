@@ -143,6 +143,39 @@ impl LocalPostgres {
         Ok(pg)
     }
 
+    /// A server on the data directory `dir/data` as it is (a restored one: its own
+    /// configuration, recovery settings included), on a free loopback port.
+    pub fn start_existing(dir: tempfile::TempDir) -> Result<Self> {
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| AgentError::config(format!("chown: {e}")))?;
+            if !status.success() {
+                return Err(AgentError::config(
+                    "cannot hand the PostgreSQL directory to the postgres user",
+                ));
+            }
+        }
+        let port = free_port()?;
+        let listen = listen_addresses(None).join(",");
+        let child = spawn_postgres(dir.path(), port, &listen)?;
+        let mut pg = Self {
+            port,
+            child,
+            listen,
+            _dir: dir,
+        };
+        pg.wait_ready()?;
+        Ok(pg)
+    }
+
+    /// The server's log so far (for a test's failure message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
     fn wait_ready(&mut self) -> Result<()> {
         let conn = self.conn();
         wait_until("PostgreSQL", Duration::from_secs(30), || {
