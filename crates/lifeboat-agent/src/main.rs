@@ -106,6 +106,9 @@ enum Command {
     /// base backup before it and the WAL after it, all verified first; shows the plan unless
     /// --execute.
     PitrRestore(pitr_cli::PitrRestoreArgs),
+    /// Delete a PostgreSQL asset's archived WAL that no base backup in the store needs (run
+    /// after prune): dry run unless --execute.
+    WalPrune(pitr_cli::WalPruneArgs),
 }
 
 // The arguments of `backup`: one struct per subcommand, each run by its own function.
@@ -444,6 +447,7 @@ fn main() -> ExitCode {
         Command::Catalog(_) => Verb::Catalog,
         Command::BaseBackup(_) | Command::WalArchive(_) => Verb::Backup,
         Command::PitrRestore(_) => Verb::Restore,
+        Command::WalPrune(_) => Verb::Prune,
     };
     let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
@@ -607,6 +611,7 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
         Command::BaseBackup(args) => pitr_cli::base_backup(args),
         Command::WalArchive(args) => pitr_cli::wal_archive(args),
         Command::PitrRestore(args) => pitr_cli::pitr_restore(args),
+        Command::WalPrune(args) => pitr_cli::wal_prune(args),
     }
 }
 

@@ -114,6 +114,30 @@ pub(crate) struct PitrRestoreArgs {
     execute: bool,
 }
 
+#[derive(clap::Args)]
+pub(crate) struct WalPruneArgs {
+    #[command(flatten)]
+    asset: AssetRef,
+    /// Delete (without it, only list what would go).
+    #[arg(long)]
+    execute: bool,
+}
+
+pub(crate) fn wal_prune(args: WalPruneArgs) -> Result<Option<Done>> {
+    let (place, env) = args.asset.open()?;
+    for name in wal::prune(&env.store, env.key()?, &place, args.execute)? {
+        println!(
+            "{} {name}",
+            if args.execute {
+                "deleted"
+            } else {
+                "would delete"
+            }
+        );
+    }
+    Ok(None)
+}
+
 pub(crate) fn base_backup(args: BaseBackupArgs) -> Result<Option<Done>> {
     let (place, env) = args.asset.open()?;
     let (conn, encoding) = args.source.open(&env)?;

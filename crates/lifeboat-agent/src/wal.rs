@@ -214,7 +214,8 @@ impl SegmentRecord {
         Segment::parse(&self.segment)
     }
 
-    fn file_name(&self) -> String {
+    /// The record's own object name.
+    pub fn file_name(&self) -> String {
         record_name(&self.segment, self.partial)
     }
 }
@@ -810,17 +811,50 @@ impl Archiver<'_> {
 /// What retention may delete of an asset's WAL: the segments (complete or partial copies)
 /// wholly before the start of the oldest base backup kept, so the chain from every kept base
 /// backup to now stays whole. With no base backup kept, nothing: WAL alone restores nothing,
-/// but deleting it could break a base backup retention has not listed yet. Names that are not
-/// segments are never candidates.
-pub fn removable_segments(kept_base_starts: &[Lsn], records: &[SegmentRecord]) -> Vec<String> {
+/// but deleting it could break a base backup retention has not listed yet. A record that names
+/// no segment is never a candidate.
+pub fn removable_segments<'a>(
+    kept_base_starts: &[Lsn],
+    records: &'a [SegmentRecord],
+) -> Vec<&'a SegmentRecord> {
     let Some(oldest) = kept_base_starts.iter().map(|l| l.segno()).min() else {
         return Vec::new();
     };
     records
         .iter()
         .filter(|r| r.segment().is_some_and(|s| s.segno < oldest))
-        .map(SegmentRecord::file_name)
         .collect()
+}
+
+/// Deletes (with `execute`; lists otherwise) the WAL of `place` that no base backup still in
+/// the store needs ([`removable_segments`]): each record first, then its object, so a
+/// half-deleted segment is never listed. Returns the segments concerned.
+pub fn prune(
+    store: &Store,
+    key: &SigningKey,
+    place: &WalPlace,
+    execute: bool,
+) -> Result<Vec<String>> {
+    let trust = crate::signing::Trust {
+        key: Some(key),
+        unsigned: crate::signing::Unsigned::Refuse,
+    };
+    let starts = store
+        .list(&place.scope, trust)?
+        .into_iter()
+        .filter(|l| l.metadata.asset == place.asset)
+        .filter_map(|l| l.metadata.base_backup)
+        .map(|w| w.start_lsn.parse::<Lsn>())
+        .collect::<Result<Vec<_>>>()?;
+    let records = store.wal_records(place, key)?;
+    let removable = removable_segments(&starts, &records);
+    if execute {
+        for r in &removable {
+            store.wal_delete(place, &r.file_name())?;
+            store.wal_delete(place, &r.artifact.name)?;
+        }
+    }
+    Ok(removable.iter().map(|r| r.file_name()).collect())
 }
 
 #[cfg(test)]

@@ -356,17 +356,35 @@ fn a_gap_a_tampered_segment_a_used_directory_and_targets_out_of_range_are_refuse
 fn an_archiver_killed_mid_stream_and_restarted_loses_nothing() {
     let s = Setup::new(Kind::Dir);
     let mut archiver = s.archiver();
-    s.base_backup();
+    let first = s.base_backup();
     s.insert(1, 10);
     s.wait_archived();
     archiver.kill();
-    // Written while no archiver runs: a completed segment and more in the next; the slot
-    // keeps the server from recycling any of it.
+    // Written while no archiver runs: completed segments and more in the next.
     s.insert(11, 20);
     sql(&s.pg, "SELECT pg_switch_wal()");
     s.insert(21, 30);
+    // Checkpoints recycle every segment nothing holds: only the slot keeps these.
+    for _ in 0..3 {
+        sql(&s.pg, "SELECT pg_switch_wal()");
+        sql(&s.pg, "CHECKPOINT");
+    }
     let _archiver = s.archiver();
     s.insert(31, 40);
     s.wait_archived();
     assert_eq!(s.restored_rows("latest"), ids(1, 40));
+
+    // Once the first base backup is gone (the policy's retention), the WAL only it needed
+    // goes too, and the newer base backup still restores everything.
+    s.base_backup();
+    s.insert(41, 50);
+    s.wait_archived();
+    std::fs::remove_dir_all(s.w.policy_dir(s.kind, NS, POLICY).join(&first)).unwrap();
+    let before = s.records().len();
+    let out = s.agent("wal-prune").arg("--execute").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let deleted = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(deleted > 0, "nothing pruned: {}", text(&out));
+    assert_eq!(s.records().len(), before - deleted);
+    assert_eq!(s.restored_rows("latest"), ids(1, 50));
 }
