@@ -85,8 +85,13 @@ impl Setup {
     /// The archiver, in a process group of its own: killing the group is what the death of
     /// its container does (pg_receivewal goes with it).
     fn archiver(&self) -> Archiver {
+        self.archiver_with(&[])
+    }
+
+    fn archiver_with(&self, extra: &[&str]) -> Archiver {
         let child = self
             .agent("wal-archive")
+            .args(extra)
             .arg("--connection-file")
             .arg(&self.connection)
             .arg("--work-dir")
@@ -106,8 +111,13 @@ impl Setup {
     }
 
     fn base_backup(&self) -> String {
+        self.base_backup_with(&[])
+    }
+
+    fn base_backup_with(&self, extra: &[&str]) -> String {
         let out = self
             .agent("base-backup")
+            .args(extra)
             .arg("--connection-file")
             .arg(&self.connection)
             .output()
@@ -171,7 +181,12 @@ impl Setup {
 
     /// `pitr-restore --execute` to `target` into `data`.
     fn restore(&self, target: &str, data: &Path) -> std::process::Output {
+        self.restore_with(target, data, &[])
+    }
+
+    fn restore_with(&self, target: &str, data: &Path, extra: &[&str]) -> std::process::Output {
         self.agent("pitr-restore")
+            .args(extra)
             .args(["--point-in-time", target, "--execute", "--data-dir"])
             .arg(data)
             .output()
@@ -181,11 +196,15 @@ impl Setup {
     /// Restores to `target` into a new data directory, starts a server on it, waits for
     /// recovery to end, and returns the ids it holds.
     fn restored_rows(&self, target: &str) -> String {
+        self.restored_rows_with(target, &[])
+    }
+
+    fn restored_rows_with(&self, target: &str, extra: &[&str]) -> String {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-pitr-target-")
             .tempdir()
             .unwrap();
-        let out = self.restore(target, &dir.path().join("data"));
+        let out = self.restore_with(target, &dir.path().join("data"), extra);
         assert!(out.status.success(), "{}", text(&out));
         let pg = LocalPostgres::start_existing(dir).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -387,4 +406,44 @@ fn an_archiver_killed_mid_stream_and_restarted_loses_nothing() {
     assert!(deleted > 0, "nothing pruned: {}", text(&out));
     assert_eq!(s.records().len(), before - deleted);
     assert_eq!(s.restored_rows("latest"), ids(1, 50));
+}
+
+#[test]
+fn encrypted_base_backups_and_wal_are_stored_sealed_and_restore_only_with_the_identity() {
+    use age::secrecy::ExposeSecret;
+    let s = Setup::new(Kind::Dir);
+    let key = age::x25519::Identity::generate();
+    let identity = s.w.dir.path().join("identity");
+    std::fs::write(&identity, format!("{}\n", key.to_string().expose_secret())).unwrap();
+    let recipient = key.to_public().to_string();
+    let _archiver = s.archiver_with(&["--recipient", &recipient]);
+    s.base_backup_with(&["--recipient", &recipient]);
+    s.insert(1, 5);
+    sql(&s.pg, "SELECT pg_switch_wal()");
+    s.insert(6, 8);
+    s.wait_archived();
+    let records = s.records();
+    assert!(records.iter().any(|r| !r.partial) && records.iter().any(|r| r.partial));
+    for r in &records {
+        assert!(r.encryption.is_some(), "{} recorded unencrypted", r.segment);
+        let stored = std::fs::read(s.wal_dir().join(&r.artifact.name)).unwrap();
+        assert!(
+            stored.starts_with(b"age-encryption.org/v1"),
+            "{} is not sealed",
+            r.artifact.name
+        );
+    }
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    refused(
+        &s.restore("latest", &data),
+        ErrorClass::Config,
+        "needs the identity",
+    );
+    assert!(!data.exists(), "the data directory was written");
+    let identity = identity.to_str().unwrap();
+    assert_eq!(
+        s.restored_rows_with("latest", &["--identity-file", identity]),
+        ids(1, 8)
+    );
 }
