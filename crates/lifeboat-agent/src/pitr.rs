@@ -152,7 +152,13 @@ pub fn plan(
         segments.push(p.clone());
     }
     let reached = segments.iter().map(|r| r.archived_at).max();
-    let beyond = complete.range(next..).next().map(|(n, _)| *n);
+    // Anything archived past the chain's end (a later segment, a copy of one being written)
+    // means a segment between is missing.
+    let beyond = complete
+        .range(next..)
+        .chain(partial.range(next + 1..))
+        .next()
+        .map(|(n, _)| *n);
     let covered = match target {
         PointInTime::Latest => beyond.is_none(),
         PointInTime::At(t) => reached.is_some_and(|r| r >= t),

@@ -8,10 +8,10 @@
 //! backup directory, so listing and retention of backups never see it:
 //!
 //! ```text
-//! <namespace>/<policy>/wal/<asset>/<segment>                 a completed segment (encoded)
-//! <namespace>/<policy>/wal/<asset>/<segment>.json            its signed record, written after it
-//! <namespace>/<policy>/wal/<asset>/<segment>.partial.<end>   the segment being written, up to <end>
-//! <namespace>/<policy>/wal/<asset>/<segment>.partial.json    its record, naming the current copy
+//! <namespace>/<policy>/wal/<asset>/<segment>[.zst][.age]               a completed segment
+//! <namespace>/<policy>/wal/<asset>/<segment>.json                      its signed record, written after it
+//! <namespace>/<policy>/wal/<asset>/<segment>.partial.<end>[.zst][.age] the segment being written, to <end>
+//! <namespace>/<policy>/wal/<asset>/<segment>.partial.json              its record, naming the current copy
 //! ```
 //!
 //! Segments are 16 MiB (PostgreSQL's default; the archiver refuses a server with another size).
@@ -49,8 +49,8 @@ pub const SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
 pub const SEGMENT_RECORD_VERSION: u32 = 1;
 /// What a segment record's MAC is taken under: it never verifies as backup metadata.
 const RECORD_LABEL: &str = "lifeboat.dev/wal-segment/v1";
-/// The artifact of a base backup: `<asset>.base.tar`, pg_basebackup's tar of the data
-/// directory, WAL to its end included.
+/// The artifact of a base backup: `<asset>.base.tar[.zst][.age]`, pg_basebackup's tar of the
+/// data directory, WAL to its end included.
 pub const BASE_SUFFIX: &str = ".base.tar";
 
 /// A position in the write-ahead log (`0/3000148`).
@@ -417,7 +417,11 @@ pub fn base_backup(
 ) -> Result<BackupMetadata> {
     let started = Timestamp::now();
     let slot = store.claim(&place.scope, started)?;
-    let name = format!("{}{BASE_SUFFIX}", place.asset);
+    let name = format!(
+        "{}{BASE_SUFFIX}{}",
+        place.asset,
+        crate::jobs::suffix(encoding)
+    );
     let result = (|| {
         let mut cmd = Command::new(tools::find("pg_basebackup")?);
         let _pass = conn.env(&mut cmd, "replication")?;
@@ -605,15 +609,21 @@ impl Archiver<'_> {
                 }
             })?;
         tracing::info!(slot = %slot, place = %self.place, "archiving WAL");
-        let mut archived: BTreeMap<String, SegmentRecord> = self
+        let (partials, complete): (Vec<SegmentRecord>, Vec<SegmentRecord>) = self
             .store
             .wal_records(&self.place, self.key)?
             .into_iter()
-            .filter(|r| !r.partial)
+            .partition(|r| r.partial);
+        let mut archived: BTreeMap<String, SegmentRecord> = complete
+            .into_iter()
             .map(|r| (r.segment.clone(), r))
             .collect();
         let mut receiver: Option<Receiver> = None;
-        let mut last_partial: Option<(String, u64)> = None;
+        // The newest copy a previous run stored: what has been reported archived.
+        let mut last_partial: Option<(String, u64)> = partials
+            .into_iter()
+            .map(|r| (r.segment, r.valid_bytes))
+            .max();
         let mut next_partial = Instant::now();
         loop {
             let running = match receiver.as_mut().map(|r| r.0.try_wait()) {
@@ -681,7 +691,11 @@ impl Archiver<'_> {
                     )));
                 }
             } else {
-                let record = self.store_segment(&name, &path, &name, false, size, raw_sha256)?;
+                let object = format!("{name}{}", crate::jobs::suffix(&self.encoding));
+                let mut file =
+                    fs::File::open(&path).map_err(|e| AgentError::storage(path.display(), e))?;
+                let record =
+                    self.store_segment(&name, &mut file, &object, false, size, raw_sha256)?;
                 archived.insert(name.clone(), record);
                 tracing::info!(segment = %name, "archived");
             }
@@ -692,32 +706,44 @@ impl Archiver<'_> {
         Ok(())
     }
 
-    /// Stores the segment being written, up to what the slot says pg_receivewal flushed (read
-    /// before the copy, so the copy holds at least that much), when it grew since the last copy.
+    /// Stores the segment being written, up to what pg_receivewal reported flushed (read before
+    /// the copy, so the copy holds at least that much), when it grew past the last copy stored:
+    /// a restarted archiver never replaces a copy with a shorter one.
     /// The new copy gets a name of its own and the record points at it, so a failure between
     /// the two leaves the previous, consistent pair.
     fn ship_partial(&self, slot: &str, last: &mut Option<(String, u64)>) -> Result<()> {
-        let Some(file) = fs::read_dir(&self.work_dir)
+        let names: Vec<String> = fs::read_dir(&self.work_dir)
             .map_err(|e| AgentError::storage(self.work_dir.display(), e))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| {
-                n.strip_suffix(".partial")
-                    .and_then(Segment::parse)
-                    .is_some()
-            })
-        else {
+            .collect();
+        // A copy of a later segment while an earlier one is not stored yet would let the archive
+        // claim a reach it does not have without a gap: those go first (next round).
+        if names.iter().any(|n| Segment::parse(n).is_some()) {
+            return Ok(());
+        }
+        let Some(file) = names.into_iter().find(|n| {
+            n.strip_suffix(".partial")
+                .and_then(Segment::parse)
+                .is_some()
+        }) else {
             return Ok(());
         };
         let name = file.trim_end_matches(".partial").to_owned();
         let Some(segment) = Segment::parse(&name) else {
             return Ok(());
         };
-        // The slot's name is ours (slot_name: `[a-z0-9_]`), never user text.
+        // What the running pg_receivewal reported flushed on its own connection: the slot's
+        // restart_lsn would not do, it still holds an earlier stream's position while a
+        // restarted pg_receivewal fills the segment again from its start. The slot's name is
+        // ours (slot_name: `[a-z0-9_]`), never user text.
         let flushed = crate::postgres::query(
             &self.conn,
             "postgres",
-            &format!("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+            &format!(
+                "SELECT r.flush_lsn FROM pg_stat_replication r JOIN pg_replication_slots s \
+                 ON s.active_pid = r.pid WHERE s.slot_name = '{slot}'"
+            ),
         )?;
         let Ok(flushed) = flushed.trim().parse::<Lsn>() else {
             return Ok(());
@@ -726,20 +752,39 @@ impl Archiver<'_> {
             return Ok(());
         }
         let valid = flushed.0 - segment.segno * SEGMENT_BYTES;
-        if valid == 0 || last.as_ref() == Some(&(name.clone(), valid)) {
+        if valid == 0
+            || last
+                .as_ref()
+                .is_some_and(|(n, v)| *n == name && *v >= valid)
+        {
             return Ok(());
         }
         let path = self.work_dir.join(&file);
-        let (raw_sha256, _) = stream::checksum(&path)?;
-        let object = format!("{name}.partial.{valid:08x}");
-        self.store_segment(&name, &path, &object, true, valid, raw_sha256)?;
+        // One read, checksummed and stored as read: pg_receivewal goes on writing the file, and
+        // renames it once the segment is complete (then it is shipped as such).
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(AgentError::storage(path.display(), e)),
+        };
+        let raw_sha256 = stream::hex(&sha2::Sha256::digest(&bytes));
+        let suffix = crate::jobs::suffix(&self.encoding);
+        let object = format!("{name}.partial.{valid:08x}{suffix}");
+        self.store_segment(
+            &name,
+            &mut bytes.as_slice(),
+            &object,
+            true,
+            valid,
+            raw_sha256,
+        )?;
         // The copy the record no longer names; one a restarted archiver does not know of goes
         // with the segment's other copies once it completes (drop_partial).
         if let Some((previous, before)) = last.as_ref()
             && *previous == name
         {
             self.store
-                .wal_delete(&self.place, &format!("{name}.partial.{before:08x}"))?;
+                .wal_delete(&self.place, &format!("{name}.partial.{before:08x}{suffix}"))?;
         }
         *last = Some((name, valid));
         Ok(())
@@ -766,19 +811,17 @@ impl Archiver<'_> {
     fn store_segment(
         &self,
         segment: &str,
-        path: &Path,
+        source: &mut dyn Read,
         object: &str,
         partial: bool,
         valid_bytes: u64,
         raw_sha256: String,
     ) -> Result<SegmentRecord> {
-        let what = path.display().to_string();
+        let what = format!("{}/{object}", self.place);
         let stored = self
             .store
             .wal_put(&self.place, object, &self.encoding, &mut |w| {
-                let mut f =
-                    fs::File::open(path).map_err(|e| AgentError::storage(path.display(), e))?;
-                stream::copy_from(&mut f, w, &what)
+                stream::copy_from(source, w, &what)
             })?;
         let record = SegmentRecord {
             schema_version: SEGMENT_RECORD_VERSION,

@@ -285,6 +285,8 @@ fn a_gap_a_tampered_segment_a_used_directory_and_targets_out_of_range_are_refuse
         s.insert(i * 10, i * 10 + 5);
         sql(&s.pg, "SELECT pg_switch_wal()");
     }
+    // And some in the segment being written.
+    s.insert(30, 35);
     s.wait_archived();
     archiver.kill();
     let target = tempfile::tempdir().unwrap();
@@ -312,6 +314,25 @@ fn a_gap_a_tampered_segment_a_used_directory_and_targets_out_of_range_are_refuse
         format!("{}.json", middle.segment),
     ] {
         std::fs::rename(aside.join(&name), s.wal_dir().join(&name)).unwrap();
+    }
+    // The newest complete segment missing: only the copy of the one after it lies beyond.
+    let newest_complete = complete.last().unwrap();
+    let newest_names = [
+        newest_complete.artifact.name.clone(),
+        format!("{}.json", newest_complete.segment),
+    ];
+    for name in &newest_names {
+        std::fs::rename(s.wal_dir().join(name), aside.join(name)).unwrap();
+    }
+    assert!(s.records().iter().any(|r| r.partial));
+    refused(
+        &s.restore("latest", &data),
+        ErrorClass::Integrity,
+        "has a gap",
+    );
+    assert!(!data.exists(), "the data directory was written");
+    for name in &newest_names {
+        std::fs::rename(aside.join(name), s.wal_dir().join(name)).unwrap();
     }
 
     // A segment whose bytes were changed.
@@ -367,7 +388,7 @@ fn a_gap_a_tampered_segment_a_used_directory_and_targets_out_of_range_are_refuse
     // Intact again, it restores.
     assert_eq!(
         s.restored_rows("latest"),
-        [ids(0, 5), ids(10, 15), ids(20, 25)].join(",")
+        [ids(0, 5), ids(10, 15), ids(20, 25), ids(30, 35)].join(",")
     );
 }
 
