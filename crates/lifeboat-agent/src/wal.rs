@@ -563,13 +563,17 @@ pub struct Archiver<'a> {
     pub encoding: Encoding,
 }
 
-/// pg_receivewal, killed when the archiver returns.
-struct Receiver(Child);
+/// pg_receivewal, killed when the archiver returns, and its private password file (libpq reads
+/// it at each connection attempt).
+struct Receiver {
+    child: Child,
+    _pass: Option<tempfile::TempDir>,
+}
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -595,7 +599,7 @@ impl Archiver<'_> {
             .map_err(|e| AgentError::storage(self.work_dir.display(), e))?;
         let slot = slot_name(&self.place.scope, &self.place.asset);
         self.receivewal(&slot, &["--create-slot", "--if-not-exists"])?
-            .0
+            .child
             .wait()
             .map_err(|e| AgentError::config(format!("pg_receivewal --create-slot: {e}")))
             .and_then(|s| {
@@ -626,7 +630,7 @@ impl Archiver<'_> {
             .max();
         let mut next_partial = Instant::now();
         loop {
-            let running = match receiver.as_mut().map(|r| r.0.try_wait()) {
+            let running = match receiver.as_mut().map(|r| r.child.try_wait()) {
                 Some(Ok(None)) => true,
                 Some(Ok(Some(status))) => {
                     tracing::warn!("pg_receivewal exited ({status}); restarting it");
@@ -662,11 +666,7 @@ impl Archiver<'_> {
         let child = cmd
             .spawn()
             .map_err(|e| AgentError::config(format!("pg_receivewal: {e}")))?;
-        // libpq reads the password file when it connects, at once; the file may go after that
-        // connection (a restart gets a new one).
-        std::thread::sleep(Duration::from_millis(200));
-        drop(pass);
-        Ok(Receiver(child))
+        Ok(Receiver { child, _pass: pass })
     }
 
     /// Stores every completed segment in the work directory, oldest first: the object, then its

@@ -37,6 +37,8 @@ fn sql(pg: &LocalPostgres, statement: &str) -> String {
 }
 
 struct Setup {
+    /// Set once the server requires it (and so does every server restored from it).
+    password: Option<String>,
     w: World,
     kind: Kind,
     pg: LocalPostgres,
@@ -65,6 +67,7 @@ impl Setup {
         )
         .unwrap();
         Setup {
+            password: None,
             w,
             kind,
             pg,
@@ -206,7 +209,7 @@ impl Setup {
             .unwrap();
         let out = self.restore_with(target, &dir.path().join("data"), extra);
         assert!(out.status.success(), "{}", text(&out));
-        let pg = LocalPostgres::start_existing(dir).unwrap();
+        let pg = LocalPostgres::start_existing(dir, self.password.as_deref()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         while sql(&pg, "SELECT pg_is_in_recovery()") != "f" {
             assert!(Instant::now() < deadline, "still recovering: {}", pg.log());
@@ -467,4 +470,54 @@ fn encrypted_base_backups_and_wal_are_stored_sealed_and_restore_only_with_the_id
         s.restored_rows_with("latest", &["--identity-file", identity]),
         ids(1, 8)
     );
+}
+
+#[test]
+fn the_replication_password_comes_from_its_secret_file_and_is_in_no_argument_or_environment() {
+    const PASSWORD: &str = "wal-Secret-4u7bQ";
+    let mut s = Setup::new(Kind::Dir);
+    s.pg.require_password(PASSWORD).unwrap();
+    s.password = Some(PASSWORD.to_owned());
+    let secret = s.w.dir.path().join("secrets/pg-creds");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("password"), PASSWORD).unwrap();
+    // Without the password the server refuses the agent: it is needed, and it comes from the file.
+    let out = s
+        .agent("base-backup")
+        .arg("--connection-file")
+        .arg(&s.connection)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(ErrorClass::Auth.exit_code()),
+        "{}",
+        text(&out)
+    );
+    let yaml = std::fs::read_to_string(&s.connection).unwrap();
+    std::fs::write(
+        &s.connection,
+        format!("{yaml}passwordSecret:\n  name: pg-creds\n  key: password\n"),
+    )
+    .unwrap();
+    let archiver = s.archiver();
+    s.base_backup();
+    s.insert(1, 3);
+    s.wait_archived();
+    // Neither the agent nor pg_receivewal carries the password in its arguments or environment.
+    let agent = archiver.0.id();
+    let children = std::fs::read_to_string(format!("/proc/{agent}/task/{agent}/children")).unwrap();
+    let mut pids: Vec<String> = children.split_whitespace().map(str::to_owned).collect();
+    assert!(!pids.is_empty(), "pg_receivewal is not running");
+    pids.push(agent.to_string());
+    for pid in pids {
+        for what in ["cmdline", "environ"] {
+            let bytes = std::fs::read(format!("/proc/{pid}/{what}")).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(PASSWORD),
+                "the password is in /proc/{pid}/{what}"
+            );
+        }
+    }
+    assert_eq!(s.restored_rows("latest"), ids(1, 3));
 }
