@@ -563,6 +563,10 @@ pub struct Archiver<'a> {
     pub encoding: Encoding,
 }
 
+/// The first pause before pg_receivewal is started again after it exited, and the longest.
+const RESTART_FIRST: Duration = Duration::from_millis(500);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
 /// pg_receivewal, killed when the archiver returns, and its private password file (libpq reads
 /// it at each connection attempt).
 struct Receiver {
@@ -629,18 +633,27 @@ impl Archiver<'_> {
             .map(|r| (r.segment, r.valid_bytes))
             .max();
         let mut next_partial = Instant::now();
+        // pg_receivewal exiting again and again (the source down, the slot's WAL removed) is
+        // restarted after a doubling pause, not in a tight loop.
+        let mut pause = RESTART_FIRST;
+        let mut restart_at = Instant::now();
         loop {
             let running = match receiver.as_mut().map(|r| r.child.try_wait()) {
                 Some(Ok(None)) => true,
                 Some(Ok(Some(status))) => {
-                    tracing::warn!("pg_receivewal exited ({status}); restarting it");
+                    tracing::warn!("pg_receivewal exited ({status}); restarting it in {pause:?}");
+                    receiver = None;
+                    restart_at = Instant::now() + pause;
+                    pause = (pause * 2).min(RESTART_MAX);
                     false
                 }
                 Some(Err(e)) => return Err(AgentError::config(format!("pg_receivewal: {e}"))),
                 None => false,
             };
-            if !running {
+            if !running && Instant::now() >= restart_at {
                 receiver = Some(self.receivewal(&slot, &["--synchronous", "--no-loop"])?);
+            } else if running {
+                pause = RESTART_FIRST;
             }
             self.ship_completed(&mut archived)?;
             if Instant::now() >= next_partial {
