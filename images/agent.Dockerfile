@@ -1,8 +1,8 @@
 # The agent that runs inside backup, restore and drill Jobs, with the tools it drives at pinned
 # versions (images/agent-tools.txt lists them; the build fails when one is missing): the
-# PostgreSQL 15 client (pg_dump, pg_restore) and redis-tools 7.0 (redis-cli, redis-check-rdb)
-# from Debian 12. Nothing else: the agent speaks S3 itself. Non-root; the Jobs mount a read-only
-# root.
+# PostgreSQL 15 client (pg_dump, pg_restore, pg_basebackup, pg_receivewal) and redis-tools 7.0
+# (redis-cli, redis-check-rdb) from Debian 12. Nothing else: the agent speaks S3 itself.
+# Non-root; the Jobs mount a read-only root.
 # Build from the repository root:
 #   docker build -f images/agent.Dockerfile -t ghcr.io/lifeboat-dev/lifeboat-agent:0.1.0 .
 # Without a container engine, hack/ (the local-node issue) assembles the same layers as an OCI

@@ -162,7 +162,7 @@ fn level(c: &Compression) -> Option<i32> {
 
 /// The file name suffix of an encoding: `.zst` when compressed, then `.age` when encrypted, so
 /// a person with only the files knows how to read them (`age -d | zstd -d`).
-fn suffix(e: &Encoding) -> String {
+pub(crate) fn suffix(e: &Encoding) -> String {
     let mut s = String::new();
     if e.level.is_some() {
         s.push_str(".zst");
@@ -230,6 +230,7 @@ pub fn backup(
         encryption: encoding.recipients.as_ref().map(Recipients::info),
         canary,
         adopted_from: None,
+        base_backup: None,
         signature: None,
     };
     env.store.commit(slot, metadata, key)

@@ -97,7 +97,12 @@ impl Scope {
         &self.policy
     }
 
-    fn parts(&self) -> Vec<&str> {
+    /// The namespace (`None` only in the layout without namespaces).
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    pub(crate) fn parts(&self) -> Vec<&str> {
         self.namespace
             .iter()
             .map(String::as_str)
@@ -105,7 +110,7 @@ impl Scope {
             .collect()
     }
 
-    fn dir(&self, root: &Path) -> PathBuf {
+    pub(crate) fn dir(&self, root: &Path) -> PathBuf {
         self.parts()
             .iter()
             .fold(root.to_path_buf(), |p, s| p.join(s))
@@ -342,13 +347,13 @@ impl S3Store {
             .collect())
     }
 
-    fn get(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
+    pub(crate) fn get(&self, key: &ObjectPath) -> Result<bytes::Bytes> {
         self.rt
             .block_on(async { self.store.get(key).await?.bytes().await })
             .map_err(|e| self.err(e))
     }
 
-    fn put_object(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) fn put_object(&self, key: &ObjectPath, bytes: Vec<u8>) -> Result<()> {
         self.rt
             .block_on(self.store.put(key, PutPayload::from(bytes)))
             .map(|_| ())

@@ -74,6 +74,8 @@ fn listen_addresses(gateway: Option<Ipv4Addr>) -> Vec<String> {
 /// A PostgreSQL server in a temporary directory, trust authentication on 127.0.0.1.
 pub struct LocalPostgres {
     pub port: u16,
+    /// Set once [`LocalPostgres::require_password`] made TCP connections need it.
+    password: Option<String>,
     child: Child,
     listen: String,
     _dir: tempfile::TempDir,
@@ -135,12 +137,77 @@ impl LocalPostgres {
         let child = spawn_postgres(dir.path(), port, &listen)?;
         let mut pg = Self {
             port,
+            password: None,
             child,
             listen,
             _dir: dir,
         };
         pg.wait_ready()?;
         Ok(pg)
+    }
+
+    /// A server on the data directory `dir/data` as it is (a restored one: its own
+    /// configuration, recovery settings included), on a free loopback port; `password` when its
+    /// pg_hba.conf asks for one.
+    pub fn start_existing(dir: tempfile::TempDir, password: Option<&str>) -> Result<Self> {
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| AgentError::config(format!("chown: {e}")))?;
+            if !status.success() {
+                return Err(AgentError::config(
+                    "cannot hand the PostgreSQL directory to the postgres user",
+                ));
+            }
+        }
+        let port = free_port()?;
+        let listen = listen_addresses(None).join(",");
+        let child = spawn_postgres(dir.path(), port, &listen)?;
+        let mut pg = Self {
+            port,
+            password: password.map(str::to_owned),
+            child,
+            listen,
+            _dir: dir,
+        };
+        pg.wait_ready()?;
+        Ok(pg)
+    }
+
+    /// From now on TCP connections (replication included) need `password`: the role gets it
+    /// and every `host` line of pg_hba.conf asks for scram-sha-256 instead of trust.
+    pub fn require_password(&mut self, password: &str) -> Result<()> {
+        let quoted = password.replace('\'', "''");
+        postgres::query(
+            &self.conn(),
+            "postgres",
+            &format!("ALTER ROLE lifeboat PASSWORD '{quoted}'"),
+        )?;
+        let hba = self._dir.path().join("data").join("pg_hba.conf");
+        let rules =
+            std::fs::read_to_string(&hba).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
+        let rules: String = rules
+            .lines()
+            .map(|l| {
+                if l.starts_with("host") {
+                    l.replace("trust", "scram-sha-256")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(&hba, rules).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
+        postgres::query(&self.conn(), "postgres", "SELECT pg_reload_conf()")?;
+        self.password = Some(password.to_owned());
+        Ok(())
+    }
+
+    /// The server's log so far (for a test's failure message).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("postgres.log")).unwrap_or_default()
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -174,7 +241,7 @@ impl LocalPostgres {
             host: "127.0.0.1".into(),
             port: self.port,
             user: "lifeboat".into(),
-            password: None,
+            password: self.password.clone(),
             ssl_mode: lifeboat_api::common::SslMode::Disable,
         }
     }

@@ -20,6 +20,8 @@ use lifeboat_api::common::{Destination, SecretKeyRef};
 use lifeboat_api::ident::Identifiers;
 use lifeboat_api::{BackupPolicy, Duration};
 
+mod pitr_cli;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -93,6 +95,20 @@ enum Command {
     /// A disaster-recovery drill: back up, lose the traffic after it, restore, validate, and
     /// report the achieved RPO and RTO against the objectives.
     Drill(DrillArgs),
+    /// A physical base backup of a PostgreSQL asset (pg_basebackup over the replication
+    /// protocol), stored as every backup is: what a point-in-time restore starts from.
+    BaseBackup(pitr_cli::BaseBackupArgs),
+    /// Stream a PostgreSQL asset's WAL into the store for ever, from a replication slot
+    /// Lifeboat owns (pg_receivewal); the segment being written is stored every
+    /// --partial-every.
+    WalArchive(pitr_cli::WalArchiveArgs),
+    /// Restore a PostgreSQL asset to a point in time into an empty data directory: the newest
+    /// base backup before it and the WAL after it, all verified first; shows the plan unless
+    /// --execute.
+    PitrRestore(pitr_cli::PitrRestoreArgs),
+    /// Delete a PostgreSQL asset's archived WAL that no base backup in the store needs (run
+    /// after prune): dry run unless --execute.
+    WalPrune(pitr_cli::WalPruneArgs),
 }
 
 // The arguments of `backup`: one struct per subcommand, each run by its own function.
@@ -429,6 +445,9 @@ fn main() -> ExitCode {
         Command::Adopt(_) => Verb::Adopt,
         Command::Notify(_) => Verb::Notify,
         Command::Catalog(_) => Verb::Catalog,
+        Command::BaseBackup(_) | Command::WalArchive(_) => Verb::Backup,
+        Command::PitrRestore(_) => Verb::Restore,
+        Command::WalPrune(_) => Verb::Prune,
     };
     let mut checks = Checks::default();
     let outcome = run(cli.command, &mut checks);
@@ -589,6 +608,10 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
         Command::Validate(args) => validate(args, checks),
         Command::Drill(args) => drill(args),
         Command::Adopt(args) => adopt(args),
+        Command::BaseBackup(args) => pitr_cli::base_backup(args),
+        Command::WalArchive(args) => pitr_cli::wal_archive(args),
+        Command::PitrRestore(args) => pitr_cli::pitr_restore(args),
+        Command::WalPrune(args) => pitr_cli::wal_prune(args),
     }
 }
 

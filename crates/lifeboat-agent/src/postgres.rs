@@ -65,7 +65,11 @@ impl Conn {
     /// variable (none is ever parsed as a connection string) and a PGPASSFILE in a private
     /// temporary directory (kept alive by the returned guard) whose one line names this host,
     /// port, database and user, so the password goes nowhere else.
-    fn env(&self, cmd: &mut Command, database: &str) -> Result<Option<tempfile::TempDir>> {
+    pub(crate) fn env(
+        &self,
+        cmd: &mut Command,
+        database: &str,
+    ) -> Result<Option<tempfile::TempDir>> {
         for var in [
             "PGPASSWORD",
             "PGSERVICE",

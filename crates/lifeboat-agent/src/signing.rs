@@ -108,6 +108,59 @@ impl SigningKey {
     }
 }
 
+impl SigningKey {
+    /// The signature of a record that is not backup metadata (a WAL segment's), over its
+    /// canonical JSON without `signature`, with `label` MACed first: a record of one kind never
+    /// verifies as another, nor as backup metadata.
+    pub fn sign_record(&self, label: &str, record: &Value) -> Result<MetadataSignature> {
+        let mut body = record.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("signature");
+        }
+        Ok(MetadataSignature {
+            algorithm: SignatureAlgorithm::HmacSha256,
+            key_id: self.id.clone(),
+            value: hex(&mac(
+                &self.bytes,
+                &[label.as_bytes(), b"\0", &canonical(&body)],
+            )?),
+        })
+    }
+
+    /// Checks `record`'s `signature` (made by [`SigningKey::sign_record`] with `label`); an
+    /// unsigned record, another key's or a changed one is an Integrity failure.
+    pub fn check_record(&self, label: &str, record: &Value, what: &str) -> Result<()> {
+        let signature: MetadataSignature = record
+            .get("signature")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| AgentError::integrity(format!("{what}: malformed signature: {e}")))?
+            .ok_or_else(|| AgentError::integrity(format!("{what}: not signed: refused")))?;
+        if signature.key_id != self.id {
+            return Err(AgentError::integrity(format!(
+                "{what}: signed with another key (key id {}): refused",
+                signature.key_id
+            )));
+        }
+        let expected = unhex(&signature.value)
+            .ok_or_else(|| AgentError::integrity(format!("{what}: the signature is not hex")))?;
+        let mut body = record.clone();
+        if let Some(o) = body.as_object_mut() {
+            o.remove("signature");
+        }
+        let mut m = hmac(&self.bytes)?;
+        m.update(label.as_bytes());
+        m.update(b"\0");
+        m.update(&canonical(&body));
+        m.verify_slice(&expected).map_err(|_| {
+            AgentError::integrity(format!(
+                "{what}: the signature does not match: changed after it was signed, refused"
+            ))
+        })
+    }
+}
+
 /// The default key file of the local CLI: `$XDG_CONFIG_HOME/lifeboat/signing-key`, else
 /// `~/.config/lifeboat/signing-key` (outside the backup directory, which is the point of it).
 pub fn default_key_file() -> Option<PathBuf> {

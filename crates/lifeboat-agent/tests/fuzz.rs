@@ -224,3 +224,52 @@ proptest! {
         }
     }
 }
+
+/// A WAL segment record as a hostile store may list it: any timeline and segment number, a
+/// partial copy or not, or a name that is no segment at all.
+fn segment_record(name: String, partial: bool) -> lifeboat_agent::wal::SegmentRecord {
+    serde_json::from_value(serde_json::json!({"schemaVersion": 1, "namespace": "n",
+        "policy": "shop", "asset": "db", "segment": name, "partial": partial,
+        "validBytes": 0, "archivedAt": "2026-11-30T10:00:00Z", "rawSha256": "00",
+        "artifact": {"name": "x", "rawBytes": 0, "storedBytes": 0, "sha256": "00"},
+        "compression": "none"}))
+    .unwrap()
+}
+
+fn any_segment_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (1u32..4, 0u64..64).prop_map(|(timeline, segno)| {
+            lifeboat_agent::wal::Segment { timeline, segno }.name()
+        }),
+        "[0-9a-fA-F./]{0,26}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// WAL retention never deletes a segment that a kept base backup replays from (at or after
+    /// the oldest kept base backup's start), nor anything without a kept base backup, nor a
+    /// record that names no segment; and it deletes every segment wholly before that start.
+    #[test]
+    fn wal_retention_never_breaks_the_chain_of_a_kept_base_backup(
+        listing in proptest::collection::vec((any_segment_name(), any::<bool>()), 0..40),
+        starts in proptest::collection::vec(0u64..(64 * 16 * 1024 * 1024), 0..4),
+    ) {
+        use lifeboat_agent::wal::{Lsn, Segment, removable_segments, SEGMENT_BYTES};
+        let records: Vec<_> = listing.into_iter().map(|(n, p)| segment_record(n, p)).collect();
+        let starts: Vec<Lsn> = starts.into_iter().map(Lsn).collect();
+        let removed = removable_segments(&starts, &records);
+        let Some(oldest) = starts.iter().map(|l| l.0 / SEGMENT_BYTES).min() else {
+            prop_assert!(removed.is_empty());
+            return Ok(());
+        };
+        for r in &records {
+            let gone = removed.iter().any(|x| std::ptr::eq(*x, r));
+            match Segment::parse(&r.segment) {
+                Some(s) => prop_assert_eq!(gone, s.segno < oldest, "{:?}", r.segment),
+                None => prop_assert!(!gone, "{:?} is no segment", r.segment),
+            }
+        }
+    }
+}

@@ -56,9 +56,25 @@ pub struct BackupMetadata {
     /// Set on a backup `adopt` copied from the layout without namespaces: where it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted_from: Option<AdoptedFrom>,
+    /// Set on a PostgreSQL base backup (`lifeboat-agent base-backup`): where its WAL begins,
+    /// which a point-in-time restore replays from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_backup: Option<BaseBackupWal>,
     /// The MAC over everything else in this document (absent only in legacy metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MetadataSignature>,
+}
+
+/// The write-ahead-log position of a physical base backup, as `pg_basebackup` reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BaseBackupWal {
+    /// The timeline the backup was taken on.
+    pub timeline: u32,
+    /// The checkpoint the backup starts from (`0/2000028`): replay begins at its segment.
+    pub start_lsn: String,
+    /// Where the backup ends: a restore is consistent only once replay has passed it.
+    pub end_lsn: String,
 }
 
 /// Where an adopted backup lay before `adopt` copied it into its namespace's directory.
