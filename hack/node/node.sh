@@ -366,11 +366,12 @@ setsid "$bin/coredns" -conf "$dir/Corefile" >"$dir/coredns.log" 2>&1 </dev/null 
 pids+=($!)
 
 # ------------------------------------------------------------------- the kubernetes Service --
-# Pods reach the API server at the `kubernetes` Service address, which kube-proxy would translate;
-# this cluster has none. As kube-proxy's IPVS mode does, the Service address is put on a local
-# interface (the bridge), and a proxy bound to that bridge alone forwards its port to the API
-# server (kube-proxy's original user-space mode): no firewall rule, and another node on this
-# machine keeps its own.
+# Pods reach the API server at the `kubernetes` Service address, which kube-proxy would translate
+# to the API server's endpoint; this one listens on loopback only and has none (a loopback
+# endpoint is invalid). kube-proxy's reject rule for a Service without endpoints sits in the
+# forward and output paths, not in the input path of a local address. As kube-proxy's IPVS mode does,
+# the Service address is put on a local interface (the bridge), and a proxy bound to that bridge
+# alone forwards its port to the API server (kube-proxy's original user-space mode).
 kctl() { KUBECONFIG="$dir/kubelet.kubeconfig" "$bin/kubectl" "$@"; }
 svc_ip="" svc_port=""
 for _ in $(seq 100); do
