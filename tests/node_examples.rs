@@ -597,12 +597,22 @@ async fn the_examples_pass_as_written_against_the_application_they_describe() {
                 let done = status
                     .assets
                     .iter()
-                    .filter(|a| a.last_success.is_some())
+                    .filter(|a| a.last_success.is_some() || a.last_failure.is_some())
                     .count();
                 (done == assets).then_some(status)
             },
         )
         .await;
+        let failed: Vec<_> = status
+            .assets
+            .iter()
+            .filter_map(|a| a.last_failure.as_ref().map(|f| (&a.name, f)))
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{policy}: {failed:#?}\n{}",
+            report(&client, node).await
+        );
         eprintln!(
             "{policy}: backup-now -> {assets} backups in {:?}: {:?}",
             t0.elapsed(),
