@@ -55,6 +55,7 @@ test: deps testenv helm node node-images lint promtool ## The whole suite: lint,
 	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored
 	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored
+	$(CARGO) test -p lifeboat-integration-tests --test node_examples -- --ignored
 	@echo "make demo (the README's main job; it fails when the backup or the drill fails)"
 	@bash hack/demo.sh >target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
 	@grep '^== Drill' target/demo.log
@@ -76,7 +77,7 @@ bench-operator: testenv ## The operator and its Go peer (cr-baseline), alternati
 	go build -C $(CR_BASELINE) -o "$(CURDIR)/target/cr-baseline" .
 	./target/release/bench-operator --peer target/cr-baseline --policies 1000,10000 --runs 3
 
-node: testenv ## Build (or reuse) the local node: containerd/runc/CNI (apt), kubelet, kube-scheduler, crictl, pause (needs root)
+node: testenv ## Build (or reuse) the local node: containerd/runc/CNI/iptables (apt), kubelet, kube-scheduler, kube-proxy, CoreDNS, crictl, pause (needs root)
 	bash hack/node/build.sh
 
 node-images: ## Assemble the agent and operator images (OCI archives, no registry) into target/node-images/
@@ -86,9 +87,10 @@ node-up: node node-images ## A control plane plus a real node that runs pods, un
 	mkdir -p target/node
 	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --node --images target/node-images --kubeconfig target/node/kubeconfig
 
-e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule, a lost cluster recovered
+e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule, a lost cluster recovered, the examples as written
 	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored --nocapture
 	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored --nocapture
+	$(CARGO) test -p lifeboat-integration-tests --test node_examples -- --ignored --nocapture
 
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10

@@ -93,8 +93,9 @@ echo "S3 http://$gw:$s3_port, bucket backups (files in target/demo/s3/backups)"
 
 step "helm install lifeboat charts/lifeboat (CRDs, RBAC, the operator as a pod on the node)"
 api_port=$(k config view --minify -o jsonpath='{.clusters[0].cluster.server}' | sed 's/.*://')
-# This cluster has no kube-proxy: the operator uses the node's network and reaches the API server
-# on loopback instead of through the `kubernetes` Service.
+# The test API server listens on loopback only, where kube-proxy cannot send a pod (the node's
+# service-proxy.py carries the agent pods' `kubernetes` Service): the operator uses the node's
+# network and reaches the API server on loopback.
 "$helm" install lifeboat charts/lifeboat --namespace lifeboat-system --create-namespace \
   --set replicaCount=1 --set hostNetwork=true --set logJson=false \
   --set metrics.port="$(free_port)" \

@@ -120,8 +120,13 @@ async fn the_three_crds_are_served_and_the_examples_apply() {
     // Every example is accepted by the real API server (server-side apply, as GitOps does).
     let dir = lifeboat_testenv::assets::repo_root().join("deploy/examples");
     let mut applied = 0;
+    // The files of the directory; prerequisites/ (Secrets' recipe, the PVC) is applied first, apart.
     for entry in std::fs::read_dir(dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
         let mut obj: Value = serde_norway::from_str(&text).unwrap();
         obj["metadata"]["namespace"] = json!(ns);
         let obj: DynamicObject = serde_json::from_value(obj).unwrap();

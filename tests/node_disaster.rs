@@ -16,10 +16,10 @@
 //! those taken before the disaster.
 //!
 //! In both clusters Lifeboat is the chart's release (`helm install`, CRDs included; the
-//! operator a pod on the node). This node has no cluster DNS and no kube-proxy, so the operator
-//! and the databases' pods use the host's network (as `hack/demo.sh` does for the operator): a
-//! restore target can only be an address known before the restore recreates the pods (in a
-//! real cluster it is the Service's DNS name, `postgres.shop.svc`).
+//! operator a pod on the node). The operator and the databases' pods use the host's network (as
+//! `hack/demo.sh` does for the operator), written before the node had cluster DNS and
+//! kube-proxy: a restore target is an address known before the restore recreates the pods (in a
+//! real cluster, and in `tests/node_examples.rs`, it is the Service's DNS name).
 //!
 //! Ignored by a plain `cargo test` (root, containerd, the images of `hack/node/images.sh`):
 //! `make e2e-node` runs it.

@@ -1690,3 +1690,134 @@ async fn under_openshift_style_settings_agent_pods_run_as_the_namespace_s_uid_an
         assert_eq!(pull, ["regcred"], "the platform's and the team's, once");
     }
 }
+
+/// Services and cluster DNS as a real cluster has them (kube-proxy and CoreDNS on the node): a
+/// pod reaches a Redis behind a Service by the name `<service>.<namespace>.svc`, on the Service's
+/// port 80, which only kube-proxy's translation of the Service IP maps to the backend's 6379
+/// (nothing listens on port 80 anywhere). What the client wrote is read back from the backend pod
+/// directly.
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_pod_reaches_a_service_by_its_dns_name_through_the_service_ip() {
+    use k8s_openapi::api::core::v1::Service;
+    let node = node();
+    let h = harness::harness("node-svc").await;
+    let restricted = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}});
+    let pod_security = json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                              "seccompProfile": {"type": "RuntimeDefault"}});
+    let backend: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "backend", "labels": {"app": "backend"}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": pod_security,
+            "containers": [{
+                "name": "redis", "image": "lifeboat.test/redis:local", "imagePullPolicy": "Never",
+                "args": ["--bind", "0.0.0.0", "--protected-mode", "no", "--port", "6379",
+                         "--save", "", "--appendonly", "no"],
+                "ports": [{"name": "redis", "containerPort": 6379}],
+                "securityContext": restricted
+            }]
+        }
+    }))
+    .unwrap();
+    let pods = h.api::<Pod>();
+    pods.create(&PostParams::default(), &backend).await.unwrap();
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "cache"},
+        "spec": {"selector": {"app": "backend"},
+                 "ports": [{"name": "redis", "port": 80, "targetPort": 6379}]}
+    }))
+    .unwrap();
+    let service = h
+        .api::<Service>()
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap();
+    let cluster_ip = service.spec.unwrap().cluster_ip.unwrap();
+
+    // The backend serving, by its pod IP, from the host.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let backend_ip = loop {
+        let status = pods
+            .get("backend")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if let (Some("Running"), Some(ip)) = (status.phase.as_deref(), status.pod_ip) {
+            let conn = lifeboat_agent::redis::Conn {
+                host: ip.clone(),
+                port: 6379,
+                username: None,
+                password: None,
+                tls: false,
+            };
+            if blocking(|| conn.run(0, &["PING"]).ok()).as_deref() == Some("PONG") {
+                break ip;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backend not serving\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_ne!(cluster_ip, backend_ip);
+    // kube-proxy programs the Service when it sees its EndpointSlice, a moment after the backend
+    // is ready (as on any cluster): the host's own connections go through the same rules.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ip: std::net::Ipv4Addr = cluster_ip.parse().unwrap();
+    while std::net::TcpStream::connect_timeout(&(ip, 80).into(), Duration::from_secs(1)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{cluster_ip}:80 not translated\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let t0 = Instant::now();
+    let host = format!("cache.{}.svc", h.ns);
+    let client: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": pod_security,
+            "containers": [{
+                "name": "client", "image": AGENT_IMAGE, "imagePullPolicy": "IfNotPresent",
+                "command": ["/usr/bin/redis-cli", "-h", host, "-p", "80",
+                            "SET", "written-through", "cache-service"],
+                "securityContext": restricted
+            }]
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &client).await.unwrap();
+    let (phase, _) = pod_outcome(&pods, "client", Duration::from_secs(120)).await;
+    let logs = pods
+        .logs("client", &LogParams::default())
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        (phase.as_str(), logs.trim()),
+        ("Succeeded", "OK"),
+        "{}",
+        report(&h, node).await
+    );
+    eprintln!(
+        "client pod created -> Succeeded through {host}:80 in {:?}",
+        t0.elapsed()
+    );
+    let conn = lifeboat_agent::redis::Conn {
+        host: backend_ip,
+        port: 6379,
+        username: None,
+        password: None,
+        tls: false,
+    };
+    let written = blocking(|| conn.run(0, &["GET", "written-through"]).unwrap());
+    assert_eq!(written, "cache-service");
+}

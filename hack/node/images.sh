@@ -8,8 +8,9 @@
 #   - Redis (this machine's redis-server and its libraries), for the tests' Redis StatefulSet
 #     (lifeboat.test/redis:local, run with imagePullPolicy Never);
 #   - PostgreSQL (this machine's server, initdb, their modules and share files, and dash to run
-#     hack/node/postgres/start.sh), for the disaster test's PostgreSQL StatefulSet
-#     (lifeboat.test/postgres:local): the first start on an empty volume runs initdb.
+#     hack/node/postgres/start.sh, openssl for its certificate), for the PostgreSQL StatefulSets of
+#     the disaster and examples tests (lifeboat.test/postgres:local): the first start on an empty
+#     volume runs initdb; TLS is on, with a self-signed certificate made at the first start.
 # The agent and operator images carry the references the chart and the operator use by default
 # (ghcr.io/lifeboat-dev/lifeboat-{agent,operator}:<version>), so pods with imagePullPolicy
 # IfNotPresent start them from the node's store.
@@ -84,6 +85,7 @@ pg_share=/usr/share/postgresql/$(basename "$pg_lib")
 python3 "$here/oci-image.py" --name "lifeboat.test/postgres:local" --out "$out/postgres.tar" \
   "${common[@]}" \
   --binary /bin/dash:/bin/sh \
+  --binary /usr/bin/openssl:/usr/bin/openssl --file /etc/ssl/openssl.cnf:/usr/lib/ssl/openssl.cnf \
   --binary "$pg_bin/postgres:$pg_bin/postgres" --binary "$pg_bin/initdb:$pg_bin/initdb" \
   --tree "$pg_lib/lib:$pg_lib/lib" --tree "$pg_share:$pg_share" \
   --tree /usr/share/zoneinfo:/usr/share/zoneinfo \

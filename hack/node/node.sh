@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One Kubernetes node on this machine, joined to a running control plane: containerd (Debian's,
-# with its CRI plugin, runc and a bridge CNI network), kube-scheduler and kubelet, all in one
-# scratch directory. It runs until its standard input closes (the parent that started it went
+# with its CRI plugin, runc and a bridge CNI network), kube-scheduler, kubelet, kube-proxy
+# (iptables mode) and cluster DNS (CoreDNS, on the pods' gateway), all in one scratch directory. It runs until its standard input closes (the parent that started it went
 # away, however it ended) or it receives SIGINT/SIGTERM, then tears everything down: pods, shims,
 # mounts, cgroups, the bridge and the directory. Test infrastructure only.
 #
@@ -12,8 +12,10 @@
 # listen there: it is the host's address on a host-only network) and "node: ready <name> <dir>"
 # once the kubelet has registered the Node and it is Ready.
 # What it changes outside DIR, and undoes: a cgroup /lifeboat-node-<id> in each hierarchy, a bridge
-# lbn<id> with 10.244.<n>.1/24 and the `kubernetes` Service address, and shim sockets in
-# /run/containerd/s. The kubelet runs in a mount
+# lbn<id> with 10.244.<n>.1/24 and the `kubernetes` Service address, shim sockets in
+# /run/containerd/s, and kube-proxy's iptables chains (KUBE-*, removed with `kube-proxy --cleanup`:
+# the chains are the host's, so two nodes must not run on one machine at the same time; one after
+# the other is fine). The kubelet runs in a mount
 # namespace of its own where the kernel tunables it insists on (vm.overcommit_memory=1,
 # kernel.panic_on_oops=1, ...) read as already set, so the host's values are never changed; and
 # without iptables on its PATH, so it installs no firewall chains on the host.
@@ -42,7 +44,7 @@ if [ -z "$server" ] || [ -z "$ca" ] || [ -z "$node_token" ] || [ -z "$scheduler_
   echo "node: --server, --ca, --node-token and --scheduler-token are required" >&2
   exit 2
 fi
-for t in kubelet kube-scheduler crictl pause; do
+for t in kubelet kube-scheduler kube-proxy coredns crictl pause; do
   [ -x "$bin/$t" ] || { echo "node: $bin/$t missing: run hack/node/build.sh" >&2; exit 1; }
 done
 [ -n "$dir" ] || dir=$(mktemp -d /tmp/lifeboat-node-XXXXXX)
@@ -61,6 +63,7 @@ mkdir -p "$dir"/{containerd,state,runc,opt,cni/net.d,cni/ipam,kubelet,pod-logs,s
 # ---------------------------------------------------------------- teardown (always runs once) --
 pids=()
 torn_down=0
+proxy_started=0
 teardown() {
   [ "$torn_down" = 1 ] && return
   torn_down=1
@@ -75,6 +78,17 @@ teardown() {
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
+  # kube-proxy's chains go with it (it removes them itself only when asked to); its --cleanup
+  # leaves the (empty) KUBE-FIREWALL chain it made and the jumps to it.
+  if [ "$proxy_started" = 1 ]; then
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin timeout 30 "$bin/kube-proxy" --cleanup >>"$dir/kube-proxy.log" 2>&1 || true
+    local ipt PATH=/usr/sbin:/usr/bin:/sbin:/bin
+    for ipt in iptables ip6tables; do
+      while "$ipt" -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+      while "$ipt" -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+      "$ipt" -F KUBE-FIREWALL 2>/dev/null && "$ipt" -X KUBE-FIREWALL 2>/dev/null || true
+    done
+  fi
   # Pods through the CRI while containerd still runs: sandboxes stop, CNI releases the network.
   if [ -S "$dir/containerd.sock" ]; then
     timeout 60 "$bin/crictl" --timeout 30s -r "unix://$dir/containerd.sock" rmp -f -a >/dev/null 2>&1 || true
@@ -259,6 +273,10 @@ failSwapOn: false
 podLogsDir: $dir/pod-logs
 staticPodPath: ""
 resolvConf: /etc/resolv.conf
+# Cluster DNS (CoreDNS, below) on the host's end of the pod network, as NodeLocal DNSCache serves
+# on a node-local address: pods resolve <service>.<namespace>.svc.
+clusterDNS: [$gateway]
+clusterDomain: cluster.local
 serializeImagePulls: false
 # A shared development machine: its disk may be fuller than the defaults tolerate, and the imported
 # images cannot be pulled again if garbage-collected.
@@ -306,12 +324,54 @@ setsid "$bin/kube-scheduler" \
   >"$dir/kube-scheduler.log" 2>&1 </dev/null &
 pids+=($!)
 
+# -------------------------------------------------------------------------------- kube-proxy --
+# Services for the pods, as kube-proxy programs them on any node: iptables NAT rules from the
+# Services and EndpointSlices it watches (as the node: the `system:node-proxier` role). Nothing it
+# would change host-wide: conntrack limits and timeouts left as they are (0), no localhost
+# NodePorts (they would set net.ipv4.conf.all.route_localnet), no OOM score below 0 (this machine
+# withholds CAP_SYS_RESOURCE), health and metrics servers off (fixed ports).
+PATH=/usr/sbin:/usr/bin:/sbin:/bin setsid "$bin/kube-proxy" \
+  --kubeconfig="$dir/kubelet.kubeconfig" \
+  --hostname-override="$name" \
+  --proxy-mode=iptables \
+  --cluster-cidr="10.244.$octet.0/24" \
+  --conntrack-max-per-core=0 \
+  --conntrack-tcp-timeout-established=0 \
+  --conntrack-tcp-timeout-close-wait=0 \
+  --iptables-localhost-nodeports=false \
+  --nodeport-addresses=primary \
+  --oom-score-adj=0 \
+  --healthz-bind-address="" \
+  --metrics-bind-address="" \
+  --v=2 \
+  >"$dir/kube-proxy.log" 2>&1 </dev/null &
+pids+=($!)
+proxy_started=1
+
+# ------------------------------------------------------------------------------- cluster DNS --
+# CoreDNS serving cluster.local from the API (its kubernetes plugin, as the node), everything else
+# forwarded to this machine's resolvers; bound to the gateway, so each node has its own.
+cat > "$dir/Corefile" <<EOF
+.:53 {
+    bind $gateway
+    errors
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig $dir/kubelet.kubeconfig local
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    forward . /etc/resolv.conf
+}
+EOF
+setsid "$bin/coredns" -conf "$dir/Corefile" >"$dir/coredns.log" 2>&1 </dev/null &
+pids+=($!)
+
 # ------------------------------------------------------------------- the kubernetes Service --
-# Pods reach the API server at the `kubernetes` Service address, which kube-proxy would translate;
-# this cluster has none. As kube-proxy's IPVS mode does, the Service address is put on a local
-# interface (the bridge), and a proxy bound to that bridge alone forwards its port to the API
-# server (kube-proxy's original user-space mode): no firewall rule, and another node on this
-# machine keeps its own.
+# Pods reach the API server at the `kubernetes` Service address, which kube-proxy would translate
+# to the API server's endpoint; this one listens on loopback only and has none (a loopback
+# endpoint is invalid). kube-proxy's reject rule for a Service without endpoints sits in the
+# forward and output paths, not in the input path of a local address. As kube-proxy's IPVS mode does,
+# the Service address is put on a local interface (the bridge), and a proxy bound to that bridge
+# alone forwards its port to the API server (kube-proxy's original user-space mode).
 kctl() { KUBECONFIG="$dir/kubelet.kubeconfig" "$bin/kubectl" "$@"; }
 svc_ip="" svc_port=""
 for _ in $(seq 100); do
@@ -328,6 +388,9 @@ setsid python3 "$here/service-proxy.py" --device "$bridge" --listen "$svc_ip:$sv
 pids+=($!)
 wait_for 10 "the Service proxy" grep -q listening "$dir/service-proxy.log"
 log "kubernetes Service $svc_ip:$svc_port -> $api"
+wait_for 60 "kube-proxy's first sync" grep -q "SyncProxyRules complete" "$dir/kube-proxy.log"
+wait_for 60 "CoreDNS" grep -q "^CoreDNS-" "$dir/coredns.log"
+log "kube-proxy synced; CoreDNS on $gateway:53"
 
 node_ready() {
   kctl get node "$name" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """What kube-proxy does for one Service, in user space: accept TCP connections to the Service's
 address on one network device (the node's pod bridge) and pipe each to the backend. Test
-infrastructure of hack/node/node.sh, which has no kube-proxy and installs no firewall rules.
+infrastructure of hack/node/node.sh, for the one Service its kube-proxy cannot serve: the test API
+server listens on loopback only, and a loopback endpoint is invalid, so `kubernetes` has none.
 
     service-proxy.py --device lbn123 --listen 10.0.0.1:443 --to 127.0.0.1:6443
 

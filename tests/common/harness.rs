@@ -68,6 +68,27 @@ async fn harness_with(prefix: &str, master_key: &str, agent: AgentConfig) -> Har
     start_operator(client, operator, ns, master_key.to_owned(), agent)
 }
 
+/// The controllers running scoped to namespace `ns`, which the test created itself because its
+/// objects name it (the examples' `shop`), enforcing Pod Security "restricted" like [`harness`]'s.
+pub async fn harness_named(ns: &str) -> Harness {
+    let env = lifeboat_testenv::shared().expect("control plane");
+    let client = env.client().await.unwrap();
+    enforce_restricted_pod_security(&client, ns).await;
+    install_chart_rbac(&client).await;
+    install_master_key(&client, CHART_NAMESPACE).await;
+    let operator = env
+        .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
+        .await
+        .unwrap();
+    start_operator(
+        client,
+        operator,
+        ns.to_owned(),
+        MASTER_KEY_SECRET.to_owned(),
+        AgentConfig::default(),
+    )
+}
+
 /// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
 /// operator as a process of its own (and kill it). The Harness still plays the kubelet.
 pub async fn without_operator(prefix: &str) -> Harness {

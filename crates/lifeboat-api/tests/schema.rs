@@ -98,13 +98,15 @@ fn crds_are_namespaced_with_status_and_a_lifeboat_category() {
     }
 }
 
-/// Every Lifeboat object in deploy/examples, as (file, kind, JSON).
+/// Every Lifeboat object in deploy/examples, as (file, kind, JSON); prerequisites/ holds what
+/// the examples need that is not Lifeboat's (a PVC), applied first.
 fn examples() -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     let dir = repo().join("deploy/examples");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     paths.sort();
     for path in paths {

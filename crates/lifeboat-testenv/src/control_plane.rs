@@ -21,10 +21,11 @@ use crate::process::Supervised;
 /// mounts, and `nodelifecycle` lifts the `not-ready` taint a new Node is created with once its
 /// kubelet reports Ready. Without a node both have nothing to do. `statefulset` and
 /// `persistentvolume-binder` run Redis the way charts deploy it (a StatefulSet whose PVC binds to
-/// a PersistentVolume), for the node's Redis restore test.
+/// a PersistentVolume), for the node's Redis restore test. `endpointslice` lists each Service's
+/// ready pods, which the node's kube-proxy and CoreDNS serve.
 pub const CONTROLLERS: &str = "job,cronjob,garbagecollector,namespace,serviceaccount,\
      serviceaccount-token,deployment,replicaset,root-ca-cert-publisher,nodelifecycle,\
-     statefulset,persistentvolume-binder";
+     statefulset,persistentvolume-binder,endpointslice";
 
 /// A running control plane. Dropping it stops every process and removes its files.
 pub struct ControlPlane {

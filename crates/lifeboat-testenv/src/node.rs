@@ -1,6 +1,7 @@
-//! A real node for the test control plane: containerd + runc + kubelet + kube-scheduler on this
-//! machine, so the Jobs the operator creates actually run. The processes, mounts, cgroups and the
-//! CNI bridge are owned by `hack/node/node.sh`; this module starts it, waits until the Node is
+//! A real node for the test control plane: containerd + runc + kubelet + kube-scheduler +
+//! kube-proxy + CoreDNS on this machine, so the Jobs the operator creates actually run, and pods
+//! reach Services by name. The processes, mounts, cgroups, firewall rules and the CNI bridge are
+//! owned by `hack/node/node.sh`; this module starts it, waits until the Node is
 //! Ready and stops it. The script tears everything down when its standard input closes, so the
 //! node also goes away when the test process is killed.
 //!
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 
@@ -223,34 +224,70 @@ impl Drop for Node {
     }
 }
 
-/// The default RBAC binds no one to `system:node` (clusters use the Node authorizer for that);
-/// this control plane authorizes with RBAC only, so the kubelet's group gets the role.
+/// The node's own processes authenticate as the node (`system:nodes`). The default RBAC binds no
+/// one to `system:node` (clusters use the Node authorizer for that); this control plane authorizes
+/// with RBAC only, so the group gets the role. kube-proxy runs with the same credentials and gets
+/// its bootstrap role `system:node-proxier`; cluster DNS (CoreDNS's `kubernetes` plugin) reads
+/// Services, EndpointSlices and Namespaces, which neither role grants.
 async fn bind_nodes_group(cp: &ControlPlane) -> Result<(), Error> {
-    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+    let client = cp.client().await?;
+    let dns: ClusterRole = serde_json::from_value(serde_json::json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": "lifeboat-testenv:nodes"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]
+        "kind": "ClusterRole",
+        "metadata": {"name": "lifeboat-testenv:node-dns"},
+        "rules": [
+            {"apiGroups": [""], "resources": ["services", "namespaces", "endpoints"], "verbs": ["list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]}
+        ]
     }))
     .map_err(|e| Error::Kube(e.to_string()))?;
-    Api::<ClusterRoleBinding>::all(cp.client().await?)
+    Api::<ClusterRole>::all(client.clone())
         .patch(
-            "lifeboat-testenv:nodes",
+            "lifeboat-testenv:node-dns",
             &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&binding),
+            &Patch::Apply(&dns),
         )
         .await
-        .map_err(|e| Error::Kube(format!("bind system:nodes: {e}")))?;
+        .map_err(|e| Error::Kube(format!("cluster role for the node's DNS: {e}")))?;
+    for (name, role) in [
+        ("lifeboat-testenv:nodes", "system:node"),
+        ("lifeboat-testenv:node-proxier", "system:node-proxier"),
+        ("lifeboat-testenv:node-dns", "lifeboat-testenv:node-dns"),
+    ] {
+        let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]
+        }))
+        .map_err(|e| Error::Kube(e.to_string()))?;
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&binding),
+            )
+            .await
+            .map_err(|e| Error::Kube(format!("bind system:nodes to {role}: {e}")))?;
+    }
     Ok(())
 }
 
 /// Builds the node's binaries with `hack/node/build.sh` unless all are there.
 fn ensure_binaries() -> Result<(), Error> {
     let bin = assets::cache_dir()?;
-    let all_there = ["kubelet", "kube-scheduler", "crictl", "pause", "kubectl"]
-        .iter()
-        .all(|t| bin.join(t).is_file());
+    let all_there = [
+        "kubelet",
+        "kube-scheduler",
+        "kube-proxy",
+        "coredns",
+        "crictl",
+        "pause",
+        "kubectl",
+    ]
+    .iter()
+    .all(|t| bin.join(t).is_file());
     if all_there {
         return Ok(());
     }
