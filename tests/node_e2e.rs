@@ -383,10 +383,20 @@ async fn all_pods_ran_on(h: &harness::Harness, node: &Node) {
             pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
             Some(node.name())
         );
+        // A failed pod says why: its agent's termination message (the failure class).
+        let message = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.message.clone())
+            .unwrap_or_default();
         assert_eq!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded"),
-            "{}",
+            "{}: {message}",
             pod.name_any()
         );
     }
