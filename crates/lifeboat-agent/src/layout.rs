@@ -117,6 +117,23 @@ impl Scope {
     }
 }
 
+/// A directory of the store: a path under a local root, or key segments under the S3 prefix.
+/// What reads and deletes of single files share, whatever the directory holds.
+pub(crate) trait Prefix {
+    fn dir(&self, root: &Path) -> PathBuf;
+    fn parts(&self) -> Vec<&str>;
+}
+
+impl Prefix for Scope {
+    fn dir(&self, root: &Path) -> PathBuf {
+        Scope::dir(self, root)
+    }
+
+    fn parts(&self) -> Vec<&str> {
+        Scope::parts(self)
+    }
+}
+
 impl std::fmt::Display for Scope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.parts().join("/"))
@@ -744,13 +761,18 @@ impl Store {
     /// Reads file `name` at the top of `scope`'s directory.
     pub fn read_policy_file(&self, scope: &Scope, name: &str) -> Result<Vec<u8>> {
         check_file_name(name)?;
+        self.read_at(scope, name)
+    }
+
+    /// The bytes of object `name` in directory `at`.
+    pub(crate) fn read_at(&self, at: &impl Prefix, name: &str) -> Result<Vec<u8>> {
         match self {
             Store::Local(root) => {
-                let path = scope.dir(root).join(name);
+                let path = at.dir(root).join(name);
                 fs::read(&path).map_err(|e| AgentError::storage(path.display(), e))
             }
             Store::S3(s3) => {
-                let mut parts = scope.parts();
+                let mut parts = at.parts();
                 parts.push(name);
                 Ok(s3.get(&s3.key(&parts))?.to_vec())
             }
@@ -760,13 +782,22 @@ impl Store {
     /// Deletes file `name` at the top of `scope`'s directory.
     pub fn remove_policy_file(&self, scope: &Scope, name: &str) -> Result<()> {
         check_file_name(name)?;
+        self.delete_at(scope, name, false)
+    }
+
+    /// Deletes object `name` in directory `at`; one already gone is an error unless
+    /// `missing_ok` (S3 does not tell).
+    pub(crate) fn delete_at(&self, at: &impl Prefix, name: &str, missing_ok: bool) -> Result<()> {
         match self {
             Store::Local(root) => {
-                let path = scope.dir(root).join(name);
-                fs::remove_file(&path).map_err(|e| AgentError::storage(path.display(), e))
+                let path = at.dir(root).join(name);
+                match fs::remove_file(&path) {
+                    Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| AgentError::storage(path.display(), e)),
+                }
             }
             Store::S3(s3) => {
-                let mut parts = scope.parts();
+                let mut parts = at.parts();
                 parts.push(name);
                 s3.rt
                     .block_on(s3.store.delete(&s3.key(&parts)))

@@ -29,12 +29,11 @@ use lifeboat_api::agent_result::{
     MetadataSignature,
 };
 use lifeboat_api::backup_policy::AssetKind;
-use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::error::{AgentError, Result};
-use crate::layout::{Scope, Store};
+use crate::layout::{Prefix, Scope, Store};
 use crate::postgres::Conn;
 use crate::signing::SigningKey;
 use crate::stream::{self, Encoding, Stored};
@@ -162,7 +161,9 @@ impl WalPlace {
             asset: asset.to_owned(),
         })
     }
+}
 
+impl Prefix for WalPlace {
     fn parts(&self) -> Vec<&str> {
         let mut p = self.scope.parts();
         p.extend([WAL_DIR, self.asset.as_str()]);
@@ -306,39 +307,12 @@ impl Store {
 
     /// The bytes of object `name` of `place`.
     pub fn wal_read(&self, place: &WalPlace, name: &str) -> Result<Vec<u8>> {
-        match self {
-            Store::Local(root) => {
-                let path = place.dir(root).join(name);
-                fs::read(&path).map_err(|e| AgentError::storage(path.display(), e))
-            }
-            Store::S3(s3) => {
-                let mut parts = place.parts();
-                parts.push(name);
-                Ok(s3.get(&s3.key(&parts))?.to_vec())
-            }
-        }
+        self.read_at(place, name)
     }
 
     /// Deletes object `name` of `place` (gone already is fine).
     pub fn wal_delete(&self, place: &WalPlace, name: &str) -> Result<()> {
-        match self {
-            Store::Local(root) => {
-                let path = place.dir(root).join(name);
-                match fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        Err(AgentError::storage(path.display(), e))
-                    }
-                    _ => Ok(()),
-                }
-            }
-            Store::S3(s3) => {
-                let mut parts = place.parts();
-                parts.push(name);
-                s3.rt
-                    .block_on(s3.store.delete(&s3.key(&parts)))
-                    .map_err(|e| s3.err(e))
-            }
-        }
+        self.delete_at(place, name, true)
     }
 
     /// Signs `record` and writes it (replacing any record of the same segment and kind).
