@@ -722,10 +722,16 @@ impl Store {
 
     /// The files at the top of `scope`'s directory (drill evidence records), by name.
     pub fn policy_files(&self, scope: &Scope) -> Result<Vec<String>> {
+        self.names_at(scope)
+    }
+
+    /// The names of the files directly in directory `at` (hidden ones left out), sorted; none
+    /// when it does not exist.
+    pub(crate) fn names_at(&self, at: &impl Prefix) -> Result<Vec<String>> {
         let mut out = Vec::new();
         match self {
             Store::Local(root) => {
-                let dir = scope.dir(root);
+                let dir = at.dir(root);
                 let entries = match fs::read_dir(&dir) {
                     Ok(e) => e,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -740,7 +746,7 @@ impl Store {
                 }
             }
             Store::S3(s3) => {
-                let prefix = s3.key(&scope.parts());
+                let prefix = s3.key(&at.parts());
                 let listing = s3
                     .rt
                     .block_on(s3.store.list_with_delimiter(Some(&prefix)))

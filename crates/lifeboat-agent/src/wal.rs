@@ -270,39 +270,7 @@ impl Store {
 
     /// The names of `place`'s objects.
     pub fn wal_names(&self, place: &WalPlace) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        match self {
-            Store::Local(root) => {
-                let dir = place.dir(root);
-                let entries = match fs::read_dir(&dir) {
-                    Ok(e) => e,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-                    Err(e) => return Err(AgentError::storage(dir.display(), e)),
-                };
-                for e in entries {
-                    let e = e.map_err(|e| AgentError::storage(dir.display(), e))?;
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    if !name.starts_with('.') {
-                        out.push(name);
-                    }
-                }
-            }
-            Store::S3(s3) => {
-                let prefix = s3.key(&place.parts());
-                let listing = s3
-                    .rt
-                    .block_on(s3.store.list_with_delimiter(Some(&prefix)))
-                    .map_err(|e| s3.err(e))?;
-                out.extend(
-                    listing
-                        .objects
-                        .iter()
-                        .filter_map(|o| o.location.filename().map(str::to_owned)),
-                );
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.names_at(place)
     }
 
     /// The bytes of object `name` of `place`.
