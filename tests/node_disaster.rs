@@ -26,6 +26,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/digest.rs"]
+mod digest;
 #[path = "common/harness.rs"]
 mod harness;
 
@@ -530,37 +532,6 @@ fn redis_conn(port: u16) -> lifeboat_agent::redis::Conn {
     }
 }
 
-/// Every key of every database: type, value (sets and hashes sorted) and when it expires
-/// (`EXPIRETIME`, unix seconds; -1 without a TTL).
-fn redis_digest(conn: &lifeboat_agent::redis::Conn) -> BTreeMap<String, (String, String, i64)> {
-    let mut out = BTreeMap::new();
-    for db in 0..16u8 {
-        let keys = conn.run(db, &["KEYS", "*"]).unwrap();
-        for key in keys.lines().filter(|k| !k.is_empty()) {
-            let t = conn.run(db, &["TYPE", key]).unwrap();
-            let sorted = |s: String| {
-                let mut l: Vec<&str> = s.lines().collect();
-                l.sort_unstable();
-                l.join("\n")
-            };
-            let v = match t.as_str() {
-                "string" => conn.run(db, &["GET", key]).unwrap(),
-                "list" => conn.run(db, &["LRANGE", key, "0", "-1"]).unwrap(),
-                "set" => sorted(conn.run(db, &["SMEMBERS", key]).unwrap()),
-                "zset" => conn
-                    .run(db, &["ZRANGE", key, "0", "-1", "WITHSCORES"])
-                    .unwrap(),
-                "hash" => sorted(conn.run(db, &["HGETALL", key]).unwrap()),
-                "stream" => conn.run(db, &["XRANGE", key, "-", "+"]).unwrap(),
-                other => panic!("unexpected type {other}"),
-            };
-            let ttl: i64 = conn.run(db, &["EXPIRETIME", key]).unwrap().parse().unwrap();
-            out.insert(format!("{db}/{key}"), (t, v, ttl));
-        }
-    }
-    out
-}
-
 /// The sha256 of every file under `dir` (a bucket of the S3 server), by key.
 fn bucket_digest(dir: &Path) -> BTreeMap<String, String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
@@ -681,7 +652,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             c.run(0, cmd).unwrap();
         }
         c.run(3, &["SET", "db3", "other db"]).unwrap();
-        redis_digest(&c)
+        digest::redis_digest(&c)
     });
     std::fs::write(assets_dir.join("index.html"), b"<h1>shop</h1>").unwrap();
     std::fs::write(assets_dir.join("img/logo.bin"), vec![7u8; 300_000]).unwrap();
@@ -946,7 +917,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
         pg_before,
         "PostgreSQL: the orders table"
     );
-    let redis_after = blocking(|| redis_digest(&redis_conn(redis_port)));
+    let redis_after = blocking(|| digest::redis_digest(&redis_conn(redis_port)));
     assert_eq!(
         redis_before.keys().collect::<Vec<_>>(),
         redis_after.keys().collect::<Vec<_>>()

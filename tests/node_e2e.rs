@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/digest.rs"]
+mod digest;
 #[path = "common/harness.rs"]
 mod harness;
 
@@ -1185,40 +1187,6 @@ async fn a_restore_from_a_location_needs_no_backup_policy() {
     all_pods_ran_on(&h, node).await;
 }
 
-/// Every key of every database of the Redis behind `conn`: type, value (sets and hashes
-/// sorted) and when it expires (`EXPIRETIME`, unix seconds; -1 without a TTL), as text to
-/// compare: an RDB keeps the moment a key expires, so a restored TTL is the same moment.
-fn redis_digest(
-    conn: &lifeboat_agent::redis::Conn,
-) -> std::collections::BTreeMap<String, (String, String, i64)> {
-    let mut out = std::collections::BTreeMap::new();
-    for db in 0..16u8 {
-        let keys = conn.run(db, &["KEYS", "*"]).unwrap();
-        for key in keys.lines().filter(|k| !k.is_empty()) {
-            let t = conn.run(db, &["TYPE", key]).unwrap();
-            let sorted = |s: String| {
-                let mut l: Vec<&str> = s.lines().collect();
-                l.sort_unstable();
-                l.join("\n")
-            };
-            let v = match t.as_str() {
-                "string" => conn.run(db, &["GET", key]).unwrap(),
-                "list" => conn.run(db, &["LRANGE", key, "0", "-1"]).unwrap(),
-                "set" => sorted(conn.run(db, &["SMEMBERS", key]).unwrap()),
-                "zset" => conn
-                    .run(db, &["ZRANGE", key, "0", "-1", "WITHSCORES"])
-                    .unwrap(),
-                "hash" => sorted(conn.run(db, &["HGETALL", key]).unwrap()),
-                "stream" => conn.run(db, &["XRANGE", key, "-", "+"]).unwrap(),
-                other => panic!("unexpected type {other}"),
-            };
-            let ttl: i64 = conn.run(db, &["EXPIRETIME", key]).unwrap().parse().unwrap();
-            out.insert(format!("{db}/{key}"), (t, v, ttl));
-        }
-    }
-    out
-}
-
 /// Same keys, types and values; the same expiry, to the second (rounding aside).
 fn assert_same_redis(
     before: &std::collections::BTreeMap<String, (String, String, i64)>,
@@ -1284,7 +1252,7 @@ async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_r
         c.run(0, cmd).unwrap();
     }
     c.run(3, &["SET", "db3", "other db"]).unwrap();
-    let before = redis_digest(&c);
+    let before = digest::redis_digest(&c);
     apply_shop_policy(
         &h,
         &s3,
@@ -1297,7 +1265,7 @@ async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_r
     c.run(0, &["DEL", "l"]).unwrap();
     c.run(0, &["SET", "s", "changed"]).unwrap();
     c.run(0, &["SET", "new", "after the backup"]).unwrap();
-    assert_ne!(redis_digest(&c), before);
+    assert_ne!(digest::redis_digest(&c), before);
 
     let t0 = Instant::now();
     let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
@@ -1321,7 +1289,7 @@ async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_r
         "{status:#?}\n{}",
         report(&h, node).await
     );
-    assert_same_redis(&before, &redis_digest(&c));
+    assert_same_redis(&before, &digest::redis_digest(&c));
     assert!(
         c.run(0, &["INFO", "replication"])
             .unwrap()
@@ -1341,7 +1309,7 @@ async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_r
     // Rollback on real data: the server's current data, then a restore whose check fails.
     c.run(0, &["SET", "s", "kept by the rollback"]).unwrap();
     c.run(0, &["SET", "only-now", "x", "EX", "4000"]).unwrap();
-    let current = redis_digest(&c);
+    let current = digest::redis_digest(&c);
     let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
         "metadata": {"name": "bad"},
         "spec": {"source": {"policy": "shop", "backupId": "latest"}, "execute": true,
@@ -1360,7 +1328,7 @@ async fn a_redis_without_data_dir_is_loaded_over_replication_by_a_real_pod_and_r
         "{status:#?}\n{}",
         report(&h, node).await
     );
-    assert_same_redis(&current, &redis_digest(&c));
+    assert_same_redis(&current, &digest::redis_digest(&c));
 }
 
 /// The Redis pod of the StatefulSet `redis` (another than the pod `not_uid`), once it runs a
@@ -1484,7 +1452,7 @@ async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_po
             c.run(0, cmd).unwrap();
         }
         c.run(3, &["SET", "db3", "other db"]).unwrap();
-        redis_digest(&c)
+        digest::redis_digest(&c)
     });
     apply_shop_policy(
         &h,
@@ -1497,7 +1465,7 @@ async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_po
         c.run(0, &["DEL", "l"]).unwrap();
         c.run(0, &["SET", "s", "changed"]).unwrap();
         c.run(0, &["SET", "new", "after the backup"]).unwrap();
-        assert_ne!(redis_digest(&c), before);
+        assert_ne!(digest::redis_digest(&c), before);
     });
 
     let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
@@ -1522,7 +1490,7 @@ async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_po
         "restore: {:?}",
         status.plan.iter().map(|p| &p.target).collect::<Vec<_>>()
     );
-    let restored = blocking(|| redis_digest(&c));
+    let restored = blocking(|| digest::redis_digest(&c));
     assert_same_redis(&before, &restored);
 
     // The pod goes; its successor loads the PVC: the restored data, not the changed data.
@@ -1531,7 +1499,7 @@ async fn a_redis_statefulset_with_a_pvc_is_restored_in_place_and_survives_its_po
         .await
         .unwrap();
     let (c, _, _) = redis_pod_ready(&h, node, Some(&uid)).await;
-    assert_same_redis(&before, &blocking(|| redis_digest(&c)));
+    assert_same_redis(&before, &blocking(|| digest::redis_digest(&c)));
 
     h.api::<StatefulSet>()
         .delete("redis", &Default::default())
