@@ -48,14 +48,16 @@ unit: ## Fast tests: no servers, no cluster
 
 integration: testenv helm promtool ## Tests against the real control plane (and real PostgreSQL/Redis where needed)
 	$(CARGO) test --workspace
-	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
+	$(CARGO) test --workspace --features lifeboat-agent/fault-injection --test kill
 
+# The node tests are selected with --workspace, not -p: the same feature set as the workspace run
+# above, so no dependency is compiled a second time (on a fresh machine that cost GBs of disk).
 test: deps testenv helm node node-images lint promtool ## The whole suite: lint, unit, integration and the node's end-to-end tests (what .ci/run runs)
 	$(CARGO) test --workspace
-	$(CARGO) test -p lifeboat-agent --features fault-injection --test kill
-	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored
-	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored
-	$(CARGO) test -p lifeboat-integration-tests --test node_examples -- --ignored
+	$(CARGO) test --workspace --features lifeboat-agent/fault-injection --test kill
+	$(CARGO) test --workspace --test node_e2e -- --ignored
+	$(CARGO) test --workspace --test node_disaster -- --ignored
+	$(CARGO) test --workspace --test node_examples -- --ignored
 	@echo "make demo (the README's main job; it fails when the backup or the drill fails)"
 	@bash hack/demo.sh >target/demo.log 2>&1 || { tail -n 60 target/demo.log; exit 1; }
 	@grep '^== Drill' target/demo.log
@@ -88,9 +90,9 @@ node-up: node node-images ## A control plane plus a real node that runs pods, un
 	$(CARGO) run -q -p lifeboat-testenv --bin lifeboat-testenv -- up --node --images target/node-images --kubeconfig target/node/kubeconfig
 
 e2e-node: deps node node-images ## End to end on the node: real agent pods, BackupPolicy, RestoreRequest, DrillSchedule, a lost cluster recovered, the examples as written
-	$(CARGO) test -p lifeboat-integration-tests --test node_e2e -- --ignored --nocapture
-	$(CARGO) test -p lifeboat-integration-tests --test node_disaster -- --ignored --nocapture
-	$(CARGO) test -p lifeboat-integration-tests --test node_examples -- --ignored --nocapture
+	$(CARGO) test --workspace --test node_e2e -- --ignored --nocapture
+	$(CARGO) test --workspace --test node_disaster -- --ignored --nocapture
+	$(CARGO) test --workspace --test node_examples -- --ignored --nocapture
 
 bench-testenv: testenv ## Measure the control plane's warm start (spawn → CRDs Established)
 	$(CARGO) run -q --release -p lifeboat-testenv --bin lifeboat-testenv -- bench --runs 10
