@@ -75,56 +75,12 @@ enum Command {
         what: BackupCommand,
     },
     /// Create a RestoreRequest: a plan unless --execute (then it restores at once).
-    Restore {
-        /// The BackupPolicy whose backups are restored.
-        policy: String,
-        /// A backup id, or latest.
-        #[arg(long, default_value = "latest")]
-        from: String,
-        /// Restore somewhere else: a YAML list of targets (`[{asset: db, postgres: {...}}]`).
-        #[arg(long)]
-        into: Option<PathBuf>,
-        /// Only these assets (repeatable); every asset of the policy by default.
-        #[arg(long = "asset")]
-        assets: Vec<String>,
-        /// Name of the RestoreRequest (default: <policy>-restore-<time>).
-        #[arg(long)]
-        name: Option<String>,
-        /// Restore now rather than only showing the plan.
-        #[arg(long)]
-        execute: bool,
-        /// Back up each target first and put it back if the restore or a check fails.
-        #[arg(long)]
-        rollback_on_failure: bool,
-    },
+    Restore(RestoreArgs),
     /// Each asset's newest good backup and newest drill-verified one, from the policies' status
     /// (POLICY, or every policy). With --location: what a backup location holds, without any
     /// BackupPolicy (a rebuilt cluster): each asset's newest complete backup (or --from ID), its
     /// metadata verified in the cluster by a catalog Job, as a restore from it would see it.
-    Backups {
-        /// The policy (every policy of the namespace without it).
-        #[arg(conflicts_with = "policy")]
-        name: Option<String>,
-        /// The policy; with --location, the backups' directory there: the name of the policy
-        /// that made them.
-        #[arg(long)]
-        policy: Option<String>,
-        /// A YAML file with the location, as a RestoreRequest's `source.location`
-        /// (`s3: {endpoint, bucket, prefix, credentialsSecret}` or `volume: {claimName}`).
-        #[arg(long)]
-        location: Option<PathBuf>,
-        /// With --location: a backup id, or latest.
-        #[arg(long, default_value = "latest", requires = "location")]
-        from: String,
-        /// With --location: only these assets (repeatable).
-        #[arg(long = "asset", requires = "location")]
-        assets: Vec<String>,
-        #[command(flatten)]
-        out: Out,
-        /// With --location: how long to wait for the catalog Job.
-        #[arg(long, default_value = "5m", requires = "location")]
-        timeout: lifeboat_api::duration::Duration,
-    },
+    Backups(BackupsArgs),
     /// The agent logs of what KIND/NAME ran (backuppolicy/NAME, restorerequest/NAME,
     /// drillschedule/NAME): the pods of its Jobs still kept, oldest first, found in the namespace
     /// by the labels the operator sets.
@@ -143,23 +99,76 @@ enum Command {
     },
     /// The recovery report: RPO per asset, drills' RTO/RPO against objectives, gaps. With
     /// --evidence, the drills over a period from their evidence records instead (no cluster).
-    Report {
-        /// The document `-o table` writes.
-        #[arg(long, value_enum, default_value_t = Format::Markdown)]
-        format: Format,
-        #[command(flatten)]
-        out: Out,
-        /// Write to this file instead of standard output.
-        #[arg(long)]
-        output_file: Option<PathBuf>,
-        /// A directory holding drills' evidence records (`drill-*.json`, at any depth): the
-        /// backup volume, or a copy of the bucket (`rclone copy --include 'drill-*.json'`).
-        #[arg(long)]
-        evidence: Option<PathBuf>,
-        /// With --evidence: only drills started within this long before now (`90d` a quarter).
-        #[arg(long, requires = "evidence")]
-        since: Option<lifeboat_api::duration::Duration>,
-    },
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct RestoreArgs {
+    /// The BackupPolicy whose backups are restored.
+    policy: String,
+    /// A backup id, or latest.
+    #[arg(long, default_value = "latest")]
+    from: String,
+    /// Restore somewhere else: a YAML list of targets (`[{asset: db, postgres: {...}}]`).
+    #[arg(long)]
+    into: Option<PathBuf>,
+    /// Only these assets (repeatable); every asset of the policy by default.
+    #[arg(long = "asset")]
+    assets: Vec<String>,
+    /// Name of the RestoreRequest (default: <policy>-restore-<time>).
+    #[arg(long)]
+    name: Option<String>,
+    /// Restore now rather than only showing the plan.
+    #[arg(long)]
+    execute: bool,
+    /// Back up each target first and put it back if the restore or a check fails.
+    #[arg(long)]
+    rollback_on_failure: bool,
+}
+
+#[derive(clap::Args)]
+struct BackupsArgs {
+    /// The policy (every policy of the namespace without it).
+    #[arg(conflicts_with = "policy")]
+    name: Option<String>,
+    /// The policy; with --location, the backups' directory there: the name of the policy
+    /// that made them.
+    #[arg(long)]
+    policy: Option<String>,
+    /// A YAML file with the location, as a RestoreRequest's `source.location`
+    /// (`s3: {endpoint, bucket, prefix, credentialsSecret}` or `volume: {claimName}`).
+    #[arg(long)]
+    location: Option<PathBuf>,
+    /// With --location: a backup id, or latest.
+    #[arg(long, default_value = "latest", requires = "location")]
+    from: String,
+    /// With --location: only these assets (repeatable).
+    #[arg(long = "asset", requires = "location")]
+    assets: Vec<String>,
+    #[command(flatten)]
+    out: Out,
+    /// With --location: how long to wait for the catalog Job.
+    #[arg(long, default_value = "5m", requires = "location")]
+    timeout: lifeboat_api::duration::Duration,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The document `-o table` writes.
+    #[arg(long, value_enum, default_value_t = Format::Markdown)]
+    format: Format,
+    #[command(flatten)]
+    out: Out,
+    /// Write to this file instead of standard output.
+    #[arg(long)]
+    output_file: Option<PathBuf>,
+    /// A directory holding drills' evidence records (`drill-*.json`, at any depth): the
+    /// backup volume, or a copy of the bucket (`rclone copy --include 'drill-*.json'`).
+    #[arg(long)]
+    evidence: Option<PathBuf>,
+    /// With --evidence: only drills started within this long before now (`90d` a quarter).
+    #[arg(long, requires = "evidence")]
+    since: Option<lifeboat_api::duration::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -310,373 +319,420 @@ async fn client(c: &Cluster) -> Result<Client, Error> {
     Ok(Client::try_from(config)?)
 }
 
+/// Where a command reads and writes: the client, the namespace and whether `-A` asked for all.
+struct Scope {
+    client: Client,
+    ns: String,
+    all: bool,
+}
+
+impl Scope {
+    /// BackupPolicies of the namespace, or of every namespace under `-A`.
+    fn policies(&self) -> Api<BackupPolicy> {
+        self.api()
+    }
+
+    fn drills(&self) -> Api<DrillSchedule> {
+        self.api()
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        if self.all {
+            Api::all(self.client.clone())
+        } else {
+            Api::namespaced(self.client.clone(), &self.ns)
+        }
+    }
+
+    /// An Api of the one namespace, for commands that write or read through its Secrets.
+    fn namespaced<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+}
+
+/// One function per subcommand; the two that need no cluster are answered before connecting.
 async fn run(cli: Cli) -> Result<(), Error> {
-    match &cli.command {
-        Command::Report {
+    match cli.command {
+        Command::Completion { shell } => return completion(shell),
+        Command::Report(ReportArgs {
+            evidence: Some(dir),
             format,
             out,
             output_file,
-            evidence: Some(dir),
             since,
-        } => {
+        }) => {
             return evidence_report(
-                dir,
+                &dir,
                 since.as_ref(),
-                *format,
+                format,
                 out.output,
                 output_file.as_deref(),
             );
         }
-        Command::Completion { shell } => {
-            // Into memory first: clap_complete panics on a failed write (a closed pipe).
-            let mut script = Vec::new();
-            if *shell == clap_complete::Shell::Bash {
-                // clap_complete's bash script never completes past a subcommand when the
-                // binary's name has a hyphen (clap-rs/clap#6421): generated for a name without
-                // one, then registered for the real name too.
-                clap_complete::generate(
-                    *shell,
-                    &mut Cli::command(),
-                    "kubectl_lifeboat",
-                    &mut script,
-                );
-                script.extend_from_slice(
-                    b"complete -F _kubectl_lifeboat -o nosort -o bashdefault -o default kubectl-lifeboat\n",
-                );
-            } else {
-                clap_complete::generate(
-                    *shell,
-                    &mut Cli::command(),
-                    "kubectl-lifeboat",
-                    &mut script,
-                );
-            }
-            return std::io::Write::write_all(&mut std::io::stdout(), &script)
-                .map_err(|e| Error::Write("standard output".into(), e));
-        }
         _ => {}
     }
     let client = client(&cli.cluster).await?;
-    let ns = cli
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let scoped = |c: &Client| -> (Api<BackupPolicy>, Api<DrillSchedule>) {
-        if cli.all_namespaces {
-            (Api::all(c.clone()), Api::all(c.clone()))
-        } else {
-            (
-                Api::namespaced(c.clone(), &ns),
-                Api::namespaced(c.clone(), &ns),
-            )
-        }
+    let scope = Scope {
+        ns: cli
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        client,
+        all: cli.all_namespaces,
     };
     match cli.command {
-        Command::Status { out } => {
-            let (policies, _) = scoped(&client);
-            let list = policies.list(&ListParams::default()).await?.items;
-            if list.is_empty() && out.output == output::Format::Table {
-                println!("No BackupPolicies found.");
-                return Ok(());
-            }
-            let lines = status::asset_lines(&list, Timestamp::now());
-            print!("{}", render(&lines, out.output, || status::table(&lines))?);
-        }
-        Command::Backups {
-            name,
-            policy,
-            location: None,
-            out,
-            ..
-        } => {
-            let (policies, _) = scoped(&client);
-            let list = match name.or(policy) {
-                Some(name) if !cli.all_namespaces => vec![policies.get(&name).await?],
-                Some(name) => policies
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|p| p.name_any() == name)
-                    .collect(),
-                None => policies.list(&ListParams::default()).await?.items,
-            };
-            let rows = kubectl_lifeboat::backups::from_status(&list);
-            print!(
-                "{}",
-                render(&rows, out.output, || {
-                    kubectl_lifeboat::backups::status_table(&rows, Timestamp::now())
-                })?
-            );
-        }
+        Command::Status { out } => status(&scope, out).await,
+        Command::Backups(args) => match args.location.clone() {
+            None => backups_from_status(&scope, args).await,
+            Some(location) => backups_from_location(&scope, &location, args).await,
+        },
         Command::Logs { target, tail } => {
-            if cli.all_namespaces {
+            if scope.all {
                 return Err(Error::Input(
                     "logs reads one namespace: name it with -n".into(),
                 ));
             }
-            agent_logs(&client, &ns, &target, tail).await?;
+            agent_logs(&scope.client, &scope.ns, &target, tail).await
         }
-        // Answered before the client: it needs no cluster.
-        Command::Completion { .. } => {}
         Command::Backup {
             what: BackupCommand::Now { policy, wait },
-        } => {
-            let api: Api<BackupPolicy> = Api::namespaced(client, &ns);
-            let asked = Timestamp::now();
-            let t = token();
-            api.patch(
-                &policy,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {BACKUP_NOW: t}}})),
-            )
-            .await?;
-            if !wait.wait {
-                println!(
-                    "backup of {ns}/{policy} requested (token {t}); follow it with `kubectl lifeboat status`"
-                );
-                return Ok(());
-            }
-            println!("backup of {ns}/{policy} requested (token {t}); waiting");
-            let outcome = poll(&wait, async || {
-                Ok(wait::backup_outcome(&api.get(&policy).await?, &t, asked))
-            })
-            .await?;
-            for o in &outcome {
-                println!("  {}", o.line());
-            }
-            if outcome.iter().any(wait::AssetOutcome::failed) {
-                return Err(Error::Failed(format!("backup of {ns}/{policy} failed")));
-            }
-        }
+        } => backup_now(&scope, &policy, &wait).await,
         Command::Drill {
             what: DrillCommand::Run { name, wait },
-        } => {
-            let api: Api<DrillSchedule> = Api::namespaced(client, &ns);
-            let asked = Timestamp::now();
-            let t = token();
-            api.patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {DRILL_NOW: t}}})),
-            )
-            .await?;
-            if !wait.wait {
-                println!(
-                    "drill {ns}/{name} requested (token {t}); follow it with `kubectl get drill -n {ns} {name} -w`"
-                );
-                return Ok(());
-            }
-            println!("drill {ns}/{name} requested (token {t}); waiting");
-            let record = poll(&wait, async || {
-                Ok(wait::drill_outcome(&api.get(&name).await?, &t, asked).cloned())
+        } => drill_run(&scope, &name, &wait).await,
+        Command::Restore(args) => restore(&scope, args).await,
+        Command::Report(args) => report(&scope, args).await,
+        // Answered above: they need no cluster.
+        Command::Completion { .. } => Ok(()),
+    }
+}
+
+/// The completion script for `shell`, on standard output.
+fn completion(shell: clap_complete::Shell) -> Result<(), Error> {
+    // Into memory first: clap_complete panics on a failed write (a closed pipe).
+    let mut script = Vec::new();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete's bash script never completes past a subcommand when the binary's name
+        // has a hyphen (clap-rs/clap#6421): generated for a name without one, then registered
+        // for the real name too.
+        clap_complete::generate(shell, &mut Cli::command(), "kubectl_lifeboat", &mut script);
+        script.extend_from_slice(
+            b"complete -F _kubectl_lifeboat -o nosort -o bashdefault -o default kubectl-lifeboat\n",
+        );
+    } else {
+        clap_complete::generate(shell, &mut Cli::command(), "kubectl-lifeboat", &mut script);
+    }
+    std::io::Write::write_all(&mut std::io::stdout(), &script)
+        .map_err(|e| Error::Write("standard output".into(), e))
+}
+
+async fn status(scope: &Scope, out: Out) -> Result<(), Error> {
+    let list = scope.policies().list(&ListParams::default()).await?.items;
+    if list.is_empty() && out.output == output::Format::Table {
+        println!("No BackupPolicies found.");
+        return Ok(());
+    }
+    let lines = status::asset_lines(&list, Timestamp::now());
+    print!("{}", render(&lines, out.output, || status::table(&lines))?);
+    Ok(())
+}
+
+/// Each asset's newest backups as the policies' status records them.
+async fn backups_from_status(scope: &Scope, args: BackupsArgs) -> Result<(), Error> {
+    let policies = scope.policies();
+    let list = match args.name.or(args.policy) {
+        Some(name) if !scope.all => vec![policies.get(&name).await?],
+        Some(name) => policies
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| p.name_any() == name)
+            .collect(),
+        None => policies.list(&ListParams::default()).await?.items,
+    };
+    let rows = kubectl_lifeboat::backups::from_status(&list);
+    print!(
+        "{}",
+        render(&rows, args.out.output, || {
+            kubectl_lifeboat::backups::status_table(&rows, Timestamp::now())
+        })?
+    );
+    Ok(())
+}
+
+/// What a location holds, read in the cluster by the catalog Job of a short-lived
+/// RestoreRequest (the Job has the namespace's Secrets; this process never sees them).
+async fn backups_from_location(
+    scope: &Scope,
+    location: &std::path::Path,
+    args: BackupsArgs,
+) -> Result<(), Error> {
+    let Some(policy) = args.name.or(args.policy) else {
+        return Err(Error::Input(
+            "--location needs the policy whose backups it holds".into(),
+        ));
+    };
+    if scope.all {
+        return Err(Error::Input(
+            "--location reads through one namespace's Secrets: name it with -n".into(),
+        ));
+    }
+    let input = |e: &dyn std::fmt::Display| Error::Input(format!("{}: {e}", location.display()));
+    let text = std::fs::read_to_string(location).map_err(|e| input(&e))?;
+    let value: serde_json::Value = serde_norway::from_str(&text).map_err(|e| input(&e))?;
+    serde_json::from_value::<lifeboat_api::common::Destination>(value.clone())
+        .map_err(|e| input(&e))?;
+    let name = format!(
+        "lifeboat-backups-{}",
+        Timestamp::now().strftime("%Y%m%d-%H%M%S")
+    );
+    let api: Api<RestoreRequest> = scope.namespaced();
+    let obj = kubectl_lifeboat::backups::request(&name, &policy, &args.from, &value, &args.assets);
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    let found = catalog_message(scope, &api, &name, args.timeout).await;
+    // The request only carried the catalog Job: it goes (and its Job with it) whatever the
+    // outcome.
+    let _ = api
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await;
+    let message = found?.map_err(Error::Failed)?;
+    let Some(catalog) = message.catalog.filter(|_| message.summary.ok) else {
+        return Err(Error::Failed(format!(
+            "{}: {}",
+            message
+                .summary
+                .error_class
+                .map_or("CatalogFailed", |c| c.reason()),
+            message.summary.message.unwrap_or_default()
+        )));
+    };
+    print!(
+        "{}",
+        render(&catalog, args.out.output, || {
+            kubectl_lifeboat::backups::table(&catalog, Timestamp::now())
+        })?
+    );
+    Ok(())
+}
+
+/// Waits for the catalog Job's report of request `name`, or for the condition that stops the
+/// request before its Job (no signing key, ...), as `Err(reason: message)`.
+async fn catalog_message(
+    scope: &Scope,
+    api: &Api<RestoreRequest>,
+    name: &str,
+    timeout: lifeboat_api::duration::Duration,
+) -> Result<Result<lifeboat_api::agent_result::TerminationMessage, String>, Error> {
+    let pods: Api<Pod> = scope.namespaced();
+    let selector = kubectl_lifeboat::backups::catalog_pods(name);
+    let wait = Wait {
+        wait: true,
+        timeout,
+    };
+    poll(&wait, async || {
+        let list = pods.list(&ListParams::default().labels(&selector)).await?;
+        if let Some(m) = kubectl_lifeboat::backups::report(&list.items) {
+            return Ok(Some(Ok(m)));
+        }
+        let ready = api.get(name).await?.status.and_then(|s| {
+            lifeboat_api::conditions::find(&s.conditions, lifeboat_api::conditions::types::READY)
+                .cloned()
+        });
+        Ok(ready
+            .filter(|c| {
+                lifeboat_api::conditions::Status::of(c) == lifeboat_api::conditions::Status::False
+                    && c.reason != "ReadingCatalog"
             })
-            .await?;
-            let spec = api.get(&name).await?.spec;
-            let objectives = spec.objectives;
-            println!("  verdict: {:?}", record.verdict);
-            println!(
-                "  RTO achieved: {} (objective {}) {}",
-                record.rto.as_deref().unwrap_or("-"),
-                objectives.rto,
-                if record.rto_met { "met" } else { "MISSED" }
-            );
-            match (&record.rpo, spec.backup) {
-                (Some(rpo), _) => println!(
-                    "  RPO achieved: {rpo} (objective {}) {}",
-                    objectives.rpo,
-                    if record.rpo_met { "met" } else { "MISSED" }
-                ),
-                (None, lifeboat_api::drill_schedule::DrillBackupMode::Fresh) => println!(
-                    "  RPO: not measured (mode Fresh backs up at the drill start: restorability only)"
-                ),
-                (None, lifeboat_api::drill_schedule::DrillBackupMode::Latest) => {
-                    println!("  RPO: not measured (objective {})", objectives.rpo)
-                }
-            }
-            for b in &record.backups {
-                println!("  restored: {b}");
-            }
-            for c in &record.checks {
-                println!(
-                    "  check {}: {}",
-                    c.name,
-                    if c.passed { "passed" } else { "FAILED" }
-                );
-            }
-            if !record.message.is_empty() {
-                println!("  {}", record.message);
-            }
-            if record.verdict != DrillVerdict::Passed {
-                return Err(Error::Failed(format!(
-                    "drill {ns}/{name}: {:?}",
-                    record.verdict
-                )));
-            }
+            .map(|c| Err(format!("{}: {}", c.reason, c.message))))
+    })
+    .await
+}
+
+/// Asks for a backup of every asset of `policy` now (an annotation the operator answers).
+async fn backup_now(scope: &Scope, policy: &str, wait: &Wait) -> Result<(), Error> {
+    let ns = &scope.ns;
+    let api: Api<BackupPolicy> = scope.namespaced();
+    let asked = Timestamp::now();
+    let t = token();
+    api.patch(
+        policy,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {BACKUP_NOW: t}}})),
+    )
+    .await?;
+    if !wait.wait {
+        println!(
+            "backup of {ns}/{policy} requested (token {t}); follow it with `kubectl lifeboat status`"
+        );
+        return Ok(());
+    }
+    println!("backup of {ns}/{policy} requested (token {t}); waiting");
+    let outcome = poll(wait, async || {
+        Ok(wait::backup_outcome(&api.get(policy).await?, &t, asked))
+    })
+    .await?;
+    for o in &outcome {
+        println!("  {}", o.line());
+    }
+    if outcome.iter().any(wait::AssetOutcome::failed) {
+        return Err(Error::Failed(format!("backup of {ns}/{policy} failed")));
+    }
+    Ok(())
+}
+
+/// Asks for a run of the DrillSchedule `name` now; with --wait, prints its record.
+async fn drill_run(scope: &Scope, name: &str, wait: &Wait) -> Result<(), Error> {
+    let ns = &scope.ns;
+    let api: Api<DrillSchedule> = scope.namespaced();
+    let asked = Timestamp::now();
+    let t = token();
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {DRILL_NOW: t}}})),
+    )
+    .await?;
+    if !wait.wait {
+        println!(
+            "drill {ns}/{name} requested (token {t}); follow it with `kubectl get drill -n {ns} {name} -w`"
+        );
+        return Ok(());
+    }
+    println!("drill {ns}/{name} requested (token {t}); waiting");
+    let record = poll(wait, async || {
+        Ok(wait::drill_outcome(&api.get(name).await?, &t, asked).cloned())
+    })
+    .await?;
+    let spec = api.get(name).await?.spec;
+    print_drill_record(&record, &spec);
+    if record.verdict != DrillVerdict::Passed {
+        return Err(Error::Failed(format!(
+            "drill {ns}/{name}: {:?}",
+            record.verdict
+        )));
+    }
+    Ok(())
+}
+
+fn print_drill_record(
+    record: &lifeboat_api::drill_schedule::DrillRecord,
+    spec: &lifeboat_api::drill_schedule::DrillScheduleSpec,
+) {
+    let objectives = &spec.objectives;
+    println!("  verdict: {:?}", record.verdict);
+    println!(
+        "  RTO achieved: {} (objective {}) {}",
+        record.rto.as_deref().unwrap_or("-"),
+        objectives.rto,
+        if record.rto_met { "met" } else { "MISSED" }
+    );
+    match (&record.rpo, &spec.backup) {
+        (Some(rpo), _) => println!(
+            "  RPO achieved: {rpo} (objective {}) {}",
+            objectives.rpo,
+            if record.rpo_met { "met" } else { "MISSED" }
+        ),
+        (None, lifeboat_api::drill_schedule::DrillBackupMode::Fresh) => println!(
+            "  RPO: not measured (mode Fresh backs up at the drill start: restorability only)"
+        ),
+        (None, lifeboat_api::drill_schedule::DrillBackupMode::Latest) => {
+            println!("  RPO: not measured (objective {})", objectives.rpo)
         }
-        Command::Restore {
-            policy,
-            from,
-            into,
-            assets,
-            name,
-            execute,
-            rollback_on_failure,
-        } => {
-            let targets: Vec<RestoreTarget> = match into {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-                    serde_norway::from_str(&text)
-                        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
-                }
-                None => Vec::new(),
-            };
-            let name = name.unwrap_or_else(|| {
-                format!(
-                    "{policy}-restore-{}",
-                    Timestamp::now().strftime("%Y%m%d-%H%M%S")
-                )
-            });
-            let obj = json!({
-                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
-                "metadata": {"name": name},
-                "spec": {"source": {"policy": policy, "backupId": from}, "assets": assets,
-                         "targets": targets, "execute": execute,
-                         "rollbackOnFailure": rollback_on_failure}
-            });
-            let api: Api<RestoreRequest> = Api::namespaced(client, &ns);
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(&obj),
-            )
-            .await?;
-            if execute {
-                println!(
-                    "restorerequest {ns}/{name} created and executing; follow it with `kubectl get rr -n {ns} {name} -w`"
-                );
-            } else {
-                println!(
-                    "restorerequest {ns}/{name} created: a plan only. Read it with `kubectl get rr -n {ns} {name} -o yaml`, then restore with `kubectl patch rr -n {ns} {name} --type merge -p '{{\"spec\":{{\"execute\":true}}}}'`"
-                );
-            }
+    }
+    for b in &record.backups {
+        println!("  restored: {b}");
+    }
+    for c in &record.checks {
+        println!(
+            "  check {}: {}",
+            c.name,
+            if c.passed { "passed" } else { "FAILED" }
+        );
+    }
+    if !record.message.is_empty() {
+        println!("  {}", record.message);
+    }
+}
+
+/// Creates the RestoreRequest: a plan unless --execute.
+async fn restore(scope: &Scope, args: RestoreArgs) -> Result<(), Error> {
+    let ns = &scope.ns;
+    let targets: Vec<RestoreTarget> = match &args.into {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+            serde_norway::from_str(&text)
+                .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?
         }
-        Command::Backups {
-            name,
-            policy,
-            location: Some(location),
-            from,
-            assets,
-            out,
-            timeout,
-        } => {
-            let Some(policy) = name.or(policy) else {
-                return Err(Error::Input(
-                    "--location needs the policy whose backups it holds".into(),
-                ));
-            };
-            if cli.all_namespaces {
-                return Err(Error::Input(
-                    "--location reads through one namespace's Secrets: name it with -n".into(),
-                ));
-            }
-            let text = std::fs::read_to_string(&location)
-                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
-            let value: serde_json::Value = serde_norway::from_str(&text)
-                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
-            serde_json::from_value::<lifeboat_api::common::Destination>(value.clone())
-                .map_err(|e| Error::Input(format!("{}: {e}", location.display())))?;
-            let name = format!(
-                "lifeboat-backups-{}",
-                Timestamp::now().strftime("%Y%m%d-%H%M%S")
-            );
-            let api: Api<RestoreRequest> = Api::namespaced(client.clone(), &ns);
-            let obj = kubectl_lifeboat::backups::request(&name, &policy, &from, &value, &assets);
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER),
-                &Patch::Apply(&obj),
-            )
-            .await?;
-            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, &ns);
-            let selector = kubectl_lifeboat::backups::catalog_pods(&name);
-            let wait = Wait {
-                wait: true,
-                timeout,
-            };
-            let found = poll(&wait, async || {
-                let list = pods.list(&ListParams::default().labels(&selector)).await?;
-                if let Some(m) = kubectl_lifeboat::backups::report(&list.items) {
-                    return Ok(Some(Ok(m)));
-                }
-                // What stops the request before its catalog Job (no signing key, ...).
-                let ready = api.get(&name).await?.status.and_then(|s| {
-                    lifeboat_api::conditions::find(
-                        &s.conditions,
-                        lifeboat_api::conditions::types::READY,
-                    )
-                    .cloned()
-                });
-                Ok(ready
-                    .filter(|c| {
-                        lifeboat_api::conditions::Status::of(c)
-                            == lifeboat_api::conditions::Status::False
-                            && c.reason != "ReadingCatalog"
-                    })
-                    .map(|c| Err(format!("{}: {}", c.reason, c.message))))
-            })
-            .await;
-            // The request only carried the catalog Job: it goes (and its Job with it) whatever
-            // the outcome.
-            let _ = api
-                .delete(&name, &kube::api::DeleteParams::background())
-                .await;
-            let message = found?.map_err(Error::Failed)?;
-            let Some(catalog) = message.catalog.filter(|_| message.summary.ok) else {
-                return Err(Error::Failed(format!(
-                    "{}: {}",
-                    message
-                        .summary
-                        .error_class
-                        .map_or("CatalogFailed", |c| c.reason()),
-                    message.summary.message.unwrap_or_default()
-                )));
-            };
-            print!(
-                "{}",
-                render(&catalog, out.output, || {
-                    kubectl_lifeboat::backups::table(&catalog, Timestamp::now())
-                })?
-            );
+        None => Vec::new(),
+    };
+    let name = args.name.unwrap_or_else(|| {
+        format!(
+            "{}-restore-{}",
+            args.policy,
+            Timestamp::now().strftime("%Y%m%d-%H%M%S")
+        )
+    });
+    let obj = json!({
+        "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+        "metadata": {"name": name},
+        "spec": {"source": {"policy": args.policy, "backupId": args.from}, "assets": args.assets,
+                 "targets": targets, "execute": args.execute,
+                 "rollbackOnFailure": args.rollback_on_failure}
+    });
+    let api: Api<RestoreRequest> = scope.namespaced();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    if args.execute {
+        println!(
+            "restorerequest {ns}/{name} created and executing; follow it with `kubectl get rr -n {ns} {name} -w`"
+        );
+    } else {
+        println!(
+            "restorerequest {ns}/{name} created: a plan only. Read it with `kubectl get rr -n {ns} {name} -o yaml`, then restore with `kubectl patch rr -n {ns} {name} --type merge -p '{{\"spec\":{{\"execute\":true}}}}'`"
+        );
+    }
+    Ok(())
+}
+
+/// The recovery report from the policies' and drills' status.
+async fn report(scope: &Scope, args: ReportArgs) -> Result<(), Error> {
+    let p = scope.policies().list(&ListParams::default()).await?.items;
+    let d = scope.drills().list(&ListParams::default()).await?.items;
+    let title = if scope.all {
+        "every namespace".to_owned()
+    } else {
+        format!("namespace {}", scope.ns)
+    };
+    let r = report::build(&title, &p, &d, Timestamp::now());
+    let text = render(&r, args.out.output, || match args.format {
+        Format::Markdown => report::markdown(&r),
+        Format::Html => report::html(&r),
+    })?;
+    match args.output_file {
+        Some(path) => {
+            std::fs::write(&path, text).map_err(|e| Error::Write(path.clone(), e))?;
+            eprintln!("wrote {}", path.display());
         }
-        Command::Report {
-            format,
-            out,
-            output_file,
-            ..
-        } => {
-            let (policies, drills) = scoped(&client);
-            let p = policies.list(&ListParams::default()).await?.items;
-            let d = drills.list(&ListParams::default()).await?.items;
-            let scope = if cli.all_namespaces {
-                "every namespace".to_owned()
-            } else {
-                format!("namespace {ns}")
-            };
-            let r = report::build(&scope, &p, &d, Timestamp::now());
-            let text = render(&r, out.output, || match format {
-                Format::Markdown => report::markdown(&r),
-                Format::Html => report::html(&r),
-            })?;
-            match output_file {
-                Some(path) => {
-                    std::fs::write(&path, text).map_err(|e| Error::Write(path.clone(), e))?;
-                    eprintln!("wrote {}", path.display());
-                }
-                None => print!("{text}"),
-            }
-        }
+        None => print!("{text}"),
     }
     Ok(())
 }
