@@ -671,6 +671,13 @@ fn backup(
             return result;
         }
     };
+    if job
+        .asset
+        .postgres()
+        .is_some_and(|pg| pg.point_in_time.is_some())
+    {
+        return pitr_cli::scheduled_base_backup(&job, &place);
+    }
     let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
     env.key()?;
     let scope = Scope::new(&job.namespace, &job.policy)?;

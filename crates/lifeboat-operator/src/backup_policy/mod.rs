@@ -1,10 +1,12 @@
-//! The BackupPolicy controller: one CronJob per asset; on-demand Jobs per `backup-now` token;
-//! status, RPO, conditions, Events and metrics from the Jobs' results.
+//! The BackupPolicy controller: one CronJob per asset; on-demand Jobs per `backup-now` token; a
+//! WAL archiver Deployment per `pointInTime` asset; status, RPO, conditions, Events and metrics
+//! from the Jobs' results and the archivers' availability.
 //!
 //! A reconcile reads (Jobs, their pods), decides (children and status, in pure functions), writes
 //! (server-side apply with one field manager) and reports (status only when it changed, an Event
 //! per transition).
 
+pub mod archiver;
 pub mod cronjob;
 pub mod status;
 
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -58,6 +61,11 @@ pub async fn reconcile(
             e => return Err(e),
         }
     }
+    // The archivers are applied only when everything else could be (they mount the signing key).
+    let archivers = match problem {
+        None => Some(apply_archivers(policy, &ctx, &ns).await?),
+        Some(_) => None,
+    };
     let handled = token.filter(|_| problem.is_none());
     let mut decision = status::decide(
         policy,
@@ -67,7 +75,10 @@ pub async fn reconcile(
         &verification,
         now,
     );
-    if note_ignored_account(policy, &mut decision.status) {
+    let archiver_changed = archivers
+        .as_deref()
+        .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
+    if note_ignored_account(policy, &mut decision.status) || archiver_changed {
         decision.changed = Some(&decision.status) != policy.status.as_ref();
     }
     if decision.changed {
@@ -228,6 +239,86 @@ async fn apply_children(
         }
     }
     Ok(())
+}
+
+/// Applies the archiver of every `pointInTime` asset and deletes those of assets that no longer
+/// ask for one; returns the archivers as the API server has them (their availability).
+/// A policy that archives nothing and never did (no `ArchiverReady` in its status) costs no call.
+async fn apply_archivers(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Vec<Deployment>> {
+    let desired = archiver::desired_archivers(policy, &ctx.agent)?;
+    let had = policy
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::find(&s.conditions, types::ARCHIVER_READY).is_some());
+    if desired.is_empty() && !had {
+        return Ok(Vec::new());
+    }
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let mut current = Vec::new();
+    for d in &desired {
+        current.push(
+            api.patch(&d.name_any(), &apply, &Patch::Apply(d))
+                .await
+                .map_err(Error::apply::<Deployment>(&d.name_any()))?,
+        );
+    }
+    let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    let existing = api
+        .list_metadata(
+            &ListParams::default().labels(&names::wal_archiver_selector(&policy.name_any())),
+        )
+        .await
+        .map_err(Error::list::<Deployment>())?;
+    for d in existing {
+        let ours = d.owner_references().iter().any(|o| o.uid == uid);
+        let name = d.name_any();
+        if ours && !desired.iter().any(|w| w.name_any() == name) {
+            info!(
+                deployment = name,
+                "deleting the WAL archiver of an asset that no longer asks for one"
+            );
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::delete::<Deployment>(&name)(e)),
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Writes (or removes, when nothing is archived) `ArchiverReady`. Returns whether it changed.
+fn set_archiver_ready(
+    policy: &BackupPolicy,
+    status: &mut BackupPolicyStatus,
+    archivers: &[Deployment],
+    now: Timestamp,
+) -> bool {
+    match archiver::readiness(policy, archivers) {
+        Some((state, reason, message)) => conditions::set_condition(
+            &mut status.conditions,
+            conditions::condition(
+                types::ARCHIVER_READY,
+                state,
+                reason,
+                message,
+                policy.metadata.generation,
+                now,
+            ),
+        ),
+        None => {
+            let before = status.conditions.len();
+            status
+                .conditions
+                .retain(|c| c.type_ != types::ARCHIVER_READY);
+            before != status.conditions.len()
+        }
+    }
 }
 
 /// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
