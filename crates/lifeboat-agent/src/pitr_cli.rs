@@ -108,6 +108,46 @@ pub(crate) struct WalArchiveArgs {
 }
 
 #[derive(clap::Args)]
+pub(crate) struct WalCaughtUpArgs {
+    /// The archiver's --work-dir.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// The longest time since the archiver was last caught up that still counts as caught up.
+    #[arg(long)]
+    within: Duration,
+}
+
+/// The archiver's readiness probe: success when it was caught up within `--within`. It writes
+/// no termination message (it runs beside the archiver, in its container).
+pub(crate) fn wal_caught_up(args: &WalCaughtUpArgs) -> std::process::ExitCode {
+    let now = jiff::Timestamp::now();
+    match wal::caught_up_at(&args.work_dir) {
+        Ok(Some(at)) => {
+            let ago = now.duration_since(at);
+            if ago <= jiff::SignedDuration::from_secs(args.within.as_secs() as i64) {
+                println!("caught up {}s ago", ago.as_secs());
+                std::process::ExitCode::SUCCESS
+            } else {
+                println!(
+                    "last caught up {}s ago, more than {}",
+                    ago.as_secs(),
+                    args.within
+                );
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Ok(None) => {
+            println!("not caught up since the archiver started");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(clap::Args)]
 pub(crate) struct PitrRestoreArgs {
     #[command(flatten)]
     asset: AssetRef,
