@@ -682,6 +682,21 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
         condition(&p, types::ARCHIVER_READY),
         Some(("False".into(), "ArchiverUnavailable".into()))
     );
+    // Its lag bound: the readiness allowance (3 + 30 + 5 s) plus the time it has been down.
+    let lag = p.status.as_ref().unwrap().assets[0]
+        .wal_archive_lag_seconds
+        .unwrap();
+    assert!((38..120).contains(&lag), "lag {lag}");
+    assert!(
+        p.status.as_ref().unwrap().assets[1]
+            .wal_archive_lag_seconds
+            .is_none()
+    );
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_wal_archive_lag_seconds{asset=\"orders-db\""),
+        "{metrics}"
+    );
 
     // The field dropped: the Deployment goes, and so does the condition.
     h.apply_policy("shop", spec()).await;
@@ -694,8 +709,20 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
             .then_some(())
     })
     .await;
-    h.policy_until("shop", "no ArchiverReady", |p| {
-        condition(p, types::ARCHIVER_READY).is_none()
-    })
-    .await;
+    let p = h
+        .policy_until("shop", "no ArchiverReady", |p| {
+            condition(p, types::ARCHIVER_READY).is_none()
+        })
+        .await;
+    assert!(
+        p.status.unwrap().assets[0]
+            .wal_archive_lag_seconds
+            .is_none()
+    );
+    assert!(
+        !h.metrics
+            .render()
+            .contains("lifeboat_wal_archive_lag_seconds{"),
+        "the lag series goes with the archiver"
+    );
 }

@@ -650,6 +650,10 @@ pub struct AssetStatus {
     /// cleared by the next backup whose retention pass went through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_refused: Option<String>,
+    /// For a `pointInTime` asset, an upper bound of its WAL archive lag in seconds: what its
+    /// archiver's readiness allows while it is Available, plus the time since it stopped being.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archive_lag_seconds: Option<i64>,
 }
 
 /// A backup proven restorable by a drill.

@@ -2,8 +2,9 @@
 //! `pointInTime` asset, running `lifeboat-agent wal-archive` for as long as the asset asks for
 //! it, and the `ArchiverReady` condition read from those Deployments. No I/O.
 
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{EnvVar, ExecAction, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
@@ -21,6 +22,25 @@ use super::cronjob::{agent_job, referenced_secrets};
 /// pg_receivewal's directory: on the pod's `/tmp` volume, so it outlives a restart of the
 /// container (what pg_receivewal flushed there is no longer held by the slot) but not the pod.
 pub const WORK_DIR: &str = "/tmp/wal";
+
+/// The agent binary in its image: what the readiness probe runs.
+const AGENT_BINARY: &str = "/usr/local/bin/lifeboat-agent";
+
+/// What the archiver may take beyond `partialUploadSeconds` and still count as caught up: the
+/// upload of a 16 MiB segment and a restart of pg_receivewal.
+pub const CAUGHT_UP_SLACK_SECONDS: u32 = 30;
+
+/// How often the kubelet runs the readiness probe.
+const PROBE_PERIOD_SECONDS: u16 = 5;
+
+/// The longest the archiver may go without being caught up and stay ready.
+fn caught_up_within(asset: &Asset) -> u32 {
+    asset
+        .postgres()
+        .and_then(|pg| pg.point_in_time.as_ref())
+        .map_or(0, |a| a.partial_upload_seconds)
+        + CAUGHT_UP_SLACK_SECONDS
+}
 
 /// Why `ArchiverReady` is what it is.
 pub mod reasons {
@@ -76,6 +96,27 @@ fn archiver(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result
     if let Some(pod) = template.spec.as_mut() {
         // A Deployment's pods restart: an archiver that fails resumes from its slot.
         pod.restart_policy = Some("Always".into());
+        // Ready only while it stores what it receives: Available is what ArchiverReady and
+        // the lag read, with no exec or network call from the operator.
+        for c in &mut pod.containers {
+            c.readiness_probe = Some(Probe {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        AGENT_BINARY.into(),
+                        "wal-caught-up".into(),
+                        "--work-dir".into(),
+                        WORK_DIR.into(),
+                        "--within".into(),
+                        format!("{}s", caught_up_within(asset)),
+                    ]),
+                }),
+                period_seconds: Some(PROBE_PERIOD_SECONDS.into()),
+                timeout_seconds: Some(PROBE_PERIOD_SECONDS.into()),
+                failure_threshold: Some(1),
+                success_threshold: Some(1),
+                ..Default::default()
+            });
+        }
     }
     Ok(Deployment {
         metadata: ObjectMeta {
@@ -146,12 +187,40 @@ pub fn readiness(
             Status::False,
             reasons::UNAVAILABLE,
             format!(
-                "no WAL archiver is running for {}: its replication slot keeps WAL on the server \
-                 until it is back (max_slot_wal_keep_size bounds it)",
+                "the WAL archiver of {} is not running or has not stored what it received \
+                 lately: its replication slot keeps WAL on the server until it catches up \
+                 (max_slot_wal_keep_size bounds it)",
                 down.join(", ")
             ),
         )
     })
+}
+
+/// An upper bound of the archive lag of `asset` (seconds of WAL the store may not hold yet),
+/// from its archiver Deployment: while Available, what the probe allows plus one probe period;
+/// otherwise that plus the time since it stopped being Available (or since it was made).
+/// `None` for an asset without an archiver, or one whose Deployment is not seen yet.
+pub fn lag_bound(
+    policy: &BackupPolicy,
+    asset: &Asset,
+    existing: &[Deployment],
+    now: Timestamp,
+) -> Option<i64> {
+    let ready_bound = i64::from(caught_up_within(asset)) + i64::from(PROBE_PERIOD_SECONDS);
+    let name = names::wal_archiver(&policy.name_any(), &asset.name);
+    let d = existing.iter().find(|d| d.name_any() == name)?;
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Available"));
+    let since = match available {
+        Some(c) if c.status == "True" => return Some(ready_bound),
+        Some(c) => c.last_transition_time.as_ref().map(|t| t.0),
+        None => None,
+    }
+    .or_else(|| d.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    Some(ready_bound + now.duration_since(since).as_secs().max(0))
 }
 
 fn names_of(assets: &[&Asset]) -> String {
@@ -232,6 +301,11 @@ mod tests {
             c.args.as_ref().unwrap(),
             &["wal-archive", "--work-dir", WORK_DIR]
         );
+        let probe = c.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            probe.exec.as_ref().unwrap().command.as_ref().unwrap()[1..],
+            ["wal-caught-up", "--work-dir", WORK_DIR, "--within", "35s"]
+        );
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -271,6 +345,42 @@ mod tests {
         assert!(
             !serde_json::to_string(d).unwrap().contains("\"data\""),
             "no Secret content in the Deployment"
+        );
+    }
+
+    #[test]
+    fn the_lag_bound_is_the_probes_allowance_while_available_and_grows_once_not() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let p = policy(archiving());
+        let asset = &p.spec.assets[0];
+        let now: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            lag_bound(&p, asset, &[], now),
+            None,
+            "no Deployment seen yet"
+        );
+        let mut d = desired_archivers(&p, &AgentConfig::default())
+            .unwrap()
+            .remove(0);
+        let available = |status: &str, at: &str| DeploymentStatus {
+            conditions: Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+                type_: "Available".into(),
+                status: status.into(),
+                last_transition_time: Some(Time(at.parse().unwrap())),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        d.status = Some(available("True", "2026-12-01T09:00:00Z"));
+        assert_eq!(lag_bound(&p, asset, &[d.clone()], now), Some(5 + 30 + 5));
+        d.status = Some(available("False", "2026-12-01T09:58:00Z"));
+        assert_eq!(lag_bound(&p, asset, &[d.clone()], now), Some(40 + 120));
+        d.status = None;
+        d.metadata.creation_timestamp = Some(Time("2026-12-01T09:59:00Z".parse().unwrap()));
+        assert_eq!(
+            lag_bound(&p, asset, &[d], now),
+            Some(40 + 60),
+            "never ready yet"
         );
     }
 

@@ -38,6 +38,9 @@ use crate::names;
 
 const KIND: &str = "BackupPolicy";
 
+/// How soon a policy whose archiver is down is reconciled again (its lag metric is recomputed).
+const ARCHIVER_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
 pub async fn reconcile(
     obj: Arc<DeserializeGuard<BackupPolicy>>,
@@ -78,6 +81,9 @@ pub async fn reconcile(
     let archiver_changed = archivers
         .as_deref()
         .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
+    // An archiver that is down is looked at again soon: its lag grows, and so may the alert.
+    let archiver_down = conditions::status(&decision.status.conditions, types::ARCHIVER_READY)
+        == Some(Status::False);
     if note_ignored_account(policy, &mut decision.status) || archiver_changed {
         decision.changed = Some(&decision.status) != policy.status.as_ref();
     }
@@ -88,9 +94,14 @@ pub async fn reconcile(
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
     // The master key may appear any moment (the platform team restores it): look again soon.
-    Ok(Action::requeue(match &problem {
+    let requeue = match &problem {
         Some(p) => decision.requeue_after.min(p.recheck()),
         None => decision.requeue_after,
+    };
+    Ok(Action::requeue(if archiver_down {
+        requeue.min(ARCHIVER_RECHECK)
+    } else {
+        requeue
     }))
 }
 
@@ -292,14 +303,26 @@ async fn apply_archivers(
     Ok(current)
 }
 
-/// Writes (or removes, when nothing is archived) `ArchiverReady`. Returns whether it changed.
+/// Writes (or removes, when nothing is archived) `ArchiverReady` and each asset's WAL archive
+/// lag. Returns whether anything changed.
 fn set_archiver_ready(
     policy: &BackupPolicy,
     status: &mut BackupPolicyStatus,
     archivers: &[Deployment],
     now: Timestamp,
 ) -> bool {
-    match archiver::readiness(policy, archivers) {
+    let mut changed = false;
+    for a in &mut status.assets {
+        let lag = policy
+            .spec
+            .assets
+            .iter()
+            .find(|asset| asset.name == a.name)
+            .and_then(|asset| archiver::lag_bound(policy, asset, archivers, now));
+        changed |= a.wal_archive_lag_seconds != lag;
+        a.wal_archive_lag_seconds = lag;
+    }
+    changed |= match archiver::readiness(policy, archivers) {
         Some((state, reason, message)) => conditions::set_condition(
             &mut status.conditions,
             conditions::condition(
@@ -318,7 +341,8 @@ fn set_archiver_ready(
                 .retain(|c| c.type_ != types::ARCHIVER_READY);
             before != status.conditions.len()
         }
-    }
+    };
+    changed
 }
 
 /// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
@@ -552,6 +576,12 @@ fn update_metrics(
             m.backup_duration
                 .with_label_values(&labels)
                 .set(s.duration_seconds);
+        }
+        match a.wal_archive_lag_seconds {
+            Some(lag) => m.wal_archive_lag.with_label_values(&labels).set(lag as f64),
+            None => {
+                let _ = m.wal_archive_lag.remove_label_values(&labels);
+            }
         }
         m.retention_refused
             .with_label_values(&labels)
