@@ -615,11 +615,13 @@ pub struct BackupPolicyStatus {
 }
 
 /// The worst-case RPO a schedule allows: its longest gap between two due times (walked over the
-/// next eight days in its time zone) plus the time a backup takes to capture and commit.
+/// next eight days in its time zone) plus the time a backup takes to capture and commit; with
+/// `pointInTime` assets, at least their WAL archive lag (and only that when all are).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorstCaseRpo {
-    /// `scheduleGapSeconds + backupSeconds`.
+    /// `scheduleGapSeconds + backupSeconds`, or more: `walArchiveLagSeconds` when larger, and
+    /// alone when every asset is `pointInTime`.
     pub seconds: i64,
     /// The same, for people (`1h5m`).
     pub rpo: String,
@@ -629,6 +631,10 @@ pub struct WorstCaseRpo {
     /// (the gap alone is then a lower bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_seconds: Option<i64>,
+    /// The largest WAL archive lag bound among `pointInTime` assets: their worst case, in place
+    /// of the schedule's (a policy of such assets only is held to this alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archive_lag_seconds: Option<i64>,
 }
 
 /// Backup state of one asset.

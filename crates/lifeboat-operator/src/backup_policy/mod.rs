@@ -70,12 +70,14 @@ pub async fn reconcile(
         Some(_) => None,
     };
     let handled = token.filter(|_| problem.is_none());
+    let lags = archive_lags(policy, archivers.as_deref(), now);
     let mut decision = status::decide(
         policy,
         &outcomes,
         problem.as_ref(),
         handled,
         &verification,
+        &lags,
         now,
     );
     let archiver_changed = archivers
@@ -303,26 +305,40 @@ async fn apply_archivers(
     Ok(current)
 }
 
-/// Writes (or removes, when nothing is archived) `ArchiverReady` and each asset's WAL archive
-/// lag. Returns whether anything changed.
+/// Each `pointInTime` asset's lag bound, from its archiver as this pass saw it; when the pass
+/// could not look (a problem), the lags the status already holds.
+fn archive_lags(
+    policy: &BackupPolicy,
+    archivers: Option<&[Deployment]>,
+    now: Timestamp,
+) -> status::ArchiveLags {
+    archiver::archived_assets(policy)
+        .filter_map(|asset| {
+            let lag = match archivers {
+                Some(current) => archiver::lag_bound(policy, asset, current, now),
+                None => {
+                    policy
+                        .status
+                        .as_ref()?
+                        .assets
+                        .iter()
+                        .find(|a| a.name == asset.name)?
+                        .wal_archive_lag_seconds
+                }
+            }?;
+            Some((asset.name.clone(), lag))
+        })
+        .collect()
+}
+
+/// Writes (or removes, when nothing is archived) `ArchiverReady`. Returns whether it changed.
 fn set_archiver_ready(
     policy: &BackupPolicy,
     status: &mut BackupPolicyStatus,
     archivers: &[Deployment],
     now: Timestamp,
 ) -> bool {
-    let mut changed = false;
-    for a in &mut status.assets {
-        let lag = policy
-            .spec
-            .assets
-            .iter()
-            .find(|asset| asset.name == a.name)
-            .and_then(|asset| archiver::lag_bound(policy, asset, archivers, now));
-        changed |= a.wal_archive_lag_seconds != lag;
-        a.wal_archive_lag_seconds = lag;
-    }
-    changed |= match archiver::readiness(policy, archivers) {
+    match archiver::readiness(policy, archivers) {
         Some((state, reason, message)) => conditions::set_condition(
             &mut status.conditions,
             conditions::condition(
@@ -341,8 +357,7 @@ fn set_archiver_ready(
                 .retain(|c| c.type_ != types::ARCHIVER_READY);
             before != status.conditions.len()
         }
-    };
-    changed
+    }
 }
 
 /// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
