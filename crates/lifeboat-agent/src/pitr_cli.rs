@@ -269,9 +269,28 @@ fn from_job<'a>(job: &'a AgentJob, place: &Place) -> Result<FromJob<'a>> {
 /// over the asset's base backups, then the WAL that no kept base backup needs (so the chain from
 /// the oldest kept base backup to now is never broken). A refused retention pass deletes no
 /// WAL either, and does not undo the good base backup.
+///
+/// Refused (`NotFound`) while the archiver's slot does not exist: a base backup started before
+/// it begins in WAL nobody archives, and would stand as a chain with a gap.
 pub(crate) fn scheduled_base_backup(job: &AgentJob, place: &Place) -> Result<Option<Done>> {
     let j = from_job(job, place)?;
     let key = j.env.key()?;
+    // The slot's name is ours (`wal::slot_name`: `[a-z0-9_]`), never user text.
+    let slot = wal::slot_name(&j.place.scope, &j.place.asset);
+    let found = lifeboat_agent::postgres::query(
+        &j.conn,
+        "postgres",
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    )?;
+    if found.trim() != "1" {
+        return Err(AgentError::new(
+            lifeboat_api::agent_result::ErrorClass::NotFound,
+            format!(
+                "the WAL archiver's slot {slot} does not exist yet: a base backup now would \
+                 start in WAL nobody archives (wait for ArchiverReady, then back up)"
+            ),
+        ));
+    }
     let m = wal::base_backup(&j.env.store, key, &j.place, &j.conn, &j.encoding)?;
     println!(
         "{}: base backup {} committed ({} bytes)",

@@ -540,6 +540,17 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
  {
     let s = Setup::new(Kind::Dir);
     let doc = document(&s);
+    // Before the archiver has made its slot, a scheduled run takes nothing.
+    let (out, summary) = s.w.job(&doc, &["backup"]);
+    refused(&out, ErrorClass::NotFound, "slot");
+    assert!(!summary.unwrap().ok);
+    assert!(
+        !s.w.policy_dir(s.kind, NS, POLICY).exists()
+            || std::fs::read_dir(s.w.policy_dir(s.kind, NS, POLICY))
+                .unwrap()
+                .all(|e| e.unwrap().file_name() == "wal"),
+        "no base backup stored"
+    );
     // The archiver as its Deployment runs it: everything from the document, as the
     // pointInTime role (the asset's own role does not exist on this server).
     let child =
