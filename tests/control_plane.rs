@@ -200,6 +200,17 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
         p,
         "retention needs keepLast, maxAge or both",
     ));
+    let mut p = policy("pitr-with-dump-options");
+    p["spec"]["assets"][0]["postgres"]["pointInTime"] = json!({"user": "wal"});
+    p["spec"]["assets"][0]["postgres"]["dumpOptions"] = json!({"schemas": ["public"]});
+    cases.push(("BackupPolicy", p, "dumpOptions do not apply to pointInTime"));
+    let mut p = policy("pitr-no-upload-interval");
+    p["spec"]["assets"][0]["postgres"]["pointInTime"] =
+        json!({"user": "wal", "partialUploadSeconds": 0});
+    cases.push(("BackupPolicy", p, "partialUploadSeconds"));
+    let mut p = policy("pitr-option-user");
+    p["spec"]["assets"][0]["postgres"]["pointInTime"] = json!({"user": "--help"});
+    cases.push(("BackupPolicy", p, "user must be"));
     let mut p = policy("keep-below-floor");
     p["spec"]["retention"] = json!({"keepLast": 1, "minKeep": 3});
     cases.push(("BackupPolicy", p, "keepLast must be at least minKeep"));

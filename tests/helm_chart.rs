@@ -491,6 +491,7 @@ fn alert_rules_refer_only_to_metrics_the_operator_exports() {
         "LifeboatDrillFailed",
         "LifeboatDrillRTOAtRisk",
         "LifeboatRetentionRefused",
+        "LifeboatWalArchiveLagging",
     ] {
         assert!(text.contains(alert), "{alert}");
     }
@@ -862,6 +863,13 @@ fn alerting_metrics() -> lifeboat_operator::metrics::Metrics {
     m.retention_refused
         .with_label_values(&["billing", "db", "pg"])
         .set(0.0);
+    // shop's archiver has been down for 20 minutes; billing's runs.
+    m.wal_archive_lag
+        .with_label_values(&["shop", "db", "pg"])
+        .set(1240.0);
+    m.wal_archive_lag
+        .with_label_values(&["billing", "db", "pg"])
+        .set(40.0);
     // shop's last drill failed 40 days ago (overdue); billing's passed yesterday.
     m.drill_last_run
         .with_label_values(&["shop", "quarterly", "Failed"])
@@ -945,6 +953,8 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
                     "summary": "3 backups in a row of shop/db asset pg failed"})),
                 alert("LifeboatRetentionRefused", per_asset("warning"), json!({
                     "summary": "Retention of shop/db asset pg would delete more than its maxDeletePercent in one pass and deleted nothing: check the rules and the clock"})),
+                alert("LifeboatWalArchiveLagging", per_asset("critical"), json!({
+                    "summary": "The WAL archive of shop/db asset pg may be 20m 40s behind: its archiver is not running or not storing"})),
                 alert("LifeboatDrillFailed", per_drill("critical"), json!({
                     "summary": "The last disaster-recovery drill shop/quarterly failed"})),
                 alert("LifeboatDrillOverdue", per_drill("warning"), json!({

@@ -1799,3 +1799,133 @@ async fn a_pod_reaches_a_service_by_its_dns_name_through_the_service_ip() {
     let written = blocking(|| conn.run(0, &["GET", "written-through"]).unwrap());
     assert_eq!(written, "cache-service");
 }
+
+/// Continuous protection through the operator on the node: a `pointInTime` asset's archiver is a
+/// real pod (restricted, its readiness the agent's `wal-caught-up`) streaming a PostgreSQL
+/// server's WAL into S3; the policy reports it ready and promises the archive's lag as its RPO;
+/// rows written up to an instant and after it: the base backup (taken by the operator's Job) and
+/// the WAL the pod archived restore exactly the first set. The restore is the agent's library
+/// run here on the store, since `RestoreRequest.pointInTime` does not exist yet.
+#[tokio::test]
+#[ignore = "needs root and a local node: make e2e-node"]
+async fn a_point_in_time_asset_is_archived_by_a_real_pod_and_restores_to_an_instant() {
+    use lifeboat_agent::layout::{Scope, Store};
+    use lifeboat_agent::pitr::{self, PointInTime};
+    use lifeboat_agent::signing::SigningKey;
+    use lifeboat_agent::wal::{Lsn, SEGMENT_BYTES, WalPlace};
+    use lifeboat_api::conditions::{find, types};
+
+    let node = node();
+    let h = harness::harness("node-pitr").await;
+    let s3 = S3Server::start(node);
+    let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
+    let sql = |db: &'static str, q: String| {
+        let conn = pg.conn();
+        blocking(move || postgres::query(&conn, db, &q).unwrap())
+    };
+    sql("postgres", "CREATE DATABASE shop".into());
+    sql("shop", "CREATE TABLE t (id int PRIMARY KEY, v text)".into());
+    let mut asset = postgres_asset(node, &pg);
+    asset["postgres"]["pointInTime"] = json!({"user": "lifeboat", "partialUploadSeconds": 2});
+    apply_shop_policy(&h, &s3, json!([asset])).await;
+
+    let policies = h.api::<lifeboat_api::BackupPolicy>();
+    let ready = |p: &lifeboat_api::BackupPolicy| {
+        p.status
+            .as_ref()
+            .and_then(|s| find(&s.conditions, types::ARCHIVER_READY))
+            .is_some_and(|c| c.status == "True")
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready(&policies.get("shop").await.unwrap()) {
+        assert!(
+            Instant::now() < deadline,
+            "the archiver not ready: {:#?}\n{}",
+            policies.get("shop").await.unwrap().status,
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The first base backup, by the operator's on-demand Job (the asset's CronJob template).
+    backup_now(&h, node, "base-1").await;
+
+    sql(
+        "shop",
+        "INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 100) i".into(),
+    );
+    let before = sql("shop", FINGERPRINT.into());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let instant = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sql(
+        "shop",
+        "INSERT INTO t SELECT i, md5(i::text) FROM generate_series(101, 200) i".into(),
+    );
+    assert_ne!(sql("shop", FINGERPRINT.into()), before);
+
+    // The pod stores the segment being written every 2 s: wait until the store holds what the
+    // server flushed (the S3 server's bucket is a directory here).
+    let flushed: Lsn = sql("postgres", "SELECT pg_current_wal_flush_lsn()".into())
+        .parse()
+        .unwrap();
+    let store = Store::Local(s3.root.path().join("backups/lifeboat"));
+    let key = SigningKey::from_bytes(harness::namespace_key(&h.ns), "the namespace's key").unwrap();
+    let place = WalPlace::new(Scope::new(&h.ns, "shop").unwrap(), "orders-db").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records = store.wal_records(&place, &key).unwrap();
+        if records.iter().any(|r| {
+            let s = r.segment().unwrap();
+            s.segno * SEGMENT_BYTES + r.valid_bytes >= flushed.0
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not archived: {records:?}\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The policy promises the archive's lag, not the daily schedule of its base backups.
+    let p = policies.get("shop").await.unwrap();
+    let status = p.status.clone().unwrap();
+    assert_eq!(status.assets[0].wal_archive_lag_seconds, Some(2 + 35));
+    assert_eq!(status.worst_case_rpo.as_ref().unwrap().seconds, 37);
+    assert_eq!(
+        find(&status.conditions, types::RPO_MET).map(|c| c.status.as_str()),
+        Some("True")
+    );
+    let archiver = h
+        .api::<Pod>()
+        .list(&ListParams::default().labels("lifeboat.dev/role=wal-archive"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(archiver.len(), 1);
+    assert_eq!(
+        archiver[0].spec.as_ref().unwrap().node_name.as_deref(),
+        Some(node.name())
+    );
+
+    // Restored to the instant: exactly the first hundred rows.
+    let target = tempfile::Builder::new()
+        .prefix("lifeboat-pitr-node-")
+        .tempdir()
+        .unwrap();
+    let data = target.path().join("data");
+    let plan = pitr::plan(&store, &key, &place, PointInTime::At(instant)).unwrap();
+    pitr::restore(&store, &place, &plan, &data, None).unwrap();
+    let restored = blocking(|| LocalPostgres::start_existing(target, None).unwrap());
+    let conn = restored.conn();
+    let rows = blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while postgres::query(&conn, "postgres", "SELECT pg_is_in_recovery()").unwrap() != "f" {
+            assert!(Instant::now() < deadline, "still recovering");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        postgres::query(&conn, "shop", FINGERPRINT).unwrap()
+    });
+    assert_eq!(rows, before);
+}

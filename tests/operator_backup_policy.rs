@@ -1,7 +1,8 @@
 //! The BackupPolicy controller on the real control plane: CronJobs appear as specified, a Job
 //! finished the way a kubelet would finish it turns into status, RPO, conditions and Events;
 //! assets removed take their CronJob with them; on-demand backups run once per token; specs that
-//! pass admission but cannot work are reported, never a panic.
+//! pass admission but cannot work are reported, never a panic; a `pointInTime` asset gets a WAL
+//! archiver Deployment, owned, reported by `ArchiverReady`, and removed with the field.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use harness::harness;
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
@@ -607,4 +609,120 @@ async fn a_schedule_too_sparse_for_the_rpo_objective_is_a_condition() {
         "WithinObjective"
     );
     assert_eq!(status.worst_case_rpo.unwrap().schedule_gap_seconds, 300);
+}
+
+#[tokio::test]
+async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field() {
+    let h = harness("bp-pitr").await;
+    let mut with = spec();
+    with["assets"][0]["postgres"]["pointInTime"] = json!({
+        "user": "lifeboat_wal",
+        "passwordSecret": {"name": "wal-creds", "key": "password"},
+        "partialUploadSeconds": 3
+    });
+    h.apply_policy("shop", with).await;
+
+    let deployments = h.api::<Deployment>();
+    let d = h
+        .until("the archiver Deployment", async || {
+            deployments.get_opt("shop-orders-db-wal").await.unwrap()
+        })
+        .await;
+    let policy = h.api::<BackupPolicy>().get("shop").await.unwrap();
+    let owner = &d.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("BackupPolicy", policy.uid().unwrap().as_str(), Some(true))
+    );
+    assert!(
+        d.managed_fields().iter().any(|f| f.manager.as_deref()
+            == Some(lifeboat_operator::config::FIELD_MANAGER)
+            && f.operation.as_deref() == Some("Apply")),
+        "server-side applied by the operator"
+    );
+    let ds = d.spec.as_ref().unwrap();
+    assert_eq!(ds.replicas, Some(1));
+    let pod = ds.template.spec.as_ref().unwrap();
+    assert_eq!(pod.containers[0].args.as_ref().unwrap()[0], "wal-archive");
+    let mounted: Vec<&str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref()?.secret_name.as_deref())
+        .collect();
+    assert!(mounted.contains(&"wal-creds"), "{mounted:?}");
+    assert!(
+        deployments
+            .get_opt("shop-sessions-wal")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The namespace enforces Pod Security "restricted": the ReplicaSet's pod was admitted.
+    let pods = h
+        .until("the archiver's pod", async || {
+            let l = h
+                .api::<k8s_openapi::api::core::v1::Pod>()
+                .list(&ListParams::default().labels("lifeboat.dev/role=wal-archive"))
+                .await
+                .unwrap()
+                .items;
+            (!l.is_empty()).then_some(l)
+        })
+        .await;
+    assert_eq!(pods.len(), 1);
+
+    // No node runs the pod here: the archiver is not available, and the policy says so.
+    let p = h
+        .policy_until("shop", "ArchiverReady", |p| {
+            condition(p, types::ARCHIVER_READY).is_some()
+        })
+        .await;
+    assert_eq!(
+        condition(&p, types::ARCHIVER_READY),
+        Some(("False".into(), "ArchiverUnavailable".into()))
+    );
+    // Its lag bound: the readiness allowance (3 + 30 + 5 s) plus the time it has been down.
+    let lag = p.status.as_ref().unwrap().assets[0]
+        .wal_archive_lag_seconds
+        .unwrap();
+    assert!((38..120).contains(&lag), "lag {lag}");
+    assert!(
+        p.status.as_ref().unwrap().assets[1]
+            .wal_archive_lag_seconds
+            .is_none()
+    );
+    let metrics = h.metrics.render();
+    assert!(
+        metrics.contains("lifeboat_wal_archive_lag_seconds{asset=\"orders-db\""),
+        "{metrics}"
+    );
+
+    // The field dropped: the Deployment goes, and so does the condition.
+    h.apply_policy("shop", spec()).await;
+    h.until("the archiver to go", async || {
+        deployments
+            .get_opt("shop-orders-db-wal")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let p = h
+        .policy_until("shop", "no ArchiverReady", |p| {
+            condition(p, types::ARCHIVER_READY).is_none()
+        })
+        .await;
+    assert!(
+        p.status.unwrap().assets[0]
+            .wal_archive_lag_seconds
+            .is_none()
+    );
+    assert!(
+        !h.metrics
+            .render()
+            .contains("lifeboat_wal_archive_lag_seconds{"),
+        "the lag series goes with the archiver"
+    );
 }

@@ -165,6 +165,7 @@ impl Sources {
                     databases: vec!["shop".into()],
                     dump_options: Default::default(),
                     allow_empty: false,
+                    point_in_time: None,
                 }),
                 canary: true,
             },

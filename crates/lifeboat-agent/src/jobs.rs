@@ -153,7 +153,8 @@ impl Env {
     }
 }
 
-fn level(c: &Compression) -> Option<i32> {
+/// The zstd level a policy's compression asks for (`None`: stored uncompressed).
+pub fn level(c: &Compression) -> Option<i32> {
     match c.algorithm {
         CompressionAlgorithm::Zstd => Some(i32::from(c.level)),
         CompressionAlgorithm::None => None,

@@ -130,6 +130,8 @@ impl LocalPostgres {
             let mut rules =
                 std::fs::read_to_string(&hba).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
             rules.push_str(&format!("host all all {a}.{b}.{c}.0/24 trust\n"));
+            // Pods archive WAL over the replication protocol (point in time).
+            rules.push_str(&format!("host replication all {a}.{b}.{c}.0/24 trust\n"));
             std::fs::write(&hba, rules).map_err(|e| AgentError::storage("pg_hba.conf", e))?;
         }
         let port = free_port()?;

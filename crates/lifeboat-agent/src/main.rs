@@ -102,6 +102,9 @@ enum Command {
     /// Lifeboat owns (pg_receivewal); the segment being written is stored every
     /// --partial-every.
     WalArchive(pitr_cli::WalArchiveArgs),
+    /// Exit 0 when the archiver writing into --work-dir stored everything it received within
+    /// --within (the archiver's readiness probe; no termination message).
+    WalCaughtUp(pitr_cli::WalCaughtUpArgs),
     /// Restore a PostgreSQL asset to a point in time into an empty data directory: the newest
     /// base backup before it and the WAL after it, all verified first; shows the plan unless
     /// --execute.
@@ -446,6 +449,9 @@ fn main() -> ExitCode {
         Command::Notify(_) => Verb::Notify,
         Command::Catalog(_) => Verb::Catalog,
         Command::BaseBackup(_) | Command::WalArchive(_) => Verb::Backup,
+        // The archiver's readiness probe, run in its container every few seconds: it leaves no
+        // summary over the archiver's termination message.
+        Command::WalCaughtUp(args) => return pitr_cli::wal_caught_up(args),
         Command::PitrRestore(_) => Verb::Restore,
         Command::WalPrune(_) => Verb::Prune,
     };
@@ -610,6 +616,8 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
         Command::Adopt(args) => adopt(args),
         Command::BaseBackup(args) => pitr_cli::base_backup(args),
         Command::WalArchive(args) => pitr_cli::wal_archive(args),
+        // Answered by main before any summary is made.
+        Command::WalCaughtUp(_) => Ok(None),
         Command::PitrRestore(args) => pitr_cli::pitr_restore(args),
         Command::WalPrune(args) => pitr_cli::wal_prune(args),
     }
@@ -671,6 +679,13 @@ fn backup(
             return result;
         }
     };
+    if job
+        .asset
+        .postgres()
+        .is_some_and(|pg| pg.point_in_time.is_some())
+    {
+        return pitr_cli::scheduled_base_backup(&job, &place);
+    }
     let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
     env.key()?;
     let scope = Scope::new(&job.namespace, &job.policy)?;

@@ -1,4 +1,6 @@
 //! The command line of continuous protection: `base-backup`, `wal-archive` and `pitr-restore`.
+//! Inside the operator's pods (`LIFEBOAT_JOB` set) the base backup and the archiver take
+//! everything from the document instead: the asset, its `pointInTime` role, the destination.
 
 use std::path::PathBuf;
 
@@ -9,6 +11,8 @@ use lifeboat_agent::pitr::{self, PointInTime};
 use lifeboat_agent::stream::Encoding;
 use lifeboat_agent::wal::{self, Archiver, WalPlace};
 use lifeboat_api::Duration;
+use lifeboat_api::agent_job::{AgentJob, JOB_ENV};
+use lifeboat_api::backup_policy::PointInTimeArchiving;
 use lifeboat_api::common::{Destination, PostgresConnection};
 
 use crate::{Done, Place, read_yaml};
@@ -16,12 +20,12 @@ use crate::{Done, Place, read_yaml};
 /// Which asset's base backups and WAL: `<namespace>/<policy>/` in the store, the asset's name.
 #[derive(clap::Args)]
 pub(crate) struct AssetRef {
-    /// The policy whose store directory holds the backups.
+    /// The policy whose store directory holds the backups (from LIFEBOAT_JOB when set).
     #[arg(long)]
-    policy: String,
-    /// The PostgreSQL asset.
+    policy: Option<String>,
+    /// The PostgreSQL asset (from LIFEBOAT_JOB when set).
     #[arg(long)]
-    asset: String,
+    asset: Option<String>,
     /// A Destination YAML (`s3: {...}` or `volume: {...}`); --dir when omitted.
     #[arg(long)]
     location_file: Option<PathBuf>,
@@ -31,11 +35,14 @@ pub(crate) struct AssetRef {
 
 impl AssetRef {
     fn open(&self) -> Result<(WalPlace, lifeboat_agent::jobs::Env)> {
-        let scope = Scope::new(&self.place.namespace(None), &self.policy)?;
+        let (Some(policy), Some(asset)) = (&self.policy, &self.asset) else {
+            return Err(AgentError::config("give --policy and --asset"));
+        };
+        let scope = Scope::new(&self.place.namespace(None), policy)?;
         let destination: Option<Destination> =
             self.location_file.as_ref().map(read_yaml).transpose()?;
         Ok((
-            WalPlace::new(scope, &self.asset)?,
+            WalPlace::new(scope, asset)?,
             self.place.env(destination.as_ref(), None)?,
         ))
     }
@@ -47,7 +54,7 @@ impl AssetRef {
 pub(crate) struct Source {
     /// A PostgresConnection YAML file; its role needs the REPLICATION attribute.
     #[arg(long)]
-    connection_file: PathBuf,
+    connection_file: Option<PathBuf>,
     /// zstd level (0 stores uncompressed).
     #[arg(long, default_value_t = 3)]
     compression_level: i32,
@@ -61,7 +68,11 @@ impl Source {
         &self,
         env: &lifeboat_agent::jobs::Env,
     ) -> Result<(lifeboat_agent::postgres::Conn, Encoding)> {
-        let c: PostgresConnection = read_yaml(&self.connection_file)?;
+        let path = self
+            .connection_file
+            .as_ref()
+            .ok_or_else(|| AgentError::config("give --connection-file"))?;
+        let c: PostgresConnection = read_yaml(path)?;
         let encoding = Encoding {
             level: (self.compression_level > 0).then_some(self.compression_level),
             recipients: if self.recipients.is_empty() {
@@ -94,6 +105,46 @@ pub(crate) struct WalArchiveArgs {
     /// How often the segment being written is stored (the RPO).
     #[arg(long, default_value = "10s")]
     partial_every: Duration,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct WalCaughtUpArgs {
+    /// The archiver's --work-dir.
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// The longest time since the archiver was last caught up that still counts as caught up.
+    #[arg(long)]
+    within: Duration,
+}
+
+/// The archiver's readiness probe: success when it was caught up within `--within`. It writes
+/// no termination message (it runs beside the archiver, in its container).
+pub(crate) fn wal_caught_up(args: &WalCaughtUpArgs) -> std::process::ExitCode {
+    let now = jiff::Timestamp::now();
+    match wal::caught_up_at(&args.work_dir) {
+        Ok(Some(at)) => {
+            let ago = now.duration_since(at);
+            if ago <= jiff::SignedDuration::from_secs(args.within.as_secs() as i64) {
+                println!("caught up {}s ago", ago.as_secs());
+                std::process::ExitCode::SUCCESS
+            } else {
+                println!(
+                    "last caught up {}s ago, more than {}",
+                    ago.as_secs(),
+                    args.within
+                );
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Ok(None) => {
+            println!("not caught up since the archiver started");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -147,19 +198,137 @@ pub(crate) fn base_backup(args: BaseBackupArgs) -> Result<Option<Done>> {
 }
 
 pub(crate) fn wal_archive(args: WalArchiveArgs) -> Result<Option<Done>> {
-    let (place, env) = args.asset.open()?;
-    let (conn, encoding) = args.source.open(&env)?;
+    let (place, env, conn, encoding, partial_every) = match crate::job_document::<AgentJob>()? {
+        Some(job) => {
+            let j = from_job(&job, &args.asset.place)?;
+            let every =
+                std::time::Duration::from_secs(u64::from(j.archiving.partial_upload_seconds));
+            (j.place, j.env, j.conn, j.encoding, every)
+        }
+        None => {
+            let (place, env) = args.asset.open()?;
+            let (conn, encoding) = args.source.open(&env)?;
+            (place, env, conn, encoding, args.partial_every.as_std())
+        }
+    };
     Archiver {
         store: &env.store,
         key: env.key()?,
         place,
         conn,
         work_dir: args.work_dir,
-        partial_every: args.partial_every.as_std(),
+        partial_every,
         encoding,
     }
     .run()?;
     Ok(None)
+}
+
+/// What a base backup or the archiver of a `pointInTime` asset needs, read from its document.
+struct FromJob<'a> {
+    place: WalPlace,
+    env: lifeboat_agent::jobs::Env,
+    conn: lifeboat_agent::postgres::Conn,
+    encoding: Encoding,
+    archiving: &'a PointInTimeArchiving,
+}
+
+fn from_job<'a>(job: &'a AgentJob, place: &Place) -> Result<FromJob<'a>> {
+    let pg = job.asset.postgres().ok_or_else(|| {
+        AgentError::config(format!(
+            "{JOB_ENV}: asset {} is not PostgreSQL",
+            job.asset.name
+        ))
+    })?;
+    let archiving = pg.point_in_time.as_ref().ok_or_else(|| {
+        AgentError::config(format!(
+            "{JOB_ENV}: asset {} has no pointInTime",
+            job.asset.name
+        ))
+    })?;
+    let env = place.env(Some(&job.destination), job.signing_key.as_ref())?;
+    let conn = env.pg(&archiving.connection(&pg.connection))?;
+    let encoding = Encoding {
+        level: lifeboat_agent::jobs::level(&job.compression),
+        recipients: job
+            .encryption
+            .as_ref()
+            .map(|e| Recipients::parse(&e.recipients))
+            .transpose()?,
+    };
+    Ok(FromJob {
+        place: WalPlace::new(Scope::new(&job.namespace, &job.policy)?, &job.asset.name)?,
+        env,
+        conn,
+        encoding,
+        archiving,
+    })
+}
+
+/// The scheduled backup of a `pointInTime` asset: a base backup, then the policy's retention
+/// over the asset's base backups, then the WAL that no kept base backup needs (so the chain from
+/// the oldest kept base backup to now is never broken). A refused retention pass deletes no
+/// WAL either, and does not undo the good base backup.
+///
+/// Refused (`NotFound`) while the archiver's slot does not exist: a base backup started before
+/// it begins in WAL nobody archives, and would stand as a chain with a gap.
+pub(crate) fn scheduled_base_backup(job: &AgentJob, place: &Place) -> Result<Option<Done>> {
+    let j = from_job(job, place)?;
+    let key = j.env.key()?;
+    // The slot's name is ours (`wal::slot_name`: `[a-z0-9_]`), never user text.
+    let slot = wal::slot_name(&j.place.scope, &j.place.asset);
+    let found = lifeboat_agent::postgres::query(
+        &j.conn,
+        "postgres",
+        &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'"),
+    )?;
+    if found.trim() != "1" {
+        return Err(AgentError::new(
+            lifeboat_api::agent_result::ErrorClass::NotFound,
+            format!(
+                "the WAL archiver's slot {slot} does not exist yet: a base backup now would \
+                 start in WAL nobody archives (wait for ArchiverReady, then back up)"
+            ),
+        ));
+    }
+    let m = wal::base_backup(&j.env.store, key, &j.place, &j.conn, &j.encoding)?;
+    println!(
+        "{}: base backup {} committed ({} bytes)",
+        m.asset,
+        m.backup_id,
+        m.stored_bytes()
+    );
+    let fresh = m.backup_id.clone();
+    let mut result = crate::done(m);
+    let pruned = lifeboat_agent::jobs::prune(
+        &j.env,
+        &j.place.scope,
+        &job.asset.name,
+        Some(&fresh),
+        &job.retention,
+        true,
+        false,
+        lifeboat_agent::retention::STALE_AFTER,
+    )
+    .and_then(|ids| {
+        if !ids.is_empty() {
+            println!("{}: retention deleted {}", job.asset.name, ids.join(", "));
+        }
+        wal::prune(&j.env.store, key, &j.place, true)
+    });
+    match pruned {
+        Ok(segments) if !segments.is_empty() => println!(
+            "{}: retention deleted {} WAL segment(s)",
+            job.asset.name,
+            segments.len()
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(asset = %job.asset.name, "retention: {e}");
+            result.retention_refused = Some(e.to_string());
+        }
+    }
+    Ok(Some(result))
 }
 
 pub(crate) fn pitr_restore(args: PitrRestoreArgs) -> Result<Option<Done>> {

@@ -600,7 +600,9 @@ impl Archiver<'_> {
             self.ship_completed(&mut archived)?;
             if Instant::now() >= next_partial {
                 next_partial = Instant::now() + self.partial_every;
-                self.ship_partial(&slot, &mut last_partial)?;
+                if self.ship_partial(&slot, &mut last_partial)? {
+                    mark_caught_up(&self.work_dir, Timestamp::now())?;
+                }
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -666,7 +668,10 @@ impl Archiver<'_> {
     /// a restarted archiver never replaces a copy with a shorter one.
     /// The new copy gets a name of its own and the record points at it, so a failure between
     /// the two leaves the previous, consistent pair.
-    fn ship_partial(&self, slot: &str, last: &mut Option<(String, u64)>) -> Result<()> {
+    ///
+    /// Returns whether the store now holds everything pg_receivewal reported flushed: the
+    /// archiver is caught up (what [`caught_up_at`] reports).
+    fn ship_partial(&self, slot: &str, last: &mut Option<(String, u64)>) -> Result<bool> {
         let names: Vec<String> = fs::read_dir(&self.work_dir)
             .map_err(|e| AgentError::storage(self.work_dir.display(), e))?
             .filter_map(|e| e.ok())
@@ -675,18 +680,18 @@ impl Archiver<'_> {
         // A copy of a later segment while an earlier one is not stored yet would let the archive
         // claim a reach it does not have without a gap: those go first (next round).
         if names.iter().any(|n| Segment::parse(n).is_some()) {
-            return Ok(());
+            return Ok(false);
         }
         let Some(file) = names.into_iter().find(|n| {
             n.strip_suffix(".partial")
                 .and_then(Segment::parse)
                 .is_some()
         }) else {
-            return Ok(());
+            return Ok(false);
         };
         let name = file.trim_end_matches(".partial").to_owned();
         let Some(segment) = Segment::parse(&name) else {
-            return Ok(());
+            return Ok(false);
         };
         // What the running pg_receivewal reported flushed on its own connection: the slot's
         // restart_lsn would not do, it still holds an earlier stream's position while a
@@ -701,10 +706,10 @@ impl Archiver<'_> {
             ),
         )?;
         let Ok(flushed) = flushed.trim().parse::<Lsn>() else {
-            return Ok(());
+            return Ok(false);
         };
         if flushed.segno() != segment.segno {
-            return Ok(());
+            return Ok(false);
         }
         let valid = flushed.0 - segment.segno * SEGMENT_BYTES;
         if valid == 0
@@ -712,14 +717,15 @@ impl Archiver<'_> {
                 .as_ref()
                 .is_some_and(|(n, v)| *n == name && *v >= valid)
         {
-            return Ok(());
+            // Nothing new since the last copy (or the segment just began): all is stored.
+            return Ok(true);
         }
         let path = self.work_dir.join(&file);
         // One read, checksummed and stored as read: pg_receivewal goes on writing the file, and
         // renames it once the segment is complete (then it is shipped as such).
         let bytes = match fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(AgentError::storage(path.display(), e)),
         };
         let raw_sha256 = stream::hex(&sha2::Sha256::digest(&bytes));
@@ -742,7 +748,7 @@ impl Archiver<'_> {
                 .wal_delete(&self.place, &format!("{name}.partial.{before:08x}{suffix}"))?;
         }
         *last = Some((name, valid));
-        Ok(())
+        Ok(true)
     }
 
     /// Removes the stored copy of `segment` while it was being written: its record first.
@@ -822,6 +828,36 @@ pub fn removable_segments<'a>(
         .iter()
         .filter(|r| r.segment().is_some_and(|s| s.segno < oldest))
         .collect()
+}
+
+/// Where the archiver writing into `work_dir` records when it was last caught up: beside the
+/// directory, not in it (pg_receivewal owns that one).
+pub fn caught_up_file(work_dir: &Path) -> PathBuf {
+    work_dir.with_extension("caught-up")
+}
+
+/// Records that at `now` the store held everything pg_receivewal had flushed. Written to a
+/// temporary file and renamed, so a reader never sees half a time.
+pub fn mark_caught_up(work_dir: &Path, now: Timestamp) -> Result<()> {
+    let path = caught_up_file(work_dir);
+    let tmp = path.with_extension("caught-up.tmp");
+    fs::write(&tmp, now.to_string()).map_err(|e| AgentError::storage(tmp.display(), e))?;
+    fs::rename(&tmp, &path).map_err(|e| AgentError::storage(path.display(), e))
+}
+
+/// When the archiver writing into `work_dir` was last caught up (`None`: not yet, since its
+/// pod started). What its readiness probe compares with the time the policy allows.
+pub fn caught_up_at(work_dir: &Path) -> Result<Option<Timestamp>> {
+    let path = caught_up_file(work_dir);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| AgentError::integrity(format!("{}: not a time: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AgentError::storage(path.display(), e)),
+    }
 }
 
 /// Deletes (with `execute`; lists otherwise) the WAL of `place` that no base backup still in

@@ -521,3 +521,114 @@ fn the_replication_password_comes_from_its_secret_file_and_is_in_no_argument_or_
     }
     assert_eq!(s.restored_rows("latest"), ids(1, 3));
 }
+
+/// The document the operator gives a `pointInTime` asset's CronJob Jobs and archiver.
+fn document(s: &Setup) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": NS, "policy": POLICY,
+        "asset": {"name": ASSET, "postgres": {
+            "host": "127.0.0.1", "port": s.pg.port, "user": "nobody", "sslMode": "disable",
+            "databases": ["postgres"], "pointInTime": {"user": "lifeboat", "partialUploadSeconds": 1}}},
+        "destination": s.w.destination(s.kind),
+        "compression": {},
+        "retention": {"keepLast": 1, "minKeep": 1, "maxDeletePercent": 100}
+    })
+}
+
+#[test]
+fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_retention_keeps_the_chain()
+ {
+    let s = Setup::new(Kind::Dir);
+    let doc = document(&s);
+    // Before the archiver has made its slot, a scheduled run takes nothing.
+    let (out, summary) = s.w.job(&doc, &["backup"]);
+    refused(&out, ErrorClass::NotFound, "slot");
+    assert!(!summary.unwrap().ok);
+    assert!(
+        !s.w.policy_dir(s.kind, NS, POLICY).exists()
+            || std::fs::read_dir(s.w.policy_dir(s.kind, NS, POLICY))
+                .unwrap()
+                .all(|e| e.unwrap().file_name() == "wal"),
+        "no base backup stored"
+    );
+    // The archiver as its Deployment runs it: everything from the document, as the
+    // pointInTime role (the asset's own role does not exist on this server).
+    let child =
+        s.w.agent(NS)
+            .env("LIFEBOAT_JOB", doc.to_string())
+            .arg("wal-archive")
+            .arg("--work-dir")
+            .arg(s.w.dir.path().join("receivewal"))
+            .process_group(0)
+            .spawn()
+            .unwrap();
+    let _archiver = Archiver(child);
+    s.wait("the archiver's slot", || {
+        sql(
+            &s.pg,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
+        ) == "1"
+    });
+    // Two scheduled runs: each is a base backup, and the second's retention (keepLast 1)
+    // deletes the first and then the WAL only the first needed.
+    let (out, summary) = s.w.job(&doc, &["backup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let first = summary.unwrap().backup_id.unwrap();
+    s.insert(1, 10);
+    sql(&s.pg, "SELECT pg_switch_wal()");
+    s.insert(11, 20);
+    s.wait_archived();
+    let before = s.records().len();
+    let (out, summary) = s.w.job(&doc, &["backup"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let summary = summary.unwrap();
+    assert!(
+        summary.ok && summary.retention_refused.is_none(),
+        "{summary:?}"
+    );
+    let second = summary.backup_id.unwrap();
+    assert!(text(&out).contains("WAL segment(s)"), "{}", text(&out));
+    let policy_dir = s.w.policy_dir(s.kind, NS, POLICY);
+    assert!(
+        !policy_dir.join(&first).exists(),
+        "the first base backup went"
+    );
+    assert!(policy_dir.join(&second).exists());
+    assert!(
+        s.records().len() < before,
+        "the WAL before the kept base backup went"
+    );
+    // What is kept still restores everything, up to the newest row.
+    s.insert(21, 30);
+    s.wait_archived();
+    assert_eq!(s.restored_rows("latest"), ids(1, 30));
+}
+
+#[test]
+fn the_readiness_probe_passes_only_while_the_archiver_stores_what_it_receives() {
+    let s = Setup::new(Kind::Dir);
+    let work = s.w.dir.path().join("receivewal");
+    let probe = |within: &str| {
+        s.w.agent(NS)
+            .arg("wal-caught-up")
+            .arg("--work-dir")
+            .arg(&work)
+            .args(["--within", within])
+            .output()
+            .unwrap()
+    };
+    assert!(!probe("1h").status.success(), "no archiver has run");
+    let mut archiver = s.archiver();
+    s.insert(1, 10);
+    s.wait_archived();
+    s.wait("the probe to pass", || probe("3s").status.success());
+    archiver.kill();
+    std::thread::sleep(Duration::from_secs(4));
+    let out = probe("3s");
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("last caught up"), "{}", text(&out));
+    assert!(
+        !s.w.dir.path().join("term").exists(),
+        "the probe leaves no termination message"
+    );
+}

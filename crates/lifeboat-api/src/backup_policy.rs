@@ -272,9 +272,11 @@ impl Asset {
     }
 }
 
-/// A logical dump of PostgreSQL databases with `pg_dump`, restorable with `pg_restore`.
+/// A logical dump of PostgreSQL databases with `pg_dump`, restorable with `pg_restore`; or, with
+/// `pointInTime`, physical base backups and a continuous WAL archive of the whole server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.pointInTime) || !has(self.dumpOptions) || (!has(self.dumpOptions.schemas) && !has(self.dumpOptions.excludeSchemas) && !has(self.dumpOptions.excludeTables) && (!has(self.dumpOptions.noOwner) || !self.dumpOptions.noOwner))").message("dumpOptions do not apply to pointInTime: a base backup copies the whole server"))]
 pub struct PostgresAsset {
     #[serde(flatten)]
     pub connection: PostgresConnection,
@@ -290,6 +292,48 @@ pub struct PostgresAsset {
     /// database, a failed migration) than the truth, and a backup of nothing must not pass as good.
     #[serde(default)]
     pub allow_empty: bool,
+    /// Continuous protection: instead of `pg_dump`, the schedule takes base backups
+    /// (`pg_basebackup`) and a long-running archiver streams the WAL from a replication slot it
+    /// owns, so the asset can be restored to any instant the archive covers. Off by default: it
+    /// needs a replication role, a slot on the server, and it copies every database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTimeArchiving>,
+}
+
+/// How a PostgreSQL asset is archived for point-in-time recovery. The connection's host, port
+/// and TLS mode are the asset's; the role is its own, since streaming WAL needs the
+/// `REPLICATION` attribute, which the dump role should not have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimeArchiving {
+    /// The role with the `REPLICATION` attribute (and nothing else: it reads every database's
+    /// WAL).
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(crate::ident::ROLE_RULE).message(crate::ident::ROLE_MESSAGE))]
+    pub user: String,
+    /// The role's password; omit for trust or certificate authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<crate::common::SecretKeyRef>,
+    /// How often the WAL segment being written is stored, in seconds: the RPO, plus the upload.
+    /// Each store is a PUT of up to 16 MiB, hence the floor.
+    #[serde(default = "default_partial_upload_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub partial_upload_seconds: u32,
+}
+
+fn default_partial_upload_seconds() -> u32 {
+    5
+}
+
+impl PointInTimeArchiving {
+    /// The replication connection: the asset's server, this role.
+    pub fn connection(&self, asset: &PostgresConnection) -> PostgresConnection {
+        PostgresConnection {
+            user: self.user.clone(),
+            password_secret: self.password_secret.clone(),
+            ..asset.clone()
+        }
+    }
 }
 
 /// Options passed to `pg_dump`, each as one `--option=value` argument.
@@ -571,11 +615,13 @@ pub struct BackupPolicyStatus {
 }
 
 /// The worst-case RPO a schedule allows: its longest gap between two due times (walked over the
-/// next eight days in its time zone) plus the time a backup takes to capture and commit.
+/// next eight days in its time zone) plus the time a backup takes to capture and commit; with
+/// `pointInTime` assets, at least their WAL archive lag (and only that when all are).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorstCaseRpo {
-    /// `scheduleGapSeconds + backupSeconds`.
+    /// `scheduleGapSeconds + backupSeconds`, or more: `walArchiveLagSeconds` when larger, and
+    /// alone when every asset is `pointInTime`.
     pub seconds: i64,
     /// The same, for people (`1h5m`).
     pub rpo: String,
@@ -585,6 +631,10 @@ pub struct WorstCaseRpo {
     /// (the gap alone is then a lower bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_seconds: Option<i64>,
+    /// The largest WAL archive lag bound among `pointInTime` assets: their worst case, in place
+    /// of the schedule's (a policy of such assets only is held to this alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archive_lag_seconds: Option<i64>,
 }
 
 /// Backup state of one asset.
@@ -606,6 +656,10 @@ pub struct AssetStatus {
     /// cleared by the next backup whose retention pass went through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_refused: Option<String>,
+    /// For a `pointInTime` asset, an upper bound of its WAL archive lag in seconds: what its
+    /// archiver's readiness allows while it is Available, plus the time since it stopped being.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archive_lag_seconds: Option<i64>,
 }
 
 /// A backup proven restorable by a drill.

@@ -23,6 +23,9 @@ pub mod types {
     /// The last retention pass of every asset went through (False: the mass-deletion guard
     /// refused one, and nothing of that asset was deleted).
     pub const RETENTION_APPLIED: &str = "RetentionApplied";
+    /// Every `pointInTime` asset's WAL archiver (a Deployment of one) is available (False:
+    /// `ArchiverUnavailable`, its replication slot then holds WAL on the source).
+    pub const ARCHIVER_READY: &str = "ArchiverReady";
     /// kstatus' "in progress" (True: the resource is still working toward its goal, e.g. a
     /// restore under way). Derived from Ready by [`super::set_kstatus`].
     pub const RECONCILING: &str = "Reconciling";

@@ -24,6 +24,7 @@ pub mod watch_backoff;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
@@ -80,6 +81,19 @@ pub async fn run_backup_policies(
         e
     })
     .touched_objects();
+    // WAL archivers: a change of their availability (any change of the object) is a reconcile.
+    let archivers = watcher::watcher(
+        scoped::<PartialObjectMeta<Deployment>>(&client, &namespace),
+        watcher::Config::default().labels(&format!(
+            "{}={},{}={}",
+            names::LABEL_MANAGED_BY,
+            names::MANAGED_BY,
+            names::LABEL_ROLE,
+            names::ROLE_WAL_ARCHIVE
+        )),
+    )
+    .backoff(WatchBackoff::default())
+    .touched_objects();
     // Every root watch reads through kube's DeserializeGuard: one stored object that no longer
     // fits the Rust types is reported by its own reconcile and does not break the watch. The
     // policies that fit are kept without managedFields (most of a policy's metadata once its
@@ -122,6 +136,7 @@ pub async fn run_backup_policies(
     ));
     Controller::for_stream(policies, policy_store)
         .owns_stream(cronjobs)
+        .owns_stream(archivers)
         // A drill's new record may verify backups of its policy.
         .watches(
             scoped::<DeserializeGuard<DrillSchedule>>(&client, &namespace),

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub rpo_measured_snapshot: GaugeVec,
     pub rpo_worst_case: GaugeVec,
     pub drill_next_run: GaugeVec,
+    pub wal_archive_lag: GaugeVec,
 }
 
 impl Metrics {
@@ -189,6 +190,13 @@ impl Metrics {
                 ),
                 &["namespace", "drill"],
             )?,
+            wal_archive_lag: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_wal_archive_lag_seconds",
+                    "Upper bound of a pointInTime asset's WAL archive lag: what its archiver's readiness allows while Available, plus the time since it stopped being (status.assets[].walArchiveLagSeconds)",
+                ),
+                asset,
+            )?,
             registry,
         };
         for c in m.collectors() {
@@ -222,6 +230,7 @@ impl Metrics {
             Box::new(self.rpo_measured_snapshot.clone()),
             Box::new(self.rpo_worst_case.clone()),
             Box::new(self.drill_next_run.clone()),
+            Box::new(self.wal_archive_lag.clone()),
         ]
     }
 
@@ -256,6 +265,7 @@ impl Metrics {
                 &self.backup_verified_snapshot,
                 &self.rpo_measured_snapshot,
                 &self.rpo_worst_case,
+                &self.wal_archive_lag,
             ]
             .into_iter()
             .map(|g| (g, "policy"))

@@ -47,6 +47,29 @@ pub fn backup_selector(policy: &str) -> String {
     )
 }
 
+/// The role label of WAL archivers (not `backup`: their pods report no backup outcome).
+pub const ROLE_WAL_ARCHIVE: &str = "wal-archive";
+
+/// The Deployment that archives the WAL of `asset` of `policy`.
+pub fn wal_archiver(policy: &str, asset: &str) -> String {
+    bounded_name(&[policy, asset, "wal"], NAME_MAX)
+}
+
+/// Labels of a WAL archiver Deployment and its pods (also its selector).
+pub fn wal_archiver_labels(policy: &str, asset: &str) -> BTreeMap<String, String> {
+    let mut labels = backup_labels(policy, asset);
+    labels.insert(LABEL_ROLE.to_owned(), ROLE_WAL_ARCHIVE.to_owned());
+    labels
+}
+
+/// The label selector that finds every WAL archiver of `policy`.
+pub fn wal_archiver_selector(policy: &str) -> String {
+    format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_ROLE}={ROLE_WAL_ARCHIVE},{LABEL_POLICY}={}",
+        label_value(policy)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,19 +121,7 @@ pub fn backup_job_template(
         }
         None => None,
     };
-    let job = AgentJob {
-        namespace: policy
-            .namespace()
-            .ok_or(Error::MissingObjectKey("namespace"))?,
-        policy: name.clone(),
-        asset: asset.clone(),
-        destination: spec.destination.clone(),
-        compression: spec.compression.clone(),
-        encryption: spec.encryption.clone(),
-        retention: spec.retention.clone(),
-        signing_key: Some(signing_key_ref()),
-        kubernetes_state_scope: scope,
-    };
+    let job = agent_job(policy, asset, scope)?;
     let mut secrets = referenced_secrets(asset, &spec.destination);
     secrets.push(signing_key_ref());
     let overrides = spec.pod_template.as_ref();
@@ -173,6 +161,28 @@ pub fn backup_job_template(
     })
 }
 
+/// The document of every agent that backs up `asset`: its Jobs and its WAL archiver.
+pub(crate) fn agent_job(
+    policy: &BackupPolicy,
+    asset: &Asset,
+    kubernetes_state_scope: Option<KubernetesStateScope>,
+) -> Result<AgentJob> {
+    let spec = &policy.spec;
+    Ok(AgentJob {
+        namespace: policy
+            .namespace()
+            .ok_or(Error::MissingObjectKey("namespace"))?,
+        policy: policy.name_any(),
+        asset: asset.clone(),
+        destination: spec.destination.clone(),
+        compression: spec.compression.clone(),
+        encryption: spec.encryption.clone(),
+        retention: spec.retention.clone(),
+        signing_key: Some(signing_key_ref()),
+        kubernetes_state_scope,
+    })
+}
+
 /// The Job of an on-demand backup of `asset`, named after `token` so that it runs once.
 pub fn on_demand_job(
     policy: &BackupPolicy,
@@ -205,6 +215,10 @@ fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
 /// Every Secret key a backup of `asset` to `destination` reads.
 pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
     let mut out = source_secrets(&asset.source);
+    // A pointInTime asset's base backups and archiver connect as its replication role.
+    if let Some(archiving) = asset.postgres().and_then(|pg| pg.point_in_time.as_ref()) {
+        out.extend(archiving.password_secret.iter().cloned());
+    }
     if let Some(s3) = &destination.s3 {
         out.extend(s3_secrets(s3));
     }

@@ -1,10 +1,12 @@
-//! The BackupPolicy controller: one CronJob per asset; on-demand Jobs per `backup-now` token;
-//! status, RPO, conditions, Events and metrics from the Jobs' results.
+//! The BackupPolicy controller: one CronJob per asset; on-demand Jobs per `backup-now` token; a
+//! WAL archiver Deployment per `pointInTime` asset; status, RPO, conditions, Events and metrics
+//! from the Jobs' results and the archivers' availability.
 //!
 //! A reconcile reads (Jobs, their pods), decides (children and status, in pure functions), writes
 //! (server-side apply with one field manager) and reports (status only when it changed, an Event
 //! per transition).
 
+pub mod archiver;
 pub mod cronjob;
 pub mod status;
 
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -34,6 +37,9 @@ use crate::kubestate::{self, Access};
 use crate::names;
 
 const KIND: &str = "BackupPolicy";
+
+/// How soon a policy whose archiver is down is reconciled again (its lag metric is recomputed).
+const ARCHIVER_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
 pub async fn reconcile(
@@ -58,16 +64,29 @@ pub async fn reconcile(
             e => return Err(e),
         }
     }
+    // The archivers are applied only when everything else could be (they mount the signing key).
+    let archivers = match problem {
+        None => Some(apply_archivers(policy, &ctx, &ns).await?),
+        Some(_) => None,
+    };
     let handled = token.filter(|_| problem.is_none());
+    let lags = archive_lags(policy, archivers.as_deref(), now);
     let mut decision = status::decide(
         policy,
         &outcomes,
         problem.as_ref(),
         handled,
         &verification,
+        &lags,
         now,
     );
-    if note_ignored_account(policy, &mut decision.status) {
+    let archiver_changed = archivers
+        .as_deref()
+        .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
+    // An archiver that is down is looked at again soon: its lag grows, and so may the alert.
+    let archiver_down = conditions::status(&decision.status.conditions, types::ARCHIVER_READY)
+        == Some(Status::False);
+    if note_ignored_account(policy, &mut decision.status) || archiver_changed {
         decision.changed = Some(&decision.status) != policy.status.as_ref();
     }
     if decision.changed {
@@ -77,9 +96,14 @@ pub async fn reconcile(
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
     // The master key may appear any moment (the platform team restores it): look again soon.
-    Ok(Action::requeue(match &problem {
+    let requeue = match &problem {
         Some(p) => decision.requeue_after.min(p.recheck()),
         None => decision.requeue_after,
+    };
+    Ok(Action::requeue(if archiver_down {
+        requeue.min(ARCHIVER_RECHECK)
+    } else {
+        requeue
     }))
 }
 
@@ -228,6 +252,112 @@ async fn apply_children(
         }
     }
     Ok(())
+}
+
+/// Applies the archiver of every `pointInTime` asset and deletes those of assets that no longer
+/// ask for one; returns the archivers as the API server has them (their availability).
+/// A policy that archives nothing and never did (no `ArchiverReady` in its status) costs no call.
+async fn apply_archivers(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Vec<Deployment>> {
+    let desired = archiver::desired_archivers(policy, &ctx.agent)?;
+    let had = policy
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::find(&s.conditions, types::ARCHIVER_READY).is_some());
+    if desired.is_empty() && !had {
+        return Ok(Vec::new());
+    }
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    let mut current = Vec::new();
+    for d in &desired {
+        current.push(
+            api.patch(&d.name_any(), &apply, &Patch::Apply(d))
+                .await
+                .map_err(Error::apply::<Deployment>(&d.name_any()))?,
+        );
+    }
+    let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    let existing = api
+        .list_metadata(
+            &ListParams::default().labels(&names::wal_archiver_selector(&policy.name_any())),
+        )
+        .await
+        .map_err(Error::list::<Deployment>())?;
+    for d in existing {
+        let ours = d.owner_references().iter().any(|o| o.uid == uid);
+        let name = d.name_any();
+        if ours && !desired.iter().any(|w| w.name_any() == name) {
+            info!(
+                deployment = name,
+                "deleting the WAL archiver of an asset that no longer asks for one"
+            );
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(Error::delete::<Deployment>(&name)(e)),
+            }
+        }
+    }
+    Ok(current)
+}
+
+/// Each `pointInTime` asset's lag bound, from its archiver as this pass saw it; when the pass
+/// could not look (a problem), the lags the status already holds.
+fn archive_lags(
+    policy: &BackupPolicy,
+    archivers: Option<&[Deployment]>,
+    now: Timestamp,
+) -> status::ArchiveLags {
+    archiver::archived_assets(policy)
+        .filter_map(|asset| {
+            let lag = match archivers {
+                Some(current) => archiver::lag_bound(policy, asset, current, now),
+                None => {
+                    policy
+                        .status
+                        .as_ref()?
+                        .assets
+                        .iter()
+                        .find(|a| a.name == asset.name)?
+                        .wal_archive_lag_seconds
+                }
+            }?;
+            Some((asset.name.clone(), lag))
+        })
+        .collect()
+}
+
+/// Writes (or removes, when nothing is archived) `ArchiverReady`. Returns whether it changed.
+fn set_archiver_ready(
+    policy: &BackupPolicy,
+    status: &mut BackupPolicyStatus,
+    archivers: &[Deployment],
+    now: Timestamp,
+) -> bool {
+    match archiver::readiness(policy, archivers) {
+        Some((state, reason, message)) => conditions::set_condition(
+            &mut status.conditions,
+            conditions::condition(
+                types::ARCHIVER_READY,
+                state,
+                reason,
+                message,
+                policy.metadata.generation,
+                now,
+            ),
+        ),
+        None => {
+            let before = status.conditions.len();
+            status
+                .conditions
+                .retain(|c| c.type_ != types::ARCHIVER_READY);
+            before != status.conditions.len()
+        }
+    }
 }
 
 /// The scope of each Kubernetes-state asset of `policy`, its namespace's backup account bound to
@@ -461,6 +591,12 @@ fn update_metrics(
             m.backup_duration
                 .with_label_values(&labels)
                 .set(s.duration_seconds);
+        }
+        match a.wal_archive_lag_seconds {
+            Some(lag) => m.wal_archive_lag.with_label_values(&labels).set(lag as f64),
+            None => {
+                let _ = m.wal_archive_lag.remove_label_values(&labels);
+            }
         }
         m.retention_refused
             .with_label_values(&labels)

@@ -39,6 +39,10 @@ pub struct Verification {
     pub backups: std::collections::BTreeMap<String, lifeboat_api::backup_policy::VerifiedBackup>,
 }
 
+/// Per `pointInTime` asset, the upper bound of its WAL archive lag in seconds
+/// (`archiver::lag_bound`): what its RPO is measured from instead of its newest base backup.
+pub type ArchiveLags = std::collections::BTreeMap<String, i64>;
+
 /// Computes the next status, with the Events its transitions owe. `handled_token` is the
 /// on-demand token acted upon in this pass.
 pub fn decide(
@@ -47,6 +51,7 @@ pub fn decide(
     problem: Option<&Problem>,
     handled_token: Option<String>,
     verification: &Verification,
+    lags: &ArchiveLags,
     now: Timestamp,
 ) -> Decision {
     let old = policy.status.clone().unwrap_or_default();
@@ -64,7 +69,9 @@ pub fn decide(
         .iter()
         .map(|a| {
             let previous = old.assets.iter().find(|s| s.name == a.name).cloned();
-            asset_status(&a.name, previous, outcomes)
+            let mut status = asset_status(&a.name, previous, outcomes);
+            status.wal_archive_lag_seconds = lags.get(&a.name).copied();
+            status
         })
         .collect();
     let worst = worst_snapshot(&status.assets);
@@ -159,7 +166,7 @@ fn rpo_met(
         };
     };
     let objective = objectives.rpo.as_secs();
-    let points = rpo_points(assets, objectives.rpo_basis, verification);
+    let points = rpo_points(assets, objectives.rpo_basis, verification, now);
     let measured_from = points
         .iter()
         .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
@@ -193,6 +200,7 @@ fn rpo_points<'a>(
     assets: &'a [AssetStatus],
     basis: Option<RpoBasis>,
     verification: &Verification,
+    now: Timestamp,
 ) -> Vec<(&'a str, Option<Timestamp>, bool)> {
     assets
         .iter()
@@ -207,6 +215,9 @@ fn rpo_points<'a>(
                     .as_ref()
                     .and_then(|v| v.snapshot_time.as_ref())
                     .map(|t| t.0)
+            } else if let Some(lag) = a.wal_archive_lag_seconds {
+                // A pointInTime asset can be restored up to what its archive holds.
+                Some(now - jiff::SignedDuration::from_secs(lag))
             } else {
                 a.last_success.as_ref().map(|s| s.snapshot_time.0)
             };
@@ -519,18 +530,41 @@ pub fn rpo_achievable(
     let gap = schedule
         .longest_gap(now, RPO_HORIZON)
         .map(|g| g.as_secs().max(0));
+    // A pointInTime asset's worst case is its archive's lag, not the schedule of its base
+    // backups (those only bound how much WAL a restore replays).
+    let archived =
+        |name: &str| {
+            policy.spec.assets.iter().any(|a| {
+                a.name == name && a.postgres().is_some_and(|pg| pg.point_in_time.is_some())
+            })
+        };
+    let dumped = policy.spec.assets.iter().any(|a| !archived(&a.name));
+    // The dumps' durations; a policy of archived assets only counts its base backups'.
     let backup = assets
         .iter()
+        .filter(|a| !dumped || !archived(&a.name))
         .filter_map(|a| a.last_success.as_ref())
         .map(|s| s.duration_seconds.max(0.0).ceil() as i64)
         .max();
+    let lag = assets
+        .iter()
+        .filter(|a| archived(&a.name))
+        .filter_map(|a| a.wal_archive_lag_seconds)
+        .max();
     let worst = gap.map(|gap| {
-        let seconds = gap.saturating_add(backup.unwrap_or(0));
+        let scheduled = gap.saturating_add(backup.unwrap_or(0));
+        // Without a lag seen yet, an archived-only policy falls back on its base backups.
+        let seconds = match (dumped, lag) {
+            (true, l) => scheduled.max(l.unwrap_or(0)),
+            (false, Some(l)) => l,
+            (false, None) => scheduled,
+        };
         WorstCaseRpo {
             seconds,
             rpo: human(u64::try_from(seconds).unwrap_or(0)),
             schedule_gap_seconds: gap,
             backup_seconds: backup,
+            wal_archive_lag_seconds: lag,
         }
     });
     let Some(objective) = policy.spec.objectives.as_ref().map(|o| o.rpo.as_secs()) else {
@@ -553,7 +587,12 @@ pub fn rpo_achievable(
         return (worst, Some(c));
     };
     let secs = |s: i64| human(u64::try_from(s).unwrap_or(0));
+    let archive = w
+        .wal_archive_lag_seconds
+        .map(|l| format!("; WAL archive lag at most {}", secs(l)))
+        .unwrap_or_default();
     let basis = match w.backup_seconds {
+        _ if !dumped && w.wal_archive_lag_seconds.is_some() => "pointInTime assets only".to_owned(),
         Some(b) => format!(
             "longest gap between scheduled backups {} + longest backup {}",
             secs(w.schedule_gap_seconds),
@@ -566,6 +605,8 @@ pub fn rpo_achievable(
     };
     let (met, reason) = if w.seconds <= objective {
         (true, "WithinObjective")
+    } else if w.wal_archive_lag_seconds.is_some_and(|l| l > objective) {
+        (false, "ArchiveLagging")
     } else if w.schedule_gap_seconds > objective {
         (false, "ScheduleTooSparse")
     } else {
@@ -576,7 +617,7 @@ pub fn rpo_achievable(
         Status::from(met),
         reason,
         format!(
-            "worst case {} ({basis}); objective {}",
+            "worst case {} ({basis}{archive}); objective {}",
             w.rpo,
             secs(objective)
         ),
@@ -689,6 +730,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:00:00Z"),
         );
         assert!(
@@ -706,6 +748,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
@@ -727,6 +770,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:30:00Z"),
         );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
@@ -740,6 +784,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T11:01:00Z"),
         );
         let c = find(&d.status.conditions, types::RETENTION_APPLIED).unwrap();
@@ -793,7 +838,15 @@ mod tests {
         ];
         let now = at("2026-11-24T10:10:00Z");
         // Not drilled: the newest good backups count.
-        let d = decide(&p, &fresh, None, None, &Verification::default(), now);
+        let d = decide(
+            &p,
+            &fresh,
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        );
         assert_eq!(rpo_met(&d).0, "True");
 
         // Drilled, but nothing restored yet: fresh backups prove nothing.
@@ -801,7 +854,7 @@ mod tests {
             drilled: drilled(&["db", "cache"]),
             ..Default::default()
         };
-        let d = decide(&p, &fresh, None, None, &none, now);
+        let d = decide(&p, &fresh, None, None, &none, &ArchiveLags::new(), now);
         assert_eq!(
             rpo_met(&d),
             (
@@ -817,6 +870,7 @@ mod tests {
             None,
             None,
             &verified(&[("db", "2026-11-24T09:30:00Z")]),
+            &ArchiveLags::new(),
             now,
         );
         assert_eq!(rpo_met(&d).1, "NoVerifiedBackupYet");
@@ -826,7 +880,7 @@ mod tests {
             ("db", "2026-11-24T09:30:00Z"),
             ("cache", "2026-11-24T09:20:00Z"),
         ]);
-        let d = decide(&p, &fresh, None, None, &v, now);
+        let d = decide(&p, &fresh, None, None, &v, &ArchiveLags::new(), now);
         assert_eq!(
             rpo_met(&d),
             (
@@ -845,7 +899,15 @@ mod tests {
             Some(Time(at("2026-11-24T09:00:00Z")))
         );
         // Requeued as the verified snapshot crosses the objective (09:20 + 1h = 10:20).
-        let soon = decide(&p, &fresh, None, None, &v, at("2026-11-24T10:17:00Z"));
+        let soon = decide(
+            &p,
+            &fresh,
+            None,
+            None,
+            &v,
+            &ArchiveLags::new(),
+            at("2026-11-24T10:17:00Z"),
+        );
         assert_eq!(soon.requeue_after, Duration::from_secs(3 * 60 + 1));
         let d = decide(
             &with_status(p.clone(), &d),
@@ -853,6 +915,7 @@ mod tests {
             None,
             None,
             &v,
+            &ArchiveLags::new(),
             at("2026-11-24T10:21:00Z"),
         );
         assert_eq!(
@@ -867,7 +930,7 @@ mod tests {
             drilled: drilled(&["db"]),
             ..verified(&[("db", "2026-11-24T09:30:00Z")])
         };
-        let d = decide(&p, &fresh, None, None, &only_db, now);
+        let d = decide(&p, &fresh, None, None, &only_db, &ArchiveLags::new(), now);
         assert_eq!(
             rpo_met(&d).2,
             "newest verified backup is 40m old; objective 1h"
@@ -877,7 +940,7 @@ mod tests {
         let mut newest = policy(Some("1h"));
         newest.spec.objectives.as_mut().unwrap().rpo_basis =
             Some(lifeboat_api::backup_policy::RpoBasis::Newest);
-        let d = decide(&newest, &fresh, None, None, &none, now);
+        let d = decide(&newest, &fresh, None, None, &none, &ArchiveLags::new(), now);
         assert_eq!(rpo_met(&d).1, "WithinObjective");
         assert!(rpo_met(&d).2.starts_with("newest good backup"));
     }
@@ -896,6 +959,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:17:00Z"),
         );
         assert!(d.changed);
@@ -936,6 +1000,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         let p = with_status(p, &first);
@@ -946,6 +1011,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:10:00Z"),
         );
         assert!(
@@ -959,6 +1025,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:16:00Z"),
         );
         assert!(late.changed);
@@ -968,6 +1035,71 @@ mod tests {
             ("False", "ObjectiveMissed")
         );
         assert_eq!(late.status.rpo_seconds, Some(16 * 60));
+    }
+
+    #[test]
+    fn a_point_in_time_asset_is_held_to_its_archive_lag_not_its_base_backups() {
+        let now = at("2026-11-24T10:02:00Z");
+        let mut p = policy(Some("1m"));
+        p.spec.assets.pop();
+        let mut spec = serde_json::to_value(&p.spec).unwrap();
+        spec["assets"][0]["postgres"]["pointInTime"] = json!({"user": "wal"});
+        p.spec = serde_json::from_value(spec).unwrap();
+        // Its newest base backup is a day old; its archive is at most 40 s behind.
+        let outcomes = [ok("db", "2026-11-23T10:00:00Z", "2026-11-23T10:05:00Z")];
+        let lags = ArchiveLags::from([("db".to_owned(), 40)]);
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            &lags,
+            now,
+        );
+        assert_eq!(d.status.assets[0].wal_archive_lag_seconds, Some(40));
+        let w = d.status.worst_case_rpo.clone().unwrap();
+        assert_eq!((w.seconds, w.wal_archive_lag_seconds), (40, Some(40)));
+        let achievable = find(&d.status.conditions, types::RPO_ACHIEVABLE).unwrap();
+        assert_eq!(
+            (achievable.status.as_str(), achievable.reason.as_str()),
+            ("True", "WithinObjective"),
+            "{}",
+            achievable.message
+        );
+        assert_eq!(rpo_met(&d).0, "True");
+
+        // Its archiver down for ten minutes: both conditions say so.
+        let lags = ArchiveLags::from([("db".to_owned(), 640)]);
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            &lags,
+            now,
+        );
+        let achievable = find(&d.status.conditions, types::RPO_ACHIEVABLE).unwrap();
+        assert_eq!(
+            achievable.reason, "ArchiveLagging",
+            "{}",
+            achievable.message
+        );
+        assert_eq!(rpo_met(&d).1, "ObjectiveMissed");
+
+        // No lag seen yet: measured from the base backup, as any backup.
+        let d = decide(
+            &p,
+            &outcomes,
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        );
+        assert_eq!(rpo_met(&d).1, "ObjectiveMissed");
+        assert_eq!(d.status.worst_case_rpo.unwrap().seconds, 3600 + 300);
     }
 
     #[test]
@@ -984,6 +1116,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at(now),
         );
         let w = d.status.worst_case_rpo.clone().unwrap();
@@ -1010,6 +1143,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at(now),
         );
         let w = d.status.worst_case_rpo.clone().unwrap();
@@ -1031,6 +1165,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at(now),
         );
         let (status, reason, _) = achievable(&d);
@@ -1046,6 +1181,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at(now),
         );
         assert_eq!(d.status.worst_case_rpo.unwrap().seconds, 3690);
@@ -1060,6 +1196,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         let c = find(&d.status.conditions, types::RPO_MET).unwrap();
@@ -1080,6 +1217,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         assert!(find(&d.status.conditions, types::RPO_MET).is_none());
@@ -1099,6 +1237,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T12:02:00Z"),
         );
         let db = &d.status.assets[0];
@@ -1124,6 +1263,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T12:03:00Z"),
         );
         assert_eq!(d.status.assets[0].consecutive_failures, 2);
@@ -1136,6 +1276,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T13:02:00Z"),
         );
         assert_eq!(d.status.assets[0].consecutive_failures, 0);
@@ -1158,6 +1299,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         let problem = Problem::InvalidSchedule("the schedule names no minute".into());
@@ -1167,6 +1309,7 @@ mod tests {
             Some(&problem),
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:03:00Z"),
         );
         let ready = find(&d.status.conditions, types::READY).unwrap();
@@ -1196,6 +1339,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         let ready = find(&d.status.conditions, types::READY).unwrap();
@@ -1218,6 +1362,7 @@ mod tests {
             None,
             None,
             &Verification::default(),
+            &ArchiveLags::new(),
             at("2026-11-24T10:02:00Z"),
         );
         assert_eq!(
@@ -1434,17 +1579,17 @@ mod verified_tests {
                     } else {
                         failed(asset, &stamp(finished))
                     });
-                    let d = decide(&p, &seen, None, None, &Verification::default(), now);
+                    let d = decide(&p, &seen, None, None, &Verification::default(), &ArchiveLags::new(), now);
                     p = stored(&p, &d);
-                    let again = decide(&p, &seen, None, None, &Verification::default(), now);
+                    let again = decide(&p, &seen, None, None, &Verification::default(), &ArchiveLags::new(), now);
                     prop_assert!(!again.changed, "{:?}", again.status);
                     prop_assert!(again.status.pending_events.is_empty(), "{:?}", again.status.pending_events);
                 }
                 // Time passes: an objective may turn missed, once.
                 let then = Timestamp::from_second(1_795_000_000 + 7800 + later).unwrap();
-                let d = decide(&p, &seen, None, None, &Verification::default(), then);
+                let d = decide(&p, &seen, None, None, &Verification::default(), &ArchiveLags::new(), then);
                 let p = stored(&p, &d);
-                let again = decide(&p, &seen, None, None, &Verification::default(), then);
+                let again = decide(&p, &seen, None, None, &Verification::default(), &ArchiveLags::new(), then);
                 prop_assert!(!again.changed, "{:?}", again.status);
                 prop_assert!(again.status.pending_events.is_empty());
                 if let Some(age) = d.status.rpo_seconds {

@@ -317,6 +317,7 @@ fn catalog_asset(
             databases: pg.database.iter().cloned().collect(),
             dump_options: Default::default(),
             allow_empty: false,
+            point_in_time: None,
         }),
         (AssetKind::Redis, Some(Target::Redis(r))) => AssetSource::Redis(RedisAsset {
             connection: r.connection.clone(),
@@ -355,8 +356,10 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
         (None, AssetSource::KubernetesState(_)) | (Some(Target::KubernetesState(_)), _) => {
             return Err(unsupported());
         }
+        // A safety backup is a dump whatever the asset: it is restored by the dump path.
         (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(PostgresAsset {
             allow_empty: true,
+            point_in_time: None,
             ..pg.clone()
         }),
         (None, AssetSource::Redis(r)) => AssetSource::Redis(RedisAsset {
@@ -378,6 +381,7 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
                 databases,
                 dump_options: Default::default(),
                 allow_empty: true,
+                point_in_time: None,
             })
         }
         (Some(Target::Redis(r)), _) => AssetSource::Redis(RedisAsset {
