@@ -227,7 +227,7 @@ pub enum S3Auth {
     },
 }
 
-/// The variables the IRSA webhook (and Pod Identity-style webhooks that project a token) sets.
+/// The variables EKS's IRSA webhook sets: the projected token's path and the role to assume.
 const WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
 const ROLE_ARN: &str = "AWS_ROLE_ARN";
 

@@ -87,8 +87,8 @@ pub async fn reconcile(
 pub use controller::error_policy;
 
 /// What a policy needs before its children can be applied: a schedule croner takes, S3
-/// locations the platform's identity setting allows, and the namespace's signing key (the Secret to apply when it is missing or stale). A problem with
-/// either is returned, not raised.
+/// locations the platform's identity setting allows, and the namespace's signing key (the
+/// Secret to apply when it is missing or stale). A problem with any is returned, not raised.
 async fn observe(
     policy: &BackupPolicy,
     ctx: &Context,
