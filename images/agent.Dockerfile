@@ -7,13 +7,16 @@
 #   docker build -f images/agent.Dockerfile -t ghcr.io/lifeboat-dev/lifeboat-agent:0.1.0 .
 # Without a container engine, hack/ (the local-node issue) assembles the same layers as an OCI
 # image by hand.
-FROM docker.io/library/rust:1.95-bookworm AS build
+# Base images by tag unless the build pins them by digest (images/README.md, "Pinned bases").
+ARG BUILD_IMAGE=docker.io/library/rust:1.95-bookworm
+ARG BASE_IMAGE=docker.io/library/debian:12-slim
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p lifeboat-agent \
  && install -D target/release/lifeboat-agent /out/lifeboat-agent
 
-FROM docker.io/library/debian:12-slim
+FROM ${BASE_IMAGE}
 ARG PG_CLIENT_VERSION=15.18-0+deb12u1
 ARG REDIS_TOOLS_VERSION=5:7.0.15-1~deb12u10
 RUN apt-get update \

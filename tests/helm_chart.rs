@@ -1282,6 +1282,53 @@ fn agent_config(rendered: &[serde_json::Value]) -> AgentConfig {
     flags.agent.into()
 }
 
+#[test]
+fn the_s3_ambient_identity_reaches_the_operator_and_keyless_locations_are_refused_unless_web_identity()
+ {
+    let s3_policy = |docs: &[serde_json::Value]| {
+        docs.iter()
+            .filter(|d| d["metadata"]["name"] == "lifeboat-s3-credentials")
+            .map(|d| d["kind"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let default = docs(&ok(&template("lifeboat-system", &[])));
+    assert_eq!(
+        agent_config(&default).s3_ambient_identity,
+        lifeboat_api::identity::AmbientIdentity::None
+    );
+    assert_eq!(
+        s3_policy(&default),
+        [
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"
+        ]
+    );
+    let web = docs(&ok(&template(
+        "lifeboat-system",
+        &["agent.s3AmbientIdentity=webIdentity"],
+    )));
+    assert_eq!(
+        agent_config(&web).s3_ambient_identity,
+        lifeboat_api::identity::AmbientIdentity::WebIdentity
+    );
+    assert!(s3_policy(&web).is_empty());
+    // The operator's Jobs may hand agents only the chosen mode.
+    let jobs = web
+        .iter()
+        .find(|d| d["metadata"]["name"] == "lifeboat-agent-jobs")
+        .unwrap();
+    let rules = serde_json::to_string(&jobs["spec"]["validations"]).unwrap();
+    assert!(rules.contains(r#"e.value == \"webIdentity\""#), "{rules}");
+    // Anything else is refused by the values' schema.
+    let out = template("lifeboat-system", &["agent.s3AmbientIdentity=imds"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s3AmbientIdentity"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The OpenShift values with a pull secret for the agent image, rendered.
 fn openshift_with_pull_secret() -> Vec<serde_json::Value> {
     docs(&ok(&template_release(

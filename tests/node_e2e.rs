@@ -1561,6 +1561,35 @@ fn the_agent_image_s_tool_list_is_what_the_agent_runs_and_the_dockerfile_checks(
     );
 }
 
+/// Every stage of both Dockerfiles takes its image from a build argument with a default, so a
+/// release pins the bases by digest without editing the files (images/README.md).
+#[test]
+fn the_images_take_their_bases_from_build_arguments_a_release_pins_by_digest() {
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+    let readme = std::fs::read_to_string(images.join("README.md")).unwrap();
+    for name in ["agent.Dockerfile", "operator.Dockerfile"] {
+        let text = std::fs::read_to_string(images.join(name)).unwrap();
+        let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+        assert_eq!(froms.len(), 2, "{name}: a build stage and the image");
+        for from in froms {
+            let image = from["FROM ".len()..].split_whitespace().next().unwrap();
+            let arg = image
+                .strip_prefix("${")
+                .and_then(|a| a.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{name}: {from:?} names its image, not an argument"));
+            let default = text
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("ARG {arg}=")))
+                .unwrap_or_else(|| panic!("{name}: no default for {arg} before its FROM"));
+            assert!(
+                readme.contains(&format!("--build-arg {arg}=")) || readme.contains(default),
+                "{name}: images/README.md says how to pin {arg} ({default})"
+            );
+        }
+    }
+    assert!(readme.contains("docker buildx imagetools inspect"));
+}
+
 #[test]
 #[ignore = "needs the node's images: hack/node/images.sh (make e2e-node)"]
 fn the_node_s_agent_image_holds_the_listed_tools_and_nothing_unused() {

@@ -241,7 +241,7 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
 
     // The same Job with one thing changed is refused, with the rule that refuses it.
     type Change = fn(&mut k8s_openapi::api::core::v1::PodSpec);
-    let cases: [(&str, Change, &str); 12] = [
+    let cases: [(&str, Change, &str); 14] = [
         (
             "a foreign image",
             |p| p.containers[0].image = Some("busybox:latest".into()),
@@ -339,6 +339,35 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
             "another ServiceAccount",
             |p| p.service_account_name = Some("cluster-admin-sa".into()),
             "run only as default or lifeboat-kubestate-backup or lifeboat-kubestate-restore",
+        ),
+        (
+            "an S3 identity the platform did not choose",
+            |p| {
+                let env = p.containers[0].env.get_or_insert_default();
+                for e in env.iter_mut() {
+                    if e.name == lifeboat_api::identity::AMBIENT_IDENTITY_ENV {
+                        e.value = Some("webIdentity".into());
+                    }
+                }
+            },
+            "S3 ambient identity none only",
+        ),
+        (
+            "the S3 identity from elsewhere than the Job",
+            |p| {
+                let env = p.containers[0].env.get_or_insert_default();
+                for e in env.iter_mut() {
+                    if e.name == lifeboat_api::identity::AMBIENT_IDENTITY_ENV {
+                        e.value = None;
+                        e.value_from = Some(
+                            serde_json::from_value(json!({"configMapKeyRef":
+                                {"name": "mine", "key": "mode"}}))
+                            .unwrap(),
+                        );
+                    }
+                }
+            },
+            "S3 ambient identity none only",
         ),
     ];
     for (case, change, rule) in cases {

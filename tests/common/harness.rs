@@ -89,6 +89,27 @@ pub async fn harness_named(ns: &str) -> Harness {
     )
 }
 
+/// The controllers on a new namespace of `env` (a control plane of the test's own), acting with
+/// its admin client: no chart RBAC and no admission policy installed, so only the controllers
+/// stand between a resource and its Jobs (a resource older than the policy, or a cluster
+/// installed without it).
+pub async fn harness_without_admission(
+    env: &lifeboat_testenv::TestEnv,
+    prefix: &str,
+    agent: AgentConfig,
+) -> Harness {
+    let client = env.client().await.unwrap();
+    let ns = env.namespace(&client, prefix).await.unwrap();
+    install_master_key(&client, CHART_NAMESPACE).await;
+    start_operator(
+        client.clone(),
+        client,
+        ns,
+        MASTER_KEY_SECRET.to_owned(),
+        agent,
+    )
+}
+
 /// A namespace like [`harness`]'s with no controllers in this process: for tests that run the
 /// operator as a process of its own (and kill it). The Harness still plays the kubelet.
 pub async fn without_operator(prefix: &str) -> Harness {

@@ -13,11 +13,14 @@ use lifeboat_api::backup_policy::{
 use lifeboat_api::common::{
     PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef, Target,
 };
+use lifeboat_api::identity;
 use lifeboat_api::restore_request::RestoreOptions;
 
 use crate::crypto::{Identities, Recipients};
 use crate::error::{AgentError, Result};
-use crate::layout::{Listed, Local, S3Role, S3Settings, S3Store, Scope, Slot, Store};
+use crate::layout::{
+    Listed, Local, S3Auth, S3Role, S3Settings, S3Store, Scope, Slot, Store, ambient_identity,
+};
 use crate::signing::{SigningKey, Trust, Unsigned};
 use crate::stream::{Decoding, Encoding};
 use crate::{bucket, postgres, redis, stream};
@@ -89,19 +92,30 @@ impl Env {
     }
 
     /// A client of the bucket at `loc`, its keys and CA bundle read from the Secret files.
+    /// Without a `credentialsSecret` only the platform's [`identity::AmbientIdentity`] decides,
+    /// read from the pod's environment: refused under `none`, the web identity token only under
+    /// `webIdentity`.
     pub fn s3(&self, loc: &S3Location, role: S3Role) -> Result<S3Store> {
-        let keys = match &loc.credentials_secret {
-            Some(c) => {
+        let env = |name: &str| std::env::var(name).ok();
+        let what = format!("s3://{}", loc.bucket);
+        let auth = match identity::decide(loc, ambient_identity(env)?, &what) {
+            Ok(identity::S3Identity::Keys(c)) => {
                 let key = |k: &str| SecretKeyRef {
                     name: c.name.clone(),
                     key: k.to_owned(),
                 };
-                Some((
-                    self.secret(&key(&c.access_key_id_key))?,
-                    self.secret(&key(&c.secret_access_key_key))?,
-                ))
+                S3Auth::Keys {
+                    id: self.secret(&key(&c.access_key_id_key))?,
+                    secret: self.secret(&key(&c.secret_access_key_key))?,
+                }
             }
-            None => None,
+            Ok(identity::S3Identity::WebIdentity) => S3Auth::web_identity(env)?,
+            Err(refused) => {
+                return Err(AgentError::new(
+                    lifeboat_api::agent_result::ErrorClass::AmbientIdentityDisabled,
+                    refused.to_string(),
+                ));
+            }
         };
         S3Store::new(S3Settings {
             endpoint: loc.endpoint.clone(),
@@ -109,7 +123,7 @@ impl Env {
             prefix: loc.prefix.clone(),
             region: loc.region.clone(),
             path_style: loc.force_path_style,
-            keys,
+            auth,
             ca_bundle: loc
                 .ca_bundle_secret
                 .as_ref()

@@ -209,13 +209,74 @@ pub struct S3Settings {
     pub prefix: String,
     pub region: String,
     pub path_style: bool,
-    /// The access key id and secret key; `None`: the pod's own identity, found by
-    /// object_store as the AWS SDKs find it (web identity token file, EKS Pod Identity,
-    /// instance metadata, `AWS_*` environment variables).
-    pub keys: Option<(String, String)>,
+    /// How requests are signed.
+    pub auth: S3Auth,
     /// PEM certificates trusted besides the system's roots for the endpoint (a private CA).
     pub ca_bundle: Option<String>,
     pub role: S3Role,
+}
+
+/// How the agent authenticates to a bucket: the only two sources it ever uses.
+pub enum S3Auth {
+    /// The access key id and secret key of the location's `credentialsSecret`.
+    Keys { id: String, secret: String },
+    /// The pod's web identity token exchanged at STS for the role (IRSA).
+    WebIdentity {
+        token_file: PathBuf,
+        role_arn: String,
+    },
+}
+
+/// The variables EKS's IRSA webhook sets: the projected token's path and the role to assume.
+const WEB_IDENTITY_TOKEN_FILE: &str = "AWS_WEB_IDENTITY_TOKEN_FILE";
+const ROLE_ARN: &str = "AWS_ROLE_ARN";
+
+impl S3Auth {
+    /// The web identity of the pod, from `env` (the process environment in a Job): its token
+    /// file must exist and its role be named, or it is [`ErrorClass::WebIdentityMissing`]
+    /// with no other source tried.
+    ///
+    /// [`ErrorClass::WebIdentityMissing`]: lifeboat_api::agent_result::ErrorClass::WebIdentityMissing
+    pub fn web_identity(env: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let missing = |what: String| {
+            AgentError::new(
+                lifeboat_api::agent_result::ErrorClass::WebIdentityMissing,
+                format!(
+                    "S3 ambient identity is webIdentity but {what}: the pod needs a projected service account token ({WEB_IDENTITY_TOKEN_FILE}) and a role ({ROLE_ARN}), as the IRSA webhook sets them; no other credential source is used"
+                ),
+            )
+        };
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
+        let token_file = var(WEB_IDENTITY_TOKEN_FILE)
+            .map(PathBuf::from)
+            .ok_or_else(|| missing(format!("{WEB_IDENTITY_TOKEN_FILE} is not set")))?;
+        let role_arn = var(ROLE_ARN).ok_or_else(|| missing(format!("{ROLE_ARN} is not set")))?;
+        if !token_file.is_file() {
+            return Err(missing(format!(
+                "the token file {} does not exist",
+                token_file.display()
+            )));
+        }
+        Ok(Self::WebIdentity {
+            token_file,
+            role_arn,
+        })
+    }
+}
+
+/// The platform's [`AmbientIdentity`] as the operator set it on the pod; unset is `none`, so a
+/// Job made by anything else gets no ambient identity either.
+pub fn ambient_identity(
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<lifeboat_api::identity::AmbientIdentity> {
+    match env(lifeboat_api::identity::AMBIENT_IDENTITY_ENV) {
+        None => Ok(Default::default()),
+        Some(v) => v
+            .parse()
+            .map_err(|e: lifeboat_api::identity::UnknownAmbientIdentity| {
+                AgentError::config(e.to_string())
+            }),
+    }
 }
 
 impl S3Store {
@@ -239,13 +300,26 @@ impl S3Store {
                 options = options.with_root_certificate(cert);
             }
         }
-        let builder = match &s.keys {
-            Some((id, secret)) => object_store::aws::AmazonS3Builder::new()
+        // AmazonS3Builder::build (object_store 0.14) takes the first credential source it was
+        // given: a provider, access keys, a web identity token file with a role, the ECS and
+        // EKS container endpoints, and only when none is set the instance metadata service.
+        // The builder starts from `new()`, never `from_env()`, so no AWS_* variable of the pod
+        // (keys, container endpoints, a metadata endpoint) reaches it, and each arm sets a source
+        // that comes before the container and instance providers: neither can be chosen.
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        let builder = match &s.auth {
+            S3Auth::Keys { id, secret } => AmazonS3Builder::new()
                 .with_access_key_id(id)
                 .with_secret_access_key(secret),
-            // The environment is where IRSA and EKS Pod Identity put the token file, role and
-            // endpoint; object_store then picks the provider (else instance metadata).
-            None => object_store::aws::AmazonS3Builder::from_env(),
+            S3Auth::WebIdentity {
+                token_file,
+                role_arn,
+            } => AmazonS3Builder::new()
+                .with_config(
+                    AmazonS3ConfigKey::WebIdentityTokenFile,
+                    token_file.to_string_lossy(),
+                )
+                .with_config(AmazonS3ConfigKey::RoleArn, role_arn),
         };
         let store = builder
             .with_endpoint(&s.endpoint)
@@ -1183,6 +1257,59 @@ fn has_status(text: &str, code: &str) -> bool {
 mod tests {
     use super::*;
     use lifeboat_api::agent_result::ErrorClass;
+    use lifeboat_api::identity::AmbientIdentity;
+
+    #[test]
+    fn the_mode_is_none_unless_the_pod_says_otherwise_and_a_typo_is_refused() {
+        let from = |v: Option<&str>| ambient_identity(|_| v.map(str::to_owned));
+        assert_eq!(from(None).unwrap(), AmbientIdentity::None);
+        assert_eq!(from(Some("none")).unwrap(), AmbientIdentity::None);
+        assert_eq!(
+            from(Some("webIdentity")).unwrap(),
+            AmbientIdentity::WebIdentity
+        );
+        assert_eq!(
+            from(Some("WebIdentity")).unwrap_err().class,
+            ErrorClass::Config
+        );
+    }
+
+    #[test]
+    fn web_identity_needs_a_token_file_that_exists_and_a_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let token = token.to_string_lossy().into_owned();
+        let env = |file: Option<&str>, role: Option<&str>| {
+            let (file, role) = (file.map(str::to_owned), role.map(str::to_owned));
+            S3Auth::web_identity(move |k| match k {
+                "AWS_WEB_IDENTITY_TOKEN_FILE" => file.clone(),
+                "AWS_ROLE_ARN" => role.clone(),
+                _ => None,
+            })
+        };
+        let missing = |r: Result<S3Auth>| r.err().map(|e| e.class);
+        assert_eq!(
+            missing(env(None, Some("arn"))),
+            Some(ErrorClass::WebIdentityMissing)
+        );
+        assert_eq!(
+            missing(env(Some(&token), None)),
+            Some(ErrorClass::WebIdentityMissing)
+        );
+        assert_eq!(
+            missing(env(Some(&token), Some(""))),
+            Some(ErrorClass::WebIdentityMissing)
+        );
+        assert_eq!(
+            missing(env(Some("/nonexistent/token"), Some("arn"))),
+            Some(ErrorClass::WebIdentityMissing)
+        );
+        assert!(matches!(
+            env(Some(&token), Some("arn:aws:iam::1:role/r")),
+            Ok(S3Auth::WebIdentity { role_arn, .. }) if role_arn == "arn:aws:iam::1:role/r"
+        ));
+    }
 
     #[test]
     fn ids_are_the_time_to_the_millisecond_and_a_random_suffix_and_sort_by_time() {

@@ -309,8 +309,41 @@ fn a_bucket_behind_a_private_ca_is_reached_with_its_bundle_and_refused_without_i
     );
 }
 
+/// A loopback listener that counts the connections it is offered: a stand-in address for the
+/// instance metadata service or a container credential endpoint, to see whether anything asks.
+struct Knocks {
+    port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Knocks {
+    fn listen() -> Knocks {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Knocks { port, count }
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Without `credentialsSecret` the agent never borrows an identity from where it runs: under
+/// the default mode it refuses, under `webIdentity` it takes only a web identity token. The
+/// instance metadata service and the EKS container endpoint are pointed (through the variables
+/// object_store's `from_env` honours) at loopback listeners that count connections: the agent
+/// before this change contacted the metadata one on the first case. Keys for the real server in
+/// the pod's environment are never used either.
 #[test]
-fn without_a_credentials_secret_the_pods_own_identity_is_used() {
+fn without_a_credentials_secret_no_ambient_identity_is_borrowed() {
     let dir = tempfile::tempdir().unwrap();
     let s3 = S3Server::start();
     let pg = LocalPostgres::start().unwrap();
@@ -328,15 +361,24 @@ fn without_a_credentials_secret_the_pods_own_identity_is_used() {
     let no_secrets = dir.path().join("secrets");
     std::fs::create_dir_all(&no_secrets).unwrap();
     let term = dir.path().join("term");
-    // The identity in the pod's environment (what the AWS SDKs' chain reads first after
-    // explicit keys); IRSA's token file and EKS Pod Identity are read by the same chain.
-    let with_env = |key: &str| {
+    let imds = Knocks::listen();
+    let container = Knocks::listen();
+    let pod_token = dir.path().join("pod-token");
+    std::fs::write(&pod_token, "a-pod-token").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "a-web-identity-token").unwrap();
+    let run = |env: &[(&str, &std::ffi::OsStr)]| {
+        let _ = std::fs::remove_file(&term);
         let out = agent_command()
             .env("LIFEBOAT_JOB", job.to_string())
             .env("LIFEBOAT_SECRETS_DIR", &no_secrets)
             .env("LIFEBOAT_TERMINATION_LOG", &term)
-            .env("AWS_ACCESS_KEY_ID", "lifeboat-ak")
-            .env("AWS_SECRET_ACCESS_KEY", key)
+            .env("LIFEBOAT_S3_RETRY_TIMEOUT", "2s")
+            .env(
+                "AWS_METADATA_ENDPOINT",
+                format!("http://127.0.0.1:{}", imds.port),
+            )
+            .envs(env.iter().copied())
             .arg("backup")
             .output()
             .unwrap();
@@ -345,22 +387,71 @@ fn without_a_credentials_secret_the_pods_own_identity_is_used() {
             .and_then(|t| AgentSummary::from_termination_message(&t));
         (out, summary)
     };
-    let (out, summary) = with_env("lifeboat-sk-0123456789");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let refused = |(out, summary): (std::process::Output, Option<AgentSummary>),
+                   class: ErrorClass| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(class.exit_code()), "{stderr}");
+        assert_eq!(summary.unwrap().error_class, Some(class), "{stderr}");
+    };
+    let keys: [(&str, &std::ffi::OsStr); 2] = [
+        ("AWS_ACCESS_KEY_ID", "lifeboat-ak".as_ref()),
+        ("AWS_SECRET_ACCESS_KEY", "lifeboat-sk-0123456789".as_ref()),
+    ];
+    let eks = format!("http://127.0.0.1:{}/creds", container.port);
+    let eks: [(&str, &std::ffi::OsStr); 2] = [
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", eks.as_ref()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            pod_token.as_os_str(),
+        ),
+    ];
+    let mode = |m: &'static str| ("LIFEBOAT_S3_AMBIENT_IDENTITY", std::ffi::OsStr::new(m));
+
+    // No mode (a Job not made by the operator) and `none`: refused, whatever the environment.
+    refused(run(&[]), ErrorClass::AmbientIdentityDisabled);
+    refused(run(&[mode("none")]), ErrorClass::AmbientIdentityDisabled);
+    refused(run(&keys), ErrorClass::AmbientIdentityDisabled);
+    refused(run(&eks), ErrorClass::AmbientIdentityDisabled);
+    // `webIdentity` without a token: refused, no other source tried.
+    refused(run(&[mode("webIdentity")]), ErrorClass::WebIdentityMissing);
+    let with = |extra: &[(&'static str, &'static std::ffi::OsStr)]| {
+        let mut env = vec![mode("webIdentity")];
+        env.extend_from_slice(extra);
+        env
+    };
+    let mut keys_too = with(&[]);
+    keys_too.extend_from_slice(&keys);
+    refused(run(&keys_too), ErrorClass::WebIdentityMissing);
+    let mut eks_too = with(&[("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".as_ref())]);
+    eks_too.extend_from_slice(&eks);
+    refused(run(&eks_too), ErrorClass::WebIdentityMissing);
+    // A token file named but absent.
+    refused(
+        run(&with(&[
+            ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".as_ref()),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/nonexistent/token".as_ref()),
+        ])),
+        ErrorClass::WebIdentityMissing,
     );
-    assert!(summary.unwrap().ok);
-    // The identity is really the one used: another key is refused.
-    let (out, summary) = with_env("not-the-key");
-    assert_eq!(
-        out.status.code(),
-        Some(ErrorClass::Auth.exit_code()),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(summary.unwrap().error_class, Some(ErrorClass::Auth));
+    // With a token and a role the agent asks STS (unreachable here) and fails, still without
+    // the metadata service, the container endpoint or the environment's keys.
+    let mut web = vec![
+        mode("webIdentity"),
+        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r".as_ref()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.as_os_str()),
+    ];
+    web.extend_from_slice(&keys);
+    web.extend_from_slice(&eks);
+    let (out, _) = run(&web);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    // STS's AssumeRoleWithWebIdentity is a POST (its address is redacted in the message).
+    assert!(stderr.contains("Error performing POST"), "{stderr}");
+
+    assert_eq!(imds.count(), 0, "the instance metadata service was asked");
+    assert_eq!(container.count(), 0, "the container endpoint was asked");
+    // Nothing was written with any identity.
+    assert_eq!(std::fs::read_dir(s3.bucket()).unwrap().count(), 0);
 }
 
 /// The agent, signing with the tests' key (a fixture: any 32 bytes), in namespace `n` (a Job's

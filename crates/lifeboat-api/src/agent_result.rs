@@ -216,6 +216,13 @@ pub enum ErrorClass {
     /// The server's TLS certificate was not trusted (a private CA without its bundle, or
     /// another server answering): nothing was sent.
     TlsUntrusted,
+    /// An S3 location has no `credentialsSecret` and the platform allows no ambient identity
+    /// (`LIFEBOAT_S3_AMBIENT_IDENTITY` unset or `none`): nothing was contacted.
+    AmbientIdentityDisabled,
+    /// Web identity is the platform's choice but the pod has no token file or role
+    /// (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`): nothing was contacted, no other
+    /// credential source tried.
+    WebIdentityMissing,
 }
 
 impl ErrorClass {
@@ -236,11 +243,13 @@ impl ErrorClass {
             ErrorClass::OutOfScope => 13,
             ErrorClass::TargetUnsupported => 14,
             ErrorClass::TlsUntrusted => 15,
+            ErrorClass::AmbientIdentityDisabled => 16,
+            ErrorClass::WebIdentityMissing => 17,
         }
     }
 
     /// Every class, for [`ErrorClass::from_reason`].
-    const ALL: [ErrorClass; 13] = [
+    const ALL: [ErrorClass; 15] = [
         ErrorClass::Config,
         ErrorClass::SourceUnreachable,
         ErrorClass::Auth,
@@ -254,6 +263,8 @@ impl ErrorClass {
         ErrorClass::OutOfScope,
         ErrorClass::TargetUnsupported,
         ErrorClass::TlsUntrusted,
+        ErrorClass::AmbientIdentityDisabled,
+        ErrorClass::WebIdentityMissing,
     ];
 
     /// The class whose [`ErrorClass::reason`] is `reason` (a Job outcome records the reason).
@@ -277,6 +288,8 @@ impl ErrorClass {
             ErrorClass::OutOfScope => "OutOfScope",
             ErrorClass::TargetUnsupported => "TargetUnsupported",
             ErrorClass::TlsUntrusted => "TlsUntrusted",
+            ErrorClass::AmbientIdentityDisabled => "AmbientIdentityDisabled",
+            ErrorClass::WebIdentityMissing => "WebIdentityMissing",
         }
     }
 }

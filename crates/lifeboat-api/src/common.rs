@@ -76,9 +76,9 @@ pub struct S3Location {
     /// self-hosted servers want this).
     #[serde(default)]
     pub force_path_style: bool,
-    /// The Secret with the access keys. Absent: the agent pod's own identity, as the AWS SDKs
-    /// find it (a web identity token file for IRSA, EKS Pod Identity, instance metadata, or
-    /// `AWS_ACCESS_KEY_ID` in its environment).
+    /// The Secret with the access keys. Absent: refused (`AmbientIdentityDisabled`) unless the
+    /// platform installed Lifeboat with `agent.s3AmbientIdentity: webIdentity`; then only the
+    /// agent pod's web identity token (IRSA), never the node's instance metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret: Option<S3CredentialsRef>,
     /// A Secret key holding the PEM certificates of the CA(s) the endpoint's certificate is

@@ -10,6 +10,7 @@ pub mod drill_schedule;
 pub mod duration;
 pub mod evidence;
 pub mod ident;
+pub mod identity;
 pub mod names;
 pub mod reference;
 pub mod restore_request;

@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::{
     Capabilities, PodSecurityContext, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use lifeboat_api::identity::AmbientIdentity;
 use std::collections::BTreeMap;
 
 /// The unprivileged user of agent pods unless the platform team chooses (the distroless
@@ -43,6 +44,9 @@ pub struct AgentConfig {
     /// Agents log JSON lines, as the operator does (`logJson`): one format for the log
     /// collector whichever process wrote the line.
     pub log_json: bool,
+    /// What an S3 location without `credentialsSecret` may act as (`agent.s3AmbientIdentity`):
+    /// such locations are refused before any Job under `none`; the agent is told the mode too.
+    pub s3_ambient_identity: AmbientIdentity,
 }
 
 impl Default for AgentConfig {
@@ -70,6 +74,7 @@ impl Default for AgentConfig {
             webhook_allowed_hosts: Vec::new(),
             kubestate_roles: "lifeboat-kubestate".into(),
             log_json: false,
+            s3_ambient_identity: AmbientIdentity::None,
         }
     }
 }
@@ -140,6 +145,15 @@ pub struct AgentFlags {
         default_value = "lifeboat-kubestate"
     )]
     pub kubestate_roles: String,
+    /// What an S3 location without `credentialsSecret` may use: `none` (refused) or
+    /// `webIdentity` (only the pod's web identity token, never instance metadata).
+    #[arg(
+        long,
+        env = "LIFEBOAT_AGENT_S3_AMBIENT_IDENTITY",
+        default_value = "none",
+        value_parser = str::parse::<AmbientIdentity>
+    )]
+    pub agent_s3_ambient_identity: AmbientIdentity,
 }
 
 fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, serde_json::Error> {
@@ -164,6 +178,7 @@ impl From<AgentFlags> for AgentConfig {
             webhook_allowed_hosts: f.webhook_allowed_hosts,
             kubestate_roles: f.kubestate_roles,
             log_json: d.log_json,
+            s3_ambient_identity: f.agent_s3_ambient_identity,
         }
     }
 }

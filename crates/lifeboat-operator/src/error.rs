@@ -230,6 +230,10 @@ pub enum Problem {
         reason: CatalogFailure,
         message: String,
     },
+    /// An S3 location without `credentialsSecret` while the platform allows no ambient
+    /// identity: refused before any Job, which would otherwise act as the node's cloud role.
+    #[error(transparent)]
+    AmbientIdentityDisabled(#[from] lifeboat_api::identity::AmbientIdentityDisabled),
 }
 
 /// Why the catalog at a location could not be read, from the agent's error class.
@@ -251,9 +255,15 @@ impl CatalogFailure {
     pub fn from_class(class: Option<lifeboat_api::agent_result::ErrorClass>) -> Self {
         use lifeboat_api::agent_result::ErrorClass as C;
         match class {
-            Some(C::Storage | C::Auth | C::SourceUnreachable | C::Timeout | C::TlsUntrusted) => {
-                Self::LocationUnreadable
-            }
+            Some(
+                C::Storage
+                | C::Auth
+                | C::SourceUnreachable
+                | C::Timeout
+                | C::TlsUntrusted
+                | C::AmbientIdentityDisabled
+                | C::WebIdentityMissing,
+            ) => Self::LocationUnreadable,
             Some(C::NotFound) => Self::NoBackupAtLocation,
             Some(C::Integrity) => Self::MetadataInvalid,
             Some(C::SecretNotFound) => Self::SecretNotFound,
@@ -293,6 +303,7 @@ impl Problem {
             Problem::Scope(e) => e.reason(),
             Problem::ReadingCatalog(_) => "ReadingCatalog",
             Problem::Catalog { reason, .. } => reason.reason(),
+            Problem::AmbientIdentityDisabled(_) => "AmbientIdentityDisabled",
         }
     }
 
@@ -306,7 +317,10 @@ impl Problem {
             | Problem::NoStagingTarget(_)
             | Problem::StagingTargetKind(_)
             | Problem::StagingTargetIsSource(_)
-            | Problem::OutOfStagingScope { .. } => requeue::RESYNC,
+            | Problem::OutOfStagingScope { .. }
+            // Cured by the resource's edit, or by the platform's setting, which restarts the
+            // operator and with it every reconcile.
+            | Problem::AmbientIdentityDisabled(_) => requeue::RESYNC,
             Problem::Plan(e) if e.needs_edit() => requeue::RESYNC,
             // A finished catalog Job is not run again: only an edit (a new catalog) or a new
             // request reads the location again.

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use lifeboat_api::agent_job::{BACKUP_VOLUME_DIR, SECRETS_DIR};
 use lifeboat_api::common::{Destination, PodSecurityOverride, PodTemplateOverride, SecretKeyRef};
+use lifeboat_api::identity::AMBIENT_IDENTITY_ENV;
 
 use crate::config::AgentConfig;
 use crate::names::short_hash;
@@ -80,6 +81,12 @@ impl AgentPod<'_> {
             EnvVar {
                 name: "LIFEBOAT_TERMINATION_LOG".into(),
                 value: Some("/dev/termination-log".into()),
+                ..Default::default()
+            },
+            // The agent enforces the platform's choice itself, whoever made the Job.
+            EnvVar {
+                name: AMBIENT_IDENTITY_ENV.into(),
+                value: Some(self.config.s3_ambient_identity.as_str().into()),
                 ..Default::default()
             },
         ];

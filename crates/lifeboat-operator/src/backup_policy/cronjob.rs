@@ -336,6 +336,18 @@ mod tests {
             ..AgentConfig::default()
         };
         assert_eq!(json(&env(&config)).as_deref(), Some("true"));
+        // Every agent is told the platform's S3 identity mode, which it enforces itself.
+        let mode = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
+            env.iter()
+                .find(|e| e.name == lifeboat_api::identity::AMBIENT_IDENTITY_ENV)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(mode(&env(&AgentConfig::default())).as_deref(), Some("none"));
+        let config = AgentConfig {
+            s3_ambient_identity: lifeboat_api::identity::AmbientIdentity::WebIdentity,
+            ..AgentConfig::default()
+        };
+        assert_eq!(mode(&env(&config)).as_deref(), Some("webIdentity"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, BackupPolicyStatus};
 use lifeboat_api::conditions::{self, Status, types};
+use lifeboat_api::identity;
 use lifeboat_api::schedule::CronSchedule;
 use tracing::{info, instrument};
 
@@ -109,9 +110,9 @@ pub async fn reconcile(
 
 pub use controller::error_policy;
 
-/// What a policy needs before its children can be applied: a schedule croner takes, and the
-/// namespace's signing key (the Secret to apply when it is missing or stale). A problem with
-/// either is returned, not raised.
+/// What a policy needs before its children can be applied: a schedule croner takes, S3
+/// locations the platform's identity setting allows, and the namespace's signing key (the
+/// Secret to apply when it is missing or stale). A problem with any is returned, not raised.
 async fn observe(
     policy: &BackupPolicy,
     ctx: &Context,
@@ -119,6 +120,12 @@ async fn observe(
 ) -> Result<(Option<Problem>, Option<Secret>)> {
     if let Err(e) = CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
         return Ok((Some(Problem::InvalidSchedule(e.to_string())), None));
+    }
+    if let Err(refused) = identity::check(
+        identity::policy_locations(&policy.spec),
+        ctx.agent.s3_ambient_identity,
+    ) {
+        return Ok((Some(refused.into()), None));
     }
     match crate::signing_key::desired(ctx, ns).await {
         Ok(secret) => Ok((None, secret)),

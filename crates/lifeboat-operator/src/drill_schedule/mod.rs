@@ -26,6 +26,7 @@ use lifeboat_api::conditions::{self, Status, types};
 use lifeboat_api::drill_schedule::{
     DrillJob, DrillScheduleStatus, NotificationState, NotificationStatus,
 };
+use lifeboat_api::identity;
 use lifeboat_api::restore_request::RestoreRequestSpec;
 use lifeboat_api::schedule::CronSchedule;
 use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
@@ -109,7 +110,14 @@ async fn observe(ds: &DrillSchedule, ctx: &Context, now: Timestamp) -> Result<(O
         });
         return Ok((seen, found));
     };
-    let checked = checks::check_targets(ds, &policy).and_then(|()| checks::check_staging_scope(ds));
+    let checked = checks::check_targets(ds, &policy)
+        .and_then(|()| checks::check_staging_scope(ds))
+        .and_then(|()| {
+            // The drill runs backups of the policy and restores into its staging targets.
+            let mut locations = identity::policy_locations(&policy.spec);
+            locations.extend(identity::drill_locations(&ds.spec));
+            Ok(identity::check(locations, ctx.agent.s3_ambient_identity)?)
+        });
     if let Err(p) = checked {
         seen.problem = Some(p);
         return Ok((seen, found));

@@ -23,6 +23,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use lifeboat_api::backup_policy::AssetSource;
 use lifeboat_api::common::Target;
+use lifeboat_api::identity;
 use lifeboat_api::restore_request::RestoreRequestStatus;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 use tracing::instrument;
@@ -93,6 +94,16 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
         .get_opt(policy_name)
         .await
         .map_err(Error::get::<BackupPolicy>(policy_name))?;
+    // Before the catalog Job: every location the request or its policy names (the policy's
+    // destination is read and its buckets are the default targets).
+    let mut locations = identity::restore_locations(&rr.spec);
+    if let Some(policy) = &policy {
+        locations.extend(identity::policy_locations(&policy.spec));
+    }
+    if let Err(refused) = identity::check(locations, ctx.agent.s3_ambient_identity) {
+        seen.plan = Err(refused.into());
+        return Ok((seen, found));
+    }
     let resolved = match (&rr.spec.source.location, &policy) {
         // A location is read, whether or not a policy exists: the policy's status describes its
         // own destination, and a rebuilt cluster has neither.
