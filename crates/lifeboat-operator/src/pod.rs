@@ -20,6 +20,16 @@ use crate::names::short_hash;
 /// The container name; the operator reads this container's termination message.
 pub const AGENT_CONTAINER: &str = "agent";
 
+/// The variable that hands an agent its job: the document as JSON (it holds Secret references,
+/// never a secret).
+pub fn job_env(document: &impl serde::Serialize) -> Result<EnvVar, serde_json::Error> {
+    Ok(EnvVar {
+        name: lifeboat_api::agent_job::JOB_ENV.into(),
+        value: Some(serde_json::to_string(document)?),
+        ..Default::default()
+    })
+}
+
 /// What one agent pod needs.
 pub struct AgentPod<'a> {
     pub config: &'a AgentConfig,

@@ -4,11 +4,11 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{EnvVar, ExecAction, Probe};
+use k8s_openapi::api::core::v1::{ExecAction, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_job::{JOB_ENV, signing_key_ref};
+use lifeboat_api::agent_job::signing_key_ref;
 use lifeboat_api::backup_policy::Asset;
 use lifeboat_api::conditions::Status;
 
@@ -79,11 +79,7 @@ fn archiver(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result
     let pod = AgentPod {
         config: agent,
         args: vec!["wal-archive".into(), "--work-dir".into(), WORK_DIR.into()],
-        env: vec![EnvVar {
-            name: JOB_ENV.into(),
-            value: Some(serde_json::to_string(&job)?),
-            ..Default::default()
-        }],
+        env: vec![crate::pod::job_env(&job)?],
         ports: Vec::new(),
         secrets,
         destination: &spec.destination,
@@ -317,7 +313,10 @@ mod tests {
         let d = &desired_archivers(&p, &AgentConfig::default()).unwrap()[0];
         let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let env = pod.containers[0].env.as_ref().unwrap();
-        let doc = env.iter().find(|e| e.name == JOB_ENV).unwrap();
+        let doc = env
+            .iter()
+            .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
+            .unwrap();
         let job: AgentJob = serde_json::from_str(doc.value.as_ref().unwrap()).unwrap();
         assert_eq!(
             (job.policy.as_str(), job.asset.name.as_str()),

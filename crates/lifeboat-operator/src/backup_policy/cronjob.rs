@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_job::{AgentJob, JOB_ENV, KubernetesStateScope, signing_key_ref};
+use lifeboat_api::agent_job::{AgentJob, KubernetesStateScope, signing_key_ref};
 use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
 use lifeboat_api::common::{Destination, S3Location, SecretKeyRef};
 
@@ -132,11 +131,7 @@ pub fn backup_job_template(
     let pod = AgentPod {
         config: agent,
         args: vec!["backup".into()],
-        env: vec![EnvVar {
-            name: JOB_ENV.into(),
-            value: Some(serde_json::to_string(&job)?),
-            ..Default::default()
-        }],
+        env: vec![crate::pod::job_env(&job)?],
         ports: Vec::new(),
         secrets,
         destination: &spec.destination,
@@ -397,7 +392,7 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .iter()
-                .find(|e| e.name == JOB_ENV)
+                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
                 .unwrap()
                 .value
                 .as_deref()
@@ -590,7 +585,7 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .iter()
-                .find(|e| e.name == JOB_ENV)
+                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
                 .unwrap()
                 .value
                 .as_ref()
@@ -740,7 +735,7 @@ mod tests {
                 .as_ref()
                 .unwrap()
                 .iter()
-                .find(|e| e.name == JOB_ENV)
+                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
                 .unwrap()
                 .value
                 .as_ref()

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
-use lifeboat_api::agent_job::{AgentEvidenceJob, JOB_ENV, signing_key_ref};
+use lifeboat_api::agent_job::{AgentEvidenceJob, signing_key_ref};
 use lifeboat_api::drill_schedule::{DrillRecord, DrillVerdict};
 use lifeboat_api::evidence::{
     DrillEvidence, EVIDENCE_SCHEMA_VERSION, EvidenceAchieved, EvidenceCheck, EvidenceObjectives,
@@ -212,11 +211,7 @@ pub fn evidence_job(
     let pod = AgentPod {
         config: agent,
         args: vec!["evidence".into()],
-        env: vec![EnvVar {
-            name: JOB_ENV.into(),
-            value: Some(serde_json::to_string(&doc)?),
-            ..Default::default()
-        }],
+        env: vec![crate::pod::job_env(&doc)?],
         ports: Vec::new(),
         secrets,
         destination: &location,
@@ -390,7 +385,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
-            .find(|e| e.name == JOB_ENV)
+            .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
             .unwrap();
         let doc: AgentEvidenceJob = serde_json::from_str(env.value.as_deref().unwrap()).unwrap();
         assert_eq!(doc.policy, "orders");

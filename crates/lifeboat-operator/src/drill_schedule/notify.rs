@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{EnvVar, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::DrillSchedule;
-use lifeboat_api::agent_job::{AgentNotifyJob, JOB_ENV};
+use lifeboat_api::agent_job::AgentNotifyJob;
 use lifeboat_api::agent_result::AgentSummary;
 use lifeboat_api::common::Destination;
 use lifeboat_api::conditions::Status;
@@ -88,11 +88,7 @@ pub fn notify_job(
     let pod = AgentPod {
         config: agent,
         args: vec!["notify".into()],
-        env: vec![EnvVar {
-            name: JOB_ENV.into(),
-            value: Some(serde_json::to_string(&doc)?),
-            ..Default::default()
-        }],
+        env: vec![crate::pod::job_env(&doc)?],
         ports: Vec::new(),
         secrets: vec![n.webhook_secret.clone()],
         destination: &nowhere,
@@ -237,7 +233,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .iter()
-            .find(|e| e.name == JOB_ENV)
+            .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
             .unwrap();
         let doc: AgentNotifyJob = serde_json::from_str(doc.value.as_deref().unwrap()).unwrap();
         assert_eq!(doc.text, "drill failed");
