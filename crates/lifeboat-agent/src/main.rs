@@ -785,6 +785,10 @@ fn restore(
     };
     let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
     env.unsigned = unsigned(job.allow_unsigned);
+    if let Some(target) = job.target.as_ref().and_then(|t| t.data_volume()) {
+        // A point in time: base backups and WAL, chosen by the time, not `backup_id`.
+        return pitr_cli::restore_data_volume(&job, &env, target, execute);
+    }
     let scope = Scope::new(&job.namespace, &job.policy)?;
     let listed = env
         .store

@@ -96,7 +96,8 @@ pub fn check_staging_scope(ds: &DrillSchedule) -> Result<(), Problem> {
                     return out(format!("namespace {ns}"));
                 }
             }
-            Target::Postgres(_) | Target::Redis(_) => {}
+            // Refused by check_staging_target: a drill does not restore to a point in time.
+            Target::Postgres(_) | Target::Redis(_) | Target::DataVolume(_) => {}
         }
     }
     Ok(())
