@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use lifeboat_api::RestoreRequest;
-use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::agent_result::{
+    AgentSummary, ErrorClass, PointInTimePlan, SUMMARY_VERSION, TerminationMessage, Verb,
+};
 use lifeboat_api::conditions::{find, types};
 use lifeboat_api::restore_request::{CheckResult, RestorePhase, StepState};
 use serde_json::{Value, json};
@@ -851,6 +853,21 @@ fn point_in_time_spec(data_volume: Value, execute: bool) -> Value {
     })
 }
 
+/// The request's point-in-time plan Job, once the operator made it.
+async fn plan_job(h: &Harness, rr: &str) -> Job {
+    let jobs = h.api::<Job>();
+    let selector = format!("lifeboat.dev/restore={rr},lifeboat.dev/role=plan");
+    h.until("the plan Job", async || {
+        jobs.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
+}
+
 fn ready_reason(r: &RestoreRequest) -> Option<String> {
     r.status
         .as_ref()
@@ -911,7 +928,44 @@ async fn a_point_in_time_restore_runs_as_the_servers_uid_into_a_new_data_volume(
         "two target kinds accepted"
     );
 
+    // The plan: a Job of the agent chooses the base backup and WAL (the operator reads no
+    // store); it writes nothing, so it mounts no target and runs as the platform's UID.
     apply_restore(&h, "to-instant", point_in_time_spec(good.clone(), false)).await;
+    let planning = plan_job(&h, "to-instant").await;
+    assert_eq!(job_args(&planning), ["restore"]);
+    assert_eq!(job_document(&planning)["target"]["dataVolume"], good);
+    let pod = planning.spec.clone().unwrap().template.spec.unwrap();
+    assert_ne!(pod.security_context.unwrap().run_as_user, Some(999));
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.mount_path != "/var/lib/lifeboat/restore")
+    );
+    let r = h.api::<RestoreRequest>().get("to-instant").await.unwrap();
+    assert_eq!(ready_reason(&r).as_deref(), Some("PlanningPointInTime"));
+    let chosen = PointInTimePlan {
+        base_backup_id: "20261201T020000Z".into(),
+        timeline: 1,
+        first_segment: Some("000000010000000000000003".into()),
+        last_segment: Some("000000010000000000000005".into()),
+        segments: 3,
+        partial: true,
+        recovers_to: Some("2026-12-01T02:30:00.250Z".parse().unwrap()),
+    };
+    let mut report = summary(Verb::Restore, "orders-db", true, vec![]);
+    report.backup_id = Some(chosen.base_backup_id.clone());
+    h.finish_job_with(
+        &planning.name_any(),
+        &TerminationMessage {
+            summary: report,
+            checks_report: None,
+            catalog: None,
+            point_in_time: Some(chosen.clone()),
+        },
+    )
+    .await;
     let rr = restore_until(&h, "the plan", "to-instant", |r| {
         phase(r) == RestorePhase::Planned
     })
@@ -921,7 +975,9 @@ async fn a_point_in_time_restore_runs_as_the_servers_uid_into_a_new_data_volume(
         plan[0].target,
         "pvc/pgdata-restored/pgdata (UID 999), recovering to 2026-12-01T02:30:00.250Z from the base backup before it"
     );
-    let restores = ListParams::default().labels("lifeboat.dev/restore");
+    assert_eq!(plan[0].point_in_time.as_ref(), Some(&chosen));
+    assert_eq!(plan[0].backup_id, "20261201T020000Z");
+    let restores = ListParams::default().labels("lifeboat.dev/role=restore");
     assert!(
         h.api::<Job>()
             .list(&restores)
@@ -982,6 +1038,24 @@ async fn a_point_in_time_restore_runs_as_the_servers_uid_into_a_new_data_volume(
         jobs.list(&validations).await.unwrap().items.is_empty(),
         "no check of a data directory nothing serves"
     );
+
+    // A time the archive cannot reach: the plan Job's failure, before anything is written.
+    let mut late = good.clone();
+    late["pointInTime"] = json!("latest");
+    apply_restore(&h, "too-late", point_in_time_spec(late, false)).await;
+    let planning = plan_job(&h, "too-late").await;
+    let mut failed = summary(Verb::Restore, "orders-db", false, vec![]);
+    failed.error_class = Some(ErrorClass::Integrity);
+    failed.message = Some("segment 000000010000000000000004 is missing: a gap".into());
+    h.finish_job(&planning.name_any(), &failed).await;
+    let rr = restore_until(&h, "PointInTimeUnavailable", "too-late", |r| {
+        ready_reason(r).as_deref() == Some("PointInTimeUnavailable")
+    })
+    .await;
+    let ready = find(&rr.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert!(ready.message.contains("a gap"), "{}", ready.message);
 
     for (name, extra, reason) in [
         (

@@ -12,6 +12,7 @@ use lifeboat_agent::stream::Encoding;
 use lifeboat_agent::wal::{self, Archiver, WalPlace};
 use lifeboat_api::Duration;
 use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, JOB_ENV, RESTORE_VOLUME_DIR};
+use lifeboat_api::agent_result::PointInTimePlan;
 use lifeboat_api::backup_policy::PointInTimeArchiving;
 use lifeboat_api::common::{DataVolumeTarget, Destination, PostgresConnection};
 
@@ -331,7 +332,10 @@ pub(crate) fn scheduled_base_backup(job: &AgentJob, place: &Place) -> Result<Opt
     Ok(Some(result))
 }
 
-pub(crate) fn pitr_restore(args: PitrRestoreArgs) -> Result<Option<Done>> {
+pub(crate) fn pitr_restore(
+    args: PitrRestoreArgs,
+    reported: &mut Option<PointInTimePlan>,
+) -> Result<Option<Done>> {
     let (place, env) = args.asset.open()?;
     let identities = args
         .identity_file
@@ -348,6 +352,7 @@ pub(crate) fn pitr_restore(args: PitrRestoreArgs) -> Result<Option<Done>> {
         &args.data_dir,
         identities,
         args.execute,
+        reported,
     )
 }
 
@@ -359,6 +364,7 @@ pub(crate) fn restore_data_volume(
     env: &lifeboat_agent::jobs::Env,
     target: &DataVolumeTarget,
     execute: bool,
+    reported: &mut Option<PointInTimePlan>,
 ) -> Result<Option<Done>> {
     let place = WalPlace::new(Scope::new(&job.namespace, &job.policy)?, &job.asset.name)?;
     let point_in_time: PointInTime = target.point_in_time.parse()?;
@@ -368,7 +374,15 @@ pub(crate) fn restore_data_volume(
         .as_ref()
         .map(|r| env.identities(r))
         .transpose()?;
-    restore_point_in_time(env, &place, point_in_time, &data_dir, identities, execute)
+    restore_point_in_time(
+        env,
+        &place,
+        point_in_time,
+        &data_dir,
+        identities,
+        execute,
+        reported,
+    )
 }
 
 /// `sub_path` under `root`, refused unless it only descends (admission's rule, held again here
@@ -393,8 +407,10 @@ fn restore_point_in_time(
     data_dir: &Path,
     identities: Option<Identities>,
     execute: bool,
+    reported: &mut Option<PointInTimePlan>,
 ) -> Result<Option<Done>> {
     let plan = pitr::plan(&env.store, env.key()?, place, point_in_time)?;
+    *reported = Some(plan.summary());
     println!(
         "base backup {} (timeline {}, from {}), {} WAL segment(s){}, to {}",
         plan.base.id,

@@ -148,6 +148,44 @@ pub fn restore_job(
     )
 }
 
+/// The label value of a point-in-time plan Job's role.
+const PLAN: &str = "plan";
+
+/// The Job that plans `step`'s point-in-time restore without writing anything (`restore`
+/// without `--execute`): the agent chooses the base backup and WAL for the time from the store,
+/// which the operator never reads, and reports them. Its name carries a hash of its document,
+/// so an edit (allowed until `execute`) plans again. It mounts no target volume and runs as the
+/// platform's UID: it writes nothing.
+pub fn plan_job(
+    rr: &RestoreRequest,
+    policy: Option<&BackupPolicy>,
+    step: &Step,
+    agent: &AgentConfig,
+) -> Result<Job> {
+    let doc = restore_document(rr, policy, step)?;
+    let text = serde_json::to_string(&doc)?;
+    let hash = names::short_hash(&text, 4);
+    let mut secrets = location_secrets(&doc.location);
+    secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
+    job(
+        rr,
+        &names::bounded_name(
+            &[&rr.name_any(), PLAN, &step.asset.name, &hash],
+            names::NAME_MAX,
+        ),
+        &step.asset.name,
+        Role::Plan,
+        text,
+        secrets,
+        &doc.location,
+        agent,
+        None,
+        false,
+        None,
+    )
+}
+
 /// The safety backup of `step`'s target, taken before the restore touches it (rollback asked):
 /// the policy's own backup settings, into `<policy>_safety` at the backup location.
 pub fn safety_job(
@@ -246,6 +284,7 @@ pub fn rollback_job(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Catalog,
+    Plan,
     SafetyBackup,
     Restore,
     Validate,
@@ -256,6 +295,7 @@ impl Role {
     fn label(self) -> &'static str {
         match self {
             Role::Catalog => "catalog",
+            Role::Plan => PLAN,
             Role::SafetyBackup => "safety-backup",
             Role::Restore => "restore",
             Role::Validate => "validate",
@@ -266,6 +306,7 @@ impl Role {
     fn args(self) -> Vec<String> {
         let args: &[&str] = match self {
             Role::Catalog => &["catalog"],
+            Role::Plan => &["restore"],
             Role::SafetyBackup => &["backup"],
             Role::Restore | Role::Rollback => &["restore", "--execute"],
             Role::Validate => &["validate", "--execute"],
@@ -499,6 +540,7 @@ mod tests {
                 safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
+                point_in_time: None,
             },
             scope: None,
         }
