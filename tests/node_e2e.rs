@@ -1965,19 +1965,28 @@ async fn a_point_in_time_asset_is_archived_by_a_real_pod_and_restores_to_an_inst
                 .unwrap();
         }
     };
+    // The plan first: a real plan Job chooses the base backup and the WAL from the store.
     apply(false).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let planned = loop {
         let status = requests.get("to-instant").await.unwrap().status;
-        if status
+        if let Some(s) = status
             .as_ref()
-            .is_some_and(|s| s.phase == lifeboat_api::restore_request::RestorePhase::Planned)
+            .filter(|s| s.phase == lifeboat_api::restore_request::RestorePhase::Planned)
         {
-            break;
+            break s.plan[0].point_in_time.clone().unwrap();
         }
-        assert!(Instant::now() < deadline, "no plan: {status:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "no plan: {status:#?}\n{}",
+            report(&h, node).await
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    };
+    let base = status.assets[0].last_success.clone().unwrap();
+    assert_eq!(planned.base_backup_id, base.id, "{planned:?}");
+    assert_eq!(planned.recovers_to, Some(instant));
+    assert!(planned.segments >= 1, "{planned:?}");
     apply(true).await;
     let status = restore_finished(&h, node, "to-instant").await;
     assert_eq!(
