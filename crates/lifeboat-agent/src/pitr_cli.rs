@@ -400,6 +400,8 @@ fn data_dir_in(root: &Path, sub_path: &str) -> Result<PathBuf> {
     Ok(root.join(relative))
 }
 
+/// Plans the restore to `point_in_time` and reports the plan (the operator shows it); with
+/// `execute`, writes the data directory.
 fn restore_point_in_time(
     env: &lifeboat_agent::jobs::Env,
     place: &WalPlace,
