@@ -239,6 +239,15 @@ mod tests {
             check_targets(&d, &p),
             Err(Problem::StagingTargetKind("cache".into()))
         );
+        // A drill does not restore to a point in time (yet): a new data directory is refused.
+        let mut pitr = targets("pg.drills.svc", "https://m.example.com", "prod-drill");
+        pitr[0] = serde_json::json!({"asset": "db", "dataVolume": {"claimName": "c",
+            "subPath": "pgdata", "runAsUser": 999, "pointInTime": "latest"}});
+        let d = drill(serde_json::json!({ "targets": pitr }));
+        assert_eq!(
+            check_targets(&d, &p),
+            Err(Problem::StagingTargetKind("db".into()))
+        );
     }
 
     #[test]
