@@ -1833,13 +1833,13 @@ async fn a_pod_reaches_a_service_by_its_dns_name_through_the_service_ip() {
 /// real pod (restricted, its readiness the agent's `wal-caught-up`) streaming a PostgreSQL
 /// server's WAL into S3; the policy reports it ready and promises the archive's lag as its RPO;
 /// rows written up to an instant and after it: the base backup (taken by the operator's Job) and
-/// the WAL the pod archived restore exactly the first set. The restore is the agent's library
-/// run here on the store, since `RestoreRequest.pointInTime` does not exist yet.
+/// the WAL the pod archived restore exactly the first set, through a RestoreRequest whose Job
+/// (as the server's UID) writes a new data directory into a fresh PVC, and a PostgreSQL
+/// StatefulSet that then starts on it.
 #[tokio::test]
 #[ignore = "needs root and a local node: make e2e-node"]
 async fn a_point_in_time_asset_is_archived_by_a_real_pod_and_restores_to_an_instant() {
     use lifeboat_agent::layout::{Scope, Store};
-    use lifeboat_agent::pitr::{self, PointInTime};
     use lifeboat_agent::signing::SigningKey;
     use lifeboat_agent::wal::{Lsn, SEGMENT_BYTES, WalPlace};
     use lifeboat_api::conditions::{find, types};
@@ -1938,23 +1938,166 @@ async fn a_point_in_time_asset_is_archived_by_a_real_pod_and_restores_to_an_inst
         Some(node.name())
     );
 
-    // Restored to the instant: exactly the first hundred rows.
-    let target = tempfile::Builder::new()
+    // Restored to the instant by a RestoreRequest: the operator's Job, running as the server's
+    // UID (999), writes a new data directory into a fresh PVC; a PostgreSQL StatefulSet started
+    // on it replays the WAL to the instant and promotes: exactly the first hundred rows.
+    let restore_started = Instant::now();
+    let volume = tempfile::Builder::new()
         .prefix("lifeboat-pitr-node-")
         .tempdir()
         .unwrap();
-    let data = target.path().join("data");
-    let plan = pitr::plan(&store, &key, &place, PointInTime::At(instant)).unwrap();
-    pitr::restore(&store, &place, &plan, &data, None).unwrap();
-    let restored = blocking(|| LocalPostgres::start_existing(target, None).unwrap());
-    let conn = restored.conn();
+    std::os::unix::fs::chown(volume.path(), Some(999), Some(999)).unwrap();
+    let pv_name = format!("{}-pgdata", h.ns);
+    let pv: k8s_openapi::api::core::v1::PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "lifeboat-test-manual", "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": volume.path().to_str().unwrap(), "type": "Directory"},
+                 "claimRef": {"namespace": h.ns, "name": "data-restored-0"}}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::PersistentVolume>::all(h.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await
+        .unwrap();
+    h.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "data-restored-0"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "lifeboat-test-manual",
+                         "volumeName": pv_name, "resources": {"requests": {"storage": "1Gi"}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let spec = |execute: bool| {
+        json!({"source": {"policy": "shop"}, "assets": ["orders-db"], "execute": execute,
+               "targets": [{"asset": "orders-db", "dataVolume": {
+                   "claimName": "data-restored-0", "subPath": "pgdata", "runAsUser": 999,
+                   "pointInTime": instant.to_string()}}]})
+    };
+    let requests = h.api::<lifeboat_api::RestoreRequest>();
+    let apply = |execute: bool| {
+        let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+                         "metadata": {"name": "to-instant"}, "spec": spec(execute)});
+        let requests = requests.clone();
+        async move {
+            requests
+                .patch(
+                    "to-instant",
+                    &PatchParams::apply("test-user"),
+                    &Patch::Apply(&obj),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // The plan first: a real plan Job chooses the base backup and the WAL from the store.
+    apply(false).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let planned = loop {
+        let status = requests.get("to-instant").await.unwrap().status;
+        if let Some(s) = status
+            .as_ref()
+            .filter(|s| s.phase == lifeboat_api::restore_request::RestorePhase::Planned)
+        {
+            break s.plan[0].point_in_time.clone().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no plan: {status:#?}\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let base = status.assets[0].last_success.clone().unwrap();
+    assert_eq!(planned.base_backup_id, base.id, "{planned:?}");
+    assert_eq!(planned.recovers_to, Some(instant));
+    assert!(planned.segments >= 1, "{planned:?}");
+    apply(true).await;
+    let status = restore_finished(&h, node, "to-instant").await;
+    assert_eq!(
+        status.phase,
+        lifeboat_api::restore_request::RestorePhase::Succeeded,
+        "{status:#?}\n{}",
+        report(&h, node).await
+    );
+    let data = volume.path().join("pgdata");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (999, 0o700));
+
+    let restricted = json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                            "runAsNonRoot": true, "capabilities": {"drop": ["ALL"]}});
+    let sts: k8s_openapi::api::apps::v1::StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "restored"},
+        "spec": {
+            "serviceName": "restored", "replicas": 1,
+            "selector": {"matchLabels": {"app": "restored"}},
+            "template": {
+                "metadata": {"labels": {"app": "restored"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "securityContext": {"runAsNonRoot": true, "runAsUser": 999, "runAsGroup": 999,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "postgres", "image": "lifeboat.test/postgres:local",
+                        "imagePullPolicy": "Never",
+                        "env": [{"name": "PGDATA", "value": "/data/pgdata"}],
+                        "securityContext": restricted,
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"},
+                                         {"name": "tmp", "mountPath": "/tmp"}]
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}]
+                }
+            },
+            "volumeClaimTemplates": [{
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "lifeboat-test-manual",
+                         "resources": {"requests": {"storage": "1Gi"}}}
+            }]
+        }
+    }))
+    .unwrap();
+    h.api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .create(&PostParams::default(), &sts)
+        .await
+        .unwrap();
+    let pods = h.api::<Pod>();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let ip = loop {
+        let pod = pods.get_opt("restored-0").await.unwrap();
+        let status = pod.as_ref().and_then(|p| p.status.clone());
+        let running = status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        if let (true, Some(ip)) = (running, status.as_ref().and_then(|s| s.pod_ip.clone())) {
+            break ip;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restored server's pod: {status:#?}\n{}",
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // The source's role and pg_hba.conf came with the base backup: the node's /24 is trusted.
+    let mut conn = pg.conn();
+    (conn.host, conn.port) = (ip, 5432);
     let rows = blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while postgres::query(&conn, "postgres", "SELECT pg_is_in_recovery()").unwrap() != "f" {
-            assert!(Instant::now() < deadline, "still recovering");
-            std::thread::sleep(Duration::from_millis(200));
+        loop {
+            match postgres::query(&conn, "postgres", "SELECT pg_is_in_recovery()") {
+                Ok(r) if r == "f" => break,
+                other => assert!(Instant::now() < deadline, "still recovering: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
         postgres::query(&conn, "shop", FINGERPRINT).unwrap()
     });
     assert_eq!(rows, before);
+    eprintln!(
+        "point-in-time restore through the operator and the restored server's start: {:.1}s",
+        restore_started.elapsed().as_secs_f64()
+    );
 }

@@ -194,6 +194,7 @@ async fn run_catalog_job(h: &Harness, rr: &str) -> TerminationMessage {
         summary: s,
         checks_report: None,
         catalog: result.ok(),
+        point_in_time: None,
     };
     h.finish_job_with(&job.name_any(), &message).await;
     message

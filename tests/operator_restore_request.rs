@@ -15,7 +15,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use lifeboat_api::RestoreRequest;
-use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
+use lifeboat_api::agent_result::{
+    AgentSummary, ErrorClass, PointInTimePlan, SUMMARY_VERSION, TerminationMessage, Verb,
+};
 use lifeboat_api::conditions::{find, types};
 use lifeboat_api::restore_request::{CheckResult, RestorePhase, StepState};
 use serde_json::{Value, json};
@@ -806,4 +808,278 @@ async fn a_failed_status_write_then_a_retry_publishes_the_event_once() {
     assert_eq!(about_lost().await, 1, "PolicyNotFound Events about lost");
     let rr = h.api::<RestoreRequest>().get("lost").await.unwrap();
     assert!(rr.status.unwrap().pending_events.is_empty());
+}
+
+/// A policy whose `orders-db` archives its WAL (`pointInTime`), with one base backup recorded
+/// the way production records one.
+async fn point_in_time_policy(h: &Harness) {
+    let mut spec = policy_spec();
+    spec["assets"][0]["postgres"]["pointInTime"] = json!({"user": "archiver"});
+    spec["assets"][0]["canary"] = json!(true);
+    h.apply_policy("shop", spec).await;
+    h.policy_until("shop", "a first status", |p| p.status.is_some())
+        .await;
+    h.api::<lifeboat_api::BackupPolicy>()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"lifeboat.dev/backup-now": "seed"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let job = lifeboat_operator::names::backup_now_job("shop", "orders-db", "seed");
+    h.until("the on-demand Job", async || {
+        h.api::<Job>().get_opt(&job).await.unwrap()
+    })
+    .await;
+    h.finish_job(&job, &summary(Verb::Backup, "orders-db", true, vec![]))
+        .await;
+    h.policy_until("shop", "the base backup in status", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.assets
+                .iter()
+                .any(|a| a.name == "orders-db" && a.last_success.is_some())
+        })
+    })
+    .await;
+}
+
+fn point_in_time_spec(data_volume: Value, execute: bool) -> Value {
+    json!({
+        "source": {"policy": "shop"}, "assets": ["orders-db"], "execute": execute,
+        "targets": [{"asset": "orders-db", "dataVolume": data_volume}]
+    })
+}
+
+/// The request's point-in-time plan Job, once the operator made it.
+async fn plan_job(h: &Harness, rr: &str) -> Job {
+    let jobs = h.api::<Job>();
+    let selector = format!("lifeboat.dev/restore={rr},lifeboat.dev/role=plan");
+    h.until("the plan Job", async || {
+        jobs.list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+    })
+    .await
+}
+
+fn ready_reason(r: &RestoreRequest) -> Option<String> {
+    r.status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, types::READY))
+        .map(|c| c.reason.clone())
+}
+
+/// A point-in-time restore through the operator: admission refuses a subPath that climbs out,
+/// root, a time that is not RFC 3339, and a second target kind; the plan names the PVC and the
+/// time; executing runs one restore Job as the server's UID with the PVC mounted (in a
+/// namespace enforcing Pod Security "restricted", under the chart's admission policy), and no
+/// validation Job (nothing serves the new data directory yet). Rollback and checks of that
+/// asset are refused with a reason, before any Job.
+#[tokio::test]
+async fn a_point_in_time_restore_runs_as_the_servers_uid_into_a_new_data_volume() {
+    let h = harness("rr-pitr").await;
+    harness::enforce_restricted_pod_security(&h.client, &h.ns).await;
+    point_in_time_policy(&h).await;
+
+    let good = json!({"claimName": "pgdata-restored", "subPath": "pgdata", "runAsUser": 999,
+                      "pointInTime": "2026-12-01T02:30:00.250Z"});
+    let api = h.api::<RestoreRequest>();
+    for (field, bad) in [
+        ("subPath", json!("../escape")),
+        ("subPath", json!("/var/lib/postgresql")),
+        ("runAsUser", json!(0)),
+        ("pointInTime", json!("yesterday")),
+        ("pointInTime", json!("2026-12-01 02:30:00")),
+    ] {
+        let mut dv = good.clone();
+        dv[field] = bad.clone();
+        let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+                         "metadata": {"name": "refused"}, "spec": point_in_time_spec(dv, false)});
+        let r = api
+            .patch(
+                "refused",
+                &PatchParams::apply("test-user"),
+                &Patch::Apply(&obj),
+            )
+            .await;
+        match r {
+            Err(kube::Error::Api(e)) if e.code == 422 => {}
+            other => panic!("{field}: {bad}: {other:?}"),
+        }
+    }
+    let mut two = point_in_time_spec(good.clone(), false);
+    two["targets"][0]["postgres"] = json!({"host": "db", "user": "restore"});
+    let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+                     "metadata": {"name": "refused"}, "spec": two});
+    assert!(
+        api.patch(
+            "refused",
+            &PatchParams::apply("test-user"),
+            &Patch::Apply(&obj)
+        )
+        .await
+        .is_err(),
+        "two target kinds accepted"
+    );
+
+    // The plan: a Job of the agent chooses the base backup and WAL (the operator reads no
+    // store); it writes nothing, so it mounts no target and runs as the platform's UID.
+    apply_restore(&h, "to-instant", point_in_time_spec(good.clone(), false)).await;
+    let planning = plan_job(&h, "to-instant").await;
+    assert_eq!(job_args(&planning), ["restore"]);
+    assert_eq!(job_document(&planning)["target"]["dataVolume"], good);
+    let pod = planning.spec.clone().unwrap().template.spec.unwrap();
+    assert_ne!(pod.security_context.unwrap().run_as_user, Some(999));
+    assert!(
+        pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.mount_path != "/var/lib/lifeboat/restore")
+    );
+    let r = h.api::<RestoreRequest>().get("to-instant").await.unwrap();
+    assert_eq!(ready_reason(&r).as_deref(), Some("PlanningPointInTime"));
+    let chosen = PointInTimePlan {
+        base_backup_id: "20261201T020000Z".into(),
+        timeline: 1,
+        first_segment: Some("000000010000000000000003".into()),
+        last_segment: Some("000000010000000000000005".into()),
+        segments: 3,
+        partial: true,
+        recovers_to: Some("2026-12-01T02:30:00.250Z".parse().unwrap()),
+    };
+    let mut report = summary(Verb::Restore, "orders-db", true, vec![]);
+    report.backup_id = Some(chosen.base_backup_id.clone());
+    h.finish_job_with(
+        &planning.name_any(),
+        &TerminationMessage {
+            summary: report,
+            checks_report: None,
+            catalog: None,
+            point_in_time: Some(chosen.clone()),
+        },
+    )
+    .await;
+    let rr = restore_until(&h, "the plan", "to-instant", |r| {
+        phase(r) == RestorePhase::Planned
+    })
+    .await;
+    let plan = &rr.status.unwrap().plan;
+    assert_eq!(
+        plan[0].target,
+        "pvc/pgdata-restored/pgdata (UID 999), recovering to 2026-12-01T02:30:00.250Z from the base backup before it"
+    );
+    assert_eq!(plan[0].point_in_time.as_ref(), Some(&chosen));
+    assert_eq!(plan[0].backup_id, "20261201T020000Z");
+    let restores = ListParams::default().labels("lifeboat.dev/role=restore");
+    assert!(
+        h.api::<Job>()
+            .list(&restores)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    apply_restore(&h, "to-instant", point_in_time_spec(good.clone(), true)).await;
+    let name =
+        lifeboat_operator::restore_request::progress::restore_job_name("to-instant", "orders-db");
+    let jobs = h.api::<Job>();
+    let job = h
+        .until("the restore Job", async || {
+            jobs.get_opt(&name).await.unwrap()
+        })
+        .await;
+    assert_eq!(job_args(&job), ["restore", "--execute"]);
+    assert_eq!(job_document(&job)["target"]["dataVolume"], good);
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let ids = pod.security_context.unwrap();
+    assert_eq!(
+        (ids.run_as_user, ids.run_as_non_root),
+        (Some(999), Some(true))
+    );
+    let mount = pod.containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mount_path == "/var/lib/lifeboat/restore")
+        .unwrap();
+    assert_eq!(
+        mount.sub_path, None,
+        "the agent makes the subPath, as UID 999"
+    );
+    let volume = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(
+        volume.persistent_volume_claim.unwrap().claim_name,
+        "pgdata-restored"
+    );
+    // The pod passes "restricted": the Job controller made it and the request finishes.
+    h.finish_job(&name, &summary(Verb::Restore, "orders-db", true, vec![]))
+        .await;
+    let rr = restore_until(&h, "Succeeded", "to-instant", |r| {
+        phase(r) == RestorePhase::Succeeded
+    })
+    .await;
+    assert!(rr.status.unwrap().rto_seconds.is_some());
+    let validations = ListParams::default().labels("lifeboat.dev/role=validate");
+    assert!(
+        jobs.list(&validations).await.unwrap().items.is_empty(),
+        "no check of a data directory nothing serves"
+    );
+
+    // A time the archive cannot reach: the plan Job's failure, before anything is written.
+    let mut late = good.clone();
+    late["pointInTime"] = json!("latest");
+    apply_restore(&h, "too-late", point_in_time_spec(late, false)).await;
+    let planning = plan_job(&h, "too-late").await;
+    let mut failed = summary(Verb::Restore, "orders-db", false, vec![]);
+    failed.error_class = Some(ErrorClass::Integrity);
+    failed.message = Some("segment 000000010000000000000004 is missing: a gap".into());
+    h.finish_job(&planning.name_any(), &failed).await;
+    let rr = restore_until(&h, "PointInTimeUnavailable", "too-late", |r| {
+        ready_reason(r).as_deref() == Some("PointInTimeUnavailable")
+    })
+    .await;
+    let ready = find(&rr.status.unwrap().conditions, types::READY)
+        .unwrap()
+        .clone();
+    assert!(ready.message.contains("a gap"), "{}", ready.message);
+
+    for (name, extra, reason) in [
+        (
+            "with-rollback",
+            json!({"rollbackOnFailure": true}),
+            "RollbackUnsupported",
+        ),
+        (
+            "with-check",
+            json!({"validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
+                   "query": "SELECT 1", "expect": "1"}}]}}),
+            "TargetUnsupported",
+        ),
+    ] {
+        let mut spec = point_in_time_spec(good.clone(), true);
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        apply_restore(&h, name, spec).await;
+        restore_until(&h, reason, name, |r| {
+            ready_reason(r).as_deref() == Some(reason)
+        })
+        .await;
+        let job = lifeboat_operator::restore_request::progress::restore_job_name(name, "orders-db");
+        assert!(jobs.get_opt(&job).await.unwrap().is_none(), "{name}: a Job");
+    }
 }

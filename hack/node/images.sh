@@ -8,7 +8,8 @@
 #   - Redis (this machine's redis-server and its libraries), for the tests' Redis StatefulSet
 #     (lifeboat.test/redis:local, run with imagePullPolicy Never);
 #   - PostgreSQL (this machine's server, initdb, their modules and share files, and dash to run
-#     hack/node/postgres/start.sh, openssl for its certificate), for the PostgreSQL StatefulSets of
+#     hack/node/postgres/start.sh, cp for the restore_command of a point-in-time restore, openssl
+#     for its certificate), for the PostgreSQL StatefulSets of
 #     the disaster and examples tests (lifeboat.test/postgres:local): the first start on an empty
 #     volume runs initdb; TLS is on, with a self-signed certificate made at the first start.
 # The agent and operator images carry the references the chart and the operator use by default
@@ -60,11 +61,12 @@ if [ -z "$rclone" ] || ! is_elf "$rclone"; then
 fi
 is_elf "$rclone" || { echo "images: no rclone binary found (run make deps)" >&2; exit 1; }
 
-# The users the images know: root and the distroless "nonroot" (65532) the pods run as.
+# The users the images know: root, the distroless "nonroot" (65532) the pods run as, and
+# "postgres" (999) as the official PostgreSQL image has it (a point-in-time restore runs as it).
 etc=$(mktemp -d)
 trap 'rm -rf "$etc"' EXIT
-printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$etc/passwd"
-printf 'root:x:0:\nnonroot:x:65532:\n' >"$etc/group"
+printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\npostgres:x:999:999:postgres:/tmp:/sbin/nologin\n' >"$etc/passwd"
+printf 'root:x:0:\nnonroot:x:65532:\npostgres:x:999:\n' >"$etc/group"
 printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$etc/nsswitch.conf"
 common=(
   --file "$etc/passwd:/etc/passwd" --file "$etc/group:/etc/group"
@@ -93,7 +95,7 @@ pg_lib=$(dirname "$pg_bin")
 pg_share=/usr/share/postgresql/$(basename "$pg_lib")
 python3 "$here/oci-image.py" --name "lifeboat.test/postgres:local" --out "$out/postgres.tar" \
   "${common[@]}" \
-  --binary /bin/dash:/bin/sh \
+  --binary /bin/dash:/bin/sh --binary /bin/cp:/bin/cp \
   --binary /usr/bin/openssl:/usr/bin/openssl --file /etc/ssl/openssl.cnf:/usr/lib/ssl/openssl.cnf \
   --binary "$pg_bin/postgres:$pg_bin/postgres" --binary "$pg_bin/initdb:$pg_bin/initdb" \
   --tree "$pg_lib/lib:$pg_lib/lib" --tree "$pg_share:$pg_share" \

@@ -466,6 +466,7 @@ impl Harness {
                 summary: summary.clone(),
                 checks_report: None,
                 catalog: None,
+                point_in_time: None,
             },
         )
         .await;

@@ -326,6 +326,7 @@ async fn backups_at_a_location_are_listed_from_the_catalog_job_and_the_request_i
         summary: summary(true),
         checks_report: None,
         catalog: Some(catalog.clone()),
+        point_in_time: None,
     };
     catalog_pod_ends(&client, &ns, &rr.name_any(), &message.to_json().unwrap()).await;
     let out = child.wait_with_output().unwrap();
@@ -343,6 +344,7 @@ async fn backups_at_a_location_are_listed_from_the_catalog_job_and_the_request_i
         summary: summary(false),
         checks_report: None,
         catalog: None,
+        point_in_time: None,
     };
     catalog_pod_ends(&client, &ns, &rr.name_any(), &message.to_json().unwrap()).await;
     let out = child.wait_with_output().unwrap();

@@ -509,6 +509,7 @@ fn main() -> ExitCode {
             ..ChecksReport::default()
         }),
         catalog: checks.catalog,
+        point_in_time: checks.point_in_time,
     });
     if std::env::var_os("LIFEBOAT_REPORT_PEAK_RSS").is_some() {
         // The agent's own high-water mark (not its children's): what the 64 MiB target is about.
@@ -540,6 +541,8 @@ struct Checks {
     report: Option<String>,
     /// What `catalog` found.
     catalog: Option<lifeboat_api::agent_result::Catalog>,
+    /// What a point-in-time restore uses (or, planning, would use).
+    point_in_time: Option<lifeboat_api::agent_result::PointInTimePlan>,
 }
 
 /// Writes the summary where the operator reads it: `LIFEBOAT_TERMINATION_LOG`, else Kubernetes'
@@ -604,7 +607,7 @@ fn job_document<T: serde::de::DeserializeOwned + Identifiers>() -> Result<Option
 fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
     match command {
         Command::Backup(args) => backup(args),
-        Command::Restore(args) => restore(args),
+        Command::Restore(args) => restore(args, &mut checks.point_in_time),
         Command::Verify(args) => verify(args),
         Command::Catalog(args) => catalog(args, checks),
         Command::List(args) => list(args),
@@ -618,7 +621,7 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
         Command::WalArchive(args) => pitr_cli::wal_archive(args),
         // Answered by main before any summary is made.
         Command::WalCaughtUp(_) => Ok(None),
-        Command::PitrRestore(args) => pitr_cli::pitr_restore(args),
+        Command::PitrRestore(args) => pitr_cli::pitr_restore(args, &mut checks.point_in_time),
         Command::WalPrune(args) => pitr_cli::wal_prune(args),
     }
 }
@@ -744,6 +747,7 @@ fn restore(
         scope: k8s_scope,
         place,
     }: RestoreArgs,
+    point_in_time: &mut Option<lifeboat_api::agent_result::PointInTimePlan>,
 ) -> Result<Option<Done>> {
     let (job, k8s_scope) = match job_document::<AgentRestoreJob>()? {
         Some(job) => {
@@ -785,6 +789,10 @@ fn restore(
     };
     let mut env = place.env(Some(&job.location), job.signing_key.as_ref())?;
     env.unsigned = unsigned(job.allow_unsigned);
+    if let Some(target) = job.target.as_ref().and_then(|t| t.data_volume()) {
+        // A point in time: base backups and WAL, chosen by the time, not `backup_id`.
+        return pitr_cli::restore_data_volume(&job, &env, target, execute, point_in_time);
+    }
     let scope = Scope::new(&job.namespace, &job.policy)?;
     let listed = env
         .store

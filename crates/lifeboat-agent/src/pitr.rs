@@ -65,6 +65,24 @@ pub struct Plan {
     pub newest_wal: Option<Timestamp>,
 }
 
+impl Plan {
+    /// What the operator shows of it in the request's plan.
+    pub fn summary(&self) -> lifeboat_api::agent_result::PointInTimePlan {
+        lifeboat_api::agent_result::PointInTimePlan {
+            base_backup_id: self.base.id.clone(),
+            timeline: self.timeline,
+            first_segment: self.segments.first().map(|s| s.segment.clone()),
+            last_segment: self.segments.last().map(|s| s.segment.clone()),
+            segments: u32::try_from(self.segments.len()).unwrap_or(u32::MAX),
+            partial: self.segments.last().is_some_and(|s| s.partial),
+            recovers_to: match self.target {
+                PointInTime::At(t) => Some(t),
+                PointInTime::Latest => self.newest_wal,
+            },
+        }
+    }
+}
+
 /// What was restored.
 #[derive(Debug)]
 pub struct Restored {

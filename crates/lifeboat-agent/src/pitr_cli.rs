@@ -2,7 +2,7 @@
 //! Inside the operator's pods (`LIFEBOAT_JOB` set) the base backup and the archiver take
 //! everything from the document instead: the asset, its `pointInTime` role, the destination.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use lifeboat_agent::crypto::{Identities, Recipients};
 use lifeboat_agent::error::{AgentError, Result};
@@ -11,9 +11,10 @@ use lifeboat_agent::pitr::{self, PointInTime};
 use lifeboat_agent::stream::Encoding;
 use lifeboat_agent::wal::{self, Archiver, WalPlace};
 use lifeboat_api::Duration;
-use lifeboat_api::agent_job::{AgentJob, JOB_ENV};
+use lifeboat_api::agent_job::{AgentJob, AgentRestoreJob, JOB_ENV, RESTORE_VOLUME_DIR};
+use lifeboat_api::agent_result::PointInTimePlan;
 use lifeboat_api::backup_policy::PointInTimeArchiving;
-use lifeboat_api::common::{Destination, PostgresConnection};
+use lifeboat_api::common::{DataVolumeTarget, Destination, PostgresConnection};
 
 use crate::{Done, Place, read_yaml};
 
@@ -331,9 +332,87 @@ pub(crate) fn scheduled_base_backup(job: &AgentJob, place: &Place) -> Result<Opt
     Ok(Some(result))
 }
 
-pub(crate) fn pitr_restore(args: PitrRestoreArgs) -> Result<Option<Done>> {
+pub(crate) fn pitr_restore(
+    args: PitrRestoreArgs,
+    reported: &mut Option<PointInTimePlan>,
+) -> Result<Option<Done>> {
     let (place, env) = args.asset.open()?;
-    let plan = pitr::plan(&env.store, env.key()?, &place, args.point_in_time)?;
+    let identities = args
+        .identity_file
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| AgentError::config(format!("{}: {e}", p.display())))?;
+            Identities::parse(&text, &p.display().to_string())
+        })
+        .transpose()?;
+    restore_point_in_time(
+        &env,
+        &place,
+        args.point_in_time,
+        &args.data_dir,
+        identities,
+        args.execute,
+        reported,
+    )
+}
+
+/// A RestoreRequest's `dataVolume` target (`restore` with the operator's document): the
+/// asset's base backup and WAL into `subPath` of the PVC the operator mounted at
+/// [`RESTORE_VOLUME_DIR`], as the server's UID the pod runs as.
+pub(crate) fn restore_data_volume(
+    job: &AgentRestoreJob,
+    env: &lifeboat_agent::jobs::Env,
+    target: &DataVolumeTarget,
+    execute: bool,
+    reported: &mut Option<PointInTimePlan>,
+) -> Result<Option<Done>> {
+    let place = WalPlace::new(Scope::new(&job.namespace, &job.policy)?, &job.asset.name)?;
+    let point_in_time: PointInTime = target.point_in_time.parse()?;
+    let data_dir = data_dir_in(Path::new(RESTORE_VOLUME_DIR), &target.sub_path)?;
+    let identities = job
+        .identity_secret
+        .as_ref()
+        .map(|r| env.identities(r))
+        .transpose()?;
+    restore_point_in_time(
+        env,
+        &place,
+        point_in_time,
+        &data_dir,
+        identities,
+        execute,
+        reported,
+    )
+}
+
+/// `sub_path` under `root`, refused unless it only descends (admission's rule, held again here
+/// because the agent writes there).
+fn data_dir_in(root: &Path, sub_path: &str) -> Result<PathBuf> {
+    let relative = Path::new(sub_path);
+    let descends = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if sub_path.is_empty() || !descends {
+        return Err(AgentError::config(format!(
+            "subPath {sub_path:?} must be a relative path without '..'"
+        )));
+    }
+    Ok(root.join(relative))
+}
+
+/// Plans the restore to `point_in_time` and reports the plan (the operator shows it); with
+/// `execute`, writes the data directory.
+fn restore_point_in_time(
+    env: &lifeboat_agent::jobs::Env,
+    place: &WalPlace,
+    point_in_time: PointInTime,
+    data_dir: &Path,
+    identities: Option<Identities>,
+    execute: bool,
+    reported: &mut Option<PointInTimePlan>,
+) -> Result<Option<Done>> {
+    let plan = pitr::plan(&env.store, env.key()?, place, point_in_time)?;
+    *reported = Some(plan.summary());
     println!(
         "base backup {} (timeline {}, from {}), {} WAL segment(s){}, to {}",
         plan.base.id,
@@ -350,37 +429,46 @@ pub(crate) fn pitr_restore(args: PitrRestoreArgs) -> Result<Option<Done>> {
             PointInTime::At(t) => t.to_string(),
         }
     );
-    if !args.execute {
+    if !execute {
         println!(
             "plan only: add --execute to restore into {}",
-            args.data_dir.display()
+            data_dir.display()
         );
         return Ok(None);
     }
-    let identities = args
-        .identity_file
-        .map(|p| {
-            let text = std::fs::read_to_string(&p)
-                .map_err(|e| AgentError::config(format!("{}: {e}", p.display())))?;
-            Identities::parse(&text, &p.display().to_string())
-        })
-        .transpose()?;
-    let restored = pitr::restore(&env.store, &place, &plan, &args.data_dir, identities)?;
+    let restored = pitr::restore(&env.store, place, &plan, data_dir, identities)?;
     println!(
         "restored {} with {} segment(s) into {}: start PostgreSQL on it to recover{}",
         restored.backup_id,
         restored.segments,
-        args.data_dir.display(),
+        data_dir.display(),
         restored
             .recovers_to
             .map_or_else(String::new, |t| format!(" to {t}"))
     );
     Ok(Some(Done {
         retention_refused: None,
-        asset: place.asset,
+        asset: place.asset.clone(),
         backup_id: restored.backup_id,
         snapshot_time: restored.recovers_to,
         stored_bytes: None,
         sha256: None,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sub_path_only_descends_into_the_volume() {
+        let root = Path::new(RESTORE_VOLUME_DIR);
+        assert_eq!(
+            data_dir_in(root, "pgdata/16").unwrap(),
+            root.join("pgdata/16")
+        );
+        for bad in ["", "/etc", "../other", "pgdata/../../x", "./."] {
+            assert!(data_dir_in(root, bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub const SECRETS_DIR: &str = "/var/run/lifeboat/secrets";
 /// Where the backup volume is mounted in agent pods.
 pub const BACKUP_VOLUME_DIR: &str = "/var/lib/lifeboat/backups";
 
+/// Where a point-in-time restore's PVC (`dataVolume` target) is mounted in its agent pod.
+pub const RESTORE_VOLUME_DIR: &str = "/var/lib/lifeboat/restore";
+
 /// The Secret the operator keeps in every namespace it runs Jobs in: that namespace's signing
 /// key, derived from the platform team's master key. A fixed name, so RBAC can name it.
 pub const SIGNING_KEY_SECRET: &str = "lifeboat-signing-key";

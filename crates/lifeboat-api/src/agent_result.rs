@@ -353,6 +353,7 @@ impl AgentSummary {
             summary: self.clone(),
             checks_report: None,
             catalog: None,
+            point_in_time: None,
         }
         .to_json()
     }
@@ -404,6 +405,33 @@ pub struct TerminationMessage {
     /// What `catalog` found: one entry per asset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<Catalog>,
+    /// What a point-in-time restore uses, or would use (its plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTimePlan>,
+}
+
+/// What a point-in-time restore replays: chosen by the agent from the store (the operator reads
+/// no store), shown in the request's plan before anything is written.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTimePlan {
+    /// The newest base backup consistent at or before the time.
+    pub base_backup_id: String,
+    pub timeline: u32,
+    /// The WAL segments replayed after it, first and last (file names), and how many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_segment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_segment: Option<String>,
+    pub segments: u32,
+    /// The last segment is a partial copy (the one being written when it was stored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// The instant recovered to: the time asked for, or (latest) when the newest WAL was stored.
+    /// RFC 3339 with its fraction: a `Time` would keep whole seconds, and a point in time is
+    /// often finer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovers_to: Option<Timestamp>,
 }
 
 /// Each asset's chosen backup at a location (the newest complete one, or the id asked for),

@@ -314,6 +314,14 @@ impl RestoreTarget {
         }
     }
 
+    /// The new data directory of a point-in-time restore, when it is one.
+    pub fn data_volume(&self) -> Option<&DataVolumeTarget> {
+        match &self.to {
+            Target::DataVolume(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The bucket target, when it is one.
     pub fn object_storage(&self) -> Option<&S3Location> {
         match &self.to {
@@ -330,12 +338,13 @@ pub enum Target {
     Redis(RedisTarget),
     ObjectStorage(S3Location),
     KubernetesState(KubernetesStateTarget),
+    DataVolume(DataVolumeTarget),
 }
 
 /// Where one asset of a backup is restored to, when not to its original source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState)].filter(x, x).size() == 1").message("a target needs exactly one of postgres, redis, objectStorage or kubernetesState"))]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.redis), has(self.objectStorage), has(self.kubernetesState), has(self.dataVolume)].filter(x, x).size() == 1").message("a target needs exactly one of postgres, redis, objectStorage, kubernetesState or dataVolume"))]
 pub struct RestoreTargetFields {
     /// Name of the asset in the BackupPolicy.
     #[schemars(
@@ -351,12 +360,14 @@ pub struct RestoreTargetFields {
     pub object_storage: Option<S3Location>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_state: Option<KubernetesStateTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<DataVolumeTarget>,
 }
 
 /// A target read with no kind or with several (admission refuses both).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the target of asset {0:?} needs exactly one of postgres, redis, objectStorage or kubernetesState"
+    "the target of asset {0:?} needs exactly one of postgres, redis, objectStorage, kubernetesState or dataVolume"
 )]
 pub struct NotOneTarget(pub String);
 
@@ -364,11 +375,18 @@ impl TryFrom<RestoreTargetFields> for RestoreTarget {
     type Error = NotOneTarget;
 
     fn try_from(f: RestoreTargetFields) -> Result<Self, NotOneTarget> {
-        let to = match (f.postgres, f.redis, f.object_storage, f.kubernetes_state) {
-            (Some(pg), None, None, None) => Target::Postgres(pg),
-            (None, Some(r), None, None) => Target::Redis(r),
-            (None, None, Some(s3), None) => Target::ObjectStorage(s3),
-            (None, None, None, Some(k)) => Target::KubernetesState(k),
+        let to = match (
+            f.postgres,
+            f.redis,
+            f.object_storage,
+            f.kubernetes_state,
+            f.data_volume,
+        ) {
+            (Some(pg), None, None, None, None) => Target::Postgres(pg),
+            (None, Some(r), None, None, None) => Target::Redis(r),
+            (None, None, Some(s3), None, None) => Target::ObjectStorage(s3),
+            (None, None, None, Some(k), None) => Target::KubernetesState(k),
+            (None, None, None, None, Some(d)) => Target::DataVolume(d),
             _ => return Err(NotOneTarget(f.asset)),
         };
         Ok(RestoreTarget { asset: f.asset, to })
@@ -383,12 +401,14 @@ impl From<RestoreTarget> for RestoreTargetFields {
             redis: None,
             object_storage: None,
             kubernetes_state: None,
+            data_volume: None,
         };
         match t.to {
             Target::Postgres(pg) => f.postgres = Some(pg),
             Target::Redis(r) => f.redis = Some(r),
             Target::ObjectStorage(s3) => f.object_storage = Some(s3),
             Target::KubernetesState(k) => f.kubernetes_state = Some(k),
+            Target::DataVolume(d) => f.data_volume = Some(d),
         }
         f
     }
@@ -411,6 +431,43 @@ impl JsonSchema for RestoreTarget {
     fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
         RestoreTargetFields::json_schema(generator)
     }
+}
+
+/// A new PostgreSQL data directory for a point-in-time restore of a `pointInTime` asset: a base
+/// backup and the WAL to replay, written into `subPath` of a PVC, which must be empty or absent
+/// (never a live server's files). The user's PostgreSQL then starts on it, replays WAL from
+/// `lifeboat-wal/` up to `pointInTime` and promotes; Lifeboat starts and scales nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeTarget {
+    /// The PVC, in the request's namespace, the server will run on.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub claim_name: String,
+    /// The data directory inside the PVC (the server's PGDATA there): relative, no `..`.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("subPath must be relative (no leading '/') and must not contain '..'"))]
+    pub sub_path: String,
+    /// The UID the server runs as (999 in the official image): the restore pod runs as it, so
+    /// the files are the server's own, as PostgreSQL demands. Never root.
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub run_as_user: i64,
+    /// The pod's fsGroup, for a volume whose root only a group may write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
+    pub fs_group: Option<i64>,
+    /// Recover to the last transaction committed at or before this RFC 3339 instant, or to the
+    /// end of the archived WAL (`latest`). Per target, not per request: only a `pointInTime`
+    /// asset restored into a new data directory has one.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(
+            pattern = r"^(latest|[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2}))$"
+        )
+    )]
+    pub point_in_time: String,
 }
 
 /// A PostgreSQL server and database to restore into.

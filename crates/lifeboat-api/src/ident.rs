@@ -273,6 +273,8 @@ impl Identifiers for RestoreTarget {
                 Ident::Namespace.check(from)?;
                 Ident::Namespace.check(to)
             }),
+            // A PVC name and a path inside it: mounted and joined by the agent, never syntax.
+            Target::DataVolume(_) => Ok(()),
         }
     }
 }

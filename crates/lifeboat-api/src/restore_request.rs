@@ -313,6 +313,9 @@ pub struct PlannedRestore {
     /// The state of the rollback, when one runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<StepState>,
+    /// A `dataVolume` target's plan: the base backup and WAL the agent chose for the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<crate::agent_result::PointInTimePlan>,
 }
 
 /// The result of one validation check.

@@ -580,7 +580,7 @@ fn cel_checks_and_targets_need_exactly_one_kind() {
         "RestoreRequest",
         &restore(),
         |r| r["spec"]["targets"][0]["redis"] = json!({"host": "x"}),
-        "a target needs exactly one of postgres, redis, objectStorage or kubernetesState",
+        "a target needs exactly one of postgres, redis, objectStorage, kubernetesState or dataVolume",
     );
 }
 

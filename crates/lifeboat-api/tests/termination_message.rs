@@ -109,6 +109,7 @@ fn summary() -> impl Strategy<Value = TerminationMessage> {
                         ..ChecksReport::default()
                     }),
                     catalog: None,
+                    point_in_time: None,
                 }
             },
         )
@@ -246,6 +247,7 @@ fn a_catalog_too_large_for_the_limit_keeps_what_fits_and_counts_the_rest() {
             entries: entries.clone(),
             omitted: 0,
         }),
+        point_in_time: None,
     };
     assert!(serde_json::to_string(&m).unwrap().len() > TERMINATION_MESSAGE_LIMIT);
     let json = m.to_json().unwrap();

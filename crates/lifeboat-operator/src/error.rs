@@ -234,6 +234,14 @@ pub enum Problem {
     /// identity: refused before any Job, which would otherwise act as the node's cloud role.
     #[error(transparent)]
     AmbientIdentityDisabled(#[from] lifeboat_api::identity::AmbientIdentityDisabled),
+    /// A `dataVolume` target's plan Job (the agent choosing the base backup and WAL for the
+    /// time) has not finished: the plan is shown once it has.
+    #[error("planning the point-in-time restore (Job {0})")]
+    PlanningPointInTime(String),
+    /// The plan Job found no way to reach the time: no base backup before it, WAL that does not
+    /// reach it, a gap or a changed segment (the agent's class and message).
+    #[error("{0}")]
+    PointInTimeUnavailable(String),
 }
 
 /// Why the catalog at a location could not be read, from the agent's error class.
@@ -304,6 +312,8 @@ impl Problem {
             Problem::ReadingCatalog(_) => "ReadingCatalog",
             Problem::Catalog { reason, .. } => reason.reason(),
             Problem::AmbientIdentityDisabled(_) => "AmbientIdentityDisabled",
+            Problem::PlanningPointInTime(_) => "PlanningPointInTime",
+            Problem::PointInTimeUnavailable(_) => "PointInTimeUnavailable",
         }
     }
 
@@ -324,7 +334,7 @@ impl Problem {
             Problem::Plan(e) if e.needs_edit() => requeue::RESYNC,
             // A finished catalog Job is not run again: only an edit (a new catalog) or a new
             // request reads the location again.
-            Problem::Catalog { .. } => requeue::RESYNC,
+            Problem::Catalog { .. } | Problem::PointInTimeUnavailable(_) => requeue::RESYNC,
             _ => requeue::PROBLEM,
         }
     }

@@ -62,6 +62,15 @@ pub fn catalog(pods: &[Pod]) -> Option<lifeboat_api::agent_result::Catalog> {
         .catalog
 }
 
+/// What a finished point-in-time plan Job's agent reported it would use.
+pub fn point_in_time(pods: &[Pod]) -> Option<lifeboat_api::agent_result::PointInTimePlan> {
+    terminated(pods)?
+        .message
+        .as_deref()
+        .and_then(TerminationMessage::parse)?
+        .point_in_time
+}
+
 /// The agent container's terminated state in the newest pod.
 fn terminated(pods: &[Pod]) -> Option<&k8s_openapi::api::core::v1::ContainerStateTerminated> {
     let mut newest: Option<(&Pod, Timestamp)> = None;

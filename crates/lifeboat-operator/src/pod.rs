@@ -10,8 +10,10 @@ use k8s_openapi::api::core::v1::{
     SELinuxOptions, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use lifeboat_api::agent_job::{BACKUP_VOLUME_DIR, SECRETS_DIR};
-use lifeboat_api::common::{Destination, PodSecurityOverride, PodTemplateOverride, SecretKeyRef};
+use lifeboat_api::agent_job::{BACKUP_VOLUME_DIR, RESTORE_VOLUME_DIR, SECRETS_DIR};
+use lifeboat_api::common::{
+    DataVolumeTarget, Destination, PodSecurityOverride, PodTemplateOverride, SecretKeyRef,
+};
 use lifeboat_api::identity::AMBIENT_IDENTITY_ENV;
 
 use crate::config::AgentConfig;
@@ -45,6 +47,9 @@ pub struct AgentPod<'a> {
     /// The account of an agent that talks to the Kubernetes API (the kubernetesState asset):
     /// Lifeboat's own, whatever the resource names; only such a pod gets a token.
     pub api_account: Option<&'a str>,
+    /// The PVC a point-in-time restore writes a new data directory into: mounted whole (the
+    /// agent creates the subPath itself, owned by the server's UID, which the pod runs as).
+    pub data_volume: Option<&'a DataVolumeTarget>,
 }
 
 impl AgentPod<'_> {
@@ -79,6 +84,21 @@ impl AgentPod<'_> {
                 name: "backups".into(),
                 mount_path: BACKUP_VOLUME_DIR.into(),
                 sub_path: (!volume.sub_path.is_empty()).then(|| volume.sub_path.clone()),
+                ..Default::default()
+            });
+        }
+        if let Some(target) = self.data_volume {
+            volumes.push(Volume {
+                name: "restore-target".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: target.claim_name.clone(),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "restore-target".into(),
+                mount_path: RESTORE_VOLUME_DIR.into(),
                 ..Default::default()
             });
         }
@@ -146,9 +166,12 @@ impl AgentPod<'_> {
                 node_selector: (!o.node_selector.is_empty()).then(|| o.node_selector.clone()),
                 tolerations: (!o.tolerations.is_empty()).then(|| o.tolerations.clone()),
                 priority_class_name: o.priority_class_name.clone(),
-                security_context: Some(pod_security(
-                    &self.config.pod_security_context,
-                    o.security_context.as_ref(),
+                security_context: Some(data_volume_ids(
+                    pod_security(
+                        &self.config.pod_security_context,
+                        o.security_context.as_ref(),
+                    ),
+                    self.data_volume,
                 )),
                 image_pull_secrets: pull_secrets(
                     &self.config.image_pull_secrets,
@@ -184,6 +207,22 @@ fn pod_security(
         let mut se: SELinuxOptions = psc.se_linux_options.take().unwrap_or_default();
         se.level = Some(level.clone());
         psc.se_linux_options = Some(se);
+    }
+    psc
+}
+
+/// The ids of the server a new data directory is restored for, over everything else: PostgreSQL
+/// refuses a data directory that is not its own. The UID is never 0 (the schema's minimum).
+fn data_volume_ids(
+    mut psc: PodSecurityContext,
+    target: Option<&DataVolumeTarget>,
+) -> PodSecurityContext {
+    if let Some(t) = target {
+        psc.run_as_user = Some(t.run_as_user);
+        psc.run_as_non_root = Some(true);
+        if t.fs_group.is_some() {
+            psc.fs_group = t.fs_group;
+        }
     }
     psc
 }

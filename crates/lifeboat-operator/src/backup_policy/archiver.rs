@@ -87,6 +87,7 @@ fn archiver(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result
         labels: labels.clone(),
         annotations: annotations.clone(),
         api_account: None,
+        data_volume: None,
     };
     let mut template = pod.template();
     if let Some(pod) = template.spec.as_mut() {

@@ -139,6 +139,7 @@ pub fn backup_job_template(
         labels: names::backup_labels(&name, &asset.name),
         annotations: parent_annotation(&name),
         api_account: state.then_some(Access::Backup.service_account()),
+        data_volume: None,
     };
     Ok(JobTemplateSpec {
         metadata: Some(ObjectMeta {

@@ -96,7 +96,8 @@ pub fn check_staging_scope(ds: &DrillSchedule) -> Result<(), Problem> {
                     return out(format!("namespace {ns}"));
                 }
             }
-            Target::Postgres(_) | Target::Redis(_) => {}
+            // Refused by check_staging_target: a drill does not restore to a point in time.
+            Target::Postgres(_) | Target::Redis(_) | Target::DataVolume(_) => {}
         }
     }
     Ok(())
@@ -237,6 +238,15 @@ mod tests {
         assert_eq!(
             check_targets(&d, &p),
             Err(Problem::StagingTargetKind("cache".into()))
+        );
+        // A drill does not restore to a point in time (yet): a new data directory is refused.
+        let mut pitr = targets("pg.drills.svc", "https://m.example.com", "prod-drill");
+        pitr[0] = serde_json::json!({"asset": "db", "dataVolume": {"claimName": "c",
+            "subPath": "pgdata", "runAsUser": 999, "pointInTime": "latest"}});
+        let d = drill(serde_json::json!({ "targets": pitr }));
+        assert_eq!(
+            check_targets(&d, &p),
+            Err(Problem::StagingTargetKind("db".into()))
         );
     }
 

@@ -219,6 +219,7 @@ pub fn evidence_job(
         labels: labels.clone(),
         annotations: Default::default(),
         api_account: None,
+        data_volume: None,
     };
     Ok(Job {
         metadata: ObjectMeta {

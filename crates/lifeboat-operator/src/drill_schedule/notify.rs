@@ -96,6 +96,7 @@ pub fn notify_job(
         labels: labels.clone(),
         annotations: Default::default(),
         api_account: None,
+        data_volume: None,
     };
     Ok(Some(Job {
         metadata: ObjectMeta {

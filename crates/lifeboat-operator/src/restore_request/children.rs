@@ -9,7 +9,7 @@ use lifeboat_api::agent_job::{
     REDIS_LOAD_PORT, signing_key_ref,
 };
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
-use lifeboat_api::common::{Destination, SecretKeyRef, Target};
+use lifeboat_api::common::{DataVolumeTarget, Destination, RestoreTarget, SecretKeyRef, Target};
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
@@ -70,6 +70,7 @@ pub fn catalog_job(rr: &RestoreRequest, location: Destination, agent: &AgentConf
         agent,
         None,
         false,
+        None,
     )
 }
 
@@ -143,6 +144,45 @@ pub fn restore_job(
         (step.asset.kind() == AssetKind::KubernetesState)
             .then_some(Access::Restore.service_account()),
         loads_redis_over_replication(step),
+        step.target.as_ref().and_then(RestoreTarget::data_volume),
+    )
+}
+
+/// The label value of a point-in-time plan Job's role.
+const PLAN: &str = "plan";
+
+/// The Job that plans `step`'s point-in-time restore without writing anything (`restore`
+/// without `--execute`): the agent chooses the base backup and WAL for the time from the store,
+/// which the operator never reads, and reports them. Its name carries a hash of its document,
+/// so an edit (allowed until `execute`) plans again. It mounts no target volume and runs as the
+/// platform's UID: it writes nothing.
+pub fn plan_job(
+    rr: &RestoreRequest,
+    policy: Option<&BackupPolicy>,
+    step: &Step,
+    agent: &AgentConfig,
+) -> Result<Job> {
+    let doc = restore_document(rr, policy, step)?;
+    let text = serde_json::to_string(&doc)?;
+    let hash = names::short_hash(&text, 4);
+    let mut secrets = location_secrets(&doc.location);
+    secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
+    job(
+        rr,
+        &names::bounded_name(
+            &[&rr.name_any(), PLAN, &step.asset.name, &hash],
+            names::NAME_MAX,
+        ),
+        &step.asset.name,
+        Role::Plan,
+        text,
+        secrets,
+        &doc.location,
+        agent,
+        None,
+        false,
+        None,
     )
 }
 
@@ -187,6 +227,7 @@ pub fn safety_job(
         agent,
         None,
         false,
+        None,
     )
 }
 
@@ -235,6 +276,7 @@ pub fn rollback_job(
         None,
         // The safety backup goes back the way the restore came.
         loads_redis_over_replication(step),
+        None,
     )
 }
 
@@ -242,6 +284,7 @@ pub fn rollback_job(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
     Catalog,
+    Plan,
     SafetyBackup,
     Restore,
     Validate,
@@ -252,6 +295,7 @@ impl Role {
     fn label(self) -> &'static str {
         match self {
             Role::Catalog => "catalog",
+            Role::Plan => PLAN,
             Role::SafetyBackup => "safety-backup",
             Role::Restore => "restore",
             Role::Validate => "validate",
@@ -262,6 +306,7 @@ impl Role {
     fn args(self) -> Vec<String> {
         let args: &[&str] = match self {
             Role::Catalog => &["catalog"],
+            Role::Plan => &["restore"],
             Role::SafetyBackup => &["backup"],
             Role::Restore | Role::Rollback => &["restore", "--execute"],
             Role::Validate => &["validate", "--execute"],
@@ -314,6 +359,7 @@ pub fn validate_job(
         agent,
         None,
         false,
+        None,
     )
 }
 
@@ -329,6 +375,7 @@ fn job(
     agent: &AgentConfig,
     api_account: Option<&str>,
     redis_load: bool,
+    data_volume: Option<&DataVolumeTarget>,
 ) -> Result<Job> {
     let rr_name = rr.name_any();
     let labels = std::collections::BTreeMap::from([
@@ -384,6 +431,7 @@ fn job(
         labels,
         annotations: Default::default(),
         api_account,
+        data_volume,
     };
     Ok(Job {
         metadata: ObjectMeta {
@@ -427,7 +475,7 @@ fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
         Some(Target::Postgres(pg)) => pg.connection.password_secret.iter().cloned().collect(),
         Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
         Some(Target::ObjectStorage(s3)) => s3_secrets(s3),
-        Some(Target::KubernetesState(_)) => Vec::new(),
+        Some(Target::KubernetesState(_) | Target::DataVolume(_)) => Vec::new(),
         None => source_secrets(&step.asset.source),
     }
 }
@@ -492,6 +540,7 @@ mod tests {
                 safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
+                point_in_time: None,
             },
             scope: None,
         }
@@ -808,5 +857,65 @@ mod tests {
             listens(&rollback_job(&rr, &p, &into_pod, "x", &a).unwrap()),
             expected
         );
+    }
+
+    #[test]
+    fn a_data_volume_restore_mounts_the_claim_and_runs_as_the_servers_uid() {
+        let target: RestoreTarget = serde_json::from_value(json!({
+            "asset": "assets", "dataVolume": {"claimName": "pgdata-new", "subPath": "pgdata",
+                "runAsUser": 999, "fsGroup": 999, "pointInTime": "latest"}
+        }))
+        .unwrap();
+        let job = restore_job(
+            &request(),
+            Some(&policy()),
+            &step(Some(target)),
+            &AgentConfig::default(),
+        )
+        .unwrap();
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let ids = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            (ids.run_as_user, ids.fs_group, ids.run_as_non_root),
+            (Some(999), Some(999), Some(true))
+        );
+        let claim = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find_map(|v| v.persistent_volume_claim.as_ref().map(|c| (&v.name, c)))
+            .unwrap();
+        assert_eq!(claim.1.claim_name, "pgdata-new");
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| &m.name == claim.0)
+            .unwrap();
+        // The whole claim: the agent makes the subPath itself, as the server's UID.
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.sub_path.as_deref()),
+            (lifeboat_api::agent_job::RESTORE_VOLUME_DIR, None)
+        );
+        assert!(document(&job).contains("\"dataVolume\""));
+        // Another restore's pod keeps the platform's ids.
+        let plain = restore_job(
+            &request(),
+            Some(&policy()),
+            &step(None),
+            &AgentConfig::default(),
+        )
+        .unwrap();
+        let ids = plain
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .security_context
+            .unwrap();
+        assert_eq!(ids.run_as_user, Some(crate::config::AGENT_UID));
     }
 }

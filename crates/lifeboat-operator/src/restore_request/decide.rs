@@ -218,9 +218,12 @@ pub fn events(
     problem: Option<&Problem>,
 ) -> Vec<PendingEvent> {
     let mut out = Vec::new();
-    // Reading the catalog is progress, not a problem to warn about.
+    // Reading the catalog or planning a point in time is progress, not a problem to warn about.
     if let Some(p) = problem
-        && !matches!(p, Problem::ReadingCatalog(_))
+        && !matches!(
+            p,
+            Problem::ReadingCatalog(_) | Problem::PlanningPointInTime(_)
+        )
         && let Some(e) = problem_event(&old.conditions, &new.conditions, p, "Plan")
     {
         out.push(e);

@@ -70,8 +70,9 @@ pub use controller::error_policy;
 #[derive(Default)]
 struct Found {
     policy: Option<BackupPolicy>,
-    /// The catalog Job to apply (a location to read, and no catalog yet).
-    catalog_job: Option<Job>,
+    /// The Job to apply before there is a plan: the catalog Job (a location to read, and no
+    /// catalog yet), or a point-in-time plan Job.
+    reading_job: Option<Job>,
     /// The namespace's signing key Secret to apply before a Job (when it is missing or stale).
     signing_key: Option<Secret>,
 }
@@ -133,6 +134,12 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
         Ok(steps) => scoped(ctx, &ns, steps).await?,
         Err(e) => Err(e.into()),
     };
+    if let Ok(steps) = &mut seen.plan
+        && let Err(problem) =
+            point_in_time_plans(rr, ctx, &ns, policy.as_ref(), steps, &mut found).await?
+    {
+        seen.plan = Err(problem);
+    }
     found.policy = policy;
     if !rr.spec.execute || seen.plan.is_err() {
         return Ok((seen, found));
@@ -179,7 +186,7 @@ async fn catalog(
             Err(Error::Problem(p)) => return Ok(Err(p)),
             Err(e) => return Err(e),
         }
-        found.catalog_job = Some(job);
+        found.reading_job = Some(job);
         return Ok(Err(Problem::ReadingCatalog(name)));
     };
     let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
@@ -206,6 +213,82 @@ async fn catalog(
             ),
         }),
     })
+}
+
+/// Each `dataVolume` step's plan, from its plan Job: what the agent chose (base backup, WAL,
+/// the time) once the Job finished well; else why there is none yet (the Job to apply is left
+/// in `found`, with the namespace's signing key it mounts) or none at all. Executing, the plan
+/// Job is not waited for (the restore plans again before it writes): its finished plan is only
+/// kept in status.
+async fn point_in_time_plans(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    policy: Option<&BackupPolicy>,
+    steps: &mut [plan::Step],
+    found: &mut Found,
+) -> Result<std::result::Result<(), Problem>> {
+    for step in steps.iter_mut() {
+        if step.target.as_ref().and_then(|t| t.data_volume()).is_none() {
+            continue;
+        }
+        let job = children::plan_job(rr, policy, step, &ctx.agent)?;
+        let name = job.name_any();
+        let existing = Api::<Job>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&name)
+            .await
+            .map_err(Error::get::<Job>(&name))?
+            .filter(|j| {
+                j.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == rr.uid().as_ref())
+            });
+        let existing = match existing {
+            Some(job) => job,
+            None if rr.spec.execute => continue,
+            None => {
+                match crate::signing_key::desired(ctx, ns).await {
+                    Ok(secret) => found.signing_key = secret,
+                    Err(Error::Problem(p)) => return Ok(Err(p)),
+                    Err(e) => return Err(e),
+                }
+                found.reading_job = Some(job);
+                return Ok(Err(Problem::PlanningPointInTime(name)));
+            }
+        };
+        let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+            .await
+            .map_err(Error::list::<Pod>())?
+            .items;
+        let outcome = match outcome(&existing, &pods) {
+            Some(o) => o,
+            None if rr.spec.execute => continue,
+            None => return Ok(Err(Problem::PlanningPointInTime(name))),
+        };
+        match (outcome.result, crate::jobs::point_in_time(&pods)) {
+            (Ok(_), Some(chosen)) => {
+                step.planned.backup_id = chosen.base_backup_id.clone();
+                step.planned.snapshot_time = chosen
+                    .recovers_to
+                    .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
+                step.planned.point_in_time = Some(chosen);
+            }
+            _ if rr.spec.execute => {}
+            (Ok(_), None) => {
+                return Ok(Err(Problem::PointInTimeUnavailable(format!(
+                    "plan Job {name} completed without reporting a plan"
+                ))));
+            }
+            (Err(failure), _) => {
+                return Ok(Err(Problem::PointInTimeUnavailable(format!(
+                    "plan Job {name}: {}: {}; fix it and create a new RestoreRequest (or edit this one)",
+                    failure.reason, failure.message
+                ))));
+            }
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// Where each Kubernetes-state Job may write, from the platform team's Namespace labels: a
@@ -289,7 +372,7 @@ async fn apply_children(
         // What a withdrawn label no longer allows goes, even though nothing runs.
         kubestate::revoke_withdrawn(&ctx.client, Access::Restore, &ns).await?;
     }
-    if let Some(job) = &found.catalog_job {
+    if let Some(job) = &found.reading_job {
         if let Some(secret) = &found.signing_key {
             crate::signing_key::apply(ctx, secret).await?;
         }

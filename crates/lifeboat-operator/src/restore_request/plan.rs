@@ -59,6 +59,16 @@ pub enum PlanError {
     )]
     IdentityRequired(String),
     #[error(
+        "asset {0:?}: a dataVolume target restores a PostgreSQL asset with pointInTime only (base backups and WAL)"
+    )]
+    NotPointInTime(String),
+    #[error(
+        "check {0:?}: asset {1:?} is restored into a new data directory, where no server runs until you start one: it cannot be checked"
+    )]
+    CheckWithoutServer(String, String),
+    #[error("asset {0:?}: pointInTime {1:?} is not an RFC 3339 time")]
+    BadPointInTime(String, String),
+    #[error(
         "asset {0:?}: rollbackOnFailure needs a safety backup of the target, which Lifeboat does not take for {1} assets; restore without rollback or leave this asset out"
     )]
     RollbackUnsupported(String, &'static str),
@@ -67,7 +77,10 @@ pub enum PlanError {
 impl PlanError {
     pub fn reason(&self) -> &'static str {
         match self {
-            PlanError::UnknownAsset(..) | PlanError::UnknownCheckAsset(..) => "InvalidSpec",
+            PlanError::UnknownAsset(..)
+            | PlanError::UnknownCheckAsset(..)
+            | PlanError::BadPointInTime(..) => "InvalidSpec",
+            PlanError::NotPointInTime(_) | PlanError::CheckWithoutServer(..) => "TargetUnsupported",
             PlanError::RollbackUnsupported(..) | PlanError::RollbackWithoutPolicy(_) => {
                 "RollbackUnsupported"
             }
@@ -139,6 +152,7 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
                 safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
+                point_in_time: None,
             },
             asset: asset.clone(),
             backup_id,
@@ -147,7 +161,41 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
         });
     }
     checked(rr, &names)?;
+    checked_data_volumes(rr, &mut steps)?;
     Ok(steps)
+}
+
+/// A `dataVolume` target restores a `pointInTime` asset to a time the agent can read, and no
+/// check names its asset: nothing serves the new data directory until the user starts a server
+/// (so its canary is not checked either).
+fn checked_data_volumes(rr: &RestoreRequest, steps: &mut [Step]) -> Result<(), PlanError> {
+    for step in steps {
+        let Some(d) = step.target.as_ref().and_then(RestoreTarget::data_volume) else {
+            continue;
+        };
+        let name = &step.asset.name;
+        if !matches!(&step.asset.source, AssetSource::Postgres(pg) if pg.point_in_time.is_some()) {
+            return Err(PlanError::NotPointInTime(name.clone()));
+        }
+        if d.point_in_time != "latest" && d.point_in_time.parse::<jiff::Timestamp>().is_err() {
+            return Err(PlanError::BadPointInTime(
+                name.clone(),
+                d.point_in_time.clone(),
+            ));
+        }
+        let checked = |c: &lifeboat_api::common::ValidationCheck| {
+            c.sql.as_ref().map(|s| &s.asset) == Some(name)
+                || c.redis.as_ref().map(|r| &r.asset) == Some(name)
+        };
+        if let Some(check) = rr.spec.validation.checks.iter().find(|c| checked(c)) {
+            return Err(PlanError::CheckWithoutServer(
+                check.name.clone(),
+                name.clone(),
+            ));
+        }
+        step.asset.canary = false;
+    }
+    Ok(())
 }
 
 /// Every check refers to an asset the request restores.
@@ -236,6 +284,7 @@ pub fn from_catalog(
                 safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
+                point_in_time: None,
             },
             asset,
             backup_id: entry.backup_id.clone(),
@@ -246,6 +295,7 @@ pub fn from_catalog(
     // Kubernetes state first; the rest keep their order (a stable sort).
     steps.sort_by_key(|s| s.asset.kind() != AssetKind::KubernetesState);
     checked(rr, &names)?;
+    checked_data_volumes(rr, &mut steps)?;
     Ok(steps)
 }
 
@@ -351,11 +401,13 @@ pub fn safety_policy(policy: &str) -> String {
 /// is a fine state to return to (it may be the disaster itself), and a safety backup never
 /// writes a canary marker into what it is about to protect.
 pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Asset, PlanError> {
-    let unsupported = || PlanError::RollbackUnsupported(asset.name.clone(), "kubernetesState");
+    let unsupported = |kind| PlanError::RollbackUnsupported(asset.name.clone(), kind);
     let source = match (target.map(|t| &t.to), &asset.source) {
         (None, AssetSource::KubernetesState(_)) | (Some(Target::KubernetesState(_)), _) => {
-            return Err(unsupported());
+            return Err(unsupported("kubernetesState"));
         }
+        // A new, empty data directory: there is nothing to go back to.
+        (Some(Target::DataVolume(_)), _) => return Err(unsupported("dataVolume")),
         // A safety backup is a dump whatever the asset: it is restored by the dump path.
         (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(PostgresAsset {
             allow_empty: true,
@@ -433,6 +485,10 @@ pub fn describe_target(asset: &Asset, target: Option<&RestoreTarget>) -> String 
         }
         Target::Redis(r) => format!("redis://{}:{}", r.connection.host, r.connection.port),
         Target::ObjectStorage(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint),
+        Target::DataVolume(d) => format!(
+            "pvc/{}/{} (UID {}), recovering to {} from the base backup before it",
+            d.claim_name, d.sub_path, d.run_as_user, d.point_in_time
+        ),
         Target::KubernetesState(k) => {
             let map: Vec<String> = k
                 .namespace_mapping
@@ -645,5 +701,106 @@ mod tests {
         assert_eq!(e.reason(), "RollbackUnsupported");
         assert!(e.to_string().contains("objects"), "{e}");
         assert_eq!(safety_policy("shop"), "shop_safety");
+    }
+
+    fn pitr_policy() -> BackupPolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "shop", "namespace": "prod"},
+            "spec": {
+                "schedule": "@daily",
+                "assets": [
+                    {"name": "orders", "canary": true, "postgres": {"host": "db", "user": "backup", "databases": ["orders"],
+                        "pointInTime": {"user": "archiver"}}},
+                    {"name": "plain", "postgres": {"host": "db", "user": "backup", "databases": ["plain"]}}
+                ],
+                "retention": {"keepLast": 7},
+                "destination": {"volume": {"claimName": "backups"}}
+            },
+            "status": {"assets": [
+                {"name": "orders", "lastSuccess": {"id": "20261201T010000Z", "snapshotTime": "2026-12-01T01:00:00Z",
+                    "startedAt": "2026-12-01T01:00:00Z", "finishedAt": "2026-12-01T01:00:00Z",
+                    "storedBytes": 1, "sha256": "00", "durationSeconds": 1.0}},
+                {"name": "plain", "lastSuccess": {"id": "20261201T010000Z", "snapshotTime": "2026-12-01T01:00:00Z",
+                    "startedAt": "2026-12-01T01:00:00Z", "finishedAt": "2026-12-01T01:00:00Z",
+                    "storedBytes": 1, "sha256": "00", "durationSeconds": 1.0}}
+            ]}
+        }))
+        .unwrap()
+    }
+
+    fn pitr_request(asset: &str, point_in_time: &str, extra: serde_json::Value) -> RestoreRequest {
+        let mut spec = serde_json::json!({
+            "source": {"policy": "shop"}, "assets": [asset],
+            "targets": [{"asset": asset, "dataVolume": {"claimName": "pgdata-new", "subPath": "pgdata",
+                "runAsUser": 999, "pointInTime": point_in_time}}]
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "to-instant", "namespace": "prod"}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_point_in_time_asset_restores_into_a_data_volume_without_its_canary_check() {
+        let rr = pitr_request("orders", "2026-12-01T01:30:00Z", serde_json::json!({}));
+        let steps = resolve(&rr, &pitr_policy()).unwrap();
+        assert_eq!(steps.len(), 1);
+        let step = &steps[0];
+        assert!(
+            !step.asset.canary,
+            "nothing serves the new data directory to check"
+        );
+        assert_eq!(
+            step.planned.target,
+            "pvc/pgdata-new/pgdata (UID 999), recovering to 2026-12-01T01:30:00Z from the base backup before it"
+        );
+        assert!(
+            resolve(
+                &pitr_request("orders", "latest", serde_json::json!({})),
+                &pitr_policy()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn what_a_data_volume_cannot_do_is_refused_with_a_reason() {
+        let p = pitr_policy();
+        let cases = [
+            (
+                pitr_request("plain", "latest", serde_json::json!({})),
+                "TargetUnsupported",
+            ),
+            (
+                pitr_request("orders", "2026-13-45T01:00:00Z", serde_json::json!({})),
+                "InvalidSpec",
+            ),
+            (
+                pitr_request(
+                    "orders",
+                    "latest",
+                    serde_json::json!({"rollbackOnFailure": true}),
+                ),
+                "RollbackUnsupported",
+            ),
+            (
+                pitr_request(
+                    "orders",
+                    "latest",
+                    serde_json::json!({"validation": {"checks": [
+                    {"name": "rows", "sql": {"asset": "orders", "database": "orders", "query": "SELECT 1", "expect": "1"}}]}}),
+                ),
+                "TargetUnsupported",
+            ),
+        ];
+        for (rr, reason) in cases {
+            let e = resolve(&rr, &p).unwrap_err();
+            assert_eq!(e.reason(), reason, "{e}");
+        }
     }
 }

@@ -386,6 +386,7 @@ mod tests {
                 safety_backup: None,
                 safety_backup_id: None,
                 rollback: None,
+                point_in_time: None,
             },
             scope: None,
         }
