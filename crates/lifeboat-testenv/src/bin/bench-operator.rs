@@ -116,7 +116,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 order.reverse();
             }
             for (name, path) in order {
-                let s = one_run(&cli, path, n).await?;
+                // Only lifeboat-operator takes a signing key (the peer makes no Jobs).
+                let signing = (*name == "lifeboat-operator").then_some(MASTER_KEY_SECRET);
+                let s = one_run(&cli, path, signing, n).await?;
                 eprintln!(
                     "bench-operator: {n} policies, {name}, run {}: converged in {:.1} s, peak RSS {:.0} MiB, \
                      CPU {:.1} s, {:.2} requests per policy; driver CPU {:.1} s, kube-apiserver CPU {:.1} s",
@@ -425,7 +427,15 @@ fn watch_progress(
     (rx, task)
 }
 
-async fn one_run(cli: &Cli, operator_bin: &Path, n: usize) -> Result<Sample, Error> {
+/// The master signing key Secret the driver makes for lifeboat-operator, in its namespace.
+const MASTER_KEY_SECRET: &str = "bench-master-key";
+
+async fn one_run(
+    cli: &Cli,
+    operator_bin: &Path,
+    signing_key_secret: Option<&str>,
+    n: usize,
+) -> Result<Sample, Error> {
     let ticks = clock_ticks();
     let cp = ControlPlane::start(true).await?;
     let client = cp.client().await?;
@@ -438,12 +448,33 @@ async fn one_run(cli: &Cli, operator_bin: &Path, n: usize) -> Result<Sample, Err
         .await
         .map_err(|e| err("creating the namespace", e))?;
 
+    // lifeboat-operator makes no Job (so no CronJob) without a master signing key: one in its
+    // own namespace, as the chart installs it; the key itself is not secret here.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), "default");
+    let master = serde_json::from_value(json!({
+        "metadata": {"name": MASTER_KEY_SECRET},
+        "stringData": {"key": "bench-operator-master-signing-key-not-a-secret-0123456789"}
+    }))
+    .map_err(|e| err("master key", e))?;
+    secrets
+        .create(&PostParams::default(), &master)
+        .await
+        .map_err(|e| err("creating the master signing key", e))?;
+
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| Error::Io("a free port".into(), e))?;
     let operator = Command::new(operator_bin)
-        .args(["--namespace", ns, "--metrics-addr"])
+        .args(["--namespace", ns])
+        .args(
+            signing_key_secret
+                .map(|name| ["--signing-key-secret", name])
+                .iter()
+                .flatten(),
+        )
+        .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
         .env("KUBECONFIG", cp.kubeconfig())
         .env("RUST_LOG", "warn")
