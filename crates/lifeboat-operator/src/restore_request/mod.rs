@@ -171,29 +171,12 @@ async fn catalog(
 ) -> Result<std::result::Result<lifeboat_api::agent_result::Catalog, Problem>> {
     let job = children::catalog_job(rr, location, &ctx.agent)?;
     let name = job.name_any();
-    let existing = Api::<Job>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&name)
-        .await
-        .map_err(Error::get::<Job>(&name))?
-        .filter(|j| {
-            j.owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == rr.uid().as_ref())
-        });
-    let Some(existing) = existing else {
-        match crate::signing_key::desired(ctx, ns).await {
-            Ok(secret) => found.signing_key = secret,
-            Err(Error::Problem(p)) => return Ok(Err(p)),
-            Err(e) => return Err(e),
+    let Some((existing, pods)) = owned_job_pods(rr, ctx, ns, &name).await? else {
+        if let Some(problem) = ask_for_job(ctx, ns, job, found).await? {
+            return Ok(Err(problem));
         }
-        found.reading_job = Some(job);
         return Ok(Err(Problem::ReadingCatalog(name)));
     };
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-        .await
-        .map_err(Error::list::<Pod>())?
-        .items;
     let Some(outcome) = outcome(&existing, &pods) else {
         return Ok(Err(Problem::ReadingCatalog(name)));
     };
@@ -215,6 +198,51 @@ async fn catalog(
     })
 }
 
+/// The request's own Job `name` and its pods, once it exists (a Job of that name that the
+/// request does not own is not its report).
+async fn owned_job_pods(
+    rr: &RestoreRequest,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Option<(Job, Vec<Pod>)>> {
+    let existing = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(Error::get::<Job>(name))?
+        .filter(|j| {
+            j.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == rr.uid().as_ref())
+        });
+    let Some(job) = existing else {
+        return Ok(None);
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
+        .await
+        .map_err(Error::list::<Pod>())?
+        .items;
+    Ok(Some((job, pods)))
+}
+
+/// Leaves a reading Job (catalog or plan) in `found` to be applied, with the namespace's
+/// signing key it mounts; without a master key that is the problem instead.
+async fn ask_for_job(
+    ctx: &Context,
+    ns: &str,
+    job: Job,
+    found: &mut Found,
+) -> Result<Option<Problem>> {
+    match crate::signing_key::desired(ctx, ns).await {
+        Ok(secret) => found.signing_key = secret,
+        Err(Error::Problem(p)) => return Ok(Some(p)),
+        Err(e) => return Err(e),
+    }
+    found.reading_job = Some(job);
+    Ok(None)
+}
+
 /// Each `dataVolume` step's plan, from its plan Job: what the agent chose (base backup, WAL,
 /// the time) once the Job finished well; else why there is none yet (the Job to apply is left
 /// in `found`, with the namespace's signing key it mounts) or none at all. Executing, the plan
@@ -234,33 +262,16 @@ async fn point_in_time_plans(
         }
         let job = children::plan_job(rr, policy, step, &ctx.agent)?;
         let name = job.name_any();
-        let existing = Api::<Job>::namespaced(ctx.client.clone(), ns)
-            .get_opt(&name)
-            .await
-            .map_err(Error::get::<Job>(&name))?
-            .filter(|j| {
-                j.owner_references()
-                    .iter()
-                    .any(|o| Some(&o.uid) == rr.uid().as_ref())
-            });
-        let existing = match existing {
-            Some(job) => job,
+        let (existing, pods) = match owned_job_pods(rr, ctx, ns, &name).await? {
+            Some(job_and_pods) => job_and_pods,
             None if rr.spec.execute => continue,
             None => {
-                match crate::signing_key::desired(ctx, ns).await {
-                    Ok(secret) => found.signing_key = secret,
-                    Err(Error::Problem(p)) => return Ok(Err(p)),
-                    Err(e) => return Err(e),
+                if let Some(problem) = ask_for_job(ctx, ns, job, found).await? {
+                    return Ok(Err(problem));
                 }
-                found.reading_job = Some(job);
                 return Ok(Err(Problem::PlanningPointInTime(name)));
             }
         };
-        let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-            .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}")))
-            .await
-            .map_err(Error::list::<Pod>())?
-            .items;
         let outcome = match outcome(&existing, &pods) {
             Some(o) => o,
             None if rr.spec.execute => continue,
