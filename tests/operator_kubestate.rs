@@ -193,25 +193,17 @@ async fn once_the_platform_allows_it_the_restore_runs_as_lifeboat_s_account_boun
         doc.kubernetes_state_scope,
         Some(namespaces(&[&h.ns, &other]))
     );
-    let ready = find(
-        &h.api::<RestoreRequest>()
-            .get("both")
-            .await
-            .unwrap()
-            .status
-            .unwrap()
-            .conditions,
-        types::READY,
-    )
-    .unwrap()
-    .clone();
-    assert!(
+    // The Job is applied before the status is written (apply, then status): wait for the write.
+    let rr = h.api::<RestoreRequest>();
+    h.until("the note on the ignored serviceAccountName", async || {
+        let status = rr.get("both").await.ok()?.status?;
+        let ready = find(&status.conditions, types::READY)?;
         ready
             .message
-            .contains("podTemplate.serviceAccountName is not used for Kubernetes-state assets"),
-        "{}",
-        ready.message
-    );
+            .contains("podTemplate.serviceAccountName is not used for Kubernetes-state assets")
+            .then_some(())
+    })
+    .await;
     // The account exists in the request's namespace and is bound in exactly the two namespaces.
     Api::<ServiceAccount>::namespaced(h.client.clone(), &h.ns)
         .get("lifeboat-kubestate-restore")

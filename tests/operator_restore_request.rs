@@ -190,8 +190,11 @@ async fn plan_first_then_restore_in_order_validate_and_measure_the_rto() {
         jobs.get_opt(&second).await.unwrap().is_none(),
         "assets are restored one after the other"
     );
-    let r = h.api::<RestoreRequest>().get("to-staging").await.unwrap();
-    assert_eq!(phase(&r), RestorePhase::Restoring);
+    // The Job is applied before the status is written: wait for the write.
+    restore_until(&h, "phase Restoring", "to-staging", |r| {
+        phase(r) == RestorePhase::Restoring
+    })
+    .await;
 
     h.finish_job(&first, &summary(Verb::Restore, "orders-db", true, vec![]))
         .await;
