@@ -39,6 +39,8 @@ pub struct Context {
     >,
     /// The master key the namespaces' signing keys are derived from; without it no Job is made.
     pub signing_key: Option<crate::signing_key::MasterKeySecret>,
+    /// What was last read of the master key and of each namespace's derived key.
+    pub signing_keys: crate::signing_key::KeyCache,
     /// Failed reconciles in a row per object (crate::controller::error_policy).
     pub failures: crate::controller::Failures,
 }
@@ -259,6 +261,7 @@ impl Context {
             jobs: ChildIndex::default(),
             drills: std::sync::OnceLock::new(),
             signing_key: None,
+            signing_keys: Default::default(),
             failures: Default::default(),
         }
     }

@@ -5,7 +5,9 @@
 //! every agent Job mounts to sign and check backup metadata. A namespace user who reads that
 //! Secret can sign only for its own namespace; the master key never leaves the operator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
 use k8s_openapi::ByteString;
@@ -87,10 +89,117 @@ fn derived_secret(namespace: &str, key: Vec<u8>) -> Secret {
     }
 }
 
+/// How long a reconcile that makes no Job may trust what the operator last read: the master
+/// key, and that a namespace holds its derived key. Shorter than the periodic resync, so every
+/// resync of a policy still reads both; a reconcile about to make a Job always reads them.
+pub const TRUST_FOR: Duration = Duration::from_secs(60);
+
+/// Whether a reconcile may use what [`KeyCache`] remembers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Read the master key and the namespace's Secret: the reconcile is about to make a Job that
+    /// signs with the key (a changed or deleted Secret is put back first).
+    Fresh,
+    /// A reconcile that makes no Job itself (a policy's CronJobs, whose Jobs start later): what
+    /// was read within [`TRUST_FOR`] will do. At thousands of policies this is what keeps a
+    /// reconcile from costing two Secret GETs (measured in docs/performance.md).
+    Recent,
+}
+
+/// What the operator last read of the signing keys, and when. Not a watch: the chart grants
+/// `get` on the one master key Secret by name, and a watch of every namespace's Secrets would
+/// need `list` on all of them.
+#[derive(Default)]
+pub struct KeyCache {
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    master: Option<(Vec<u8>, Instant)>,
+    /// Namespaces seen holding the key derived from `master` (cleared when it changes).
+    held: HashMap<String, Instant>,
+}
+
+impl KeyCache {
+    /// The master key read within [`TRUST_FOR`] of `now`.
+    fn master(&self, now: Instant) -> Option<Vec<u8>> {
+        let s = self.state.lock().ok()?;
+        let (key, at) = s.master.as_ref()?;
+        (now.saturating_duration_since(*at) < TRUST_FOR).then(|| key.clone())
+    }
+
+    /// Remembers the master key read at `now`; a different key forgets every namespace.
+    fn read_master(&self, key: &[u8], now: Instant) {
+        if let Ok(mut s) = self.state.lock() {
+            if s.master.as_ref().is_none_or(|(k, _)| k.as_slice() != key) {
+                s.held.clear();
+            }
+            s.master = Some((key.to_vec(), now));
+        }
+    }
+
+    /// Whether `namespace` was seen holding its key within [`TRUST_FOR`] of `now`.
+    fn holds(&self, namespace: &str, now: Instant) -> bool {
+        self.state.lock().is_ok_and(|s| {
+            s.held
+                .get(namespace)
+                .is_some_and(|at| now.saturating_duration_since(*at) < TRUST_FOR)
+        })
+    }
+
+    /// `namespace` holds the key derived from the current master key, as of `now`.
+    fn saw_held(&self, namespace: &str, now: Instant) {
+        if let Ok(mut s) = self.state.lock() {
+            s.held.insert(namespace.to_owned(), now);
+        }
+    }
+
+    /// Forgets `namespace` (its Secret is about to be written, or could not be).
+    fn forget(&self, namespace: &str) {
+        if let Ok(mut s) = self.state.lock() {
+            s.held.remove(namespace);
+        }
+    }
+}
+
 /// The derived key Secret `namespace` must hold before a Job there needs it: read the master
 /// key, derive, and compare with what the namespace holds. `Ok(None)` when it holds it already;
 /// without a master key it is [`Problem::SigningKeyMissing`], and the caller creates no Job.
-pub async fn desired(ctx: &Context, namespace: &str) -> Result<Option<Secret>> {
+/// With [`Check::Recent`], what was read within [`TRUST_FOR`] stands in for both reads.
+pub async fn desired(ctx: &Context, namespace: &str, check: Check) -> Result<Option<Secret>> {
+    let now = Instant::now();
+    let cache = &ctx.signing_keys;
+    if check == Check::Recent && cache.master(now).is_some() && cache.holds(namespace, now) {
+        return Ok(None);
+    }
+    let master = match cache.master(now).filter(|_| check == Check::Recent) {
+        Some(key) => key,
+        None => {
+            let key = read_master(ctx).await?;
+            cache.read_master(&key, now);
+            key
+        }
+    };
+    let key = derive(&master, namespace)?;
+    let current = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(SIGNING_KEY_SECRET)
+        .await
+        .map_err(Error::get::<Secret>(SIGNING_KEY_SECRET))?;
+    let held = current
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(SIGNING_KEY_KEY).cloned())
+        .is_some_and(|k| k.0 == key);
+    if held {
+        cache.saw_held(namespace, now);
+        return Ok(None);
+    }
+    cache.forget(namespace);
+    Ok(Some(derived_secret(namespace, key)))
+}
+
+/// The master key's bytes, read from its Secret.
+async fn read_master(ctx: &Context) -> Result<Vec<u8>> {
     let missing = |why: String| Error::Problem(Problem::SigningKeyMissing(why));
     let master = ctx.signing_key.as_ref().ok_or_else(|| {
         missing(
@@ -113,28 +222,17 @@ pub async fn desired(ctx: &Context, namespace: &str) -> Result<Option<Secret>> {
         other => other.map_err(Error::get::<Secret>(&master.name))?,
     }
     .ok_or_else(|| missing(format!("the master key Secret {place} does not exist")))?;
-    let bytes = secret
+    secret
         .data
         .as_ref()
         .and_then(|d| d.get(SIGNING_KEY_KEY))
-        .map(|b| b.0.as_slice())
+        .map(|b| b.0.clone())
         .filter(|b| b.len() >= MIN_MASTER_BYTES)
         .ok_or_else(|| {
             missing(format!(
-                "the master key Secret {}/{} has no key {SIGNING_KEY_KEY:?} of at least {MIN_MASTER_BYTES} bytes",
-                master.namespace, master.name
+                "the master key Secret {place} has no key {SIGNING_KEY_KEY:?} of at least {MIN_MASTER_BYTES} bytes"
             ))
-        })?;
-    let key = derive(bytes, namespace)?;
-    let current = Api::<Secret>::namespaced(ctx.client.clone(), namespace)
-        .get_opt(SIGNING_KEY_SECRET)
-        .await
-        .map_err(Error::get::<Secret>(SIGNING_KEY_SECRET))?;
-    let held = current
-        .and_then(|s| s.data)
-        .and_then(|d| d.get(SIGNING_KEY_KEY).cloned())
-        .is_some_and(|k| k.0 == key);
-    Ok((!held).then(|| derived_secret(namespace, key)))
+        })
 }
 
 /// Applies a derived key Secret [`desired`] returned.
@@ -152,6 +250,7 @@ pub async fn apply(ctx: &Context, secret: &Secret) -> Result<()> {
         )
         .await
         .map_err(Error::apply::<Secret>(SIGNING_KEY_SECRET))?;
+    ctx.signing_keys.saw_held(namespace, Instant::now());
     Ok(())
 }
 
@@ -171,6 +270,42 @@ mod tests {
         assert_ne!(a, derive(&[8u8; 32], "team-a").unwrap());
         // The separator: "team" + "-a" is not confused with another split of the same bytes.
         assert_ne!(derive(&master, "team").unwrap(), a);
+    }
+
+    #[test]
+    fn what_was_read_is_trusted_for_a_while_and_a_new_master_key_forgets_every_namespace() {
+        let cache = KeyCache::default();
+        let t0 = Instant::now();
+        assert_eq!(cache.master(t0), None, "nothing read yet");
+        assert!(!cache.holds("shop", t0));
+
+        cache.read_master(&[1; 32], t0);
+        cache.saw_held("shop", t0);
+        let soon = t0 + TRUST_FOR - Duration::from_secs(1);
+        assert_eq!(cache.master(soon), Some(vec![1; 32]));
+        assert!(cache.holds("shop", soon));
+        assert!(
+            !cache.holds("billing", soon),
+            "another namespace was never seen"
+        );
+
+        let later = t0 + TRUST_FOR;
+        assert_eq!(cache.master(later), None, "read again after TRUST_FOR");
+        assert!(!cache.holds("shop", later));
+
+        // The same master read again keeps what namespaces hold; a rotated one drops it all.
+        cache.read_master(&[1; 32], soon);
+        assert!(cache.holds("shop", soon));
+        cache.read_master(&[2; 32], soon);
+        assert!(
+            !cache.holds("shop", soon),
+            "its key was derived from the old master"
+        );
+        assert_eq!(cache.master(soon), Some(vec![2; 32]));
+
+        cache.saw_held("shop", soon);
+        cache.forget("shop");
+        assert!(!cache.holds("shop", soon));
     }
 
     #[test]

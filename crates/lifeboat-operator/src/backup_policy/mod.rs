@@ -36,6 +36,7 @@ use crate::error::{Error, Problem, Result};
 use crate::jobs::{JobOutcome, outcome};
 use crate::kubestate::{self, Access};
 use crate::names;
+use crate::signing_key;
 
 const KIND: &str = "BackupPolicy";
 
@@ -55,8 +56,9 @@ pub async fn reconcile(
     let now = Timestamp::now();
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
-    let (mut problem, signing_key) = observe(policy, &ctx, &ns).await?;
-    let token = new_backup_now_token(policy).filter(|_| problem.is_none());
+    let token = new_backup_now_token(policy);
+    let (mut problem, signing_key) = observe(policy, &ctx, &ns, token.is_some()).await?;
+    let token = token.filter(|_| problem.is_none());
     if problem.is_none()
         && let Err(e) = apply_children(policy, &ctx, &ns, signing_key, token.as_deref()).await
     {
@@ -112,11 +114,13 @@ pub use controller::error_policy;
 
 /// What a policy needs before its children can be applied: a schedule croner takes, S3
 /// locations the platform's identity setting allows, and the namespace's signing key (the
-/// Secret to apply when it is missing or stale). A problem with any is returned, not raised.
+/// Secret to apply when it is missing or stale; read afresh when `makes_job`, for the on-demand
+/// Jobs about to sign with it). A problem with any is returned, not raised.
 async fn observe(
     policy: &BackupPolicy,
     ctx: &Context,
     ns: &str,
+    makes_job: bool,
 ) -> Result<(Option<Problem>, Option<Secret>)> {
     if let Err(e) = CronSchedule::parse(&policy.spec.schedule, policy.spec.time_zone.as_deref()) {
         return Ok((Some(Problem::InvalidSchedule(e.to_string())), None));
@@ -127,7 +131,12 @@ async fn observe(
     ) {
         return Ok((Some(refused.into()), None));
     }
-    match crate::signing_key::desired(ctx, ns).await {
+    let check = if makes_job {
+        signing_key::Check::Fresh
+    } else {
+        signing_key::Check::Recent
+    };
+    match signing_key::desired(ctx, ns, check).await {
         Ok(secret) => Ok((None, secret)),
         Err(Error::Problem(p)) => Ok((Some(p), None)),
         Err(e) => Err(e),

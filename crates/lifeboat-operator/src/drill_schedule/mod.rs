@@ -123,7 +123,8 @@ async fn observe(ds: &DrillSchedule, ctx: &Context, now: Timestamp) -> Result<(O
         return Ok((seen, found));
     }
     // The drill's backup and evidence Jobs mount the namespace's signing key.
-    let ready = match crate::signing_key::desired(ctx, &ns).await {
+    let ready = match crate::signing_key::desired(ctx, &ns, crate::signing_key::Check::Fresh).await
+    {
         Ok(secret) => staging::observe(ds, ctx).await.map(|s| (secret, s)),
         Err(e) => Err(e),
     };

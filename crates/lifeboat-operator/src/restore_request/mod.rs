@@ -145,7 +145,7 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
         return Ok((seen, found));
     }
     // Executing: every Job mounts the namespace's signing key, which must exist first.
-    match crate::signing_key::desired(ctx, &ns).await {
+    match crate::signing_key::desired(ctx, &ns, crate::signing_key::Check::Fresh).await {
         Ok(secret) => found.signing_key = secret,
         Err(Error::Problem(p)) => {
             seen.plan = Err(p);
@@ -234,7 +234,7 @@ async fn ask_for_job(
     job: Job,
     found: &mut Found,
 ) -> Result<Option<Problem>> {
-    match crate::signing_key::desired(ctx, ns).await {
+    match crate::signing_key::desired(ctx, ns, crate::signing_key::Check::Fresh).await {
         Ok(secret) => found.signing_key = secret,
         Err(Error::Problem(p)) => return Ok(Some(p)),
         Err(e) => return Err(e),
