@@ -11,13 +11,14 @@ mod harness;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use harness::harness;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_result::{AgentSummary, ErrorClass, SUMMARY_VERSION, Verb};
 use lifeboat_api::conditions::{find, types};
@@ -61,6 +62,80 @@ fn summary(asset: &str, ok: bool, snapshot: Timestamp) -> AgentSummary {
 fn condition(p: &BackupPolicy, type_: &str) -> Option<(String, String)> {
     let s = p.status.as_ref()?;
     find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+/// A new policy's status is written once: its Events go out after that write, and stay listed in
+/// `pendingEvents` until the next write the status needs anyway drops them. A restarted operator,
+/// which does not remember publishing them, does not publish them twice (their names answer 409).
+#[tokio::test]
+async fn a_new_policy_costs_one_status_write_and_its_events_go_out_once_across_a_restart() {
+    let h = harness("bp-once").await;
+    h.secret("db-creds").await;
+    let policies = h.api::<BackupPolicy>();
+    // Every change of the policy from before it exists: its creation, then each status write.
+    let mut changes = policies
+        .watch(&WatchParams::default().fields("metadata.name=shop"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    h.apply_policy("shop", spec()).await;
+    h.expect_events("Scheduled", 1).await;
+    h.expect_events("NoBackupYet", 1).await;
+    let mut versions = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(3), changes.next()).await {
+        match event.unwrap() {
+            WatchEvent::Added(p) | WatchEvent::Modified(p) => {
+                versions.push((p.resource_version(), p.status.is_some()))
+            }
+            WatchEvent::Bookmark(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let writes = versions.iter().filter(|(_, status)| *status).count();
+    assert_eq!(writes, 1, "status writes: {versions:?}");
+    let listed = |p: &BackupPolicy| -> Vec<String> {
+        p.status
+            .as_ref()
+            .unwrap()
+            .pending_events
+            .iter()
+            .map(|e| e.id.clone())
+            .collect()
+    };
+    let before = listed(&policies.get("shop").await.unwrap());
+    assert!(
+        before
+            .iter()
+            .any(|id| id.starts_with("Ready/True/Scheduled/")),
+        "the published Events stay listed until the next write: {before:?}"
+    );
+
+    // Restarted, it reconciles the policy again: nothing is published twice.
+    let h = h.restart().await;
+    policies
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.expect_events("Scheduled", 1).await;
+    h.expect_events("NoBackupYet", 1).await;
+
+    // The next change of the status is written without them.
+    let snapshot = Timestamp::now() - jiff::SignedDuration::from_secs(60);
+    h.run_cronjob("shop-orders-db", "shop-orders-db-1").await;
+    h.finish_job("shop-orders-db-1", &summary("orders-db", true, snapshot))
+        .await;
+    h.expect_events("BackupSucceeded", 1).await;
+    let after = listed(&policies.get("shop").await.unwrap());
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "dropped by the next write: {after:?}"
+    );
+    h.expect_events("Scheduled", 1).await;
 }
 
 #[tokio::test]

@@ -41,6 +41,8 @@ pub struct Context {
     pub signing_key: Option<crate::signing_key::MasterKeySecret>,
     /// What was last read of the master key and of each namespace's derived key.
     pub signing_keys: crate::signing_key::KeyCache,
+    /// The BackupPolicies' Events published by this process that their stored status still lists.
+    pub published: crate::effects::Published,
     /// Failed reconciles in a row per object (crate::controller::error_policy).
     pub failures: crate::controller::Failures,
 }
@@ -262,6 +264,7 @@ impl Context {
             drills: std::sync::OnceLock::new(),
             signing_key: None,
             signing_keys: Default::default(),
+            published: Default::default(),
             failures: Default::default(),
         }
     }

@@ -7,6 +7,11 @@
 //! create of the same name answers 409: already published. Never before the status write, never
 //! twice. (kube-runtime's `Recorder` names Events by time and folds repeats into a series: a
 //! retry would count twice.)
+//!
+//! BackupPolicies, thousands per cluster, skip the write that takes published Events out of the
+//! status ([`Published`]): the operator remembers what it published, the next write the status
+//! needs anyway drops them, and after a restart the 409 above keeps them from being published
+//! twice. One status write per transition instead of two (docs/performance.md).
 
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
@@ -124,9 +129,94 @@ where
     Ok(published)
 }
 
+/// The Events this process published that the stored status of their object may still list,
+/// by the object's uid. Not the source of truth (the status and the Events' names are): it spares
+/// a status write per transition, and a restart only costs a 409 per Event still listed.
+#[derive(Default)]
+pub struct Published {
+    by_uid: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
+}
+
+impl Published {
+    /// The ids of `uid`'s Events published by this process and maybe still listed.
+    pub fn of(&self, uid: &str) -> std::collections::BTreeSet<String> {
+        self.by_uid
+            .lock()
+            .ok()
+            .and_then(|m| m.get(uid).cloned())
+            .unwrap_or_default()
+    }
+
+    /// `now` were just published; `listed` is what the stored status lists. Remembers the
+    /// published ones still listed, and nothing for `uid` once none is.
+    pub fn settle<'a>(
+        &self,
+        uid: &str,
+        now: impl IntoIterator<Item = String>,
+        listed: impl IntoIterator<Item = &'a str>,
+    ) {
+        let Ok(mut m) = self.by_uid.lock() else {
+            return;
+        };
+        let mut known = m.remove(uid).unwrap_or_default();
+        known.extend(now);
+        let listed: std::collections::BTreeSet<&str> = listed.into_iter().collect();
+        known.retain(|id| listed.contains(id.as_str()));
+        if !known.is_empty() {
+            m.insert(uid.to_owned(), known);
+        }
+    }
+
+    /// Forgets every object whose uid `live` does not hold (deleted ones).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut m) = self.by_uid.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+    }
+}
+
+/// `pending` without the Events `published` names.
+pub fn unpublished(
+    pending: &[PendingEvent],
+    published: &std::collections::BTreeSet<String>,
+) -> Vec<PendingEvent> {
+    pending
+        .iter()
+        .filter(|e| !published.contains(&e.id))
+        .cloned()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_events_are_remembered_while_the_status_lists_them() {
+        let p = Published::default();
+        assert!(p.of("u1").is_empty());
+        p.settle("u1", ["a".to_owned(), "b".to_owned()], ["a", "b", "c"]);
+        assert_eq!(p.of("u1").into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        // A write dropped "a": it is forgotten; "c" was never published here.
+        p.settle("u1", [], ["b", "c"]);
+        assert_eq!(p.of("u1").into_iter().collect::<Vec<_>>(), ["b"]);
+        // Nothing listed any more: nothing kept for the object.
+        p.settle("u1", ["c".to_owned()], []);
+        assert!(p.of("u1").is_empty());
+        assert!(p.by_uid.lock().unwrap().is_empty());
+        // Deleted objects are forgotten.
+        p.settle("u2", ["x".to_owned()], ["x"]);
+        p.settle("u3", ["y".to_owned()], ["y"]);
+        p.retain(&["u3".to_owned()].into_iter().collect());
+        assert!(p.of("u2").is_empty());
+        assert_eq!(p.of("u3").len(), 1);
+        let e = |id: &str| event(id, EventType::Normal, "R", "A", "n");
+        let left = unpublished(&[e("x"), e("y")], &p.of("u3"));
+        assert_eq!(
+            left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["x"]
+        );
+    }
 
     #[test]
     fn an_event_decided_twice_is_owed_once_and_the_list_is_bounded() {

@@ -134,6 +134,20 @@ pub async fn run_backup_policies(
         ctx.metrics.clone(),
         metrics::Owner::Policy,
     ));
+    // What is remembered of deleted policies' published Events goes on the same rhythm.
+    let forget_store = policy_store.clone();
+    let forget_ctx = ctx.clone();
+    let forgetter = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(controller::requeue::METRICS_SWEEP).await;
+            let live = forget_store
+                .state()
+                .iter()
+                .filter_map(|p| p.uid())
+                .collect();
+            forget_ctx.published.retain(&live);
+        }
+    });
     Controller::for_stream(policies, policy_store)
         .owns_stream(cronjobs)
         .owns_stream(archivers)
@@ -166,6 +180,7 @@ pub async fn run_backup_policies(
         .await;
     drills.abort();
     sweeper.abort();
+    forgetter.abort();
 }
 
 /// Runs the RestoreRequest controller until `shutdown` resolves (scoped like the policies').

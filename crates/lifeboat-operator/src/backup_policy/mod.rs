@@ -10,6 +10,7 @@ pub mod archiver;
 pub mod cronjob;
 pub mod status;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -74,8 +75,11 @@ pub async fn reconcile(
     };
     let handled = token.filter(|_| problem.is_none());
     let lags = archive_lags(policy, archivers.as_deref(), now);
+    // Decided from the status without the Events already published: dropping them alone is not
+    // worth a write (crate::effects::Published).
+    let seen = without_published(policy, &ctx);
     let mut decision = status::decide(
-        policy,
+        &seen,
         &outcomes,
         problem.as_ref(),
         handled,
@@ -90,12 +94,15 @@ pub async fn reconcile(
     let archiver_down = conditions::status(&decision.status.conditions, types::ARCHIVER_READY)
         == Some(Status::False);
     if note_ignored_account(policy, &mut decision.status) || archiver_changed {
-        decision.changed = Some(&decision.status) != policy.status.as_ref();
+        decision.changed = Some(&decision.status) != seen.status.as_ref();
     }
-    if decision.changed {
+    let stored = if decision.changed {
         ctx.apply_status(policy, &decision.status).await?;
-    }
-    perform(policy, &ctx, &decision.status).await?;
+        Some(&decision.status)
+    } else {
+        policy.status.as_ref()
+    };
+    perform(policy, &ctx, stored).await?;
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
     // The master key may appear any moment (the platform team restores it): look again soon.
@@ -153,16 +160,45 @@ fn new_backup_now_token(policy: &BackupPolicy) -> Option<String> {
     (!token.is_empty() && Some(token) != already).then(|| token.clone())
 }
 
-/// What the written status owes: its Events, then the status without them.
-async fn perform(policy: &BackupPolicy, ctx: &Context, written: &BackupPolicyStatus) -> Result<()> {
-    if written.pending_events.is_empty() {
+/// The policy as decide sees it: its stored status without the Events this process published.
+fn without_published<'a>(policy: &'a BackupPolicy, ctx: &Context) -> Cow<'a, BackupPolicy> {
+    let published = policy
+        .uid()
+        .map(|u| ctx.published.of(&u))
+        .unwrap_or_default();
+    match &policy.status {
+        Some(s) if s.pending_events.iter().any(|e| published.contains(&e.id)) => {
+            let mut seen = policy.clone();
+            if let Some(s) = seen.status.as_mut() {
+                s.pending_events = crate::effects::unpublished(&s.pending_events, &published);
+            }
+            Cow::Owned(seen)
+        }
+        _ => Cow::Borrowed(policy),
+    }
+}
+
+/// Publishes the Events the stored status owes that this process has not published yet. The
+/// status is not written again to drop them: the next write that is needed anyway does.
+async fn perform(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    stored: Option<&BackupPolicyStatus>,
+) -> Result<()> {
+    let (Some(uid), Some(stored)) = (policy.uid(), stored) else {
+        return Ok(());
+    };
+    let listed = || stored.pending_events.iter().map(|e| e.id.as_str());
+    let owed = crate::effects::unpublished(&stored.pending_events, &ctx.published.of(&uid));
+    if owed.is_empty() {
+        ctx.published.settle(&uid, [], listed());
         return Ok(());
     }
-    let published = crate::effects::publish(ctx, policy, &written.pending_events).await?;
-    let mut after = written.clone();
-    after.pending_events.retain(|e| !published.contains(&e.id));
-    ctx.apply_status(policy, &after).await?;
-    Ok(())
+    let published = crate::effects::publish(ctx, policy, &owed).await;
+    // After a failure nothing is remembered: what went out before it answers 409 next time.
+    let now = published.as_ref().map(Clone::clone).unwrap_or_default();
+    ctx.published.settle(&uid, now, listed());
+    published.map(|_| ())
 }
 
 /// Outcomes of the policy's finished Jobs (scheduled and on-demand), with their pods' reports.
