@@ -485,7 +485,11 @@ pub fn events(
             continue;
         };
         let was = conditions::find(&old.conditions, type_);
-        if was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
+        // A derived condition that starts out True says nothing the status does not: its Event
+        // would be one more per new policy (thousands at once, docs/performance.md). Ready's first
+        // state, a warning, and every later change still get theirs.
+        let quiet_start = was.is_none() && type_ != types::READY && Status::of(c) == Status::True;
+        if !quiet_start && was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
             let kind = if Status::of(c) == Status::True {
                 EventType::Normal
             } else {
@@ -719,6 +723,84 @@ mod tests {
     fn with_status(mut p: BackupPolicy, d: &Decision) -> BackupPolicy {
         p.status = Some(d.status.clone());
         p
+    }
+
+    #[test]
+    fn a_derived_condition_that_starts_true_owes_no_event_but_its_changes_do() {
+        let events_of = |d: &Decision| -> Vec<String> {
+            d.status
+                .pending_events
+                .iter()
+                .map(|e| e.id.split('/').take(3).collect::<Vec<_>>().join("/"))
+                .collect()
+        };
+        let now = at("2026-11-24T10:00:00Z");
+        let p = policy(Some("1h"));
+        let first = decide(
+            &p,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        );
+        let achievable = find(&first.status.conditions, types::RPO_ACHIEVABLE).unwrap();
+        assert_eq!(achievable.status, "True", "an hourly schedule can meet 1h");
+        let owed = events_of(&first);
+        assert!(
+            owed.iter().any(|e| e.starts_with("Ready/True/")),
+            "{owed:?}"
+        );
+        assert!(
+            owed.iter().any(|e| e.starts_with("RPOMet/False/")),
+            "{owed:?}"
+        );
+        assert!(
+            !owed.iter().any(|e| e.starts_with("RPOAchievable/")),
+            "{owed:?}"
+        );
+
+        // The objective tightened below what the schedule allows: a Warning.
+        let mut stored = p.clone();
+        let mut status = first.status.clone();
+        status.pending_events.clear();
+        stored.status = Some(status);
+        stored.spec.objectives = policy(Some("15m")).spec.objectives;
+        let tighter = decide(
+            &stored,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        );
+        let owed = events_of(&tighter);
+        assert!(
+            owed.iter().any(|e| e.starts_with("RPOAchievable/False/")),
+            "{owed:?}"
+        );
+
+        // And back: that change is news too.
+        let mut status = tighter.status.clone();
+        status.pending_events.clear();
+        stored.status = Some(status);
+        stored.spec.objectives = p.spec.objectives.clone();
+        let back = decide(
+            &stored,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        );
+        let owed = events_of(&back);
+        assert!(
+            owed.iter().any(|e| e.starts_with("RPOAchievable/True/")),
+            "{owed:?}"
+        );
     }
 
     #[test]
