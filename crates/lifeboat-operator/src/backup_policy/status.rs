@@ -171,7 +171,8 @@ fn rpo_met(
         .iter()
         .filter_map(|(name, t, _)| t.map(|t| ((*name).to_owned(), t)))
         .collect();
-    let (met, reason, message, crossing) = rpo_verdict(&points, objective, now);
+    let was = conditions::find(&old.conditions, types::RPO_MET);
+    let (met, reason, message, crossing) = rpo_verdict(&points, objective, was, now);
     // The message carries the age at the last transition only: rewriting it as time passes
     // would be a status write per reconcile.
     let keep_message = old
@@ -227,10 +228,14 @@ fn rpo_points<'a>(
 }
 
 /// Whether the worst point meets `objective` seconds now, with the reason, the message and,
-/// when met, how long until it no longer is.
+/// when met (or not yet due), how long until it no longer is. An asset without a backup is
+/// `NoBackupYet` (or `NoVerifiedBackupYet`) for one objective from when it was first seen
+/// without one (`was`, the condition as stored), then `ObjectiveMissed`: a policy whose backups
+/// never run is missed, not waiting forever.
 fn rpo_verdict(
     points: &[(&str, Option<Timestamp>, bool)],
     objective: u64,
+    was: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     now: Timestamp,
 ) -> (bool, &'static str, String, Option<Duration>) {
     let missing = points.iter().find(|p| p.1.is_none());
@@ -239,24 +244,9 @@ fn rpo_verdict(
         .filter_map(|(_, t, v)| t.map(|t| (t, *v)))
         .min_by_key(|p| p.0);
     let (t, what) = match (missing, worst) {
-        (Some((name, _, true)), _) => {
-            return (
-                false,
-                "NoVerifiedBackupYet",
-                format!("asset {name} has no backup a drill restored and validated yet"),
-                None,
-            );
-        }
-        (Some(_), _) | (None, None) => {
-            return (
-                false,
-                "NoBackupYet",
-                "an asset has no good backup yet".to_owned(),
-                None,
-            );
-        }
         (None, Some((t, true))) => (t, "newest verified backup"),
         (None, Some((t, false))) => (t, "newest good backup"),
+        (missing, _) => return waiting(missing, objective, was, now),
     };
     let age = seconds_between(t, now);
     let message = format!(
@@ -270,6 +260,42 @@ fn rpo_verdict(
     } else {
         (false, "ObjectiveMissed", message, None)
     }
+}
+
+/// [`rpo_verdict`] while an asset has no backup to measure from.
+fn waiting(
+    missing: Option<&(&str, Option<Timestamp>, bool)>,
+    objective: u64,
+    was: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    now: Timestamp,
+) -> (bool, &'static str, String, Option<Duration>) {
+    let (reason, what) = match missing {
+        Some((name, _, true)) => (
+            "NoVerifiedBackupYet",
+            format!("asset {name} has no backup a drill restored and validated"),
+        ),
+        Some((name, _, false)) => ("NoBackupYet", format!("asset {name} has no good backup")),
+        None => ("NoBackupYet", "no asset has a good backup".to_owned()),
+    };
+    // How long it has been waiting: since the stored condition started waiting, if it was.
+    let waited = match was {
+        Some(c)
+            if Status::of(c) == Status::False
+                && matches!(c.reason.as_str(), "NoBackupYet" | "NoVerifiedBackupYet") =>
+        {
+            seconds_between(c.last_transition_time.0, now)
+        }
+        Some(c) if Status::of(c) == Status::False && c.reason == "ObjectiveMissed" => {
+            objective.saturating_add(1)
+        }
+        _ => 0,
+    };
+    if waited > objective {
+        let message = format!("{what}, longer than the objective {}", human(objective));
+        return (false, "ObjectiveMissed", message, None);
+    }
+    let due = Duration::from_secs(objective - waited + 1);
+    (false, reason, format!("{what} yet"), Some(due))
 }
 
 fn asset_status(name: &str, previous: Option<AssetStatus>, outcomes: &[JobOutcome]) -> AssetStatus {
@@ -485,10 +511,15 @@ pub fn events(
             continue;
         };
         let was = conditions::find(&old.conditions, type_);
-        // A derived condition that starts out True says nothing the status does not: its Event
-        // would be one more per new policy (thousands at once, docs/performance.md). Ready's first
-        // state, a warning, and every later change still get theirs.
-        let quiet_start = was.is_none() && type_ != types::READY && Status::of(c) == Status::True;
+        // A derived condition that starts out True, or waiting for a first backup (RPOMet,
+        // until one objective has passed: then `ObjectiveMissed` is a change and has its Event),
+        // says nothing about a new policy the status does not; its Event would be one more per
+        // policy (thousands at once, docs/performance.md). Ready's first state, a problem, and
+        // every later change still get theirs.
+        let quiet_start = was.is_none()
+            && type_ != types::READY
+            && (Status::of(c) == Status::True
+                || matches!(c.reason.as_str(), "NoBackupYet" | "NoVerifiedBackupYet"));
         if !quiet_start && was.is_none_or(|w| w.status != c.status || w.reason != c.reason) {
             let kind = if Status::of(c) == Status::True {
                 EventType::Normal
@@ -726,7 +757,58 @@ mod tests {
     }
 
     #[test]
-    fn a_derived_condition_that_starts_true_owes_no_event_but_its_changes_do() {
+    fn an_asset_without_a_backup_waits_one_objective_then_the_objective_is_missed() {
+        let p = policy(Some("1h"));
+        let created = at("2026-11-24T10:00:00Z");
+        let none = Verification::default();
+        let lags = ArchiveLags::new();
+        let rpo = |d: &Decision| {
+            let c = find(&d.status.conditions, types::RPO_MET).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let stored = |d: &Decision| {
+            let mut q = p.clone();
+            let mut s = d.status.clone();
+            s.pending_events.clear();
+            q.status = Some(s);
+            q
+        };
+        let first = decide(&p, &[], None, None, &none, &lags, created);
+        let (_, reason, message) = rpo(&first);
+        assert_eq!(reason, "NoBackupYet");
+        assert!(
+            message.contains("asset db has no good backup yet"),
+            "{message}"
+        );
+        // Within the hour: still waiting, no write, looked at again when the hour is up.
+        let later = created + jiff::SignedDuration::from_secs(3500);
+        let still = decide(&stored(&first), &[], None, None, &none, &lags, later);
+        assert!(!still.changed, "{:?}", still.status);
+        assert_eq!(still.requeue_after, Duration::from_secs(101));
+        // Past it: missed, with a Warning, and missed it stays.
+        let past = created + jiff::SignedDuration::from_secs(3601);
+        let missed = decide(&stored(&first), &[], None, None, &none, &lags, past);
+        let (status, reason, _) = rpo(&missed);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "ObjectiveMissed")
+        );
+        assert!(
+            missed
+                .status
+                .pending_events
+                .iter()
+                .any(|e| e.id.starts_with("RPOMet/False/ObjectiveMissed/")),
+            "{:?}",
+            missed.status.pending_events
+        );
+        let after = past + jiff::SignedDuration::from_secs(60);
+        let again = decide(&stored(&missed), &[], None, None, &none, &lags, after);
+        assert!(!again.changed, "{:?}", again.status);
+    }
+
+    #[test]
+    fn a_derived_condition_that_starts_true_or_waiting_owes_no_event_but_its_changes_do() {
         let events_of = |d: &Decision| -> Vec<String> {
             d.status
                 .pending_events
@@ -753,8 +835,8 @@ mod tests {
             "{owed:?}"
         );
         assert!(
-            owed.iter().any(|e| e.starts_with("RPOMet/False/")),
-            "{owed:?}"
+            !owed.iter().any(|e| e.starts_with("RPOMet/")),
+            "waiting for a first backup is not news: {owed:?}"
         );
         assert!(
             !owed.iter().any(|e| e.starts_with("RPOAchievable/")),
