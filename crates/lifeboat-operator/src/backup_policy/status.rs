@@ -756,24 +756,46 @@ mod tests {
         p
     }
 
+    /// `decide` with no problem, token, verification or archive.
+    fn decide_at(p: &BackupPolicy, now: Timestamp) -> Decision {
+        decide(
+            p,
+            &[],
+            None,
+            None,
+            &Verification::default(),
+            &ArchiveLags::new(),
+            now,
+        )
+    }
+
+    /// `p` as stored once `d` is written and its Events published.
+    fn written(p: &BackupPolicy, d: &Decision) -> BackupPolicy {
+        let mut q = p.clone();
+        let mut status = d.status.clone();
+        status.pending_events.clear();
+        q.status = Some(status);
+        q
+    }
+
+    /// The `type/status/reason` of each Event `d` owes.
+    fn owed(d: &Decision) -> Vec<String> {
+        d.status
+            .pending_events
+            .iter()
+            .map(|e| e.id.split('/').take(3).collect::<Vec<_>>().join("/"))
+            .collect()
+    }
+
     #[test]
     fn an_asset_without_a_backup_waits_one_objective_then_the_objective_is_missed() {
         let p = policy(Some("1h"));
         let created = at("2026-11-24T10:00:00Z");
-        let none = Verification::default();
-        let lags = ArchiveLags::new();
         let rpo = |d: &Decision| {
             let c = find(&d.status.conditions, types::RPO_MET).unwrap();
             (c.status.clone(), c.reason.clone(), c.message.clone())
         };
-        let stored = |d: &Decision| {
-            let mut q = p.clone();
-            let mut s = d.status.clone();
-            s.pending_events.clear();
-            q.status = Some(s);
-            q
-        };
-        let first = decide(&p, &[], None, None, &none, &lags, created);
+        let first = decide_at(&p, created);
         let (_, reason, message) = rpo(&first);
         assert_eq!(reason, "NoBackupYet");
         assert!(
@@ -781,108 +803,49 @@ mod tests {
             "{message}"
         );
         // Within the hour: still waiting, no write, looked at again when the hour is up.
-        let later = created + jiff::SignedDuration::from_secs(3500);
-        let still = decide(&stored(&first), &[], None, None, &none, &lags, later);
+        let still = decide_at(
+            &written(&p, &first),
+            created + jiff::SignedDuration::from_secs(3500),
+        );
         assert!(!still.changed, "{:?}", still.status);
         assert_eq!(still.requeue_after, Duration::from_secs(101));
         // Past it: missed, with a Warning, and missed it stays.
         let past = created + jiff::SignedDuration::from_secs(3601);
-        let missed = decide(&stored(&first), &[], None, None, &none, &lags, past);
+        let missed = decide_at(&written(&p, &first), past);
         let (status, reason, _) = rpo(&missed);
         assert_eq!(
             (status.as_str(), reason.as_str()),
             ("False", "ObjectiveMissed")
         );
-        assert!(
-            missed
-                .status
-                .pending_events
-                .iter()
-                .any(|e| e.id.starts_with("RPOMet/False/ObjectiveMissed/")),
-            "{:?}",
-            missed.status.pending_events
+        assert!(owed(&missed).contains(&"RPOMet/False/ObjectiveMissed".to_owned()));
+        let again = decide_at(
+            &written(&p, &missed),
+            past + jiff::SignedDuration::from_secs(60),
         );
-        let after = past + jiff::SignedDuration::from_secs(60);
-        let again = decide(&stored(&missed), &[], None, None, &none, &lags, after);
         assert!(!again.changed, "{:?}", again.status);
     }
 
     #[test]
     fn a_derived_condition_that_starts_true_or_waiting_owes_no_event_but_its_changes_do() {
-        let events_of = |d: &Decision| -> Vec<String> {
-            d.status
-                .pending_events
-                .iter()
-                .map(|e| e.id.split('/').take(3).collect::<Vec<_>>().join("/"))
-                .collect()
-        };
         let now = at("2026-11-24T10:00:00Z");
         let p = policy(Some("1h"));
-        let first = decide(
-            &p,
-            &[],
-            None,
-            None,
-            &Verification::default(),
-            &ArchiveLags::new(),
-            now,
-        );
+        let first = decide_at(&p, now);
         let achievable = find(&first.status.conditions, types::RPO_ACHIEVABLE).unwrap();
         assert_eq!(achievable.status, "True", "an hourly schedule can meet 1h");
-        let owed = events_of(&first);
-        assert!(
-            owed.iter().any(|e| e.starts_with("Ready/True/")),
-            "{owed:?}"
+        assert_eq!(
+            owed(&first),
+            ["Ready/True/Scheduled"],
+            "waiting for a first backup, or achievable from the start, is not news"
         );
-        assert!(
-            !owed.iter().any(|e| e.starts_with("RPOMet/")),
-            "waiting for a first backup is not news: {owed:?}"
-        );
-        assert!(
-            !owed.iter().any(|e| e.starts_with("RPOAchievable/")),
-            "{owed:?}"
-        );
-
-        // The objective tightened below what the schedule allows: a Warning.
-        let mut stored = p.clone();
-        let mut status = first.status.clone();
-        status.pending_events.clear();
-        stored.status = Some(status);
+        // The objective tightened below what the schedule allows: a Warning; and back: news too.
+        let mut stored = written(&p, &first);
         stored.spec.objectives = policy(Some("15m")).spec.objectives;
-        let tighter = decide(
-            &stored,
-            &[],
-            None,
-            None,
-            &Verification::default(),
-            &ArchiveLags::new(),
-            now,
-        );
-        let owed = events_of(&tighter);
-        assert!(
-            owed.iter().any(|e| e.starts_with("RPOAchievable/False/")),
-            "{owed:?}"
-        );
-
-        // And back: that change is news too.
-        let mut status = tighter.status.clone();
-        status.pending_events.clear();
-        stored.status = Some(status);
+        let tighter = decide_at(&stored, now);
+        assert!(owed(&tighter).contains(&"RPOAchievable/False/ScheduleTooSparse".to_owned()));
+        let mut stored = written(&stored, &tighter);
         stored.spec.objectives = p.spec.objectives.clone();
-        let back = decide(
-            &stored,
-            &[],
-            None,
-            None,
-            &Verification::default(),
-            &ArchiveLags::new(),
-            now,
-        );
-        let owed = events_of(&back);
-        assert!(
-            owed.iter().any(|e| e.starts_with("RPOAchievable/True/")),
-            "{owed:?}"
-        );
+        let back = decide_at(&stored, now);
+        assert!(owed(&back).contains(&"RPOAchievable/True/WithinObjective".to_owned()));
     }
 
     #[test]
