@@ -126,26 +126,43 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
             .iter()
             .find(|a| &a.name == name)
             .and_then(|a| a.last_success.clone());
-        let (backup_id, known) = if spec.source.backup_id == "latest" {
+        let known = if let Some(p) = executing_plan(rr, name) {
+            // `latest` was resolved when the request started: a backup recorded since is not
+            // restored in its place, and the status keeps naming what the Jobs restore.
+            Known {
+                backup_id: p.backup_id.clone(),
+                snapshot_time: p.snapshot_time.clone(),
+                stored_bytes: p.stored_bytes,
+                sha256: p.sha256.clone(),
+            }
+        } else if spec.source.backup_id == "latest" {
             let l = latest.ok_or_else(|| PlanError::NoBackupYet(name.clone()))?;
-            (l.id.clone(), Some(l))
+            Known::from(l)
         } else {
             let id = spec.source.backup_id.clone();
-            let known = latest.filter(|l| l.id == id);
-            (id, known)
+            match latest.filter(|l| l.id == id) {
+                Some(l) => Known::from(l),
+                None => Known {
+                    backup_id: id,
+                    snapshot_time: None,
+                    stored_bytes: None,
+                    sha256: None,
+                },
+            }
         };
         let target = spec.targets.iter().find(|t| &t.asset == name).cloned();
         if spec.rollback_on_failure {
             safety_asset(asset, target.as_ref())?;
         }
+        let backup_id = known.backup_id;
         steps.push(Step {
             planned: PlannedRestore {
                 asset: name.clone(),
                 kind: Some(asset.kind()),
                 backup_id: backup_id.clone(),
-                snapshot_time: known.as_ref().map(|k| k.snapshot_time.clone()),
-                stored_bytes: known.as_ref().map(|k| k.stored_bytes),
-                sha256: known.as_ref().map(|k| k.sha256.clone()),
+                snapshot_time: known.snapshot_time,
+                stored_bytes: known.stored_bytes,
+                sha256: known.sha256,
                 target: describe_target(asset, target.as_ref()),
                 state: None,
                 duration_seconds: None,
@@ -163,6 +180,35 @@ pub fn resolve(rr: &RestoreRequest, policy: &BackupPolicy) -> Result<Vec<Step>, 
     checked(rr, &names)?;
     checked_data_volumes(rr, &mut steps)?;
     Ok(steps)
+}
+
+/// What the plan says of the backup an asset restores.
+struct Known {
+    backup_id: String,
+    snapshot_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    stored_bytes: Option<u64>,
+    sha256: Option<String>,
+}
+
+impl From<lifeboat_api::backup_policy::BackupRecord> for Known {
+    fn from(l: lifeboat_api::backup_policy::BackupRecord) -> Self {
+        Self {
+            backup_id: l.id,
+            snapshot_time: Some(l.snapshot_time),
+            stored_bytes: Some(l.stored_bytes),
+            sha256: Some(l.sha256),
+        }
+    }
+}
+
+/// The step an executing request planned for `asset`, as its status records it; `None` before
+/// a step may have run.
+fn executing_plan<'a>(rr: &'a RestoreRequest, asset: &str) -> Option<&'a PlannedRestore> {
+    let status = rr.status.as_ref()?;
+    if !rr.spec.execute || status.phase <= RestorePhase::Planned {
+        return None;
+    }
+    status.plan.iter().find(|p| p.asset == asset)
 }
 
 /// A `dataVolume` target restores a `pointInTime` asset to a time the agent can read, and no
@@ -743,6 +789,41 @@ mod tests {
             "metadata": {"name": "to-instant", "namespace": "prod"}, "spec": spec
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn latest_is_resolved_once_a_backup_recorded_while_the_request_executes_is_not_restored() {
+        let mut policy = pitr_policy();
+        let mut rr: RestoreRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+            "metadata": {"name": "back", "namespace": "prod"},
+            "spec": {"source": {"policy": "shop"}, "assets": ["plain"], "execute": true}
+        }))
+        .unwrap();
+        let first = resolve(&rr, &policy).unwrap();
+        assert_eq!(first[0].backup_id, "20261201T010000Z");
+        // Restoring from that plan, when the next scheduled backup is recorded.
+        rr.status = Some(lifeboat_api::restore_request::RestoreRequestStatus {
+            phase: RestorePhase::Restoring,
+            plan: vec![first[0].planned.clone()],
+            ..Default::default()
+        });
+        let newer = &mut policy.status.as_mut().unwrap().assets[1];
+        let record = newer.last_success.as_mut().unwrap();
+        record.id = "20261201T020000Z".into();
+        record.snapshot_time.0 = "2026-12-01T02:00:00Z".parse().unwrap();
+        let again = resolve(&rr, &policy).unwrap();
+        assert_eq!(again[0].backup_id, "20261201T010000Z");
+        assert_eq!(
+            again[0].planned, first[0].planned,
+            "the status names what runs"
+        );
+        // A request only planned (not executing yet) follows the policy.
+        rr.status.as_mut().unwrap().phase = RestorePhase::Planned;
+        assert_eq!(
+            resolve(&rr, &policy).unwrap()[0].backup_id,
+            "20261201T020000Z"
+        );
     }
 
     #[test]
