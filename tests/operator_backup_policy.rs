@@ -146,6 +146,74 @@ async fn a_new_policy_costs_one_status_write_and_its_events_go_out_once_across_a
     h.expect_events("Scheduled", 1).await;
 }
 
+/// Published Events are not left listed until kube-apiserver forgets them (`--event-ttl`): once
+/// they have lingered, a write of their own drops them from the status, so an operator restarted
+/// after the API server deleted them does not publish them again. Here they linger 3 s, not the
+/// operator's minutes, and the test deletes the Events as the TTL would.
+#[tokio::test]
+async fn listed_events_are_dropped_before_the_api_server_forgets_them_and_not_published_again() {
+    let h = harness("bp-linger")
+        .await
+        .restart_with_linger(Duration::from_secs(3))
+        .await;
+    h.secret("db-creds").await;
+    let policies = h.api::<BackupPolicy>();
+    h.apply_policy("shop", spec()).await;
+    h.expect_events("Scheduled", 1).await;
+    let published: Vec<String> = h
+        .events("Scheduled")
+        .await
+        .iter()
+        .filter_map(|e| e.metadata.name.clone())
+        .collect();
+    h.until("the published Events dropped from the status", async || {
+        let p = policies.get("shop").await.unwrap();
+        let s = p.status?;
+        let ready = find(&s.conditions, types::READY)?;
+        (ready.reason == "Scheduled"
+            && !s
+                .pending_events
+                .iter()
+                .any(|e| e.id.starts_with("Ready/True/Scheduled/")))
+        .then_some(())
+    })
+    .await;
+
+    // kube-apiserver's Event TTL: the Events are gone. A restarted operator publishes none again.
+    for name in &published {
+        h.api::<Event>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    assert!(h.events("Scheduled").await.is_empty());
+    let h = h.restart().await;
+    policies
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    h.until("the restarted operator's reconciles", async || {
+        h.metrics
+            .render()
+            .lines()
+            .any(|l| {
+                l.starts_with("lifeboat_reconciles_total{kind=\"BackupPolicy\"}")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.events("Scheduled").await.is_empty(),
+        "published again after a restart"
+    );
+}
+
 #[tokio::test]
 async fn a_policy_becomes_cronjobs_and_finished_jobs_become_status_rpo_and_events() {
     let h = harness("bp-flow").await;

@@ -29,6 +29,8 @@ pub struct Harness {
     master_key: String,
     /// How the controllers build agent pods (the chart's defaults unless a test says).
     agent: AgentConfig,
+    /// How long the controllers leave published Events listed (the operator's default if None).
+    linger: Option<Duration>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -65,7 +67,7 @@ async fn harness_with(prefix: &str, master_key: &str, agent: AgentConfig) -> Har
         .client_as_service_account(CHART_NAMESPACE, CHART_SERVICE_ACCOUNT)
         .await
         .unwrap();
-    start_operator(client, operator, ns, master_key.to_owned(), agent)
+    start_operator(client, operator, ns, master_key.to_owned(), agent, None)
 }
 
 /// The controllers running scoped to namespace `ns`, which the test created itself because its
@@ -86,6 +88,7 @@ pub async fn harness_named(ns: &str) -> Harness {
         ns.to_owned(),
         MASTER_KEY_SECRET.to_owned(),
         AgentConfig::default(),
+        None,
     )
 }
 
@@ -107,6 +110,7 @@ pub async fn harness_without_admission(
         ns,
         MASTER_KEY_SECRET.to_owned(),
         agent,
+        None,
     )
 }
 
@@ -126,6 +130,7 @@ pub async fn without_operator(prefix: &str) -> Harness {
         metrics: Metrics::new().unwrap(),
         master_key: MASTER_KEY_SECRET.to_owned(),
         agent: AgentConfig::default(),
+        linger: None,
         _stop: stop,
     }
 }
@@ -141,6 +146,7 @@ pub fn on(client: Client, ns: &str) -> Harness {
         metrics: Metrics::new().unwrap(),
         master_key: MASTER_KEY_SECRET.to_owned(),
         agent: AgentConfig::default(),
+        linger: None,
         _stop: stop,
     }
 }
@@ -333,12 +339,15 @@ fn start_operator(
     ns: String,
     master_key: String,
     agent: AgentConfig,
+    linger: Option<Duration>,
 ) -> Harness {
     let metrics = Metrics::new().unwrap();
-    let ctx = Arc::new(
-        Context::new(operator.clone(), metrics.clone(), agent.clone())
-            .with_signing_key(MasterKeySecret::new(CHART_NAMESPACE, &master_key).unwrap()),
-    );
+    let mut ctx = Context::new(operator.clone(), metrics.clone(), agent.clone())
+        .with_signing_key(MasterKeySecret::new(CHART_NAMESPACE, &master_key).unwrap());
+    if let Some(linger) = linger {
+        ctx.published = lifeboat_operator::effects::Published::lingering(linger);
+    }
+    let ctx = Arc::new(ctx);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(lifeboat_operator::run(ctx, Some(ns.clone()), async move {
         let _ = stopped.await;
@@ -350,6 +359,7 @@ fn start_operator(
         metrics,
         master_key,
         agent,
+        linger,
         _stop: stop,
     }
 }
@@ -364,13 +374,21 @@ impl Harness {
             ns,
             master_key,
             agent,
+            linger,
             _stop,
             ..
         } = self;
         drop(_stop);
         // Let the old controllers see the shutdown before the new ones start.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        start_operator(client, operator, ns, master_key, agent)
+        start_operator(client, operator, ns, master_key, agent, linger)
+    }
+
+    /// [`Harness::restart`] with controllers that leave published Events listed for `linger`
+    /// (crate `lifeboat_operator::effects::LINGER`) instead of minutes.
+    pub async fn restart_with_linger(mut self, linger: Duration) -> Harness {
+        self.linger = Some(linger);
+        self.restart().await
     }
 
     pub fn api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(

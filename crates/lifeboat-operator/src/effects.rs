@@ -9,9 +9,12 @@
 //! retry would count twice.)
 //!
 //! BackupPolicies, thousands per cluster, skip the write that takes published Events out of the
-//! status ([`Published`]): the operator remembers what it published, the next write the status
-//! needs anyway drops them, and after a restart the 409 above keeps them from being published
-//! twice. One status write per transition instead of two (docs/performance.md).
+//! status right away ([`Published`]): the operator remembers what it published, and the next
+//! write the status needs anyway drops them; after a restart the 409 above keeps them from being
+//! published twice. A 409 needs the Event to still exist, and kube-apiserver deletes Events after
+//! `--event-ttl` (1 h by default), so Events still listed [`LINGER`] after their publication are
+//! dropped by a write of their own. One status write per transition while a policy is busy, two
+//! (the second minutes later) when it is not (docs/performance.md).
 
 use jiff::Timestamp;
 use k8s_openapi::api::events::v1::Event;
@@ -129,39 +132,74 @@ where
     Ok(published)
 }
 
+/// How long published Events may stay listed in a BackupPolicy's status before a write of its
+/// own drops them: well inside kube-apiserver's default Event TTL (1 h), after which a restarted
+/// operator could no longer tell a listed Event it published (409) from one it never did.
+pub const LINGER: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The Events this process published that the stored status of their object may still list,
-/// by the object's uid. Not the source of truth (the status and the Events' names are): it spares
-/// a status write per transition, and a restart only costs a 409 per Event still listed.
-#[derive(Default)]
+/// by the object's uid, with when each went out. Not the source of truth (the status and the
+/// Events' names are): it spares a status write per transition, and a restart only costs a 409
+/// per Event still listed.
 pub struct Published {
-    by_uid: std::sync::Mutex<std::collections::HashMap<String, std::collections::BTreeSet<String>>>,
+    by_uid: std::sync::Mutex<
+        std::collections::HashMap<String, std::collections::BTreeMap<String, Timestamp>>,
+    >,
+    linger: std::time::Duration,
+}
+
+impl Default for Published {
+    fn default() -> Self {
+        Self::lingering(LINGER)
+    }
 }
 
 impl Published {
+    /// Published Events stay listed for `linger` at most ([`LINGER`] but in tests).
+    pub fn lingering(linger: std::time::Duration) -> Self {
+        Self {
+            by_uid: Default::default(),
+            linger,
+        }
+    }
+
     /// The ids of `uid`'s Events published by this process and maybe still listed.
     pub fn of(&self, uid: &str) -> std::collections::BTreeSet<String> {
         self.by_uid
             .lock()
             .ok()
-            .and_then(|m| m.get(uid).cloned())
+            .and_then(|m| m.get(uid).map(|e| e.keys().cloned().collect()))
             .unwrap_or_default()
     }
 
-    /// `now` were just published; `listed` is what the stored status lists. Remembers the
-    /// published ones still listed, and nothing for `uid` once none is.
+    /// When `uid`'s stored status must be written without the Events published here: the
+    /// oldest one's publication plus the linger. None while none is remembered.
+    pub fn drop_due(&self, uid: &str) -> Option<Timestamp> {
+        let m = self.by_uid.lock().ok()?;
+        let oldest = m.get(uid)?.values().min().copied()?;
+        let linger = jiff::SignedDuration::try_from(self.linger).ok()?;
+        oldest.checked_add(linger).ok()
+    }
+
+    /// `now` were just published (at `at`); `listed` is what the stored status lists. Remembers
+    /// the published ones still listed, and nothing for `uid` once none is.
     pub fn settle<'a>(
         &self,
         uid: &str,
         now: impl IntoIterator<Item = String>,
+        at: Timestamp,
         listed: impl IntoIterator<Item = &'a str>,
     ) {
         let Ok(mut m) = self.by_uid.lock() else {
             return;
         };
         let mut known = m.remove(uid).unwrap_or_default();
-        known.extend(now);
+        for id in now {
+            // A 409 after a restart is the first this process knows of it: it lingers from now.
+            known.entry(id).or_insert(at);
+        }
         let listed: std::collections::BTreeSet<&str> = listed.into_iter().collect();
-        known.retain(|id| listed.contains(id.as_str()));
+        known.retain(|id, _| listed.contains(id.as_str()));
         if !known.is_empty() {
             m.insert(uid.to_owned(), known);
         }
@@ -194,19 +232,20 @@ mod tests {
     #[test]
     fn published_events_are_remembered_while_the_status_lists_them() {
         let p = Published::default();
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
         assert!(p.of("u1").is_empty());
-        p.settle("u1", ["a".to_owned(), "b".to_owned()], ["a", "b", "c"]);
+        p.settle("u1", ["a".to_owned(), "b".to_owned()], t0, ["a", "b", "c"]);
         assert_eq!(p.of("u1").into_iter().collect::<Vec<_>>(), ["a", "b"]);
         // A write dropped "a": it is forgotten; "c" was never published here.
-        p.settle("u1", [], ["b", "c"]);
+        p.settle("u1", [], t0, ["b", "c"]);
         assert_eq!(p.of("u1").into_iter().collect::<Vec<_>>(), ["b"]);
         // Nothing listed any more: nothing kept for the object.
-        p.settle("u1", ["c".to_owned()], []);
+        p.settle("u1", ["c".to_owned()], t0, []);
         assert!(p.of("u1").is_empty());
         assert!(p.by_uid.lock().unwrap().is_empty());
         // Deleted objects are forgotten.
-        p.settle("u2", ["x".to_owned()], ["x"]);
-        p.settle("u3", ["y".to_owned()], ["y"]);
+        p.settle("u2", ["x".to_owned()], t0, ["x"]);
+        p.settle("u3", ["y".to_owned()], t0, ["y"]);
         p.retain(&["u3".to_owned()].into_iter().collect());
         assert!(p.of("u2").is_empty());
         assert_eq!(p.of("u3").len(), 1);
@@ -215,6 +254,31 @@ mod tests {
         assert_eq!(
             left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
             ["x"]
+        );
+    }
+
+    #[test]
+    fn listed_published_events_are_due_to_be_dropped_one_linger_after_the_oldest_went_out() {
+        let p = Published::lingering(std::time::Duration::from_secs(300));
+        let t0: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let later = t0 + jiff::SignedDuration::from_secs(120);
+        assert_eq!(p.drop_due("u1"), None, "nothing published");
+        p.settle("u1", ["a".to_owned()], t0, ["a"]);
+        // Published again (a 409 after a restart) or joined by a newer one: the oldest counts.
+        p.settle("u1", ["a".to_owned(), "b".to_owned()], later, ["a", "b"]);
+        let due = t0 + jiff::SignedDuration::from_secs(300);
+        assert_eq!(p.drop_due("u1"), Some(due));
+        // "a" dropped by a write: "b" is due one linger after its own publication.
+        p.settle("u1", [], later, ["b"]);
+        assert_eq!(
+            p.drop_due("u1"),
+            Some(later + jiff::SignedDuration::from_secs(300))
+        );
+        p.settle("u1", [], later, []);
+        assert_eq!(
+            p.drop_due("u1"),
+            None,
+            "dropped from the status: nothing due"
         );
     }
 

@@ -96,6 +96,11 @@ pub async fn reconcile(
     if note_ignored_account(policy, &mut decision.status) || archiver_changed {
         decision.changed = Some(&decision.status) != seen.status.as_ref();
     }
+    // Published Events listed for a while get a write of their own (crate::effects::LINGER).
+    let drop_due = policy.uid().and_then(|u| ctx.published.drop_due(&u));
+    if drop_due.is_some_and(|due| due <= now) {
+        decision.changed = true;
+    }
     let stored = if decision.changed {
         ctx.apply_status(policy, &decision.status).await?;
         Some(&decision.status)
@@ -106,10 +111,15 @@ pub async fn reconcile(
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
     // The master key may appear any moment (the platform team restores it): look again soon.
-    let requeue = match &problem {
+    let mut requeue = match &problem {
         Some(p) => decision.requeue_after.min(p.recheck()),
         None => decision.requeue_after,
     };
+    if let Some(due) = policy.uid().and_then(|u| ctx.published.drop_due(&u)) {
+        let wait =
+            std::time::Duration::try_from(Timestamp::now().duration_until(due)).unwrap_or_default();
+        requeue = requeue.min(wait.max(std::time::Duration::from_secs(1)));
+    }
     Ok(Action::requeue(if archiver_down {
         requeue.min(ARCHIVER_RECHECK)
     } else {
@@ -190,14 +200,15 @@ async fn perform(
     };
     let listed = || stored.pending_events.iter().map(|e| e.id.as_str());
     let owed = crate::effects::unpublished(&stored.pending_events, &ctx.published.of(&uid));
+    let at = Timestamp::now();
     if owed.is_empty() {
-        ctx.published.settle(&uid, [], listed());
+        ctx.published.settle(&uid, [], at, listed());
         return Ok(());
     }
     let published = crate::effects::publish(ctx, policy, &owed).await;
     // After a failure nothing is remembered: what went out before it answers 409 next time.
     let now = published.as_ref().map(Clone::clone).unwrap_or_default();
-    ctx.published.settle(&uid, now, listed());
+    ctx.published.settle(&uid, now, at, listed());
     published.map(|_| ())
 }
 
