@@ -180,8 +180,11 @@ async fn run_catalog_job(h: &Harness, rr: &str) -> TerminationMessage {
             &env.store,
             &Scope::new(&doc.namespace, &doc.policy)?,
             trust,
-            &doc.backup_id,
-            &doc.assets,
+            &lifeboat_agent::catalog::Wanted {
+                backup_id: &doc.backup_id,
+                taken_before: doc.taken_before,
+                assets: &doc.assets,
+            },
         )
     })
     .await;
@@ -459,4 +462,113 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
     assert_eq!(phase(&rr), RestorePhase::Pending);
     assert!(restore_jobs(&h, "empty").await.is_empty());
     assert!(restore_jobs(&h, "tampered").await.is_empty());
+}
+
+/// `takenBefore` with a policy whose status names a newer backup (the status knows no older
+/// one): the request lists the policy's own destination through a catalog Job and plans the
+/// newest backup taken before the instant. What a drill's RestoreRequest does when a scheduled
+/// backup lands between the drill's start and its plan.
+#[tokio::test]
+async fn taken_before_a_newer_recorded_backup_plans_the_older_one_from_the_policy_s_destination() {
+    let h = harness("rr-before").await;
+    let s3 =
+        LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
+    let s3_secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": LocalS3::ACCESS_KEY,
+                       "AWS_SECRET_ACCESS_KEY": LocalS3::SECRET_KEY}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &s3_secret)
+        .await
+        .unwrap();
+    let loc: Destination = serde_json::from_value(location(&s3)).unwrap();
+    let redis = blocking(|| {
+        let r = LocalRedis::start().unwrap();
+        r.conn().run(0, &["SET", "team", "first"]).unwrap();
+        r
+    })
+    .await;
+    let first = backup(&h.ns, &loc, redis.port).await;
+    // Whole seconds, as status times keep them.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = backup(&h.ns, &loc, redis.port).await;
+
+    // The policy records the second as its newest backup (its scheduled Job reports it).
+    h.apply_policy(
+        "shop",
+        json!({"schedule": "0 3 * * *", "retention": {"keepLast": 5}, "destination": location(&s3),
+               "assets": [{"name": "sessions", "redis": {"host": "127.0.0.1", "port": redis.port}}]}),
+    )
+    .await;
+    h.until("the policy's CronJob", async || {
+        h.api::<k8s_openapi::api::batch::v1::CronJob>()
+            .get_opt("shop-sessions")
+            .await
+            .unwrap()
+    })
+    .await;
+    h.run_cronjob("shop-sessions", "shop-sessions-1").await;
+    let mut recorded = summary(Verb::Backup, true);
+    recorded.asset = Some("sessions".into());
+    recorded.backup_id = Some(second.clone());
+    recorded.snapshot_time = Some(Timestamp::now());
+    recorded.stored_bytes = Some(1);
+    recorded.sha256 = Some("00".repeat(32));
+    h.finish_job("shop-sessions-1", &recorded).await;
+    h.policy_until("shop", "the second backup recorded", |p| {
+        p.status.as_ref().is_some_and(|s| {
+            s.assets
+                .iter()
+                .any(|a| a.last_success.as_ref().is_some_and(|l| l.id == second))
+        })
+    })
+    .await;
+
+    let spec = json!({
+        "source": {"policy": "shop", "takenBefore": between},
+        "assets": ["sessions"]
+    });
+    apply_restore(&h, "before", spec).await;
+    restore_until(&h, "ReadingCatalog", "before", |r| {
+        reason(r).as_deref() == Some("ReadingCatalog")
+    })
+    .await;
+    let message = run_catalog_job(&h, "before").await;
+    assert!(message.summary.ok, "{message:?}");
+    let rr = restore_until(&h, "the plan", "before", |r| {
+        phase(r) == RestorePhase::Planned
+    })
+    .await;
+    let plan = rr.status.unwrap().plan;
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        plan[0].backup_id, first,
+        "the newest taken before {between}"
+    );
+    assert!(plan[0].snapshot_time.as_ref().unwrap().0 <= between);
+
+    // Without takenBefore the policy's status resolves latest: no catalog Job.
+    apply_restore(
+        &h,
+        "newest",
+        json!({"source": {"policy": "shop"}, "assets": ["sessions"]}),
+    )
+    .await;
+    let rr = restore_until(&h, "the plan", "newest", |r| {
+        phase(r) == RestorePhase::Planned
+    })
+    .await;
+    assert_eq!(rr.status.unwrap().plan[0].backup_id, second);
+    assert!(
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|j| !j.name_any().starts_with("newest")),
+        "no catalog for a request the status resolves"
+    );
 }

@@ -1256,6 +1256,17 @@ async fn a_default_drill_restores_the_newest_scheduled_backup_and_measures_its_a
             .is_none(),
         "the default drill takes no backup of its own"
     );
+    // Its RestoreRequest is pinned to the backups taken before the simulated disaster: one the
+    // schedule records before the request is planned is not restored in their place.
+    let rr = h
+        .api::<lifeboat_api::RestoreRequest>()
+        .get(&active.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        rr.spec.source.taken_before.as_ref(),
+        Some(&active.started_at)
+    );
     let job = restore_job_name(&active.id, "orders-db");
     h.until("the restore Job", async || {
         jobs.get_opt(&job).await.unwrap()

@@ -13,26 +13,38 @@ use crate::error::{AgentError, Result};
 use crate::layout::{Listed, Scope, Store};
 use crate::signing::Trust;
 
-/// Each asset's backup `backup_id` (or, for `latest`, its newest complete one) in `scope`,
-/// assets in name order; only `assets` when some are named, each of which must be found.
+/// Which backups a catalog names.
+pub struct Wanted<'a> {
+    /// A backup id, or `latest` for each asset's newest complete backup.
+    pub backup_id: &'a str,
+    /// With `latest`: the newest snapshotted at or before this instant.
+    pub taken_before: Option<jiff::Timestamp>,
+    /// Only these assets, each of which must be found; all when empty.
+    pub assets: &'a [String],
+}
+
+/// Each asset's backup as `wanted` says, in `scope`, assets in name order.
 pub fn read(
     store: &Store,
     scope: &Scope,
     trust: Trust<'_>,
-    backup_id: &str,
-    assets: &[String],
+    wanted: &Wanted<'_>,
 ) -> Result<Catalog> {
     let all = store.list(scope, trust)?;
-    let entries = choose(all, backup_id, assets);
+    let entries = choose(all, wanted);
     let where_ = store.describe_scope(scope);
-    if let Some(missing) = assets.iter().find(|a| !entries.contains_key(*a)) {
+    let what = match wanted.taken_before {
+        Some(t) => format!("{:?} taken at or before {t}", wanted.backup_id),
+        None => format!("{:?}", wanted.backup_id),
+    };
+    if let Some(missing) = wanted.assets.iter().find(|a| !entries.contains_key(*a)) {
         return Err(AgentError::not_found(format!(
-            "no complete backup {backup_id:?} of asset {missing:?} in {where_}"
+            "no complete backup {what} of asset {missing:?} in {where_}"
         )));
     }
     if entries.is_empty() {
         return Err(AgentError::not_found(format!(
-            "no complete backup {backup_id:?} in {where_}"
+            "no complete backup {what} in {where_}"
         )));
     }
     Ok(Catalog {
@@ -43,12 +55,15 @@ pub fn read(
 
 /// The chosen backup of each asset. `all` is sorted oldest first (by snapshot time, then id), so
 /// the last one seen of an asset is its newest.
-fn choose(all: Vec<Listed>, backup_id: &str, assets: &[String]) -> BTreeMap<String, Listed> {
+fn choose(all: Vec<Listed>, wanted: &Wanted<'_>) -> BTreeMap<String, Listed> {
     let mut chosen = BTreeMap::new();
     for l in all {
-        let wanted = assets.is_empty() || assets.contains(&l.metadata.asset);
-        let id_ok = backup_id == "latest" || l.id == backup_id;
-        if wanted && id_ok {
+        let asset_ok = wanted.assets.is_empty() || wanted.assets.contains(&l.metadata.asset);
+        let id_ok = wanted.backup_id == "latest" || l.id == wanted.backup_id;
+        let time_ok = wanted
+            .taken_before
+            .is_none_or(|t| l.metadata.snapshot_time <= t);
+        if asset_ok && id_ok && time_ok {
             chosen.insert(l.metadata.asset.clone(), l);
         }
     }

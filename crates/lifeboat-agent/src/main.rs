@@ -220,6 +220,9 @@ struct CatalogArgs {
     /// A backup id, or latest.
     #[arg(long, default_value = "latest")]
     backup: String,
+    /// With latest: the newest backup snapshotted at or before this RFC 3339 instant.
+    #[arg(long)]
+    taken_before: Option<jiff::Timestamp>,
     /// Only these assets (all by default).
     #[arg(long = "asset")]
     assets: Vec<String>,
@@ -887,6 +890,7 @@ fn catalog(
         policy,
         location_file,
         backup,
+        taken_before,
         assets,
         json,
         allow_unsigned,
@@ -902,6 +906,7 @@ fn catalog(
                 AgentError::config("give --policy (or LIFEBOAT_JOB inside a Job)")
             })?,
             backup_id: backup,
+            taken_before,
             assets,
             location: match &location_file {
                 Some(path) => read_yaml(path)?,
@@ -921,8 +926,11 @@ fn catalog(
         &env.store,
         &scope,
         env.trust()?,
-        &job.backup_id,
-        &job.assets,
+        &lifeboat_agent::catalog::Wanted {
+            backup_id: &job.backup_id,
+            taken_before: job.taken_before,
+            assets: &job.assets,
+        },
     )?;
     if json {
         println!(

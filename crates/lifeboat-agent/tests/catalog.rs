@@ -27,6 +27,26 @@ fn catalog(
 ) -> (std::process::Output, TerminationMessage) {
     let doc = json!({"namespace": namespace, "policy": "shop", "backupId": backup,
         "location": w.destination(kind)});
+    catalog_of(w, namespace, doc)
+}
+
+/// The catalog Job of `namespace`/`shop` for the newest backups taken at or before `at`.
+fn catalog_before(
+    w: &World,
+    kind: Kind,
+    namespace: &str,
+    at: jiff::Timestamp,
+) -> (std::process::Output, TerminationMessage) {
+    let doc = json!({"namespace": namespace, "policy": "shop", "backupId": "latest",
+        "takenBefore": at, "location": w.destination(kind)});
+    catalog_of(w, namespace, doc)
+}
+
+fn catalog_of(
+    w: &World,
+    namespace: &str,
+    doc: Value,
+) -> (std::process::Output, TerminationMessage) {
     let term = w.dir.path().join("term");
     let _ = std::fs::remove_file(&term);
     let out = w
@@ -147,6 +167,18 @@ fn the_catalog_chooses_each_assets_newest_complete_backup_and_refuses_a_tampered
         assert_eq!(found(kind, &out, &m).entries[0].backup_id, first);
         let (out, m) = catalog(&w, kind, ns, LATER);
         failed(kind, &out, &m, ErrorClass::NotFound, LATER);
+        // The newest taken at or before an instant: the first at its own snapshot time, none
+        // before it.
+        let (out, m) = catalog(&w, kind, ns, &first);
+        let first_at = found(kind, &out, &m).entries[0].snapshot_time;
+        assert!(first_at < e.snapshot_time, "{kind:?}: {first_at} {e:?}");
+        let (out, m) = catalog_before(&w, kind, ns, first_at);
+        assert_eq!(found(kind, &out, &m).entries[0].backup_id, first);
+        let (out, m) = catalog_before(&w, kind, ns, e.snapshot_time);
+        assert_eq!(found(kind, &out, &m).entries[0].backup_id, second);
+        let before_both = first_at - jiff::SignedDuration::from_millis(1);
+        let (out, m) = catalog_before(&w, kind, ns, before_both);
+        failed(kind, &out, &m, ErrorClass::NotFound, "taken at or before");
 
         // A metadata moved into another backup's directory (validly signed, the wrong place):
         // the incomplete backup "completed" with the first backup's metadata.

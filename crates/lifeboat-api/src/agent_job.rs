@@ -147,6 +147,9 @@ pub struct AgentCatalogJob {
     pub policy: String,
     /// A backup id, or `latest` for each asset's newest complete backup.
     pub backup_id: String,
+    /// With `latest`: the newest snapshotted at or before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_before: Option<jiff::Timestamp>,
     /// Only these assets; every asset found when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub assets: Vec<String>,

@@ -46,6 +46,7 @@ use crate::duration::Duration;
 )]
 #[x_kube(validation = Rule::new("!oldSelf.execute || self == oldSelf").message("the spec is frozen once execute is true; create a new RestoreRequest instead"))]
 #[x_kube(validation = Rule::new("!has(self.assets) || !has(self.targets) || self.targets.all(t, t.asset in self.assets)").message("every target must name an asset listed in assets"))]
+#[x_kube(validation = Rule::new("!has(self.source.takenBefore) || !has(self.source.backupId) || self.source.backupId == 'latest'").message("source.takenBefore chooses among each asset's backups: leave source.backupId at latest"))]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreRequestSpec {
     /// Which backup to restore.
@@ -100,6 +101,12 @@ pub struct RestoreSource {
         regex(pattern = r"^(latest|[0-9A-Za-z][0-9A-Za-z._-]*)$")
     )]
     pub backup_id: String,
+    /// With `latest`: the newest complete backup of each asset snapshotted at or before this
+    /// instant (restore to before a bad change; a drill pins the backups a disaster at its start
+    /// would find). When the policy's status names a newer one, the backups are listed at the
+    /// policy's destination by a catalog Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_before: Option<Time>,
     /// Read backups from here instead of the policy's destination (restore in another cluster).
     /// Its backups must still be signed with this namespace's key.
     #[serde(default, skip_serializing_if = "Option::is_none")]

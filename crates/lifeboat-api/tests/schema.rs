@@ -595,6 +595,24 @@ fn cel_restore_targets_name_restored_assets() {
 }
 
 #[test]
+fn cel_taken_before_chooses_among_latest_backups_only() {
+    assert_rejected(
+        "RestoreRequest",
+        &restore(),
+        |r| {
+            r["spec"]["source"]["takenBefore"] = json!("2026-12-01T10:00:00Z");
+            r["spec"]["source"]["backupId"] = json!("20261201T090000Z");
+        },
+        "source.takenBefore chooses among each asset's backups: leave source.backupId at latest",
+    );
+    let mut ok = restore();
+    ok["spec"]["source"]["takenBefore"] = json!("2026-12-01T10:00:00Z");
+    assert_eq!(cel("RestoreRequest", &ok, None), Ok(()));
+    ok["spec"]["source"]["backupId"] = json!("latest");
+    assert_eq!(cel("RestoreRequest", &ok, None), Ok(()));
+}
+
+#[test]
 fn cel_restore_spec_is_frozen_once_executing() {
     let mut planned = restore();
     let mut executing = planned.clone();

@@ -212,7 +212,7 @@ async fn apply_children(
             }
         }
         Next::Restore => {
-            let rr = restore_request(ds, &id)?;
+            let rr = restore_request(ds, &id, &active.started_at)?;
             Api::<RestoreRequest>::namespaced(ctx.client.clone(), &ns)
                 .patch(&id, &apply, &Patch::Apply(&rr))
                 .await
@@ -361,13 +361,22 @@ async fn notification_outcome(
     Ok(notify::outcome(&job, &pods.items))
 }
 
-/// The drill's RestoreRequest: `latest` (the fresh backups, once the policy recorded them) into
-/// the staging targets, executed at once, with the drill's checks; owned by the drill.
-fn restore_request(ds: &DrillSchedule, id: &str) -> Result<RestoreRequest> {
+/// The drill's RestoreRequest into the staging targets, executed at once, with the drill's
+/// checks; owned by the drill. Mode `Latest` restores the newest backups taken before the
+/// drill's start (the simulated disaster), pinned by `takenBefore`: a scheduled backup that
+/// lands before the request is planned is not restored in their place. Mode `Fresh` restores
+/// `latest`, its own backups once the policy recorded them.
+fn restore_request(
+    ds: &DrillSchedule,
+    id: &str,
+    started_at: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Result<RestoreRequest> {
     let spec = RestoreRequestSpec {
         source: lifeboat_api::restore_request::RestoreSource {
             policy: ds.spec.policy.clone(),
             backup_id: "latest".into(),
+            taken_before: (ds.spec.backup == lifeboat_api::drill_schedule::DrillBackupMode::Latest)
+                .then(|| started_at.clone()),
             location: None,
             identity_secret: None,
             allow_unsigned: false,

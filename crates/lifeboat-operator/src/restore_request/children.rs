@@ -36,6 +36,7 @@ pub fn catalog_document(rr: &RestoreRequest, location: Destination) -> Result<Ag
         namespace: rr.namespace().ok_or(Error::MissingObjectKey("namespace"))?,
         policy: rr.spec.source.policy.clone(),
         backup_id: rr.spec.source.backup_id.clone(),
+        taken_before: rr.spec.source.taken_before.as_ref().map(|t| t.0),
         assets: rr.spec.assets.clone(),
         location,
         signing_key: Some(signing_key_ref()),

@@ -105,13 +105,13 @@ async fn observe(rr: &RestoreRequest, ctx: &Context) -> Result<(Observed, Found)
         seen.plan = Err(refused.into());
         return Ok((seen, found));
     }
-    let resolved = match (&rr.spec.source.location, &policy) {
+    let resolved = match (plan::catalog_location(rr, policy.as_ref()), &policy) {
         // A location is read, whether or not a policy exists: the policy's status describes its
         // own destination, and a rebuilt cluster has neither.
         (Some(location), _) => {
             let read = match plan::executing_catalog(rr) {
                 Some(pinned) => Ok(pinned),
-                None => catalog(rr, ctx, &ns, location.clone(), &mut found).await?,
+                None => catalog(rr, ctx, &ns, location, &mut found).await?,
             };
             match read {
                 Ok(catalog) => plan::from_catalog(rr, policy.as_ref(), &catalog),

@@ -345,6 +345,35 @@ pub fn from_catalog(
     Ok(steps)
 }
 
+/// Where the request's backups are listed by a catalog Job, if they are: its `location`, or its
+/// policy's destination when `takenBefore` excludes a backup the policy's status names as the
+/// newest (the status knows no older one). Otherwise the policy's status resolves `latest`.
+pub fn catalog_location(
+    rr: &RestoreRequest,
+    policy: Option<&BackupPolicy>,
+) -> Option<lifeboat_api::common::Destination> {
+    if let Some(location) = &rr.spec.source.location {
+        return Some(location.clone());
+    }
+    let policy = policy?;
+    let before = rr.spec.source.taken_before.as_ref()?.0;
+    let status = policy.status.clone().unwrap_or_default();
+    let names: Vec<&String> = if rr.spec.assets.is_empty() {
+        policy.spec.assets.iter().map(|a| &a.name).collect()
+    } else {
+        rr.spec.assets.iter().collect()
+    };
+    let newer = names.iter().any(|name| {
+        status
+            .assets
+            .iter()
+            .find(|a| &&a.name == name)
+            .and_then(|a| a.last_success.as_ref())
+            .is_none_or(|l| l.snapshot_time.0 > before)
+    });
+    newer.then(|| policy.spec.destination.clone())
+}
+
 /// The catalog an executing request already planned from, as its status records it: once a
 /// step may have run, the backups restored are those of the plan, never those of a catalog read
 /// again (a newer backup taken meanwhile, or the catalog Job's pod gone). `None` before.
@@ -824,6 +853,43 @@ mod tests {
             resolve(&rr, &policy).unwrap()[0].backup_id,
             "20261201T020000Z"
         );
+    }
+
+    #[test]
+    fn taken_before_reads_the_catalog_only_when_the_policy_names_a_newer_backup() {
+        let policy = pitr_policy();
+        let rr = |spec: serde_json::Value| -> RestoreRequest {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
+                "metadata": {"name": "back", "namespace": "prod"}, "spec": spec
+            }))
+            .unwrap()
+        };
+        // The policy's newest backups are from 01:00.
+        let at = |t: &str| {
+            rr(
+                serde_json::json!({"source": {"policy": "shop", "takenBefore": t},
+                                   "assets": ["plain"]}),
+            )
+        };
+        assert_eq!(
+            catalog_location(&at("2026-12-01T01:00:00Z"), Some(&policy)),
+            None
+        );
+        let plan = resolve(&at("2026-12-01T01:30:00Z"), &policy).unwrap();
+        assert_eq!(plan[0].backup_id, "20261201T010000Z");
+        // Before it: the status knows no older backup, the policy's destination is listed.
+        assert_eq!(
+            catalog_location(&at("2026-12-01T00:59:59Z"), Some(&policy)),
+            Some(policy.spec.destination.clone())
+        );
+        // Without takenBefore the status resolves; with a location, the location is read.
+        let plain = rr(serde_json::json!({"source": {"policy": "shop"}}));
+        assert_eq!(catalog_location(&plain, Some(&policy)), None);
+        let elsewhere =
+            rr(serde_json::json!({"source": {"policy": "shop", "location": location()}}));
+        assert!(catalog_location(&elsewhere, None).unwrap().s3.is_some());
+        assert_eq!(catalog_location(&at("2026-12-01T00:00:00Z"), None), None);
     }
 
     #[test]
