@@ -48,7 +48,6 @@ use lifeboat_agent::postgres;
 use lifeboat_api::restore_request::{RestorePhase, RestoreRequestStatus};
 use lifeboat_testenv::{ControlPlane, Node, NodeOptions};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 /// The application's namespace: the same name in both clusters (its backups lie under it and
 /// are signed with its key).
@@ -532,25 +531,6 @@ fn redis_conn(port: u16) -> lifeboat_agent::redis::Conn {
     }
 }
 
-/// The sha256 of every file under `dir` (a bucket of the S3 server), by key.
-fn bucket_digest(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-                let sum = sha2::Sha256::digest(std::fs::read(&p).unwrap());
-                out.insert(key, sum.iter().map(|b| format!("{b:02x}")).collect());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
 async fn restore_finished(c: &Cluster, name: &str) -> RestoreRequestStatus {
     let api = c.h.api::<lifeboat_api::RestoreRequest>();
     let deadline = Instant::now() + Duration::from_secs(420);
@@ -663,7 +643,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             .collect::<Vec<u8>>(),
     )
     .unwrap();
-    let bucket_before = bucket_digest(&assets_dir);
+    let bucket_before = digest::bucket_digest(&assets_dir);
     assert_eq!(bucket_before.len(), 3);
 
     // The BackupPolicy, and a backup of everything through real Job pods.
@@ -928,7 +908,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
         assert!((ttl - ttl2).abs() <= 1, "{k}: expires at {ttl} vs {ttl2}");
     }
     assert_eq!(
-        bucket_digest(&assets_dir),
+        digest::bucket_digest(&assets_dir),
         bucket_before,
         "the bucket's objects"
     );

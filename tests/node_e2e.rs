@@ -613,9 +613,13 @@ async fn a_restore_request_restores_into_a_second_database_validates_and_measure
     all_pods_ran_on(&h, node).await;
 }
 
+/// A drill of every data asset kind at once, by real pods: PostgreSQL, Redis and a bucket are
+/// backed up (mode Fresh), restored into their staging servers and bucket in order, checked, and
+/// the staging copies hold what the sources held, each with its own backup's canary marker.
 #[tokio::test]
 #[ignore = "needs root and a local node: make e2e-node"]
-async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_metrics_and_events() {
+async fn a_drill_of_postgres_redis_and_a_bucket_restores_each_into_staging_and_reports_rto_metrics_and_events()
+ {
     use lifeboat_api::DrillSchedule;
     use lifeboat_api::drill_schedule::DrillVerdict;
     let node = node();
@@ -623,22 +627,63 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     let s3 = S3Server::start(node);
     let pg = blocking(|| LocalPostgres::start_on(Some(node.gateway())).unwrap());
     let fingerprint = blocking(|| sample_database(&pg));
-    // Canary markers on: the drill reads its backup's marker back from staging.
+    let redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
+    let staging_redis = LocalRedis::start_on(Some(node.gateway())).unwrap();
+    let c = redis.conn();
+    for cmd in [
+        &["SET", "s", "string value"][..],
+        &["HSET", "h", "f1", "v1", "f2", "v2"],
+        &["EXPIRE", "h", "5000"],
+        &["RPUSH", "l", "a", "b", "a"],
+    ] {
+        c.run(0, cmd).unwrap();
+    }
+    let source_bucket = s3.root.path().join("assets");
+    let staging_bucket = s3.root.path().join("assets-staging");
+    std::fs::create_dir_all(source_bucket.join("img")).unwrap();
+    std::fs::create_dir(&staging_bucket).unwrap();
+    std::fs::write(source_bucket.join("index.html"), "<h1>shop</h1>").unwrap();
+    std::fs::write(
+        source_bucket.join("img/logo.bin"),
+        (0..50_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let bucket = |name: &str| {
+        json!({"endpoint": format!("http://{}:{}", s3.gateway, s3.port), "bucket": name,
+               "forcePathStyle": true, "credentialsSecret": {"name": "s3-creds"}})
+    };
+    // Canary markers on: the drill reads each backup's marker back from staging.
     let mut asset = postgres_asset(node, &pg);
     asset["canary"] = json!(true);
-    apply_shop_policy(&h, &s3, json!([asset])).await;
+    let gateway = node.gateway().to_string();
+    apply_shop_policy(
+        &h,
+        &s3,
+        json!([asset,
+               {"name": "sessions", "redis": {"host": gateway, "port": redis.port}, "canary": true},
+               {"name": "assets", "objectStorage": bucket("assets"), "canary": true}]),
+    )
+    .await;
 
     let drill = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
     "metadata": {"name": "quarterly"},
     "spec": {
         "schedule": "0 6 1 1,4,7,10 *",
         "policy": "shop",
-        "assets": ["orders-db"],
-        "staging": {"targets": [{"asset": "orders-db", "postgres": {"host": node.gateway().to_string(),
-            "port": pg.port, "user": "lifeboat", "sslMode": "disable", "database": "shop_drill",
-            "createDatabase": true}}]},
-        "validation": {"checks": [{"name": "rows", "sql": {"asset": "orders-db",
-                                    "query": "SELECT count(*) FROM t", "expect": "5000"}}]},
+        "assets": ["orders-db", "sessions", "assets"],
+        "staging": {"targets": [
+            {"asset": "orders-db", "postgres": {"host": gateway, "port": pg.port, "user": "lifeboat",
+                "sslMode": "disable", "database": "shop_drill", "createDatabase": true}},
+            {"asset": "sessions", "redis": {"host": gateway, "port": staging_redis.port}},
+            {"asset": "assets", "objectStorage": bucket("assets-staging")}
+        ]},
+        "validation": {"checks": [
+            {"name": "rows", "sql": {"asset": "orders-db", "query": "SELECT count(*) FROM t",
+                                     "expect": "5000"}},
+            {"name": "session", "redis": {"asset": "sessions", "key": "s", "expect": "string value"}}
+        ]},
         "backup": "Fresh", "objectives": {"rto": "30m", "rpo": "15m"}
     }});
     let api = h.api::<DrillSchedule>();
@@ -685,7 +730,7 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
     // Mode Fresh backs up at the simulated disaster: restorability and RTO only, no RPO.
     assert_eq!(run.rpo_seconds, None, "{run:?}");
     assert!(run.rto_met && !run.rpo_met, "{run:?}");
-    assert_eq!(run.backups.len(), 1);
+    assert_eq!(run.backups.len(), 3, "{run:?}");
     eprintln!(
         "drill: RTO {} ({rto:.1}s), RPO {}",
         run.rto.clone().unwrap_or_default(),
@@ -696,6 +741,18 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         fingerprint,
         "staging holds the backed-up rows"
     );
+    // The backups wrote their markers into the sources just before their snapshots, and nothing
+    // was written after: staging holds exactly what the sources hold, markers included.
+    assert_same_redis(
+        &digest::redis_digest(&c),
+        &digest::redis_digest(&staging_redis.conn()),
+    );
+    let objects = digest::bucket_digest(&source_bucket);
+    assert!(
+        objects.len() > 2,
+        "the objects and the canary marker: {objects:?}"
+    );
+    assert_eq!(objects, digest::bucket_digest(&staging_bucket));
     // The evidence Job ran on the node and left the record next to the backups in the bucket,
     // completed from their metadata, and the restored backup is marked verified.
     let evidence_job = format!("{}-evidence", run.id);
@@ -732,20 +789,34 @@ async fn a_drill_backs_up_restores_into_staging_validates_and_reports_rto_rpo_me
         record.verdict,
         lifeboat_api::evidence::EvidenceVerdict::Passed
     );
-    assert_eq!(record.restored.len(), 1);
-    let restored = &record.restored[0];
-    assert!(!restored.artifacts.is_empty(), "{record:?}");
-    assert_eq!(record.checks.len(), 2, "the SQL check and the canary check");
-    let found = restored.canary_found.clone().expect("the marker read back");
-    assert_eq!(found.id, restored.backup_id, "the backup's own marker");
-    assert_eq!(restored.canary_written.as_ref(), Some(&found));
-    assert!(run.rpo_canary_seconds.is_some(), "{run:?}");
-    assert!(
-        policy_root
-            .join(&restored.backup_id)
-            .join("orders-db.verified.json")
-            .exists()
+    assert_eq!(record.restored.len(), 3, "{record:?}");
+    assert_eq!(
+        record.checks.len(),
+        5,
+        "the SQL and Redis checks and a canary check per asset"
     );
+    for restored in &record.restored {
+        assert!(!restored.artifacts.is_empty(), "{record:?}");
+        let found = restored
+            .canary_found
+            .clone()
+            .unwrap_or_else(|| panic!("{}: the marker read back", restored.asset));
+        assert_eq!(
+            found.id, restored.backup_id,
+            "{}: the backup's own marker",
+            restored.asset
+        );
+        assert_eq!(restored.canary_written.as_ref(), Some(&found));
+        assert!(
+            policy_root
+                .join(&restored.backup_id)
+                .join(format!("{}.verified.json", restored.asset))
+                .exists(),
+            "{} marked verified",
+            restored.asset
+        );
+    }
+    assert!(run.rpo_canary_seconds.is_some(), "{run:?}");
     eprintln!(
         "evidence: {} steps {:?}",
         run.evidence.clone().unwrap_or_default(),

@@ -33,3 +33,28 @@ pub fn redis_digest(
     }
     out
 }
+
+/// The sha256 of every file under `dir` (a bucket of the S3 server, which serves directories as
+/// buckets), by key.
+pub fn bucket_digest(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    use sha2::Digest as _;
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let key = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let sum = sha2::Sha256::digest(std::fs::read(&p).unwrap());
+                out.insert(key, sum.iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
