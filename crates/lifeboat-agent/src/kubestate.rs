@@ -27,6 +27,7 @@ use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope, verbs};
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::backup_policy::KubernetesStateAsset;
 use lifeboat_api::common::KubernetesStateTarget;
+use lifeboat_api::conditions::Status;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -702,8 +703,11 @@ async fn wait_established(client: &kube::Client, dump: &ResourceDump) -> Result<
             let established = crd.data["status"]["conditions"]
                 .as_array()
                 .is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                    c.iter().any(|c| {
+                        c["type"] == "Established"
+                            && Status::parse(c["status"].as_str().unwrap_or_default())
+                                == Status::True
+                    })
                 });
             if established {
                 break;

@@ -212,7 +212,7 @@ pub fn lag_bound(
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Available"));
     let since = match available {
-        Some(c) if c.status == "True" => return Some(ready_bound),
+        Some(c) if Status::parse(&c.status) == Status::True => return Some(ready_bound),
         Some(c) => c.last_transition_time.as_ref().map(|t| t.0),
         None => None,
     }
