@@ -57,50 +57,8 @@ pub async fn reconcile(
     let now = Timestamp::now();
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
-    let token = new_backup_now_token(policy);
-    let (mut problem, signing_key) = observe(policy, &ctx, &ns, token.is_some()).await?;
-    let token = token.filter(|_| problem.is_none());
-    if problem.is_none()
-        && let Err(e) = apply_children(policy, &ctx, &ns, signing_key, token.as_deref()).await
-    {
-        match e {
-            Error::Problem(p) => problem = Some(p),
-            e => return Err(e),
-        }
-    }
-    // The archivers are applied only when everything else could be (they mount the signing key).
-    let archivers = match problem {
-        None => Some(apply_archivers(policy, &ctx, &ns).await?),
-        Some(_) => None,
-    };
-    let handled = token.filter(|_| problem.is_none());
-    let lags = archive_lags(policy, archivers.as_deref(), now);
-    // Decided from the status without the Events already published: dropping them alone is not
-    // worth a write (crate::effects::Published).
-    let seen = without_published(policy, &ctx);
-    let mut decision = status::decide(
-        &seen,
-        &outcomes,
-        problem.as_ref(),
-        handled,
-        &verification,
-        &lags,
-        now,
-    );
-    let archiver_changed = archivers
-        .as_deref()
-        .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
-    // An archiver that is down is looked at again soon: its lag grows, and so may the alert.
-    let archiver_down = conditions::status(&decision.status.conditions, types::ARCHIVER_READY)
-        == Some(Status::False);
-    if note_ignored_account(policy, &mut decision.status) || archiver_changed {
-        decision.changed = Some(&decision.status) != seen.status.as_ref();
-    }
-    // Published Events listed for a while get a write of their own (crate::effects::LINGER).
-    let drop_due = policy.uid().and_then(|u| ctx.published.drop_due(&u));
-    if drop_due.is_some_and(|due| due <= now) {
-        decision.changed = true;
-    }
+    let applied = apply(policy, &ctx, &ns).await?;
+    let decision = decide(policy, &ctx, &outcomes, &verification, &applied, now);
     let stored = if decision.changed {
         ctx.apply_status(policy, &decision.status).await?;
         Some(&decision.status)
@@ -110,8 +68,95 @@ pub async fn reconcile(
     perform(policy, &ctx, stored).await?;
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
-    // The master key may appear any moment (the platform team restores it): look again soon.
-    let mut requeue = match &problem {
+    Ok(Action::requeue(requeue_after(
+        policy,
+        &ctx,
+        &decision,
+        applied.problem.as_ref(),
+    )))
+}
+
+/// What applying the policy's children came to.
+struct Applied {
+    /// Why they could not all be applied.
+    problem: Option<Problem>,
+    /// The `backup-now` token whose Jobs were applied now.
+    handled: Option<String>,
+    /// The archiver Deployments as applied (none while there is a problem).
+    archivers: Option<Vec<Deployment>>,
+}
+
+/// Applies the CronJobs, a new `backup-now` token's Jobs and, when those could be, the archivers
+/// (they mount the signing key). A problem is returned in [`Applied`], not raised.
+async fn apply(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Applied> {
+    let token = new_backup_now_token(policy);
+    let (mut problem, signing_key) = observe(policy, ctx, ns, token.is_some()).await?;
+    let token = token.filter(|_| problem.is_none());
+    if problem.is_none()
+        && let Err(e) = apply_children(policy, ctx, ns, signing_key, token.as_deref()).await
+    {
+        match e {
+            Error::Problem(p) => problem = Some(p),
+            e => return Err(e),
+        }
+    }
+    let archivers = match problem {
+        None => Some(apply_archivers(policy, ctx, ns).await?),
+        Some(_) => None,
+    };
+    Ok(Applied {
+        handled: token.filter(|_| problem.is_none()),
+        problem,
+        archivers,
+    })
+}
+
+/// The new status: [`status::decide`] from the stored status without the Events already
+/// published (dropping them alone is not worth a write, until they linger:
+/// crate::effects::LINGER), with the archivers' readiness and the ignored-account note.
+fn decide(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    outcomes: &[JobOutcome],
+    verification: &status::Verification,
+    applied: &Applied,
+    now: Timestamp,
+) -> status::Decision {
+    let lags = archive_lags(policy, applied.archivers.as_deref(), now);
+    let seen = without_published(policy, ctx);
+    let mut decision = status::decide(
+        &seen,
+        outcomes,
+        applied.problem.as_ref(),
+        applied.handled.clone(),
+        verification,
+        &lags,
+        now,
+    );
+    let archiver_changed = applied
+        .archivers
+        .as_deref()
+        .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
+    if note_ignored_account(policy, &mut decision.status) || archiver_changed {
+        decision.changed = Some(&decision.status) != seen.status.as_ref();
+    }
+    let drop_due = policy.uid().and_then(|u| ctx.published.drop_due(&u));
+    if drop_due.is_some_and(|due| due <= now) {
+        decision.changed = true;
+    }
+    decision
+}
+
+/// When to look again: the decision's time, sooner for a problem that may clear any moment (a
+/// master key the platform team restores), published Events due to be dropped, or an archiver
+/// that is down (its lag grows, and so may the alert).
+fn requeue_after(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    decision: &status::Decision,
+    problem: Option<&Problem>,
+) -> std::time::Duration {
+    let mut requeue = match problem {
         Some(p) => decision.requeue_after.min(p.recheck()),
         None => decision.requeue_after,
     };
@@ -120,11 +165,12 @@ pub async fn reconcile(
             std::time::Duration::try_from(Timestamp::now().duration_until(due)).unwrap_or_default();
         requeue = requeue.min(wait.max(std::time::Duration::from_secs(1)));
     }
-    Ok(Action::requeue(if archiver_down {
-        requeue.min(ARCHIVER_RECHECK)
-    } else {
-        requeue
-    }))
+    let archiver_down = conditions::status(&decision.status.conditions, types::ARCHIVER_READY)
+        == Some(Status::False);
+    if archiver_down {
+        requeue = requeue.min(ARCHIVER_RECHECK);
+    }
+    requeue
 }
 
 pub use controller::error_policy;
