@@ -849,8 +849,47 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
         "{metrics}"
     );
 
-    // The field dropped: the Deployment goes, and so does the condition.
+    // The field dropped: the archiver is scaled to zero, then a Job of its own pod drops its
+    // slot (played here: no node), then the Deployment and the Job go, and so does the condition.
     h.apply_policy("shop", spec()).await;
+    h.until("the archiver scaled to zero", async || {
+        let d = deployments.get("shop-orders-db-wal").await.unwrap();
+        (d.spec.unwrap().replicas == Some(0)).then_some(())
+    })
+    .await;
+    let p = h
+        .policy_until("shop", "ReleasingSlot", |p| {
+            condition(p, types::ARCHIVER_READY).is_some_and(|(_, r)| r == "ReleasingSlot")
+        })
+        .await;
+    assert_eq!(
+        condition(&p, types::ARCHIVER_READY).unwrap().0,
+        "False",
+        "its slot still holds WAL"
+    );
+    let release = h
+        .until("the release Job", async || {
+            h.api::<Job>()
+                .list(&ListParams::default().labels("lifeboat.dev/role=wal-release"))
+                .await
+                .unwrap()
+                .items
+                .pop()
+        })
+        .await;
+    let release_name = release.name_any();
+    assert!(
+        release_name.starts_with("shop-orders-db-wal-release-"),
+        "{release_name}"
+    );
+    let pod = release.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.containers[0].args.as_deref(),
+        Some(&["wal-release".to_owned()][..])
+    );
+    h.finish_job(&release_name, &summary("orders-db", true, Timestamp::now()))
+        .await;
+    h.expect_events("WalSlotReleased", 1).await;
     h.until("the archiver to go", async || {
         deployments
             .get_opt("shop-orders-db-wal")

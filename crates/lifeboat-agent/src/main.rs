@@ -102,6 +102,9 @@ enum Command {
     /// Lifeboat owns (pg_receivewal); the segment being written is stored every
     /// --partial-every.
     WalArchive(pitr_cli::WalArchiveArgs),
+    /// Drop the replication slot of a PostgreSQL asset whose archiver is stopped (the release Job
+    /// the operator runs when `pointInTime` goes); a slot already gone is not an error.
+    WalRelease(pitr_cli::WalReleaseArgs),
     /// Exit 0 when the archiver writing into --work-dir stored everything it received within
     /// --within (the archiver's readiness probe; no termination message).
     WalCaughtUp(pitr_cli::WalCaughtUpArgs),
@@ -452,6 +455,7 @@ fn main() -> ExitCode {
         Command::Notify(_) => Verb::Notify,
         Command::Catalog(_) => Verb::Catalog,
         Command::BaseBackup(_) | Command::WalArchive(_) => Verb::Backup,
+        Command::WalRelease(_) => Verb::Prune,
         // The archiver's readiness probe, run in its container every few seconds: it leaves no
         // summary over the archiver's termination message.
         Command::WalCaughtUp(args) => return pitr_cli::wal_caught_up(args),
@@ -622,6 +626,7 @@ fn run(command: Command, checks: &mut Checks) -> Result<Option<Done>> {
         Command::Adopt(args) => adopt(args),
         Command::BaseBackup(args) => pitr_cli::base_backup(args),
         Command::WalArchive(args) => pitr_cli::wal_archive(args),
+        Command::WalRelease(args) => pitr_cli::wal_release(args),
         // Answered by main before any summary is made.
         Command::WalCaughtUp(_) => Ok(None),
         Command::PitrRestore(args) => pitr_cli::pitr_restore(args, &mut checks.point_in_time),

@@ -109,6 +109,14 @@ pub(crate) struct WalArchiveArgs {
 }
 
 #[derive(clap::Args)]
+pub(crate) struct WalReleaseArgs {
+    #[command(flatten)]
+    asset: AssetRef,
+    #[command(flatten)]
+    source: Source,
+}
+
+#[derive(clap::Args)]
 pub(crate) struct WalCaughtUpArgs {
     /// The archiver's --work-dir.
     #[arg(long)]
@@ -222,6 +230,28 @@ pub(crate) fn wal_archive(args: WalArchiveArgs) -> Result<Option<Done>> {
         encoding,
     }
     .run()?;
+    Ok(None)
+}
+
+/// Drops the slot of an asset whose archiver is gone, with the archiver's own document and
+/// connection (the release Job the operator makes from the archiver's pod template).
+pub(crate) fn wal_release(args: WalReleaseArgs) -> Result<Option<Done>> {
+    let (place, conn) = match crate::job_document::<AgentJob>()? {
+        Some(job) => {
+            let j = from_job(&job, &args.asset.place)?;
+            (j.place, j.conn)
+        }
+        None => {
+            let (place, env) = args.asset.open()?;
+            (place, args.source.open(&env)?.0)
+        }
+    };
+    let slot = wal::slot_name(&place.scope, &place.asset);
+    if wal::release_slot(&conn, &place)? {
+        println!("dropped the replication slot {slot}");
+    } else {
+        println!("no replication slot {slot}: released already");
+    }
     Ok(None)
 }
 

@@ -137,6 +137,24 @@ pub fn slot_name(scope: &Scope, asset: &str) -> String {
     format!("lifeboat_{}", &stream::hex(&digest)[..20])
 }
 
+/// Drops the asset's replication slot on the source once its archiver is stopped (`lifeboat-agent
+/// wal-release`): a slot nobody reads keeps WAL on the source until its disk is full. Whether a
+/// slot was dropped; a slot that does not exist is released already, and one still in use (the
+/// archiver's pod still stopping) is refused by the server, a failure to retry.
+pub fn release_slot(conn: &Conn, place: &WalPlace) -> Result<bool> {
+    let slot = slot_name(&place.scope, &place.asset);
+    // The slot's name is ours (`[a-z0-9_]`), never user text.
+    let dropped = crate::postgres::query(
+        conn,
+        "postgres",
+        &format!(
+            "WITH d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = '{slot}') SELECT count(*) FROM d"
+        ),
+    )?;
+    Ok(dropped.trim() == "1")
+}
+
 /// One asset's WAL in a policy's store directory.
 #[derive(Clone, Debug)]
 pub struct WalPlace {

@@ -602,6 +602,43 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
     s.insert(21, 30);
     s.wait_archived();
     assert_eq!(s.restored_rows("latest"), ids(1, 30));
+
+    // The field removed: the release Job's document is the archiver's. While the archiver
+    // streams, the server refuses to drop its slot; once it is stopped, the slot goes, and a
+    // second release finds nothing to do.
+    let slots = || {
+        sql(
+            &s.pg,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%'",
+        )
+    };
+    let (out, _) = s.w.job(&doc, &["wal-release"]);
+    assert!(
+        !out.status.success(),
+        "dropped an active slot: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("is active"), "{}", text(&out));
+    assert_eq!(slots(), "1");
+    drop(_archiver);
+    s.wait("the archiver's connection gone", || {
+        sql(
+            &s.pg,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
+        ) == "0"
+    });
+    let (out, summary) = s.w.job(&doc, &["wal-release"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(summary.unwrap().ok);
+    assert!(
+        text(&out).contains("dropped the replication slot lifeboat_"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(slots(), "0");
+    let (out, _) = s.w.job(&doc, &["wal-release"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("released already"), "{}", text(&out));
 }
 
 #[test]

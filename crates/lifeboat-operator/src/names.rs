@@ -62,6 +62,14 @@ pub fn wal_archiver_labels(policy: &str, asset: &str) -> BTreeMap<String, String
     labels
 }
 
+/// The role label of the Jobs that drop a retired archiver's replication slot.
+pub const ROLE_WAL_RELEASE: &str = "wal-release";
+
+/// The Job that drops the slot of the retired archiver Deployment `archiver` (of uid `uid`).
+pub fn wal_release(archiver: &str, uid: &str) -> String {
+    bounded_name(&[archiver, "release", &short_hash(uid, 5)], NAME_MAX)
+}
+
 /// The label selector that finds every WAL archiver of `policy`.
 pub fn wal_archiver_selector(policy: &str) -> String {
     format!(

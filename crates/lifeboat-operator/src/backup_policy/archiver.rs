@@ -4,16 +4,19 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{ExecAction, Probe};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::signing_key_ref;
 use lifeboat_api::backup_policy::Asset;
+use lifeboat_api::common::{EventType, PendingEvent};
 use lifeboat_api::conditions::Status;
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
+use crate::jobs::JobOutcome;
 use crate::names;
 use crate::pod::AgentPod;
 
@@ -49,6 +52,8 @@ pub mod reasons {
     /// An archiver Deployment is missing or has no available replica: its slot keeps WAL on
     /// the source until it is back.
     pub const UNAVAILABLE: &str = "ArchiverUnavailable";
+    /// An archiver whose asset no longer asks for one is stopping, then its slot is dropped.
+    pub const RELEASING: &str = "ReleasingSlot";
 }
 
 /// The assets of `policy` that ask for a WAL archive.
@@ -146,6 +151,94 @@ fn archiver(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result
         }),
         status: None,
     })
+}
+
+/// The Job that drops the replication slot of `archiver`, a Deployment whose asset no longer
+/// asks for a WAL archive, once it is scaled to zero (the server refuses to drop a slot in use):
+/// the archiver's own pod (image, document, Secrets, security context) running `wal-release`
+/// once.
+pub fn release_job(policy: &BackupPolicy, archiver: &Deployment) -> Result<Job> {
+    let spec = archiver
+        .spec
+        .as_ref()
+        .ok_or(Error::MissingObjectKey("spec"))?;
+    let mut template = spec.template.clone();
+    let mut labels = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    // Not the archiver's selector, nor a backup's role: its outcome is no backup.
+    labels.insert(
+        names::LABEL_ROLE.to_owned(),
+        names::ROLE_WAL_RELEASE.to_owned(),
+    );
+    template.metadata.get_or_insert_default().labels = Some(labels.clone());
+    if let Some(pod) = template.spec.as_mut() {
+        pod.restart_policy = Some("Never".into());
+        for c in &mut pod.containers {
+            c.args = Some(vec!["wal-release".into()]);
+            c.readiness_probe = None;
+            c.liveness_probe = None;
+            c.startup_probe = None;
+        }
+    }
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(names::wal_release(
+                &archiver.name_any(),
+                &archiver.uid().unwrap_or_default(),
+            )),
+            namespace: policy.namespace(),
+            labels: Some(labels),
+            annotations: archiver.metadata.annotations.clone(),
+            owner_references: Some(vec![
+                policy
+                    .controller_owner_ref(&())
+                    .ok_or(Error::MissingObjectKey("uid"))?,
+            ]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            // One retry, for a server that still counted the stopped archiver's connection.
+            backoff_limit: Some(1),
+            ttl_seconds_after_finished: Some(RELEASE_JOB_TTL_SECONDS),
+            template,
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// How long a finished release Job stays to be read (`kubectl logs`) before it goes.
+const RELEASE_JOB_TTL_SECONDS: i32 = 3600;
+
+/// The Event that says how the release Job of the archiver Deployment `uid` ended: once per
+/// Deployment, a Warning with the agent's error when the slot is still there.
+pub fn release_event(outcome: &JobOutcome, uid: &str) -> PendingEvent {
+    let asset = &outcome.asset;
+    let id = format!("WalSlot/{uid}");
+    match &outcome.result {
+        Ok(_) => crate::effects::event(
+            id,
+            EventType::Normal,
+            "WalSlotReleased",
+            "Release",
+            format!(
+                "asset {asset} archives no WAL any more: its replication slot was dropped on the source"
+            ),
+        ),
+        Err(f) => crate::effects::event(
+            id,
+            EventType::Warning,
+            "WalSlotNotReleased",
+            "Release",
+            format!(
+                "asset {asset} archives no WAL any more, but its replication slot could not be dropped ({}: {}): it keeps WAL on the source until dropped by hand (docs/operations.md)",
+                f.reason, f.message
+            ),
+        ),
+    }
 }
 
 /// `ArchiverReady` for `policy` given its archivers as they are (`None`: the policy archives
@@ -257,6 +350,90 @@ mod tests {
 
     fn archiving() -> serde_json::Value {
         json!({"user": "lifeboat_wal", "passwordSecret": {"name": "wal-creds", "key": "pw"}})
+    }
+
+    #[test]
+    fn a_retired_archiver_s_release_job_is_its_own_pod_dropping_the_slot_once() {
+        let p = policy(archiving());
+        let d = &desired_archivers(&p, &AgentConfig::default()).unwrap()[0];
+        let job = release_job(&p, d).unwrap();
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("shop-orders-wal-release")
+        );
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("BackupPolicy", "1234")
+        );
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(
+            labels.get(names::LABEL_ROLE).unwrap(),
+            names::ROLE_WAL_RELEASE
+        );
+        assert_eq!(labels.get(names::LABEL_ASSET).unwrap(), "orders");
+        let spec = job.spec.as_ref().unwrap();
+        let pod = spec.template.spec.as_ref().unwrap();
+        let archiver_pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            spec.template.metadata.as_ref().unwrap().labels.as_ref(),
+            Some(labels)
+        );
+        let (c, a) = (&pod.containers[0], &archiver_pod.containers[0]);
+        assert_eq!(c.args.as_deref(), Some(&["wal-release".to_owned()][..]));
+        assert!(c.readiness_probe.is_none() && a.readiness_probe.is_some());
+        // The archiver's document, Secrets and restrictions, unchanged.
+        assert_eq!(
+            (&c.env, &c.image, &c.security_context),
+            (&a.env, &a.image, &a.security_context)
+        );
+        assert_eq!(pod.volumes, archiver_pod.volumes);
+        assert_eq!(pod.security_context, archiver_pod.security_context);
+    }
+
+    #[test]
+    fn a_release_says_once_whether_the_slot_went_and_the_agent_s_error_when_not() {
+        let outcome = |result| JobOutcome {
+            job: "shop-orders-wal-release".into(),
+            asset: "orders".into(),
+            finished_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+            result,
+            checks_report: None,
+        };
+        let failed = outcome(Err(crate::jobs::JobFailure {
+            reason: "AuthFailed".into(),
+            message: "password authentication failed".into(),
+            checks: Vec::new(),
+        }));
+        let e = release_event(&failed, "u-1");
+        assert_eq!(
+            (e.type_, e.reason.as_str()),
+            (EventType::Warning, "WalSlotNotReleased")
+        );
+        assert!(
+            e.note
+                .contains("AuthFailed: password authentication failed"),
+            "{}",
+            e.note
+        );
+        assert!(
+            e.note.contains("asset orders") && e.note.contains("by hand"),
+            "{}",
+            e.note
+        );
+        let ok = outcome(Ok(serde_json::from_value(json!({
+            "version": 1, "verb": "prune", "ok": true,
+            "startedAt": "2026-12-01T10:00:00Z", "finishedAt": "2026-12-01T10:00:01Z"
+        }))
+        .unwrap()));
+        let e2 = release_event(&ok, "u-1");
+        assert_eq!(
+            (e2.type_, e2.reason.as_str()),
+            (EventType::Normal, "WalSlotReleased")
+        );
+        assert_eq!(e.id, e2.id, "one Event per archiver, whatever the outcome");
+        assert_ne!(e.id, release_event(&ok, "u-2").id);
     }
 
     #[test]

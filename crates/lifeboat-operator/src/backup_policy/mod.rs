@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -68,12 +68,12 @@ pub async fn reconcile(
     perform(policy, &ctx, stored).await?;
     update_metrics(&ctx, policy, &ns, &decision, now);
     controller::succeeded(&ctx, policy);
-    Ok(Action::requeue(requeue_after(
-        policy,
-        &ctx,
-        &decision,
-        applied.problem.as_ref(),
-    )))
+    let requeue = requeue_after(policy, &ctx, &decision, applied.problem.as_ref());
+    Ok(Action::requeue(if applied.retiring {
+        requeue.min(RETIRE_RECHECK)
+    } else {
+        requeue
+    }))
 }
 
 /// What applying the policy's children came to.
@@ -84,6 +84,8 @@ struct Applied {
     handled: Option<String>,
     /// The archiver Deployments as applied (none while there is a problem).
     archivers: Option<Vec<Deployment>>,
+    /// An archiver whose asset no longer asks for one is being retired (its slot released).
+    retiring: bool,
 }
 
 /// Applies the CronJobs, a new `backup-now` token's Jobs and, when those could be, the archivers
@@ -100,14 +102,18 @@ async fn apply(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Applied
             e => return Err(e),
         }
     }
-    let archivers = match problem {
-        None => Some(apply_archivers(policy, ctx, ns).await?),
-        Some(_) => None,
+    let (archivers, retiring) = match problem {
+        None => {
+            let (current, retiring) = apply_archivers(policy, ctx, ns).await?;
+            (Some(current), retiring)
+        }
+        Some(_) => (None, false),
     };
     Ok(Applied {
         handled: token.filter(|_| problem.is_none()),
         problem,
         archivers,
+        retiring,
     })
 }
 
@@ -133,10 +139,9 @@ fn decide(
         &lags,
         now,
     );
-    let archiver_changed = applied
-        .archivers
-        .as_deref()
-        .is_some_and(|a| set_archiver_ready(policy, &mut decision.status, a, now));
+    let archiver_changed = applied.archivers.as_deref().is_some_and(|a| {
+        set_archiver_ready(policy, &mut decision.status, a, applied.retiring, now)
+    });
     if note_ignored_account(policy, &mut decision.status) || archiver_changed {
         decision.changed = Some(&decision.status) != seen.status.as_ref();
     }
@@ -370,14 +375,14 @@ async fn apply_archivers(
     policy: &BackupPolicy,
     ctx: &Context,
     ns: &str,
-) -> Result<Vec<Deployment>> {
+) -> Result<(Vec<Deployment>, bool)> {
     let desired = archiver::desired_archivers(policy, &ctx.agent)?;
     let had = policy
         .status
         .as_ref()
         .is_some_and(|s| conditions::find(&s.conditions, types::ARCHIVER_READY).is_some());
     if desired.is_empty() && !had {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -390,28 +395,80 @@ async fn apply_archivers(
         );
     }
     let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    // Whole objects (a retired one's template makes its release Job): only policies that
+    // archive, or did, get here.
     let existing = api
-        .list_metadata(
-            &ListParams::default().labels(&names::wal_archiver_selector(&policy.name_any())),
-        )
+        .list(&ListParams::default().labels(&names::wal_archiver_selector(&policy.name_any())))
         .await
         .map_err(Error::list::<Deployment>())?;
+    let mut retiring = false;
     for d in existing {
         let ours = d.owner_references().iter().any(|o| o.uid == uid);
         let name = d.name_any();
         if ours && !desired.iter().any(|w| w.name_any() == name) {
-            info!(
-                deployment = name,
-                "deleting the WAL archiver of an asset that no longer asks for one"
-            );
-            match api.delete(&name, &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(Error::delete::<Deployment>(&name)(e)),
-            }
+            retiring |= retire(policy, ctx, ns, &d).await?;
         }
     }
-    Ok(current)
+    Ok((current, retiring))
+}
+
+/// How soon a policy retiring an archiver looks again (its pod stopping, its release Job).
+const RETIRE_RECHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Retires the archiver Deployment `d`, whose asset no longer asks for one: scaled to zero,
+/// then its replication slot dropped by a release Job (a slot nobody reads keeps WAL on the
+/// source until its disk is full), then deleted, with an Event saying whether the slot went (a
+/// Warning naming the agent's error when it did not: drop it by hand). The Job, named after
+/// the Deployment's uid so that a later archiver of the same asset gets a Job of its own, goes
+/// after its TTL. Whether it is still retiring.
+async fn retire(policy: &BackupPolicy, ctx: &Context, ns: &str, d: &Deployment) -> Result<bool> {
+    let name = d.name_any();
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    if d.spec.as_ref().and_then(|s| s.replicas) != Some(0) {
+        info!(
+            deployment = name,
+            "stopping the WAL archiver of an asset that no longer asks for one"
+        );
+        let zero = Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}));
+        deployments
+            .patch(&name, &PatchParams::default(), &zero)
+            .await
+            .map_err(Error::apply::<Deployment>(&name))?;
+        return Ok(true);
+    }
+    if d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
+        return Ok(true);
+    }
+    let job = archiver::release_job(policy, d)?;
+    let job_name = job.name_any();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), ns);
+    let Some(existing) = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(Error::get::<Job>(&job_name))?
+    else {
+        match jobs.create(&PostParams::default(), &job).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(Error::apply::<Job>(&job_name)(e)),
+        }
+        return Ok(true);
+    };
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
+        .await
+        .map_err(Error::list::<Pod>())?;
+    let Some(outcome) = outcome(&existing, &pods.items) else {
+        return Ok(true);
+    };
+    let event = archiver::release_event(&outcome, &d.uid().unwrap_or_default());
+    crate::effects::publish(ctx, policy, &[event]).await?;
+    match deployments.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(Error::delete::<Deployment>(&name)(e)),
+    }
+    Ok(false)
 }
 
 /// Each `pointInTime` asset's lag bound, from its archiver as this pass saw it; when the pass
@@ -445,9 +502,21 @@ fn set_archiver_ready(
     policy: &BackupPolicy,
     status: &mut BackupPolicyStatus,
     archivers: &[Deployment],
+    retiring: bool,
     now: Timestamp,
 ) -> bool {
-    match archiver::readiness(policy, archivers) {
+    let ready = match archiver::readiness(policy, archivers) {
+        Some((Status::False, reason, message)) => Some((Status::False, reason, message)),
+        _ if retiring => Some((
+            Status::False,
+            archiver::reasons::RELEASING,
+            "an archiver whose asset no longer asks for one is stopping, then its replication \
+             slot is dropped on the source"
+                .to_owned(),
+        )),
+        ready => ready,
+    };
+    match ready {
         Some((state, reason, message)) => conditions::set_condition(
             &mut status.conditions,
             conditions::condition(
