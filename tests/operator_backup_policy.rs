@@ -64,6 +64,31 @@ fn condition(p: &BackupPolicy, type_: &str) -> Option<(String, String)> {
     find(&s.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The operator restarted, once it reconciled policy `shop` again (poked by an annotation).
+async fn restarted(h: harness::Harness, policies: &kube::Api<BackupPolicy>) -> harness::Harness {
+    let h = h.restart().await;
+    policies
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
+        )
+        .await
+        .unwrap();
+    h.until("the restarted operator's reconciles", async || {
+        h.metrics
+            .render()
+            .lines()
+            .any(|l| {
+                l.starts_with("lifeboat_reconciles_total{kind=\"BackupPolicy\"}")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
+    h
+}
+
 /// A new policy's status is written once: its Events go out after that write, and stay listed in
 /// `pendingEvents` until the next write the status needs anyway drops them. A restarted operator,
 /// which does not remember publishing them, does not publish them twice (their names answer 409).
@@ -110,25 +135,7 @@ async fn a_new_policy_costs_one_status_write_and_its_events_go_out_once_across_a
     );
 
     // Restarted, it reconciles the policy again: nothing is published twice.
-    let h = h.restart().await;
-    policies
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
-        )
-        .await
-        .unwrap();
-    h.until("the restarted operator's reconciles", async || {
-        let text = h.metrics.render();
-        text.lines()
-            .any(|l| {
-                l.starts_with("lifeboat_reconciles_total{kind=\"BackupPolicy\"}")
-                    && !l.ends_with(" 0")
-            })
-            .then_some(())
-    })
-    .await;
+    let h = restarted(h, &policies).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     h.expect_events("Scheduled", 1).await;
 
@@ -187,26 +194,7 @@ async fn listed_events_are_dropped_before_the_api_server_forgets_them_and_not_pu
             .unwrap();
     }
     assert!(h.events("Scheduled").await.is_empty());
-    let h = h.restart().await;
-    policies
-        .patch(
-            "shop",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"poke": "1"}}})),
-        )
-        .await
-        .unwrap();
-    h.until("the restarted operator's reconciles", async || {
-        h.metrics
-            .render()
-            .lines()
-            .any(|l| {
-                l.starts_with("lifeboat_reconciles_total{kind=\"BackupPolicy\"}")
-                    && !l.ends_with(" 0")
-            })
-            .then_some(())
-    })
-    .await;
+    let h = restarted(h, &policies).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         h.events("Scheduled").await.is_empty(),

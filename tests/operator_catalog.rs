@@ -203,6 +203,33 @@ async fn run_catalog_job(h: &Harness, rr: &str) -> TerminationMessage {
     message
 }
 
+/// An S3 server with a `backups` bucket, its keys in Secret `s3-creds` of the test's namespace,
+/// and the location of that bucket.
+async fn bucket_with_keys(h: &Harness) -> (LocalS3, Destination) {
+    let s3 =
+        LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
+    let s3_secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
+        "stringData": {"AWS_ACCESS_KEY_ID": LocalS3::ACCESS_KEY,
+                       "AWS_SECRET_ACCESS_KEY": LocalS3::SECRET_KEY}}))
+    .unwrap();
+    h.api::<Secret>()
+        .create(&PostParams::default(), &s3_secret)
+        .await
+        .unwrap();
+    let loc = serde_json::from_value(location(&s3)).unwrap();
+    (s3, loc)
+}
+
+/// A Redis server whose key `team` holds `value`.
+async fn redis_holding(value: &'static str) -> LocalRedis {
+    blocking(move || {
+        let r = LocalRedis::start().unwrap();
+        r.conn().run(0, &["SET", "team", value]).unwrap();
+        r
+    })
+    .await
+}
+
 async fn apply_restore(h: &Harness, name: &str, spec: Value) {
     let obj = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest", "metadata": {"name": name}, "spec": spec});
     h.api::<RestoreRequest>()
@@ -251,24 +278,9 @@ async fn restore_jobs(h: &Harness, rr: &str) -> Vec<String> {
 async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_restores_the_newest_backup()
  {
     let h = harness("rr-catalog").await;
-    let s3 =
-        LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
-    let s3_secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": LocalS3::ACCESS_KEY,
-                       "AWS_SECRET_ACCESS_KEY": LocalS3::SECRET_KEY}}))
-    .unwrap();
-    h.api::<Secret>()
-        .create(&PostParams::default(), &s3_secret)
-        .await
-        .unwrap();
-    let loc: Destination = serde_json::from_value(location(&s3)).unwrap();
+    let (s3, loc) = bucket_with_keys(&h).await;
     // Two real backups in the namespace's directory at the location; the second is `latest`.
-    let redis = blocking(|| {
-        let r = LocalRedis::start().unwrap();
-        r.conn().run(0, &["SET", "team", "first"]).unwrap();
-        r
-    })
-    .await;
+    let redis = redis_holding("first").await;
     let first = backup(&h.ns, &loc, redis.port).await;
     redis.conn().run(0, &["SET", "team", "second"]).unwrap();
     let second = backup(&h.ns, &loc, redis.port).await;
@@ -471,23 +483,8 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
 #[tokio::test]
 async fn taken_before_a_newer_recorded_backup_plans_the_older_one_from_the_policy_s_destination() {
     let h = harness("rr-before").await;
-    let s3 =
-        LocalS3::start_with(|root| std::fs::create_dir_all(root.join("backups")).unwrap()).unwrap();
-    let s3_secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s3-creds"},
-        "stringData": {"AWS_ACCESS_KEY_ID": LocalS3::ACCESS_KEY,
-                       "AWS_SECRET_ACCESS_KEY": LocalS3::SECRET_KEY}}))
-    .unwrap();
-    h.api::<Secret>()
-        .create(&PostParams::default(), &s3_secret)
-        .await
-        .unwrap();
-    let loc: Destination = serde_json::from_value(location(&s3)).unwrap();
-    let redis = blocking(|| {
-        let r = LocalRedis::start().unwrap();
-        r.conn().run(0, &["SET", "team", "first"]).unwrap();
-        r
-    })
-    .await;
+    let (s3, loc) = bucket_with_keys(&h).await;
+    let redis = redis_holding("first").await;
     let first = backup(&h.ns, &loc, redis.port).await;
     // Whole seconds, as status times keep them.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
