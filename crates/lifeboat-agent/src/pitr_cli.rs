@@ -228,6 +228,7 @@ pub(crate) fn wal_archive(args: WalArchiveArgs) -> Result<Option<Done>> {
         work_dir: args.work_dir,
         partial_every,
         encoding,
+        stop: wal::stop_on_sigterm()?,
     }
     .run()?;
     Ok(None)

@@ -225,6 +225,24 @@ impl Setup {
 struct Archiver(Child);
 
 impl Archiver {
+    /// SIGTERM to the archiver alone (what the kubelet sends a container's PID 1): how long it
+    /// took to exit, and how.
+    fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        let pid = self.0.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return (started.elapsed(), status);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "still running after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn kill(&mut self) {
         if let Ok(None) = self.0.try_wait() {
             let group = format!("-{}", self.0.id());
@@ -562,7 +580,7 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
             .process_group(0)
             .spawn()
             .unwrap();
-    let _archiver = Archiver(child);
+    let mut archiver = Archiver(child);
     s.wait("the archiver's slot", || {
         sql(
             &s.pg,
@@ -620,8 +638,12 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
     );
     assert!(text(&out).contains("is active"), "{}", text(&out));
     assert_eq!(slots(), "1");
-    drop(_archiver);
-    s.wait("the archiver's connection gone", || {
+    // Stopped as a pod is: it exits at once and lets go of the slot (it used to ignore SIGTERM
+    // as a container's PID 1, until the kubelet killed it 30 s later).
+    let (took, status) = archiver.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    s.wait("pg_receivewal stopped with the archiver", || {
         sql(
             &s.pg,
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",

@@ -436,7 +436,28 @@ async fn retire(policy: &BackupPolicy, ctx: &Context, ns: &str, d: &Deployment) 
             .map_err(Error::apply::<Deployment>(&name))?;
         return Ok(true);
     }
-    if d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0) > 0 {
+    // Its pod gone, not only counted out: a terminating archiver still streams from the slot,
+    // and the server refuses to drop a slot in use.
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns);
+    if !selector.is_empty()
+        && !pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(Error::list::<Pod>())?
+            .items
+            .is_empty()
+    {
         return Ok(true);
     }
     let job = archiver::release_job(policy, d)?;
@@ -454,11 +475,11 @@ async fn retire(policy: &BackupPolicy, ctx: &Context, ns: &str, d: &Deployment) 
         }
         return Ok(true);
     };
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+    let job_pods = pods
         .list(&ListParams::default().labels(&format!("batch.kubernetes.io/job-name={job_name}")))
         .await
         .map_err(Error::list::<Pod>())?;
-    let Some(outcome) = outcome(&existing, &pods.items) else {
+    let Some(outcome) = outcome(&existing, &job_pods.items) else {
         return Ok(true);
     };
     let event = archiver::release_event(&outcome, &d.uid().unwrap_or_default());
