@@ -627,7 +627,12 @@ impl Archiver<'_> {
         let mut restart_at = Instant::now();
         loop {
             if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
-                // pg_receivewal first, so that nothing more is flushed that would not be stored.
+                // What the slot let go of is stored before the pod (and its work directory) go:
+                // the segment being written while pg_receivewal still reports its position, then
+                // pg_receivewal stopped, then the completed segments.
+                if receiver.is_some() {
+                    self.ship_partial(&slot, &mut last_partial)?;
+                }
                 drop(receiver.take());
                 self.ship_completed(&mut archived)?;
                 tracing::info!(slot = %slot, "stopped (SIGTERM)");

@@ -450,6 +450,51 @@ fn an_archiver_killed_mid_stream_and_restarted_loses_nothing() {
     assert_eq!(s.restored_rows("latest"), ids(1, 50));
 }
 
+/// A pod stopping: SIGTERM to the archiver alone, then its work directory gone with the pod.
+/// What pg_receivewal flushed (and so the slot let go of) is stored before the archiver exits,
+/// minutes before its next copy of the segment being written was due.
+#[test]
+fn an_archiver_stopped_stores_what_the_slot_let_go_of_before_it_exits() {
+    let s = Setup::new(Kind::Dir);
+    let work = s.w.dir.path().join("receivewal-stopped");
+    let child = s
+        .agent("wal-archive")
+        .arg("--connection-file")
+        .arg(&s.connection)
+        .arg("--work-dir")
+        .arg(&work)
+        .args(["--partial-every", "300s"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut archiver = Archiver(child);
+    s.wait("the archiver's slot", || {
+        sql(
+            &s.pg,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
+        ) == "1"
+    });
+    s.base_backup();
+    s.insert(1, 10);
+    let flushed = sql(&s.pg, "SELECT pg_current_wal_flush_lsn()");
+    s.wait("the rows flushed by pg_receivewal", || {
+        sql(
+            &s.pg,
+            &format!(
+                "SELECT coalesce(bool_and(r.flush_lsn >= '{flushed}'), false) FROM pg_stat_replication r \
+                 JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name LIKE 'lifeboat_%'"
+            ),
+        ) == "t"
+    });
+    let (took, status) = archiver.terminate();
+    assert!(
+        status.success() && took < Duration::from_secs(5),
+        "{status:?} {took:?}"
+    );
+    std::fs::remove_dir_all(&work).unwrap();
+    assert_eq!(s.restored_rows("latest"), ids(1, 10));
+}
+
 #[test]
 fn encrypted_base_backups_and_wal_are_stored_sealed_and_restore_only_with_the_identity() {
     use age::secrecy::ExposeSecret;
