@@ -305,6 +305,11 @@ async fn apply_shop_policy(h: &harness::Harness, s3: &S3Server, assets: serde_js
         .create(&PostParams::default(), &creds)
         .await
         .unwrap();
+    apply_shop_policy_spec(h, s3, assets).await;
+}
+
+/// The BackupPolicy "shop" of [`apply_shop_policy`] applied again with `assets`.
+async fn apply_shop_policy_spec(h: &harness::Harness, s3: &S3Server, assets: serde_json::Value) {
     h.apply_policy(
         "shop",
         json!({
@@ -2171,4 +2176,42 @@ async fn a_point_in_time_asset_is_archived_by_a_real_pod_and_restores_to_an_inst
         "point-in-time restore through the operator and the restored server's start: {:.1}s",
         restore_started.elapsed().as_secs_f64()
     );
+
+    // The field removed: the archiver stops, and a real pod drops its slot on the server, which
+    // would otherwise keep WAL for ever.
+    let slots = || {
+        sql(
+            "postgres",
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%'".into(),
+        )
+    };
+    assert_eq!(slots(), "1");
+    apply_shop_policy_spec(&h, &s3, json!([postgres_asset(node, &pg)])).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let gone = h
+            .api::<k8s_openapi::api::apps::v1::Deployment>()
+            .get_opt("shop-orders-db-wal")
+            .await
+            .unwrap()
+            .is_none();
+        if gone {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the archiver not retired: {:#?}\n{}",
+            policies.get("shop").await.unwrap().status,
+            report(&h, node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        slots(),
+        "0",
+        "the slot dropped on the server: {:?}\n{}",
+        h.events("WalSlotNotReleased").await,
+        report(&h, node).await
+    );
+    h.expect_events("WalSlotReleased", 1).await;
 }
