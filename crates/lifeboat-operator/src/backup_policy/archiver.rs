@@ -355,12 +355,17 @@ mod tests {
     #[test]
     fn a_retired_archiver_s_release_job_is_its_own_pod_dropping_the_slot_once() {
         let p = policy(archiving());
-        let d = &desired_archivers(&p, &AgentConfig::default()).unwrap()[0];
+        let mut d = desired_archivers(&p, &AgentConfig::default()).unwrap()[0].clone();
+        d.metadata.uid = Some("archiver-1".into());
+        let d = &d;
         let job = release_job(&p, d).unwrap();
-        assert_eq!(
-            job.metadata.name.as_deref(),
-            Some("shop-orders-wal-release")
-        );
+        // Named after the archiver it releases, so a later archiver of the
+        // same asset gets its own release instead of finding this one done.
+        let name = job.metadata.name.clone().unwrap();
+        assert!(name.starts_with("shop-orders-wal-release-"), "{name}");
+        let mut later = d.clone();
+        later.metadata.uid = Some("archiver-2".into());
+        assert_ne!(release_job(&p, &later).unwrap().metadata.name, Some(name));
         let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str()),
