@@ -193,6 +193,13 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
         p,
         "destination needs exactly one of volume or s3",
     ));
+    let mut p = policy("lock-on-a-volume");
+    p["spec"]["destination"]["objectLock"] = json!({"mode": "Compliance", "retainFor": "30d"});
+    cases.push(("BackupPolicy", p, "objectLock needs an s3 destination"));
+    let mut p = policy("lock-unknown-mode");
+    p["spec"]["destination"] = json!({"s3": {"endpoint": "https://s3", "bucket": "bkt",
+        "credentialsSecret": {"name": "s"}}, "objectLock": {"mode": "Forever", "retainFor": "30d"}});
+    cases.push(("BackupPolicy", p, "Unsupported value: \"Forever\""));
     let mut p = policy("no-retention");
     p["spec"]["retention"] = json!({"minKeep": 2});
     cases.push((

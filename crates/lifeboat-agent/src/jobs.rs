@@ -245,6 +245,7 @@ pub fn backup(
         encryption: encoding.recipients.as_ref().map(Recipients::info),
         canary,
         adopted_from: None,
+        object_lock: None,
         base_backup: None,
         signature: None,
     };
@@ -699,6 +700,7 @@ pub fn prune(
             snapshot_time: l.metadata.snapshot_time,
             verified: l.verified.is_some(),
             fresh: fresh == Some(l.id.as_str()),
+            locked_until: l.metadata.object_lock.as_ref().map(|o| o.retain_until),
         })
         .collect();
     let doomed = crate::retention::select(

@@ -186,10 +186,21 @@ pub struct Local {
 
 pub struct S3Store {
     pub(crate) store: Arc<dyn ObjectStore>,
+    /// What requests object_store cannot make are made with (boxed: large, and rarely used).
+    direct: Box<Direct>,
     prefix: String,
     pub(crate) rt: tokio::runtime::Runtime,
     pub(crate) what: String,
     role: S3Role,
+}
+
+/// The store's own client, options and region, for the one request object_store has no call for
+/// (S3 Object Lock's `PutObjectRetention`), and the lock when the destination sets one.
+struct Direct {
+    amazon: object_store::aws::AmazonS3,
+    options: object_store::ClientOptions,
+    region: String,
+    lock: Option<crate::objectlock::Locker>,
 }
 
 /// What a bucket is to the agent, which decides what an unreachable endpoint means.
@@ -326,7 +337,7 @@ impl S3Store {
             .with_bucket_name(&s.bucket)
             .with_region(&s.region)
             // Before with_allow_http, which sets a field of these options.
-            .with_client_options(options)
+            .with_client_options(options.clone())
             .with_allow_http(s.endpoint.starts_with("http://"))
             .with_virtual_hosted_style_request(!s.path_style)
             .with_retry(object_store::RetryConfig {
@@ -341,13 +352,59 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| AgentError::config(format!("runtime: {e}")))?;
+        let options = options.with_allow_http(s.endpoint.starts_with("http://"));
         Ok(Self {
-            store: Arc::new(store),
+            store: Arc::new(store.clone()),
+            direct: Box::new(Direct {
+                amazon: store,
+                options,
+                region: s.region.clone(),
+                lock: None,
+            }),
             prefix: s.prefix.trim_matches('/').to_owned(),
             rt,
             what: format!("s3://{}/{}", s.bucket, s.prefix.trim_matches('/')),
             role: s.role,
         })
+    }
+
+    /// Locks every object this store writes for a backup (`lock`, the destination's
+    /// `objectLock`): artifacts once uploaded, the metadata once written, each before the
+    /// backup counts.
+    pub fn with_object_lock(
+        mut self,
+        lock: Option<&lifeboat_api::common::ObjectLock>,
+    ) -> Result<Self> {
+        let d = &mut self.direct;
+        d.lock = lock
+            .map(|l| {
+                crate::objectlock::Locker::new(d.amazon.clone(), &d.options, &d.region, l.clone())
+            })
+            .transpose()?;
+        Ok(self)
+    }
+
+    /// Locks `key` until `until` when this store locks objects (a no-op otherwise).
+    pub(crate) fn lock_object(&self, key: &ObjectPath, until: Option<Timestamp>) -> Result<()> {
+        match (&self.direct.lock, until) {
+            (Some(locker), Some(until)) => self
+                .rt
+                .block_on(locker.lock(key, until))
+                .map_err(|e| self.err(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The retention a backup's metadata records and its last object gets: `None` when this
+    /// store does not lock.
+    pub(crate) fn lock_from_now(&self) -> Option<lifeboat_api::agent_result::ObjectLockInfo> {
+        self.direct
+            .lock
+            .as_ref()
+            .map(|l| lifeboat_api::agent_result::ObjectLockInfo {
+                mode: l.mode(),
+                retain_until: l.until_from_now(),
+            })
     }
 
     /// The key prefix inside the bucket, without slashes at either end ("" for the whole bucket).
@@ -610,13 +667,15 @@ impl Store {
             Store::S3(s3) => {
                 let mut parts = slot.parts();
                 parts.push(name);
-                let writer = s3.upload(s3.key(&parts));
+                let key = s3.key(&parts);
+                let writer = s3.upload(key.clone());
                 // A failed upload surfaces as an I/O error of the writer, which the stream calls
                 // a Storage failure; the store's own answer decides (a 403 on a write is a
                 // permission the keys lack, AuthFailed, not a full or broken store).
                 let (stored, writer) = stream::store_with(writer, encoding, &s3.what, produce)
                     .map_err(|e| s3.reclassify(e))?;
                 writer.finish().map_err(|e| s3.err(e))?;
+                s3.lock_object(&key, s3.lock_from_now().map(|l| l.retain_until))?;
                 Ok(stored)
             }
         }
@@ -634,6 +693,12 @@ impl Store {
         metadata.namespace = slot.scope.namespace.clone().unwrap_or_default();
         metadata.policy = slot.scope.policy.clone();
         metadata.backup_id = slot.id.clone();
+        // Computed after every artifact was locked, so the latest lock of the backup: retention
+        // reads it, and keeps the backup until then.
+        metadata.object_lock = match self {
+            Store::S3(s3) => s3.lock_from_now(),
+            Store::Local(_) => None,
+        };
         key.sign(&mut metadata)?;
         let json = serde_json::to_vec_pretty(&metadata)
             .map_err(|e| AgentError::config(format!("serializing metadata: {e}")))?;
@@ -657,7 +722,16 @@ impl Store {
                 let mut parts = slot.parts();
                 parts.push(&name);
                 crate::fault::point("commit.before-put");
-                s3.put_object(&s3.key(&parts), json)?;
+                let key = s3.key(&parts);
+                s3.put_object(&key, json)?;
+                if let Err(e) =
+                    s3.lock_object(&key, metadata.object_lock.as_ref().map(|l| l.retain_until))
+                {
+                    // Metadata that says "locked" over objects that are not must not count: it
+                    // goes (unlocked, so it can), and the run fails.
+                    let _ = s3.rt.block_on(s3.store.delete(&key));
+                    return Err(e);
+                }
             }
         }
         Ok(metadata)

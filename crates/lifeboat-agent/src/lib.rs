@@ -16,6 +16,7 @@ pub mod kubestate;
 pub mod layout;
 pub mod local;
 pub mod notify;
+pub mod objectlock;
 pub mod pgarchive;
 pub mod pitr;
 pub mod postgres;

@@ -413,8 +413,13 @@ impl Place {
             (None, Some(path)) => Some(SigningKey::read(path)?),
             (None, None) => None,
         };
-        if let Some(s3) = destination.and_then(|d| d.s3.as_ref()) {
-            env.store = Store::S3(env.s3(s3, S3Role::Backups)?);
+        if let Some(d) = destination
+            && let Some(s3) = &d.s3
+        {
+            env.store = Store::S3(
+                env.s3(s3, S3Role::Backups)?
+                    .with_object_lock(d.object_lock.as_ref())?,
+            );
             return Ok(env);
         }
         let in_job = std::env::var_os(JOB_ENV).is_some();
@@ -918,6 +923,7 @@ fn catalog(
                 None => Destination {
                     volume: None,
                     s3: None,
+                    object_lock: None,
                 },
             },
             signing_key: None,

@@ -6,7 +6,9 @@
 //! `keepLast` (one backup stamped by a skewed clock would otherwise sort first forever and push
 //! every later backup out); the backup a pass follows is never deleted by its own pass; the newest
 //! backup proven readable (verified by checksums or restored by a drill) is never deleted, whatever
-//! the rules say, because it is the one a recovery can count on.
+//! the rules say, because it is the one a recovery can count on; a backup whose objects the store
+//! still locks (S3 Object Lock) is not deleted before its lock ends, since the store would keep it
+//! anyway and a delete would only hide it behind delete markers.
 
 use jiff::Timestamp;
 use lifeboat_api::backup_policy::Retention;
@@ -21,6 +23,8 @@ pub struct Candidate {
     /// The backup this pass follows (the one just committed): never deleted by it, whatever
     /// the clock says of the others.
     pub fresh: bool,
+    /// The end of the backup's S3 Object Lock, when its destination locks: kept until then.
+    pub locked_until: Option<Timestamp>,
 }
 
 /// Why a pass was refused.
@@ -66,6 +70,9 @@ pub fn select(
         .enumerate()
         .filter(|(i, b)| {
             if *i < floor || Some(*i) == newest_verified || b.fresh {
+                return false;
+            }
+            if b.locked_until.is_some_and(|until| until > now) {
                 return false;
             }
             let beyond_count = keep_last.is_some_and(|k| *i >= k);
@@ -120,6 +127,7 @@ mod tests {
                     snapshot_time: t,
                     verified: false,
                     fresh: false,
+                    locked_until: None,
                 }
             })
             .collect()
@@ -230,12 +238,38 @@ mod tests {
             snapshot_time: at("2026-11-26T10:00:00Z"),
             verified: false,
             fresh: false,
+            locked_until: None,
         });
         b[0].fresh = true;
         let now = at("2026-11-24T10:00:30Z");
         let d = select("db", &b, &pct(rules(Some(1), None, 1), 100), now, false).unwrap();
         // keepLast 1 keeps the newest real backup (the fresh one) and the future one.
         assert_eq!(d, vec![b[1].id.clone(), b[2].id.clone()]);
+    }
+
+    #[test]
+    fn a_backup_still_locked_by_the_store_is_kept_and_goes_once_its_lock_ends() {
+        // Six hourly backups, keepLast 2: the four oldest are beyond the count. The two oldest
+        // were locked for a day from their start; the others are not locked.
+        let mut b = hourly(6, "2026-11-24T10:00:00Z");
+        for c in &mut b[4..] {
+            c.locked_until = Some(c.snapshot_time + jiff::SignedDuration::from_hours(24));
+        }
+        let r = pct(rules(Some(2), None, 1), 100);
+        let now = at("2026-11-24T10:30:00Z");
+        let d = select("db", &b, &r, now, false).unwrap();
+        assert_eq!(
+            d,
+            vec![b[2].id.clone(), b[3].id.clone()],
+            "the locked ones stay"
+        );
+        // The oldest lock ends at 2026-11-25T05:00: after it, that backup goes; the other's lock
+        // (06:00) still holds.
+        let d = select("db", &b, &r, at("2026-11-25T05:30:00Z"), false).unwrap();
+        assert_eq!(d, vec![b[2].id.clone(), b[3].id.clone(), b[5].id.clone()]);
+        // A lock ending exactly now no longer holds.
+        let d = select("db", &b, &r, at("2026-11-25T06:00:00Z"), false).unwrap();
+        assert_eq!(d.len(), 4);
     }
 
     #[test]

@@ -460,6 +460,7 @@ pub fn base_backup(
             .map(crate::crypto::Recipients::info),
         canary: None,
         adopted_from: None,
+        object_lock: None,
         base_backup: Some(wal),
         signature: None,
     };

@@ -170,6 +170,8 @@ proptest! {
         skew_hours in -24i64..=24,
         allow_mass_delete in any::<bool>(),
         verified in prop::collection::btree_set(0usize..40, 0..4),
+        // Some backups locked by the store, each for its own time from its snapshot.
+        locked in prop::collection::btree_map(0usize..40, 0i64..(30 * 86_400), 0..6),
     ) {
         let now = Timestamp::from_second(1_790_000_000).unwrap();
         let backups: Vec<Candidate> = ages
@@ -180,6 +182,9 @@ proptest! {
                 snapshot_time: now - SignedDuration::from_secs(*age),
                 verified: verified.contains(&i),
                 fresh: fresh == Some(i),
+                locked_until: locked
+                    .get(&i)
+                    .map(|secs| now - SignedDuration::from_secs(*age) + SignedDuration::from_secs(*secs)),
             })
             .collect();
         let rules = Retention {
@@ -207,6 +212,9 @@ proptest! {
                     }
                     if b.fresh {
                         prop_assert!(!doomed.contains(&b.id), "the pass deleted its own backup");
+                    }
+                    if b.locked_until.is_some_and(|until| until > clock) {
+                        prop_assert!(!doomed.contains(&b.id), "deleted {} while the store locks it", b.id);
                     }
                 }
                 // keepLast counts only backups dated up to now: without maxAge, the newest k of

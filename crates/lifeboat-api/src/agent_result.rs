@@ -60,9 +60,22 @@ pub struct BackupMetadata {
     /// which a point-in-time restore replays from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_backup: Option<BaseBackupWal>,
+    /// Set when the destination locks backups (S3 Object Lock): every object of this backup,
+    /// this document included, is locked until then, so retention keeps it at least as long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLockInfo>,
     /// The MAC over everything else in this document (absent only in legacy metadata).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MetadataSignature>,
+}
+
+/// The Object Lock retention of a backup's objects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectLockInfo {
+    pub mode: crate::common::ObjectLockMode,
+    /// No object of the backup can be deleted or overwritten before this instant.
+    pub retain_until: Timestamp,
 }
 
 /// The write-ahead-log position of a physical base backup, as `pg_basebackup` reported it.

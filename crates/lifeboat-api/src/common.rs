@@ -109,6 +109,7 @@ pub struct VolumeDestination {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.volume) != has(self.s3)").message("destination needs exactly one of volume or s3"))]
+#[x_kube(validation = Rule::new("!has(self.objectLock) || has(self.s3)").message("objectLock needs an s3 destination (a bucket with Object Lock enabled)"))]
 pub struct Destination {
     /// A PersistentVolumeClaim mounted into the agent pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +117,41 @@ pub struct Destination {
     /// S3-compatible object storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Location>,
+    /// Makes every object of a backup immutable in the store itself (S3 Object Lock), so the
+    /// writer's own keys can neither delete nor overwrite it until `retainFor` has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention set on each object of a backup (the bucket must have been created
+/// with Object Lock enabled, which also versions it). Retention keeps a locked backup until its
+/// lock expires whatever its rules say; the store refuses to delete a locked object version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectLock {
+    /// `Compliance`: nobody, not even the bucket's root account, can shorten or lift the lock.
+    /// `Governance`: a principal with `s3:BypassGovernanceRetention` can.
+    pub mode: ObjectLockMode,
+    /// How long each object stays locked after its backup starts, e.g. `30d`; at least as long
+    /// as retention should keep a backup, since retention cannot delete it earlier.
+    pub retain_for: Duration,
+}
+
+/// The S3 Object Lock retention modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ObjectLockMode {
+    Governance,
+    Compliance,
+}
+
+impl ObjectLockMode {
+    /// The name S3 uses on the wire (`x-amz-object-lock-mode`, `<Mode>`).
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            Self::Governance => "GOVERNANCE",
+            Self::Compliance => "COMPLIANCE",
+        }
+    }
 }
 
 /// TLS mode of a PostgreSQL connection (libpq's `sslmode`).

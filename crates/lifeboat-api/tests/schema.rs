@@ -330,6 +330,23 @@ fn cel_destination_needs_exactly_one_kind() {
 }
 
 #[test]
+fn cel_object_lock_needs_a_bucket() {
+    let lock = json!({"mode": "Compliance", "retainFor": "30d"});
+    assert_rejected(
+        "BackupPolicy",
+        &policy(),
+        |p| {
+            p["spec"]["destination"] =
+                json!({"volume": {"claimName": "pvc"}, "objectLock": lock.clone()})
+        },
+        "objectLock needs an s3 destination",
+    );
+    let mut bucket = policy();
+    bucket["spec"]["destination"]["objectLock"] = lock;
+    assert_eq!(cel("BackupPolicy", &bucket, None), Ok(()));
+}
+
+#[test]
 fn cel_retention_rules() {
     assert_rejected(
         "BackupPolicy",

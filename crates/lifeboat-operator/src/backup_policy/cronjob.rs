@@ -663,6 +663,34 @@ mod tests {
     }
 
     #[test]
+    fn an_object_lock_reaches_the_agent_s_document_as_written() {
+        let mut s = spec();
+        s["destination"] = json!({"s3": {"endpoint": "https://s3.eu-west-1.amazonaws.com",
+            "bucket": "backups", "credentialsSecret": {"name": "s3"}},
+            "objectLock": {"mode": "Compliance", "retainFor": "30d"}});
+        let pod = pod_spec(
+            desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
+                .clone(),
+        );
+        let doc: AgentJob = serde_json::from_str(
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
+                .unwrap()
+                .value
+                .as_deref()
+                .unwrap(),
+        )
+        .unwrap();
+        let lock = doc.destination.object_lock.unwrap();
+        assert_eq!(lock.mode, lifeboat_api::common::ObjectLockMode::Compliance);
+        assert_eq!(lock.retain_for.as_secs(), 30 * 86_400);
+    }
+
+    #[test]
     fn a_bucket_without_keys_mounts_none_and_its_ca_bundle_is_a_mounted_key() {
         let mut s = spec();
         s["destination"] = json!({"s3": {"endpoint": "https://s3.eu-west-1.amazonaws.com",

@@ -84,6 +84,7 @@ pub fn notify_job(
     let nowhere = Destination {
         volume: None,
         s3: None,
+        object_lock: None,
     };
     let pod = AgentPod {
         config: agent,

@@ -348,6 +348,7 @@ pub fn validate_job(
     let no_location = Destination {
         volume: None,
         s3: None,
+        object_lock: None,
     };
     job(
         rr,
