@@ -178,44 +178,80 @@ fn current_versions(moto: &Moto, bucket: &str, prefix: &str) -> Vec<(String, Str
         .collect()
 }
 
+/// A moto server with one bucket (Object Lock enabled or not), PostgreSQL with database `shop`
+/// holding table `t` of `rows` rows, the keys as Secret files, and the asset backing it up.
+struct Fixture {
+    dir: tempfile::TempDir,
+    moto: Moto,
+    pg: LocalPostgres,
+    secrets: PathBuf,
+    term: PathBuf,
+    asset: Value,
+}
+
+impl Fixture {
+    fn new(bucket: &str, lock: bool, rows: u32) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let moto = Moto::start();
+        assert_eq!(
+            boto(
+                &moto,
+                "create-bucket",
+                json!({"bucket": bucket, "lock": lock})
+            ),
+            json!({"ok": 200})
+        );
+        let pg = LocalPostgres::start().unwrap();
+        let conn = pg.conn();
+        postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
+        postgres::query(&conn, "shop", &format!("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, {rows}) i")).unwrap();
+        let secrets = secrets(dir.path());
+        let term = dir.path().join("term");
+        let asset = json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
+            "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}});
+        Fixture {
+            dir,
+            moto,
+            pg,
+            secrets,
+            term,
+            asset,
+        }
+    }
+
+    /// A backup Job's document to `destination` under `retention`.
+    fn job(&self, destination: Value, retention: Value) -> Value {
+        json!({"namespace": "n", "policy": "shop", "asset": self.asset, "destination": destination,
+               "compression": {"algorithm": "zstd", "level": 3}, "retention": retention})
+    }
+
+    fn agent(&self, doc: &Value, verb: &[&str]) -> (std::process::Output, AgentSummary) {
+        agent(doc, verb, &self.secrets, &self.term)
+    }
+}
+
 #[test]
 fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    assert_eq!(
-        boto(
-            &moto,
-            "create-bucket",
-            json!({"bucket": "locked", "lock": true})
-        ),
-        json!({"ok": 200})
-    );
-    let pg = LocalPostgres::start().unwrap();
-    let conn = pg.conn();
-    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
-    postgres::query(&conn, "shop", "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, 2000) i").unwrap();
+    let f = Fixture::new("locked", true, 2000);
+    let (moto, dir, asset) = (&f.moto, &f.dir, &f.asset);
+    let conn = f.pg.conn();
     let expected = postgres::query(&conn, "shop", FINGERPRINT).unwrap();
-    let secrets_dir = secrets(dir.path());
-    let term = dir.path().join("term");
-    let asset = json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
-        "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}});
     let lock = json!({"mode": "Compliance", "retainFor": "1d"});
-    let job = |destination: Value| {
-        json!({"namespace": "n", "policy": "shop", "asset": asset, "destination": destination,
-               "compression": {"algorithm": "zstd", "level": 3},
-               "retention": {"keepLast": 1, "minKeep": 1, "maxDeletePercent": 100}})
-    };
-    let locked = job(destination(&moto, "locked", "lb", Some(lock)));
+    let keep_one = json!({"keepLast": 1, "minKeep": 1, "maxDeletePercent": 100});
+    let locked = f.job(
+        destination(moto, "locked", "lb", Some(lock)),
+        keep_one.clone(),
+    );
 
     // Two backups; keepLast 1 would delete the first, but its lock holds for a day.
     let before = jiff::Timestamp::now();
-    let (out, first) = agent(&locked, &["backup"], &secrets_dir, &term);
+    let (out, first) = f.agent(&locked, &["backup"]);
     assert!(first.ok, "{}", String::from_utf8_lossy(&out.stderr));
-    let (out, second) = agent(&locked, &["backup"], &secrets_dir, &term);
+    let (out, second) = f.agent(&locked, &["backup"]);
     assert!(second.ok, "{}", String::from_utf8_lossy(&out.stderr));
     let first_id = first.backup_id.clone().unwrap();
     let prefix = format!("lb/n/shop/{first_id}/");
-    let objects = current_versions(&moto, "locked", &prefix);
+    let objects = current_versions(moto, "locked", &prefix);
     let names: Vec<&str> = objects
         .iter()
         .map(|(k, _)| k.strip_prefix(&prefix).unwrap())
@@ -229,7 +265,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     let metadata_key = format!("{prefix}orders-db.metadata.json");
     let local = dir.path().join("meta.json");
     boto(
-        &moto,
+        moto,
         "get",
         json!({"bucket": "locked", "key": metadata_key, "to": local}),
     );
@@ -252,7 +288,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
             continue;
         }
         let head = boto(
-            &moto,
+            moto,
             "head",
             json!({"bucket": "locked", "key": key, "id": id}),
         );
@@ -271,7 +307,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
                 k.clone(),
                 id.clone(),
                 boto(
-                    &moto,
+                    moto,
                     "sha256",
                     json!({"bucket": "locked", "key": k, "id": id}),
                 ),
@@ -288,13 +324,13 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
             continue;
         }
         let refused = boto(
-            &moto,
+            moto,
             "delete",
             json!({"bucket": "locked", "key": key, "id": id}),
         );
         assert_eq!(refused, json!({"error": "AccessDenied"}), "{key}");
         let bypass = boto(
-            &moto,
+            moto,
             "delete",
             json!({"bucket": "locked", "key": key, "id": id, "bypass": true}),
         );
@@ -307,7 +343,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     let artifact_key = format!("{prefix}orders-db.shop.pgdump.zst");
     assert_eq!(
         boto(
-            &moto,
+            moto,
             "put",
             json!({"bucket": "locked", "key": artifact_key, "body": "ransom"})
         ),
@@ -315,7 +351,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     );
     assert_eq!(
         boto(
-            &moto,
+            moto,
             "delete",
             json!({"bucket": "locked", "key": metadata_key})
         ),
@@ -325,7 +361,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     for (key, id, digest) in &digests {
         assert_eq!(
             &boto(
-                &moto,
+                moto,
                 "sha256",
                 json!({"bucket": "locked", "key": key, "id": id})
             ),
@@ -337,14 +373,14 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     // Recovery: the attacker's delete marker and unlocked version go (nothing locks them),
     // and the first backup restores, every row.
     let after = boto(
-        &moto,
+        moto,
         "versions",
         json!({"bucket": "locked", "prefix": prefix}),
     );
     for m in after["ok"]["markers"].as_array().unwrap() {
         assert_eq!(
             boto(
-                &moto,
+                moto,
                 "delete",
                 json!({"bucket": "locked", "key": m["key"], "id": m["id"]})
             ),
@@ -356,7 +392,7 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
         if !ours.iter().any(|id| v["id"] == json!(id)) {
             assert_eq!(
                 boto(
-                    &moto,
+                    moto,
                     "delete",
                     json!({"bucket": "locked", "key": v["key"], "id": v["id"]})
                 ),
@@ -366,10 +402,10 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
         }
     }
     let restore = json!({"namespace": "n", "policy": "shop", "backupId": first_id, "asset": asset,
-        "target": {"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
+        "target": {"asset": "orders-db", "postgres": {"host": "127.0.0.1", "port": f.pg.port,
             "user": "lifeboat", "sslMode": "disable", "database": "shop_back", "createDatabase": true}},
-        "location": destination(&moto, "locked", "lb", None), "options": {}});
-    let (out, summary) = agent(&restore, &["restore", "--execute"], &secrets_dir, &term);
+        "location": destination(moto, "locked", "lb", None), "options": {}});
+    let (out, summary) = f.agent(&restore, &["restore", "--execute"]);
     assert!(summary.ok, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         postgres::query(&conn, "shop_back", FINGERPRINT).unwrap(),
@@ -377,13 +413,13 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
     );
 
     // The same retention without a lock, on the same server, does delete: keepLast 1 is live.
-    let unlocked = job(destination(&moto, "locked", "plain", None));
+    let unlocked = f.job(destination(moto, "locked", "plain", None), keep_one);
     for _ in 0..2 {
-        let (out, s) = agent(&unlocked, &["backup"], &secrets_dir, &term);
+        let (out, s) = f.agent(&unlocked, &["backup"]);
         assert!(s.ok, "{}", String::from_utf8_lossy(&out.stderr));
     }
     let kept: std::collections::BTreeSet<String> =
-        current_versions(&moto, "locked", "plain/n/shop/")
+        current_versions(moto, "locked", "plain/n/shop/")
             .into_iter()
             .filter(|(k, _)| k.ends_with(".metadata.json"))
             .map(|(k, _)| k)
@@ -393,28 +429,14 @@ fn a_locked_backup_survives_its_writer_s_keys_and_restores_after_the_attack() {
 
 #[test]
 fn a_bucket_that_cannot_lock_fails_the_backup_and_leaves_no_backup_that_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let moto = Moto::start();
-    assert_eq!(
-        boto(
-            &moto,
-            "create-bucket",
-            json!({"bucket": "plain", "lock": false})
-        ),
-        json!({"ok": 200})
+    let f = Fixture::new("plain", false, 10);
+    let moto = &f.moto;
+    let lock = json!({"mode": "Governance", "retainFor": "7d"});
+    let job = f.job(
+        destination(moto, "plain", "lb", Some(lock)),
+        json!({"keepLast": 3, "minKeep": 1}),
     );
-    let pg = LocalPostgres::start().unwrap();
-    let conn = pg.conn();
-    postgres::query(&conn, "postgres", "CREATE DATABASE shop").unwrap();
-    postgres::query(&conn, "shop", "CREATE TABLE t (id int)").unwrap();
-    let secrets_dir = secrets(dir.path());
-    let term = dir.path().join("term");
-    let asset = json!({"name": "orders-db", "postgres": {"host": "127.0.0.1", "port": pg.port,
-        "user": "lifeboat", "sslMode": "disable", "databases": ["shop"]}});
-    let job = json!({"namespace": "n", "policy": "shop", "asset": asset,
-        "destination": destination(&moto, "plain", "lb", Some(json!({"mode": "Governance", "retainFor": "7d"}))),
-        "compression": {"algorithm": "zstd", "level": 3}, "retention": {"keepLast": 3, "minKeep": 1}});
-    let (out, summary) = agent(&job, &["backup"], &secrets_dir, &term);
+    let (out, summary) = f.agent(&job, &["backup"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!summary.ok, "{stderr}");
     assert!(
@@ -426,7 +448,7 @@ fn a_bucket_that_cannot_lock_fails_the_backup_and_leaves_no_backup_that_counts()
         "{summary:?}"
     );
     // No metadata was left behind: nothing counts as a backup.
-    let metadata: Vec<(String, String)> = current_versions(&moto, "plain", "lb/")
+    let metadata: Vec<(String, String)> = current_versions(moto, "plain", "lb/")
         .into_iter()
         .filter(|(k, _)| k.ends_with(".metadata.json"))
         .collect();

@@ -387,19 +387,7 @@ mod tests {
             "not the spec's backup-sa"
         );
         assert_eq!(pod.automount_service_account_token, Some(true));
-        let doc: AgentJob = serde_json::from_str(
-            pod.containers[0]
-                .env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
-                .unwrap()
-                .value
-                .as_deref()
-                .unwrap(),
-        )
-        .unwrap();
+        let doc: AgentJob = document(&pod.containers[0]);
         assert_eq!(
             doc.kubernetes_state_scope,
             Some(KubernetesStateScope::own("prod"))
@@ -438,6 +426,16 @@ mod tests {
                 assert!(v.host_path.is_none());
             }
         }
+    }
+
+    /// The agent's document in `container`'s environment.
+    fn document(container: &k8s_openapi::api::core::v1::Container) -> AgentJob {
+        let env = container.env.as_ref().unwrap();
+        let var = env
+            .iter()
+            .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
+            .unwrap();
+        serde_json::from_str(var.value.as_deref().unwrap()).unwrap()
     }
 
     fn pod_spec(cj: CronJob) -> k8s_openapi::api::core::v1::PodSpec {
@@ -580,19 +578,7 @@ mod tests {
             .collect();
         assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
         // The job document names the secret references only.
-        let job: AgentJob = serde_json::from_str(
-            container
-                .env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
-                .unwrap()
-                .value
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let job: AgentJob = document(container);
         assert_eq!(job.policy, "shop");
         assert_eq!(job.asset.name, "orders-db");
         assert_eq!(pod.service_account_name.as_deref(), Some("backup-sa"));
@@ -672,19 +658,7 @@ mod tests {
             desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap()[0]
                 .clone(),
         );
-        let doc: AgentJob = serde_json::from_str(
-            pod.containers[0]
-                .env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
-                .unwrap()
-                .value
-                .as_deref()
-                .unwrap(),
-        )
-        .unwrap();
+        let doc: AgentJob = document(&pod.containers[0]);
         let lock = doc.destination.object_lock.unwrap();
         assert_eq!(lock.mode, lifeboat_api::common::ObjectLockMode::Compliance);
         assert_eq!(lock.retain_for.as_secs(), 30 * 86_400);
@@ -758,19 +732,7 @@ mod tests {
             .map(|m| m.mount_path.as_str())
             .collect();
         assert!(mounts.contains(&"/var/run/lifeboat/secrets/src-creds"));
-        let job: AgentJob = serde_json::from_str(
-            pod.containers[0]
-                .env
-                .as_ref()
-                .unwrap()
-                .iter()
-                .find(|e| e.name == lifeboat_api::agent_job::JOB_ENV)
-                .unwrap()
-                .value
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap();
+        let job: AgentJob = document(&pod.containers[0]);
         let encryption = job.encryption.unwrap();
         assert_eq!(encryption.recipients.len(), 1);
         let AssetSource::ObjectStorage(bucket) = job.asset.source else {
