@@ -138,6 +138,14 @@ fn summary(verb: Verb, ok: bool) -> AgentSummary {
     }
 }
 
+/// The catalog Jobs of every request.
+async fn catalog_jobs(h: &Harness) -> kube::core::ObjectList<Job> {
+    h.api::<Job>()
+        .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+        .await
+        .unwrap()
+}
+
 /// Plays the request's catalog Job: waits for it, checks what its pod mounts, runs the agent's
 /// catalog code on its document with those files, and finishes it with what the agent reports.
 async fn run_catalog_job(h: &Harness, rr: &str) -> TerminationMessage {
@@ -336,12 +344,7 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
         .await;
     // The catalog Job and its pod are gone mid-restore (a cleanup, a node's pod GC) and a newer
     // backup appears: the executing request keeps the plan it showed.
-    let catalog_jobs = h
-        .api::<Job>()
-        .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
-        .await
-        .unwrap();
-    for j in catalog_jobs {
+    for j in catalog_jobs(&h).await {
         h.api::<Job>()
             .delete(&j.name_any(), &DeleteParams::background())
             .await
@@ -356,11 +359,7 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
             .await;
     }
     h.until("the catalog Job and pod gone", async || {
-        let jobs = h
-            .api::<Job>()
-            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
-            .await
-            .unwrap();
+        let jobs = catalog_jobs(&h).await;
         let pods = h.api::<Pod>().list(&catalog_pods).await.unwrap();
         (jobs.items.is_empty() && pods.items.is_empty()).then_some(())
     })
@@ -409,12 +408,7 @@ async fn a_request_with_a_location_and_no_policy_plans_from_the_catalog_and_rest
     .await;
     assert_eq!(done.status.unwrap().plan[0].backup_id, second);
     assert!(
-        h.api::<Job>()
-            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
-            .await
-            .unwrap()
-            .items
-            .is_empty(),
+        catalog_jobs(&h).await.items.is_empty(),
         "no second catalog was read for an executing request"
     );
     assert!(
@@ -559,10 +553,8 @@ async fn taken_before_a_newer_recorded_backup_plans_the_older_one_from_the_polic
     .await;
     assert_eq!(rr.status.unwrap().plan[0].backup_id, second);
     assert!(
-        h.api::<Job>()
-            .list(&ListParams::default().labels("lifeboat.dev/role=catalog"))
+        catalog_jobs(&h)
             .await
-            .unwrap()
             .items
             .iter()
             .all(|j| !j.name_any().starts_with("newest")),

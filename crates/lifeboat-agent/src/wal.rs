@@ -630,9 +630,18 @@ impl Archiver<'_> {
             if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
                 // What the slot let go of is stored before the pod (and its work directory) go:
                 // the segment being written while pg_receivewal still reports its position, then
-                // pg_receivewal stopped, then the completed segments.
+                // pg_receivewal stopped, then the completed segments. A partial copy is stored
+                // only once no completed segment waits before it (no gap in the archive), so
+                // those go first: a segment completed by a switch just before the SIGTERM (a
+                // base backup ends with one) would otherwise leave the partial unstored. One
+                // completed meanwhile is caught by the next round.
                 if receiver.is_some() {
-                    self.ship_partial(&slot, &mut last_partial)?;
+                    for _ in 0..3 {
+                        self.ship_completed(&mut archived)?;
+                        if self.ship_partial(&slot, &mut last_partial)? {
+                            break;
+                        }
+                    }
                 }
                 drop(receiver.take());
                 self.ship_completed(&mut archived)?;

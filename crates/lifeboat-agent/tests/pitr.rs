@@ -36,6 +36,16 @@ fn sql(pg: &LocalPostgres, statement: &str) -> String {
     postgres::query(&pg.conn(), "postgres", statement).unwrap()
 }
 
+/// Lifeboat's replication slots a walsender is streaming from.
+fn active_slots(pg: &LocalPostgres) -> u32 {
+    sql(
+        pg,
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
+    )
+    .parse()
+    .unwrap()
+}
+
 struct Setup {
     /// Set once the server requires it (and so does every server restored from it).
     password: Option<String>,
@@ -104,12 +114,7 @@ impl Setup {
             .spawn()
             .unwrap();
         let archiver = Archiver(child);
-        self.wait("the archiver's slot", || {
-            sql(
-                &self.pg,
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
-            ) == "1"
-        });
+        self.wait("the archiver's slot", || active_slots(&self.pg) == 1);
         archiver
     }
 
@@ -455,6 +460,20 @@ fn an_archiver_killed_mid_stream_and_restarted_loses_nothing() {
 /// minutes before its next copy of the segment being written was due.
 #[test]
 fn an_archiver_stopped_stores_what_the_slot_let_go_of_before_it_exits() {
+    stopped_archiver_keeps_every_row(false);
+}
+
+/// The same stop just after a segment switch (a base backup ends with one), before the archiver's
+/// loop stored the completed segment: the archiver is frozen (SIGSTOP) across the base backup and
+/// the inserts, then gets SIGTERM and SIGCONT. The partial copy, refused while a completed
+/// segment waits before it, must still be stored (it was not, before the stop stored the
+/// completed segments first: tried).
+#[test]
+fn an_archiver_stopped_right_after_a_segment_switch_stores_both() {
+    stopped_archiver_keeps_every_row(true);
+}
+
+fn stopped_archiver_keeps_every_row(frozen_across_the_switch: bool) {
     let s = Setup::new(Kind::Dir);
     let work = s.w.dir.path().join("receivewal-stopped");
     let child = s
@@ -468,12 +487,21 @@ fn an_archiver_stopped_stores_what_the_slot_let_go_of_before_it_exits() {
         .spawn()
         .unwrap();
     let mut archiver = Archiver(child);
-    s.wait("the archiver's slot", || {
-        sql(
-            &s.pg,
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
-        ) == "1"
-    });
+    s.wait("the archiver's slot", || active_slots(&s.pg) == 1);
+    let signal = |sig: &str| {
+        let pid = archiver.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    if frozen_across_the_switch {
+        // The archiver alone: pg_receivewal, its child, keeps streaming.
+        signal("-STOP");
+    }
     s.base_backup();
     s.insert(1, 10);
     let flushed = sql(&s.pg, "SELECT pg_current_wal_flush_lsn()");
@@ -486,6 +514,18 @@ fn an_archiver_stopped_stores_what_the_slot_let_go_of_before_it_exits() {
             ),
         ) == "t"
     });
+    if frozen_across_the_switch {
+        assert!(
+            std::fs::read_dir(&work).unwrap().any(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains('.')),
+            "a completed segment waits in the work directory"
+        );
+        signal("-TERM");
+        signal("-CONT");
+    }
     let (took, status) = archiver.terminate();
     assert!(
         status.success() && took < Duration::from_secs(5),
@@ -626,12 +666,7 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
             .spawn()
             .unwrap();
     let mut archiver = Archiver(child);
-    s.wait("the archiver's slot", || {
-        sql(
-            &s.pg,
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
-        ) == "1"
-    });
+    s.wait("the archiver's slot", || active_slots(&s.pg) == 1);
     // Two scheduled runs: each is a base backup, and the second's retention (keepLast 1)
     // deletes the first and then the WAL only the first needed.
     let (out, summary) = s.w.job(&doc, &["backup"]);
@@ -689,10 +724,7 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
     assert!(status.success(), "{status:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
     s.wait("pg_receivewal stopped with the archiver", || {
-        sql(
-            &s.pg,
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%' AND active",
-        ) == "0"
+        active_slots(&s.pg) == 0
     });
     let (out, summary) = s.w.job(&doc, &["wal-release"]);
     assert!(out.status.success(), "{}", text(&out));
