@@ -200,6 +200,31 @@ fn invalid_objects() -> Vec<(&'static str, Value, &'static str)> {
     p["spec"]["destination"] = json!({"s3": {"endpoint": "https://s3", "bucket": "bkt",
         "credentialsSecret": {"name": "s"}}, "objectLock": {"mode": "Forever", "retainFor": "30d"}});
     cases.push(("BackupPolicy", p, "Unsupported value: \"Forever\""));
+    let bucket =
+        json!({"endpoint": "https://s3", "bucket": "bkt", "credentialsSecret": {"name": "s"}});
+    let mut p = policy("copy-in-place");
+    p["spec"]["destination"] = json!({"s3": bucket.clone()});
+    p["spec"]["copies"] = json!([{"name": "dr", "s3": bucket.clone()}]);
+    cases.push((
+        "BackupPolicy",
+        p,
+        "a copy must be in another place than the destination",
+    ));
+    let mut p = policy("copy-names-twice");
+    let mut other = bucket.clone();
+    other["bucket"] = json!("dr");
+    p["spec"]["copies"] =
+        json!([{"name": "dr", "s3": other.clone()}, {"name": "dr", "s3": bucket}]);
+    cases.push(("BackupPolicy", p, "Duplicate value"));
+    let mut p = policy("copy-of-pitr");
+    p["spec"]["copies"] = json!([{"name": "dr", "s3": other}]);
+    p["spec"]["assets"][0]["postgres"]["pointInTime"] =
+        json!({"user": "wal", "partialUploadSeconds": 10});
+    cases.push((
+        "BackupPolicy",
+        p,
+        "copies are not made of pointInTime assets yet",
+    ));
     let mut p = policy("no-retention");
     p["spec"]["retention"] = json!({"minKeep": 2});
     cases.push((

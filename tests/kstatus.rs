@@ -115,6 +115,7 @@ fn summary(verb: Verb, asset: &str, ok: bool) -> AgentSummary {
         message: (!ok).then(|| "no space left on device".into()),
         checks: Vec::new(),
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

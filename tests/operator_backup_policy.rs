@@ -56,6 +56,7 @@ fn summary(asset: &str, ok: bool, snapshot: Timestamp) -> AgentSummary {
         message: (!ok).then(|| "no space left on device".into()),
         checks: Vec::new(),
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

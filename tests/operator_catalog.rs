@@ -135,6 +135,7 @@ fn summary(verb: Verb, ok: bool) -> AgentSummary {
         message: None,
         checks: Vec::new(),
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

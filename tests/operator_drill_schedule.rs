@@ -106,6 +106,7 @@ fn summary(
         message: (!ok).then(|| "connection refused".into()),
         checks,
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

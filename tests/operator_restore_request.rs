@@ -51,6 +51,7 @@ fn summary(verb: Verb, asset: &str, ok: bool, checks: Vec<CheckResult>) -> Agent
         message: (!ok).then(|| "1 of 1 checks failed".into()),
         checks,
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

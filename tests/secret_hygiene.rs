@@ -135,6 +135,7 @@ async fn no_secret_value_reaches_specs_status_events_or_metrics() {
             message: None,
             checks: vec![],
             retention_refused: None,
+            copies: Vec::new(),
         };
         h.finish_job(&job, &summary).await;
     }
@@ -304,6 +305,7 @@ async fn no_secret_reaches_the_operators_logs_or_the_webhook() {
         message: Some("password authentication failed for user \"u\"".into()),
         checks: vec![],
         retention_refused: None,
+        copies: Vec::new(),
     };
     h.finish_job(&job, &failed).await;
     let notify = format!("{id}-notify");

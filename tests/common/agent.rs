@@ -72,6 +72,7 @@ pub async fn run_notify_job(h: &Harness, job: &str) -> AgentSummary {
         message: result.err().map(|e| e.message),
         checks: Vec::new(),
         retention_refused: None,
+        copies: Vec::new(),
     };
     h.finish_job(job, &summary).await;
     summary

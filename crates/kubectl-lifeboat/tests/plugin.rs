@@ -291,6 +291,7 @@ async fn backups_at_a_location_are_listed_from_the_catalog_job_and_the_request_i
         }),
         checks: Vec::new(),
         retention_refused: None,
+        copies: Vec::new(),
     };
     let catalog = Catalog {
         entries: vec![CatalogEntry {

@@ -623,6 +623,18 @@ impl Store {
         }
     }
 
+    /// Makes `slot` ready for its artifacts when it was not claimed here: a copy of a backup
+    /// keeps its id, unique already. A directory is created; S3 needs nothing.
+    pub fn prepare(&self, slot: &Slot) -> Result<()> {
+        match self {
+            Store::Local(root) => {
+                let dir = slot.dir(root);
+                fs::create_dir_all(&dir).map_err(|e| AgentError::storage(dir.display(), e))
+            }
+            Store::S3(_) => Ok(()),
+        }
+    }
+
     /// Streams `source` into artifact `name` of `slot`.
     pub fn put(
         &self,

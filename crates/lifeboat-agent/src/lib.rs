@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod bucket;
 pub mod canary;
 pub mod catalog;
+pub mod copies;
 pub mod crypto;
 pub mod drill;
 pub mod error;

@@ -14,7 +14,7 @@ use lifeboat_api::agent_job::{
     SECRETS_DIR,
 };
 use lifeboat_api::agent_result::{
-    AgentSummary, ChecksReport, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
+    AgentSummary, ChecksReport, CopyOutcome, ErrorClass, SUMMARY_VERSION, TerminationMessage, Verb,
 };
 use lifeboat_api::common::{Destination, SecretKeyRef};
 use lifeboat_api::ident::Identifiers;
@@ -484,6 +484,7 @@ fn main() -> ExitCode {
         message: None,
         checks: checks.results,
         retention_refused: None,
+        copies: Vec::new(),
     };
     let code = match outcome {
         Ok(Some(result)) => {
@@ -494,6 +495,7 @@ fn main() -> ExitCode {
             summary.sha256 = result.sha256;
             summary.message = result.retention_refused.clone();
             summary.retention_refused = result.retention_refused;
+            summary.copies = result.copies;
             tracing::info!(
                 verb = ?summary.verb,
                 asset = summary.asset.as_deref(),
@@ -538,6 +540,8 @@ struct Done {
     /// Why retention deleted nothing after this backup (the operator surfaces it as a
     /// condition and an Event; the backup itself counts).
     retention_refused: Option<String>,
+    /// Where each off-site copy stands after a backup.
+    copies: Vec<CopyOutcome>,
     asset: String,
     backup_id: String,
     snapshot_time: Option<Timestamp>,
@@ -746,7 +750,72 @@ fn backup(
             result.retention_refused = Some(e.to_string());
         }
     }
+    result.copies = job
+        .copies
+        .iter()
+        .map(|copy| copy_out(&env, &place, &job, &scope, copy, &fresh))
+        .collect();
     Ok(Some(result))
+}
+
+/// Brings off-site copy `copy` up to date after the backup `fresh` counted, then applies the
+/// copy's retention there. Never fails the run: the backup counts at the destination, and the
+/// outcome says where the copy stands and why.
+fn copy_out(
+    from: &Env,
+    place: &Place,
+    job: &AgentJob,
+    scope: &Scope,
+    copy: &lifeboat_api::backup_policy::BackupCopy,
+    fresh: &str,
+) -> CopyOutcome {
+    let asset = &job.asset.name;
+    let mut progress = lifeboat_agent::copies::Progress::default();
+    let mut outcome = CopyOutcome {
+        name: copy.name.clone(),
+        ..CopyOutcome::default()
+    };
+    let to = place.env(Some(&copy.destination()), job.signing_key.as_ref());
+    let copied = match &to {
+        Ok(to) => {
+            lifeboat_agent::copies::bring_up_to_date(from, to, scope, asset, fresh, &mut progress)
+        }
+        Err(e) => Err(AgentError::new(e.class, e.message.clone())),
+    };
+    match copied {
+        Ok(()) => {
+            println!(
+                "{asset}: copy {}: {} backup(s) copied, up to date",
+                copy.name, progress.copied
+            );
+            if let Ok(to) = &to {
+                let rules = copy.retention.as_ref().unwrap_or(&job.retention);
+                let stale = lifeboat_agent::retention::STALE_AFTER;
+                match jobs::prune(to, scope, asset, Some(fresh), rules, true, false, stale) {
+                    Ok(ids) if !ids.is_empty() => {
+                        println!(
+                            "{asset}: copy {}: retention deleted {}",
+                            copy.name,
+                            ids.join(", ")
+                        )
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(asset = %asset, copy = %copy.name, "retention: {e}");
+                        outcome.retention_refused = Some(e.to_string());
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(asset = %asset, copy = %copy.name, class = e.class.reason(), "copy: {}", e.message);
+            outcome.error_class = Some(e.class);
+            outcome.error = Some(e.message);
+        }
+    }
+    outcome.copied = progress.copied;
+    (outcome.newest_id, outcome.newest_snapshot_time) = progress.newest.unzip();
+    outcome
 }
 
 fn restore(
@@ -1227,6 +1296,7 @@ fn adopt(
 fn done(m: lifeboat_api::agent_result::BackupMetadata) -> Done {
     Done {
         retention_refused: None,
+        copies: Vec::new(),
         stored_bytes: Some(m.stored_bytes()),
         sha256: m.artifacts.first().map(|a| a.sha256.clone()),
         snapshot_time: Some(m.snapshot_time),

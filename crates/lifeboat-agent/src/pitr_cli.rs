@@ -479,6 +479,7 @@ fn restore_point_in_time(
     );
     Ok(Some(Done {
         retention_refused: None,
+        copies: Vec::new(),
         asset: place.asset.clone(),
         backup_id: restored.backup_id,
         snapshot_time: restored.recovers_to,

@@ -98,6 +98,7 @@ fn backup_job(ns: &str, p: &BackupPolicy, scope: KubernetesStateScope) -> String
         compression: p.spec.compression.clone(),
         encryption: None,
         retention: p.spec.retention.clone(),
+        copies: Vec::new(),
         signing_key: None,
         kubernetes_state_scope: Some(scope),
     })

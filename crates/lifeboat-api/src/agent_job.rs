@@ -66,6 +66,9 @@ pub struct AgentJob {
     pub encryption: Option<Encryption>,
     /// Retention applied after a successful backup, inside this policy's own prefix only.
     pub retention: Retention,
+    /// The policy's off-site copies: written after the backup counts, each read back there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<crate::backup_policy::BackupCopy>,
     /// The namespace's signing key, which signs the backup's metadata.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<SecretKeyRef>,

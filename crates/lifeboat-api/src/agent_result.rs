@@ -357,6 +357,36 @@ pub struct AgentSummary {
     /// mass-deletion guard). The backup itself counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_refused: Option<String>,
+    /// After a backup: where each off-site copy of the asset stands (one per copy the policy
+    /// names). A copy that failed does not fail the backup, which counts at the destination.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyOutcome>,
+}
+
+/// One off-site copy after a backup run: the newest backup of the asset it holds, and why this
+/// run could not bring it up to date when it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyOutcome {
+    /// The copy's name in the policy.
+    pub name: String,
+    /// The newest backup of the asset the copy holds, read back and committed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_snapshot_time: Option<Timestamp>,
+    /// Backups this run copied.
+    #[serde(default)]
+    pub copied: u32,
+    /// Why the copy is not up to date (unreachable, refused, a checksum read back wrong).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What made the copy fail, for the operator's reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// Why the copy's retention deleted nothing (the mass-deletion guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_refused: Option<String>,
 }
 
 impl AgentSummary {
@@ -509,6 +539,14 @@ impl TerminationMessage {
         {
             shorten(text, SUMMARY_MESSAGE_LIMIT);
         }
+        for c in &mut m.summary.copies {
+            for text in [&mut c.error, &mut c.retention_refused]
+                .into_iter()
+                .flatten()
+            {
+                shorten(text, SUMMARY_MESSAGE_LIMIT / 4);
+            }
+        }
         let mut json = serde_json::to_string(&m)?;
         if json.len() > TERMINATION_MESSAGE_LIMIT && !m.summary.checks.is_empty() {
             // Measured rather than by serializing after each left-out check: the rest with the
@@ -564,6 +602,12 @@ impl TerminationMessage {
             let texts = [&mut s.message, &mut s.retention_refused]
                 .into_iter()
                 .flatten()
+                .chain(
+                    s.copies
+                        .iter_mut()
+                        .flat_map(|c| [&mut c.error, &mut c.retention_refused])
+                        .flatten(),
+                )
                 .chain(m.checks_report.as_mut().and_then(|r| r.location.as_mut()));
             for text in texts {
                 shorten(text, limit);
@@ -627,6 +671,7 @@ mod tests {
             message,
             checks: Vec::new(),
             retention_refused: None,
+            copies: Vec::new(),
         }
     }
 

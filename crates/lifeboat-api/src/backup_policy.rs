@@ -54,6 +54,8 @@ use crate::duration::Duration;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(COPY_ELSEWHERE_RULE).message("a copy must be in another place than the destination: its endpoint, bucket or prefix must differ"))]
+#[x_kube(validation = Rule::new("!has(self.copies) || size(self.copies) == 0 || self.assets.all(a, !has(a.postgres) || !has(a.postgres.pointInTime))").message("copies are not made of pointInTime assets yet (their base backups and WAL): put those in a policy without copies"))]
 pub struct BackupPolicySpec {
     /// The assets to back up; names must be unique (they name CronJobs and backup files).
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -72,6 +74,14 @@ pub struct BackupPolicySpec {
     pub retention: Retention,
     /// Where backups are written.
     pub destination: Destination,
+    /// Off-site copies: once a backup counts at `destination`, it is copied to each of these
+    /// buckets and read back there (every checksum compared) before its metadata is written
+    /// there, each copy with its own retention. A copy that fails leaves the backup counted; the
+    /// next run copies what the copy lacks. A restore reads a copy through `source.location`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 4))]
+    pub copies: Vec<BackupCopy>,
     /// Recovery objectives this policy is held to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectives: Option<BackupObjectives>,
@@ -93,6 +103,42 @@ pub struct BackupPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverride>,
 }
+
+/// One off-site copy of a policy's backups: another S3 bucket (a volume is in the same cluster,
+/// so it is not off-site), with its own Object Lock and retention.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupCopy {
+    /// Names the copy in status, Events and metrics: a DNS label, unique in the policy.
+    #[schemars(
+        length(min = 1, max = 40),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The bucket the copies are written to.
+    pub s3: S3Location,
+    /// S3 Object Lock on every object of each copy (see `destination.objectLock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::common::ObjectLock>,
+    /// How long copies are kept there; the policy's `retention` when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+impl BackupCopy {
+    /// The copy's bucket as a destination, for the code that reads and writes any store.
+    pub fn destination(&self) -> Destination {
+        Destination {
+            volume: None,
+            s3: Some(self.s3.clone()),
+            object_lock: self.object_lock.clone(),
+        }
+    }
+}
+
+/// Admission's rule that a copy is in another place than the policy's destination: the same
+/// endpoint, bucket and prefix would make the copy the backup itself.
+pub const COPY_ELSEWHERE_RULE: &str = "!has(self.copies) || !has(self.destination.s3) || self.copies.all(c, c.s3.endpoint != self.destination.s3.endpoint || c.s3.bucket != self.destination.s3.bucket || (has(c.s3.prefix) ? c.s3.prefix : '') != (has(self.destination.s3.prefix) ? self.destination.s3.prefix : ''))";
 
 fn default_backup_timeout() -> Duration {
     Duration::from_secs(3600)
@@ -660,6 +706,33 @@ pub struct AssetStatus {
     /// archiver's readiness allows while it is Available, plus the time since it stopped being.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_archive_lag_seconds: Option<i64>,
+    /// Where each off-site copy of this asset stands, as the newest backup run reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyStatus>,
+}
+
+/// One off-site copy of an asset, as the newest backup run left it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyStatus {
+    /// The copy's name in `spec.copies`.
+    pub name: String,
+    /// The newest backup of the asset the copy holds, read back and committed there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_snapshot_time: Option<Time>,
+    /// How far the copy trails the asset's newest good backup: the difference of their snapshot
+    /// times (0 when the copy holds it); absent while the copy holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behind_seconds: Option<i64>,
+    /// Why the newest run could not bring the copy up to date (`<reason>: <message>`); the
+    /// next run copies what it lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Why the copy's retention deleted nothing (the mass-deletion guard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_refused: Option<String>,
 }
 
 /// A backup proven restorable by a drill.

@@ -23,6 +23,9 @@ pub mod types {
     /// The last retention pass of every asset went through (False: the mass-deletion guard
     /// refused one, and nothing of that asset was deleted).
     pub const RETENTION_APPLIED: &str = "RetentionApplied";
+    /// Every off-site copy holds each asset's newest good backup (False: `CopyFailing` when the
+    /// newest run could not write one, `CopyPending` until a run has copied it).
+    pub const COPIES_CURRENT: &str = "CopiesCurrent";
     /// Every `pointInTime` asset's WAL archiver (a Deployment of one) is available (False:
     /// `ArchiverUnavailable`, its replication slot then holds WAL on the source).
     pub const ARCHIVER_READY: &str = "ArchiverReady";

@@ -291,7 +291,10 @@ impl Identifiers for ValidationCheck {
 impl Identifiers for AgentJob {
     fn check_identifiers(&self) -> Result<(), IdentError> {
         self.asset.check_identifiers()?;
-        self.destination.check_identifiers()
+        self.destination.check_identifiers()?;
+        self.copies
+            .iter()
+            .try_for_each(|c| c.s3.check_identifiers())
     }
 }
 

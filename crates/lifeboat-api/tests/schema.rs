@@ -347,6 +347,38 @@ fn cel_object_lock_needs_a_bucket() {
 }
 
 #[test]
+fn cel_a_copy_is_elsewhere_and_not_of_point_in_time_assets() {
+    let same = json!({"endpoint": "http://127.0.0.1:9000", "bucket": "backups",
+                      "credentialsSecret": {"name": "s3"}});
+    let msg = "a copy must be in another place than the destination";
+    assert_rejected(
+        "BackupPolicy",
+        &policy(),
+        |p| p["spec"]["copies"] = json!([{"name": "dr", "s3": same.clone()}]),
+        msg,
+    );
+    // Another bucket, or another prefix in the same bucket: a copy.
+    for (field, value) in [("bucket", "dr-backups"), ("prefix", "offsite")] {
+        let mut elsewhere = same.clone();
+        elsewhere[field] = json!(value);
+        let mut p = policy();
+        p["spec"]["copies"] = json!([{"name": "dr", "s3": elsewhere}]);
+        assert_eq!(cel("BackupPolicy", &p, None), Ok(()), "{field}");
+    }
+    let mut other = same.clone();
+    other["bucket"] = json!("dr-backups");
+    assert_rejected(
+        "BackupPolicy",
+        &policy(),
+        |p| {
+            p["spec"]["copies"] = json!([{"name": "dr", "s3": other.clone()}]);
+            p["spec"]["assets"][0]["postgres"]["pointInTime"] = json!({"user": "wal"});
+        },
+        "copies are not made of pointInTime assets yet",
+    );
+}
+
+#[test]
 fn cel_retention_rules() {
     assert_rejected(
         "BackupPolicy",

@@ -7,7 +7,7 @@
 
 use jiff::Timestamp;
 use lifeboat_api::agent_result::{
-    AgentSummary, CanaryMarker, ChecksReport, ErrorClass, SUMMARY_VERSION,
+    AgentSummary, CanaryMarker, ChecksReport, CopyOutcome, ErrorClass, SUMMARY_VERSION,
     TERMINATION_MESSAGE_LIMIT, TerminationMessage, Verb,
 };
 use lifeboat_api::restore_request::CheckResult;
@@ -62,6 +62,28 @@ fn check() -> impl Strategy<Value = CheckResult> {
         )
 }
 
+/// An off-site copy's outcome, its texts as long as a store's error can make them.
+fn copy() -> impl Strategy<Value = CopyOutcome> {
+    (
+        text(40),
+        proptest::option::of(text(60)),
+        any::<u32>(),
+        proptest::option::of(text(3_000)),
+        proptest::option::of(text(3_000)),
+    )
+        .prop_map(
+            |(name, newest_id, copied, error, retention_refused)| CopyOutcome {
+                name,
+                newest_id,
+                newest_snapshot_time: Some(Timestamp::UNIX_EPOCH),
+                copied,
+                error_class: error.as_ref().map(|_| ErrorClass::Storage),
+                error,
+                retention_refused,
+            },
+        )
+}
+
 fn summary() -> impl Strategy<Value = TerminationMessage> {
     (
         (
@@ -75,6 +97,7 @@ fn summary() -> impl Strategy<Value = TerminationMessage> {
         prop::collection::vec(check(), 0..=64),
         proptest::option::of(text(1_000)),
         any::<u64>(),
+        prop::collection::vec(copy(), 0..=4),
     )
         .prop_map(
             |(
@@ -85,6 +108,7 @@ fn summary() -> impl Strategy<Value = TerminationMessage> {
                 checks,
                 location,
                 bytes,
+                copies,
             )| {
                 let t: Timestamp = "2026-11-24T10:00:00Z".parse().unwrap();
                 TerminationMessage {
@@ -103,6 +127,7 @@ fn summary() -> impl Strategy<Value = TerminationMessage> {
                         message,
                         checks,
                         retention_refused,
+                        copies,
                     },
                     checks_report: location.map(|l| ChecksReport {
                         location: Some(l),
@@ -127,6 +152,13 @@ proptest! {
         prop_assert_eq!(&bare, &back.summary);
         prop_assert_eq!(back.summary.ok, m.summary.ok);
         prop_assert_eq!(back.summary.error_class, m.summary.error_class);
+        // Every copy stays, with its name, counts and verdict; only its texts may be cut.
+        prop_assert_eq!(back.summary.copies.len(), m.summary.copies.len());
+        for (b, c) in back.summary.copies.iter().zip(&m.summary.copies) {
+            prop_assert_eq!(&b.name, &c.name);
+            prop_assert_eq!((b.copied, b.error_class), (c.copied, c.error_class));
+            prop_assert_eq!(b.error.is_some(), c.error.is_some());
+        }
         let all = &m.summary.checks;
         let kept = &back.summary.checks;
         if all.is_empty() {
@@ -195,6 +227,7 @@ fn forty_checks_half_failing_keep_every_failure() {
         message: Some("20 of 40 checks failed".into()),
         checks: checks.clone(),
         retention_refused: None,
+        copies: Vec::new(),
     };
     assert!(serde_json::to_string(&s).unwrap().len() > TERMINATION_MESSAGE_LIMIT);
     let json = s.to_termination_message().unwrap();
@@ -241,6 +274,7 @@ fn a_catalog_too_large_for_the_limit_keeps_what_fits_and_counts_the_rest() {
             message: None,
             checks: Vec::new(),
             retention_refused: None,
+            copies: Vec::new(),
         },
         checks_report: None,
         catalog: Some(Catalog {

@@ -194,6 +194,7 @@ mod tests {
             message: (!ok).then(|| "password authentication failed".into()),
             checks: Vec::new(),
             retention_refused: None,
+            copies: Vec::new(),
         }
     }
 

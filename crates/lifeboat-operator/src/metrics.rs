@@ -31,6 +31,7 @@ pub struct Metrics {
     pub rpo_worst_case: GaugeVec,
     pub drill_next_run: GaugeVec,
     pub wal_archive_lag: GaugeVec,
+    pub copy_snapshot: GaugeVec,
 }
 
 impl Metrics {
@@ -155,6 +156,13 @@ impl Metrics {
                 ),
                 &["namespace", "policy", "asset"],
             )?,
+            copy_snapshot: GaugeVec::new(
+                Opts::new(
+                    "lifeboat_copy_snapshot_timestamp_seconds",
+                    "Snapshot time of the asset's newest backup an off-site copy holds (read back there); how far it trails = lifeboat_backup_snapshot_timestamp_seconds - this",
+                ),
+                &["namespace", "policy", "asset", "copy"],
+            )?,
             retention_refused: GaugeVec::new(
                 Opts::new(
                     "lifeboat_retention_refused",
@@ -226,6 +234,7 @@ impl Metrics {
             Box::new(self.drill_rto_at_risk.clone()),
             Box::new(self.backup_last_verified.clone()),
             Box::new(self.retention_refused.clone()),
+            Box::new(self.copy_snapshot.clone()),
             Box::new(self.backup_verified_snapshot.clone()),
             Box::new(self.rpo_measured_snapshot.clone()),
             Box::new(self.rpo_worst_case.clone()),
@@ -266,6 +275,7 @@ impl Metrics {
                 &self.rpo_measured_snapshot,
                 &self.rpo_worst_case,
                 &self.wal_archive_lag,
+                &self.copy_snapshot,
             ]
             .into_iter()
             .map(|g| (g, "policy"))

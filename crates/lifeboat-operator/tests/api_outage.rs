@@ -180,6 +180,7 @@ fn summary(verb: Verb, checks: Vec<CheckResult>) -> AgentSummary {
         message: None,
         checks,
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

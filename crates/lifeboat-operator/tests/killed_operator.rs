@@ -116,6 +116,7 @@ fn summary(verb: Verb, asset: &str, snapshot: Timestamp, checks: Vec<CheckResult
         message: None,
         checks,
         retention_refused: None,
+        copies: Vec::new(),
     }
 }
 

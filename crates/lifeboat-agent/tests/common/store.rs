@@ -1,5 +1,5 @@
 //! A backup store shared by the tests of the namespaced layout and of signed metadata: a real
-//! S3 server (`rclone serve s3`, buckets `backups` and `attacker`) and a backup directory, with
+//! S3 server (`rclone serve s3`, buckets `backups`, `attacker` and `offsite`) and a backup directory, with
 //! the agent run as a Job runs it (a `LIFEBOAT_JOB` document, Secret keys as files, each
 //! namespace's signing key as a file) or as a person runs it (a policy file).
 
@@ -35,7 +35,7 @@ impl World {
         std::fs::write(creds.join("AWS_ACCESS_KEY_ID"), LocalS3::ACCESS_KEY).unwrap();
         std::fs::write(creds.join("AWS_SECRET_ACCESS_KEY"), LocalS3::SECRET_KEY).unwrap();
         let s3 = LocalS3::start_with(|root| {
-            for bucket in ["backups", "attacker"] {
+            for bucket in ["backups", "attacker", "offsite"] {
                 std::fs::create_dir_all(root.join(bucket)).unwrap();
             }
         })

@@ -121,7 +121,7 @@ pub fn backup_job_template(
         None => None,
     };
     let job = agent_job(policy, asset, scope)?;
-    let mut secrets = referenced_secrets(asset, &spec.destination);
+    let mut secrets = backup_secrets(asset, spec);
     secrets.push(signing_key_ref());
     let overrides = spec.pod_template.as_ref();
     let mut labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
@@ -174,6 +174,7 @@ pub(crate) fn agent_job(
         compression: spec.compression.clone(),
         encryption: spec.encryption.clone(),
         retention: spec.retention.clone(),
+        copies: spec.copies.clone(),
         signing_key: Some(signing_key_ref()),
         kubernetes_state_scope,
     })
@@ -217,6 +218,19 @@ pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<Secre
     }
     if let Some(s3) = &destination.s3 {
         out.extend(s3_secrets(s3));
+    }
+    out
+}
+
+/// Every Secret key a backup of `asset` reads: [`referenced_secrets`] at the policy's
+/// destination, and each off-site copy's bucket keys (a Secret named twice is mounted once).
+fn backup_secrets(
+    asset: &Asset,
+    spec: &lifeboat_api::backup_policy::BackupPolicySpec,
+) -> Vec<SecretKeyRef> {
+    let mut out = referenced_secrets(asset, &spec.destination);
+    for copy in &spec.copies {
+        out.extend(s3_secrets(&copy.s3));
     }
     out
 }
@@ -304,6 +318,45 @@ mod tests {
         assert!(s.starting_deadline_seconds.is_some());
         let job = s.job_template.spec.as_ref().unwrap();
         assert_eq!(job.active_deadline_seconds, Some(45 * 60));
+    }
+
+    #[test]
+    fn an_off_site_copy_is_in_the_document_and_its_keys_are_mounted_files() {
+        let mut s = spec();
+        s["copies"] = json!([{"name": "dr", "s3": {"endpoint": "https://s3.eu-central-1.amazonaws.com",
+            "bucket": "dr-backups", "credentialsSecret": {"name": "dr-creds"}},
+            "retention": {"keepLast": 30}}]);
+        let cjs = desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap();
+        let pod = cjs[0]
+            .spec
+            .as_ref()
+            .unwrap()
+            .job_template
+            .spec
+            .as_ref()
+            .unwrap();
+        let pod = pod.template.spec.as_ref().unwrap();
+        let doc = document(&pod.containers[0]);
+        assert_eq!(doc.copies.len(), 1);
+        assert_eq!(doc.copies[0].s3.bucket, "dr-backups");
+        assert_eq!(
+            doc.copies[0].retention.as_ref().unwrap().keep_last,
+            Some(30)
+        );
+        let secret = pod
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref())
+            .find(|s| s.secret_name.as_deref() == Some("dr-creds"))
+            .expect("the copy's Secret is mounted");
+        let keys: Vec<&str> = secret
+            .items
+            .iter()
+            .flatten()
+            .map(|i| i.key.as_str())
+            .collect();
+        assert_eq!(keys, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
     }
 
     #[test]

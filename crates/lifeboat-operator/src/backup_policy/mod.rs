@@ -797,6 +797,13 @@ fn update_metrics(
                 let _ = m.wal_archive_lag.remove_label_values(&labels);
             }
         }
+        for c in &a.copies {
+            if let Some(t) = &c.newest_snapshot_time {
+                m.copy_snapshot
+                    .with_label_values(&[ns, name.as_str(), a.name.as_str(), c.name.as_str()])
+                    .set(t.0.as_second() as f64);
+            }
+        }
         m.retention_refused
             .with_label_values(&labels)
             .set(if a.retention_refused.is_some() {

@@ -6,9 +6,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use lifeboat_api::BackupPolicy;
-use lifeboat_api::agent_result::ErrorClass;
+use lifeboat_api::agent_result::{CopyOutcome, ErrorClass};
 use lifeboat_api::backup_policy::{
-    AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, RpoBasis, WorstCaseRpo,
+    AssetStatus, BackupFailure, BackupPolicyStatus, BackupRecord, CopyStatus, RpoBasis,
+    WorstCaseRpo,
 };
 use lifeboat_api::common::{EventType, PendingEvent};
 use lifeboat_api::conditions::{self, Status, condition, set_condition, set_kstatus, types};
@@ -71,6 +72,10 @@ pub fn decide(
             let previous = old.assets.iter().find(|s| s.name == a.name).cloned();
             let mut status = asset_status(&a.name, previous, outcomes);
             status.wal_archive_lag_seconds = lags.get(&a.name).copied();
+            // A copy taken out of the spec is no longer reported on.
+            status
+                .copies
+                .retain(|c| policy.spec.copies.iter().any(|s| s.name == c.name));
             status
         })
         .collect();
@@ -94,6 +99,8 @@ pub fn decide(
     set_kstatus(&mut status.conditions, false, generation, now);
     let retention = retention_applied(&status.assets, generation, now);
     set_or_clear(&mut status.conditions, types::RETENTION_APPLIED, retention);
+    let copies = copies_current(policy, &status.assets, generation, now);
+    set_or_clear(&mut status.conditions, types::COPIES_CURRENT, copies);
     let rpo = rpo_met(policy, &status.assets, &old, verification, now);
     set_or_clear(&mut status.conditions, types::RPO_MET, rpo.condition);
     let (worst_case, achievable) = rpo_achievable(policy, &status.assets, generation, now);
@@ -324,6 +331,8 @@ fn asset_status(name: &str, previous: Option<AssetStatus>, outcomes: &[JobOutcom
                         duration_seconds: seconds_between(s.started_at, s.finished_at) as f64,
                     });
                     status.retention_refused = s.retention_refused.clone();
+                    let snapshot = s.snapshot_time.unwrap_or(s.started_at);
+                    status.copies = copy_statuses(&status.copies, &s.copies, snapshot);
                     new_success = true;
                 }
             }
@@ -356,6 +365,96 @@ fn asset_status(name: &str, previous: Option<AssetStatus>, outcomes: &[JobOutcom
         status.consecutive_failures.max(visible)
     };
     status
+}
+
+/// The copies of an asset after a run that reported `outcomes`, its backup snapshotted at
+/// `snapshot`: each copy's newest backup (the one known before when the run could not list the
+/// copy), how far it trails, and why it is behind.
+fn copy_statuses(
+    previous: &[CopyStatus],
+    outcomes: &[CopyOutcome],
+    snapshot: Timestamp,
+) -> Vec<CopyStatus> {
+    outcomes
+        .iter()
+        .map(|o| {
+            let before = previous.iter().find(|p| p.name == o.name);
+            let (newest_id, newest_snapshot_time) = match (&o.newest_id, o.newest_snapshot_time) {
+                (Some(id), Some(t)) => (Some(id.clone()), Some(Time(t))),
+                _ => (
+                    before.and_then(|b| b.newest_id.clone()),
+                    before.and_then(|b| b.newest_snapshot_time.clone()),
+                ),
+            };
+            CopyStatus {
+                name: o.name.clone(),
+                behind_seconds: newest_snapshot_time
+                    .as_ref()
+                    .map(|t| (snapshot.as_second() - t.0.as_second()).max(0)),
+                newest_id,
+                newest_snapshot_time,
+                last_error: o.error.as_ref().map(|e| {
+                    let reason = o.error_class.map_or("CopyFailed", ErrorClass::reason);
+                    format!("{reason}: {e}")
+                }),
+                retention_refused: o.retention_refused.clone(),
+            }
+        })
+        .collect()
+}
+
+/// CopiesCurrent, absent without copies or before any good backup: False (`CopyFailing`) while
+/// the newest run of an asset could not write a copy, False (`CopyPending`) while a copy does not
+/// hold an asset's newest good backup yet (a copy added since), True once every copy holds it.
+fn copies_current(
+    policy: &BackupPolicy,
+    assets: &[AssetStatus],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let copies = &policy.spec.copies;
+    let (mut failing, mut pending) = (Vec::new(), Vec::new());
+    let mut any = false;
+    for a in assets {
+        let Some(newest) = &a.last_success else {
+            continue;
+        };
+        any = true;
+        for c in copies {
+            let at = a.copies.iter().find(|s| s.name == c.name);
+            match at {
+                Some(CopyStatus {
+                    last_error: Some(e),
+                    ..
+                }) => failing.push(format!("{}: copy {}: {e}", a.name, c.name)),
+                Some(s) if s.newest_id.as_deref() == Some(newest.id.as_str()) => {}
+                _ => pending.push(format!("{} to {}", a.name, c.name)),
+            }
+        }
+    }
+    if copies.is_empty() || !any {
+        return None;
+    }
+    let (status, reason, message) = if !failing.is_empty() {
+        (Status::False, "CopyFailing", failing.join("; "))
+    } else if !pending.is_empty() {
+        let message = format!(
+            "not copied yet (the next backup copies it): {}",
+            pending.join(", ")
+        );
+        (Status::False, "CopyPending", message)
+    } else {
+        let message = "every copy holds each asset's newest good backup".to_owned();
+        (Status::True, "CopiesCurrent", message)
+    };
+    Some(condition(
+        types::COPIES_CURRENT,
+        status,
+        reason,
+        message,
+        generation,
+        now,
+    ))
 }
 
 fn ready_from_assets(
@@ -506,6 +605,7 @@ pub fn events(
         types::RPO_MET,
         types::RPO_ACHIEVABLE,
         types::RETENTION_APPLIED,
+        types::COPIES_CURRENT,
     ] {
         let Some(c) = conditions::find(&new.conditions, type_) else {
             continue;
@@ -723,6 +823,7 @@ mod tests {
                 message: None,
                 checks: Vec::new(),
                 retention_refused: None,
+                copies: Vec::new(),
             }),
             checks_report: None,
         }
@@ -846,6 +947,131 @@ mod tests {
         stored.spec.objectives = p.spec.objectives.clone();
         let back = decide_at(&stored, now);
         assert!(owed(&back).contains(&"RPOAchievable/True/WithinObjective".to_owned()));
+    }
+
+    /// A good backup of `asset` whose copy `dr` holds `newest` (snapshotted at `held_at`), or
+    /// failed with `error`.
+    fn ok_copied(
+        asset: &str,
+        snapshot: &str,
+        finished: &str,
+        held: Option<(&str, &str)>,
+        error: Option<&str>,
+    ) -> JobOutcome {
+        let mut o = ok(asset, snapshot, finished);
+        if let Ok(s) = &mut o.result {
+            s.copies = vec![CopyOutcome {
+                name: "dr".into(),
+                newest_id: held.map(|(id, _)| id.to_owned()),
+                newest_snapshot_time: held.map(|(_, t)| at(t)),
+                copied: u32::from(error.is_none()),
+                error: error.map(str::to_owned),
+                error_class: error.map(|_| ErrorClass::Auth),
+                retention_refused: None,
+            }];
+        }
+        o
+    }
+
+    #[test]
+    fn off_site_copies_are_reported_per_asset_with_how_far_behind_and_a_condition() {
+        let mut p = policy(None);
+        p.spec.copies = serde_json::from_value(json!([{"name": "dr", "s3": {
+            "endpoint": "https://s3.other.example", "bucket": "dr"}}]))
+        .unwrap();
+        let decide_with = |p: &BackupPolicy, outcomes: &[JobOutcome], now: &str| {
+            decide(
+                p,
+                outcomes,
+                None,
+                None,
+                &Verification::default(),
+                &ArchiveLags::new(),
+                at(now),
+            )
+        };
+        let copies = |d: &Decision| {
+            let c = find(&d.status.conditions, types::COPIES_CURRENT).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        assert!(
+            find(
+                &decide_at(&p, at("2026-11-24T10:00:00Z")).status.conditions,
+                types::COPIES_CURRENT
+            )
+            .is_none(),
+            "no backup, nothing to copy yet"
+        );
+        // Both assets copied: current, and no Event for a condition that starts True.
+        let t0 = "2026-11-24T10:00:00Z";
+        let outcomes = [
+            ok_copied(
+                "db",
+                t0,
+                "2026-11-24T10:01:00Z",
+                Some(("id-2026-11-24T10:00:00Z", t0)),
+                None,
+            ),
+            ok_copied(
+                "cache",
+                t0,
+                "2026-11-24T10:01:00Z",
+                Some(("id-2026-11-24T10:00:00Z", t0)),
+                None,
+            ),
+        ];
+        let d = decide_with(&p, &outcomes, "2026-11-24T10:02:00Z");
+        assert_eq!(copies(&d).0, "True");
+        assert!(!owed(&d).iter().any(|e| e.starts_with("CopiesCurrent")));
+        assert_eq!(d.status.assets[0].copies[0].behind_seconds, Some(0));
+        // The next run cannot write db's copy: the backup counts (Ready stays True), the copy
+        // is an hour behind, CopyFailing says why, with a Warning.
+        let p = written(&p, &d);
+        let t1 = "2026-11-24T11:00:00Z";
+        let outcomes = [ok_copied(
+            "db",
+            t1,
+            "2026-11-24T11:01:00Z",
+            Some(("id-2026-11-24T10:00:00Z", t0)),
+            Some("403 Forbidden"),
+        )];
+        let d = decide_with(&p, &outcomes, "2026-11-24T11:02:00Z");
+        let (status, reason, message) = copies(&d);
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "CopyFailing"));
+        assert_eq!(message, "db: copy dr: AuthFailed: 403 Forbidden");
+        assert!(owed(&d).contains(&"CopiesCurrent/False/CopyFailing".to_owned()));
+        let db = &d.status.assets[0].copies[0];
+        assert_eq!(db.behind_seconds, Some(3600));
+        assert_eq!(db.newest_id.as_deref(), Some("id-2026-11-24T10:00:00Z"));
+        assert_eq!(
+            find(&d.status.conditions, types::READY).unwrap().status,
+            "True"
+        );
+        // Caught up by the run after: True again, with its Event.
+        let p = written(&p, &d);
+        let t2 = "2026-11-24T12:00:00Z";
+        let outcomes = [ok_copied(
+            "db",
+            t2,
+            "2026-11-24T12:01:00Z",
+            Some(("id-2026-11-24T12:00:00Z", t2)),
+            None,
+        )];
+        let d = decide_with(&p, &outcomes, "2026-11-24T12:02:00Z");
+        assert_eq!(copies(&d).1, "CopiesCurrent");
+        assert!(owed(&d).contains(&"CopiesCurrent/True/CopiesCurrent".to_owned()));
+        // A second copy added since: pending until a run copies to it; a copy taken out of the
+        // spec is no longer reported.
+        let mut p = written(&p, &d);
+        p.spec.copies[0].name = "vault".into();
+        let d = decide_at(&p, at("2026-11-24T12:03:00Z"));
+        let (status, reason, message) = copies(&d);
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "CopyPending"));
+        assert!(
+            message.contains("db to vault") && message.contains("cache to vault"),
+            "{message}"
+        );
+        assert!(d.status.assets.iter().all(|a| a.copies.is_empty()));
     }
 
     #[test]

@@ -1343,6 +1343,7 @@ mod tests {
                                     message: None,
                                     checks: vec![],
                                     retention_refused: None,
+                                    copies: Vec::new(),
                                 })
                             } else {
                                 Err(JobFailure {

@@ -289,6 +289,7 @@ mod tests {
             message: (!message.is_empty()).then(|| message.to_owned()),
             checks: Vec::new(),
             retention_refused: None,
+            copies: Vec::new(),
         }
         .to_termination_message()
         .unwrap()

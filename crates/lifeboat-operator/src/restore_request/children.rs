@@ -211,6 +211,8 @@ pub fn safety_job(
             min_keep: 1,
             max_delete_percent: lifeboat_api::backup_policy::DEFAULT_MAX_DELETE_PERCENT,
         },
+        // A safety backup stays where the restore reads: it is not a backup of the policy.
+        copies: Vec::new(),
         signing_key: Some(signing_key_ref()),
         kubernetes_state_scope: None,
     };

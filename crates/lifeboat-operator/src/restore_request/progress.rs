@@ -412,6 +412,7 @@ mod tests {
             message: None,
             checks: vec![],
             retention_refused: None,
+            copies: Vec::new(),
         };
         let o = JobOutcome {
             job: job.into(),
