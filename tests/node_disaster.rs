@@ -5,13 +5,14 @@
 //! Deployment, a Service, ConfigMaps and Secrets, PostgreSQL and Redis as StatefulSets with
 //! PVCs on hostPath PersistentVolumes, and a bucket on the loopback S3 server. A BackupPolicy
 //! backs it all up (Kubernetes state, PostgreSQL, Redis, the bucket), encrypted with age, to a
-//! backup bucket, through real Job pods. Then cluster A is destroyed: node and control plane
-//! stopped, etcd's data directory deleted, the volumes' host directories and the application
-//! bucket's objects deleted. What is kept is what the runbook keeps outside: the backup bucket,
-//! its keys, the master signing key (read from the Secret the chart made, as the runbook says)
-//! and the age identity. Cluster B starts from nothing; the admin `helm install`s Lifeboat with
+//! backup bucket, through real Job pods, which copy each backup to an off-site bucket and read it
+//! back there (`spec.copies`). Then cluster A is destroyed: node and control plane stopped,
+//! etcd's data directory deleted, the volumes' host directories, the application bucket's
+//! objects and the backup bucket itself (the region is lost) deleted. What is kept is what the
+//! runbook keeps outside: the off-site bucket, its keys, the master signing key (read from the
+//! Secret the chart made, as the runbook says) and the age identity. Cluster B starts from nothing; the admin `helm install`s Lifeboat with
 //! the old master key, creates the namespace, the Secrets the runbook lists and empty volumes,
-//! and ONE RestoreRequest with `source.location`. It recreates
+//! and ONE RestoreRequest with `source.location` naming the off-site copy. It recreates
 //! the workloads, loads the data into the servers they run and checks them; the contents equal
 //! those taken before the disaster.
 //!
@@ -117,6 +118,14 @@ impl S3Server {
         let mut s3 = self.location("backups");
         s3["prefix"] = json!("lifeboat");
         json!({"s3": s3})
+    }
+
+    /// The off-site copy: bucket `offsite`, under prefix `dr` (another region's bucket in
+    /// production; another bucket of the same server here).
+    fn offsite(&self) -> Value {
+        let mut s3 = self.location("offsite");
+        s3["prefix"] = json!("dr");
+        s3
     }
 }
 
@@ -565,6 +574,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
         .tempdir()
         .unwrap();
     std::fs::create_dir(s3_root.path().join("backups")).unwrap();
+    std::fs::create_dir(s3_root.path().join("offsite")).unwrap();
     let assets_dir = s3_root.path().join("assets");
     std::fs::create_dir_all(assets_dir.join("img")).unwrap();
     let pg_port = free_port().unwrap();
@@ -664,6 +674,7 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             "retention": {"keepLast": 5},
             "encryption": {"recipients": [recipient]},
             "destination": s3.backups(),
+            "copies": [{"name": "dr-site", "s3": s3.offsite()}],
             "objectives": {"rpo": "1d"}
         }),
     )
@@ -687,6 +698,32 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
         let done = p.status.as_ref().is_some_and(|s| {
             s.assets.len() == 4 && s.assets.iter().all(|a| a.last_success.is_some())
         });
+        // Each backup counts at the destination, then is copied off site by the same pod.
+        if done {
+            let status = p.status.as_ref().unwrap();
+            for a in &status.assets {
+                let copy = &a.copies[0];
+                assert_eq!(copy.name, "dr-site");
+                assert_eq!(
+                    copy.newest_id.as_ref(),
+                    a.last_success.as_ref().map(|s| &s.id),
+                    "{copy:?}"
+                );
+                assert_eq!(
+                    (copy.behind_seconds, copy.last_error.as_deref()),
+                    (Some(0), None)
+                );
+            }
+            let current = lifeboat_api::conditions::find(
+                &status.conditions,
+                lifeboat_api::conditions::types::COPIES_CURRENT,
+            );
+            assert_eq!(
+                current.map(|c| c.status.as_str()),
+                Some("True"),
+                "{status:#?}"
+            );
+        }
         if done {
             break p;
         }
@@ -741,7 +778,10 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
     drop(pv_pg_a);
     drop(pv_redis_a);
     std::fs::remove_dir_all(&assets_dir).unwrap();
-    for dir in pv_dirs.iter().chain([&assets_dir]) {
+    // The region's backup bucket goes with it: only the off-site copy is left.
+    let primary = s3_root.path().join("backups");
+    std::fs::remove_dir_all(&primary).unwrap();
+    for dir in pv_dirs.iter().chain([&assets_dir, &primary]) {
         assert!(!dir.exists(), "{} is gone", dir.display());
     }
     eprintln!("cluster A destroyed at {:?}", test_start.elapsed());
@@ -772,8 +812,8 @@ async fn a_lost_cluster_comes_back_from_the_bucket_and_the_keys_alone() {
             .is_empty()
     );
 
-    // Step 4: one RestoreRequest.
-    let location = s3.backups();
+    // Step 4: one RestoreRequest, from the off-site copy (the primary bucket is lost).
+    let location = json!({"s3": s3.offsite()});
     let gateway = b.node.gateway().to_string();
     let rr = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "RestoreRequest",
     "metadata": {"name": "recover"},
