@@ -870,6 +870,13 @@ fn alerting_metrics() -> lifeboat_operator::metrics::Metrics {
     m.wal_archive_lag
         .with_label_values(&["billing", "db", "pg"])
         .set(40.0);
+    // shop's off-site copy holds a backup 7 hours older than its newest; billing's is current.
+    m.copy_snapshot
+        .with_label_values(&["shop", "db", "pg", "dr"])
+        .set(START - 7.0 * 3600.0);
+    m.copy_snapshot
+        .with_label_values(&["billing", "db", "pg", "dr"])
+        .set(START);
     // shop's last drill failed 40 days ago (overdue); billing's passed yesterday.
     m.drill_last_run
         .with_label_values(&["shop", "quarterly", "Failed"])
@@ -912,6 +919,8 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
         l.insert("severity".into(), json!(severity));
         serde_json::Value::Object(l)
     };
+    let mut per_copy = per_asset("warning");
+    per_copy["copy"] = json!("dr");
     let per_drill =
         |severity: &str| json!({"namespace": "shop", "drill": "quarterly", "severity": severity});
     let mut objective = per_drill("warning");
@@ -955,6 +964,8 @@ fn promtool_test_rules(honor: Option<bool>) -> (bool, String) {
                     "summary": "Retention of shop/db asset pg would delete more than its maxDeletePercent in one pass and deleted nothing: check the rules and the clock"})),
                 alert("LifeboatWalArchiveLagging", per_asset("critical"), json!({
                     "summary": "The WAL archive of shop/db asset pg may be 20m 40s behind: its archiver is not running or not storing"})),
+                alert("LifeboatCopyBehind", per_copy, json!({
+                    "summary": "Off-site copy dr of shop/db asset pg is 7h 0m 0s behind its newest backup"})),
                 alert("LifeboatDrillFailed", per_drill("critical"), json!({
                     "summary": "The last disaster-recovery drill shop/quarterly failed"})),
                 alert("LifeboatDrillOverdue", per_drill("warning"), json!({
