@@ -29,7 +29,8 @@ fi
 # moto, pinned: the S3 server of the Object Lock tests (crates/lifeboat-agent/tests/object_lock.rs).
 MOTO_VERSION=5.2.5
 moto_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/tools/moto-${MOTO_VERSION}"
-if [ ! -f "$moto_dir/.installed" ]; then
+# Marked with the directory it was built in: a checkout (or target/) moved elsewhere gets a new one.
+if [ "$(cat "$moto_dir/.installed" 2>/dev/null)" != "$moto_dir" ]; then
   echo "install-deps: pip install moto[server]==${MOTO_VERSION} into $moto_dir"
   python3 -m venv --help >/dev/null 2>&1 || {
     export DEBIAN_FRONTEND=noninteractive
@@ -40,7 +41,7 @@ if [ ! -f "$moto_dir/.installed" ]; then
   rm -rf "$moto_dir"
   python3 -m venv "$moto_dir"
   "$moto_dir/bin/pip" install -q "moto[server]==${MOTO_VERSION}"
-  touch "$moto_dir/.installed"
+  echo "$moto_dir" >"$moto_dir/.installed"
 fi
 command -v go >/dev/null || { echo "install-deps: Go is required (test control plane build)" >&2; exit 1; }
 echo "install-deps: ok ($(pg_dump --version), $(redis-server --version | cut -d' ' -f3), $(rclone version 2>/dev/null | sed -n 1p))"

@@ -904,4 +904,74 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
             .contains("lifeboat_wal_archive_lag_seconds{"),
         "the lag series goes with the archiver"
     );
+    let p = h.api::<BackupPolicy>().get("shop").await.unwrap();
+    assert!(
+        p.finalizers().is_empty(),
+        "nothing left to release: {:?}",
+        p.finalizers()
+    );
+}
+
+/// Deleting a policy whose asset archives WAL: its finalizer (added before the archiver existed)
+/// holds it until the archiver is stopped and a release Job (played here: no node) dropped the
+/// slot; only then does the policy go. Owner references alone would delete the archiver and leave
+/// its slot keeping WAL on the source.
+#[tokio::test]
+async fn deleting_a_point_in_time_policy_releases_its_slot_before_the_policy_goes() {
+    let h = harness("bp-pitr-del").await;
+    let mut with = spec();
+    with["assets"][0]["postgres"]["pointInTime"] = json!({
+        "user": "lifeboat_wal",
+        "passwordSecret": {"name": "wal-creds", "key": "password"},
+        "partialUploadSeconds": 3
+    });
+    h.apply_policy("shop", with).await;
+    let deployments = h.api::<Deployment>();
+    h.until("the archiver Deployment", async || {
+        deployments.get_opt("shop-orders-db-wal").await.unwrap()
+    })
+    .await;
+    let policies = h.api::<BackupPolicy>();
+    let p = policies.get("shop").await.unwrap();
+    assert_eq!(p.finalizers(), ["lifeboat.dev/wal-slot"]);
+
+    policies
+        .delete("shop", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
+    h.until("the archiver scaled to zero", async || {
+        let d = deployments.get("shop-orders-db-wal").await.unwrap();
+        (d.spec.unwrap().replicas == Some(0)).then_some(())
+    })
+    .await;
+    let release = h
+        .until("the release Job", async || {
+            h.api::<Job>()
+                .list(&ListParams::default().labels("lifeboat.dev/role=wal-release"))
+                .await
+                .unwrap()
+                .items
+                .pop()
+        })
+        .await;
+    let held = policies.get_opt("shop").await.unwrap();
+    assert!(
+        held.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        "the policy waits for its slot"
+    );
+    h.finish_job(
+        &release.name_any(),
+        &summary("orders-db", true, Timestamp::now()),
+    )
+    .await;
+    h.expect_events("WalSlotReleased", 1).await;
+    h.until("the policy to go", async || {
+        policies
+            .get_opt("shop")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
 }

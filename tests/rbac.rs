@@ -462,27 +462,54 @@ async fn jobs_other_than_the_agents_are_refused_by_the_admission_policy() {
         .unwrap();
 }
 
-/// `patch` of DrillSchedules is granted for the staging namespace's finalizer only: as the
-/// operator, adding and removing a finalizer works, and a change to the spec, the labels or the
-/// annotations is refused by the admission policy (probed with dry runs until it is in force).
+/// `patch` of DrillSchedules and BackupPolicies is granted for their finalizers only (a staging
+/// namespace's, a replication slot's): as the operator, adding and removing a finalizer works,
+/// and a change to the spec, the labels or the annotations is refused by the admission policy
+/// (probed with dry runs until it is in force).
 #[tokio::test]
-async fn the_operator_changes_only_a_drill_schedule_s_finalizers() {
+async fn the_operator_changes_only_the_finalizers_of_drill_schedules_and_policies() {
     use lifeboat_api::DrillSchedule;
     let (admin, sa, ns) = setup("rbac-finalizers").await;
-    let p = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
+    let d = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "DrillSchedule",
         "metadata": {"name": "quarterly"},
         "spec": {"schedule": "0 6 1 * *", "policy": "shop", "assets": ["cache"],
                  "staging": {"targets": [{"asset": "cache", "redis": {"host": "staging"}}]},
                  "objectives": {"rto": "30m", "rpo": "15m"}}});
-    Api::<DrillSchedule>::namespaced(admin, &ns)
-        .patch(
-            "quarterly",
-            &PatchParams::apply("test-user"),
-            &Patch::Apply(&p),
-        )
+    let p = json!({"apiVersion": "lifeboat.dev/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": "shop"},
+        "spec": {"schedule": "@hourly", "assets": [{"name": "cache", "redis": {"host": "cache"}}],
+                 "retention": {"keepLast": 3}, "destination": {"volume": {"claimName": "b"}}}});
+    let apply = PatchParams::apply("test-user");
+    Api::<DrillSchedule>::namespaced(admin.clone(), &ns)
+        .patch("quarterly", &apply, &Patch::Apply(&d))
         .await
         .unwrap();
-    let drills = Api::<DrillSchedule>::namespaced(sa, &ns);
+    Api::<BackupPolicy>::namespaced(admin, &ns)
+        .patch("shop", &apply, &Patch::Apply(&p))
+        .await
+        .unwrap();
+    changes_only_finalizers(
+        &Api::<DrillSchedule>::namespaced(sa.clone(), &ns),
+        "quarterly",
+        "lifeboat.dev/drill-now",
+        "lifeboat.dev/staging-namespace",
+    )
+    .await;
+    changes_only_finalizers(
+        &Api::<BackupPolicy>::namespaced(sa, &ns),
+        "shop",
+        "lifeboat.dev/backup-now",
+        "lifeboat.dev/wal-slot",
+    )
+    .await;
+}
+
+/// As the operator: `suspend`, a label and the `annotation` refused; `finalizer` added and
+/// removed.
+async fn changes_only_finalizers<K>(objects: &Api<K>, name: &str, annotation: &str, finalizer: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let dry = PatchParams {
         dry_run: true,
         ..PatchParams::default()
@@ -490,12 +517,12 @@ async fn the_operator_changes_only_a_drill_schedule_s_finalizers() {
     let spec_change = Patch::Merge(json!({"spec": {"suspend": true}}));
     let deadline = Instant::now() + Duration::from_secs(30);
     let message = loop {
-        match drills.patch("quarterly", &dry, &spec_change).await {
+        match objects.patch(name, &dry, &spec_change).await {
             Err(kube::Error::Api(s)) if s.code == 403 => break s.message,
             Ok(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await
             }
-            other => panic!("a spec change by the operator: expected 403, got {other:?}"),
+            other => panic!("a spec change of {name} by the operator: expected 403, got {other:?}"),
         }
     };
     assert!(message.contains("only the finalizers"), "{message}");
@@ -503,24 +530,24 @@ async fn the_operator_changes_only_a_drill_schedule_s_finalizers() {
         ("labels", json!({"metadata": {"labels": {"team": "x"}}})),
         (
             "annotations",
-            json!({"metadata": {"annotations": {"lifeboat.dev/drill-now": "x"}}}),
+            json!({"metadata": {"annotations": {annotation: "x"}}}),
         ),
     ] {
-        let message = forbidden(
-            drills.patch("quarterly", &dry, &Patch::Merge(change)).await,
-            what,
+        let message = forbidden(objects.patch(name, &dry, &Patch::Merge(change)).await, what);
+        assert!(
+            message.contains("only the finalizers"),
+            "{name} {what}: {message}"
         );
-        assert!(message.contains("only the finalizers"), "{what}: {message}");
     }
-    for finalizers in [json!(["lifeboat.dev/staging-namespace"]), json!([])] {
-        let d = drills
+    for finalizers in [json!([finalizer]), json!([])] {
+        let o = objects
             .patch(
-                "quarterly",
+                name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
             )
             .await
             .unwrap();
-        assert_eq!(json!(d.finalizers()), finalizers);
+        assert_eq!(json!(o.finalizers()), finalizers);
     }
 }

@@ -152,6 +152,49 @@ pub fn backoff(failures_in_a_row: u32) -> Duration {
         .min(requeue::BACKOFF_MAX)
 }
 
+/// Adds or removes `finalizer` on a fresh read of `obj`'s metadata, with its resourceVersion as
+/// the merge patch's precondition: a concurrent change is refused (409) and retried, never
+/// overwritten (another controller's finalizer stays). Nothing to do when it already is as asked,
+/// or the object is gone.
+pub async fn set_finalizer<K>(ctx: &Context, obj: &K, finalizer: &str, present: bool) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.name_any();
+    let api = kube::Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let Some(fresh) = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(Error::get::<K>(&name))?
+    else {
+        return Ok(());
+    };
+    let mut finalizers = fresh.finalizers().to_vec();
+    if finalizers.iter().any(|f| f == finalizer) == present {
+        return Ok(());
+    }
+    if present {
+        finalizers.push(finalizer.to_owned());
+    } else {
+        finalizers.retain(|f| f != finalizer);
+    }
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": fresh.resource_version(),
+    }});
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|source| Error::Finalizer { source })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,10 @@ use super::cronjob::{agent_job, referenced_secrets};
 /// container (what pg_receivewal flushed there is no longer held by the slot) but not the pod.
 pub const WORK_DIR: &str = "/tmp/wal";
 
+/// The finalizer of a policy that archives (or archived) WAL: deleting the policy stops its
+/// archivers and drops their replication slots before it goes.
+pub const SLOT_FINALIZER: &str = "lifeboat.dev/wal-slot";
+
 /// The agent binary in its image: what the readiness probe runs.
 const AGENT_BINARY: &str = "/usr/local/bin/lifeboat-agent";
 

@@ -54,6 +54,9 @@ pub async fn reconcile(
     let ns = policy
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;
+    if policy.metadata.deletion_timestamp.is_some() {
+        return finalize(policy, &ctx, &ns).await;
+    }
     let now = Timestamp::now();
     let outcomes = read_outcomes(&ctx, &ns, &policy.name_any()).await?;
     let verification = verification(&ctx, &ns, &policy.name_any()).await?;
@@ -381,8 +384,16 @@ async fn apply_archivers(
         .status
         .as_ref()
         .is_some_and(|s| conditions::find(&s.conditions, types::ARCHIVER_READY).is_some());
+    let held = holds_slot_finalizer(policy);
     if desired.is_empty() && !had {
+        if held {
+            set_slot_finalizer(ctx, policy, false).await?;
+        }
         return Ok((Vec::new(), false));
+    }
+    // Before any archiver (and so any slot) exists: deleting the policy then releases the slot.
+    if !desired.is_empty() && !held {
+        set_slot_finalizer(ctx, policy, true).await?;
     }
     let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     let apply = PatchParams::apply(FIELD_MANAGER).force();
@@ -394,6 +405,21 @@ async fn apply_archivers(
                 .map_err(Error::apply::<Deployment>(&d.name_any()))?,
         );
     }
+    let retiring = retire_unwanted(policy, ctx, ns, &desired).await?;
+    if desired.is_empty() && !retiring && held {
+        set_slot_finalizer(ctx, policy, false).await?;
+    }
+    Ok((current, retiring))
+}
+
+/// Retires every archiver of `policy` not in `desired` ([`retire`]): whether one still is.
+async fn retire_unwanted(
+    policy: &BackupPolicy,
+    ctx: &Context,
+    ns: &str,
+    desired: &[Deployment],
+) -> Result<bool> {
+    let api = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
     let uid = policy.uid().ok_or(Error::MissingObjectKey("uid"))?;
     // Whole objects (a retired one's template makes its release Job): only policies that
     // archive, or did, get here.
@@ -409,7 +435,33 @@ async fn apply_archivers(
             retiring |= retire(policy, ctx, ns, &d).await?;
         }
     }
-    Ok((current, retiring))
+    Ok(retiring)
+}
+
+fn holds_slot_finalizer(policy: &BackupPolicy) -> bool {
+    policy
+        .finalizers()
+        .iter()
+        .any(|f| f == archiver::SLOT_FINALIZER)
+}
+
+async fn set_slot_finalizer(ctx: &Context, policy: &BackupPolicy, present: bool) -> Result<()> {
+    controller::set_finalizer(ctx, policy, archiver::SLOT_FINALIZER, present).await
+}
+
+/// A policy being deleted. While it holds [`archiver::SLOT_FINALIZER`] (it has archived WAL),
+/// each of its archivers is retired first (stopped, its replication slot dropped by a release
+/// Job, then deleted), then the finalizer goes and the policy with it: the owner references
+/// alone would delete the archiver and leave its slot keeping WAL on the source for ever.
+async fn finalize(policy: &BackupPolicy, ctx: &Context, ns: &str) -> Result<Action> {
+    if !holds_slot_finalizer(policy) {
+        return Ok(Action::await_change());
+    }
+    if retire_unwanted(policy, ctx, ns, &[]).await? {
+        return Ok(Action::requeue(RETIRE_RECHECK));
+    }
+    set_slot_finalizer(ctx, policy, false).await?;
+    Ok(Action::await_change())
 }
 
 /// How soon a policy retiring an archiver looks again (its pod stopping, its release Job).

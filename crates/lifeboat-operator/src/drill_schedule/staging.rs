@@ -353,37 +353,9 @@ pub async fn remove(
     }
 }
 
-/// Adds or removes [`FINALIZER`] on a fresh read of the DrillSchedule, with its resourceVersion
-/// as the merge patch's precondition: a concurrent change is refused (409) and retried, never
-/// overwritten (another controller's finalizer stays).
+/// Adds or removes [`FINALIZER`] on the DrillSchedule ([`crate::controller::set_finalizer`]).
 pub async fn set_finalizer(ctx: &Context, ds: &DrillSchedule, present: bool) -> Result<()> {
-    let name = ds.name_any();
-    let api =
-        Api::<DrillSchedule>::namespaced(ctx.client.clone(), &ds.namespace().unwrap_or_default());
-    let Some(fresh) = api
-        .get_metadata_opt(&name)
-        .await
-        .map_err(Error::get::<DrillSchedule>(&name))?
-    else {
-        return Ok(());
-    };
-    let mut finalizers = fresh.finalizers().to_vec();
-    if finalizers.iter().any(|f| f == FINALIZER) == present {
-        return Ok(());
-    }
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    } else {
-        finalizers.retain(|f| f != FINALIZER);
-    }
-    let patch = serde_json::json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": fresh.resource_version(),
-    }});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Finalizer { source })?;
-    Ok(())
+    crate::controller::set_finalizer(ctx, ds, FINALIZER, present).await
 }
 
 #[cfg(test)]
