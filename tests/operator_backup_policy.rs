@@ -12,7 +12,7 @@ mod harness;
 use std::time::Duration;
 
 use futures::StreamExt;
-use harness::harness;
+use harness::{Harness, harness};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -754,20 +754,8 @@ async fn a_schedule_too_sparse_for_the_rpo_objective_is_a_condition() {
 #[tokio::test]
 async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field() {
     let h = harness("bp-pitr").await;
-    let mut with = spec();
-    with["assets"][0]["postgres"]["pointInTime"] = json!({
-        "user": "lifeboat_wal",
-        "passwordSecret": {"name": "wal-creds", "key": "password"},
-        "partialUploadSeconds": 3
-    });
-    h.apply_policy("shop", with).await;
-
+    let d = apply_point_in_time_policy(&h).await;
     let deployments = h.api::<Deployment>();
-    let d = h
-        .until("the archiver Deployment", async || {
-            deployments.get_opt("shop-orders-db-wal").await.unwrap()
-        })
-        .await;
     let policy = h.api::<BackupPolicy>().get("shop").await.unwrap();
     let owner = &d.owner_references()[0];
     assert_eq!(
@@ -856,16 +844,7 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
         "False",
         "its slot still holds WAL"
     );
-    let release = h
-        .until("the release Job", async || {
-            h.api::<Job>()
-                .list(&ListParams::default().labels("lifeboat.dev/role=wal-release"))
-                .await
-                .unwrap()
-                .items
-                .pop()
-        })
-        .await;
+    let release = release_job(&h).await;
     let release_name = release.name_any();
     assert!(
         release_name.starts_with("shop-orders-db-wal-release-"),
@@ -912,13 +891,8 @@ async fn a_point_in_time_asset_gets_an_owned_archiver_that_goes_with_the_field()
     );
 }
 
-/// Deleting a policy whose asset archives WAL: its finalizer (added before the archiver existed)
-/// holds it until the archiver is stopped and a release Job (played here: no node) dropped the
-/// slot; only then does the policy go. Owner references alone would delete the archiver and leave
-/// its slot keeping WAL on the source.
-#[tokio::test]
-async fn deleting_a_point_in_time_policy_releases_its_slot_before_the_policy_goes() {
-    let h = harness("bp-pitr-del").await;
+/// Policy `shop` whose `orders-db` archives WAL (`pointInTime`): its archiver Deployment.
+async fn apply_point_in_time_policy(h: &Harness) -> Deployment {
     let mut with = spec();
     with["assets"][0]["postgres"]["pointInTime"] = json!({
         "user": "lifeboat_wal",
@@ -930,13 +904,37 @@ async fn deleting_a_point_in_time_policy_releases_its_slot_before_the_policy_goe
     h.until("the archiver Deployment", async || {
         deployments.get_opt("shop-orders-db-wal").await.unwrap()
     })
-    .await;
+    .await
+}
+
+/// The Job that releases a retired archiver's slot, once made.
+async fn release_job(h: &Harness) -> Job {
+    h.until("the release Job", async || {
+        h.api::<Job>()
+            .list(&ListParams::default().labels("lifeboat.dev/role=wal-release"))
+            .await
+            .unwrap()
+            .items
+            .pop()
+    })
+    .await
+}
+
+/// Deleting a policy whose asset archives WAL: its finalizer (added before the archiver existed)
+/// holds it until the archiver is stopped and a release Job (played here: no node) dropped the
+/// slot; only then does the policy go. Owner references alone would delete the archiver and leave
+/// its slot keeping WAL on the source.
+#[tokio::test]
+async fn deleting_a_point_in_time_policy_releases_its_slot_before_the_policy_goes() {
+    let h = harness("bp-pitr-del").await;
+    apply_point_in_time_policy(&h).await;
+    let deployments = h.api::<Deployment>();
     let policies = h.api::<BackupPolicy>();
     let p = policies.get("shop").await.unwrap();
     assert_eq!(p.finalizers(), ["lifeboat.dev/wal-slot"]);
 
     policies
-        .delete("shop", &kube::api::DeleteParams::background())
+        .delete("shop", &DeleteParams::background())
         .await
         .unwrap();
     h.until("the archiver scaled to zero", async || {
@@ -944,16 +942,7 @@ async fn deleting_a_point_in_time_policy_releases_its_slot_before_the_policy_goe
         (d.spec.unwrap().replicas == Some(0)).then_some(())
     })
     .await;
-    let release = h
-        .until("the release Job", async || {
-            h.api::<Job>()
-                .list(&ListParams::default().labels("lifeboat.dev/role=wal-release"))
-                .await
-                .unwrap()
-                .items
-                .pop()
-        })
-        .await;
+    let release = release_job(&h).await;
     let held = policies.get_opt("shop").await.unwrap();
     assert!(
         held.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),

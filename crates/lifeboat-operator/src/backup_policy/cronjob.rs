@@ -327,15 +327,7 @@ mod tests {
             "bucket": "dr-backups", "credentialsSecret": {"name": "dr-creds"}},
             "retention": {"keepLast": 30}}]);
         let cjs = desired_cronjobs(&policy(s), &AgentConfig::default(), &Scopes::new()).unwrap();
-        let pod = cjs[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .job_template
-            .spec
-            .as_ref()
-            .unwrap();
-        let pod = pod.template.spec.as_ref().unwrap();
+        let pod = pod_spec(cjs[0].clone());
         let doc = document(&pod.containers[0]);
         assert_eq!(doc.copies.len(), 1);
         assert_eq!(doc.copies[0].s3.bucket, "dr-backups");
@@ -363,16 +355,8 @@ mod tests {
     fn agents_log_json_when_the_operator_does() {
         let env = |config: &AgentConfig| {
             let cjs = desired_cronjobs(&policy(spec()), config, &Scopes::new()).unwrap();
-            let pod = cjs[0]
-                .spec
-                .as_ref()
-                .unwrap()
-                .job_template
-                .spec
-                .as_ref()
-                .unwrap();
-            let c = &pod.template.spec.as_ref().unwrap().containers[0];
-            c.env.clone().unwrap_or_default()
+            let pod = pod_spec(cjs[0].clone());
+            pod.containers[0].env.clone().unwrap_or_default()
         };
         let json = |env: &[k8s_openapi::api::core::v1::EnvVar]| {
             env.iter()
