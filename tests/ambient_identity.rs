@@ -110,8 +110,14 @@ async fn the_chart_s_admission_policy_refuses_keyless_locations_of_every_kind() 
     };
     assert!(first.contains("agent.s3AmbientIdentity: none"), "{first}");
 
+    let mut keyless_copy = policy(keyed(), keyed());
+    keyless_copy["spec"]["copies"] = json!([{"name": "offsite",
+        "s3": {"endpoint": "https://s3.elsewhere.example.com", "bucket": "far"}}]);
+    let mut keyed_copy = keyless_copy.clone();
+    keyed_copy["spec"]["copies"][0]["s3"]["credentialsSecret"] = json!({"name": "far"});
     let refused = [
         ("a bucket asset", policy(keyed(), keyless()), "BackupPolicy"),
+        ("an off-site copy", keyless_copy, "BackupPolicy"),
         ("a restore's location", restore(keyless()), "RestoreRequest"),
         (
             "a drill's staging bucket",
@@ -128,7 +134,12 @@ async fn the_chart_s_admission_policy_refuses_keyless_locations_of_every_kind() 
         }
     }
     // With keys everywhere, each is admitted.
-    for obj in [policy(keyed(), keyed()), restore(keyed()), drill(keyed())] {
+    for obj in [
+        policy(keyed(), keyed()),
+        keyed_copy,
+        restore(keyed()),
+        drill(keyed()),
+    ] {
         create(&admin, &ns, &obj)
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", obj["kind"]));

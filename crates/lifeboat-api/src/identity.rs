@@ -98,11 +98,15 @@ pub fn check<'a>(
         .try_for_each(|(what, loc)| decide(loc, mode, &what).map(|_| ()))
 }
 
-/// Every S3 location of a BackupPolicy: its destination and its bucket assets.
+/// Every S3 location of a BackupPolicy: its destination, its off-site copies and its bucket
+/// assets.
 pub fn policy_locations(spec: &BackupPolicySpec) -> Vec<(String, &S3Location)> {
     let mut all: Vec<(String, &S3Location)> = Vec::new();
     if let Some(s3) = &spec.destination.s3 {
         all.push(("destination.s3".into(), s3));
+    }
+    for copy in &spec.copies {
+        all.push((format!("copy {:?}", copy.name), &copy.s3));
     }
     for asset in &spec.assets {
         if let Some(bucket) = asset.object_storage() {
@@ -190,16 +194,21 @@ mod tests {
             "retention": {"keepLast": 24},
             "destination": {"s3": {"endpoint": "https://s3", "bucket": "bak",
                                    "credentialsSecret": {"name": "keys"}}},
+            "copies": [
+                {"name": "offsite", "s3": {"endpoint": "https://s3.other", "bucket": "far"}}
+            ],
             "assets": [
-                {"name": "files", "objectStorage": {"endpoint": "https://s3", "bucket": "files"}}
+                {"name": "files", "objectStorage": {"endpoint": "https://s3", "bucket": "files",
+                                                     "credentialsSecret": {"name": "keys"}}}
             ]
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         let all = policy_locations(&policy);
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
+        // The keyless copy is refused even though the destination and the asset have keys.
         assert_eq!(
             check(all, AmbientIdentity::None),
-            Err(AmbientIdentityDisabled("asset \"files\"".into()))
+            Err(AmbientIdentityDisabled("copy \"offsite\"".into()))
         );
         assert_eq!(
             check(policy_locations(&policy), AmbientIdentity::WebIdentity),
