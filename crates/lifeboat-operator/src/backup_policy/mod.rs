@@ -856,6 +856,13 @@ fn update_metrics(
                     .set(t.0.as_second() as f64);
             }
         }
+        // A copy taken out of the spec leaves the status: its series goes with it, or the
+        // frozen timestamp would keep LifeboatCopyBehind firing for a copy that is gone.
+        for gone in status::copies_gone(policy.status.as_ref(), a) {
+            let _ =
+                m.copy_snapshot
+                    .remove_label_values(&[ns, name.as_str(), a.name.as_str(), gone]);
+        }
         m.retention_refused
             .with_label_values(&labels)
             .set(if a.retention_refused.is_some() {

@@ -403,6 +403,24 @@ fn copy_statuses(
         .collect()
 }
 
+/// The copies the stored status (`before`) listed for asset `now.name` that `now` no longer
+/// lists with a snapshot: taken out of the spec, their metric series must go.
+pub(crate) fn copies_gone<'a>(
+    before: Option<&'a BackupPolicyStatus>,
+    now: &'a AssetStatus,
+) -> impl Iterator<Item = &'a str> + 'a {
+    before
+        .and_then(|b| b.assets.iter().find(|a| a.name == now.name))
+        .into_iter()
+        .flat_map(|a| a.copies.iter())
+        .filter(|c| {
+            !now.copies
+                .iter()
+                .any(|n| n.name == c.name && n.newest_snapshot_time.is_some())
+        })
+        .map(|c| c.name.as_str())
+}
+
 /// CopiesCurrent, absent without copies or before any good backup: False (`CopyFailing`) while
 /// the newest run of an asset could not write a copy, False (`CopyPending`) while a copy does not
 /// hold an asset's newest good backup yet (a copy added since), True once every copy holds it.
@@ -1060,9 +1078,18 @@ mod tests {
         let d = decide_with(&p, &outcomes, "2026-11-24T12:02:00Z");
         assert_eq!(copies(&d).1, "CopiesCurrent");
         assert!(owed(&d).contains(&"CopiesCurrent/True/CopiesCurrent".to_owned()));
+        // While the spec keeps the copy, no series is named for removal.
+        let mut p = written(&p, &d);
+        let kept = decide_at(&p, at("2026-11-24T12:02:30Z"));
+        assert!(kept.status.assets.iter().all(|a| a.copies.len() == 1));
+        assert!(
+            kept.status
+                .assets
+                .iter()
+                .all(|a| copies_gone(p.status.as_ref(), a).next().is_none())
+        );
         // A second copy added since: pending until a run copies to it; a copy taken out of the
         // spec is no longer reported.
-        let mut p = written(&p, &d);
         p.spec.copies[0].name = "vault".into();
         let d = decide_at(&p, at("2026-11-24T12:03:00Z"));
         let (status, reason, message) = copies(&d);
@@ -1072,6 +1099,14 @@ mod tests {
             "{message}"
         );
         assert!(d.status.assets.iter().all(|a| a.copies.is_empty()));
+        // ...and its metric series is named for removal, once per asset that listed it.
+        let gone: Vec<_> = d
+            .status
+            .assets
+            .iter()
+            .flat_map(|a| copies_gone(p.status.as_ref(), a).map(|c| (a.name.clone(), c)))
+            .collect();
+        assert_eq!(gone, [("db".into(), "dr"), ("cache".into(), "dr")]);
     }
 
     #[test]
