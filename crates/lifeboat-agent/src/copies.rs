@@ -45,25 +45,26 @@ pub fn lacking(
 
 /// Copies to `to` every backup of `asset` in `scope` at `from` that the copy lacks (see
 /// [`lacking`]), oldest first; stops at the first failure, which is returned with the progress
-/// made so far in `progress`.
+/// made so far in `progress`. `primary` is the asset's listing at `from` when the caller holds
+/// one (the run's retention pass just read it); otherwise `from` is listed here.
 pub fn bring_up_to_date(
     from: &Env,
+    primary: Option<&[Listed]>,
     to: &Env,
     scope: &Scope,
     asset: &str,
     fresh: &str,
     progress: &mut Progress,
 ) -> Result<()> {
-    let of_asset = |env: &Env| -> Result<Vec<Listed>> {
-        Ok(env
-            .store
-            .list(scope, env.trust()?)?
-            .into_iter()
-            .filter(|l| l.metadata.asset == asset)
-            .collect())
+    let listed;
+    let primary = match primary {
+        Some(p) => p,
+        None => {
+            listed = crate::jobs::list_asset(from, scope, asset)?;
+            &listed
+        }
     };
-    let primary = of_asset(from)?;
-    let held = of_asset(to)?;
+    let held = crate::jobs::list_asset(to, scope, asset)?;
     let stamps = |l: &[Listed]| -> Vec<(String, Timestamp)> {
         l.iter()
             .map(|l| (l.id.clone(), l.metadata.snapshot_time))
@@ -72,7 +73,7 @@ pub fn bring_up_to_date(
     progress.newest = held
         .last()
         .map(|l| (l.id.clone(), l.metadata.snapshot_time));
-    for id in lacking(&stamps(&primary), &stamps(&held), fresh) {
+    for id in lacking(&stamps(primary), &stamps(&held), fresh) {
         let Some(listed) = primary.iter().find(|l| l.id == id) else {
             continue;
         };
@@ -122,11 +123,7 @@ fn copy_one(from: &Env, to: &Env, listed: &Listed) -> Result<()> {
         }
         // What the copy's store serves, not what was sent to it: read back and checked before
         // the metadata makes the copy count.
-        let pending = Listed {
-            verified: None,
-            ..listed.clone()
-        };
-        crate::jobs::verify(to, &pending)?;
+        crate::jobs::verify(to, listed)?;
         crate::fault::point("copy.before-commit");
         to.store.commit(&slot, listed.metadata.clone(), key)
     })();

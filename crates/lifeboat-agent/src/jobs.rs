@@ -671,6 +671,16 @@ fn not_its_kind(asset: &Asset, kind: &str) -> AgentError {
     ))
 }
 
+/// The backups of `asset` in `scope` at `env`, oldest first, as `env`'s trust admits them.
+pub fn list_asset(env: &Env, scope: &Scope, asset: &str) -> Result<Vec<Listed>> {
+    Ok(env
+        .store
+        .list(scope, env.trust()?)?
+        .into_iter()
+        .filter(|l| l.metadata.asset == asset)
+        .collect())
+}
+
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once
 /// they have been idle for `stale_after` ([`crate::retention::STALE_AFTER`] after each backup):
 /// returns what was deleted (or, without `execute`, would be). A listing that fails aborts
@@ -687,12 +697,36 @@ pub fn prune(
     allow_mass_delete: bool,
     stale_after: jiff::SignedDuration,
 ) -> Result<Vec<String>> {
-    let listed: Vec<Listed> = env
-        .store
-        .list(scope, env.trust()?)?
-        .into_iter()
-        .filter(|l| l.metadata.asset == asset)
-        .collect();
+    let listed = list_asset(env, scope, asset)?;
+    prune_listed(
+        env,
+        scope,
+        asset,
+        listed,
+        fresh,
+        rules,
+        execute,
+        allow_mass_delete,
+        stale_after,
+    )
+    .map(|(deleted, _)| deleted)
+}
+
+/// [`prune`] on `listed`, the asset's backups as [`list_asset`] just returned them; also returns
+/// the backups it kept, for the caller that reads the same listing next (off-site copies) and
+/// need not list the store again.
+#[allow(clippy::too_many_arguments)]
+pub fn prune_listed(
+    env: &Env,
+    scope: &Scope,
+    asset: &str,
+    listed: Vec<Listed>,
+    fresh: Option<&str>,
+    rules: &lifeboat_api::backup_policy::Retention,
+    execute: bool,
+    allow_mass_delete: bool,
+    stale_after: jiff::SignedDuration,
+) -> Result<(Vec<String>, Vec<Listed>)> {
     let candidates: Vec<crate::retention::Candidate> = listed
         .iter()
         .map(|l| crate::retention::Candidate {
@@ -727,14 +761,19 @@ pub fn prune(
             env.store.discard(&l.slot, &l.files);
         }
     }
-    Ok(doomed
+    let kept = listed
+        .into_iter()
+        .filter(|l| !execute || !doomed.contains(&l.id))
+        .collect();
+    let deleted = doomed
         .into_iter()
         .chain(
             stale
                 .iter()
                 .map(|l| format!("{} (unfinished: {})", l.slot.id, l.files.join(", "))),
         )
-        .collect())
+        .collect();
+    Ok((deleted, kept))
 }
 
 /// Applies a Kubernetes-state backup (a server-side dry run unless `execute`), after its checksum

@@ -731,29 +731,38 @@ fn backup(
     // (mass deletion) does not undo the good backup: it is reported in the summary.
     let fresh = m.backup_id.clone();
     let mut result = done(m);
-    match jobs::prune(
-        &env,
-        &scope,
-        &job.asset.name,
-        Some(&fresh),
-        &job.retention,
-        true,
-        false,
-        lifeboat_agent::retention::STALE_AFTER,
-    ) {
-        Ok(ids) if !ids.is_empty() => {
-            println!("{}: retention deleted {}", job.asset.name, ids.join(", "))
+    // One listing serves retention and then every copy (what retention deleted left out).
+    let asset = &job.asset.name;
+    let pruned = jobs::list_asset(&env, &scope, asset).and_then(|listed| {
+        jobs::prune_listed(
+            &env,
+            &scope,
+            asset,
+            listed,
+            Some(&fresh),
+            &job.retention,
+            true,
+            false,
+            lifeboat_agent::retention::STALE_AFTER,
+        )
+    });
+    let primary = match pruned {
+        Ok((ids, kept)) => {
+            if !ids.is_empty() {
+                println!("{asset}: retention deleted {}", ids.join(", "));
+            }
+            Some(kept)
         }
-        Ok(_) => {}
         Err(e) => {
-            tracing::warn!(asset = %job.asset.name, "retention: {e}");
+            tracing::warn!(asset = %asset, "retention: {e}");
             result.retention_refused = Some(e.to_string());
+            None
         }
-    }
+    };
     result.copies = job
         .copies
         .iter()
-        .map(|copy| copy_out(&env, &place, &job, &scope, copy, &fresh))
+        .map(|copy| copy_out(&env, primary.as_deref(), &place, &job, &scope, copy, &fresh))
         .collect();
     Ok(Some(result))
 }
@@ -763,6 +772,7 @@ fn backup(
 /// outcome says where the copy stands and why.
 fn copy_out(
     from: &Env,
+    primary: Option<&[lifeboat_agent::layout::Listed]>,
     place: &Place,
     job: &AgentJob,
     scope: &Scope,
@@ -775,35 +785,39 @@ fn copy_out(
         name: copy.name.clone(),
         ..CopyOutcome::default()
     };
-    let to = place.env(Some(&copy.destination()), job.signing_key.as_ref());
-    let copied = match &to {
-        Ok(to) => {
-            lifeboat_agent::copies::bring_up_to_date(from, to, scope, asset, fresh, &mut progress)
-        }
-        Err(e) => Err(AgentError::new(e.class, e.message.clone())),
-    };
+    let copied = place
+        .env(Some(&copy.destination()), job.signing_key.as_ref())
+        .map_err(|e| AgentError::new(e.class, e.message.clone()))
+        .and_then(|to| {
+            lifeboat_agent::copies::bring_up_to_date(
+                from,
+                primary,
+                &to,
+                scope,
+                asset,
+                fresh,
+                &mut progress,
+            )
+            .map(|()| to)
+        });
     match copied {
-        Ok(()) => {
+        Ok(to) => {
             println!(
                 "{asset}: copy {}: {} backup(s) copied, up to date",
                 copy.name, progress.copied
             );
-            if let Ok(to) = &to {
-                let rules = copy.retention.as_ref().unwrap_or(&job.retention);
-                let stale = lifeboat_agent::retention::STALE_AFTER;
-                match jobs::prune(to, scope, asset, Some(fresh), rules, true, false, stale) {
-                    Ok(ids) if !ids.is_empty() => {
-                        println!(
-                            "{asset}: copy {}: retention deleted {}",
-                            copy.name,
-                            ids.join(", ")
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(asset = %asset, copy = %copy.name, "retention: {e}");
-                        outcome.retention_refused = Some(e.to_string());
-                    }
+            let rules = copy.retention.as_ref().unwrap_or(&job.retention);
+            let stale = lifeboat_agent::retention::STALE_AFTER;
+            match jobs::prune(&to, scope, asset, Some(fresh), rules, true, false, stale) {
+                Ok(ids) if !ids.is_empty() => println!(
+                    "{asset}: copy {}: retention deleted {}",
+                    copy.name,
+                    ids.join(", ")
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(asset = %asset, copy = %copy.name, "retention: {e}");
+                    outcome.retention_refused = Some(e.to_string());
                 }
             }
         }
