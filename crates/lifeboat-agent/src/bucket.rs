@@ -156,109 +156,29 @@ pub fn backup(
 
     let objects_name = format!("{name}{OBJECTS}{suffix}");
     created.push(objects_name.clone());
-    let (mut count, mut bytes, mut vanished) = (0u64, 0u64, 0u64);
-    // Objects besides canary markers: a source holding only its markers is empty.
-    let mut data_objects = 0u64;
-    let objects = env.store.put_with(slot, &objects_name, encoding, &mut |w| {
-        let mut tar = tar::Builder::new(w);
-        while let Some(meta) = src.rt.block_on(listing.next()) {
-            let meta = meta.map_err(|e| src.err(e))?;
-            let key = meta.location.as_ref();
-            let rel = if prefix.is_empty() {
-                key
-            } else {
-                key.strip_prefix(&prefix)
-                    .and_then(|k| k.strip_prefix('/'))
-                    .ok_or_else(|| src.err(format!("listing returned {key:?}, outside the prefix")))?
-            };
-            let got = match src.rt.block_on(src.store.get(&meta.location)) {
-                Ok(got) => got,
-                Err(object_store::Error::NotFound { .. }) => {
-                    eprintln!(
-                        "lifeboat-agent: {key} vanished after the listing (or is a folder marker): skipped"
-                    );
-                    vanished += 1;
-                    write_line(
-                        &mut manifest,
-                        &Vanished {
-                            vanished: rel.to_owned(),
-                        },
-                    )?;
-                    continue;
-                }
-                Err(e) => return Err(src.err(e)),
-            };
-            let size = got.meta.size;
-            let last_modified =
-                Timestamp::from_millisecond(got.meta.last_modified.timestamp_millis())
-                    .map_err(|e| src.err(e))?;
-            let etag = got.meta.e_tag.clone();
-            let attributes = attributes_to_manifest(&got.attributes);
-            let mut header = tar::Header::new_gnu();
-            header.set_size(size);
-            header.set_mode(0o644);
-            header.set_mtime(u64::try_from(last_modified.as_second()).unwrap_or(0));
-            header.set_entry_type(tar::EntryType::Regular);
-            let mut body = Download::new(&src, got.into_stream());
-            crate::fault::point("bucket.object");
-            let appended = tar.append_data(&mut header, rel, &mut body);
-            if let Some(e) = body.failed.take() {
-                return Err(e);
+    let mut tally = Tally::default();
+    let source = Source {
+        src: &src,
+        prefix: &prefix,
+        described: &asset.source,
+    };
+    let objects = env
+        .store
+        .put_with(slot, &objects_name, encoding, &mut |w| {
+            let mut tar = tar::Builder::new(w);
+            while let Some(meta) = src.rt.block_on(listing.next()) {
+                let meta = meta.map_err(|e| src.err(e))?;
+                source.append(&meta, &mut tar, &objects_name, &mut manifest, &mut tally)?;
             }
-            appended.map_err(|e| AgentError::storage(format!("{objects_name} ({key})"), e))?;
-            if body.bytes != size {
-                return Err(AgentError::storage(
-                    describe(&asset.source),
-                    std::io::Error::other(format!(
-                        "{key} ended after {} of its {size} bytes",
-                        body.bytes
-                    )),
-                ));
-            }
-            write_line(
-                &mut manifest,
-                &ObjectEntry {
-                    key: rel.to_owned(),
-                    size,
-                    sha256: stream::hex(&body.hasher.finalize()),
-                    last_modified,
-                    etag,
-                    attributes,
-                },
-            )?;
-            count += 1;
-            if !rel.starts_with(&format!("{}/", crate::canary::BUCKET_DIR)) {
-                data_objects += 1;
-            }
-            bytes += size;
-        }
-        tar.finish().map_err(|e| AgentError::storage(&objects_name, e))
-    })?;
+            tar.finish()
+                .map_err(|e| AgentError::storage(&objects_name, e))
+        })?;
     manifest
         .flush()
         .map_err(|e| AgentError::storage("temporary manifest", e))?;
     drop(manifest);
-    if count > 0 && data_objects == 0 && !asset.allow_empty {
-        return Err(AgentError::not_found(format!(
-            "{}: no objects but canary markers: refusing to record an empty backup (set allowEmpty: true when an empty source is expected)",
-            describe(&asset.source)
-        )));
-    }
-    if count == 0 && vanished > 0 && !asset.allow_empty {
-        return Err(AgentError::not_found(format!(
-            "{}: every listed object vanished before it was read: refusing an empty backup",
-            describe(&asset.source)
-        )));
-    }
-    eprintln!(
-        "lifeboat-agent: {name}: {count} objects ({bytes} bytes) from {}{}",
-        describe(&asset.source),
-        if vanished > 0 {
-            format!(", {vanished} vanished after the listing")
-        } else {
-            String::new()
-        }
-    );
+    tally.refuse_empty(asset)?;
+    eprintln!("lifeboat-agent: {name}: {}", tally.summary(&asset.source));
 
     let manifest_name = format!("{name}{MANIFEST}{suffix}");
     created.push(manifest_name.clone());
@@ -278,6 +198,144 @@ pub fn backup(
         vec![info(objects_name, objects), info(manifest_name, manifest)],
         listed_at,
     ))
+}
+
+/// What a backup pass read from its source.
+#[derive(Default)]
+struct Tally {
+    count: u64,
+    bytes: u64,
+    vanished: u64,
+    /// Objects besides canary markers: a source holding only its markers is empty.
+    data_objects: u64,
+}
+
+impl Tally {
+    /// `N objects (B bytes) from <source>`, and how many vanished when some did.
+    fn summary(&self, source: &S3Location) -> String {
+        let Self {
+            count,
+            bytes,
+            vanished,
+            ..
+        } = self;
+        let mut line = format!("{count} objects ({bytes} bytes) from {}", describe(source));
+        if *vanished > 0 {
+            line.push_str(&format!(", {vanished} vanished after the listing"));
+        }
+        line
+    }
+
+    /// Refuses a pass that found only canary markers, or only objects that vanished before
+    /// they were read, unless the asset allows an empty source.
+    fn refuse_empty(&self, asset: &ObjectStorageAsset) -> Result<()> {
+        if asset.allow_empty {
+            return Ok(());
+        }
+        if self.count > 0 && self.data_objects == 0 {
+            return Err(AgentError::not_found(format!(
+                "{}: no objects but canary markers: refusing to record an empty backup (set allowEmpty: true when an empty source is expected)",
+                describe(&asset.source)
+            )));
+        }
+        if self.count == 0 && self.vanished > 0 {
+            return Err(AgentError::not_found(format!(
+                "{}: every listed object vanished before it was read: refusing an empty backup",
+                describe(&asset.source)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The source bucket a backup pass reads, and the prefix its listing is under.
+struct Source<'a> {
+    src: &'a S3Store,
+    prefix: &'a str,
+    described: &'a S3Location,
+}
+
+impl Source<'_> {
+    /// Appends the object `meta` lists to `tar` (entry `objects_name`) and its line to
+    /// `manifest`, checksummed as it streams; an object gone since the listing gets a
+    /// `Vanished` line instead. Counted in `tally`.
+    fn append<W: Write>(
+        &self,
+        meta: &object_store::ObjectMeta,
+        tar: &mut tar::Builder<W>,
+        objects_name: &str,
+        manifest: &mut impl Write,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let src = self.src;
+        let key = meta.location.as_ref();
+        let rel = if self.prefix.is_empty() {
+            key
+        } else {
+            key.strip_prefix(self.prefix)
+                .and_then(|k| k.strip_prefix('/'))
+                .ok_or_else(|| src.err(format!("listing returned {key:?}, outside the prefix")))?
+        };
+        let got = match src.rt.block_on(src.store.get(&meta.location)) {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => {
+                eprintln!(
+                    "lifeboat-agent: {key} vanished after the listing (or is a folder marker): skipped"
+                );
+                tally.vanished += 1;
+                return write_line(
+                    manifest,
+                    &Vanished {
+                        vanished: rel.to_owned(),
+                    },
+                );
+            }
+            Err(e) => return Err(src.err(e)),
+        };
+        let size = got.meta.size;
+        let last_modified = Timestamp::from_millisecond(got.meta.last_modified.timestamp_millis())
+            .map_err(|e| src.err(e))?;
+        let etag = got.meta.e_tag.clone();
+        let attributes = attributes_to_manifest(&got.attributes);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(u64::try_from(last_modified.as_second()).unwrap_or(0));
+        header.set_entry_type(tar::EntryType::Regular);
+        let mut body = Download::new(src, got.into_stream());
+        crate::fault::point("bucket.object");
+        let appended = tar.append_data(&mut header, rel, &mut body);
+        if let Some(e) = body.failed.take() {
+            return Err(e);
+        }
+        appended.map_err(|e| AgentError::storage(format!("{objects_name} ({key})"), e))?;
+        if body.bytes != size {
+            return Err(AgentError::storage(
+                describe(self.described),
+                std::io::Error::other(format!(
+                    "{key} ended after {} of its {size} bytes",
+                    body.bytes
+                )),
+            ));
+        }
+        write_line(
+            manifest,
+            &ObjectEntry {
+                key: rel.to_owned(),
+                size,
+                sha256: stream::hex(&body.hasher.finalize()),
+                last_modified,
+                etag,
+                attributes,
+            },
+        )?;
+        tally.count += 1;
+        if !rel.starts_with(&format!("{}/", crate::canary::BUCKET_DIR)) {
+            tally.data_objects += 1;
+        }
+        tally.bytes += size;
+        Ok(())
+    }
 }
 
 fn write_line<T: Serialize>(out: &mut impl Write, value: &T) -> Result<()> {

@@ -430,17 +430,8 @@ fn watch_progress(
 /// The master signing key Secret the driver makes for lifeboat-operator, in its namespace.
 const MASTER_KEY_SECRET: &str = "bench-master-key";
 
-async fn one_run(
-    cli: &Cli,
-    operator_bin: &Path,
-    signing_key_secret: Option<&str>,
-    n: usize,
-) -> Result<Sample, Error> {
-    let ticks = clock_ticks();
-    let cp = ControlPlane::start(true).await?;
-    let client = cp.client().await?;
-    install_crds(&client).await?;
-    let ns = "scale";
+/// The namespace the policies go to, and (in the operator's namespace) the master signing key.
+async fn prepare(client: &Client, ns: &str) -> Result<(), Error> {
     let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(json!({"metadata": {"name": ns}}))
         .map_err(|e| err("namespace", e))?;
@@ -462,6 +453,16 @@ async fn one_run(
         .await
         .map_err(|e| err("creating the master signing key", e))?;
 
+    Ok(())
+}
+
+/// Starts `operator_bin` against the control plane behind `kubeconfig`, watching `ns`.
+fn spawn_operator(
+    operator_bin: &Path,
+    signing_key_secret: Option<&str>,
+    ns: &str,
+    kubeconfig: &Path,
+) -> Result<Stopped, Error> {
     let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -476,25 +477,19 @@ async fn one_run(
         )
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{metrics_port}"))
-        .env("KUBECONFIG", cp.kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .map_err(|e| Error::Io(operator_bin.display().to_string(), e))?;
-    let operator = Stopped(operator);
-    let lists = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
-    let (mut progress, watching) = watch_progress(&client, ns, lists.clone());
-    // Let both start their watches before the flood.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = request_counts(&client).await?;
-    let lists_before = lists.each_ref().map(|l| l.load(Ordering::Relaxed));
-    let cpu_before = descendants_cpu(ticks);
-    let own_before = cpu_seconds(std::process::id(), ticks).unwrap_or(0.0);
+    Ok(Stopped(operator))
+}
 
+/// Creates `n` policies of two assets each, `concurrency` at a time; returns how many were.
+async fn create_policies(client: &Client, ns: &str, n: usize, concurrency: usize) -> usize {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &policies_resource());
-    let t0 = Instant::now();
-    let created = stream::iter(0..n)
+    stream::iter(0..n)
         .map(|i| {
             let api = api.clone();
             async move {
@@ -518,10 +513,84 @@ async fn one_run(
                     .map_err(|e| err("creating a policy", e))
             }
         })
-        .buffer_unordered(cli.concurrency)
+        .buffer_unordered(concurrency)
         .filter(|r| futures::future::ready(r.is_ok()))
         .count()
-        .await;
+        .await
+}
+
+/// The API server's request counts between `before` and `after` by verb and resource, with
+/// this driver's own (`mine`) taken out.
+fn requests_by_kind(
+    before: &BTreeMap<(String, String, String), f64>,
+    after: &BTreeMap<(String, String, String), f64>,
+    mine: &[(&str, f64)],
+) -> BTreeMap<String, f64> {
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for (key, v) in after {
+        let d = v - before.get(key).copied().unwrap_or(0.0);
+        if d > 0.0 {
+            let (verb, resource, sub) = key;
+            let name = if sub.is_empty() {
+                format!("{verb} {resource}")
+            } else {
+                format!("{verb} {resource}/{sub}")
+            };
+            *by_kind.entry(name).or_insert(0.0) += d;
+        }
+    }
+    for (k, v) in mine {
+        if let Some(x) = by_kind.get_mut(*k) {
+            *x = (*x - v).max(0.0);
+        }
+    }
+    by_kind
+}
+
+/// The operator's requests in `by_kind`. The controller-manager's (CronJob controller, GC) and
+/// this driver's metrics reads are not the operator's: they are listed, and only the verbs on
+/// what the operator touches are summed.
+fn operator_requests(by_kind: &BTreeMap<String, f64>) -> f64 {
+    by_kind
+        .iter()
+        .filter(|(k, _)| {
+            k.contains("backuppolicies")
+                || k.ends_with(" cronjobs")
+                || k.contains(" jobs")
+                || k.contains(" pods")
+                || k.contains(" secrets")
+                || k.contains(" events")
+        })
+        .filter(|(k, _)| !k.starts_with("WATCH"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+async fn one_run(
+    cli: &Cli,
+    operator_bin: &Path,
+    signing_key_secret: Option<&str>,
+    n: usize,
+) -> Result<Sample, Error> {
+    let ticks = clock_ticks();
+    let cp = ControlPlane::start(true).await?;
+    let client = cp.client().await?;
+    install_crds(&client).await?;
+    let ns = "scale";
+    prepare(&client, ns).await?;
+
+    let operator = spawn_operator(operator_bin, signing_key_secret, ns, cp.kubeconfig())?;
+    let lists = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let (mut progress, watching) = watch_progress(&client, ns, lists.clone());
+    // Let both start their watches before the flood.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = request_counts(&client).await?;
+    let lists_before = lists.each_ref().map(|l| l.load(Ordering::Relaxed));
+    let cpu_before = descendants_cpu(ticks);
+    let own_before = cpu_seconds(std::process::id(), ticks).unwrap_or(0.0);
+
+    let t0 = Instant::now();
+    let created = create_policies(&client, ns, n, cli.concurrency).await;
     let created_in = t0.elapsed();
     if created != n {
         watching.abort();
@@ -559,19 +628,6 @@ async fn one_run(
     drop(operator);
     drop(cp);
 
-    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
-    for (key, v) in &after {
-        let d = v - before.get(key).copied().unwrap_or(0.0);
-        if d > 0.0 {
-            let (verb, resource, sub) = key;
-            let name = if sub.is_empty() {
-                format!("{verb} {resource}")
-            } else {
-                format!("{verb} {resource}/{sub}")
-            };
-            *by_kind.entry(name).or_insert(0.0) += d;
-        }
-    }
     // This driver's own requests during the run: n creates and its watches' lists, if a watch
     // had to list again (the watches themselves, like every WATCH, are not summed).
     let [policy_lists, cronjob_lists] = [0, 1].map(|i| {
@@ -584,26 +640,8 @@ async fn one_run(
         ("LIST backuppolicies", policy_lists),
         ("LIST cronjobs", cronjob_lists),
     ];
-    for (k, v) in mine {
-        if let Some(x) = by_kind.get_mut(k) {
-            *x = (*x - v).max(0.0);
-        }
-    }
-    // The controller-manager (CronJob controller, GC) and this driver's metrics reads are not
-    // the operator's either; they are listed, and only the operator's verbs are summed.
-    let operator_total: f64 = by_kind
-        .iter()
-        .filter(|(k, _)| {
-            k.contains("backuppolicies")
-                || k.ends_with(" cronjobs")
-                || k.contains(" jobs")
-                || k.contains(" pods")
-                || k.contains(" secrets")
-                || k.contains(" events")
-        })
-        .filter(|(k, _)| !k.starts_with("WATCH"))
-        .map(|(_, v)| v)
-        .sum();
+    let by_kind = requests_by_kind(&before, &after, &mine);
+    let operator_total = operator_requests(&by_kind);
     // Server-side apply is counted as verb APPLY; merge patches as PATCH.
     let sum = |keys: &[&str]| -> f64 { keys.iter().filter_map(|k| by_kind.get(*k)).sum() };
     let status_writes = sum(&["APPLY backuppolicies/status", "PATCH backuppolicies/status"]);
