@@ -154,7 +154,7 @@ impl Sources {
         let assets = [
             Asset {
                 name: "orders-db".into(),
-                source: AssetSource::Postgres(PostgresAsset {
+                source: AssetSource::Postgres(Box::new(PostgresAsset {
                     connection: PostgresConnection {
                         host: pg.host.clone(),
                         port: pg.port,
@@ -166,12 +166,12 @@ impl Sources {
                     dump_options: Default::default(),
                     allow_empty: false,
                     point_in_time: None,
-                }),
+                })),
                 canary: true,
             },
             Asset {
                 name: "sessions".into(),
-                source: AssetSource::Redis(RedisAsset {
+                source: AssetSource::Redis(Box::new(RedisAsset {
                     connection: RedisConnection {
                         host: redis.host.clone(),
                         port: redis.port,
@@ -181,7 +181,7 @@ impl Sources {
                     },
                     data_dir: None,
                     allow_empty: false,
-                }),
+                })),
                 canary: true,
             },
         ];

@@ -100,8 +100,9 @@ pub struct BackupPolicySpec {
     #[serde(default)]
     pub history: JobHistory,
     /// Settings of the agent pods.
+    // Boxed: most policies have none, and every policy is held in the operator's cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_template: Option<PodTemplateOverride>,
+    pub pod_template: Option<Box<PodTemplateOverride>>,
 }
 
 /// One off-site copy of a policy's backups: another S3 bucket (a volume is in the same cluster,
@@ -159,13 +160,14 @@ pub struct Asset {
     pub canary: bool,
 }
 
-/// What an asset is and how to reach it.
+/// What an asset is and how to reach it. Each kind's settings are boxed: inline, every asset
+/// would be the size of the largest kind (~300 bytes), and the operator holds every policy's.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AssetSource {
-    Postgres(PostgresAsset),
-    Redis(RedisAsset),
-    ObjectStorage(ObjectStorageAsset),
-    KubernetesState(KubernetesStateAsset),
+    Postgres(Box<PostgresAsset>),
+    Redis(Box<RedisAsset>),
+    ObjectStorage(Box<ObjectStorageAsset>),
+    KubernetesState(Box<KubernetesStateAsset>),
 }
 
 /// One data asset and how to reach it. Exactly one kind is set.
@@ -208,10 +210,10 @@ impl TryFrom<AssetFields> for Asset {
 
     fn try_from(f: AssetFields) -> Result<Self, NotOneKind> {
         let source = match (f.postgres, f.redis, f.object_storage, f.kubernetes_state) {
-            (Some(pg), None, None, None) => AssetSource::Postgres(pg),
-            (None, Some(r), None, None) => AssetSource::Redis(r),
-            (None, None, Some(b), None) => AssetSource::ObjectStorage(b),
-            (None, None, None, Some(k)) => AssetSource::KubernetesState(k),
+            (Some(pg), None, None, None) => AssetSource::Postgres(Box::new(pg)),
+            (None, Some(r), None, None) => AssetSource::Redis(Box::new(r)),
+            (None, None, Some(b), None) => AssetSource::ObjectStorage(Box::new(b)),
+            (None, None, None, Some(k)) => AssetSource::KubernetesState(Box::new(k)),
             _ => return Err(NotOneKind(f.name)),
         };
         Ok(Asset {
@@ -233,10 +235,10 @@ impl From<Asset> for AssetFields {
             canary: a.canary,
         };
         match a.source {
-            AssetSource::Postgres(pg) => f.postgres = Some(pg),
-            AssetSource::Redis(r) => f.redis = Some(r),
-            AssetSource::ObjectStorage(b) => f.object_storage = Some(b),
-            AssetSource::KubernetesState(k) => f.kubernetes_state = Some(k),
+            AssetSource::Postgres(pg) => f.postgres = Some(*pg),
+            AssetSource::Redis(r) => f.redis = Some(*r),
+            AssetSource::ObjectStorage(b) => f.object_storage = Some(*b),
+            AssetSource::KubernetesState(k) => f.kubernetes_state = Some(*k),
         }
         f
     }

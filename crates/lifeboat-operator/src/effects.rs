@@ -142,9 +142,9 @@ pub const LINGER: std::time::Duration = std::time::Duration::from_secs(300);
 /// Events' names are): it spares a status write per transition, and a restart only costs a 409
 /// per Event still listed.
 pub struct Published {
-    by_uid: std::sync::Mutex<
-        std::collections::HashMap<String, std::collections::BTreeMap<String, Timestamp>>,
-    >,
+    /// Per object a few Events: a Vec, not a BTreeMap (whose first node has room for eleven:
+    /// ~400 bytes per policy at 10,000 policies, measured with heaptrack).
+    by_uid: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Timestamp)>>>,
     linger: std::time::Duration,
 }
 
@@ -168,7 +168,10 @@ impl Published {
         self.by_uid
             .lock()
             .ok()
-            .and_then(|m| m.get(uid).map(|e| e.keys().cloned().collect()))
+            .and_then(|m| {
+                m.get(uid)
+                    .map(|e| e.iter().map(|(id, _)| id.clone()).collect())
+            })
             .unwrap_or_default()
     }
 
@@ -176,7 +179,7 @@ impl Published {
     /// oldest one's publication plus the linger. None while none is remembered.
     pub fn drop_due(&self, uid: &str) -> Option<Timestamp> {
         let m = self.by_uid.lock().ok()?;
-        let oldest = m.get(uid)?.values().min().copied()?;
+        let oldest = m.get(uid)?.iter().map(|(_, at)| *at).min()?;
         let linger = jiff::SignedDuration::try_from(self.linger).ok()?;
         oldest.checked_add(linger).ok()
     }
@@ -196,11 +199,14 @@ impl Published {
         let mut known = m.remove(uid).unwrap_or_default();
         for id in now {
             // A 409 after a restart is the first this process knows of it: it lingers from now.
-            known.entry(id).or_insert(at);
+            if !known.iter().any(|(k, _)| *k == id) {
+                known.push((id, at));
+            }
         }
         let listed: std::collections::BTreeSet<&str> = listed.into_iter().collect();
-        known.retain(|id, _| listed.contains(id.as_str()));
+        known.retain(|(id, _)| listed.contains(id.as_str()));
         if !known.is_empty() {
+            known.shrink_to_fit();
             m.insert(uid.to_owned(), known);
         }
     }

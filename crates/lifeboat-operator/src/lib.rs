@@ -10,6 +10,7 @@ pub mod drill_schedule;
 pub mod effects;
 pub mod error;
 pub mod events;
+pub mod gauges;
 pub mod jobs;
 pub mod kubestate;
 pub mod leader;
@@ -30,9 +31,10 @@ use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use lifeboat_api::{BackupPolicy, DrillSchedule, RestoreRequest};
+use lifeboat_api::{DrillSchedule, RestoreRequest};
 use tracing::{debug, warn};
 
+use crate::backup_policy::cached::CachedPolicy;
 use crate::context::Context;
 use crate::watch_backoff::WatchBackoff;
 
@@ -94,23 +96,21 @@ pub async fn run_backup_policies(
     )
     .backoff(WatchBackoff::default())
     .touched_objects();
-    // Every root watch reads through kube's DeserializeGuard: one stored object that no longer
-    // fits the Rust types is reported by its own reconcile and does not break the watch. The
-    // policies that fit are kept without managedFields (most of a policy's metadata once its
-    // status is applied) and annotations but Lifeboat's own (a GitOps tool's last-applied copy
-    // is as large as the spec). kube-runtime takes a transformed stream only through its
-    // `unstable-runtime-stream-control` API, hence that feature.
+    // Policies are cached as their JSON text (backup_policy::cached), parsed per reconcile: one
+    // stored object that no longer fits the Rust types is reported by its own reconcile and does
+    // not break the watch. They are kept without managedFields (most of a policy's metadata
+    // once its status is applied) and annotations but Lifeboat's own (a GitOps tool's
+    // last-applied copy is as large as the spec). kube-runtime takes a transformed stream only
+    // through its `unstable-runtime-stream-control` API, hence that feature.
     let (policy_store, policy_writer) = kube::runtime::reflector::store();
     let policies = watcher::watcher(
-        scoped::<DeserializeGuard<BackupPolicy>>(&client, &namespace),
+        scoped::<CachedPolicy>(&client, &namespace),
         watcher::Config::default().any_semantic(),
     )
-    .modify(|guard| {
-        if let Ok(p) = guard.0.as_mut() {
-            p.managed_fields_mut().clear();
-            p.annotations_mut()
-                .retain(|k, _| k.starts_with("lifeboat.dev/"));
-        }
+    .modify(|p| {
+        p.managed_fields_mut().clear();
+        p.annotations_mut()
+            .retain(|k, _| k.starts_with("lifeboat.dev/"));
     })
     .backoff(WatchBackoff::default())
     .reflect(policy_writer)
@@ -158,14 +158,14 @@ pub async fn run_backup_policies(
             |drill| {
                 let ns = drill.namespace()?;
                 let policy = &drill.0.as_ref().ok()?.spec.policy;
-                Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
+                Some(ObjectRef::<CachedPolicy>::new(policy).within(&ns))
             },
         )
         // Jobs made by a CronJob are owned by it, not by the policy: map them back by annotation.
         .watches_stream(jobs, |job| {
             let ns = job.namespace()?;
             let policy = job.annotations().get(names::ANNOTATION_POLICY)?;
-            Some(ObjectRef::<DeserializeGuard<BackupPolicy>>::new(policy).within(&ns))
+            Some(ObjectRef::<CachedPolicy>::new(policy).within(&ns))
         })
         .trigger_backoff(WatchBackoff::default())
         .with_config(controller_config())

@@ -1,8 +1,9 @@
 //! Prometheus metrics. Every gauge is derived from resource status in reconcile, so a restarted
 //! operator rebuilds them from what the API server holds (Velero's metrics vanished on restart).
 
-use prometheus::core::Collector;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::gauges::Gauges;
 
 /// The operator's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -11,27 +12,32 @@ pub struct Metrics {
     pub reconciles: IntCounterVec,
     pub reconcile_errors: IntCounterVec,
     pub reconcile_duration: HistogramVec,
-    pub backup_last_success: GaugeVec,
-    pub backup_snapshot: GaugeVec,
-    pub backup_bytes: GaugeVec,
-    pub backup_duration: GaugeVec,
-    pub backup_consecutive_failures: GaugeVec,
-    pub rpo_objective: GaugeVec,
-    pub rpo: GaugeVec,
-    pub rpo_objective_met: GaugeVec,
-    pub drill_rto: GaugeVec,
-    pub drill_rpo: GaugeVec,
-    pub drill_objective_met: GaugeVec,
-    pub drill_last_run: GaugeVec,
-    pub drill_rto_at_risk: GaugeVec,
-    pub backup_last_verified: GaugeVec,
-    pub retention_refused: GaugeVec,
-    pub backup_verified_snapshot: GaugeVec,
-    pub rpo_measured_snapshot: GaugeVec,
-    pub rpo_worst_case: GaugeVec,
-    pub drill_next_run: GaugeVec,
-    pub wal_archive_lag: GaugeVec,
-    pub copy_snapshot: GaugeVec,
+    pub backup_last_success: Gauges,
+    pub backup_snapshot: Gauges,
+    pub backup_bytes: Gauges,
+    pub backup_duration: Gauges,
+    pub backup_consecutive_failures: Gauges,
+    pub rpo_objective: Gauges,
+    pub rpo: Gauges,
+    pub rpo_objective_met: Gauges,
+    pub drill_rto: Gauges,
+    pub drill_rpo: Gauges,
+    pub drill_objective_met: Gauges,
+    pub drill_last_run: Gauges,
+    pub drill_rto_at_risk: Gauges,
+    pub backup_last_verified: Gauges,
+    pub retention_refused: Gauges,
+    pub backup_verified_snapshot: Gauges,
+    pub rpo_measured_snapshot: Gauges,
+    pub rpo_worst_case: Gauges,
+    pub drill_next_run: Gauges,
+    pub wal_archive_lag: Gauges,
+    pub copy_snapshot: Gauges,
+}
+
+/// A gauge family of `labels`: what most of the operator's metrics are.
+fn gauge(name: &str, help: &str, labels: &[&str]) -> Result<Gauges, prometheus::Error> {
+    Gauges::new(name, help, labels)
 }
 
 impl Metrics {
@@ -58,151 +64,109 @@ impl Metrics {
                 .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]),
                 &["kind"],
             )?,
-            backup_last_success: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_last_success_timestamp_seconds",
-                    "When the newest good backup of an asset finished (Unix seconds)",
-                ),
+            backup_last_success: gauge(
+                "lifeboat_backup_last_success_timestamp_seconds",
+                "When the newest good backup of an asset finished (Unix seconds)",
                 asset,
             )?,
-            backup_snapshot: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_snapshot_timestamp_seconds",
-                    "Snapshot time of the newest good backup of an asset (Unix seconds); RPO = time() - this",
-                ),
+            backup_snapshot: gauge(
+                "lifeboat_backup_snapshot_timestamp_seconds",
+                "Snapshot time of the newest good backup of an asset (Unix seconds); RPO = time() - this",
                 asset,
             )?,
-            backup_bytes: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_bytes",
-                    "Stored bytes of the newest good backup of an asset",
-                ),
+            backup_bytes: gauge(
+                "lifeboat_backup_bytes",
+                "Stored bytes of the newest good backup of an asset",
                 asset,
             )?,
-            backup_duration: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_duration_seconds",
-                    "Duration of the newest good backup of an asset",
-                ),
+            backup_duration: gauge(
+                "lifeboat_backup_duration_seconds",
+                "Duration of the newest good backup of an asset",
                 asset,
             )?,
-            backup_consecutive_failures: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_consecutive_failures",
-                    "Failed backups of an asset since its last success",
-                ),
+            backup_consecutive_failures: gauge(
+                "lifeboat_backup_consecutive_failures",
+                "Failed backups of an asset since its last success",
                 asset,
             )?,
-            rpo_objective: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_rpo_objective_seconds",
-                    "The RPO objective of a policy",
-                ),
+            rpo_objective: gauge(
+                "lifeboat_rpo_objective_seconds",
+                "The RPO objective of a policy",
                 &["namespace", "policy"],
             )?,
-            rpo: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_rpo_seconds",
-                    "Age of the newest good backup's snapshot of an asset, as of the policy's last reconcile (live: time() - lifeboat_backup_snapshot_timestamp_seconds)",
-                ),
+            rpo: gauge(
+                "lifeboat_rpo_seconds",
+                "Age of the newest good backup's snapshot of an asset, as of the policy's last reconcile (live: time() - lifeboat_backup_snapshot_timestamp_seconds)",
                 asset,
             )?,
-            rpo_objective_met: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_rpo_objective_met",
-                    "1 while every asset of the policy is within its RPO objective (the RPOMet condition), else 0",
-                ),
+            rpo_objective_met: gauge(
+                "lifeboat_rpo_objective_met",
+                "1 while every asset of the policy is within its RPO objective (the RPOMet condition), else 0",
                 &["namespace", "policy"],
             )?,
-            drill_rto: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_rto_seconds",
-                    "Achieved RTO of the last drill that restored",
-                ),
+            drill_rto: gauge(
+                "lifeboat_drill_rto_seconds",
+                "Achieved RTO of the last drill that restored",
                 &["namespace", "drill"],
             )?,
-            drill_rpo: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_rpo_seconds",
-                    "Achieved RPO of the last drill that restored",
-                ),
+            drill_rpo: gauge(
+                "lifeboat_drill_rpo_seconds",
+                "Achieved RPO of the last drill that restored",
                 &["namespace", "drill"],
             )?,
-            drill_objective_met: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_objective_met",
-                    "1 when the last drill met the objective (rto or rpo), else 0",
-                ),
+            drill_objective_met: gauge(
+                "lifeboat_drill_objective_met",
+                "1 when the last drill met the objective (rto or rpo), else 0",
                 &["namespace", "drill", "objective"],
             )?,
-            drill_last_run: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_last_run_timestamp_seconds",
-                    "When the last drill finished, with its verdict",
-                ),
+            drill_last_run: gauge(
+                "lifeboat_drill_last_run_timestamp_seconds",
+                "When the last drill finished, with its verdict",
                 &["namespace", "drill", "verdict"],
             )?,
-            backup_last_verified: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_last_verified_timestamp_seconds",
-                    "When a drill last restored and validated a backup of the asset (proven restorable)",
-                ),
+            backup_last_verified: gauge(
+                "lifeboat_backup_last_verified_timestamp_seconds",
+                "When a drill last restored and validated a backup of the asset (proven restorable)",
                 &["namespace", "policy", "asset"],
             )?,
-            backup_verified_snapshot: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_backup_verified_snapshot_timestamp_seconds",
-                    "Snapshot time of the asset's newest backup a drill restored and validated; verified RPO = time() - this",
-                ),
+            backup_verified_snapshot: gauge(
+                "lifeboat_backup_verified_snapshot_timestamp_seconds",
+                "Snapshot time of the asset's newest backup a drill restored and validated; verified RPO = time() - this",
                 &["namespace", "policy", "asset"],
             )?,
-            copy_snapshot: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_copy_snapshot_timestamp_seconds",
-                    "Snapshot time of the asset's newest backup an off-site copy holds (read back there); how far it trails = lifeboat_backup_snapshot_timestamp_seconds - this",
-                ),
+            copy_snapshot: gauge(
+                "lifeboat_copy_snapshot_timestamp_seconds",
+                "Snapshot time of the asset's newest backup an off-site copy holds (read back there); how far it trails = lifeboat_backup_snapshot_timestamp_seconds - this",
                 &["namespace", "policy", "asset", "copy"],
             )?,
-            retention_refused: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_retention_refused",
-                    "1 while the mass-deletion guard refused the asset's last retention pass (nothing was deleted), else 0",
-                ),
+            retention_refused: gauge(
+                "lifeboat_retention_refused",
+                "1 while the mass-deletion guard refused the asset's last retention pass (nothing was deleted), else 0",
                 &["namespace", "policy", "asset"],
             )?,
-            drill_rto_at_risk: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_rto_at_risk",
-                    "1 while the last 3 drills all took over 80% of the RTO objective (the RTOAtRisk condition), else 0",
-                ),
+            drill_rto_at_risk: gauge(
+                "lifeboat_drill_rto_at_risk",
+                "1 while the last 3 drills all took over 80% of the RTO objective (the RTOAtRisk condition), else 0",
                 &["namespace", "drill"],
             )?,
-            rpo_measured_snapshot: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_rpo_measured_snapshot_timestamp_seconds",
-                    "Snapshot time RPOMet measures the asset from (its newest verified backup when the basis is Verified, else its newest good one); the RPOMet age = time() - this",
-                ),
+            rpo_measured_snapshot: gauge(
+                "lifeboat_rpo_measured_snapshot_timestamp_seconds",
+                "Snapshot time RPOMet measures the asset from (its newest verified backup when the basis is Verified, else its newest good one); the RPOMet age = time() - this",
                 asset,
             )?,
-            rpo_worst_case: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_rpo_worst_case_seconds",
-                    "Worst-case RPO the policy's schedule allows: its longest gap between due times plus the longest measured backup (status.worstCaseRpo)",
-                ),
+            rpo_worst_case: gauge(
+                "lifeboat_rpo_worst_case_seconds",
+                "Worst-case RPO the policy's schedule allows: its longest gap between due times plus the longest measured backup (status.worstCaseRpo)",
                 &["namespace", "policy"],
             )?,
-            drill_next_run: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_drill_next_run_timestamp_seconds",
-                    "When the DrillSchedule's next drill is due (status.nextRunTime); in the past while a due drill has not run",
-                ),
+            drill_next_run: gauge(
+                "lifeboat_drill_next_run_timestamp_seconds",
+                "When the DrillSchedule's next drill is due (status.nextRunTime); in the past while a due drill has not run",
                 &["namespace", "drill"],
             )?,
-            wal_archive_lag: GaugeVec::new(
-                Opts::new(
-                    "lifeboat_wal_archive_lag_seconds",
-                    "Upper bound of a pointInTime asset's WAL archive lag: what its archiver's readiness allows while Available, plus the time since it stopped being (status.assets[].walArchiveLagSeconds)",
-                ),
+            wal_archive_lag: gauge(
+                "lifeboat_wal_archive_lag_seconds",
+                "Upper bound of a pointInTime asset's WAL archive lag: what its archiver's readiness allows while Available, plus the time since it stopped being (status.assets[].walArchiveLagSeconds)",
                 asset,
             )?,
             registry,
@@ -258,7 +222,7 @@ impl Metrics {
     }
 
     /// The per-object families of `owner`'s kind, by the label naming the object.
-    fn families_of(&self, owner: Owner) -> Vec<(&GaugeVec, &'static str)> {
+    fn families_of(&self, owner: Owner) -> Vec<(&Gauges, &'static str)> {
         match owner {
             Owner::Policy => [
                 &self.backup_last_success,
@@ -298,31 +262,20 @@ impl Metrics {
     /// namespace and name), and of an asset its object no longer has: an alert on a deleted
     /// policy stops firing. Returns how many series went.
     pub fn forget(&self, owner: Owner, live: &Live) -> usize {
-        let mut removed = 0;
-        for (family, object_label) in self.families_of(owner) {
-            for mf in family.collect() {
-                for m in mf.get_metric() {
-                    let labels: std::collections::HashMap<&str, &str> = m
-                        .get_label()
-                        .iter()
-                        .map(|l| (l.name(), l.value()))
-                        .collect();
+        self.families_of(owner)
+            .into_iter()
+            .map(|(family, object_label)| {
+                family.retain(|labels| {
                     let key = (
-                        labels.get("namespace").copied().unwrap_or_default(),
-                        labels.get(object_label).copied().unwrap_or_default(),
+                        labels.get("namespace").unwrap_or_default().to_owned(),
+                        labels.get(object_label).unwrap_or_default().to_owned(),
                     );
-                    let keep =
-                        live.get(&(key.0.to_owned(), key.1.to_owned()))
-                            .is_some_and(|assets| {
-                                labels.get("asset").is_none_or(|a| assets.contains(*a))
-                            });
-                    if !keep && family.remove(&labels).is_ok() {
-                        removed += 1;
-                    }
-                }
-            }
-        }
-        removed
+                    live.get(&key).is_some_and(|assets| {
+                        labels.get("asset").is_none_or(|a| assets.contains(a))
+                    })
+                })
+            })
+            .sum()
     }
 
     /// The text exposition of every metric.
@@ -350,11 +303,8 @@ pub type Live = std::collections::HashMap<(String, String), std::collections::BT
 
 /// Every [`crate::controller::requeue::METRICS_SWEEP`], removes the series of objects `store`
 /// (the controller's own cache of its root objects) no longer holds.
-pub async fn sweep<K>(
-    store: kube::runtime::reflector::Store<kube::core::DeserializeGuard<K>>,
-    metrics: Metrics,
-    owner: Owner,
-) where
+pub async fn sweep<K>(store: kube::runtime::reflector::Store<K>, metrics: Metrics, owner: Owner)
+where
     K: kube::Resource<DynamicType = ()> + Clone + AssetsOf + 'static,
 {
     use kube::ResourceExt;
@@ -367,7 +317,7 @@ pub async fn sweep<K>(
             .state()
             .iter()
             .map(|o| {
-                let assets = o.0.as_ref().map(AssetsOf::assets).unwrap_or_default();
+                let assets = o.assets();
                 ((o.namespace().unwrap_or_default(), o.name_any()), assets)
             })
             .collect();
@@ -387,15 +337,19 @@ pub trait AssetsOf {
     fn assets(&self) -> std::collections::BTreeSet<String>;
 }
 
-impl AssetsOf for lifeboat_api::BackupPolicy {
+impl AssetsOf for crate::backup_policy::cached::CachedPolicy {
     fn assets(&self) -> std::collections::BTreeSet<String> {
-        self.spec.assets.iter().map(|a| a.name.clone()).collect()
+        self.asset_names()
     }
 }
 
-impl AssetsOf for lifeboat_api::DrillSchedule {
+/// A drill that no longer deserializes names no asset: its series go.
+impl AssetsOf for kube::core::DeserializeGuard<lifeboat_api::DrillSchedule> {
     fn assets(&self) -> std::collections::BTreeSet<String> {
-        self.spec.assets.iter().cloned().collect()
+        self.0
+            .as_ref()
+            .map(|d| d.spec.assets.iter().cloned().collect())
+            .unwrap_or_default()
     }
 }
 

@@ -92,7 +92,7 @@ fn archiver(policy: &BackupPolicy, asset: &Asset, agent: &AgentConfig) -> Result
         ports: Vec::new(),
         secrets,
         destination: &spec.destination,
-        overrides: spec.pod_template.as_ref(),
+        overrides: spec.pod_template.as_deref(),
         labels: labels.clone(),
         annotations: annotations.clone(),
         api_account: None,

@@ -123,7 +123,7 @@ pub fn backup_job_template(
     let job = agent_job(policy, asset, scope)?;
     let mut secrets = backup_secrets(asset, spec);
     secrets.push(signing_key_ref());
-    let overrides = spec.pod_template.as_ref();
+    let overrides = spec.pod_template.as_deref();
     let mut labels = overrides.map(|o| o.labels.clone()).unwrap_or_default();
     labels.extend(names::backup_labels(&name, &asset.name));
     let mut annotations = overrides.map(|o| o.annotations.clone()).unwrap_or_default();

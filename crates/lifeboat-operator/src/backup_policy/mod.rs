@@ -7,6 +7,7 @@
 //! per transition).
 
 pub mod archiver;
+pub mod cached;
 pub mod cronjob;
 pub mod status;
 
@@ -19,7 +20,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use lifeboat_api::BackupPolicy;
@@ -30,6 +30,7 @@ use lifeboat_api::identity;
 use lifeboat_api::schedule::CronSchedule;
 use tracing::{info, instrument};
 
+use self::cached::CachedPolicy;
 use crate::config::FIELD_MANAGER;
 use crate::context::Context;
 use crate::controller;
@@ -45,12 +46,9 @@ const KIND: &str = "BackupPolicy";
 const ARCHIVER_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[instrument(skip_all, fields(namespace = obj.namespace().unwrap_or_default(), name = obj.name_any()))]
-pub async fn reconcile(
-    obj: Arc<DeserializeGuard<BackupPolicy>>,
-    ctx: Arc<Context>,
-) -> Result<Action> {
+pub async fn reconcile(obj: Arc<CachedPolicy>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = controller::measure(&ctx, KIND);
-    let policy = controller::valid(&obj)?;
+    let policy = &obj.parse()?;
     let ns = policy
         .namespace()
         .ok_or(Error::MissingObjectKey("namespace"))?;

@@ -431,29 +431,31 @@ fn catalog_asset(
         (AssetKind::KubernetesState, None | Some(Target::KubernetesState(_))) => {
             // Held to the request's own namespace: the operator cannot see what the dump holds,
             // and the agent refuses a dump reaching beyond the scope before applying anything.
-            AssetSource::KubernetesState(KubernetesStateAsset {
+            AssetSource::KubernetesState(Box::new(KubernetesStateAsset {
                 namespaces: rr.metadata.namespace.iter().cloned().collect(),
                 ..KubernetesStateAsset::default()
-            })
+            }))
         }
         (_, None) => return Err(PlanError::TargetRequired(name.clone(), kind)),
-        (AssetKind::Postgres, Some(Target::Postgres(pg))) => AssetSource::Postgres(PostgresAsset {
-            connection: pg.connection.clone(),
-            databases: pg.database.iter().cloned().collect(),
-            dump_options: Default::default(),
-            allow_empty: false,
-            point_in_time: None,
-        }),
-        (AssetKind::Redis, Some(Target::Redis(r))) => AssetSource::Redis(RedisAsset {
+        (AssetKind::Postgres, Some(Target::Postgres(pg))) => {
+            AssetSource::Postgres(Box::new(PostgresAsset {
+                connection: pg.connection.clone(),
+                databases: pg.database.iter().cloned().collect(),
+                dump_options: Default::default(),
+                allow_empty: false,
+                point_in_time: None,
+            }))
+        }
+        (AssetKind::Redis, Some(Target::Redis(r))) => AssetSource::Redis(Box::new(RedisAsset {
             connection: r.connection.clone(),
             data_dir: r.data_dir.clone(),
             allow_empty: false,
-        }),
+        })),
         (AssetKind::ObjectStorage, Some(Target::ObjectStorage(s3))) => {
-            AssetSource::ObjectStorage(ObjectStorageAsset {
+            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
                 source: s3.clone(),
                 allow_empty: false,
-            })
+            }))
         }
         (_, Some(_)) => return Err(PlanError::TargetKind(name.clone(), kind)),
     };
@@ -484,42 +486,46 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
         // A new, empty data directory: there is nothing to go back to.
         (Some(Target::DataVolume(_)), _) => return Err(unsupported("dataVolume")),
         // A safety backup is a dump whatever the asset: it is restored by the dump path.
-        (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(PostgresAsset {
+        (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(Box::new(PostgresAsset {
             allow_empty: true,
             point_in_time: None,
-            ..pg.clone()
-        }),
-        (None, AssetSource::Redis(r)) => AssetSource::Redis(RedisAsset {
+            ..(**pg).clone()
+        })),
+        (None, AssetSource::Redis(r)) => AssetSource::Redis(Box::new(RedisAsset {
             allow_empty: true,
-            ..r.clone()
-        }),
-        (None, AssetSource::ObjectStorage(b)) => AssetSource::ObjectStorage(ObjectStorageAsset {
-            allow_empty: true,
-            ..b.clone()
-        }),
+            ..(**r).clone()
+        })),
+        (None, AssetSource::ObjectStorage(b)) => {
+            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
+                allow_empty: true,
+                ..(**b).clone()
+            }))
+        }
         (Some(Target::Postgres(pg)), source) => {
             let databases = match (&pg.database, source) {
                 (Some(db), _) => vec![db.clone()],
                 (None, AssetSource::Postgres(p)) => p.databases.clone(),
                 (None, _) => Vec::new(),
             };
-            AssetSource::Postgres(PostgresAsset {
+            AssetSource::Postgres(Box::new(PostgresAsset {
                 connection: pg.connection.clone(),
                 databases,
                 dump_options: Default::default(),
                 allow_empty: true,
                 point_in_time: None,
-            })
+            }))
         }
-        (Some(Target::Redis(r)), _) => AssetSource::Redis(RedisAsset {
+        (Some(Target::Redis(r)), _) => AssetSource::Redis(Box::new(RedisAsset {
             connection: r.connection.clone(),
             data_dir: r.data_dir.clone(),
             allow_empty: true,
-        }),
-        (Some(Target::ObjectStorage(s3)), _) => AssetSource::ObjectStorage(ObjectStorageAsset {
-            source: s3.clone(),
-            allow_empty: true,
-        }),
+        })),
+        (Some(Target::ObjectStorage(s3)), _) => {
+            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
+                source: s3.clone(),
+                allow_empty: true,
+            }))
+        }
     };
     Ok(Asset {
         name: asset.name.clone(),
