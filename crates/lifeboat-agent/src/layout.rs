@@ -49,7 +49,7 @@ const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 const S3_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// `var` as a duration (`30s`, `2m`), or `default` when unset.
-fn env_duration(var: &str, default: std::time::Duration) -> Result<std::time::Duration> {
+pub(crate) fn env_duration(var: &str, default: std::time::Duration) -> Result<std::time::Duration> {
     match std::env::var(var) {
         Ok(v) => v
             .parse::<lifeboat_api::duration::Duration>()

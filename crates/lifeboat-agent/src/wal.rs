@@ -137,22 +137,46 @@ pub fn slot_name(scope: &Scope, asset: &str) -> String {
     format!("lifeboat_{}", &stream::hex(&digest)[..20])
 }
 
+/// How long a release waits for the slot's reader to go (`LIFEBOAT_SLOT_RELEASE_WAIT`). A
+/// stopped archiver's connection can stay open on the server until `wal_sender_timeout` (60 s
+/// by default) when its pod went without closing it; seen on the node: two release pods 10 s
+/// apart both refused with 55006.
+const RELEASE_WAIT: Duration = Duration::from_secs(150);
+
 /// Drops the asset's replication slot on the source once its archiver is stopped (`lifeboat-agent
 /// wal-release`): a slot nobody reads keeps WAL on the source until its disk is full. Whether a
-/// slot was dropped; a slot that does not exist is released already, and one still in use (the
-/// archiver's pod still stopping) is refused by the server, a failure to retry.
+/// slot was dropped; a slot that does not exist is released already. One still in use (the
+/// archiver's connection not closed on the server yet) is refused by the server (SQLSTATE
+/// 55006): the drop is tried again every 2 s for [`RELEASE_WAIT`], then the error is returned.
 pub fn release_slot(conn: &Conn, place: &WalPlace) -> Result<bool> {
     let slot = slot_name(&place.scope, &place.asset);
-    // The slot's name is ours (`[a-z0-9_]`), never user text.
-    let dropped = crate::postgres::query(
-        conn,
-        "postgres",
-        &format!(
-            "WITH d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-             WHERE slot_name = '{slot}') SELECT count(*) FROM d"
-        ),
-    )?;
-    Ok(dropped.trim() == "1")
+    let deadline =
+        Instant::now() + crate::layout::env_duration("LIFEBOAT_SLOT_RELEASE_WAIT", RELEASE_WAIT)?;
+    loop {
+        // The slot's name is ours (`[a-z0-9_]`), never user text.
+        let dropped = crate::postgres::query(
+            conn,
+            "postgres",
+            &format!(
+                "WITH d AS (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE slot_name = '{slot}') SELECT count(*) FROM d"
+            ),
+        );
+        match dropped {
+            Err(e) if still_in_use(&e) && Instant::now() < deadline => {
+                eprintln!(
+                    "lifeboat-agent: replication slot {slot} still in use (its archiver's connection is not closed on the server yet): trying again"
+                );
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            dropped => return Ok(dropped?.trim() == "1"),
+        }
+    }
+}
+
+/// Whether `e` is the server refusing to drop a slot that a connection still uses.
+fn still_in_use(e: &AgentError) -> bool {
+    e.message.contains("SQLSTATE 55006")
 }
 
 /// One asset's WAL in a policy's store directory.
@@ -963,6 +987,21 @@ pub fn prune(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_a_slot_in_use_is_waited_for() {
+        use lifeboat_api::agent_result::ErrorClass;
+        let busy = AgentError::new(
+            ErrorClass::ToolFailed,
+            "query failed: SQLSTATE 55006 (object_not_in_prerequisite_state): replication slot \"lifeboat_x\" is active for PID 1531".to_owned(),
+        );
+        assert!(still_in_use(&busy));
+        let refused = AgentError::new(
+            ErrorClass::ToolFailed,
+            "query failed: SQLSTATE 42501 (insufficient_privilege): must be superuser or replication role".to_owned(),
+        );
+        assert!(!still_in_use(&refused));
+    }
 
     #[test]
     fn positions_and_segment_names_are_postgresql_s() {

@@ -702,21 +702,37 @@ fn the_operators_document_runs_the_archiver_and_scheduled_base_backups_whose_ret
     assert_eq!(s.restored_rows("latest"), ids(1, 30));
 
     // The field removed: the release Job's document is the archiver's. While the archiver
-    // streams, the server refuses to drop its slot; once it is stopped, the slot goes, and a
-    // second release finds nothing to do.
+    // streams, the server refuses to drop its slot: the release tries again until its wait
+    // (here 5 s) is over, then fails; once the archiver is stopped, the slot goes, and a second
+    // release finds nothing to do.
     let slots = || {
         sql(
             &s.pg,
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'lifeboat_%'",
         )
     };
-    let (out, _) = s.w.job(&doc, &["wal-release"]);
+    let started = Instant::now();
+    let (out, _) = s.w.job_with(
+        &doc,
+        &["wal-release"],
+        &[("LIFEBOAT_SLOT_RELEASE_WAIT", "5s")],
+    );
     assert!(
         !out.status.success(),
         "dropped an active slot: {}",
         text(&out)
     );
     assert!(text(&out).contains("is active"), "{}", text(&out));
+    assert!(
+        text(&out).contains("still in use"),
+        "it waited: {}",
+        text(&out)
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(slots(), "1");
     // Stopped as a pod is: it exits at once and lets go of the slot (it used to ignore SIGTERM
     // as a container's PID 1, until the kubelet killed it 30 s later).

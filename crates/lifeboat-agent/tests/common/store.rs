@@ -97,12 +97,23 @@ impl World {
 
     /// Runs `verb` on the Job document `doc` with its namespace's key; the summary it left.
     pub fn job(&self, doc: &Value, verb: &[&str]) -> (Output, Option<AgentSummary>) {
+        self.job_with(doc, verb, &[])
+    }
+
+    /// [`Self::job`] with more environment variables for the agent.
+    pub fn job_with(
+        &self,
+        doc: &Value,
+        verb: &[&str],
+        env: &[(&str, &str)],
+    ) -> (Output, Option<AgentSummary>) {
         let term = self.dir.path().join("term");
         let _ = std::fs::remove_file(&term);
         let namespace = doc["namespace"].as_str().unwrap();
         let out = self
             .agent(namespace)
             .env("LIFEBOAT_JOB", doc.to_string())
+            .envs(env.iter().copied())
             .args(verb)
             .output()
             .unwrap();
