@@ -1,10 +1,9 @@
 //! Gauge families kept as label values → value, turned into Prometheus' model only when scraped.
 //!
 //! Written by hand because prometheus' `GaugeVec` keeps, in every series, its own copy of the
-//! family's descriptor (name, help, label names) and of its label pairs as owned strings: one
-//! policy has about seven series, and at 10,000 policies those copies were the largest thing
-//! the operator held (docs/performance.md). Here a series is its label values and an `f64`; the
-//! descriptor exists once per family.
+//! family's descriptor (name, help, label names) and of its label pairs as owned strings, and a
+//! policy has about seven series. Here a series is its label values and an `f64`; the descriptor
+//! exists once per family (docs/performance.md has the operator's memory before and after).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
