@@ -14,6 +14,10 @@ use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 /// Label values, in the order of the family's label names.
 type Key = Box<[Box<str>]>;
 
+fn key(values: &[&str]) -> Key {
+    values.iter().map(|v| Box::from(*v)).collect()
+}
+
 /// A family of gauges with the same label names; cheap to clone (shared).
 #[derive(Clone)]
 pub struct Gauges {
@@ -82,20 +86,12 @@ impl Gauges {
             tracing::warn!(metric = %self.desc.fq_name, "{} label values for {} labels", values.len(), self.desc.variable_labels.len());
             return;
         }
-        let key: Key = values.iter().map(|v| Box::from(*v)).collect();
-        self.lock().insert(key, value);
+        self.lock().insert(key(values), value);
     }
 
     /// Removes the series of `values`; whether it existed.
     pub fn remove_label_values(&self, values: &[&str]) -> bool {
-        let key: Key = values.iter().map(|v| Box::from(*v)).collect();
-        self.lock().remove(&key).is_some()
-    }
-
-    /// The value of the series of `values`, if it exists.
-    pub fn get(&self, values: &[&str]) -> Option<f64> {
-        let key: Key = values.iter().map(|v| Box::from(*v)).collect();
-        self.lock().get(&key).copied()
+        self.lock().remove(&key(values)).is_some()
     }
 
     /// Keeps the series for which `keep` holds; returns how many were removed.
@@ -105,16 +101,6 @@ impl Gauges {
         let before = series.len();
         series.retain(|values, _| keep(&Labels { names, values }));
         before - series.len()
-    }
-
-    /// How many series the family holds.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether the family holds no series.
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
     }
 }
 
@@ -158,6 +144,17 @@ impl Collector for Gauges {
 }
 
 #[cfg(test)]
+impl Gauges {
+    fn get(&self, values: &[&str]) -> Option<f64> {
+        self.lock().get(&key(values)).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -185,6 +182,6 @@ mod tests {
         assert!(g.remove_label_values(&["a", "shop"]));
         assert!(!g.remove_label_values(&["a", "shop"]));
         assert_eq!(g.retain(|l| l.get("namespace") != Some("b")), 1);
-        assert!(g.is_empty());
+        assert_eq!(g.len(), 0);
     }
 }

@@ -40,10 +40,11 @@ impl CachedPolicy {
             .map(|s| serde_json::from_str(s.get()))
             .transpose()
             .map_err(|e| invalid("status", e))?;
-        let mut policy = BackupPolicy::new(&self.metadata.name.clone().unwrap_or_default(), spec);
-        policy.metadata = self.metadata.clone();
-        policy.status = status;
-        Ok(policy)
+        Ok(BackupPolicy {
+            metadata: self.metadata.clone(),
+            spec,
+            status,
+        })
     }
 
     /// The names of its assets, read without the rest of the spec; none when the spec does not
@@ -134,7 +135,7 @@ mod tests {
             c.asset_names(),
             BTreeSet::from(["db".into(), "cache".into()])
         );
-        assert_eq!(c.name_any_for_test(), "shop");
+        assert_eq!(kube::ResourceExt::name_any(&c), "shop");
         // No status yet.
         assert!(cached(spec(), None).parse().unwrap().status.is_none());
     }
@@ -153,11 +154,5 @@ mod tests {
         assert_eq!(c.asset_names().len(), 2);
         let c = cached(spec(), Some(json!({"conditions": "not a list"})));
         assert!(matches!(c.parse(), Err(Error::InvalidObject(m)) if m.starts_with("status: ")));
-    }
-
-    impl CachedPolicy {
-        fn name_any_for_test(&self) -> String {
-            kube::ResourceExt::name_any(self)
-        }
     }
 }
