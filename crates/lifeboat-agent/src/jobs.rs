@@ -673,12 +673,7 @@ fn not_its_kind(asset: &Asset, kind: &str) -> AgentError {
 
 /// The backups of `asset` in `scope` at `env`, oldest first, as `env`'s trust admits them.
 pub fn list_asset(env: &Env, scope: &Scope, asset: &str) -> Result<Vec<Listed>> {
-    Ok(env
-        .store
-        .list(scope, env.trust()?)?
-        .into_iter()
-        .filter(|l| l.metadata.asset == asset)
-        .collect())
+    env.store.list_asset(scope, asset, env.trust()?)
 }
 
 /// Applies `rules` to the backups of `asset`, and clears what unfinished backups of it left once

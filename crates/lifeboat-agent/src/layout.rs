@@ -972,13 +972,18 @@ impl Store {
         }
     }
 
-    /// The backup `id` (or the newest, for `latest`) of `asset`.
-    pub fn find(&self, scope: &Scope, id: &str, asset: &str, trust: Trust<'_>) -> Result<Listed> {
-        let all: Vec<Listed> = self
+    /// The backups of `asset` in `scope`, oldest first, as `trust` admits them.
+    pub fn list_asset(&self, scope: &Scope, asset: &str, trust: Trust<'_>) -> Result<Vec<Listed>> {
+        Ok(self
             .list(scope, trust)?
             .into_iter()
             .filter(|l| l.metadata.asset == asset)
-            .collect();
+            .collect())
+    }
+
+    /// The backup `id` (or the newest, for `latest`) of `asset`.
+    pub fn find(&self, scope: &Scope, id: &str, asset: &str, trust: Trust<'_>) -> Result<Listed> {
+        let all = self.list_asset(scope, asset, trust)?;
         let found = if id == "latest" {
             all.into_iter().last()
         } else {

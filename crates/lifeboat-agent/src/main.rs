@@ -787,7 +787,6 @@ fn copy_out(
     };
     let copied = place
         .env(Some(&copy.destination()), job.signing_key.as_ref())
-        .map_err(|e| AgentError::new(e.class, e.message.clone()))
         .and_then(|to| {
             lifeboat_agent::copies::bring_up_to_date(
                 from,

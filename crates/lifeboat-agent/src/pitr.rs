@@ -108,9 +108,9 @@ pub fn plan(
         unsigned: Unsigned::Refuse,
     };
     let bases: Vec<Listed> = store
-        .list(&place.scope, trust)?
+        .list_asset(&place.scope, &place.asset, trust)?
         .into_iter()
-        .filter(|l| l.metadata.asset == place.asset && l.metadata.base_backup.is_some())
+        .filter(|l| l.metadata.base_backup.is_some())
         .collect();
     let base = match target {
         PointInTime::Latest => bases.last(),

@@ -966,9 +966,8 @@ pub fn prune(
         unsigned: crate::signing::Unsigned::Refuse,
     };
     let starts = store
-        .list(&place.scope, trust)?
+        .list_asset(&place.scope, &place.asset, trust)?
         .into_iter()
-        .filter(|l| l.metadata.asset == place.asset)
         .filter_map(|l| l.metadata.base_backup)
         .map(|w| w.start_lsn.parse::<Lsn>())
         .collect::<Result<Vec<_>>>()?;
