@@ -1,17 +1,14 @@
 //! The work itself, shared by the CLI, the Jobs the operator creates and the local drill:
 //! back up an asset, restore one, verify and list what is stored.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use jiff::Timestamp;
-use lifeboat_api::agent_job::{KubernetesStateScope, POD_IP_ENV, REDIS_LOAD_PORT};
-use lifeboat_api::agent_result::{ArtifactInfo, BackupMetadata, METADATA_SCHEMA_VERSION, ToolInfo};
-use lifeboat_api::backup_policy::{
-    Asset, AssetSource, Compression, CompressionAlgorithm, Encryption,
-};
+use lifeboat_api::agent_job::KubernetesStateScope;
+use lifeboat_api::agent_result::{BackupMetadata, METADATA_SCHEMA_VERSION};
+use lifeboat_api::backup_policy::{Asset, Compression, CompressionAlgorithm, Encryption};
 use lifeboat_api::common::{
-    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef, Target,
+    PostgresConnection, RedisConnection, RestoreTarget, S3Location, SecretKeyRef,
 };
 use lifeboat_api::identity;
 use lifeboat_api::restore_request::RestoreOptions;
@@ -23,7 +20,7 @@ use crate::layout::{
 };
 use crate::signing::{SigningKey, Trust, Unsigned};
 use crate::stream::{Decoding, Encoding};
-use crate::{bucket, postgres, redis, stream};
+use crate::{postgres, redis, stream};
 
 /// Where secrets are read from and backups written to.
 pub struct Env {
@@ -208,13 +205,22 @@ pub fn backup(
             .map(|e| Recipients::parse(&e.recipients))
             .transpose()?,
     };
+    let driver = crate::kinds::driver(&asset.source);
     let canary = if asset.canary {
-        Some(write_canary(env, asset, &slot.id)?)
+        Some(driver.canary(env, &slot.id, Timestamp::now())?)
     } else {
         None
     };
     let mut created: Vec<String> = Vec::new();
-    let result = backup_artifacts(env, slot, asset, &encoding, scope, &mut created);
+    let capture = crate::kinds::Capture {
+        env,
+        slot,
+        asset,
+        encoding: &encoding,
+        suffix: &suffix(&encoding),
+        scope,
+    };
+    let result = driver.capture(&capture, &mut created);
     let (artifacts, snapshot, tool, source) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -250,153 +256,6 @@ pub fn backup(
         signature: None,
     };
     env.store.commit(slot, metadata, key)
-}
-
-/// The canary marker of backup `id`, written into the asset's source just before it is captured.
-fn write_canary(
-    env: &Env,
-    asset: &Asset,
-    id: &str,
-) -> Result<lifeboat_api::agent_result::CanaryMarker> {
-    let now = Timestamp::now();
-    match &asset.source {
-        AssetSource::Postgres(pg) => {
-            crate::canary::write_postgres(&env.pg(&pg.connection)?, &pg.databases, id, now)
-        }
-        AssetSource::Redis(r) => crate::canary::write_redis(&env.redis(&r.connection)?, id, now),
-        AssetSource::ObjectStorage(b) => crate::canary::write_bucket(env, &b.source, id, now),
-        AssetSource::KubernetesState(_) => Err(AgentError::config(
-            "canary markers are written into PostgreSQL, Redis and bucket sources only",
-        )),
-    }
-}
-
-type Artifacts = (Vec<ArtifactInfo>, Timestamp, ToolInfo, String);
-
-fn backup_artifacts(
-    env: &Env,
-    slot: &Slot,
-    asset: &Asset,
-    encoding: &Encoding,
-    scope: Option<&KubernetesStateScope>,
-    created: &mut Vec<String>,
-) -> Result<Artifacts> {
-    let suffix = suffix(encoding);
-    match &asset.source {
-        AssetSource::Postgres(pg) => {
-            let conn = env.pg(&pg.connection)?;
-            let mut extra = Vec::new();
-            for s in &pg.dump_options.schemas {
-                extra.push(format!("--schema={s}"));
-            }
-            for s in &pg.dump_options.exclude_schemas {
-                extra.push(format!("--exclude-schema={s}"));
-            }
-            for t in &pg.dump_options.exclude_tables {
-                extra.push(format!("--exclude-table={t}"));
-            }
-            if pg.dump_options.no_owner {
-                extra.push("--no-owner".into());
-            }
-            if !pg.allow_empty {
-                for db in &pg.databases {
-                    postgres::ensure_not_empty(&conn, db)?;
-                }
-            }
-            let mut artifacts = Vec::new();
-            let mut snapshot: Option<Timestamp> = None;
-            for db in &pg.databases {
-                let name = format!("{}.{db}.pgdump{suffix}", asset.name);
-                created.push(name.clone());
-                let (stored, at) = postgres::backup(&conn, db, &extra, &mut |r| {
-                    env.store.put(slot, &name, r, encoding)
-                })?;
-                snapshot = Some(snapshot.map_or(at, |s| s.min(at)));
-                artifacts.push(ArtifactInfo {
-                    name,
-                    raw_bytes: stored.raw_bytes,
-                    stored_bytes: stored.stored_bytes,
-                    sha256: stored.sha256,
-                });
-            }
-            let source = format!(
-                "postgres://{}:{}/{}",
-                conn.host,
-                conn.port,
-                pg.databases.join(",")
-            );
-            Ok((
-                artifacts,
-                snapshot.unwrap_or_else(Timestamp::now),
-                crate::tools::version("pg_dump")?,
-                source,
-            ))
-        }
-        AssetSource::Redis(r) => {
-            let conn = env.redis(&r.connection)?;
-            if !r.allow_empty {
-                redis::ensure_not_empty(&conn)?;
-            }
-            let name = format!("{}.rdb{suffix}", asset.name);
-            created.push(name.clone());
-            let (stored, at) =
-                redis::backup(&conn, &mut |r| env.store.put(slot, &name, r, encoding))?;
-            let artifact = ArtifactInfo {
-                name,
-                raw_bytes: stored.raw_bytes,
-                stored_bytes: stored.stored_bytes,
-                sha256: stored.sha256,
-            };
-            let source = format!("redis://{}:{}", conn.host, conn.port);
-            Ok((
-                vec![artifact],
-                at,
-                crate::tools::version("redis-cli")?,
-                source,
-            ))
-        }
-        AssetSource::ObjectStorage(b) => {
-            let (artifacts, at) =
-                bucket::backup(env, slot, &asset.name, b, encoding, &suffix, created)?;
-            Ok((
-                artifacts,
-                at,
-                ToolInfo {
-                    name: "lifeboat-agent".into(),
-                    version: format!("{} (object_store)", env!("CARGO_PKG_VERSION")),
-                },
-                bucket::describe(&b.source),
-            ))
-        }
-        AssetSource::KubernetesState(k) => {
-            let (state, source) = crate::kubestate::backup(k, needs_scope(scope)?)?;
-            // One document: a namespace's objects are megabytes, not gigabytes, so it is built
-            // in memory and streamed through the same encode path as every artifact.
-            let json = serde_json::to_vec(&state)
-                .map_err(|e| AgentError::config(format!("encoding the cluster state: {e}")))?;
-            let name = format!("{}.cluster_state.json{suffix}", asset.name);
-            created.push(name.clone());
-            let stored = env.store.put(slot, &name, &mut json.as_slice(), encoding)?;
-            Ok((
-                vec![ArtifactInfo {
-                    name,
-                    raw_bytes: stored.raw_bytes,
-                    stored_bytes: stored.stored_bytes,
-                    sha256: stored.sha256,
-                }],
-                state.captured_at,
-                ToolInfo {
-                    name: "lifeboat-agent".into(),
-                    version: format!(
-                        "{} (API discovery; kube-apiserver {})",
-                        env!("CARGO_PKG_VERSION"),
-                        state.server_version
-                    ),
-                },
-                source,
-            ))
-        }
-    }
 }
 
 /// Checks every artifact of a listed backup against its metadata; returns the local copy.
@@ -463,144 +322,16 @@ pub fn restore(
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    let to = target.map(|t| &t.to);
-    match &asset.source {
-        AssetSource::Postgres(pg) => {
-            let (conn, rename, create) = match to {
-                Some(Target::Postgres(t)) => (
-                    env.pg(&t.connection)?,
-                    t.database.clone(),
-                    t.create_database,
-                ),
-                None => (env.pg(&pg.connection)?, None, false),
-                Some(_) => return Err(not_its_kind(asset, "PostgreSQL (postgres)")),
-            };
-            // Every database's dump is decoded and verified (one read of the stored bytes)
-            // before the first pg_restore: a corrupt artifact never touches a target.
-            let mut dumps = Vec::new();
-            for a in &listed.metadata.artifacts {
-                let db = a
-                    .name
-                    .strip_prefix(&format!("{}.", asset.name))
-                    .and_then(|rest| rest.split(".pgdump").next())
-                    .ok_or_else(|| {
-                        AgentError::integrity(format!("unexpected artifact name {}", a.name))
-                    })?;
-                // pg_restore --jobs needs a seekable file, so the dump is staged in TMPDIR,
-                // indexed on the way so that its TOC gets the data offsets a streamed pg_dump
-                // could not write (see pgarchive).
-                let scratch = tempfile::NamedTempFile::new()
-                    .map_err(|e| AgentError::storage("temporary file", e))?;
-                let tmp_err = |e| AgentError::storage("temporary file", e);
-                let mut out = crate::pgarchive::Indexing {
-                    inner: std::io::BufWriter::with_capacity(
-                        256 * 1024,
-                        scratch.reopen().map_err(tmp_err)?,
-                    ),
-                    indexer: crate::pgarchive::Indexer::new(),
-                };
-                stream::unpack_verified(
-                    &local.dir.join(&a.name),
-                    &decoding,
-                    &a.sha256,
-                    a.stored_bytes,
-                    &mut out,
-                )?;
-                out.inner.flush().map_err(tmp_err)?;
-                let mut indexer = out.indexer;
-                indexer.finish();
-                let patched = indexer
-                    .patch(&mut scratch.reopen().map_err(tmp_err)?)
-                    .map_err(tmp_err)?;
-                match indexer.failure() {
-                    None => eprintln!("{db}: {patched} data offsets written into the dump's TOC"),
-                    Some(why) => eprintln!(
-                        "{db}: dump not indexed ({why}); pg_restore will scan it for its data"
-                    ),
-                }
-                dumps.push((db.to_owned(), scratch));
-            }
-            wait_until_serving(&format!("PostgreSQL {}:{}", conn.host, conn.port), || {
-                postgres::query_within(&conn, "postgres", "SELECT 1", PROBE_TIMEOUT).map(drop)
-            })?;
-            let mut done = Vec::new();
-            for (db, dump) in &dumps {
-                let into = rename.clone().unwrap_or_else(|| db.clone());
-                postgres::restore(
-                    &conn,
-                    dump.path(),
-                    &into,
-                    create,
-                    options.postgres_jobs,
-                    options.clean,
-                )?;
-                done.push(format!("postgres://{}:{}/{into}", conn.host, conn.port));
-            }
-            Ok(done.join(", "))
-        }
-        AssetSource::Redis(r) => {
-            let into = match to {
-                Some(Target::Redis(t)) => Some(t),
-                None => None,
-                Some(_) => return Err(not_its_kind(asset, "Redis (redis)")),
-            };
-            let artifact = listed
-                .metadata
-                .artifacts
-                .first()
-                .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
-            for a in &listed.metadata.artifacts {
-                stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
-            }
-            let conn = env.redis(into.map_or(&r.connection, |t| &t.connection))?;
-            let stored = local.dir.join(&artifact.name);
-            // dataDir names a directory the agent writes (Redis on a host); without it the
-            // target is a server the agent reaches only over the network (a pod with its own
-            // volume), loaded over replication.
-            match r.restore_data_dir(into) {
-                Some(data_dir) => {
-                    redis::restore(&conn, &stored, &decoding, Path::new(&data_dir), "dump.rdb")?;
-                    Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
-                }
-                None => {
-                    let rdb = tempfile::NamedTempFile::new()
-                        .map_err(|e| AgentError::storage("temporary file", e))?;
-                    {
-                        let file = rdb
-                            .reopen()
-                            .map_err(|e| AgentError::storage("temporary file", e))?;
-                        stream::unpack(&stored, &decoding, std::io::BufWriter::new(&file))?;
-                        file.sync_all()
-                            .map_err(|e| AgentError::storage("temporary file", e))?;
-                    }
-                    let keys = redis::check_rdb(rdb.path())?;
-                    wait_until_serving(&format!("Redis {}:{}", conn.host, conn.port), || {
-                        conn.run_within(0, &["PING"], PROBE_TIMEOUT).map(drop)
-                    })?;
-                    let loaded =
-                        crate::redis_load::load(&conn, rdb.path(), keys, load_listener()?)?;
-                    Ok(format!(
-                        "redis://{}:{}: {} keys loaded over replication, {}",
-                        conn.host,
-                        conn.port,
-                        loaded.keys,
-                        loaded.durable.describe()
-                    ))
-                }
-            }
-        }
-        AssetSource::ObjectStorage(b) => {
-            let into = match to {
-                None => &b.source,
-                Some(Target::ObjectStorage(s3)) => s3,
-                Some(_) => return Err(not_its_kind(asset, "a bucket (objectStorage)")),
-            };
-            bucket::restore(env, listed, &local, &decoding, into)
-        }
-        AssetSource::KubernetesState(_) => {
-            kubernetes_state(listed, &local, &decoding, target, needs_scope(scope)?, true)
-        }
-    }
+    crate::kinds::driver(&asset.source).restore(&crate::kinds::Restore {
+        env,
+        listed,
+        local: &local,
+        decoding: &decoding,
+        asset,
+        to: target.map(|t| &t.to),
+        options,
+        scope,
+    })
 }
 
 /// How long a restore waits for its target to answer at all. A restore of a whole namespace
@@ -610,12 +341,12 @@ pub fn restore(
 /// serves within this bound is the unreachable target it looks like.
 const TARGET_WAIT: std::time::Duration = std::time::Duration::from_secs(180);
 /// One probe's bound: a connection attempt or its answer.
-const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Probes the target until it answers: only an unreachable or silent server is waited for
 /// ([`TARGET_WAIT`] at most); any other answer, a refusal included, ends the wait, and the
 /// restore then meets that answer itself.
-fn wait_until_serving(what: &str, mut probe: impl FnMut() -> Result<()>) -> Result<()> {
+pub(crate) fn wait_until_serving(what: &str, mut probe: impl FnMut() -> Result<()>) -> Result<()> {
     use lifeboat_api::agent_result::ErrorClass;
     let deadline = std::time::Instant::now() + TARGET_WAIT;
     let mut said = false;
@@ -642,33 +373,6 @@ fn wait_until_serving(what: &str, mut probe: impl FnMut() -> Result<()>) -> Resu
             }
         }
     }
-}
-
-/// Where a Redis load listens: every address of the pod on [`REDIS_LOAD_PORT`], advertised
-/// as the pod's IP from the downward API.
-fn load_listener() -> Result<crate::redis_load::Listener> {
-    let ip = std::env::var(POD_IP_ENV)
-        .ok()
-        .and_then(|v| v.parse::<std::net::IpAddr>().ok())
-        .ok_or_else(|| {
-            AgentError::config(format!(
-                "a Redis target without dataDir is loaded over replication, which needs the pod's IP in {POD_IP_ENV}"
-            ))
-        })?;
-    let any: std::net::IpAddr = if ip.is_ipv6() {
-        std::net::Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    };
-    crate::redis_load::Listener::bind(std::net::SocketAddr::new(any, REDIS_LOAD_PORT), ip)
-}
-
-/// A restore target of another kind than its asset (admission does not compare the two).
-fn not_its_kind(asset: &Asset, kind: &str) -> AgentError {
-    AgentError::config(format!(
-        "the restore target of {} is not {kind}, the asset's kind",
-        asset.name
-    ))
 }
 
 /// The backups of `asset` in `scope` at `env`, oldest first, as `env`'s trust admits them.
@@ -771,63 +475,6 @@ pub fn prune_listed(
     Ok((deleted, kept))
 }
 
-/// Applies a Kubernetes-state backup (a server-side dry run unless `execute`), after its checksum
-/// is verified in the one read that decodes it.
-fn kubernetes_state(
-    listed: &Listed,
-    local: &crate::layout::Local,
-    decoding: &stream::Decoding,
-    target: Option<&RestoreTarget>,
-    scope: &KubernetesStateScope,
-    execute: bool,
-) -> Result<String> {
-    let artifact = listed
-        .metadata
-        .artifacts
-        .first()
-        .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
-    let mut plain = Vec::new();
-    stream::unpack_verified(
-        &local.dir.join(&artifact.name),
-        decoding,
-        &artifact.sha256,
-        artifact.stored_bytes,
-        &mut plain,
-    )?;
-    let state: crate::kubestate::ClusterState = serde_json::from_slice(&plain).map_err(|e| {
-        AgentError::integrity(format!("{}: not a cluster state: {e}", artifact.name))
-    })?;
-    let mapping = target.and_then(|t| match &t.to {
-        Target::KubernetesState(k) => Some(k),
-        _ => None,
-    });
-    let done = crate::kubestate::restore(&state, mapping, scope, execute)?;
-    let mut pending = if done.pending > 0 {
-        format!(
-            ", {} more wait for a CRD or a namespace this restore creates (not dry-run)",
-            done.pending
-        )
-    } else {
-        String::new()
-    };
-    if done.left_to_platform > 0 {
-        pending.push_str(&format!(
-            ", {} left to the platform team (Namespaces, quotas, limit ranges)",
-            done.left_to_platform
-        ));
-    }
-    Ok(format!(
-        "kubernetes: {} objects of {} kinds {}{pending}",
-        done.objects,
-        done.kinds,
-        if execute {
-            "applied (server-side apply)"
-        } else {
-            "accepted by a server-side dry run"
-        }
-    ))
-}
-
 /// The dry run of a Kubernetes-state restore: every object sent to the API server, which
 /// validates and admits it, with nothing changed.
 pub fn plan_kubernetes_state(
@@ -839,11 +486,11 @@ pub fn plan_kubernetes_state(
 ) -> Result<String> {
     let local = env.store.local(listed)?;
     let decoding = decoding(env, listed, &local, identity)?;
-    kubernetes_state(
+    crate::kinds::apply_kubernetes_state(
         listed,
         &local,
         &decoding,
-        target,
+        target.map(|t| &t.to),
         needs_scope(scope)?,
         false,
     )
@@ -851,7 +498,7 @@ pub fn plan_kubernetes_state(
 
 /// A Kubernetes-state backup or restore is never run without a scope: there is no default
 /// wider than what the caller says.
-fn needs_scope(scope: Option<&KubernetesStateScope>) -> Result<&KubernetesStateScope> {
+pub(crate) fn needs_scope(scope: Option<&KubernetesStateScope>) -> Result<&KubernetesStateScope> {
     scope.ok_or_else(|| {
         AgentError::config(
             "a Kubernetes-state backup or restore needs a scope: --allow-namespace NS \

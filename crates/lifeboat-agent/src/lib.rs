@@ -13,6 +13,7 @@ pub mod error;
 pub mod evidence;
 pub mod fault;
 pub mod jobs;
+pub(crate) mod kinds;
 pub mod kubestate;
 pub mod layout;
 pub mod local;

@@ -184,41 +184,12 @@ fn canary_check(
     bound: Duration,
 ) -> Result<lifeboat_api::agent_result::CanaryMarker> {
     let fail = |m: String| AgentError::new(ErrorClass::Validation, m);
-    let found = if let Some(source) = a.asset.postgres() {
-        let target = a.target.as_ref().and_then(|t| t.postgres());
-        let conn = env.pg(target.map_or(&source.connection, |t| &t.connection))?;
-        let databases = match target.and_then(|t| t.database.clone()) {
-            Some(db) => vec![db],
-            None => source.databases.clone(),
-        };
-        let mut oldest: Option<lifeboat_api::agent_result::CanaryMarker> = None;
-        for db in &databases {
-            let Some(m) = crate::canary::newest_postgres(&conn, db, bound)? else {
-                return Err(fail(format!(
-                    "database {db} holds no canary marker: the restore lacks the data written just before backup {}",
-                    a.backup_id
-                )));
-            };
-            if oldest.as_ref().is_none_or(|o| m.written_at < o.written_at) {
-                oldest = Some(m);
-            }
-        }
-        oldest
-    } else if let Some(source) = a.asset.redis() {
-        let target = a.target.as_ref().and_then(|t| t.redis());
-        crate::canary::newest_redis(
-            &env.redis(target.map_or(&source.connection, |t| &t.connection))?,
-            bound,
-        )?
-    } else if let Some(source) = a.asset.object_storage() {
-        let target = a.target.as_ref().and_then(|t| t.object_storage());
-        crate::canary::newest_bucket(env, target.unwrap_or(&source.source))?
-    } else {
-        return Err(AgentError::config(format!(
-            "{}: canary markers are PostgreSQL, Redis and bucket only",
-            a.asset.name
-        )));
-    };
+    let found = crate::kinds::driver(&a.asset.source).newest_canary(
+        env,
+        a.target.as_ref().map(|t| &t.to),
+        &a.backup_id,
+        bound,
+    )?;
     let found = found.ok_or_else(|| {
         fail(format!(
             "no canary marker in the restored target: it lacks the data written just before backup {}",

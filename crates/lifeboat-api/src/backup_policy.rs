@@ -170,6 +170,38 @@ pub enum AssetSource {
     KubernetesState(Box<KubernetesStateAsset>),
 }
 
+/// Runs `$body` with `$s` bound to the settings of whichever kind `$source` (an
+/// `&AssetSource`) holds: the one place besides the enum that lists the kinds, so code that
+/// works on every kind (the operator's [`crate::kinds::SourceKind`], the agent's drivers)
+/// never lists them itself.
+#[macro_export]
+macro_rules! each_source {
+    ($source:expr, $s:ident => $body:expr) => {
+        match $source {
+            $crate::backup_policy::AssetSource::Postgres($s) => $body,
+            $crate::backup_policy::AssetSource::Redis($s) => $body,
+            $crate::backup_policy::AssetSource::ObjectStorage($s) => $body,
+            $crate::backup_policy::AssetSource::KubernetesState($s) => $body,
+        }
+    };
+}
+
+impl AssetSource {
+    pub fn kind(&self) -> AssetKind {
+        match self {
+            AssetSource::Postgres(_) => AssetKind::Postgres,
+            AssetSource::Redis(_) => AssetKind::Redis,
+            AssetSource::ObjectStorage(_) => AssetKind::ObjectStorage,
+            AssetSource::KubernetesState(_) => AssetKind::KubernetesState,
+        }
+    }
+
+    /// What every kind answers (identifiers, Secrets, descriptions, safety backups).
+    pub fn settings(&self) -> &dyn crate::kinds::SourceKind {
+        each_source!(self, s => &**s)
+    }
+}
+
 /// One data asset and how to reach it. Exactly one kind is set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -285,7 +317,6 @@ impl AssetKind {
 }
 
 impl Asset {
-    /// The kind of the asset.
     /// The PostgreSQL settings, when it is a PostgreSQL asset.
     pub fn postgres(&self) -> Option<&PostgresAsset> {
         match &self.source {
@@ -310,13 +341,9 @@ impl Asset {
         }
     }
 
+    /// The kind of the asset.
     pub fn kind(&self) -> AssetKind {
-        match &self.source {
-            AssetSource::Postgres(_) => AssetKind::Postgres,
-            AssetSource::Redis(_) => AssetKind::Redis,
-            AssetSource::ObjectStorage(_) => AssetKind::ObjectStorage,
-            AssetSource::KubernetesState(_) => AssetKind::KubernetesState,
-        }
+        self.source.kind()
     }
 }
 

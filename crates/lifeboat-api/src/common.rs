@@ -377,6 +377,39 @@ pub enum Target {
     DataVolume(DataVolumeTarget),
 }
 
+/// Runs `$body` with `$t` bound to whichever target `$target` (an `&Target`) holds: the one
+/// place besides the enum that lists the target kinds.
+#[macro_export]
+macro_rules! each_target {
+    ($target:expr, $t:ident => $body:expr) => {
+        match $target {
+            $crate::common::Target::Postgres($t) => $body,
+            $crate::common::Target::Redis($t) => $body,
+            $crate::common::Target::ObjectStorage($t) => $body,
+            $crate::common::Target::KubernetesState($t) => $body,
+            $crate::common::Target::DataVolume($t) => $body,
+        }
+    };
+}
+
+impl Target {
+    /// What every target answers (identifiers, Secrets, descriptions, staging scope).
+    pub fn settings(&self) -> &dyn crate::kinds::TargetKind {
+        each_target!(self, t => t)
+    }
+
+    /// The target's field name in a RestoreRequest, for messages.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Target::Postgres(_) => "postgres",
+            Target::Redis(_) => "redis",
+            Target::ObjectStorage(_) => "objectStorage",
+            Target::KubernetesState(_) => "kubernetesState",
+            Target::DataVolume(_) => "dataVolume",
+        }
+    }
+}
+
 /// Where one asset of a backup is restored to, when not to its original source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]

@@ -16,10 +16,9 @@ use regex::Regex;
 use crate::agent_job::{
     AgentCatalogJob, AgentEvidenceJob, AgentJob, AgentRestoreJob, AgentValidateJob,
 };
-use crate::backup_policy::{Asset, AssetSource, PgDumpOptions};
+use crate::backup_policy::{Asset, PgDumpOptions};
 use crate::common::{
-    Destination, PostgresConnection, RedisConnection, RestoreTarget, S3Location, Target,
-    ValidationCheck,
+    Destination, PostgresConnection, RedisConnection, RestoreTarget, S3Location, ValidationCheck,
 };
 
 // One macro per pattern, so that the literal is written once and reaches both the CEL rule
@@ -239,43 +238,13 @@ impl Identifiers for PgDumpOptions {
 
 impl Identifiers for Asset {
     fn check_identifiers(&self) -> Result<(), IdentError> {
-        match &self.source {
-            AssetSource::Postgres(pg) => {
-                pg.connection.check_identifiers()?;
-                pg.databases
-                    .iter()
-                    .try_for_each(|d| Ident::Database.check(d))?;
-                pg.dump_options.check_identifiers()
-            }
-            AssetSource::Redis(r) => r.connection.check_identifiers(),
-            AssetSource::ObjectStorage(b) => b.source.check_identifiers(),
-            AssetSource::KubernetesState(k) => k
-                .namespaces
-                .iter()
-                .chain(&k.exclude_namespaces)
-                .try_for_each(|n| Ident::Namespace.check(n)),
-        }
+        self.source.settings().check_identifiers()
     }
 }
 
 impl Identifiers for RestoreTarget {
     fn check_identifiers(&self) -> Result<(), IdentError> {
-        match &self.to {
-            Target::Postgres(pg) => {
-                pg.connection.check_identifiers()?;
-                pg.database
-                    .iter()
-                    .try_for_each(|d| Ident::Database.check(d))
-            }
-            Target::Redis(r) => r.connection.check_identifiers(),
-            Target::ObjectStorage(s3) => s3.check_identifiers(),
-            Target::KubernetesState(k) => k.namespace_mapping.iter().try_for_each(|(from, to)| {
-                Ident::Namespace.check(from)?;
-                Ident::Namespace.check(to)
-            }),
-            // A PVC name and a path inside it: mounted and joined by the agent, never syntax.
-            Target::DataVolume(_) => Ok(()),
-        }
+        self.to.settings().check_identifiers()
     }
 }
 

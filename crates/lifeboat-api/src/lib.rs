@@ -11,6 +11,7 @@ pub mod duration;
 pub mod evidence;
 pub mod ident;
 pub mod identity;
+pub mod kinds;
 pub mod names;
 pub mod reference;
 pub mod restore_request;

@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::{AgentJob, KubernetesStateScope, signing_key_ref};
 use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
-use lifeboat_api::common::{Destination, S3Location, SecretKeyRef};
+use lifeboat_api::common::{Destination, SecretKeyRef};
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
@@ -237,29 +237,10 @@ fn backup_secrets(
 
 /// The Secret keys a client of an asset's source reads (backups, and restores into the source).
 pub(crate) fn source_secrets(source: &AssetSource) -> Vec<SecretKeyRef> {
-    match source {
-        AssetSource::Postgres(pg) => pg.connection.password_secret.iter().cloned().collect(),
-        AssetSource::Redis(redis) => redis.connection.password_secret.iter().cloned().collect(),
-        AssetSource::ObjectStorage(bucket) => s3_secrets(&bucket.source),
-        AssetSource::KubernetesState(_) => Vec::new(),
-    }
+    source.settings().secrets()
 }
 
-/// The Secret keys a bucket's client reads: its access keys (none when the pod's own identity
-/// is used) and its CA bundle.
-pub(crate) fn s3_secrets(loc: &S3Location) -> Vec<SecretKeyRef> {
-    let mut out = Vec::new();
-    if let Some(c) = &loc.credentials_secret {
-        for key in [&c.access_key_id_key, &c.secret_access_key_key] {
-            out.push(SecretKeyRef {
-                name: c.name.clone(),
-                key: key.clone(),
-            });
-        }
-    }
-    out.extend(loc.ca_bundle_secret.clone());
-    out
-}
+pub(crate) use lifeboat_api::kinds::object_storage::s3_secrets;
 
 #[cfg(test)]
 mod tests {

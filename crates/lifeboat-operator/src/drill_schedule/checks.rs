@@ -1,7 +1,5 @@
 //! What a drill's spec must satisfy before anything runs, checked on every reconcile. Pure.
 
-use lifeboat_api::backup_policy::AssetSource;
-use lifeboat_api::common::Target;
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
 use crate::error::Problem;
@@ -26,29 +24,11 @@ pub fn check_targets(ds: &DrillSchedule, policy: &BackupPolicy) -> Result<(), Pr
             .iter()
             .find(|t| &t.asset == name)
             .ok_or_else(|| Problem::NoStagingTarget(name.clone()))?;
-        let same = match (&asset.source, &target.to) {
-            (AssetSource::Postgres(src), Target::Postgres(dst)) => {
-                src.connection.host == dst.connection.host
-                    && src.connection.port == dst.connection.port
-                    && dst
-                        .database
-                        .as_ref()
-                        .is_none_or(|d| src.databases.contains(d))
-            }
-            (AssetSource::Redis(src), Target::Redis(dst)) => {
-                src.connection.host == dst.connection.host
-                    && src.connection.port == dst.connection.port
-            }
-            (AssetSource::ObjectStorage(src), Target::ObjectStorage(dst)) => {
-                src.source.endpoint == dst.endpoint
-                    && src.source.bucket == dst.bucket
-                    && src.source.prefix == dst.prefix
-            }
-            (AssetSource::KubernetesState(_), Target::KubernetesState(dst)) => {
-                dst.namespace_mapping.is_empty()
-            }
-            _ => return Err(Problem::StagingTargetKind(name.clone())),
-        };
+        let same = asset
+            .source
+            .settings()
+            .is_same_place(&target.to)
+            .ok_or_else(|| Problem::StagingTargetKind(name.clone()))?;
         if same {
             return Err(Problem::StagingTargetIsSource(name.clone()));
         }
@@ -62,55 +42,18 @@ pub fn check_staging_scope(ds: &DrillSchedule) -> Result<(), Problem> {
     let Some(scope) = &ds.spec.staging.scope else {
         return Ok(());
     };
-    for t in &ds.spec.staging.targets {
-        let out = |what: String| {
-            Err(Problem::OutOfStagingScope {
-                asset: t.asset.clone(),
-                what,
-            })
-        };
-        match &t.to {
-            Target::Postgres(pg) if !scope.allows_host(&pg.connection.host) => {
-                return out(format!("host {}", pg.connection.host));
-            }
-            Target::Redis(r) if !scope.allows_host(&r.connection.host) => {
-                return out(format!("host {}", r.connection.host));
-            }
-            Target::ObjectStorage(s3) => {
-                if !scope.allows_host(endpoint_host(&s3.endpoint)) {
-                    return out(format!("endpoint {}", s3.endpoint));
-                }
-                if !scope.buckets.contains(&s3.bucket) {
-                    return out(format!("bucket {}", s3.bucket));
-                }
-            }
-            Target::KubernetesState(k) => {
-                if k.namespace_mapping.is_empty() {
-                    return out("no namespace mapping: the original namespaces".into());
-                }
-                if let Some(ns) = k
-                    .namespace_mapping
-                    .values()
-                    .find(|ns| !scope.namespaces.contains(ns))
-                {
-                    return out(format!("namespace {ns}"));
-                }
-            }
-            // Refused by check_staging_target: a drill does not restore to a point in time.
-            Target::Postgres(_) | Target::Redis(_) | Target::DataVolume(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// The host of an endpoint URL (`https://s3.example.com:9000/x` → `s3.example.com`).
-fn endpoint_host(endpoint: &str) -> &str {
-    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let authority = authority.rsplit('@').next().unwrap_or(authority);
-    match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.split(':').next().unwrap_or(authority),
+    match ds
+        .spec
+        .staging
+        .targets
+        .iter()
+        .find_map(|t| Some((t, t.to.settings().outside(scope)?)))
+    {
+        Some((t, what)) => Err(Problem::OutOfStagingScope {
+            asset: t.asset.clone(),
+            what,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -248,15 +191,5 @@ mod tests {
             check_targets(&d, &p),
             Err(Problem::StagingTargetKind("db".into()))
         );
-    }
-
-    #[test]
-    fn endpoint_hosts() {
-        assert_eq!(
-            endpoint_host("https://s3.example.com:9000/x"),
-            "s3.example.com"
-        );
-        assert_eq!(endpoint_host("http://[::1]:9000"), "::1");
-        assert_eq!(endpoint_host("s3.example.com"), "s3.example.com");
     }
 }

@@ -9,7 +9,7 @@ use lifeboat_api::agent_job::{
     REDIS_LOAD_PORT, signing_key_ref,
 };
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
-use lifeboat_api::common::{DataVolumeTarget, Destination, RestoreTarget, SecretKeyRef, Target};
+use lifeboat_api::common::{DataVolumeTarget, Destination, RestoreTarget, SecretKeyRef};
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
@@ -475,11 +475,8 @@ fn loads_redis_over_replication(step: &Step) -> bool {
 
 /// Secrets the restore target needs: the target override's, else the original source's.
 fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
-    match step.target.as_ref().map(|t| &t.to) {
-        Some(Target::Postgres(pg)) => pg.connection.password_secret.iter().cloned().collect(),
-        Some(Target::Redis(r)) => r.connection.password_secret.iter().cloned().collect(),
-        Some(Target::ObjectStorage(s3)) => s3_secrets(s3),
-        Some(Target::KubernetesState(_) | Target::DataVolume(_)) => Vec::new(),
+    match &step.target {
+        Some(t) => t.to.settings().secrets(),
         None => source_secrets(&step.asset.source),
     }
 }

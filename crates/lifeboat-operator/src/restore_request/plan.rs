@@ -5,10 +5,7 @@
 
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{Catalog, CatalogEntry};
-use lifeboat_api::backup_policy::{
-    Asset, AssetKind, AssetSource, KubernetesStateAsset, ObjectStorageAsset, PostgresAsset,
-    RedisAsset,
-};
+use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource, KubernetesStateAsset};
 use lifeboat_api::common::{RestoreTarget, Target};
 use lifeboat_api::restore_request::{PlannedRestore, RestorePhase};
 use lifeboat_api::{BackupPolicy, RestoreRequest};
@@ -427,37 +424,21 @@ fn catalog_asset(
         return Ok(asset.clone());
     }
     let kind = entry.kind.as_str();
-    let source = match (entry.kind, target.map(|t| &t.to)) {
-        (AssetKind::KubernetesState, None | Some(Target::KubernetesState(_))) => {
-            // Held to the request's own namespace: the operator cannot see what the dump holds,
-            // and the agent refuses a dump reaching beyond the scope before applying anything.
+    let source = match target.map(|t| &t.to) {
+        // Held to the request's own namespace: the operator cannot see what the dump holds,
+        // and the agent refuses a dump reaching beyond the scope before applying anything.
+        None | Some(Target::KubernetesState(_)) if entry.kind == AssetKind::KubernetesState => {
             AssetSource::KubernetesState(Box::new(KubernetesStateAsset {
                 namespaces: rr.metadata.namespace.iter().cloned().collect(),
                 ..KubernetesStateAsset::default()
             }))
         }
-        (_, None) => return Err(PlanError::TargetRequired(name.clone(), kind)),
-        (AssetKind::Postgres, Some(Target::Postgres(pg))) => {
-            AssetSource::Postgres(Box::new(PostgresAsset {
-                connection: pg.connection.clone(),
-                databases: pg.database.iter().cloned().collect(),
-                dump_options: Default::default(),
-                allow_empty: false,
-                point_in_time: None,
-            }))
-        }
-        (AssetKind::Redis, Some(Target::Redis(r))) => AssetSource::Redis(Box::new(RedisAsset {
-            connection: r.connection.clone(),
-            data_dir: r.data_dir.clone(),
-            allow_empty: false,
-        })),
-        (AssetKind::ObjectStorage, Some(Target::ObjectStorage(s3))) => {
-            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
-                source: s3.clone(),
-                allow_empty: false,
-            }))
-        }
-        (_, Some(_)) => return Err(PlanError::TargetKind(name.clone(), kind)),
+        None => return Err(PlanError::TargetRequired(name.clone(), kind)),
+        Some(to) => to
+            .settings()
+            .as_source(None, false)
+            .filter(|s| s.kind() == entry.kind)
+            .ok_or_else(|| PlanError::TargetKind(name.clone(), kind))?,
     };
     Ok(Asset {
         name: name.clone(),
@@ -478,55 +459,14 @@ pub fn safety_policy(policy: &str) -> String {
 /// is a fine state to return to (it may be the disaster itself), and a safety backup never
 /// writes a canary marker into what it is about to protect.
 pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Asset, PlanError> {
-    let unsupported = |kind| PlanError::RollbackUnsupported(asset.name.clone(), kind);
-    let source = match (target.map(|t| &t.to), &asset.source) {
-        (None, AssetSource::KubernetesState(_)) | (Some(Target::KubernetesState(_)), _) => {
-            return Err(unsupported("kubernetesState"));
-        }
-        // A new, empty data directory: there is nothing to go back to.
-        (Some(Target::DataVolume(_)), _) => return Err(unsupported("dataVolume")),
-        // A safety backup is a dump whatever the asset: it is restored by the dump path.
-        (None, AssetSource::Postgres(pg)) => AssetSource::Postgres(Box::new(PostgresAsset {
-            allow_empty: true,
-            point_in_time: None,
-            ..(**pg).clone()
-        })),
-        (None, AssetSource::Redis(r)) => AssetSource::Redis(Box::new(RedisAsset {
-            allow_empty: true,
-            ..(**r).clone()
-        })),
-        (None, AssetSource::ObjectStorage(b)) => {
-            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
-                allow_empty: true,
-                ..(**b).clone()
-            }))
-        }
-        (Some(Target::Postgres(pg)), source) => {
-            let databases = match (&pg.database, source) {
-                (Some(db), _) => vec![db.clone()],
-                (None, AssetSource::Postgres(p)) => p.databases.clone(),
-                (None, _) => Vec::new(),
-            };
-            AssetSource::Postgres(Box::new(PostgresAsset {
-                connection: pg.connection.clone(),
-                databases,
-                dump_options: Default::default(),
-                allow_empty: true,
-                point_in_time: None,
-            }))
-        }
-        (Some(Target::Redis(r)), _) => AssetSource::Redis(Box::new(RedisAsset {
-            connection: r.connection.clone(),
-            data_dir: r.data_dir.clone(),
-            allow_empty: true,
-        })),
-        (Some(Target::ObjectStorage(s3)), _) => {
-            AssetSource::ObjectStorage(Box::new(ObjectStorageAsset {
-                source: s3.clone(),
-                allow_empty: true,
-            }))
-        }
+    let (source, kind) = match target.map(|t| &t.to) {
+        None => (asset.source.settings().safety(), asset.kind().as_str()),
+        Some(to) => (
+            to.settings().as_source(Some(&asset.source), true),
+            to.field(),
+        ),
     };
+    let source = source.ok_or_else(|| PlanError::RollbackUnsupported(asset.name.clone(), kind))?;
     Ok(Asset {
         name: asset.name.clone(),
         source,
@@ -536,55 +476,9 @@ pub fn safety_asset(asset: &Asset, target: Option<&RestoreTarget>) -> Result<Ass
 
 /// Where an asset goes, for people, without credentials.
 pub fn describe_target(asset: &Asset, target: Option<&RestoreTarget>) -> String {
-    let Some(t) = target else {
-        let original = match &asset.source {
-            AssetSource::Postgres(pg) => format!(
-                "postgres://{}:{}/{}",
-                pg.connection.host,
-                pg.connection.port,
-                pg.databases.join(",")
-            ),
-            AssetSource::Redis(r) => format!("redis://{}:{}", r.connection.host, r.connection.port),
-            AssetSource::ObjectStorage(b) => format!(
-                "s3://{}/{} at {}",
-                b.source.bucket, b.source.prefix, b.source.endpoint
-            ),
-            AssetSource::KubernetesState(_) => "kubernetes (original namespaces)".into(),
-        };
-        return format!("original source {original}");
-    };
-    match &t.to {
-        Target::Postgres(pg) => {
-            let db = pg.database.clone().unwrap_or_else(|| match &asset.source {
-                AssetSource::Postgres(p) => p.databases.join(","),
-                _ => String::new(),
-            });
-            format!(
-                "postgres://{}:{}/{db}",
-                pg.connection.host, pg.connection.port
-            )
-        }
-        Target::Redis(r) => format!("redis://{}:{}", r.connection.host, r.connection.port),
-        Target::ObjectStorage(s3) => format!("s3://{}/{} at {}", s3.bucket, s3.prefix, s3.endpoint),
-        Target::DataVolume(d) => format!(
-            "pvc/{}/{} (UID {}), recovering to {} from the base backup before it",
-            d.claim_name, d.sub_path, d.run_as_user, d.point_in_time
-        ),
-        Target::KubernetesState(k) => {
-            let map: Vec<String> = k
-                .namespace_mapping
-                .iter()
-                .map(|(a, b)| format!("{a}→{b}"))
-                .collect();
-            format!(
-                "kubernetes (namespaces {})",
-                if map.is_empty() {
-                    "unchanged".into()
-                } else {
-                    map.join(", ")
-                }
-            )
-        }
+    match target {
+        None => format!("original source {}", asset.source.settings().describe()),
+        Some(t) => t.to.settings().describe(&asset.source),
     }
 }
 

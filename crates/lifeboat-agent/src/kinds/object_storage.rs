@@ -1,0 +1,73 @@
+//! A bucket's driver: every object copied into artifacts, restored object by object.
+
+use jiff::Timestamp;
+use lifeboat_api::agent_result::{CanaryMarker, ToolInfo};
+use lifeboat_api::backup_policy::ObjectStorageAsset;
+use lifeboat_api::common::Target;
+use std::time::Duration;
+
+use super::{Capture, Captured, Driver, Restore, not_its_kind};
+use crate::bucket;
+use crate::error::Result;
+use crate::jobs::Env;
+
+impl Driver for ObjectStorageAsset {
+    fn canary(&self, env: &Env, id: &str, now: Timestamp) -> Result<CanaryMarker> {
+        crate::canary::write_bucket(env, &self.source, id, now)
+    }
+
+    fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
+        let b = self;
+        let Capture {
+            env,
+            slot,
+            asset,
+            encoding,
+            suffix,
+            ..
+        } = *cx;
+        let (artifacts, at) = bucket::backup(env, slot, &asset.name, b, encoding, suffix, created)?;
+        Ok((
+            artifacts,
+            at,
+            ToolInfo {
+                name: "lifeboat-agent".into(),
+                version: format!("{} (object_store)", env!("CARGO_PKG_VERSION")),
+            },
+            bucket::describe(&b.source),
+        ))
+    }
+
+    fn newest_canary(
+        &self,
+        env: &Env,
+        to: Option<&Target>,
+        _: &str,
+        _: Duration,
+    ) -> Result<Option<CanaryMarker>> {
+        let location = match to {
+            Some(Target::ObjectStorage(s3)) => s3,
+            _ => &self.source,
+        };
+        crate::canary::newest_bucket(env, location)
+    }
+
+    fn restore(&self, cx: &Restore) -> Result<String> {
+        let b = self;
+        let Restore {
+            env,
+            listed,
+            local,
+            decoding,
+            asset,
+            to,
+            ..
+        } = *cx;
+        let into = match to {
+            None => &b.source,
+            Some(Target::ObjectStorage(s3)) => s3,
+            Some(_) => return Err(not_its_kind(asset, "a bucket (objectStorage)")),
+        };
+        bucket::restore(env, listed, local, decoding, into)
+    }
+}
