@@ -23,22 +23,17 @@ impl Driver for KubernetesStateAsset {
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
         let k = self;
-        let Capture {
-            env,
-            slot,
-            asset,
-            encoding,
-            suffix,
-            scope,
-        } = *cx;
-        let (state, source) = crate::kubestate::backup(k, needs_scope(scope)?)?;
+        let (state, source) = crate::kubestate::backup(k, needs_scope(cx.scope)?)?;
         // One document: a namespace's objects are megabytes, not gigabytes, so it is built
         // in memory and streamed through the same encode path as every artifact.
         let json = serde_json::to_vec(&state)
             .map_err(|e| AgentError::config(format!("encoding the cluster state: {e}")))?;
-        let name = format!("{}.cluster_state.json{suffix}", asset.name);
+        let name = format!("{}.cluster_state.json{}", cx.asset.name, cx.suffix);
         created.push(name.clone());
-        let stored = env.store.put(slot, &name, &mut json.as_slice(), encoding)?;
+        let stored = cx
+            .env
+            .store
+            .put(cx.slot, &name, &mut json.as_slice(), cx.encoding)?;
         Ok((
             vec![ArtifactInfo {
                 name,

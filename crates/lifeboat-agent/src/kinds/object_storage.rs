@@ -18,15 +18,15 @@ impl Driver for ObjectStorageAsset {
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
         let b = self;
-        let Capture {
-            env,
-            slot,
-            asset,
-            encoding,
-            suffix,
-            ..
-        } = *cx;
-        let (artifacts, at) = bucket::backup(env, slot, &asset.name, b, encoding, suffix, created)?;
+        let (artifacts, at) = bucket::backup(
+            cx.env,
+            cx.slot,
+            &cx.asset.name,
+            b,
+            cx.encoding,
+            cx.suffix,
+            created,
+        )?;
         Ok((
             artifacts,
             at,
@@ -54,20 +54,11 @@ impl Driver for ObjectStorageAsset {
 
     fn restore(&self, cx: &Restore) -> Result<String> {
         let b = self;
-        let Restore {
-            env,
-            listed,
-            local,
-            decoding,
-            asset,
-            to,
-            ..
-        } = *cx;
-        let into = match to {
+        let into = match cx.to {
             None => &b.source,
             Some(Target::ObjectStorage(s3)) => s3,
-            Some(_) => return Err(not_its_kind(asset, "a bucket (objectStorage)")),
+            Some(_) => return Err(not_its_kind(cx.asset, "a bucket (objectStorage)")),
         };
-        bucket::restore(env, listed, local, decoding, into)
+        bucket::restore(cx.env, cx.listed, cx.local, cx.decoding, into)
     }
 }

@@ -21,15 +21,7 @@ impl Driver for PostgresAsset {
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
         let pg = self;
-        let Capture {
-            env,
-            slot,
-            asset,
-            encoding,
-            suffix,
-            ..
-        } = *cx;
-        let conn = env.pg(&pg.connection)?;
+        let conn = cx.env.pg(&pg.connection)?;
         let mut extra = Vec::new();
         for s in &pg.dump_options.schemas {
             extra.push(format!("--schema={s}"));
@@ -51,10 +43,10 @@ impl Driver for PostgresAsset {
         let mut artifacts = Vec::new();
         let mut snapshot: Option<Timestamp> = None;
         for db in &pg.databases {
-            let name = format!("{}.{db}.pgdump{suffix}", asset.name);
+            let name = format!("{}.{db}.pgdump{}", cx.asset.name, cx.suffix);
             created.push(name.clone());
             let (stored, at) = postgres::backup(&conn, db, &extra, &mut |r| {
-                env.store.put(slot, &name, r, encoding)
+                cx.env.store.put(cx.slot, &name, r, cx.encoding)
             })?;
             snapshot = Some(snapshot.map_or(at, |s| s.min(at)));
             artifacts.push(ArtifactInfo {
@@ -113,32 +105,22 @@ impl Driver for PostgresAsset {
 
     fn restore(&self, cx: &Restore) -> Result<String> {
         let pg = self;
-        let Restore {
-            env,
-            listed,
-            local,
-            decoding,
-            asset,
-            to,
-            options,
-            ..
-        } = *cx;
-        let (conn, rename, create) = match to {
+        let (conn, rename, create) = match cx.to {
             Some(Target::Postgres(t)) => (
-                env.pg(&t.connection)?,
+                cx.env.pg(&t.connection)?,
                 t.database.clone(),
                 t.create_database,
             ),
-            None => (env.pg(&pg.connection)?, None, false),
-            Some(_) => return Err(not_its_kind(asset, "PostgreSQL (postgres)")),
+            None => (cx.env.pg(&pg.connection)?, None, false),
+            Some(_) => return Err(not_its_kind(cx.asset, "PostgreSQL (postgres)")),
         };
         // Every database's dump is decoded and verified (one read of the stored bytes)
         // before the first pg_restore: a corrupt artifact never touches a target.
         let mut dumps = Vec::new();
-        for a in &listed.metadata.artifacts {
+        for a in &cx.listed.metadata.artifacts {
             let db = a
                 .name
-                .strip_prefix(&format!("{}.", asset.name))
+                .strip_prefix(&format!("{}.", cx.asset.name))
                 .and_then(|rest| rest.split(".pgdump").next())
                 .ok_or_else(|| {
                     AgentError::integrity(format!("unexpected artifact name {}", a.name))
@@ -157,8 +139,8 @@ impl Driver for PostgresAsset {
                 indexer: crate::pgarchive::Indexer::new(),
             };
             stream::unpack_verified(
-                &local.dir.join(&a.name),
-                decoding,
+                &cx.local.dir.join(&a.name),
+                cx.decoding,
                 &a.sha256,
                 a.stored_bytes,
                 &mut out,
@@ -188,8 +170,8 @@ impl Driver for PostgresAsset {
                 dump.path(),
                 &into,
                 create,
-                options.postgres_jobs,
-                options.clean,
+                cx.options.postgres_jobs,
+                cx.options.clean,
             )?;
             done.push(format!("postgres://{}:{}/{into}", conn.host, conn.port));
         }

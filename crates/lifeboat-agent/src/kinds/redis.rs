@@ -22,21 +22,15 @@ impl Driver for RedisAsset {
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
         let r = self;
-        let Capture {
-            env,
-            slot,
-            asset,
-            encoding,
-            suffix,
-            ..
-        } = *cx;
-        let conn = env.redis(&r.connection)?;
+        let conn = cx.env.redis(&r.connection)?;
         if !r.allow_empty {
             redis::ensure_not_empty(&conn)?;
         }
-        let name = format!("{}.rdb{suffix}", asset.name);
+        let name = format!("{}.rdb{}", cx.asset.name, cx.suffix);
         created.push(name.clone());
-        let (stored, at) = redis::backup(&conn, &mut |r| env.store.put(slot, &name, r, encoding))?;
+        let (stored, at) = redis::backup(&conn, &mut |r| {
+            cx.env.store.put(cx.slot, &name, r, cx.encoding)
+        })?;
         let artifact = ArtifactInfo {
             name,
             raw_bytes: stored.raw_bytes,
@@ -68,36 +62,36 @@ impl Driver for RedisAsset {
 
     fn restore(&self, cx: &Restore) -> Result<String> {
         let r = self;
-        let Restore {
-            env,
-            listed,
-            local,
-            decoding,
-            asset,
-            to,
-            ..
-        } = *cx;
-        let into = match to {
+        let into = match cx.to {
             Some(Target::Redis(t)) => Some(t),
             None => None,
-            Some(_) => return Err(not_its_kind(asset, "Redis (redis)")),
+            Some(_) => return Err(not_its_kind(cx.asset, "Redis (redis)")),
         };
-        let artifact = listed
+        let artifact = cx
+            .listed
             .metadata
             .artifacts
             .first()
             .ok_or_else(|| AgentError::integrity("backup has no artifact"))?;
-        for a in &listed.metadata.artifacts {
-            stream::verify(&local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
+        for a in &cx.listed.metadata.artifacts {
+            stream::verify(&cx.local.dir.join(&a.name), &a.sha256, a.stored_bytes)?;
         }
-        let conn = env.redis(into.map_or(&r.connection, |t| &t.connection))?;
-        let stored = local.dir.join(&artifact.name);
+        let conn = cx
+            .env
+            .redis(into.map_or(&r.connection, |t| &t.connection))?;
+        let stored = cx.local.dir.join(&artifact.name);
         // dataDir names a directory the agent writes (Redis on a host); without it the
         // target is a server the agent reaches only over the network (a pod with its own
         // volume), loaded over replication.
         match r.restore_data_dir(into) {
             Some(data_dir) => {
-                redis::restore(&conn, &stored, decoding, Path::new(&data_dir), "dump.rdb")?;
+                redis::restore(
+                    &conn,
+                    &stored,
+                    cx.decoding,
+                    Path::new(&data_dir),
+                    "dump.rdb",
+                )?;
                 Ok(format!("{data_dir}/dump.rdb (restart Redis to load it)"))
             }
             None => {
@@ -107,7 +101,7 @@ impl Driver for RedisAsset {
                     let file = rdb
                         .reopen()
                         .map_err(|e| AgentError::storage("temporary file", e))?;
-                    stream::unpack(&stored, decoding, std::io::BufWriter::new(&file))?;
+                    stream::unpack(&stored, cx.decoding, std::io::BufWriter::new(&file))?;
                     file.sync_all()
                         .map_err(|e| AgentError::storage("temporary file", e))?;
                 }
