@@ -1601,15 +1601,23 @@ fn the_agent_image_s_tool_list_is_what_the_agent_runs_and_the_dockerfile_checks(
     // Every program the agent starts in its pods, read from its source; local.rs starts the
     // throwaway servers of the local drill and tests on a workstation, never in a pod.
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/lifeboat-agent/src");
-    let call = regex::Regex::new(r#"tools::(?:find|version)\("([^"]+)"\)"#).unwrap();
+    let call =
+        regex::Regex::new(r#"tools::(?:find|find_pg|version|version_of)\(\s*"([^"]+)""#).unwrap();
     let mut used = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().is_some_and(|n| n == "local.rs") {
-            continue;
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "local.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            used.extend(call.captures_iter(&text).map(|c| c[1].to_owned()));
         }
-        let text = std::fs::read_to_string(&path).unwrap();
-        used.extend(call.captures_iter(&text).map(|c| c[1].to_owned()));
     }
     assert!(
         !used.is_empty(),

@@ -39,13 +39,16 @@ for v in 17 16 15; do
 done
 [ -n "$pg_bin" ] || { echo "images: no PostgreSQL client in /usr/lib/postgresql/*/bin (run make deps)" >&2; exit 1; }
 
-# The agent's programs, from the list the Dockerfile is checked against: PostgreSQL's from its
-# bin directory (also the image's LIFEBOAT_PG_BIN), the others from PATH.
+# The agent's programs, from the list the Dockerfile is checked against: PostgreSQL's from every
+# major's bin directory here, at the same path (the agent picks the server's major among
+# /usr/lib/postgresql/*/bin, as in the Dockerfile's image), the others from PATH.
 tools=()
 while read -r tool; do
   case "$tool" in ''|'#'*) continue ;; esac
   if [ -x "$pg_bin/$tool" ]; then
-    tools+=(--binary "$pg_bin/$tool:$pg_bin/$tool")
+    for dir in /usr/lib/postgresql/*/bin; do
+      [ -x "$dir/$tool" ] && tools+=(--binary "$dir/$tool:$dir/$tool")
+    done
   else
     path=$(command -v "$tool") || { echo "images: $tool (images/agent-tools.txt) not found (run make deps)" >&2; exit 1; }
     tools+=(--binary "$path:/usr/bin/$tool")
@@ -81,7 +84,6 @@ python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-agent:$versio
   --binary "$repo/target/$profile/lifeboat-agent:/usr/local/bin/lifeboat-agent" \
   "${tools[@]}" \
   --dir /var/run/lifeboat/secrets --dir /var/lib/lifeboat/backups \
-  --env "LIFEBOAT_PG_BIN=$pg_bin" \
   --entrypoint /usr/local/bin/lifeboat-agent
 python3 "$here/oci-image.py" --name "ghcr.io/lifeboat-dev/lifeboat-operator:$version" --out "$out/operator.tar" \
   "${common[@]}" \

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use lifeboat_api::agent_result::ErrorClass;
+use lifeboat_api::agent_result::{ErrorClass, ToolInfo};
 use lifeboat_api::common::SslMode;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -303,15 +303,29 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// Dumps `database` into `out`. Returns what was stored and the snapshot time (pg_dump takes
-/// one consistent snapshot when it starts).
+/// The server's major version, from `server_version_num` (150018 → 15), which picks the client
+/// programs ([`tools::find_pg`]).
+pub fn server_major(conn: &Conn, database: &str) -> Result<u32> {
+    let num = query_within(conn, database, "SHOW server_version_num", CONNECT_TIMEOUT)?;
+    num.trim().parse::<u32>().map(|n| n / 10_000).map_err(|_| {
+        AgentError::new(
+            ErrorClass::ToolFailed,
+            format!("server_version_num is {num:?}, not a number"),
+        )
+    })
+}
+
+/// Dumps `database` into `out`. Returns what was stored, the snapshot time (pg_dump takes one
+/// consistent snapshot when it starts) and the pg_dump that ran (the server's major picks it).
 pub fn backup(
     conn: &Conn,
     database: &str,
     extra: &[String],
     sink: &mut dyn FnMut(&mut dyn Read) -> Result<Stored>,
-) -> Result<(Stored, Timestamp)> {
-    let mut cmd = Command::new(tools::find("pg_dump")?);
+) -> Result<(Stored, Timestamp, ToolInfo)> {
+    let program = tools::find_pg("pg_dump", server_major(conn, database)?)?;
+    let tool = tools::version_of("pg_dump", &program)?;
+    let mut cmd = Command::new(&program);
     let _pass = conn.env(&mut cmd, database)?;
     cmd.args(["--format=custom", "--compress=0", "--no-password"])
         .args(extra)
@@ -367,7 +381,7 @@ pub fn backup(
             "pg_dump of {database} produced no custom-format archive"
         )));
     }
-    Ok((stored, snapshot))
+    Ok((stored, snapshot, tool))
 }
 
 /// Restores the custom-format dump at `dump` (decompressed and verified by the caller) into
@@ -383,7 +397,7 @@ pub fn restore(
     if create {
         create_database(conn, database)?;
     }
-    let mut cmd = Command::new(tools::find("pg_restore")?);
+    let mut cmd = Command::new(tools::find_pg("pg_restore", server_major(conn, database)?)?);
     let _pass = conn.env(&mut cmd, database)?;
     // An empty --dbname puts pg_restore in database mode and leaves the name to PGDATABASE.
     cmd.args([

@@ -1,7 +1,7 @@
 //! The external tools the agent drives (pg_dump, pg_restore, redis-cli, redis-check-rdb): where
 //! they are, which version, and what their failures mean.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use lifeboat_api::agent_result::{ErrorClass, ToolInfo};
@@ -45,8 +45,12 @@ pub fn find(name: &str) -> Result<PathBuf> {
 
 /// `name --version`, first line, for the audit trail.
 pub fn version(name: &str) -> Result<ToolInfo> {
-    let path = find(name)?;
-    let out = Command::new(&path)
+    version_of(name, &find(name)?)
+}
+
+/// `path --version`, first line, recorded as tool `name`.
+pub fn version_of(name: &str, path: &Path) -> Result<ToolInfo> {
+    let out = Command::new(path)
         .arg("--version")
         .output()
         .map_err(|e| AgentError::config(format!("{}: {e}", path.display())))?;
@@ -55,6 +59,63 @@ pub fn version(name: &str) -> Result<ToolInfo> {
         name: name.to_owned(),
         version: text.lines().next().unwrap_or_default().trim().to_owned(),
     })
+}
+
+/// Where each major's PostgreSQL programs are, as `<root>/<major>/bin` (Debian's and the
+/// PostgreSQL project's packages both): `$LIFEBOAT_PG_ROOT`, else this.
+const PG_ROOT: &str = "/usr/lib/postgresql";
+
+/// The client major for a server of major `server`, among the `installed` ones: the server's
+/// own, else the oldest newer one, never an older one. pg_dump refuses a server newer than
+/// itself; pg_restore of a newer major sends settings an older server rejects (17's
+/// `SET transaction_timeout` fails on 15, images/README.md), so the closest major is the one
+/// that both dumps and restores.
+pub fn choose_major(installed: &[u32], server: u32) -> Option<u32> {
+    installed.iter().copied().filter(|&m| m >= server).min()
+}
+
+/// The majors under `root` that have program `name`.
+fn installed_majors(root: &Path, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            e.path().join("bin").join(name).is_file().then_some(major)
+        })
+        .collect()
+}
+
+/// The path of PostgreSQL program `name` for a server of major `server`: `$LIFEBOAT_PG_BIN/name`
+/// when that is set (one client, chosen by whoever runs the agent), else the major
+/// [`choose_major`] picks among those installed (the agent image carries several), else PATH.
+/// A server newer than every installed client is refused here, before the program runs.
+pub fn find_pg(name: &str, server: u32) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("LIFEBOAT_PG_BIN") {
+        let p = PathBuf::from(dir).join(name);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let root =
+        std::env::var_os("LIFEBOAT_PG_ROOT").map_or_else(|| PathBuf::from(PG_ROOT), PathBuf::from);
+    let mut installed = installed_majors(&root, name);
+    if installed.is_empty() {
+        return find(name);
+    }
+    match choose_major(&installed, server) {
+        Some(major) => Ok(root.join(major.to_string()).join("bin").join(name)),
+        None => {
+            installed.sort_unstable();
+            let have: Vec<String> = installed.iter().map(u32::to_string).collect();
+            Err(AgentError::config(format!(
+                "the server is PostgreSQL {server}, newer than every {name} here ({}): run an agent image with PostgreSQL {server}'s client",
+                have.join(", ")
+            )))
+        }
+    }
 }
 
 /// The failure class of a database tool from what it printed on stderr.
@@ -99,6 +160,15 @@ pub fn tail(stderr: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_server_s_major_or_the_closest_newer_one() {
+        assert_eq!(choose_major(&[15, 16, 17], 16), Some(16));
+        assert_eq!(choose_major(&[17, 15], 14), Some(15));
+        assert_eq!(choose_major(&[15, 17], 16), Some(17));
+        assert_eq!(choose_major(&[15, 16], 17), None);
+        assert_eq!(choose_major(&[], 15), None);
+    }
 
     #[test]
     fn tool_errors_are_classified() {

@@ -42,13 +42,15 @@ impl Driver for PostgresAsset {
         }
         let mut artifacts = Vec::new();
         let mut snapshot: Option<Timestamp> = None;
+        let mut tool = None;
         for db in &pg.databases {
             let name = format!("{}.{db}.pgdump{}", cx.asset.name, cx.suffix);
             created.push(name.clone());
-            let (stored, at) = postgres::backup(&conn, db, &extra, &mut |r| {
+            let (stored, at, ran) = postgres::backup(&conn, db, &extra, &mut |r| {
                 cx.env.store.put(cx.slot, &name, r, cx.encoding)
             })?;
             snapshot = Some(snapshot.map_or(at, |s| s.min(at)));
+            tool = Some(ran);
             artifacts.push(ArtifactInfo {
                 name,
                 raw_bytes: stored.raw_bytes,
@@ -65,7 +67,10 @@ impl Driver for PostgresAsset {
         Ok((
             artifacts,
             snapshot.unwrap_or_else(Timestamp::now),
-            crate::tools::version("pg_dump")?,
+            match tool {
+                Some(t) => t,
+                None => crate::tools::version("pg_dump")?,
+            },
             source,
         ))
     }
