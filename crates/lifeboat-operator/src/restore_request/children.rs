@@ -127,10 +127,7 @@ pub fn restore_job(
     agent: &AgentConfig,
 ) -> Result<Job> {
     let doc = restore_document(rr, policy, step)?;
-    let mut secrets = target_secrets(step);
-    secrets.extend(location_secrets(&doc.location));
-    secrets.extend(doc.identity_secret.clone());
-    secrets.push(signing_key_ref());
+    let secrets = restore_secrets(step, &doc);
     job(
         rr,
         &restore_job_name(&rr.name_any(), &step.asset.name),
@@ -263,10 +260,7 @@ pub fn rollback_job(
         // Kubernetes state is never rolled back (plan::safety_asset refuses it).
         kubernetes_state_scope: None,
     };
-    let mut secrets = target_secrets(step);
-    secrets.extend(location_secrets(&doc.location));
-    secrets.extend(doc.identity_secret.clone());
-    secrets.push(signing_key_ref());
+    let secrets = restore_secrets(step, &doc);
     job(
         rr,
         &rollback_job_name(&rr.name_any(), &step.asset.name),
@@ -479,6 +473,17 @@ fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
         Some(t) => t.to.settings().secrets(),
         None => source_secrets(&step.asset.source),
     }
+}
+
+/// Secrets a Job writing into `step`'s target from `doc`'s location reads (a restore, or the
+/// rollback that restores the safety backup): the target's, the location's, the age identity and
+/// the namespace's signing key.
+fn restore_secrets(step: &Step, doc: &AgentRestoreJob) -> Vec<SecretKeyRef> {
+    let mut secrets = target_secrets(step);
+    secrets.extend(location_secrets(&doc.location));
+    secrets.extend(doc.identity_secret.clone());
+    secrets.push(signing_key_ref());
+    secrets
 }
 
 fn location_secrets(location: &Destination) -> Vec<SecretKeyRef> {
