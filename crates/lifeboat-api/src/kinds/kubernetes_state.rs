@@ -85,3 +85,45 @@ impl TargetKind for KubernetesStateTarget {
             .map(|ns| format!("namespace {ns}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn target(mapping: serde_json::Value) -> KubernetesStateTarget {
+        serde_json::from_value(serde_json::json!({"namespaceMapping": mapping})).unwrap()
+    }
+
+    #[test]
+    fn a_staging_target_maps_every_namespace_into_the_scope() {
+        let scope: StagingScope =
+            serde_json::from_value(serde_json::json!({"namespaces": ["drill"]})).unwrap();
+        assert_eq!(
+            target(serde_json::json!({"prod": "drill"})).outside(&scope),
+            None
+        );
+        assert_eq!(
+            target(serde_json::json!({"prod": "elsewhere"})).outside(&scope),
+            Some("namespace elsewhere".into())
+        );
+        assert!(target(serde_json::json!({})).outside(&scope).is_some());
+    }
+
+    #[test]
+    fn state_is_never_rolled_back_nor_read_back_as_a_source() {
+        let source = KubernetesStateAsset::default();
+        assert!(source.safety().is_none());
+        let t = target(serde_json::json!({"prod": "drill"}));
+        assert!(t.as_source(None, true).is_none());
+        assert_eq!(
+            source.is_same_place(&Target::KubernetesState(t)),
+            Some(false)
+        );
+        assert_eq!(
+            source.is_same_place(&Target::KubernetesState(KubernetesStateTarget::default())),
+            Some(true)
+        );
+    }
+}

@@ -130,3 +130,67 @@ impl TargetKind for DataVolumeTarget {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn source() -> AssetSource {
+        let asset: crate::backup_policy::Asset = serde_json::from_value(serde_json::json!({
+            "name": "orders", "postgres": {"host": "prod-db", "user": "u",
+            "databases": ["orders", "billing"], "pointInTime": {"user": "repl"}}}))
+        .unwrap();
+        asset.source
+    }
+
+    fn target(json: serde_json::Value) -> Target {
+        let t: crate::common::RestoreTarget =
+            serde_json::from_value(serde_json::json!({"asset": "orders", "postgres": json}))
+                .unwrap();
+        t.to
+    }
+
+    #[test]
+    fn a_target_read_as_a_source_keeps_the_original_databases_unless_it_names_one() {
+        let original = source();
+        let all = target(serde_json::json!({"host": "copy-db", "user": "u"}));
+        let AssetSource::Postgres(pg) = all.settings().as_source(Some(&original), true).unwrap()
+        else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.databases, ["orders", "billing"]);
+        assert_eq!(pg.connection.host, "copy-db");
+        assert!(pg.allow_empty && pg.point_in_time.is_none());
+        let one = target(serde_json::json!({"host": "copy-db", "user": "u", "database": "x"}));
+        let AssetSource::Postgres(pg) = one.settings().as_source(None, false).unwrap() else {
+            panic!("not postgres")
+        };
+        assert_eq!(pg.databases, ["x"]);
+        assert!(!pg.allow_empty);
+    }
+
+    #[test]
+    fn the_safety_backup_is_a_dump_and_the_same_server_is_the_same_place() {
+        let original = source();
+        let AssetSource::Postgres(safety) = original.settings().safety().unwrap() else {
+            panic!("not postgres")
+        };
+        assert!(safety.allow_empty && safety.point_in_time.is_none());
+        let same = target(serde_json::json!({"host": "prod-db", "user": "other"}));
+        assert_eq!(original.settings().is_same_place(&same), Some(true));
+        let elsewhere =
+            target(serde_json::json!({"host": "prod-db", "user": "u", "database": "new"}));
+        assert_eq!(original.settings().is_same_place(&elsewhere), Some(false));
+        let redis: crate::common::RestoreTarget = serde_json::from_value(
+            serde_json::json!({"asset": "orders", "redis": {"host": "prod-db"}}),
+        )
+        .unwrap();
+        assert_eq!(original.settings().is_same_place(&redis.to), None);
+        assert_eq!(
+            original.settings().describe(),
+            "postgres://prod-db:5432/orders,billing"
+        );
+    }
+}
