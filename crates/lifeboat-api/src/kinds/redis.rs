@@ -68,3 +68,34 @@ impl TargetKind for RedisTarget {
             .then(|| format!("host {}", self.connection.host))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_redis_target_is_the_source_when_host_and_port_match() {
+        let source: RedisAsset =
+            serde_json::from_value(serde_json::json!({"host": "cache", "port": 6380})).unwrap();
+        let target = |json| -> Target {
+            let t: crate::common::RestoreTarget =
+                serde_json::from_value(serde_json::json!({"asset": "s", "redis": json})).unwrap();
+            t.to
+        };
+        let same = target(serde_json::json!({"host": "cache", "port": 6380, "dataDir": "/d"}));
+        assert_eq!(source.is_same_place(&same), Some(true));
+        let other = target(serde_json::json!({"host": "cache"}));
+        assert_eq!(source.is_same_place(&other), Some(false));
+        let AssetSource::Redis(copy) = other.settings().as_source(None, false).unwrap() else {
+            panic!("not redis")
+        };
+        assert_eq!(copy.connection.port, 6379);
+        assert_eq!(source.describe(), "redis://cache:6380");
+        let Some(AssetSource::Redis(safety)) = source.safety() else {
+            panic!("no safety source")
+        };
+        assert!(safety.allow_empty);
+    }
+}
