@@ -34,6 +34,10 @@ asuser() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=postgres --regid=postgres
 
 cargo build -q --release -p lifeboat-agent --manifest-path "$repo/Cargo.toml"
 agent=$repo/target/release/lifeboat-agent
+# Every verb that writes or reads backups needs a namespace's signing key (32 random bytes).
+head -c 32 /dev/urandom > "$work/signing.key"
+chmod 600 "$work/signing.key"
+export LIFEBOAT_SIGNING_KEY_FILE=$work/signing.key
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$work"
 asuser initdb -D "$work/data" -U lifeboat --auth=trust --no-sync --locale=C >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -113,7 +117,7 @@ asset: db
 postgres: {host: 127.0.0.1, port: $port, user: lifeboat, sslMode: disable, database: r_agent, createDatabase: true}
 YAML
   local s3job
-  s3job=$(printf '{"namespace":"b","policy":"%s","asset":{"name":"db","postgres":{"host":"127.0.0.1","port":%s,"user":"lifeboat","sslMode":"disable","databases":["%s"]}},"destination":{"s3":{"endpoint":"http://127.0.0.1:%s","bucket":"backups","forcePathStyle":true,"credentialsSecret":{"name":"s3"}}},"retention":{"keepLast":100}}' "$db" "$port" "$db" "$s3port")
+  s3job=$(printf '{"namespace":"b","policy":"%s","asset":{"name":"db","postgres":{"host":"127.0.0.1","port":%s,"user":"lifeboat","sslMode":"disable","databases":["%s"]}},"destination":{"s3":{"endpoint":"http://127.0.0.1:%s","bucket":"backups","forcePathStyle":true,"credentialsSecret":{"name":"s3"}}},"compression":{"algorithm":"zstd","level":1},"retention":{"keepLast":100}}' "$db" "$port" "$db" "$s3port")
   pg_dump -Fc -Z0 "$db" > "$work/$db.dump"
   pg_dump "$db" > "$work/$db.plain.sql"
   local r
