@@ -140,7 +140,7 @@ YAML
   done
   local size art
   size=$(psql -tA "$db" -c "SELECT pg_database_size('$db')")
-  art=$(ls -t "$work"/backups/"$db"/*/db."$db".pgdump.zst | head -n1)
+  art=$(ls -t "$work"/backups/*/"$db"/*/db."$db".pgdump.zst | head -n1)
   python3 - "$work" "$db" "$size" "$(stat -c %s "$work/$db.dump")" "$(stat -c %s "$art")" "$(stat -c %s "$work/$db.plain.sql.gz")" "$runs" <<'PY'
 import statistics, sys
 work, db, size, dump, art, gz, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
