@@ -8,8 +8,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use lifeboat_api::BackupPolicy;
 use lifeboat_api::agent_job::{AgentJob, KubernetesStateScope, signing_key_ref};
-use lifeboat_api::backup_policy::{Asset, AssetKind, AssetSource};
+use lifeboat_api::backup_policy::{Asset, AssetKind};
 use lifeboat_api::common::{Destination, SecretKeyRef};
+use lifeboat_api::kinds::object_storage::s3_secrets;
 
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
@@ -211,7 +212,7 @@ fn parent_annotation(policy: &str) -> BTreeMap<String, String> {
 
 /// Every Secret key a backup of `asset` to `destination` reads.
 pub fn referenced_secrets(asset: &Asset, destination: &Destination) -> Vec<SecretKeyRef> {
-    let mut out = source_secrets(&asset.source);
+    let mut out = asset.source.settings().secrets();
     // A pointInTime asset's base backups and archiver connect as its replication role.
     if let Some(archiving) = asset.postgres().and_then(|pg| pg.point_in_time.as_ref()) {
         out.extend(archiving.password_secret.iter().cloned());
@@ -234,13 +235,6 @@ fn backup_secrets(
     }
     out
 }
-
-/// The Secret keys a client of an asset's source reads (backups, and restores into the source).
-pub(crate) fn source_secrets(source: &AssetSource) -> Vec<SecretKeyRef> {
-    source.settings().secrets()
-}
-
-pub(crate) use lifeboat_api::kinds::object_storage::s3_secrets;
 
 #[cfg(test)]
 mod tests {
@@ -753,7 +747,8 @@ mod tests {
         let job: AgentJob = document(&pod.containers[0]);
         let encryption = job.encryption.unwrap();
         assert_eq!(encryption.recipients.len(), 1);
-        let AssetSource::ObjectStorage(bucket) = job.asset.source else {
+        let lifeboat_api::backup_policy::AssetSource::ObjectStorage(bucket) = job.asset.source
+        else {
             panic!("not a bucket")
         };
         assert!(bucket.allow_empty);

@@ -21,11 +21,11 @@ use lifeboat_api::restore_request::{
 };
 use lifeboat_api::{BackupPolicy, DrillSchedule};
 
-use crate::backup_policy::cronjob::s3_secrets;
 use crate::config::AgentConfig;
 use crate::error::{Error, Result};
 use crate::names;
 use crate::pod::AgentPod;
+use lifeboat_api::kinds::object_storage::s3_secrets;
 
 /// The last step's name: the checks, plus the Jobs' start-up the restore steps do not count.
 pub const VALIDATE_STEP: &str = "validate and Job start-up";

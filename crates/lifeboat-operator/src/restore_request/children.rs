@@ -10,12 +10,12 @@ use lifeboat_api::agent_job::{
 };
 use lifeboat_api::backup_policy::{AssetKind, AssetSource, Retention};
 use lifeboat_api::common::{DataVolumeTarget, Destination, RestoreTarget, SecretKeyRef};
+use lifeboat_api::kinds::object_storage::s3_secrets;
 use lifeboat_api::restore_request::RestoreOptions;
 use lifeboat_api::{BackupPolicy, RestoreRequest};
 
 use super::plan::{Step, safety_asset, safety_policy};
 use super::progress::{restore_job_name, rollback_job_name, safety_job_name, validate_job_name};
-use crate::backup_policy::cronjob::{s3_secrets, source_secrets};
 use crate::config::AgentConfig;
 use crate::error::{Error, Problem, Result};
 use crate::kubestate::Access;
@@ -471,7 +471,7 @@ fn loads_redis_over_replication(step: &Step) -> bool {
 fn target_secrets(step: &Step) -> Vec<SecretKeyRef> {
     match &step.target {
         Some(t) => t.to.settings().secrets(),
-        None => source_secrets(&step.asset.source),
+        None => step.asset.source.settings().secrets(),
     }
 }
 
