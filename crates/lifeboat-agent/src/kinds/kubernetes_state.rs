@@ -1,12 +1,13 @@
 //! Kubernetes state's driver: the scope's objects read through API discovery, re-applied
 //! with server-side apply (or a server-side dry run).
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use lifeboat_api::agent_job::KubernetesStateScope;
 use lifeboat_api::agent_result::{ArtifactInfo, CanaryMarker, ToolInfo};
 use lifeboat_api::backup_policy::KubernetesStateAsset;
 use lifeboat_api::common::Target;
-use std::time::Duration;
 
 use super::{Capture, Captured, Driver, Restore};
 use crate::error::{AgentError, Result};
@@ -22,8 +23,7 @@ impl Driver for KubernetesStateAsset {
     }
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
-        let k = self;
-        let (state, source) = crate::kubestate::backup(k, needs_scope(cx.scope)?)?;
+        let (state, source) = crate::kubestate::backup(self, needs_scope(cx.scope)?)?;
         // One document: a namespace's objects are megabytes, not gigabytes, so it is built
         // in memory and streamed through the same encode path as every artifact.
         let json = serde_json::to_vec(&state)

@@ -1,10 +1,11 @@
 //! A bucket's driver: every object copied into artifacts, restored object by object.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use lifeboat_api::agent_result::{CanaryMarker, ToolInfo};
 use lifeboat_api::backup_policy::ObjectStorageAsset;
 use lifeboat_api::common::Target;
-use std::time::Duration;
 
 use super::{Capture, Captured, Driver, Restore, not_its_kind};
 use crate::bucket;
@@ -17,12 +18,11 @@ impl Driver for ObjectStorageAsset {
     }
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
-        let b = self;
         let (artifacts, at) = bucket::backup(
             cx.env,
             cx.slot,
             &cx.asset.name,
-            b,
+            self,
             cx.encoding,
             cx.suffix,
             created,
@@ -34,7 +34,7 @@ impl Driver for ObjectStorageAsset {
                 name: "lifeboat-agent".into(),
                 version: format!("{} (object_store)", env!("CARGO_PKG_VERSION")),
             },
-            bucket::describe(&b.source),
+            bucket::describe(&self.source),
         ))
     }
 
@@ -53,9 +53,8 @@ impl Driver for ObjectStorageAsset {
     }
 
     fn restore(&self, cx: &Restore) -> Result<String> {
-        let b = self;
         let into = match cx.to {
-            None => &b.source,
+            None => &self.source,
             Some(Target::ObjectStorage(s3)) => s3,
             Some(_) => return Err(not_its_kind(cx.asset, "a bucket (objectStorage)")),
         };

@@ -1,18 +1,17 @@
 //! PostgreSQL's driver: `pg_dump` per database, `pg_restore` from a verified, indexed copy.
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use jiff::Timestamp;
-use lifeboat_api::agent_result::{ArtifactInfo, CanaryMarker};
+use lifeboat_api::agent_result::{ArtifactInfo, CanaryMarker, ErrorClass};
 use lifeboat_api::backup_policy::PostgresAsset;
 use lifeboat_api::common::Target;
-use std::time::Duration;
 
 use super::{Capture, Captured, Driver, Restore, not_its_kind};
 use crate::error::{AgentError, Result};
 use crate::jobs::{Env, PROBE_TIMEOUT, wait_until_serving};
 use crate::{postgres, stream};
-use lifeboat_api::agent_result::ErrorClass;
 
 impl Driver for PostgresAsset {
     fn canary(&self, env: &Env, id: &str, now: Timestamp) -> Result<CanaryMarker> {
@@ -20,30 +19,29 @@ impl Driver for PostgresAsset {
     }
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
-        let pg = self;
-        let conn = cx.env.pg(&pg.connection)?;
+        let conn = cx.env.pg(&self.connection)?;
         let mut extra = Vec::new();
-        for s in &pg.dump_options.schemas {
+        for s in &self.dump_options.schemas {
             extra.push(format!("--schema={s}"));
         }
-        for s in &pg.dump_options.exclude_schemas {
+        for s in &self.dump_options.exclude_schemas {
             extra.push(format!("--exclude-schema={s}"));
         }
-        for t in &pg.dump_options.exclude_tables {
+        for t in &self.dump_options.exclude_tables {
             extra.push(format!("--exclude-table={t}"));
         }
-        if pg.dump_options.no_owner {
+        if self.dump_options.no_owner {
             extra.push("--no-owner".into());
         }
-        if !pg.allow_empty {
-            for db in &pg.databases {
+        if !self.allow_empty {
+            for db in &self.databases {
                 postgres::ensure_not_empty(&conn, db)?;
             }
         }
         let mut artifacts = Vec::new();
         let mut snapshot: Option<Timestamp> = None;
         let mut tool = None;
-        for db in &pg.databases {
+        for db in &self.databases {
             let name = format!("{}.{db}.pgdump{}", cx.asset.name, cx.suffix);
             created.push(name.clone());
             let (stored, at, ran) = postgres::backup(&conn, db, &extra, &mut |r| {
@@ -62,7 +60,7 @@ impl Driver for PostgresAsset {
             "postgres://{}:{}/{}",
             conn.host,
             conn.port,
-            pg.databases.join(",")
+            self.databases.join(",")
         );
         Ok((
             artifacts,
@@ -109,14 +107,13 @@ impl Driver for PostgresAsset {
     }
 
     fn restore(&self, cx: &Restore) -> Result<String> {
-        let pg = self;
         let (conn, rename, create) = match cx.to {
             Some(Target::Postgres(t)) => (
                 cx.env.pg(&t.connection)?,
                 t.database.clone(),
                 t.create_database,
             ),
-            None => (cx.env.pg(&pg.connection)?, None, false),
+            None => (cx.env.pg(&self.connection)?, None, false),
             Some(_) => return Err(not_its_kind(cx.asset, "PostgreSQL (postgres)")),
         };
         // Every database's dump is decoded and verified (one read of the stored bytes)

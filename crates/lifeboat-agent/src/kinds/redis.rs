@@ -2,13 +2,13 @@
 //! loaded over replication.
 
 use std::path::Path;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use lifeboat_api::agent_job::{POD_IP_ENV, REDIS_LOAD_PORT};
 use lifeboat_api::agent_result::{ArtifactInfo, CanaryMarker};
 use lifeboat_api::backup_policy::RedisAsset;
 use lifeboat_api::common::Target;
-use std::time::Duration;
 
 use super::{Capture, Captured, Driver, Restore, not_its_kind};
 use crate::error::{AgentError, Result};
@@ -21,9 +21,8 @@ impl Driver for RedisAsset {
     }
 
     fn capture(&self, cx: &Capture, created: &mut Vec<String>) -> Result<Captured> {
-        let r = self;
-        let conn = cx.env.redis(&r.connection)?;
-        if !r.allow_empty {
+        let conn = cx.env.redis(&self.connection)?;
+        if !self.allow_empty {
             redis::ensure_not_empty(&conn)?;
         }
         let name = format!("{}.rdb{}", cx.asset.name, cx.suffix);
@@ -61,7 +60,6 @@ impl Driver for RedisAsset {
     }
 
     fn restore(&self, cx: &Restore) -> Result<String> {
-        let r = self;
         let into = match cx.to {
             Some(Target::Redis(t)) => Some(t),
             None => None,
@@ -78,12 +76,12 @@ impl Driver for RedisAsset {
         }
         let conn = cx
             .env
-            .redis(into.map_or(&r.connection, |t| &t.connection))?;
+            .redis(into.map_or(&self.connection, |t| &t.connection))?;
         let stored = cx.local.dir.join(&artifact.name);
         // dataDir names a directory the agent writes (Redis on a host); without it the
         // target is a server the agent reaches only over the network (a pod with its own
         // volume), loaded over replication.
-        match r.restore_data_dir(into) {
+        match self.restore_data_dir(into) {
             Some(data_dir) => {
                 redis::restore(
                     &conn,
